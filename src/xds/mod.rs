@@ -1,0 +1,7 @@
+//! The xDS protocol: encoded resources and snapshots, the sans-io session
+//! state machine (SotW and delta), and the tonic service that moves messages
+//! between a stream and a session.
+
+pub mod resource;
+
+pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};

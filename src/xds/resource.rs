@@ -1,0 +1,175 @@
+//! Encoded Envoy resources and per-node-group snapshots.
+//!
+//! `compile` produces a [`Snapshot`] per node group. Each resource is encoded
+//! to protobuf bytes once, here, and every stream that sends it clones the
+//! `Arc`/`Bytes`, never the payload. Versions are content hashes, so the same
+//! input gives the same version strings in any process.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// The four resource types sluice serves, in make-before-break order:
+/// CDS, then EDS, then LDS, then RDS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TypeUrl {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl TypeUrl {
+    /// All types in the order pushes must follow.
+    pub const ALL: [TypeUrl; 4] = [
+        TypeUrl::Cluster,
+        TypeUrl::Endpoint,
+        TypeUrl::Listener,
+        TypeUrl::Route,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            TypeUrl::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            TypeUrl::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            TypeUrl::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    pub fn parse(url: &str) -> Option<TypeUrl> {
+        TypeUrl::ALL.into_iter().find(|t| t.as_str() == url)
+    }
+
+    /// Short name used in logs, metrics and status (`cds`, `eds`, ...).
+    pub const fn short(self) -> &'static str {
+        match self {
+            TypeUrl::Cluster => "cds",
+            TypeUrl::Endpoint => "eds",
+            TypeUrl::Listener => "lds",
+            TypeUrl::Route => "rds",
+        }
+    }
+
+    /// LDS and CDS may be subscribed to as a wildcard; EDS and RDS are
+    /// always requested by name.
+    pub const fn wildcard_capable(self) -> bool {
+        matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for TypeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// One encoded resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub name: String,
+    /// Content hash of `body`.
+    pub version: String,
+    /// The protobuf encoding of the Envoy message.
+    pub body: Bytes,
+}
+
+impl Resource {
+    pub fn encode<M: prost::Message>(name: impl Into<String>, msg: &M) -> Resource {
+        let body = Bytes::from(msg.encode_to_vec());
+        Resource {
+            name: name.into(),
+            version: content_hash(&[&body]),
+            body,
+        }
+    }
+}
+
+/// The resources one node group gets, per type, with a version per type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    resources: [BTreeMap<String, Arc<Resource>>; 4],
+    versions: [String; 4],
+}
+
+impl Snapshot {
+    pub fn new(by_type: [Vec<Resource>; 4]) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for (i, list) in by_type.into_iter().enumerate() {
+            let map: BTreeMap<String, Arc<Resource>> = list
+                .into_iter()
+                .map(|r| (r.name.clone(), Arc::new(r)))
+                .collect();
+            snap.versions[i] = set_version(map.values().map(|r| r.as_ref()));
+            snap.resources[i] = map;
+        }
+        snap
+    }
+
+    pub fn resources(&self, ty: TypeUrl) -> &BTreeMap<String, Arc<Resource>> {
+        &self.resources[ty.index()]
+    }
+
+    pub fn version(&self, ty: TypeUrl) -> &str {
+        &self.versions[ty.index()]
+    }
+
+    pub fn get(&self, ty: TypeUrl, name: &str) -> Option<&Arc<Resource>> {
+        self.resources[ty.index()].get(name)
+    }
+}
+
+/// The version of a set of resources: a hash over their names and versions
+/// in name order. Deterministic across processes.
+pub fn set_version<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> String {
+    let mut hasher = Sha256::new();
+    for r in resources {
+        hasher.update(r.name.as_bytes());
+        hasher.update([0]);
+        hasher.update(r.version.as_bytes());
+        hasher.update([0]);
+    }
+    short_hex(&hasher.finalize())
+}
+
+/// A short, stable content hash (first 8 bytes of SHA-256, hex).
+pub fn content_hash(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for p in parts {
+        hasher.update(p);
+    }
+    short_hex(&hasher.finalize())
+}
+
+fn short_hex(digest: &[u8]) -> String {
+    use std::fmt::Write;
+    digest[..8].iter().fold(String::with_capacity(16), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Snapshots for every node group, as published to the xDS server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshots {
+    /// Snapshots of groups named in the rules.
+    pub groups: BTreeMap<String, Arc<Snapshot>>,
+    /// What a proxy whose group the rules never name receives: the
+    /// listeners that apply to every group.
+    pub fallback: Arc<Snapshot>,
+}
+
+impl Snapshots {
+    pub fn for_group(&self, group: &str) -> &Arc<Snapshot> {
+        self.groups.get(group).unwrap_or(&self.fallback)
+    }
+}
