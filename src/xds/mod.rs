@@ -5,3 +5,5 @@
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};
+pub mod session;
+pub mod wire;

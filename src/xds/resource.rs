@@ -109,7 +109,8 @@ impl Snapshot {
                 .into_iter()
                 .map(|r| (r.name.clone(), Arc::new(r)))
                 .collect();
-            snap.versions[i] = set_version(map.values().map(|r| r.as_ref()));
+            snap.versions[i] =
+                set_version(map.values().map(|r| (r.name.as_str(), r.version.as_str())));
             snap.resources[i] = map;
         }
         snap
@@ -129,13 +130,13 @@ impl Snapshot {
 }
 
 /// The version of a set of resources: a hash over their names and versions
-/// in name order. Deterministic across processes.
-pub fn set_version<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> String {
+/// (callers pass them in name order). Deterministic across processes.
+pub fn set_version<'a>(resources: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut hasher = Sha256::new();
-    for r in resources {
-        hasher.update(r.name.as_bytes());
+    for (name, version) in resources {
+        hasher.update(name.as_bytes());
         hasher.update([0]);
-        hasher.update(r.version.as_bytes());
+        hasher.update(version.as_bytes());
         hasher.update([0]);
     }
     short_hex(&hasher.finalize())
@@ -152,10 +153,12 @@ pub fn content_hash(parts: &[&[u8]]) -> String {
 
 fn short_hex(digest: &[u8]) -> String {
     use std::fmt::Write;
-    digest[..8].iter().fold(String::with_capacity(16), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    digest[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Snapshots for every node group, as published to the xDS server.

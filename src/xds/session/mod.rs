@@ -1,0 +1,621 @@
+//! The sans-io xDS session: one ADS stream's protocol state.
+//!
+//! A [`Session`] takes requests (`on_sotw_request` / `on_delta_request`) and
+//! snapshots (`on_snapshot`) and returns the responses to send plus events
+//! for metrics and status. It does no I/O and reads no clock; the tonic task
+//! in `server` only moves messages. The rules it follows are those of
+//! Envoy's xDS protocol doc:
+//!
+//! - the node comes from the first request; nonces are per stream;
+//! - a request echoing the nonce of the response in flight is an ACK, or a
+//!   NACK when it carries `error_detail`; a request with an older nonce is
+//!   stale and ignored (SotW) or only its subscription changes are taken
+//!   (delta, where every request is incremental);
+//! - at most one response per type is in flight: while a type waits for its
+//!   ACK, newer changes coalesce into the next response;
+//! - a NACKed resource version is never sent again; the proxy keeps its last
+//!   accepted version and the next push happens when the config changes;
+//! - pushes go CDS → EDS → LDS → RDS; a type that must wait holds back the
+//!   types after it; clusters (and their endpoints) that left the snapshot
+//!   are removed only once LDS and RDS are up to date and ACKed, and a
+//!   cluster that changed has its endpoints sent again.
+
+mod plan;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use serde::Serialize;
+
+use super::resource::{Resource, Snapshot, TypeUrl};
+use super::wire;
+use plan::Plan;
+
+/// Which protocol variant a stream speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+/// NACK error details longer than this are cut (Envoy can send whole
+/// exception texts; status and metrics must stay bounded).
+pub const MAX_ERROR_DETAIL: usize = 1024;
+
+/// Node metadata key that picks the node group; `node.cluster` otherwise.
+pub const GROUP_METADATA_KEY: &str = "sluice_group";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub cluster: String,
+    /// The node group whose snapshot this proxy receives.
+    pub group: String,
+}
+
+/// A response ready to be written to the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Response {
+    Sotw(wire::DiscoveryResponse),
+    Delta(wire::DeltaDiscoveryResponse),
+}
+
+/// Something the driver should count or show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Sent {
+        ty: TypeUrl,
+        version: String,
+        nonce: String,
+        resources: usize,
+    },
+    Acked {
+        ty: TypeUrl,
+        version: String,
+        nonce: String,
+    },
+    Nacked {
+        ty: TypeUrl,
+        version: String,
+        nonce: String,
+        error: String,
+    },
+    /// A request for a type sluice does not serve; it is answered with
+    /// nothing, as the protocol allows.
+    UnknownType { type_url: String },
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Output {
+    pub responses: Vec<Response>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("the first request on a stream must carry a node")]
+    MissingNode,
+    #[error("node id must not be empty")]
+    EmptyNodeId,
+}
+
+/// Per-type state shown by `sluice status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TypeStatus {
+    pub sent: Option<String>,
+    pub acked: Option<String>,
+    pub nack: Option<NackInfo>,
+    /// Whether a response is waiting for its ACK.
+    pub in_flight: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NackInfo {
+    pub version: String,
+    pub error: String,
+}
+
+/// What the proxy holds of one resource, as far as this stream knows.
+#[derive(Clone, Debug)]
+struct Known {
+    version: String,
+    /// The body, when sluice sent it on this stream (not when the client
+    /// only announced it in `initial_resource_versions`).
+    resource: Option<Arc<Resource>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    nonce: String,
+    version: String,
+    /// `known` entries before this response, restored on NACK.
+    previous: BTreeMap<String, Option<Known>>,
+    /// (name, version) of every resource in the response.
+    sent: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    /// The client has asked for this type on this stream.
+    requested: bool,
+    wildcard: bool,
+    /// A SotW client has named resources at least once (ends legacy
+    /// wildcard semantics of an empty list).
+    ever_named: bool,
+    names: BTreeSet<String>,
+    known: BTreeMap<String, Known>,
+    pending: Option<Pending>,
+    last_nonce: String,
+    /// The first wildcard request gets an answer even when empty, so the
+    /// proxy can finish initialising.
+    must_reply: bool,
+    /// Resources to send again even if the client has this version (EDS
+    /// after a cluster changed).
+    force: BTreeSet<String>,
+    /// (name, version) pairs the client rejected; never sent again.
+    rejected: BTreeSet<(String, String)>,
+    /// Delta: explicitly subscribed names already reported as absent.
+    told_missing: BTreeSet<String>,
+    status: TypeStatus,
+}
+
+impl TypeState {
+    fn in_scope(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+pub struct Session {
+    mode: Mode,
+    node: Option<NodeInfo>,
+    snapshot: Option<Arc<Snapshot>>,
+    types: [TypeState; 4],
+    next_nonce: u64,
+}
+
+impl Session {
+    pub fn new(mode: Mode) -> Session {
+        Session {
+            mode,
+            node: None,
+            snapshot: None,
+            types: Default::default(),
+            next_nonce: 1,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn node(&self) -> Option<&NodeInfo> {
+        self.node.as_ref()
+    }
+
+    pub fn snapshot(&self) -> Option<&Arc<Snapshot>> {
+        self.snapshot.as_ref()
+    }
+
+    pub fn status(&self) -> BTreeMap<&'static str, TypeStatus> {
+        TypeUrl::ALL
+            .iter()
+            .filter(|ty| self.types[ty.index()].requested)
+            .map(|ty| (ty.short(), self.types[ty.index()].status.clone()))
+            .collect()
+    }
+
+    /// A new snapshot for this proxy's group.
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output {
+        for ty in TypeUrl::ALL {
+            let st = &mut self.types[ty.index()];
+            let res = snapshot.resources(ty);
+            // A rejected version stays rejected only while it is current;
+            // a later config that returns to it is a new push.
+            st.rejected
+                .retain(|(name, v)| res.get(name).is_some_and(|r| &r.version == v));
+            st.force.retain(|name| res.contains_key(name));
+        }
+        self.snapshot = Some(snapshot);
+        let mut out = Output::default();
+        self.flush(&mut out);
+        out
+    }
+
+    pub fn on_sotw_request(&mut self, req: DiscoveryRequest) -> Result<Output, ProtocolError> {
+        self.take_node(req.node.as_ref())?;
+        let mut out = Output::default();
+        let Some(ty) = TypeUrl::parse(&req.type_url) else {
+            out.events.push(Event::UnknownType {
+                type_url: req.type_url,
+            });
+            return Ok(out);
+        };
+        let nonce = req.response_nonce.as_str();
+        let st = &self.types[ty.index()];
+        if !nonce.is_empty() {
+            if st.pending.as_ref().is_some_and(|p| p.nonce == nonce) {
+                let error = req.error_detail.as_ref().map(|e| e.message.clone());
+                self.settle(ty, error, &mut out);
+            } else if nonce != st.last_nonce {
+                // Stale: a newer response is already on its way.
+                return Ok(out);
+            }
+        }
+        self.sotw_subscribe(ty, req.resource_names);
+        self.flush(&mut out);
+        Ok(out)
+    }
+
+    pub fn on_delta_request(
+        &mut self,
+        req: DeltaDiscoveryRequest,
+    ) -> Result<Output, ProtocolError> {
+        self.take_node(req.node.as_ref())?;
+        let mut out = Output::default();
+        let Some(ty) = TypeUrl::parse(&req.type_url) else {
+            out.events.push(Event::UnknownType {
+                type_url: req.type_url,
+            });
+            return Ok(out);
+        };
+        let st = &self.types[ty.index()];
+        if !req.response_nonce.is_empty()
+            && st
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.nonce == req.response_nonce)
+        {
+            let error = req.error_detail.as_ref().map(|e| e.message.clone());
+            self.settle(ty, error, &mut out);
+        }
+        self.delta_subscribe(
+            ty,
+            req.resource_names_subscribe,
+            req.resource_names_unsubscribe,
+            req.initial_resource_versions,
+        );
+        self.flush(&mut out);
+        Ok(out)
+    }
+
+    fn take_node(&mut self, node: Option<&Node>) -> Result<(), ProtocolError> {
+        if self.node.is_some() {
+            return Ok(());
+        }
+        let node = node.ok_or(ProtocolError::MissingNode)?;
+        if node.id.is_empty() {
+            return Err(ProtocolError::EmptyNodeId);
+        }
+        self.node = Some(NodeInfo {
+            id: node.id.clone(),
+            cluster: node.cluster.clone(),
+            group: group_of(node),
+        });
+        Ok(())
+    }
+
+    /// ACK (no error) or NACK of the response in flight for `ty`.
+    fn settle(&mut self, ty: TypeUrl, error: Option<String>, out: &mut Output) {
+        let st = &mut self.types[ty.index()];
+        let Some(p) = st.pending.take() else { return };
+        match error {
+            None => {
+                st.status.acked = Some(p.version.clone());
+                if st.status.nack.is_some() && st.status.sent.as_deref() == Some(&p.version) {
+                    st.status.nack = None;
+                }
+                out.events.push(Event::Acked {
+                    ty,
+                    version: p.version,
+                    nonce: p.nonce,
+                });
+            }
+            Some(message) => {
+                let error = truncate(&message, MAX_ERROR_DETAIL);
+                for (name, prev) in p.previous {
+                    match prev {
+                        Some(k) => st.known.insert(name, k),
+                        None => st.known.remove(&name),
+                    };
+                }
+                st.rejected.extend(p.sent);
+                st.status.nack = Some(NackInfo {
+                    version: p.version.clone(),
+                    error: error.clone(),
+                });
+                out.events.push(Event::Nacked {
+                    ty,
+                    version: p.version,
+                    nonce: p.nonce,
+                    error,
+                });
+            }
+        }
+        st.status.in_flight = false;
+    }
+
+    fn sotw_subscribe(&mut self, ty: TypeUrl, names: Vec<String>) {
+        let st = &mut self.types[ty.index()];
+        let first = !st.requested;
+        st.requested = true;
+        let mut names: BTreeSet<String> = names.into_iter().collect();
+        let explicit_wildcard = names.remove("*");
+        if !names.is_empty() {
+            st.ever_named = true;
+        }
+        st.wildcard =
+            ty.wildcard_capable() && (explicit_wildcard || (names.is_empty() && !st.ever_named));
+        if first && st.wildcard {
+            st.must_reply = true;
+        }
+        // The client drops what it no longer subscribes to; if it asks again
+        // it must be sent again.
+        let dropped: Vec<String> = st.names.difference(&names).cloned().collect();
+        for name in dropped {
+            if !st.wildcard {
+                st.known.remove(&name);
+            }
+        }
+        st.names = names;
+    }
+
+    fn delta_subscribe(
+        &mut self,
+        ty: TypeUrl,
+        subscribe: Vec<String>,
+        unsubscribe: Vec<String>,
+        initial: std::collections::HashMap<String, String>,
+    ) {
+        let st = &mut self.types[ty.index()];
+        let first = !st.requested;
+        st.requested = true;
+        if first {
+            // Sorted so the state is the same whatever the map's order.
+            let initial: BTreeMap<String, String> = initial.into_iter().collect();
+            for (name, version) in initial {
+                st.known.insert(
+                    name,
+                    Known {
+                        version,
+                        resource: None,
+                    },
+                );
+            }
+            if subscribe.is_empty() && ty.wildcard_capable() {
+                st.wildcard = true;
+            }
+            if st.wildcard && st.known.is_empty() {
+                st.must_reply = true;
+            }
+        }
+        for name in subscribe {
+            if name == "*" {
+                st.wildcard = true;
+                continue;
+            }
+            // Every name in a subscribe list gets an answer: forget what we
+            // think the client has, unless it just told us (reconnect).
+            if !first {
+                st.known.remove(&name);
+            }
+            st.told_missing.remove(&name);
+            st.names.insert(name);
+        }
+        for name in unsubscribe {
+            if name == "*" {
+                st.wildcard = false;
+                continue;
+            }
+            st.names.remove(&name);
+            st.told_missing.remove(&name);
+            st.force.remove(&name);
+            if !st.wildcard {
+                st.known.remove(&name);
+            }
+        }
+        if !st.wildcard {
+            let names = &st.names;
+            st.known.retain(|name, _| names.contains(name));
+        }
+    }
+
+    /// Sends what each type needs, in make-before-break order.
+    fn flush(&mut self, out: &mut Output) {
+        let (Some(snap), Some(_)) = (self.snapshot.clone(), self.node.as_ref()) else {
+            return;
+        };
+        // Stale clusters go only once listeners and routes are settled.
+        let hold = [TypeUrl::Listener, TypeUrl::Route].iter().any(|&ty| {
+            let st = &self.types[ty.index()];
+            st.pending.is_some() || !self.plan(ty, &snap, false).is_empty()
+        });
+        let mut blocked = false;
+        for ty in TypeUrl::ALL {
+            let st = &self.types[ty.index()];
+            if !st.requested {
+                continue;
+            }
+            let plan = self.plan(ty, &snap, hold);
+            if plan.is_empty() && !st.must_reply {
+                continue;
+            }
+            if blocked || st.pending.is_some() {
+                // Later types must not overtake this one.
+                blocked = true;
+                continue;
+            }
+            self.emit(ty, &snap, plan, out);
+        }
+    }
+
+    fn emit(&mut self, ty: TypeUrl, snap: &Snapshot, plan: Plan, out: &mut Output) {
+        let nonce = self.next_nonce.to_string();
+        self.next_nonce += 1;
+        let mode = self.mode;
+        let st = &mut self.types[ty.index()];
+        let mut previous = BTreeMap::new();
+        let mut changed_clusters = Vec::new();
+
+        let (response, version, sent) = match mode {
+            Mode::Sotw => {
+                let (full, resources) = match &plan {
+                    Plan::Full(set) => (true, set.clone()),
+                    Plan::Partial { upserts, .. } => (false, upserts.clone()),
+                };
+                for r in &resources {
+                    let prev = st.known.get(&r.name).cloned();
+                    if prev.as_ref().map(|k| &k.version) != Some(&r.version) {
+                        changed_clusters.push(r.name.clone());
+                    }
+                    previous.entry(r.name.clone()).or_insert(prev);
+                    st.known.insert(
+                        r.name.clone(),
+                        Known {
+                            version: r.version.clone(),
+                            resource: Some(r.clone()),
+                        },
+                    );
+                }
+                if full {
+                    let keep: BTreeSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+                    let gone: Vec<String> = st
+                        .known
+                        .keys()
+                        .filter(|n| !keep.contains(n.as_str()))
+                        .cloned()
+                        .collect();
+                    for name in gone {
+                        let prev = st.known.remove(&name);
+                        previous.entry(name).or_insert(prev);
+                    }
+                }
+                let version = plan::sotw_version(st, &resources, full);
+                let resp = wire::DiscoveryResponse {
+                    version_info: version.clone(),
+                    resources: resources.iter().map(|r| wire::Any::of(ty, r)).collect(),
+                    type_url: ty.as_str().to_string(),
+                    nonce: nonce.clone(),
+                    control_plane: wire::control_plane(),
+                };
+                let sent = resources
+                    .iter()
+                    .map(|r| (r.name.clone(), r.version.clone()))
+                    .collect();
+                (Response::Sotw(resp), version, sent)
+            }
+            Mode::Delta => {
+                let (upserts, removals) = match plan {
+                    Plan::Partial { upserts, removals } => (upserts, removals),
+                    Plan::Full(set) => (set, Vec::new()),
+                };
+                for r in &upserts {
+                    let prev = st.known.get(&r.name).cloned();
+                    if prev.as_ref().map(|k| &k.version) != Some(&r.version) {
+                        changed_clusters.push(r.name.clone());
+                    }
+                    previous.entry(r.name.clone()).or_insert(prev);
+                    st.known.insert(
+                        r.name.clone(),
+                        Known {
+                            version: r.version.clone(),
+                            resource: Some(r.clone()),
+                        },
+                    );
+                }
+                for name in &removals {
+                    let prev = st.known.remove(name);
+                    previous.entry(name.clone()).or_insert(prev);
+                    if !snap.resources(ty).contains_key(name) && st.names.contains(name) {
+                        st.told_missing.insert(name.clone());
+                    }
+                }
+                let version = snap.version(ty).to_string();
+                let resp = wire::DeltaDiscoveryResponse {
+                    system_version_info: version.clone(),
+                    resources: upserts
+                        .iter()
+                        .map(|r| wire::DeltaResource {
+                            version: r.version.clone(),
+                            resource: Some(wire::Any::of(ty, r)),
+                            name: r.name.clone(),
+                        })
+                        .collect(),
+                    type_url: ty.as_str().to_string(),
+                    nonce: nonce.clone(),
+                    removed_resources: removals,
+                    control_plane: wire::control_plane(),
+                };
+                let sent = upserts
+                    .iter()
+                    .map(|r| (r.name.clone(), r.version.clone()))
+                    .collect();
+                (Response::Delta(resp), version, sent)
+            }
+        };
+
+        for r in &sent {
+            let (name, _): &(String, String) = r;
+            st.force.remove(name);
+        }
+        let count = match &response {
+            Response::Sotw(r) => r.resources.len(),
+            Response::Delta(r) => r.resources.len() + r.removed_resources.len(),
+        };
+        st.pending = Some(Pending {
+            nonce: nonce.clone(),
+            version: version.clone(),
+            previous,
+            sent,
+        });
+        st.last_nonce = nonce.clone();
+        st.must_reply = false;
+        st.status.sent = Some(version.clone());
+        st.status.in_flight = true;
+        if ty == TypeUrl::Cluster {
+            // Envoy re-warms a changed cluster and waits for its endpoints.
+            self.types[TypeUrl::Endpoint.index()]
+                .force
+                .extend(changed_clusters);
+        }
+        out.events.push(Event::Sent {
+            ty,
+            version,
+            nonce,
+            resources: count,
+        });
+        out.responses.push(response);
+    }
+}
+
+/// The node group of a proxy: node metadata `sluice_group` if it is a
+/// string, else `node.cluster`, else `default`.
+pub fn group_of(node: &Node) -> String {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let from_meta = node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(GROUP_METADATA_KEY))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        });
+    from_meta
+        .or_else(|| (!node.cluster.is_empty()).then(|| node.cluster.clone()))
+        .unwrap_or_else(|| "default".to_string())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
