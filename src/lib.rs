@@ -3,7 +3,16 @@
 //! Data flows one way: `rules` (YAML → validated [`model::Config`]) →
 //! `compile` (pure: config → per-group [`xds::Snapshots`]) → `xds` (sessions
 //! that stream snapshots to Envoys over ADS). `serve` wires these together
-//! with the file watcher and the admin HTTP server.
+//! with the rules file watcher and the `admin` HTTP listener; `cli` is the
+//! command line.
 
+pub mod admin;
+pub mod bootstrap;
+pub mod cli;
+pub mod compile;
+pub mod metrics;
 pub mod model;
+pub mod rules;
+pub mod serve;
+pub mod status_cli;
 pub mod xds;

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `sluice` binary: parse arguments, run.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    sluice::cli::main(sluice::cli::Cli::parse())
+}

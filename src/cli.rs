@@ -1,0 +1,216 @@
+//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::bootstrap::{self, BootstrapOptions};
+use crate::serve::{self, ServeOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "An Envoy xDS control plane")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the rules file to Envoys over ADS (SotW and delta), reloading
+    /// it when it changes.
+    Serve {
+        #[arg(long, env = "SLUICE_RULES")]
+        rules: PathBuf,
+        /// Address of the xDS gRPC listener.
+        #[arg(long, default_value = "127.0.0.1:18000", env = "SLUICE_XDS_ADDR")]
+        xds: SocketAddr,
+        /// Address of the admin HTTP listener (health, metrics, status).
+        #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
+        admin: SocketAddr,
+        /// How often the rules file is checked for changes, in milliseconds.
+        #[arg(long, default_value_t = 300)]
+        watch_interval_ms: u64,
+    },
+    /// Check rules files; print every error with file:line:column.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write an Envoy bootstrap that points a proxy at sluice over ADS.
+    Bootstrap {
+        #[arg(long)]
+        node_id: String,
+        /// The node group (Envoy's node.cluster).
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// sluice's xDS address, HOST:PORT.
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds: String,
+        /// Envoy's own admin port (bound to 127.0.0.1).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show connected proxies: per type, the version sent, ACKed, NACKed.
+    Status {
+        /// sluice's admin address.
+        #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
+        admin: SocketAddr,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    init_tracing();
+    match cli.command {
+        Command::Serve { rules, xds, admin, watch_interval_ms } => {
+            let opts = ServeOptions {
+                rules,
+                xds_addr: xds,
+                admin_addr: admin,
+                watch_interval: Duration::from_millis(watch_interval_ms.max(10)),
+            };
+            run_serve(opts)
+        }
+        Command::Validate { files } => validate(&files),
+        Command::Bootstrap { node_id, cluster, xds, admin_port, out } => {
+            write_bootstrap(node_id, cluster, &xds, admin_port, out.as_deref())
+        }
+        Command::Status { admin, output } => crate::status_cli::run(admin, output),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_serve(opts: ServeOptions) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(serve::run(opts, shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", path.display());
+                failed = true;
+                continue;
+            }
+        };
+        match serve::load(path, &text) {
+            Ok((config, snapshots)) => println!(
+                "{}: ok ({} services, {} listeners, {} node groups)",
+                path.display(),
+                config.services.len(),
+                config.listeners.len(),
+                snapshots.groups.len().max(1),
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn write_bootstrap(
+    node_id: String,
+    cluster: String,
+    xds: &str,
+    admin_port: u16,
+    out: Option<&Path>,
+) -> ExitCode {
+    let Some((host, port)) = xds.rsplit_once(':') else {
+        eprintln!("error: --xds must be HOST:PORT, got {xds:?}");
+        return ExitCode::FAILURE;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        eprintln!("error: --xds port must be a number 1-65535, got {port:?}");
+        return ExitCode::FAILURE;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let opts = BootstrapOptions {
+        node_id,
+        cluster,
+        xds_host: host,
+        xds_port: port,
+        admin_address: std::net::IpAddr::from([127, 0, 0, 1]),
+        admin_port,
+    };
+    let text = match bootstrap::render(&opts) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match out {
+        None => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Some(path) => match std::fs::write(path, text + "\n") {
+            Ok(()) => {
+                eprintln!("wrote {}; run: envoy -c {}", path.display(), path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

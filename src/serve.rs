@@ -1,0 +1,211 @@
+//! `sluice serve`: wires the rules file, the compiler, the xDS server and
+//! the admin listener together.
+//!
+//! Start-up refuses a bad rules file (nothing is served yet, so nothing can
+//! be lost). After that the file is watched: a good edit is compiled and
+//! published; a bad edit is logged, counted and shown in `/status`, and the
+//! previous config keeps being served — zero pushes.
+//!
+//! The file is polled (content hash, every `watch_interval`) rather than
+//! watched with inotify: one small file is cheap to hash, and polling also
+//! sees editors that replace the file and Kubernetes ConfigMap symlink swaps,
+//! which inotify watches on the old inode miss.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{error, info};
+
+use crate::admin::{self, AdminState, RulesStatus};
+use crate::metrics::Metrics;
+use crate::model::Config;
+use crate::xds::registry::Registry;
+use crate::xds::resource::content_hash;
+use crate::xds::server::{AdsService, Published, Shared};
+use crate::xds::Snapshots;
+use crate::{compile, rules};
+
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub rules: PathBuf,
+    pub xds_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub watch_interval: Duration,
+}
+
+/// A rules file turned into snapshots, or why it could not be.
+pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), String> {
+    let config = rules::parse(&path.display().to_string(), text).map_err(|e| e.to_string())?;
+    let snapshots = compile::compile(&config).map_err(|e| format!("compile: {e}"))?;
+    Ok((config, snapshots))
+}
+
+/// Runs until `shutdown` resolves, then closes every stream and returns.
+pub async fn run(
+    opts: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&opts.rules)
+        .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
+    let (config, snapshots) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::default());
+    let (snap_tx, snap_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let config_slot = Arc::new(Mutex::new(Some(Arc::new(config))));
+    let rules_status = Arc::new(Mutex::new(RulesStatus {
+        file: opts.rules.display().to_string(),
+        served_hash: Some(content_hash(&[text.as_bytes()])),
+        ..Default::default()
+    }));
+
+    publish(&snap_tx, &metrics, snapshots);
+    metrics.ready.set(1);
+
+    let xds_listener = TcpListener::bind(opts.xds_addr)
+        .await
+        .with_context(|| format!("binding xDS listener {}", opts.xds_addr))?;
+    let admin_listener = TcpListener::bind(opts.admin_addr)
+        .await
+        .with_context(|| format!("binding admin listener {}", opts.admin_addr))?;
+    let xds_local = xds_listener.local_addr()?;
+    let admin_local = admin_listener.local_addr()?;
+    // Plain, stable lines on stdout: scripts and tests read the bound ports.
+    println!("sluice: xds listening on {xds_local}");
+    println!("sluice: admin listening on {admin_local}");
+    println!(
+        "sluice: point Envoy at it: sluice bootstrap --node-id envoy-1 --xds {xds_local} --out envoy.json && envoy -c envoy.json"
+    );
+    info!(xds = %xds_local, admin = %admin_local, rules = %opts.rules.display(), "sluice serving");
+
+    let ads = AdsService::new(Shared {
+        snapshots: snap_rx.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        shutdown: stop_rx.clone(),
+    });
+    let mut xds_stop = stop_rx.clone();
+    let xds = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .max_frame_size(Some(1 << 20))
+            .add_service(ads)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), async move {
+                let _ = xds_stop.wait_for(|s| *s).await;
+            }),
+    );
+
+    let admin_state = AdminState {
+        metrics: metrics.clone(),
+        registry,
+        snapshots: snap_rx,
+        config: config_slot.clone(),
+        rules: rules_status.clone(),
+    };
+    let mut admin_stop = stop_rx.clone();
+    let admin = tokio::spawn(
+        axum::serve(admin_listener, admin::router(admin_state))
+            .with_graceful_shutdown(async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+
+    let watcher = tokio::spawn(watch_rules(
+        opts.clone(),
+        snap_tx,
+        metrics,
+        config_slot,
+        rules_status,
+        stop_rx,
+    ));
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = watcher.await;
+    xds.await?.context("xDS server")?;
+    admin.await?.context("admin server")?;
+    Ok(())
+}
+
+fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapshots: Snapshots) {
+    let changed = tx.send_if_modified(|current| {
+        if current.as_ref().is_some_and(|p| *p.snapshots == snapshots) {
+            return false;
+        }
+        *current = Some(Arc::new(Published { snapshots: Arc::new(snapshots), at: Instant::now() }));
+        true
+    });
+    if changed {
+        metrics.snapshots_published.inc();
+    }
+}
+
+async fn watch_rules(
+    opts: ServeOptions,
+    tx: watch::Sender<Option<Arc<Published>>>,
+    metrics: Arc<Metrics>,
+    config_slot: Arc<Mutex<Option<Arc<Config>>>>,
+    status: Arc<Mutex<RulesStatus>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = lock(&status).served_hash.clone();
+    let mut tick = tokio::time::interval(opts.watch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let text = match tokio::fs::read_to_string(&opts.rules).await {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("reading {}: {e}", opts.rules.display());
+                if lock(&status).last_error.as_deref() != Some(msg.as_str()) {
+                    error!(error = %msg, "rules file unreadable; still serving the previous config");
+                    metrics.rules_reload_errors.inc();
+                    let mut st = lock(&status);
+                    st.last_error = Some(msg);
+                    st.rejected_reloads += 1;
+                }
+                continue;
+            }
+        };
+        let hash = content_hash(&[text.as_bytes()]);
+        if seen.as_deref() == Some(hash.as_str()) {
+            continue;
+        }
+        seen = Some(hash.clone());
+        match load(&opts.rules, &text) {
+            Ok((config, snapshots)) => {
+                info!(rules = %opts.rules.display(), hash, "rules reloaded");
+                *lock(&config_slot) = Some(Arc::new(config));
+                publish(&tx, &metrics, snapshots);
+                let mut st = lock(&status);
+                st.served_hash = Some(hash);
+                st.last_error = None;
+                st.reloads += 1;
+            }
+            Err(e) => {
+                error!(error = %e, "rules file rejected; still serving the previous config");
+                metrics.rules_reload_errors.inc();
+                let mut st = lock(&status);
+                st.last_error = Some(e);
+                st.rejected_reloads += 1;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

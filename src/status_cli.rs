@@ -1,0 +1,115 @@
+//! `sluice status`: reads `/status` from a running sluice and prints it.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use serde::Deserialize;
+
+use crate::admin::RulesStatus;
+use crate::cli::Output;
+
+#[derive(Debug, Deserialize)]
+pub struct StatusDoc {
+    pub ready: bool,
+    pub rules: RulesStatus,
+    pub proxies: Vec<Proxy>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Proxy {
+    pub node: Node,
+    pub mode: String,
+    pub types: std::collections::BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub group: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TypeStatus {
+    pub sent: Option<String>,
+    pub acked: Option<String>,
+    pub nack: Option<Nack>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Nack {
+    pub version: String,
+    pub error: String,
+}
+
+pub fn run(admin: SocketAddr, output: Output) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = format!("http://{admin}/status");
+    let body = rt.block_on(async {
+        let resp = reqwest::get(&url).await?.error_for_status()?;
+        resp.text().await
+    });
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {url}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if output == Output::Json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<StatusDoc>(&body) {
+        Ok(doc) => {
+            print!("{}", render(&doc));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: unexpected answer from {url}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Human-readable status: one block per proxy, one line per type.
+pub fn render(doc: &StatusDoc) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "ready: {}", if doc.ready { "yes" } else { "no" });
+    let _ = writeln!(
+        s,
+        "rules: {} (served {}){}",
+        doc.rules.file,
+        doc.rules.served_hash.as_deref().unwrap_or("-"),
+        match &doc.rules.last_error {
+            Some(e) => format!("\n  last reload REJECTED: {}", e.lines().next().unwrap_or("")),
+            None => String::new(),
+        }
+    );
+    let _ = writeln!(s, "proxies: {}", doc.proxies.len());
+    for p in &doc.proxies {
+        let _ = writeln!(s, "\n{}  group={} mode={}", p.node.id, p.node.group, p.mode);
+        let _ = writeln!(s, "  {:<4} {:<17} {:<17} NACK", "TYPE", "SENT", "ACKED");
+        for (ty, t) in &p.types {
+            let nack = match &t.nack {
+                Some(n) => format!("{}: {}", n.version, n.error),
+                None => "-".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<4} {:<17} {:<17} {}",
+                ty,
+                t.sent.as_deref().unwrap_or("-"),
+                t.acked.as_deref().unwrap_or("-"),
+                nack
+            );
+        }
+    }
+    s
+}

@@ -1,0 +1,346 @@
+//! The gRPC edge: `AggregatedDiscoveryService` over tonic.
+//!
+//! Each stream gets a task that owns a [`Session`] and moves messages
+//! between it, the client and the published snapshots; it computes
+//! nothing itself. A slow client only blocks its own task (its responses
+//! wait on its own bounded channel), never another stream or the publisher.
+//!
+//! The service is written against tonic's server API directly rather than
+//! `envoy-types`' generated server, because the generated response types
+//! hold `Vec<u8>` payloads; ours ([`wire`]) share one `Bytes` per resource.
+//! Methods other than the two ADS streams answer UNIMPLEMENTED.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{http, Body, BoxFuture, StdError};
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::registry::Registry;
+use super::resource::{Snapshot, Snapshots};
+use super::session::{Event, Mode, Output, ProtocolError, Response, Session};
+use super::wire;
+use crate::metrics::{Metrics, ModeLabel};
+
+pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// Responses queued per stream before the task waits for the client.
+const STREAM_BUFFER: usize = 8;
+
+/// Largest message accepted from or sent to a proxy.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A snapshot set as published, with the time it was published (for the
+/// publication → ACK latency metric).
+#[derive(Debug)]
+pub struct Published {
+    pub snapshots: Arc<Snapshots>,
+    pub at: Instant,
+}
+
+/// `None` until the first complete snapshot: until then streams are held
+/// and nothing is sent (no partial or empty first push).
+pub type SnapshotRx = watch::Receiver<Option<Arc<Published>>>;
+
+pub struct Shared {
+    pub snapshots: SnapshotRx,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Clone)]
+pub struct AdsService {
+    shared: Arc<Shared>,
+}
+
+impl AdsService {
+    pub fn new(shared: Shared) -> AdsService {
+        AdsService { shared: Arc::new(shared) }
+    }
+}
+
+impl tonic::server::NamedService for AdsService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for AdsService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let shared = self.shared.clone();
+        match req.uri().path() {
+            SOTW_PATH => Box::pin(async move {
+                let codec =
+                    tonic_prost::ProstCodec::<wire::DiscoveryResponse, DiscoveryRequest>::default();
+                let mut grpc = tonic::server::Grpc::new(codec)
+                    .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+                Ok(grpc.streaming(StreamHandler { shared, mode: Mode::Sotw }, req).await)
+            }),
+            DELTA_PATH => Box::pin(async move {
+                let codec = tonic_prost::ProstCodec::<
+                    wire::DeltaDiscoveryResponse,
+                    DeltaDiscoveryRequest,
+                >::default();
+                let mut grpc = tonic::server::Grpc::new(codec)
+                    .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+                Ok(grpc.streaming(StreamHandler { shared, mode: Mode::Delta }, req).await)
+            }),
+            _ => Box::pin(async move {
+                Ok(Status::unimplemented("sluice serves only ADS").into_http())
+            }),
+        }
+    }
+}
+
+struct StreamHandler {
+    shared: Arc<Shared>,
+    mode: Mode,
+}
+
+/// Glue between one protocol variant's message types and the session.
+trait Variant: Send + 'static {
+    type Resp: Send + 'static;
+    fn handle(session: &mut Session, req: Self) -> Result<Output, ProtocolError>;
+    fn unwrap(resp: Response) -> Option<Self::Resp>;
+}
+
+impl Variant for DiscoveryRequest {
+    type Resp = wire::DiscoveryResponse;
+    fn handle(session: &mut Session, req: Self) -> Result<Output, ProtocolError> {
+        session.on_sotw_request(req)
+    }
+    fn unwrap(resp: Response) -> Option<Self::Resp> {
+        match resp {
+            Response::Sotw(r) => Some(r),
+            Response::Delta(_) => None,
+        }
+    }
+}
+
+impl Variant for DeltaDiscoveryRequest {
+    type Resp = wire::DeltaDiscoveryResponse;
+    fn handle(session: &mut Session, req: Self) -> Result<Output, ProtocolError> {
+        session.on_delta_request(req)
+    }
+    fn unwrap(resp: Response) -> Option<Self::Resp> {
+        match resp {
+            Response::Delta(r) => Some(r),
+            Response::Sotw(_) => None,
+        }
+    }
+}
+
+type RespStream<T> = ReceiverStream<Result<T, Status>>;
+
+impl<Req> tonic::server::StreamingService<Req> for StreamHandler
+where
+    Req: Variant + prost::Message + Default,
+{
+    type Response = Req::Resp;
+    type ResponseStream = RespStream<Req::Resp>;
+    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<Req>>) -> Self::Future {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let shared = self.shared.clone();
+        let mode = self.mode;
+        let incoming = request.into_inner();
+        tokio::spawn(async move {
+            let stream = StreamTask::new(shared, mode, tx);
+            stream.run(incoming).await;
+        });
+        Box::pin(async move { Ok(tonic::Response::new(ReceiverStream::new(rx))) })
+    }
+}
+
+struct StreamTask<Resp> {
+    shared: Arc<Shared>,
+    id: u64,
+    session: Session,
+    tx: mpsc::Sender<Result<Resp, Status>>,
+    /// The group snapshot the session has, to skip no-op republishes.
+    current: Option<Arc<Snapshot>>,
+    /// Publication time of the snapshot each in-flight nonce carries.
+    sent_at: HashMap<String, Instant>,
+    published_at: Option<Instant>,
+    registered: bool,
+}
+
+impl<Resp: Send + 'static> StreamTask<Resp> {
+    fn new(shared: Arc<Shared>, mode: Mode, tx: mpsc::Sender<Result<Resp, Status>>) -> Self {
+        let id = shared.registry.next_stream_id();
+        StreamTask {
+            shared,
+            id,
+            session: Session::new(mode),
+            tx,
+            current: None,
+            sent_at: HashMap::new(),
+            published_at: None,
+            registered: false,
+        }
+    }
+
+    async fn run<Req>(mut self, mut incoming: Streaming<Req>)
+    where
+        Req: Variant<Resp = Resp>,
+    {
+        let mut snapshots = self.shared.snapshots.clone();
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            let keep_going = tokio::select! {
+                _ = shutdown.changed() => false,
+                msg = incoming.message() => match msg {
+                    Ok(Some(req)) => self.on_request(req, &mut snapshots).await,
+                    Ok(None) => false,
+                    Err(status) => {
+                        debug!(stream = self.id, %status, "stream ended with error");
+                        false
+                    }
+                },
+                changed = snapshots.changed() => match changed {
+                    Ok(()) => self.on_publish::<Req>(&mut snapshots).await,
+                    Err(_) => false,
+                },
+            };
+            if !keep_going {
+                break;
+            }
+        }
+        self.close();
+    }
+
+    async fn on_request<Req>(&mut self, req: Req, snapshots: &mut SnapshotRx) -> bool
+    where
+        Req: Variant<Resp = Resp>,
+    {
+        let out = match Req::handle(&mut self.session, req) {
+            Ok(out) => out,
+            Err(e) => {
+                warn!(stream = self.id, error = %e, "closing stream");
+                let _ = self.tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                return false;
+            }
+        };
+        if !self.registered {
+            if let Some(node) = self.session.node() {
+                info!(stream = self.id, node = %node.id, group = %node.group,
+                      mode = ?self.session.mode(), "proxy connected");
+                self.shared.registry.connect(self.id, node.clone(), self.session.mode());
+                self.shared.metrics.connected_proxies.get_or_create(&self.mode_label()).inc();
+                self.registered = true;
+            }
+        }
+        if !self.deliver::<Req>(out).await {
+            return false;
+        }
+        if self.registered && self.current.is_none() {
+            // The node is known now: hand the session its group's snapshot.
+            return self.on_publish::<Req>(snapshots).await;
+        }
+        true
+    }
+
+    async fn on_publish<Req>(&mut self, snapshots: &mut SnapshotRx) -> bool
+    where
+        Req: Variant<Resp = Resp>,
+    {
+        let published = snapshots.borrow_and_update().clone();
+        let (Some(published), Some(node)) = (published, self.session.node()) else {
+            return true;
+        };
+        let snap = published.snapshots.for_group(&node.group).clone();
+        if self.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &snap) || **c == *snap) {
+            return true;
+        }
+        self.current = Some(snap.clone());
+        self.published_at = Some(published.at);
+        let out = self.session.on_snapshot(snap);
+        self.deliver::<Req>(out).await
+    }
+
+    /// Sends the responses, records events; false once the client is gone.
+    async fn deliver<Req>(&mut self, out: Output) -> bool
+    where
+        Req: Variant<Resp = Resp>,
+    {
+        let metrics = &self.shared.metrics;
+        for event in &out.events {
+            match event {
+                Event::Sent { ty, nonce, .. } => {
+                    metrics.pushes.get_or_create(&Metrics::type_label(*ty)).inc();
+                    if let Some(at) = self.published_at {
+                        self.sent_at.insert(nonce.clone(), at);
+                    }
+                }
+                Event::Acked { ty, nonce, .. } => {
+                    metrics.acks.get_or_create(&Metrics::type_label(*ty)).inc();
+                    if let Some(at) = self.sent_at.remove(nonce) {
+                        metrics
+                            .push_latency
+                            .get_or_create(&Metrics::type_label(*ty))
+                            .observe(at.elapsed().as_secs_f64());
+                    }
+                }
+                Event::Nacked { ty, version, nonce, error } => {
+                    metrics.nacks.get_or_create(&Metrics::type_label(*ty)).inc();
+                    self.sent_at.remove(nonce);
+                    let node = self.session.node().map(|n| n.id.as_str()).unwrap_or("");
+                    warn!(stream = self.id, node, r#type = %ty, version, error, "proxy rejected config");
+                }
+                Event::UnknownType { type_url } => {
+                    debug!(stream = self.id, type_url, "request for a type sluice does not serve");
+                }
+            }
+        }
+        if self.registered && !out.events.is_empty() {
+            self.shared.registry.update(self.id, self.session.status());
+        }
+        for resp in out.responses {
+            let Some(resp) = Req::unwrap(resp) else { continue };
+            if self.tx.send(Ok(resp)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn mode_label(&self) -> ModeLabel {
+        let mode = match self.session.mode() {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        };
+        ModeLabel { mode: mode.to_string() }
+    }
+
+    fn close(&mut self) {
+        if self.registered {
+            self.shared.registry.disconnect(self.id);
+            self.shared.metrics.connected_proxies.get_or_create(&self.mode_label()).dec();
+            if let Some(node) = self.session.node() {
+                info!(stream = self.id, node = %node.id, "proxy disconnected");
+            }
+        }
+    }
+}
