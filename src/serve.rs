@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{error, info};
 
 use crate::admin::{self, AdminState, RulesStatus};
@@ -27,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
 use crate::xds::resource::content_hash;
-use crate::xds::server::{AdsService, Published, Shared};
+use crate::xds::server::{serve_on, AdsService, Published, Shared};
 use crate::xds::Snapshots;
 use crate::{compile, rules};
 
@@ -91,17 +90,7 @@ pub async fn run(
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
     });
-    let mut xds_stop = stop_rx.clone();
-    let xds = tokio::spawn(
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-            .max_frame_size(Some(1 << 20))
-            .add_service(ads)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), async move {
-                let _ = xds_stop.wait_for(|s| *s).await;
-            }),
-    );
+    let xds = tokio::spawn(serve_on(xds_listener, ads, stop_rx.clone()));
 
     let admin_state = AdminState {
         metrics: metrics.clone(),

@@ -344,3 +344,22 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
         }
     }
 }
+
+/// Serves ADS on `listener` until `stop` becomes true.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    service: AdsService,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
+        .await
+}

