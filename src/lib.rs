@@ -5,5 +5,6 @@
 //! that stream snapshots to Envoys over ADS). `serve` wires these together
 //! with the file watcher and the admin HTTP server.
 
+pub mod compile;
 pub mod model;
 pub mod xds;

@@ -152,10 +152,12 @@ pub fn content_hash(parts: &[&[u8]]) -> String {
 
 fn short_hex(digest: &[u8]) -> String {
     use std::fmt::Write;
-    digest[..8].iter().fold(String::with_capacity(16), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    digest[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Snapshots for every node group, as published to the xDS server.
