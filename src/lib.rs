@@ -5,6 +5,7 @@
 //! that stream snapshots to Envoys over ADS). `serve` wires these together
 //! with the file watcher and the admin HTTP server.
 
+pub mod bootstrap;
 pub mod compile;
 pub mod model;
 pub mod xds;
