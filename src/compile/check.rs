@@ -1,6 +1,6 @@
 //! The last check before a group's resources are encoded (DESIGN.md
-//! invariant 1): no duplicate names per type, every RDS name a listener uses
-//! exists, every cluster a route uses is in the group's CDS, and every EDS
+//! invariant 1): no duplicate names per type, no domain in two virtual hosts
+//! of one route configuration, every RDS name a listener uses exists, every cluster a route uses is in the group's CDS, and every EDS
 //! cluster has a `ClusterLoadAssignment`.
 //!
 //! It reads the produced protos, not the model, so it catches a compiler bug
@@ -51,6 +51,7 @@ pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), Compil
         }
     }
     for rc in &res.routes {
+        unique_domains(group, rc)?;
         for name in route_clusters(rc) {
             if !cds.contains(name) {
                 return Err(CompileError::MissingCluster {
@@ -99,6 +100,22 @@ fn unique_names<'a>(
         }
     }
     Ok(seen)
+}
+
+/// Envoy rejects a route configuration that lists a domain in two virtual
+/// hosts (it could not tell which one a request belongs to).
+fn unique_domains(group: &str, rc: &RouteConfiguration) -> Result<(), CompileError> {
+    let mut seen = BTreeSet::new();
+    for domain in rc.virtual_hosts.iter().flat_map(|vh| &vh.domains) {
+        if !seen.insert(domain.as_str()) {
+            return Err(CompileError::DuplicateDomain {
+                group: group.to_owned(),
+                route_config: rc.name.clone(),
+                domain: domain.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The RDS names a listener's HTTP connection managers subscribe to.

@@ -77,6 +77,12 @@ pub enum CompileError {
         route_config: String,
         cluster: String,
     },
+    #[error("group {group}: route configuration {route_config:?} has domain {domain:?} in more than one virtual host")]
+    DuplicateDomain {
+        group: String,
+        route_config: String,
+        domain: String,
+    },
     #[error("group {group}: EDS cluster {cluster:?} has no ClusterLoadAssignment")]
     MissingEndpoints { group: String, cluster: String },
     #[error("group {group}: listener {listener:?} has an HttpConnectionManager that does not decode: {reason}")]

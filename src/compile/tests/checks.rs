@@ -129,3 +129,21 @@ fn duplicate_cluster_fails() {
         })
     );
 }
+
+#[test]
+fn domain_in_two_virtual_hosts_fails() {
+    let mut config = mk_simple();
+    let vh = config.listeners[0].virtual_hosts[0].clone();
+    config.listeners[0].virtual_hosts.push(VirtualHost {
+        name: "again".into(),
+        ..vh
+    });
+    assert_eq!(
+        compile(&config),
+        Err(CompileError::DuplicateDomain {
+            group: FALLBACK.into(),
+            route_config: "http".into(),
+            domain: "*".into(),
+        })
+    );
+}
