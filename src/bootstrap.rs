@@ -1,0 +1,241 @@
+//! Envoy v3 bootstrap generation: the static file an Envoy starts from to
+//! find sluice.
+//!
+//! The bootstrap names the node (id and cluster, the cluster being the node
+//! group sluice serves it by), binds the admin interface to loopback, points
+//! CDS and LDS (and, through them, EDS and RDS) at one ADS stream, and
+//! defines the single static cluster `sluice_xds` that stream runs over
+//! (HTTP/2 with keepalives, so a dead control plane is noticed).
+//!
+//! The JSON is built with `serde_json::json!`, never by formatting strings,
+//! so any user string (a node id with quotes or newlines) is escaped.
+//! `serde_json`'s `preserve_order` keeps keys in the order written here, so
+//! the output is stable and diffable.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde_json::{json, Value};
+
+/// The static cluster the ADS stream runs over.
+pub const XDS_CLUSTER: &str = "sluice_xds";
+
+/// What a bootstrap needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootstrapOptions {
+    /// `node.id`: unique per Envoy.
+    pub node_id: String,
+    /// `node.cluster`: the node group sluice serves this Envoy by.
+    pub cluster: String,
+    /// Host name or IP literal of the sluice xDS server.
+    pub xds_host: String,
+    pub xds_port: u16,
+    /// Admin interface address; must be loopback. Default 127.0.0.1.
+    pub admin_address: IpAddr,
+    /// Admin interface port (0 lets the kernel pick). Default 9901.
+    pub admin_port: u16,
+}
+
+/// Why a bootstrap could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("node id must not be empty")]
+    EmptyNodeId,
+    #[error("cluster (node group) must not be empty")]
+    EmptyCluster,
+    #[error("xDS host must not be empty")]
+    EmptyXdsHost,
+    #[error("xDS port must not be 0")]
+    ZeroXdsPort,
+    #[error("admin address {0} is not loopback; Envoy's admin interface must not be exposed")]
+    AdminNotLoopback(IpAddr),
+}
+
+impl BootstrapOptions {
+    pub const DEFAULT_ADMIN_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pub const DEFAULT_ADMIN_PORT: u16 = 9901;
+
+    /// Options with the default admin address and port.
+    pub fn new(
+        node_id: impl Into<String>,
+        cluster: impl Into<String>,
+        xds_host: impl Into<String>,
+        xds_port: u16,
+    ) -> BootstrapOptions {
+        BootstrapOptions {
+            node_id: node_id.into(),
+            cluster: cluster.into(),
+            xds_host: xds_host.into(),
+            xds_port,
+            admin_address: Self::DEFAULT_ADMIN_ADDRESS,
+            admin_port: Self::DEFAULT_ADMIN_PORT,
+        }
+    }
+
+    fn validate(&self) -> Result<(), BootstrapError> {
+        if self.node_id.is_empty() {
+            return Err(BootstrapError::EmptyNodeId);
+        }
+        if self.cluster.is_empty() {
+            return Err(BootstrapError::EmptyCluster);
+        }
+        if self.xds_host.is_empty() {
+            return Err(BootstrapError::EmptyXdsHost);
+        }
+        if self.xds_port == 0 {
+            return Err(BootstrapError::ZeroXdsPort);
+        }
+        if !self.admin_address.is_loopback() {
+            return Err(BootstrapError::AdminNotLoopback(self.admin_address));
+        }
+        Ok(())
+    }
+}
+
+/// Render the bootstrap as pretty JSON (with a trailing newline).
+pub fn render(opts: &BootstrapOptions) -> Result<String, BootstrapError> {
+    let value = bootstrap(opts)?;
+    // Serializing a `Value` to a String cannot fail (all keys are strings).
+    let mut out = serde_json::to_string_pretty(&value).unwrap_or_default();
+    out.push('\n');
+    Ok(out)
+}
+
+/// The bootstrap as a JSON value.
+pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
+    opts.validate()?;
+    let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    Ok(json!({
+        "node": { "id": opts.node_id, "cluster": opts.cluster },
+        "admin": {
+            "address": socket_address(&opts.admin_address.to_string(), opts.admin_port),
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+                "set_node_on_first_message_only": true,
+            },
+            "cds_config": ads.clone(),
+            "lds_config": ads,
+        },
+        "static_resources": { "clusters": [xds_cluster(opts)] },
+    }))
+}
+
+fn xds_cluster(opts: &BootstrapOptions) -> Value {
+    // An IP literal needs no resolution; a name is re-resolved by Envoy so a
+    // moved control plane is found again. `[::1]` is accepted as well.
+    let host = opts.xds_host.trim_start_matches('[').trim_end_matches(']');
+    let discovery = if host.parse::<IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    json!({
+        "name": XDS_CLUSTER,
+        "type": discovery,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": { "interval": "30s", "timeout": "5s" },
+                    },
+                },
+            },
+        },
+        "upstream_connection_options": { "tcp_keepalive": {} },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    "endpoint": { "address": socket_address(host, opts.xds_port) },
+                }],
+            }],
+        },
+    })
+}
+
+fn socket_address(address: &str, port: u16) -> Value {
+    json!({ "socket_address": { "address": address, "port_value": port } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_opts() -> BootstrapOptions {
+        BootstrapOptions::new("edge-1", "edge", "127.0.0.1", 18000)
+    }
+
+    #[test]
+    fn ip_literal_is_static_and_name_is_strict_dns() {
+        let b = bootstrap(&mk_opts()).expect("valid");
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
+        let mut opts = mk_opts();
+        opts.xds_host = "sluice.internal".into();
+        let b = bootstrap(&opts).expect("valid");
+        let cluster = &b["static_resources"]["clusters"][0];
+        assert_eq!(cluster["type"], "STRICT_DNS");
+        let addr = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ["address"]["socket_address"];
+        assert_eq!(addr["address"], "sluice.internal");
+        assert_eq!(addr["port_value"], 18000);
+    }
+
+    #[test]
+    fn bracketed_ipv6_is_static_without_brackets() {
+        let mut opts = mk_opts();
+        opts.xds_host = "[::1]".into();
+        let b = bootstrap(&opts).expect("valid");
+        let cluster = &b["static_resources"]["clusters"][0];
+        assert_eq!(cluster["type"], "STATIC");
+        let ep = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
+        assert_eq!(ep["address"]["socket_address"]["address"], "::1");
+    }
+
+    #[test]
+    fn node_admin_and_ads() {
+        let mut opts = mk_opts();
+        opts.admin_port = 19000;
+        let b = bootstrap(&opts).expect("valid");
+        assert_eq!(b["node"], json!({ "id": "edge-1", "cluster": "edge" }));
+        assert_eq!(
+            b["admin"]["address"]["socket_address"],
+            json!({ "address": "127.0.0.1", "port_value": 19000 })
+        );
+        let dynamic = &b["dynamic_resources"];
+        assert_eq!(
+            dynamic["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+            XDS_CLUSTER
+        );
+        assert_eq!(
+            dynamic["ads_config"]["set_node_on_first_message_only"],
+            true
+        );
+        assert_eq!(dynamic["cds_config"], dynamic["lds_config"]);
+        assert_eq!(dynamic["cds_config"]["resource_api_version"], "V3");
+    }
+
+    #[test]
+    fn invalid_options_are_rejected() {
+        type Mutate = fn(&mut BootstrapOptions);
+        let cases: [(Mutate, BootstrapError); 5] = [
+            (|o| o.node_id.clear(), BootstrapError::EmptyNodeId),
+            (|o| o.cluster.clear(), BootstrapError::EmptyCluster),
+            (|o| o.xds_host.clear(), BootstrapError::EmptyXdsHost),
+            (|o| o.xds_port = 0, BootstrapError::ZeroXdsPort),
+            (
+                |o| o.admin_address = IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                BootstrapError::AdminNotLoopback(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ),
+        ];
+        for (mutate, want) in cases {
+            let mut opts = mk_opts();
+            mutate(&mut opts);
+            assert_eq!(render(&opts), Err(want));
+        }
+    }
+}

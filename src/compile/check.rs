@@ -1,0 +1,164 @@
+//! The last check before a group's resources are encoded (DESIGN.md
+//! invariant 1): no duplicate names per type, no domain in two virtual hosts
+//! of one route configuration, every RDS name a listener uses exists, every cluster a route uses is in the group's CDS, and every EDS
+//! cluster has a `ClusterLoadAssignment`.
+//!
+//! It reads the produced protos, not the model, so it catches a compiler bug
+//! as well as a config the validator should have rejected. It must run before
+//! [`Snapshot::new`](crate::xds::Snapshot::new), which keys resources by name
+//! and would silently drop duplicates.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster;
+use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
+use envoy_types::pb::envoy::config::route::v3::{route, route_action, RouteConfiguration};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, HttpConnectionManager,
+};
+use prost::{Message, Name};
+
+use super::{CompileError, GroupResources};
+use crate::xds::TypeUrl;
+
+pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), CompileError> {
+    let cds = unique_names(
+        group,
+        TypeUrl::Cluster,
+        res.clusters.iter().map(|c| &c.name),
+    )?;
+    let eds = unique_names(
+        group,
+        TypeUrl::Endpoint,
+        res.endpoints.iter().map(|c| &c.cluster_name),
+    )?;
+    unique_names(
+        group,
+        TypeUrl::Listener,
+        res.listeners.iter().map(|l| &l.name),
+    )?;
+    let rds = unique_names(group, TypeUrl::Route, res.routes.iter().map(|r| &r.name))?;
+
+    for l in &res.listeners {
+        for name in rds_names(group, l)? {
+            if !rds.contains(name.as_str()) {
+                return Err(CompileError::MissingRouteConfig {
+                    group: group.to_owned(),
+                    listener: l.name.clone(),
+                    route_config: name,
+                });
+            }
+        }
+    }
+    for rc in &res.routes {
+        unique_domains(group, rc)?;
+        for name in route_clusters(rc) {
+            if !cds.contains(name) {
+                return Err(CompileError::MissingCluster {
+                    group: group.to_owned(),
+                    route_config: rc.name.clone(),
+                    cluster: name.to_owned(),
+                });
+            }
+        }
+    }
+    let eds_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::Eds as i32,
+    ));
+    for c in res
+        .clusters
+        .iter()
+        .filter(|c| c.cluster_discovery_type == eds_type)
+    {
+        let eds_name = match c.eds_cluster_config.as_ref() {
+            Some(cfg) if !cfg.service_name.is_empty() => &cfg.service_name,
+            _ => &c.name,
+        };
+        if !eds.contains(eds_name.as_str()) {
+            return Err(CompileError::MissingEndpoints {
+                group: group.to_owned(),
+                cluster: c.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn unique_names<'a>(
+    group: &str,
+    kind: TypeUrl,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<BTreeSet<&'a str>, CompileError> {
+    let mut seen = BTreeSet::new();
+    for name in names {
+        if !seen.insert(name.as_str()) {
+            return Err(CompileError::DuplicateName {
+                group: group.to_owned(),
+                kind,
+                name: name.clone(),
+            });
+        }
+    }
+    Ok(seen)
+}
+
+/// Envoy rejects a route configuration that lists a domain in two virtual
+/// hosts (it could not tell which one a request belongs to).
+fn unique_domains(group: &str, rc: &RouteConfiguration) -> Result<(), CompileError> {
+    let mut seen = BTreeSet::new();
+    for domain in rc.virtual_hosts.iter().flat_map(|vh| &vh.domains) {
+        if !seen.insert(domain.as_str()) {
+            return Err(CompileError::DuplicateDomain {
+                group: group.to_owned(),
+                route_config: rc.name.clone(),
+                domain: domain.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The RDS names a listener's HTTP connection managers subscribe to.
+fn rds_names(group: &str, l: &Listener) -> Result<Vec<String>, CompileError> {
+    let mut names = Vec::new();
+    let filters = l.filter_chains.iter().flat_map(|fc| &fc.filters);
+    for f in filters {
+        let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            continue;
+        };
+        if any.type_url != HttpConnectionManager::type_url() {
+            continue;
+        }
+        let hcm = HttpConnectionManager::decode(any.value.as_slice()).map_err(|e| {
+            CompileError::BadFilter {
+                group: group.to_owned(),
+                listener: l.name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
+            names.push(rds.route_config_name);
+        }
+    }
+    Ok(names)
+}
+
+/// Every cluster name a route configuration's routes send traffic to.
+fn route_clusters(rc: &RouteConfiguration) -> impl Iterator<Item = &str> {
+    rc.virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .filter_map(|r| match &r.action {
+            Some(route::Action::Route(action)) => action.cluster_specifier.as_ref(),
+            _ => None,
+        })
+        .flat_map(|spec| -> Vec<&str> {
+            match spec {
+                route_action::ClusterSpecifier::Cluster(name) => vec![name.as_str()],
+                route_action::ClusterSpecifier::WeightedClusters(wc) => {
+                    wc.clusters.iter().map(|c| c.name.as_str()).collect()
+                }
+                _ => Vec::new(),
+            }
+        })
+}

@@ -1,0 +1,50 @@
+//! Listeners → Envoy `Listener`s with one HTTP connection manager each.
+//!
+//! Routes are not inlined: each listener's HTTP connection manager fetches
+//! the route configuration named after the listener over RDS on the same ADS
+//! stream, so a route change never drains a listener.
+
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::{CodecType, RouteSpecifier},
+    http_filter, HttpConnectionManager, HttpFilter, Rds,
+};
+use envoy_types::util::pack_any;
+
+use super::{ads_config_source, socket_address};
+use crate::model;
+
+pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+pub(super) const ROUTER_FILTER: &str = "envoy.filters.http.router";
+
+pub(super) fn listener(l: &model::Listener) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: l.name.clone(),
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: l.name.clone(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: ROUTER_FILTER.to_owned(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Listener {
+        name: l.name.clone(),
+        address: Some(socket_address(l.address, l.port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: HCM_FILTER.to_owned(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

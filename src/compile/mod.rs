@@ -1,0 +1,210 @@
+//! Compile a validated [`model::Config`] into Envoy resources per node group.
+//!
+//! This is a pure function: no I/O, no clocks, no async. Data flows
+//! `Config` → typed Envoy protos (`cluster`, `listener`, `route`) → an
+//! invariant check on those protos (`check`) → [`Resource::encode`] →
+//! [`Snapshot`]s, one per node group named in the rules plus a fallback for
+//! proxies whose group the rules never name.
+//!
+//! Node groups are the names that appear in any listener's `groups`. A group
+//! receives every listener that [`model::Listener::serves_group`] says it
+//! should, the route configuration of each (named after the listener), and the
+//! clusters (and their `ClusterLoadAssignment`s) of every service those routes
+//! reach: the service cluster plus one per declared subset. The fallback
+//! receives only the listeners with `groups: None`.
+//!
+//! # Determinism
+//!
+//! The same `Config` must give byte-identical snapshots in any process, since
+//! versions are content hashes. Everything here iterates `Vec`s in file order
+//! or `BTreeMap`/`BTreeSet`s in key order. prost encodes protobuf `map` fields
+//! (`HashMap`s such as `Metadata.filter_metadata`, `Struct.fields`,
+//! `typed_per_filter_config`) in the `HashMap`'s random iteration order, so
+//! this module **never emits a map field with more than one entry**; today it
+//! emits none at all. Whoever adds one must keep it to a single entry or
+//! change the encoding. `tests/determinism.rs` checks this across processes.
+
+mod check;
+mod cluster;
+mod listener;
+mod route;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
+    ConfigSource, SocketAddress,
+};
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+
+use crate::model;
+use crate::xds::{Resource, Snapshot, Snapshots, TypeUrl};
+
+/// Why a `Config` could not be compiled. The validator in `rules` should
+/// reject every such config first; these are a safety net so that nothing
+/// Envoy would reject is ever published (DESIGN.md invariant 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("route {route:?} of listener {listener:?} references unknown service {service:?}")]
+    UnknownService {
+        listener: String,
+        route: String,
+        service: String,
+    },
+    #[error("{context}: duration of {seconds}s is beyond protobuf's range")]
+    DurationOutOfRange { context: String, seconds: u64 },
+    #[error("group {group}: duplicate {kind} resource {name:?}")]
+    DuplicateName {
+        group: String,
+        kind: TypeUrl,
+        name: String,
+    },
+    #[error("group {group}: listener {listener:?} references missing route configuration {route_config:?}")]
+    MissingRouteConfig {
+        group: String,
+        listener: String,
+        route_config: String,
+    },
+    #[error("group {group}: route configuration {route_config:?} references cluster {cluster:?}, which is not in the group's CDS")]
+    MissingCluster {
+        group: String,
+        route_config: String,
+        cluster: String,
+    },
+    #[error("group {group}: route configuration {route_config:?} has domain {domain:?} in more than one virtual host")]
+    DuplicateDomain {
+        group: String,
+        route_config: String,
+        domain: String,
+    },
+    #[error("group {group}: EDS cluster {cluster:?} has no ClusterLoadAssignment")]
+    MissingEndpoints { group: String, cluster: String },
+    #[error("group {group}: listener {listener:?} has an HttpConnectionManager that does not decode: {reason}")]
+    BadFilter {
+        group: String,
+        listener: String,
+        reason: String,
+    },
+}
+
+/// The label used for the fallback snapshot in errors.
+const FALLBACK: &str = "(fallback)";
+
+/// Compile `config` into one snapshot per node group plus the fallback.
+pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
+    let groups: BTreeSet<&str> = config
+        .listeners
+        .iter()
+        .flat_map(|l| l.groups.iter().flatten())
+        .map(String::as_str)
+        .collect();
+
+    let mut out = BTreeMap::new();
+    for group in groups {
+        let listeners: Vec<&model::Listener> = config
+            .listeners
+            .iter()
+            .filter(|l| l.serves_group(group))
+            .collect();
+        let snapshot = compile_group(config, group, &listeners)?;
+        out.insert(group.to_owned(), Arc::new(snapshot));
+    }
+
+    let fallback: Vec<&model::Listener> = config
+        .listeners
+        .iter()
+        .filter(|l| l.groups.is_none())
+        .collect();
+    let fallback = compile_group(config, FALLBACK, &fallback)?;
+
+    Ok(Snapshots {
+        groups: out,
+        fallback: Arc::new(fallback),
+    })
+}
+
+/// Typed resources for one group, before encoding.
+#[derive(Debug, Default)]
+struct GroupResources {
+    clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
+    endpoints: Vec<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
+    listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
+    routes: Vec<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>,
+}
+
+fn compile_group(
+    config: &model::Config,
+    group: &str,
+    listeners: &[&model::Listener],
+) -> Result<Snapshot, CompileError> {
+    let mut res = GroupResources::default();
+    for service in cluster::referenced_services(config, listeners)? {
+        for backend in cluster::backends_of(service) {
+            res.clusters.push(cluster::cluster(service, &backend)?);
+            res.endpoints
+                .push(cluster::load_assignment(service, &backend));
+        }
+    }
+    for l in listeners {
+        res.listeners.push(listener::listener(l));
+        res.routes.push(route::route_configuration(l)?);
+    }
+    check::invariants(group, &res)?;
+
+    let cds = encode_all(&res.clusters, |c| &c.name);
+    let eds = encode_all(&res.endpoints, |c| &c.cluster_name);
+    let lds = encode_all(&res.listeners, |l| &l.name);
+    let rds = encode_all(&res.routes, |r| &r.name);
+    Ok(Snapshot::new([cds, eds, lds, rds]))
+}
+
+fn encode_all<M: prost::Message>(msgs: &[M], name: impl Fn(&M) -> &String) -> Vec<Resource> {
+    msgs.iter()
+        .map(|m| Resource::encode(name(m).clone(), m))
+        .collect()
+}
+
+/// The config source every dynamic resource uses: the ADS stream itself.
+fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+fn socket_address(ip: IpAddr, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: ip.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Largest duration `google.protobuf.Duration` may hold (10,000 years).
+const MAX_PB_SECONDS: u64 = 315_576_000_000;
+
+fn pb_duration(d: Duration, context: impl FnOnce() -> String) -> Result<PbDuration, CompileError> {
+    if d.as_secs() > MAX_PB_SECONDS {
+        return Err(CompileError::DurationOutOfRange {
+            context: context(),
+            seconds: d.as_secs(),
+        });
+    }
+    Ok(PbDuration {
+        // Both conversions are lossless after the range check above:
+        // seconds <= MAX_PB_SECONDS < i64::MAX and subsec_nanos() < 1e9.
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    })
+}

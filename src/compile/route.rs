@@ -1,0 +1,162 @@
+//! Listeners' virtual hosts → one `RouteConfiguration` per listener.
+//!
+//! The route configuration is named after its listener (the listener's RDS
+//! name). Virtual hosts and routes keep file order, because Envoy takes the
+//! first route that matches. Regexes use Envoy's default engine (RE2): the
+//! `RegexMatcher` carries only the pattern.
+
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher, query_parameter_matcher, route, route_action, route_match,
+    weighted_cluster::ClusterWeight, HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
+use envoy_types::pb::google::protobuf::UInt32Value;
+
+use super::{pb_duration, CompileError};
+use crate::model;
+
+pub(super) fn route_configuration(l: &model::Listener) -> Result<RouteConfiguration, CompileError> {
+    let virtual_hosts = l
+        .virtual_hosts
+        .iter()
+        .map(|vh| {
+            Ok(VirtualHost {
+                name: vh.name.clone(),
+                domains: vh.domains.clone(),
+                routes: vh
+                    .routes
+                    .iter()
+                    .map(|r| self::route(l, r))
+                    .collect::<Result<_, _>>()?,
+                ..Default::default()
+            })
+        })
+        .collect::<Result<_, CompileError>>()?;
+    Ok(RouteConfiguration {
+        name: l.name.clone(),
+        virtual_hosts,
+        ..Default::default()
+    })
+}
+
+fn route(l: &model::Listener, r: &model::Route) -> Result<Route, CompileError> {
+    let context = |field: &str| format!("listener {:?} route {:?} {field}", l.name, r.name);
+    let timeout = r
+        .timeout
+        .map(|t| pb_duration(t, || context("timeout")))
+        .transpose()?;
+    let retry_policy = r
+        .retry
+        .as_ref()
+        .map(|retry| retry_policy(retry, || context("retry.per_try_timeout")))
+        .transpose()?;
+    Ok(Route {
+        name: r.name.clone(),
+        r#match: Some(route_match(&r.matcher)),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(cluster_specifier(&r.action)),
+            timeout,
+            retry_policy,
+            ..Default::default()
+        })),
+        ..Default::default()
+    })
+}
+
+fn route_match(m: &model::RouteMatch) -> RouteMatch {
+    let path_specifier = match &m.path {
+        model::PathMatch::Prefix(p) => route_match::PathSpecifier::Prefix(p.clone()),
+        model::PathMatch::Exact(p) => route_match::PathSpecifier::Path(p.clone()),
+        model::PathMatch::Regex(re) => route_match::PathSpecifier::SafeRegex(regex(re)),
+    };
+    RouteMatch {
+        path_specifier: Some(path_specifier),
+        headers: m.headers.iter().map(header_matcher).collect(),
+        query_parameters: m.query.iter().map(query_matcher).collect(),
+        ..Default::default()
+    }
+}
+
+fn header_matcher(h: &model::HeaderMatch) -> HeaderMatcher {
+    let specifier = match string_matcher(&h.value) {
+        Some(sm) => header_matcher::HeaderMatchSpecifier::StringMatch(sm),
+        None => header_matcher::HeaderMatchSpecifier::PresentMatch(true),
+    };
+    HeaderMatcher {
+        name: h.name.clone(),
+        invert_match: h.invert,
+        header_match_specifier: Some(specifier),
+        ..Default::default()
+    }
+}
+
+fn query_matcher(q: &model::QueryMatch) -> QueryParameterMatcher {
+    let specifier = match string_matcher(&q.value) {
+        Some(sm) => query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(sm),
+        None => query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(true),
+    };
+    QueryParameterMatcher {
+        name: q.name.clone(),
+        query_parameter_match_specifier: Some(specifier),
+    }
+}
+
+/// The `StringMatcher` for a value match, or `None` for "present".
+fn string_matcher(v: &model::ValueMatch) -> Option<StringMatcher> {
+    let pattern = match v {
+        model::ValueMatch::Exact(s) => string_matcher::MatchPattern::Exact(s.clone()),
+        model::ValueMatch::Prefix(s) => string_matcher::MatchPattern::Prefix(s.clone()),
+        model::ValueMatch::Regex(re) => string_matcher::MatchPattern::SafeRegex(regex(re)),
+        model::ValueMatch::Present => return None,
+    };
+    Some(StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
+    })
+}
+
+fn regex(re: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: re.to_owned(),
+        engine_type: None,
+    }
+}
+
+fn cluster_specifier(action: &model::RouteAction) -> route_action::ClusterSpecifier {
+    match action {
+        model::RouteAction::Backend(b) => route_action::ClusterSpecifier::Cluster(b.cluster_name()),
+        model::RouteAction::Split(split) => {
+            route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters: split
+                    .iter()
+                    .map(|wb| ClusterWeight {
+                        name: wb.backend.cluster_name(),
+                        weight: Some(UInt32Value { value: wb.weight }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                // total_weight left unset: Envoy sums the weights.
+                ..Default::default()
+            })
+        }
+    }
+}
+
+fn retry_policy(
+    retry: &model::RetryPolicy,
+    context: impl FnOnce() -> String,
+) -> Result<RetryPolicy, CompileError> {
+    let per_try_timeout = retry
+        .per_try_timeout
+        .map(|t| pb_duration(t, context))
+        .transpose()?;
+    Ok(RetryPolicy {
+        retry_on: retry.on.join(","),
+        num_retries: Some(UInt32Value {
+            value: retry.attempts,
+        }),
+        per_try_timeout,
+        ..Default::default()
+    })
+}

