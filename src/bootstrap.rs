@@ -33,6 +33,8 @@ pub struct BootstrapOptions {
     pub admin_address: IpAddr,
     /// Admin interface port (0 lets the kernel pick). Default 9901.
     pub admin_port: u16,
+    /// Use delta (incremental) ADS instead of state-of-the-world.
+    pub delta: bool,
 }
 
 /// Why a bootstrap could not be rendered.
@@ -68,6 +70,7 @@ impl BootstrapOptions {
             xds_port,
             admin_address: Self::DEFAULT_ADMIN_ADDRESS,
             admin_port: Self::DEFAULT_ADMIN_PORT,
+            delta: false,
         }
     }
 
@@ -111,7 +114,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": if opts.delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
                 "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
                 "set_node_on_first_message_only": true,

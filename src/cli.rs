@@ -49,9 +49,12 @@ pub enum Command {
         /// sluice's xDS address, HOST:PORT.
         #[arg(long, default_value = "127.0.0.1:18000")]
         xds: String,
-        /// Envoy's own admin port (bound to 127.0.0.1).
+        /// Envoy's own admin port (bound to 127.0.0.1; 0 lets the kernel pick).
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+        /// ADS flavour: state-of-the-world or delta (incremental).
+        #[arg(long, value_enum, default_value_t = Ads::Sotw)]
+        ads: Ads,
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -64,6 +67,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Ads {
+    Sotw,
+    Delta,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,8 +94,8 @@ pub fn main(cli: Cli) -> ExitCode {
             run_serve(opts)
         }
         Command::Validate { files } => validate(&files),
-        Command::Bootstrap { node_id, cluster, xds, admin_port, out } => {
-            write_bootstrap(node_id, cluster, &xds, admin_port, out.as_deref())
+        Command::Bootstrap { node_id, cluster, xds, admin_port, ads, out } => {
+            write_bootstrap(node_id, cluster, &xds, admin_port, ads, out.as_deref())
         }
         Command::Status { admin, output } => crate::status_cli::run(admin, output),
     }
@@ -171,6 +180,7 @@ fn write_bootstrap(
     cluster: String,
     xds: &str,
     admin_port: u16,
+    ads: Ads,
     out: Option<&Path>,
 ) -> ExitCode {
     let Some((host, port)) = xds.rsplit_once(':') else {
@@ -182,14 +192,9 @@ fn write_bootstrap(
         return ExitCode::FAILURE;
     };
     let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let opts = BootstrapOptions {
-        node_id,
-        cluster,
-        xds_host: host,
-        xds_port: port,
-        admin_address: std::net::IpAddr::from([127, 0, 0, 1]),
-        admin_port,
-    };
+    let mut opts = BootstrapOptions::new(node_id, cluster, host, port);
+    opts.admin_port = admin_port;
+    opts.delta = ads == Ads::Delta;
     let text = match bootstrap::render(&opts) {
         Ok(t) => t,
         Err(e) => {
@@ -199,10 +204,10 @@ fn write_bootstrap(
     };
     match out {
         None => {
-            println!("{text}");
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Some(path) => match std::fs::write(path, text + "\n") {
+        Some(path) => match std::fs::write(path, text) {
             Ok(()) => {
                 eprintln!("wrote {}; run: envoy -c {}", path.display(), path.display());
                 ExitCode::SUCCESS
