@@ -6,4 +6,5 @@
 //! with the file watcher and the admin HTTP server.
 
 pub mod model;
+pub mod rules;
 pub mod xds;
