@@ -8,6 +8,7 @@
 //! problem of a file at once, each as `file:line:column: path: message`.
 //! The file format is documented in `docs/rules.md`.
 
+mod diagnose;
 mod duration;
 mod error;
 mod listener;
