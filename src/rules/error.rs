@@ -1,0 +1,157 @@
+//! Diagnostics: what the rules loader tells a user about a bad file.
+//!
+//! Every problem becomes one [`Diagnostic`] with a file, a 1-based
+//! line:column, a field path (`listeners[0].virtual_hosts[1].routes[2]`) and
+//! a sentence. [`Diags`] collects them during loading so that one run reports
+//! every problem, not only the first; it also corrects marked-yaml's block
+//! mapping positions (see [`Diags::loc`]).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use marked_yaml::{Node, Span};
+
+/// One problem in a rules file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// Field path of the offending node, `<root>` for the file itself.
+    pub path: String,
+    pub message: String,
+}
+
+/// Loading a rules file failed; `diagnostics` holds every problem found,
+/// ordered by position in the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render(.diagnostics))]
+pub struct RulesError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A position in the source text (both 1-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Loc {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Collects diagnostics for one source file.
+pub(crate) struct Diags {
+    file: String,
+    found: Vec<Diagnostic>,
+    /// marked-yaml marks a block mapping at the `:` after its first key, not
+    /// at the key itself; this maps such a mark (by character offset) to the
+    /// first key's position so errors point where a user looks.
+    block_mapping_starts: HashMap<usize, Loc>,
+}
+
+/// The path of the file as a whole.
+pub(crate) const ROOT: &str = "<root>";
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, self.path, self.message
+        )
+    }
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+impl Loc {
+    /// Used only when nothing better is known; never line 0.
+    pub const START: Loc = Loc { line: 1, column: 1 };
+}
+
+impl Diags {
+    pub fn new(file: &str) -> Self {
+        Diags {
+            file: file.to_string(),
+            found: Vec::new(),
+            block_mapping_starts: HashMap::new(),
+        }
+    }
+
+    /// Learns the true start of every block mapping in `root`.
+    pub fn index_mappings(&mut self, root: &Node) {
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            match node {
+                Node::Scalar(_) => {}
+                Node::Sequence(seq) => stack.extend(seq.iter()),
+                Node::Mapping(map) => {
+                    let first_key = map.keys().next().and_then(|k| k.span().start());
+                    if let (Some(start), Some(key)) = (map.span().start(), first_key) {
+                        if key.character() < start.character() {
+                            let loc = Loc {
+                                line: key.line(),
+                                column: key.column(),
+                            };
+                            self.block_mapping_starts.insert(start.character(), loc);
+                        }
+                    }
+                    stack.extend(map.values());
+                }
+            }
+        }
+    }
+
+    /// Where a node starts, if marked-yaml recorded it.
+    pub fn loc_opt(&self, span: &Span) -> Option<Loc> {
+        let start = span.start()?;
+        if let Some(fixed) = self.block_mapping_starts.get(&start.character()) {
+            return Some(*fixed);
+        }
+        Some(Loc {
+            line: start.line().max(1),
+            column: start.column().max(1),
+        })
+    }
+
+    /// Where a node starts. Every node the loader builds has a start mark, so
+    /// the fallback to 1:1 is only a guard against printing line 0.
+    pub fn loc(&self, span: &Span) -> Loc {
+        self.loc_opt(span).unwrap_or(Loc::START)
+    }
+
+    pub fn error_at(&mut self, loc: Loc, path: impl Into<String>, message: impl Into<String>) {
+        self.found.push(Diagnostic {
+            file: self.file.clone(),
+            line: loc.line,
+            column: loc.column,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn error(&mut self, span: &Span, path: impl Into<String>, message: impl Into<String>) {
+        let loc = self.loc(span);
+        self.error_at(loc, path, message);
+    }
+
+    /// `value` if nothing was reported, else every diagnostic in file order.
+    pub fn finish<T>(self, value: T) -> Result<T, RulesError> {
+        if self.found.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    /// Everything reported so far, in file order.
+    pub fn into_error(mut self) -> RulesError {
+        self.found.sort_by_key(|d| (d.line, d.column));
+        RulesError {
+            diagnostics: self.found,
+        }
+    }
+}

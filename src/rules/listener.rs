@@ -1,0 +1,175 @@
+//! Listeners and virtual hosts: names, addresses, node groups, domains.
+//!
+//! Uniqueness rules mirror what Envoy rejects: one listener per
+//! (address, port), and a domain at most once per listener's route table.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use marked_yaml::Spanned;
+
+use super::error::{Diags, Loc};
+use super::raw::{Item, RawListener, RawVirtualHost};
+use super::route::route;
+use super::validate::{check_name, ip, port, socket_key, Catalog, Seen};
+use crate::model::{Listener, VirtualHost};
+
+pub(crate) fn listeners(
+    items: &[Item<RawListener>],
+    catalog: &Catalog<'_>,
+    d: &mut Diags,
+) -> Vec<Listener> {
+    let mut names = Seen::default();
+    let mut sockets = Seen::default();
+    let mut out = Vec::new();
+    for item in items {
+        let raw = &item.raw;
+        let path = format!("listeners[{}]", item.index);
+        names.first(d, &raw.name, &format!("{path}.name"), "listener name");
+        let listener = listener(raw, &path, catalog, d);
+        let (loc, p) = match &raw.address {
+            Some(a) => (d.loc(a.span()), format!("{path}.address")),
+            None => (d.loc(raw.port.span()), format!("{path}.port")),
+        };
+        let key = socket_key(listener.address, listener.port);
+        sockets.first_at(d, key, loc, &p, "listener address");
+        out.push(listener);
+    }
+    out
+}
+
+fn listener(raw: &RawListener, path: &str, catalog: &Catalog<'_>, d: &mut Diags) -> Listener {
+    let name = check_name(d, &raw.name, &format!("{path}.name"));
+    let address = match &raw.address {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(a) => ip(d, a, &format!("{path}.address")),
+    };
+    let port = port(d, &raw.port, &format!("{path}.port"));
+    let groups = raw.groups.as_ref().map(|groups| {
+        let p = format!("{path}.groups");
+        if groups.is_empty() {
+            d.error(
+                groups.span(),
+                &p,
+                "groups must not be empty; omit `groups` to serve every node group",
+            );
+        }
+        let mut seen = Seen::default();
+        let mut out = Vec::new();
+        for (i, group) in groups.iter().enumerate() {
+            let gp = format!("{p}[{i}]");
+            out.push(check_name(d, group, &gp));
+            seen.first(d, group, &gp, "group");
+        }
+        out
+    });
+    let vh_path = format!("{path}.virtual_hosts");
+    if raw.virtual_hosts.is_empty() {
+        d.error(
+            raw.virtual_hosts.span(),
+            &vh_path,
+            "a listener needs at least one virtual host",
+        );
+    }
+    let mut names = Seen::default();
+    let mut domains = HashMap::new();
+    let mut virtual_hosts = Vec::new();
+    for (i, vh) in raw.virtual_hosts.iter().enumerate() {
+        let p = format!("{vh_path}[{i}]");
+        names.first(d, &vh.name, &format!("{p}.name"), "virtual host name");
+        virtual_hosts.push(virtual_host(vh, &p, &mut domains, catalog, d));
+    }
+    Listener {
+        name,
+        address,
+        port,
+        groups,
+        virtual_hosts,
+    }
+}
+
+/// `domains` maps each lowercased domain already used in this listener to
+/// where it was first seen.
+fn virtual_host(
+    raw: &RawVirtualHost,
+    path: &str,
+    domains: &mut HashMap<String, Loc>,
+    catalog: &Catalog<'_>,
+    d: &mut Diags,
+) -> VirtualHost {
+    let name = check_name(d, &raw.name, &format!("{path}.name"));
+    if raw.domains.is_empty() {
+        d.error(
+            raw.domains.span(),
+            format!("{path}.domains"),
+            "domains must not be empty; use [\"*\"] to match every host",
+        );
+    }
+    for (i, domain) in raw.domains.iter().enumerate() {
+        let p = format!("{path}.domains[{i}]");
+        check_domain(d, domain, &p);
+        let loc = d.loc(domain.span());
+        let key = domain.to_ascii_lowercase();
+        match domains.get(&key) {
+            Some(first) => {
+                let msg = format!(
+                    "domain `{}` is already used in this listener (line {}); Envoy rejects duplicate domains",
+                    domain.as_str(),
+                    first.line
+                );
+                d.error_at(loc, p, msg);
+            }
+            None => {
+                domains.insert(key, loc);
+            }
+        }
+    }
+    let routes_path = format!("{path}.routes");
+    if raw.routes.is_empty() {
+        d.error(
+            raw.routes.span(),
+            &routes_path,
+            "a virtual host needs at least one route",
+        );
+    }
+    let mut names = Seen::default();
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let p = format!("{routes_path}[{i}]");
+        let route = route(r, i, &p, catalog, d);
+        let loc = r
+            .name
+            .as_ref()
+            .map_or_else(|| d.loc(r.span()), |n| d.loc(n.span()));
+        names.first_at(
+            d,
+            route.name.clone(),
+            loc,
+            &format!("{p}.name"),
+            "route name",
+        );
+        routes.push(route);
+    }
+    VirtualHost {
+        name,
+        domains: raw.domains.iter().map(|s| s.to_string()).collect(),
+        routes,
+    }
+}
+
+/// Envoy's domain syntax: a host (optionally `:port`), or a single `*`
+/// wildcard as the whole domain, at the start or at the end.
+fn check_domain(d: &mut Diags, domain: &Spanned<String>, path: &str) {
+    let s = domain.as_str();
+    let stars = s.matches('*').count();
+    let bad_star = stars > 1 || (stars == 1 && !(s.starts_with('*') || s.ends_with('*')));
+    let bad_char = s
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/');
+    if s.is_empty() || bad_star || bad_char {
+        let msg = format!(
+            "invalid domain `{s}`: expected a host name such as `example.com`, `*.example.com`, `example.*` or `*`"
+        );
+        d.error(domain.span(), path, msg);
+    }
+}

@@ -1,0 +1,56 @@
+//! Rules files: YAML text → validated [`model::Config`](crate::model::Config).
+//!
+//! Loading runs in two passes. [`raw`] parses the YAML with marked-yaml into
+//! serde structs that keep each value's position and rejects unknown fields
+//! and wrong types. [`validate`] (with `listener` and `route`) checks
+//! meaning — names, ranges, references, weights, regexes — and builds the
+//! model. Both passes report into one [`error::Diags`], so a user sees every
+//! problem of a file at once, each as `file:line:column: path: message`.
+//! The file format is documented in `docs/rules.md`.
+
+mod diagnose;
+mod duration;
+mod error;
+mod listener;
+mod raw;
+mod route;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+use crate::model::Config;
+
+pub use error::{Diagnostic, RulesError};
+
+/// Parses and validates a rules file's text. `source_name` is what
+/// diagnostics print as the file.
+pub fn parse(source_name: &str, text: &str) -> Result<Config, RulesError> {
+    let mut diags = error::Diags::new(source_name);
+    let Some(raw) = raw::load(text, &mut diags) else {
+        // Not YAML: `load` has reported why.
+        return Err(diags.into_error());
+    };
+    let config = validate::validate(&raw, &mut diags);
+    diags.finish(config)
+}
+
+/// Reads and parses the rules file at `path`; a read failure is reported as
+/// a diagnostic at 1:1 of that file.
+pub fn load_file(path: &Path) -> Result<Config, RulesError> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&name, &text),
+        Err(err) => {
+            let mut diags = error::Diags::new(&name);
+            diags.error_at(
+                error::Loc::START,
+                error::ROOT,
+                format!("cannot read rules file: {err}"),
+            );
+            Err(diags.into_error())
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Raw structs → validated [`model::Config`]: the semantic checks.
+//!
+//! This file owns the config and service level plus the small checkers every
+//! level shares (names, integers, addresses, durations, duplicates);
+//! `listener` and `route` own the rest. Each checker reports to [`Diags`] and
+//! returns a placeholder on error so that checking goes on and one run finds
+//! every problem; the `Config` built from placeholders is thrown away.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use marked_yaml::Spanned;
+
+use super::duration::parse_duration;
+use super::error::{Diags, Loc};
+use super::listener::listeners;
+use super::raw::{Item, RawConfig, RawService};
+use crate::model::{Backend, Config, Endpoint, LbPolicy, Service};
+
+/// Longest name accepted for services, subsets, listeners, hosts, routes.
+pub(crate) const MAX_NAME_LEN: usize = 60;
+
+/// The services a route may point at.
+pub(crate) struct Catalog<'a> {
+    pub services: &'a BTreeMap<String, Service>,
+    /// Services whose entry was malformed: already reported, so references
+    /// to them are not reported again.
+    pub broken: &'a BTreeSet<String>,
+}
+
+/// First occurrence of each key, to report duplicates against.
+#[derive(Default)]
+pub(crate) struct Seen(HashMap<String, Loc>);
+
+const LB_POLICIES: &[(&str, LbPolicy)] = &[
+    ("round_robin", LbPolicy::RoundRobin),
+    ("least_request", LbPolicy::LeastRequest),
+    ("random", LbPolicy::Random),
+    ("ring_hash", LbPolicy::RingHash),
+    ("maglev", LbPolicy::Maglev),
+];
+
+pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
+    let mut services = BTreeMap::new();
+    let mut seen = Seen::default();
+    for item in &raw.services {
+        let service = service(item, d);
+        let path = format!("services[{}].name", item.index);
+        if seen.first(d, &item.raw.name, &path, "service name") {
+            services.insert(service.name.clone(), service);
+        }
+    }
+    let catalog = Catalog {
+        services: &services,
+        broken: &raw.broken_services,
+    };
+    let listeners = listeners(&raw.listeners, &catalog, d);
+    Config {
+        services,
+        listeners,
+    }
+}
+
+fn service(item: &Item<RawService>, d: &mut Diags) -> Service {
+    let raw = &item.raw;
+    let path = format!("services[{}]", item.index);
+    let name = check_name(d, &raw.name, &format!("{path}.name"));
+    let connect_timeout = match &raw.connect_timeout {
+        None => Duration::from_secs(1),
+        Some(raw_t) => {
+            let p = format!("{path}.connect_timeout");
+            match duration(d, raw_t, &p) {
+                Some(t) if t.is_zero() => {
+                    d.error(raw_t.span(), &p, "connect_timeout must be greater than 0");
+                    Duration::from_secs(1)
+                }
+                Some(t) => t,
+                None => Duration::from_secs(1),
+            }
+        }
+    };
+    let lb_policy = match &raw.lb_policy {
+        None => LbPolicy::RoundRobin,
+        Some(p) => match LB_POLICIES.iter().find(|(n, _)| *n == p.as_str()) {
+            Some((_, policy)) => *policy,
+            None => {
+                let valid: Vec<&str> = LB_POLICIES.iter().map(|(n, _)| *n).collect();
+                let msg = format!(
+                    "unknown lb_policy `{}`; valid values are {}",
+                    p.as_str(),
+                    valid.join(", ")
+                );
+                d.error(p.span(), format!("{path}.lb_policy"), msg);
+                LbPolicy::RoundRobin
+            }
+        },
+    };
+    let mut endpoints = Vec::new();
+    let mut seen = Seen::default();
+    for (i, ep) in raw.endpoints.iter().enumerate() {
+        let p = format!("{path}.endpoints[{i}]");
+        let address = ip(d, &ep.address, &format!("{p}.address"));
+        let port = port(d, &ep.port, &format!("{p}.port"));
+        let weight = match &ep.weight {
+            None => 1,
+            Some(w) => int(d, w, &format!("{p}.weight"), 1..=128).unwrap_or(1),
+        };
+        let key = socket_key(address, port);
+        let loc = d.loc(ep.span());
+        seen.first_at(d, key, loc, &p, "endpoint");
+        endpoints.push(Endpoint {
+            address,
+            port,
+            labels: ep.labels.clone(),
+            weight,
+        });
+    }
+    let mut subsets = BTreeMap::new();
+    for (subset, selector) in &raw.subsets.0 {
+        let p = format!("{path}.subsets.{}", subset.as_str());
+        check_name(d, subset, &p);
+        if selector.is_empty() {
+            let msg = format!(
+                "subset `{}` needs a non-empty label selector, e.g. {{version: v2}}",
+                subset.as_str()
+            );
+            d.error(subset.span(), &p, msg);
+        }
+        subsets.insert(subset.to_string(), selector.clone());
+    }
+    Service {
+        name,
+        connect_timeout,
+        lb_policy,
+        endpoints,
+        subsets,
+    }
+}
+
+impl Seen {
+    /// Records `name`; reports it (and returns false) if it was seen before.
+    pub fn first(&mut self, d: &mut Diags, name: &Spanned<String>, path: &str, what: &str) -> bool {
+        let loc = d.loc(name.span());
+        self.first_at(d, name.to_string(), loc, path, what)
+    }
+
+    pub fn first_at(
+        &mut self,
+        d: &mut Diags,
+        key: String,
+        loc: Loc,
+        path: &str,
+        what: &str,
+    ) -> bool {
+        match self.0.get(&key) {
+            Some(first) => {
+                let msg = format!(
+                    "duplicate {what} `{key}` (first defined at line {})",
+                    first.line
+                );
+                d.error_at(loc, path, msg);
+                false
+            }
+            None => {
+                self.0.insert(key, loc);
+                true
+            }
+        }
+    }
+}
+
+impl Catalog<'_> {
+    /// Resolves a `service` / `subset` reference, reporting dangling ones.
+    pub fn backend(
+        &self,
+        d: &mut Diags,
+        service: &Spanned<String>,
+        subset: Option<&Spanned<String>>,
+        path: &str,
+    ) -> Backend {
+        let backend = Backend {
+            service: service.to_string(),
+            subset: subset.map(|s| s.to_string()),
+        };
+        if self.broken.contains(service.as_str()) {
+            return backend;
+        }
+        let Some(found) = self.services.get(service.as_str()) else {
+            let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
+            let msg = format!(
+                "unknown service `{}`; defined services: {}",
+                service.as_str(),
+                list_or_none(&known)
+            );
+            d.error(service.span(), format!("{path}.service"), msg);
+            return backend;
+        };
+        if let Some(subset) = subset {
+            if !found.subsets.contains_key(subset.as_str()) {
+                let known: Vec<&str> = found.subsets.keys().map(String::as_str).collect();
+                let msg = format!(
+                    "service `{}` has no subset `{}`; its subsets: {}",
+                    found.name,
+                    subset.as_str(),
+                    list_or_none(&known)
+                );
+                d.error(subset.span(), format!("{path}.subset"), msg);
+            }
+        }
+        backend
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Checks the shared name rule: `[a-z0-9][a-z0-9_-]*`, at most 60 chars.
+/// `~` and `.` are excluded because cluster names are `service~subset`.
+pub(crate) fn check_name(d: &mut Diags, name: &Spanned<String>, path: &str) -> String {
+    let s = name.as_str();
+    let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    let first_ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !first_ok || !s.chars().all(valid_char) || s.len() > MAX_NAME_LEN {
+        let msg = format!(
+            "invalid name `{s}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit, at most {MAX_NAME_LEN} characters"
+        );
+        d.error(name.span(), path, msg);
+    }
+    s.to_string()
+}
+
+/// An integer within `range`.
+pub(crate) fn int(
+    d: &mut Diags,
+    value: &Spanned<String>,
+    path: &str,
+    range: RangeInclusive<u32>,
+) -> Option<u32> {
+    let parsed = value
+        .as_str()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| range.contains(n));
+    if parsed.is_none() {
+        let msg = format!(
+            "expected an integer from {} to {}, found `{}`",
+            range.start(),
+            range.end(),
+            value.as_str()
+        );
+        d.error(value.span(), path, msg);
+    }
+    parsed
+}
+
+pub(crate) fn port(d: &mut Diags, value: &Spanned<String>, path: &str) -> u16 {
+    int(d, value, path, 1..=65535)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0)
+}
+
+pub(crate) fn ip(d: &mut Diags, value: &Spanned<String>, path: &str) -> IpAddr {
+    match value.as_str().parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => {
+            let msg = format!("invalid IP address `{}`: expected an IPv4 or IPv6 literal such as 127.0.0.1 or ::1 (host names are not resolved)", value.as_str());
+            d.error(value.span(), path, msg);
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+    }
+}
+
+pub(crate) fn duration(d: &mut Diags, value: &Spanned<String>, path: &str) -> Option<Duration> {
+    match parse_duration(value.as_str()) {
+        Ok(t) => Some(t),
+        Err(msg) => {
+            d.error(value.span(), path, msg);
+            None
+        }
+    }
+}
+
+/// A duplicate-detection key for an address and port.
+pub(crate) fn socket_key(address: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(address, port).to_string()
+}
