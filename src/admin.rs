@@ -72,20 +72,30 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if is_ready(&state) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no complete snapshot yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no complete snapshot yet\n",
+        )
     }
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }
 
 async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
     let rules = lock(&state.rules).clone();
-    Json(StatusDoc { ready: is_ready(&state), rules, proxies: state.registry.list() })
+    Json(StatusDoc {
+        ready: is_ready(&state),
+        rules,
+        proxies: state.registry.list(),
+    })
 }
 
 #[derive(Serialize)]
@@ -103,7 +113,13 @@ fn snapshot_view(snap: &Snapshot) -> BTreeMap<&'static str, TypeView> {
                 .iter()
                 .map(|(n, r)| (n.clone(), r.version.clone()))
                 .collect();
-            (ty.short(), TypeView { version: snap.version(ty).to_string(), resources })
+            (
+                ty.short(),
+                TypeView {
+                    version: snap.version(ty).to_string(),
+                    resources,
+                },
+            )
         })
         .collect()
 }
@@ -111,7 +127,10 @@ fn snapshot_view(snap: &Snapshot) -> BTreeMap<&'static str, TypeView> {
 async fn debug_config(State(state): State<AdminState>) -> impl IntoResponse {
     let published = state.snapshots.borrow().clone();
     let Some(published) = published else {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false})));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"ready": false})),
+        );
     };
     let config = lock(&state.config).clone();
     let mut groups: BTreeMap<String, _> = published

@@ -84,7 +84,12 @@ pub enum Output {
 pub fn main(cli: Cli) -> ExitCode {
     init_tracing();
     match cli.command {
-        Command::Serve { rules, xds, admin, watch_interval_ms } => {
+        Command::Serve {
+            rules,
+            xds,
+            admin,
+            watch_interval_ms,
+        } => {
             let opts = ServeOptions {
                 rules,
                 xds_addr: xds,
@@ -94,9 +99,14 @@ pub fn main(cli: Cli) -> ExitCode {
             run_serve(opts)
         }
         Command::Validate { files } => validate(&files),
-        Command::Bootstrap { node_id, cluster, xds, admin_port, ads, out } => {
-            write_bootstrap(node_id, cluster, &xds, admin_port, ads, out.as_deref())
-        }
+        Command::Bootstrap {
+            node_id,
+            cluster,
+            xds,
+            admin_port,
+            ads,
+            out,
+        } => write_bootstrap(node_id, cluster, &xds, admin_port, ads, out.as_deref()),
         Command::Status { admin, output } => crate::status_cli::run(admin, output),
     }
 }
@@ -111,7 +121,10 @@ fn init_tracing() {
 }
 
 fn run_serve(opts: ServeOptions) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting runtime: {e}");
@@ -191,7 +204,10 @@ fn write_bootstrap(
         eprintln!("error: --xds port must be a number 1-65535, got {port:?}");
         return ExitCode::FAILURE;
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let mut opts = BootstrapOptions::new(node_id, cluster, host, port);
     opts.admin_port = admin_port;
     opts.delta = ads == Ads::Delta;

@@ -48,8 +48,7 @@ impl Metrics {
         let acks = Family::<TypeLabel, Counter>::default();
         let nacks = Family::<TypeLabel, Counter>::default();
         let push_latency = Family::<TypeLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)))
-                as fn() -> Histogram,
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
         );
         let snapshots_published = Counter::default();
         let rules_reload_errors = Counter::default();
@@ -77,7 +76,11 @@ impl Metrics {
             "Rule file reloads rejected (the previous config stays served)",
             rules_reload_errors.clone(),
         );
-        registry.register("ready", "1 once the first complete snapshot is published", ready.clone());
+        registry.register(
+            "ready",
+            "1 once the first complete snapshot is published",
+            ready.clone(),
+        );
         Metrics {
             registry,
             connected_proxies,
@@ -92,7 +95,9 @@ impl Metrics {
     }
 
     pub fn type_label(ty: crate::xds::TypeUrl) -> TypeLabel {
-        TypeLabel { r#type: ty.short().to_string() }
+        TypeLabel {
+            r#type: ty.short().to_string(),
+        }
     }
 
     /// Prometheus text exposition format.

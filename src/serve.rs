@@ -100,13 +100,13 @@ pub async fn run(
         rules: rules_status.clone(),
     };
     let mut admin_stop = stop_rx.clone();
-    let admin = tokio::spawn(
+    let admin = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(admin_state))
             .with_graceful_shutdown(async move {
                 let _ = admin_stop.wait_for(|s| *s).await;
             })
-            .into_future(),
-    );
+            .await
+    });
 
     let watcher = tokio::spawn(watch_rules(
         opts.clone(),
@@ -131,7 +131,10 @@ fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapsh
         if current.as_ref().is_some_and(|p| *p.snapshots == snapshots) {
             return false;
         }
-        *current = Some(Arc::new(Published { snapshots: Arc::new(snapshots), at: Instant::now() }));
+        *current = Some(Arc::new(Published {
+            snapshots: Arc::new(snapshots),
+            at: Instant::now(),
+        }));
         true
     });
     if changed {

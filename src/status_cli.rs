@@ -42,7 +42,10 @@ pub struct Nack {
 }
 
 pub fn run(admin: SocketAddr, output: Output) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
@@ -88,7 +91,10 @@ pub fn render(doc: &StatusDoc) -> String {
         doc.rules.file,
         doc.rules.served_hash.as_deref().unwrap_or("-"),
         match &doc.rules.last_error {
-            Some(e) => format!("\n  last reload REJECTED: {}", e.lines().next().unwrap_or("")),
+            Some(e) => format!(
+                "\n  last reload REJECTED: {}",
+                e.lines().next().unwrap_or("")
+            ),
             None => String::new(),
         }
     );

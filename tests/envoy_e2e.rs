@@ -68,7 +68,10 @@ async fn scenario(delta: bool) {
     let listen = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let rules_path = dir.path().join("rules.yaml");
-    write(&rules_path, &rules(v1.addr.port(), v2.addr.port(), listen, 80, 20));
+    write(
+        &rules_path,
+        &rules(v1.addr.port(), v2.addr.port(), listen, 80, 20),
+    );
 
     let mut sluice = Sluice::start(&rules_path, "127.0.0.1:0");
     let xds = sluice.xds;
@@ -79,68 +82,135 @@ async fn scenario(delta: bool) {
 
     // Path routing: /v2 always reaches the canary subset.
     eventually("envoy routes traffic", || async {
-        client.get(format!("{url}/v2/x")).send().await.is_ok_and(|r| r.status() == 200)
+        client
+            .get(format!("{url}/v2/x"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     for _ in 0..50 {
-        let body = client.get(format!("{url}/v2/x")).send().await.expect("GET").text().await;
+        let body = client
+            .get(format!("{url}/v2/x"))
+            .send()
+            .await
+            .expect("GET")
+            .text()
+            .await;
         assert_eq!(body.expect("body"), "v2");
     }
 
     // 80/20 over 2,000 requests lands within ±3 points.
     let share = v1_share(&distribution(&format!("{url}/"), 2000).await);
-    assert!((77.0..=83.0).contains(&share), "80/20 split measured {share:.1}% v1");
+    assert!(
+        (77.0..=83.0).contains(&share),
+        "80/20 split measured {share:.1}% v1"
+    );
 
     let first_rds = rds_acked_everywhere(&sluice).await.expect("rds acked");
     let lds_modified = envoy.stat("listener_manager.listener_modified").await;
 
     // Edit to 50/50: pushed without restarting Envoy, listener untouched.
-    write(&rules_path, &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50));
+    write(
+        &rules_path,
+        &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50),
+    );
     eventually("new routes ACKed", || async {
-        rds_acked_everywhere(&sluice).await.is_some_and(|v| v != first_rds)
+        rds_acked_everywhere(&sluice)
+            .await
+            .is_some_and(|v| v != first_rds)
     })
     .await;
     let share = v1_share(&distribution(&format!("{url}/"), 2000).await);
-    assert!((47.0..=53.0).contains(&share), "50/50 split measured {share:.1}% v1");
-    assert_eq!(envoy.stat("listener_manager.listener_modified").await, lds_modified);
+    assert!(
+        (47.0..=53.0).contains(&share),
+        "50/50 split measured {share:.1}% v1"
+    );
+    assert_eq!(
+        envoy.stat("listener_manager.listener_modified").await,
+        lds_modified
+    );
     let good_rds = rds_acked_everywhere(&sluice).await.expect("rds acked");
 
     // A broken edit (split sums to 90) is rejected: zero pushes.
     let pushes = sluice.metric("sluice_xds_pushes_total{type=\"rds\"}").await;
-    let rejected = sluice.status().await["rules"]["rejected_reloads"].as_u64().unwrap_or(0);
-    write(&rules_path, &rules(v1.addr.port(), v2.addr.port(), listen, 50, 40));
+    let rejected = sluice.status().await["rules"]["rejected_reloads"]
+        .as_u64()
+        .unwrap_or(0);
+    write(
+        &rules_path,
+        &rules(v1.addr.port(), v2.addr.port(), listen, 50, 40),
+    );
     eventually("bad edit rejected", || async {
-        sluice.status().await["rules"]["rejected_reloads"].as_u64().unwrap_or(0) > rejected
+        sluice.status().await["rules"]["rejected_reloads"]
+            .as_u64()
+            .unwrap_or(0)
+            > rejected
     })
     .await;
-    let err = sluice.status().await["rules"]["last_error"].as_str().unwrap_or("").to_string();
-    assert!(err.contains("rules.yaml:"), "error names the file and line: {err}");
-    assert_eq!(sluice.metric("sluice_xds_pushes_total{type=\"rds\"}").await, pushes);
-    assert_eq!(rds_acked_everywhere(&sluice).await.as_deref(), Some(good_rds.as_str()));
+    let err = sluice.status().await["rules"]["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        err.contains("rules.yaml:"),
+        "error names the file and line: {err}"
+    );
+    assert_eq!(
+        sluice.metric("sluice_xds_pushes_total{type=\"rds\"}").await,
+        pushes
+    );
+    assert_eq!(
+        rds_acked_everywhere(&sluice).await.as_deref(),
+        Some(good_rds.as_str())
+    );
     let share = v1_share(&distribution(&format!("{url}/"), 400).await);
-    assert!((40.0..=60.0).contains(&share), "still 50/50 after bad edit: {share:.1}%");
+    assert!(
+        (40.0..=60.0).contains(&share),
+        "still 50/50 after bad edit: {share:.1}%"
+    );
 
     // Put the good file back, then kill sluice: Envoy keeps serving.
-    write(&rules_path, &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50));
+    write(
+        &rules_path,
+        &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50),
+    );
     let before = sluice.status().await["proxies"][0]["types"].clone();
     sluice.kill();
     let during = distribution(&format!("{url}/"), 300).await;
-    assert_eq!(during.get("error"), None, "traffic failed while sluice was down: {during:?}");
+    assert_eq!(
+        during.get("error"),
+        None,
+        "traffic failed while sluice was down: {during:?}"
+    );
 
     // Restart on the same address: Envoy reconnects to the same versions.
     let sluice = Sluice::start(&rules_path, &xds.to_string());
     eventually("envoy reconnects and ACKs", || async {
         let s = sluice.status().await;
         let types = &s["proxies"][0]["types"];
-        ["cds", "eds", "lds", "rds"].iter().all(|t| !types[t]["acked"].is_null())
+        let done = ["cds", "eds", "lds", "rds"]
+            .iter()
+            .all(|t| !types[t]["acked"].is_null());
+        if !done {
+            eprintln!("waiting for reconnect: {types}");
+        }
+        done
     })
     .await;
     let after = sluice.status().await["proxies"][0]["types"].clone();
+    eprintln!("before restart: {before}\nafter restart: {after}");
     for t in ["cds", "eds", "lds", "rds"] {
-        assert_eq!(after[t]["acked"], before[t]["acked"], "{t} version after restart");
+        assert_eq!(
+            after[t]["acked"], before[t]["acked"],
+            "{t} version after restart"
+        );
     }
     let share = v1_share(&distribution(&format!("{url}/"), 200).await);
-    assert!((30.0..=70.0).contains(&share), "serving after restart: {share:.1}%");
+    assert!(
+        (30.0..=70.0).contains(&share),
+        "serving after restart: {share:.1}%"
+    );
     drop(envoy);
 }
 

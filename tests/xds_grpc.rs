@@ -38,20 +38,32 @@ fn mk_snapshots(clusters: &[(&str, &str)]) -> Snapshots {
     let cds = clusters
         .iter()
         .map(|(name, stat)| {
-            let c = Cluster { name: name.to_string(), alt_stat_name: stat.to_string(), ..Default::default() };
+            let c = Cluster {
+                name: name.to_string(),
+                alt_stat_name: stat.to_string(),
+                ..Default::default()
+            };
             Resource::encode(*name, &c)
         })
         .collect();
     let snap = Arc::new(Snapshot::new([cds, vec![], vec![], vec![]]));
-    Snapshots { groups: Default::default(), fallback: snap }
+    Snapshots {
+        groups: Default::default(),
+        fallback: snap,
+    }
 }
 
 fn published(s: Snapshots) -> Option<Arc<Published>> {
-    Some(Arc::new(Published { snapshots: Arc::new(s), at: Instant::now() }))
+    Some(Arc::new(Published {
+        snapshots: Arc::new(s),
+        at: Instant::now(),
+    }))
 }
 
 async fn start(initial: Option<Snapshots>) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (publish, rx) = watch::channel(initial.and_then(published));
     let (stop, stop_rx) = watch::channel(false);
@@ -63,15 +75,26 @@ async fn start(initial: Option<Snapshots>) -> Server {
         shutdown: stop_rx.clone(),
     });
     tokio::spawn(serve_on(listener, svc, stop_rx));
-    Server { addr, publish, registry, _stop: stop }
+    Server {
+        addr,
+        publish,
+        registry,
+        _stop: stop,
+    }
 }
 
 fn node() -> Node {
-    Node { id: "test-proxy".into(), cluster: "edge".into(), ..Default::default() }
+    Node {
+        id: "test-proxy".into(),
+        cluster: "edge".into(),
+        ..Default::default()
+    }
 }
 
 async fn client(addr: SocketAddr) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
-    AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await.expect("connect")
+    AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
 }
 
 fn cds_request(version: &str, nonce: &str) -> DiscoveryRequest {
@@ -114,22 +137,36 @@ async fn sotw_push_ack_update_and_nack() {
     let (tx, rx) = mpsc::channel(16);
     let mut c = client(server.addr).await;
     tx.send(cds_request("", "")).await.expect("send");
-    let mut stream = c.stream_aggregated_resources(ReceiverStream::new(rx)).await.expect("rpc").into_inner();
+    let mut stream = c
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
 
     let first = next(&mut stream).await;
     assert_eq!(first.type_url, TypeUrl::Cluster.as_str());
-    assert_eq!(cluster_names(&first), [("a".into(), "v1".into()), ("b".into(), "v1".into())]);
+    assert_eq!(
+        cluster_names(&first),
+        [("a".into(), "v1".into()), ("b".into(), "v1".into())]
+    );
 
     // ACK: no reply.
-    tx.send(cds_request(&first.version_info, &first.nonce)).await.expect("send");
+    tx.send(cds_request(&first.version_info, &first.nonce))
+        .await
+        .expect("send");
     quiet(&mut stream).await;
     let proxies = server.registry.list();
     assert_eq!(proxies.len(), 1);
     assert_eq!(proxies[0].node.id, "test-proxy");
-    assert_eq!(proxies[0].types["cds"].acked.as_deref(), Some(first.version_info.as_str()));
+    assert_eq!(
+        proxies[0].types["cds"].acked.as_deref(),
+        Some(first.version_info.as_str())
+    );
 
     // A change is pushed.
-    server.publish.send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
+    server
+        .publish
+        .send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
     let second = next(&mut stream).await;
     assert_eq!(cluster_names(&second)[0], ("a".into(), "v2".into()));
     assert_ne!(second.version_info, first.version_info);
@@ -137,26 +174,43 @@ async fn sotw_push_ack_update_and_nack() {
 
     // NACK: recorded, not re-sent, proxy stays on the ACKed version.
     let mut nack = cds_request(&first.version_info, &second.nonce);
-    nack.error_detail = Some(RpcStatus { code: 3, message: "bad cluster a".into(), details: vec![] });
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "bad cluster a".into(),
+        details: vec![],
+    });
     tx.send(nack).await.expect("send");
     quiet(&mut stream).await;
     let st = &server.registry.list()[0].types["cds"];
     assert_eq!(st.acked.as_deref(), Some(first.version_info.as_str()));
     let nack = st.nack.as_ref().expect("nack recorded");
-    assert_eq!((nack.version.as_str(), nack.error.as_str()), (second.version_info.as_str(), "bad cluster a"));
+    assert_eq!(
+        (nack.version.as_str(), nack.error.as_str()),
+        (second.version_info.as_str(), "bad cluster a")
+    );
 
     // Republishing the same config sends nothing; a new one does.
-    server.publish.send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
+    server
+        .publish
+        .send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
     quiet(&mut stream).await;
-    server.publish.send_replace(published(mk_snapshots(&[("a", "v3"), ("b", "v1")])));
-    assert_eq!(cluster_names(&next(&mut stream).await)[0], ("a".into(), "v3".into()));
+    server
+        .publish
+        .send_replace(published(mk_snapshots(&[("a", "v3"), ("b", "v1")])));
+    assert_eq!(
+        cluster_names(&next(&mut stream).await)[0],
+        ("a".into(), "v3".into())
+    );
 
     // Disconnect removes the proxy from status.
     drop(tx);
     drop(stream);
     let deadline = Instant::now() + WAIT;
     while !server.registry.list().is_empty() {
-        assert!(Instant::now() < deadline, "proxy still listed after disconnect");
+        assert!(
+            Instant::now() < deadline,
+            "proxy still listed after disconnect"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -167,9 +221,15 @@ async fn nothing_is_sent_before_the_first_snapshot() {
     let (tx, rx) = mpsc::channel(16);
     let mut c = client(server.addr).await;
     tx.send(cds_request("", "")).await.expect("send");
-    let mut stream = c.stream_aggregated_resources(ReceiverStream::new(rx)).await.expect("rpc").into_inner();
+    let mut stream = c
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
     quiet(&mut stream).await;
-    server.publish.send_replace(published(mk_snapshots(&[("a", "v1")])));
+    server
+        .publish
+        .send_replace(published(mk_snapshots(&[("a", "v1")])));
     let first = next(&mut stream).await;
     assert_eq!(cluster_names(&first), [("a".into(), "v1".into())]);
 }
@@ -186,16 +246,25 @@ async fn delta_add_remove_and_reconnect() {
     let (tx, rx) = mpsc::channel(16);
     let mut c = client(server.addr).await;
     tx.send(req("")).await.expect("send");
-    let mut stream = c.delta_aggregated_resources(ReceiverStream::new(rx)).await.expect("rpc").into_inner();
+    let mut stream = c
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
     let first: DeltaDiscoveryResponse = next(&mut stream).await;
     let names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
-    let versions: std::collections::HashMap<String, String> =
-        first.resources.iter().map(|r| (r.name.clone(), r.version.clone())).collect();
+    let versions: std::collections::HashMap<String, String> = first
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
     tx.send(req(&first.nonce)).await.expect("ack");
     quiet(&mut stream).await;
 
-    server.publish.send_replace(published(mk_snapshots(&[("a", "v1")])));
+    server
+        .publish
+        .send_replace(published(mk_snapshots(&[("a", "v1")])));
     let second = next(&mut stream).await;
     assert!(second.resources.is_empty());
     assert_eq!(second.removed_resources, ["b"]);
@@ -204,12 +273,18 @@ async fn delta_add_remove_and_reconnect() {
     drop(stream);
 
     // Reconnect announcing what we hold: only the difference comes back.
-    server.publish.send_replace(published(mk_snapshots(&[("a", "v1"), ("c", "v1")])));
+    server
+        .publish
+        .send_replace(published(mk_snapshots(&[("a", "v1"), ("c", "v1")])));
     let (tx, rx) = mpsc::channel(16);
     let mut first_req = req("");
     first_req.initial_resource_versions = [("a".to_string(), versions["a"].clone())].into();
     tx.send(first_req).await.expect("send");
-    let mut stream = c.delta_aggregated_resources(ReceiverStream::new(rx)).await.expect("rpc").into_inner();
+    let mut stream = c
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
     let third = next(&mut stream).await;
     let names: Vec<&str> = third.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["c"], "a is current and must not be re-sent");
@@ -222,6 +297,9 @@ async fn other_discovery_services_are_unimplemented() {
     let mut c = ClusterDiscoveryServiceClient::connect(format!("http://{}", server.addr))
         .await
         .expect("connect");
-    let err = c.fetch_clusters(cds_request("", "")).await.expect_err("must fail");
+    let err = c
+        .fetch_clusters(cds_request("", ""))
+        .await
+        .expect_err("must fail");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }

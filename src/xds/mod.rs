@@ -5,7 +5,7 @@
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};
-pub mod session;
-pub mod wire;
 pub mod registry;
 pub mod server;
+pub mod session;
+pub mod wire;

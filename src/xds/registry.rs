@@ -37,7 +37,13 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let status = ProxyStatus { stream, node, mode, connected_at, types: BTreeMap::new() };
+        let status = ProxyStatus {
+            stream,
+            node,
+            mode,
+            connected_at,
+            types: BTreeMap::new(),
+        };
         self.lock().insert(stream, status);
     }
 

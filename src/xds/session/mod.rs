@@ -442,6 +442,15 @@ impl Session {
             }
             let plan = self.plan(ty, &snap, hold);
             if plan.is_empty() && !st.must_reply {
+                if self.mode == Mode::Delta && st.pending.is_none() && st.rejected.is_empty() {
+                    // The proxy holds exactly this snapshot's resources (e.g.
+                    // it reconnected announcing current versions): it is at
+                    // this version without any response.
+                    let st = &mut self.types[ty.index()];
+                    let version = snap.version(ty).to_string();
+                    st.status.sent.get_or_insert_with(|| version.clone());
+                    st.status.acked = Some(version);
+                }
                 continue;
             }
             if blocked || st.pending.is_some() {

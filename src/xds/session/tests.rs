@@ -548,6 +548,11 @@ fn delta_reconnect_with_initial_versions_sends_only_changes() {
         .map(|r| (r.name.clone(), r.version.clone()))
         .collect();
     assert!(s.on_delta_request(req).expect("req").responses.is_empty());
+    assert_eq!(
+        s.status()["cds"].acked.as_deref(),
+        Some(now.version(CDS)),
+        "status shows the version the proxy announced"
+    );
 }
 
 #[test]
