@@ -108,6 +108,25 @@ async fn scenario(delta: bool) {
     );
 
     let first_rds = rds_acked_everywhere(&sluice).await.expect("rds acked");
+    let admin = sluice.admin.to_string();
+    let shown = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["status", "--admin", &admin])
+            .output()
+            .expect("sluice status")
+    })
+    .await
+    .expect("join");
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let mode = if delta { "mode=delta" } else { "mode=sotw" };
+    assert!(
+        shown.contains("envoy-e2e  group=default") && shown.contains(mode),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("  rds  {first_rds:<17} {first_rds:<17} -")),
+        "{shown}"
+    );
     let lds_modified = envoy.stat("listener_manager.listener_modified").await;
 
     // Edit to 50/50: pushed without restarting Envoy, listener untouched.

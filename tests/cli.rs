@@ -1,0 +1,162 @@
+//! The `sluice` binary as a user runs it: `validate`, `bootstrap`, `serve`
+//! with its admin endpoints, `status`, and shutdown on SIGTERM.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let out = sluice(&["validate", "examples/quickstart.yaml", "examples/shop.yaml"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("examples/quickstart.yaml: ok (1 services, 1 listeners"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_reports_every_error_with_its_location_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "services:\n  - name: web\n    endpoints: []\n    colour: blue\nlisteners:\n  - name: http\n    port: 80\n    virtual_hosts:\n      - name: v\n        domains: [\"*\"]\n        routes:\n          - to: {service: nope}\n",
+    )
+    .expect("write");
+    let out = sluice(&["validate", bad.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:4:5: ")),
+        "unknown field located: {stderr}"
+    );
+    assert!(stderr.contains("colour"), "names the field: {stderr}");
+}
+
+#[test]
+fn bootstrap_writes_a_file_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("b.json");
+    let out = sluice(&[
+        "bootstrap",
+        "--node-id",
+        "n1",
+        "--cluster",
+        "edge",
+        "--xds",
+        "sluice.internal:18000",
+        "--ads",
+        "delta",
+        "--out",
+        out_path.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_path).expect("read")).expect("json");
+    assert_eq!(json["node"]["id"], "n1");
+    assert_eq!(json["node"]["cluster"], "edge");
+    assert_eq!(
+        json["dynamic_resources"]["ads_config"]["api_type"],
+        "DELTA_GRPC"
+    );
+
+    let out = sluice(&["bootstrap", "--node-id", "n1", "--xds", "no-port"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("HOST:PORT"));
+}
+
+#[tokio::test]
+async fn serve_admin_endpoints_status_and_sigterm() {
+    let mut sluice_proc = Sluice::start(
+        std::path::Path::new("examples/quickstart.yaml"),
+        "127.0.0.1:0",
+    );
+    let admin = sluice_proc.admin;
+    let client = http();
+    let get = |path: &str| client.get(format!("http://{admin}{path}")).send();
+
+    assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
+    assert_eq!(get("/readyz").await.expect("readyz").status(), 200);
+    let metrics = get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(metrics.contains("sluice_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_snapshots_published_total 1"),
+        "{metrics}"
+    );
+    let config: serde_json::Value = get("/debug/config")
+        .await
+        .expect("config")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        config["groups"]["*"]["cds"]["resources"]["web~canary"].is_string(),
+        "{config}"
+    );
+    assert_eq!(config["rules"]["listeners"][0]["name"], "http");
+
+    // `sluice status` against the running server, text and JSON.
+    let admin_arg = admin.to_string();
+    let out = tokio::task::spawn_blocking(move || sluice(&["status", "--admin", &admin_arg]))
+        .await
+        .expect("join");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("ready: yes\n"), "{stdout}");
+    assert!(stdout.contains("proxies: 0"), "{stdout}");
+    let admin_arg = admin.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        sluice(&["status", "--admin", &admin_arg, "--output", "json"])
+    })
+    .await
+    .expect("join");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json status");
+    assert_eq!(doc["ready"], true);
+
+    // SIGTERM: a clean, prompt exit with status 0.
+    let pid = sluice_proc.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = sluice_proc.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "sluice did not exit on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn status_reports_an_unreachable_server() {
+    let port = free_port();
+    let out = sluice(&["status", "--admin", &format!("127.0.0.1:{port}")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"));
+}
