@@ -149,6 +149,8 @@ async fn debug_config(State(state): State<AdminState>) -> impl IntoResponse {
     (StatusCode::OK, Json(body))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a mutex whose every update is a single assignment, so a panic
+/// elsewhere cannot leave it half-written: poisoning is ignored.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::admin::{self, AdminState, RulesStatus};
+use crate::admin::{self, lock, AdminState, RulesStatus};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
@@ -196,8 +196,4 @@ async fn watch_rules(
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -79,6 +79,16 @@ impl Any {
     }
 }
 
+impl DeltaResource {
+    pub fn of(ty: TypeUrl, resource: &Resource) -> DeltaResource {
+        DeltaResource {
+            version: resource.version.clone(),
+            resource: Some(Any::of(ty, resource)),
+            name: resource.name.clone(),
+        }
+    }
+}
+
 /// The identifier sluice puts in `control_plane` of every response.
 pub fn control_plane() -> Option<ControlPlane> {
     Some(ControlPlane {

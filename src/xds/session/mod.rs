@@ -20,6 +20,7 @@
 //!   are removed only once LDS and RDS are up to date and ACKed, and a
 //!   cluster that changed has its endpoints sent again.
 
+mod emit;
 mod plan;
 #[cfg(test)]
 mod tests;
@@ -33,7 +34,6 @@ use serde::Serialize;
 
 use super::resource::{Resource, Snapshot, TypeUrl};
 use super::wire;
-use plan::Plan;
 
 /// Which protocol variant a stream speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -460,144 +460,6 @@ impl Session {
             }
             self.emit(ty, &snap, plan, out);
         }
-    }
-
-    fn emit(&mut self, ty: TypeUrl, snap: &Snapshot, plan: Plan, out: &mut Output) {
-        let nonce = self.next_nonce.to_string();
-        self.next_nonce += 1;
-        let mode = self.mode;
-        let st = &mut self.types[ty.index()];
-        let mut previous = BTreeMap::new();
-        let mut changed_clusters = Vec::new();
-
-        let (response, version, sent) = match mode {
-            Mode::Sotw => {
-                let (full, resources) = match &plan {
-                    Plan::Full(set) => (true, set.clone()),
-                    Plan::Partial { upserts, .. } => (false, upserts.clone()),
-                };
-                for r in &resources {
-                    let prev = st.known.get(&r.name).cloned();
-                    if prev.as_ref().map(|k| &k.version) != Some(&r.version) {
-                        changed_clusters.push(r.name.clone());
-                    }
-                    previous.entry(r.name.clone()).or_insert(prev);
-                    st.known.insert(
-                        r.name.clone(),
-                        Known {
-                            version: r.version.clone(),
-                            resource: Some(r.clone()),
-                        },
-                    );
-                }
-                if full {
-                    let keep: BTreeSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
-                    let gone: Vec<String> = st
-                        .known
-                        .keys()
-                        .filter(|n| !keep.contains(n.as_str()))
-                        .cloned()
-                        .collect();
-                    for name in gone {
-                        let prev = st.known.remove(&name);
-                        previous.entry(name).or_insert(prev);
-                    }
-                }
-                let version = plan::sotw_version(st, &resources, full);
-                let resp = wire::DiscoveryResponse {
-                    version_info: version.clone(),
-                    resources: resources.iter().map(|r| wire::Any::of(ty, r)).collect(),
-                    type_url: ty.as_str().to_string(),
-                    nonce: nonce.clone(),
-                    control_plane: wire::control_plane(),
-                };
-                let sent = resources
-                    .iter()
-                    .map(|r| (r.name.clone(), r.version.clone()))
-                    .collect();
-                (Response::Sotw(resp), version, sent)
-            }
-            Mode::Delta => {
-                let (upserts, removals) = match plan {
-                    Plan::Partial { upserts, removals } => (upserts, removals),
-                    Plan::Full(set) => (set, Vec::new()),
-                };
-                for r in &upserts {
-                    let prev = st.known.get(&r.name).cloned();
-                    if prev.as_ref().map(|k| &k.version) != Some(&r.version) {
-                        changed_clusters.push(r.name.clone());
-                    }
-                    previous.entry(r.name.clone()).or_insert(prev);
-                    st.known.insert(
-                        r.name.clone(),
-                        Known {
-                            version: r.version.clone(),
-                            resource: Some(r.clone()),
-                        },
-                    );
-                }
-                for name in &removals {
-                    let prev = st.known.remove(name);
-                    previous.entry(name.clone()).or_insert(prev);
-                    if !snap.resources(ty).contains_key(name) && st.names.contains(name) {
-                        st.told_missing.insert(name.clone());
-                    }
-                }
-                let version = snap.version(ty).to_string();
-                let resp = wire::DeltaDiscoveryResponse {
-                    system_version_info: version.clone(),
-                    resources: upserts
-                        .iter()
-                        .map(|r| wire::DeltaResource {
-                            version: r.version.clone(),
-                            resource: Some(wire::Any::of(ty, r)),
-                            name: r.name.clone(),
-                        })
-                        .collect(),
-                    type_url: ty.as_str().to_string(),
-                    nonce: nonce.clone(),
-                    removed_resources: removals,
-                    control_plane: wire::control_plane(),
-                };
-                let sent = upserts
-                    .iter()
-                    .map(|r| (r.name.clone(), r.version.clone()))
-                    .collect();
-                (Response::Delta(resp), version, sent)
-            }
-        };
-
-        for r in &sent {
-            let (name, _): &(String, String) = r;
-            st.force.remove(name);
-        }
-        let count = match &response {
-            Response::Sotw(r) => r.resources.len(),
-            Response::Delta(r) => r.resources.len() + r.removed_resources.len(),
-        };
-        st.pending = Some(Pending {
-            nonce: nonce.clone(),
-            version: version.clone(),
-            previous,
-            sent,
-        });
-        st.last_nonce = nonce.clone();
-        st.must_reply = false;
-        st.status.sent = Some(version.clone());
-        st.status.in_flight = true;
-        if ty == TypeUrl::Cluster {
-            // Envoy re-warms a changed cluster and waits for its endpoints.
-            self.types[TypeUrl::Endpoint.index()]
-                .force
-                .extend(changed_clusters);
-        }
-        out.events.push(Event::Sent {
-            ty,
-            version,
-            nonce,
-            resources: count,
-        });
-        out.responses.push(response);
     }
 }
 

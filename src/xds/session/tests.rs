@@ -598,3 +598,29 @@ fn versions_depend_only_on_content() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn every_stream_shares_one_encoding_of_a_resource() {
+    let snap = mk_snapshot(&[("a", 1)], "r");
+    let sent = |mode: Mode| {
+        let mut s = Session::new(mode);
+        s.on_snapshot(snap.clone());
+        let out = match mode {
+            Mode::Sotw => s.on_sotw_request(sotw(CDS, &[], "", "")),
+            Mode::Delta => s.on_delta_request(delta(CDS, &[], &[], "")),
+        };
+        match &out.expect("req").responses[0] {
+            Response::Sotw(r) => r.resources[0].value.clone(),
+            Response::Delta(r) => r.resources[0].resource.clone().expect("any").value,
+        }
+    };
+    let (a, b, c) = (sent(Mode::Sotw), sent(Mode::Sotw), sent(Mode::Delta));
+    let original = &snap.get(CDS, "a").expect("a").body;
+    for bytes in [&a, &b, &c] {
+        assert_eq!(
+            bytes.as_ptr(),
+            original.as_ptr(),
+            "payload copied instead of shared"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Turning a [`Plan`] into a response: nonce, version, what the client now
+//! holds (with the previous state kept for a NACK), and the events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::plan::{sotw_version, Plan};
+use super::{Event, Known, Mode, Output, Pending, Response, Session, TypeState};
+use crate::xds::resource::{Resource, Snapshot, TypeUrl};
+use crate::xds::wire;
+
+impl Session {
+    pub(super) fn emit(&mut self, ty: TypeUrl, snap: &Snapshot, plan: Plan, out: &mut Output) {
+        let nonce = self.next_nonce.to_string();
+        self.next_nonce += 1;
+        let mode = self.mode;
+        let st = &mut self.types[ty.index()];
+        let (upserts, removals, full) = match plan {
+            Plan::Full(set) => (set, Vec::new(), true),
+            Plan::Partial { upserts, removals } => (upserts, removals, false),
+        };
+
+        let mut previous = BTreeMap::new();
+        let changed = record_upserts(st, &upserts, &mut previous);
+        if full {
+            // A full SotW set: whatever is not in it is gone from the client.
+            let keep: BTreeSet<&str> = upserts.iter().map(|r| r.name.as_str()).collect();
+            let gone: Vec<String> = st
+                .known
+                .keys()
+                .filter(|n| !keep.contains(n.as_str()))
+                .cloned()
+                .collect();
+            for name in gone {
+                let prev = st.known.remove(&name);
+                previous.entry(name).or_insert(prev);
+            }
+        }
+        for name in &removals {
+            let prev = st.known.remove(name);
+            previous.entry(name.clone()).or_insert(prev);
+            if !snap.resources(ty).contains_key(name) && st.names.contains(name) {
+                st.told_missing.insert(name.clone());
+            }
+        }
+
+        let (response, version) = match mode {
+            Mode::Sotw => {
+                let version = sotw_version(st, &upserts, full);
+                let resp = wire::DiscoveryResponse {
+                    version_info: version.clone(),
+                    resources: upserts.iter().map(|r| wire::Any::of(ty, r)).collect(),
+                    type_url: ty.as_str().to_string(),
+                    nonce: nonce.clone(),
+                    control_plane: wire::control_plane(),
+                };
+                (Response::Sotw(resp), version)
+            }
+            Mode::Delta => {
+                let version = snap.version(ty).to_string();
+                let resp = wire::DeltaDiscoveryResponse {
+                    system_version_info: version.clone(),
+                    resources: upserts
+                        .iter()
+                        .map(|r| wire::DeltaResource::of(ty, r))
+                        .collect(),
+                    type_url: ty.as_str().to_string(),
+                    nonce: nonce.clone(),
+                    removed_resources: removals.clone(),
+                    control_plane: wire::control_plane(),
+                };
+                (Response::Delta(resp), version)
+            }
+        };
+
+        let sent: Vec<(String, String)> = upserts
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
+        for (name, _) in &sent {
+            st.force.remove(name);
+        }
+        st.pending = Some(Pending {
+            nonce: nonce.clone(),
+            version: version.clone(),
+            previous,
+            sent,
+        });
+        st.last_nonce = nonce.clone();
+        st.must_reply = false;
+        st.status.sent = Some(version.clone());
+        st.status.in_flight = true;
+        if ty == TypeUrl::Cluster {
+            // Envoy re-warms a changed cluster and waits for its endpoints.
+            self.types[TypeUrl::Endpoint.index()].force.extend(changed);
+        }
+        let resources = upserts.len() + removals.len();
+        out.events.push(Event::Sent {
+            ty,
+            version,
+            nonce,
+            resources,
+        });
+        out.responses.push(response);
+    }
+}
+
+/// Records `upserts` as held by the client, remembering the previous
+/// entries; returns the names whose version changed.
+fn record_upserts(
+    st: &mut TypeState,
+    upserts: &[Arc<Resource>],
+    previous: &mut BTreeMap<String, Option<Known>>,
+) -> Vec<String> {
+    let mut changed = Vec::new();
+    for r in upserts {
+        let prev = st.known.get(&r.name).cloned();
+        if prev.as_ref().map(|k| &k.version) != Some(&r.version) {
+            changed.push(r.name.clone());
+        }
+        previous.entry(r.name.clone()).or_insert(prev);
+        let known = Known {
+            version: r.version.clone(),
+            resource: Some(r.clone()),
+        };
+        st.known.insert(r.name.clone(), known);
+    }
+    changed
+}
