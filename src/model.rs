@@ -50,6 +50,32 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// Load-balancing weight (1..=128 in Envoy's terms; default 1).
     pub weight: u32,
+    pub health: Health,
+    /// Where the endpoint runs; endpoints are grouped by locality in EDS.
+    pub locality: Option<Locality>,
+    /// Failover tier: 0 is used first, 1 when 0 is unhealthy, and so on.
+    pub priority: u32,
+}
+
+/// Endpoint health as Envoy's EDS knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Health not known to the source; Envoy's active checks decide.
+    Unknown,
+    #[default]
+    Healthy,
+    Degraded,
+    Unhealthy,
+    /// Taking no new requests; in-flight ones finish.
+    Draining,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

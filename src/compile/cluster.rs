@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
@@ -94,28 +95,54 @@ fn lb_policy(policy: model::LbPolicy) -> cluster::LbPolicy {
     }
 }
 
+/// Endpoints grouped by (priority, locality), in that order, each group's
+/// endpoints in the order the service lists them.
 pub(super) fn load_assignment(
     service: &model::Service,
     backend: &model::Backend,
 ) -> ClusterLoadAssignment {
-    let lb_endpoints = service
-        .endpoints_for(backend.subset.as_deref())
-        .into_iter()
-        .map(|ep| LbEndpoint {
+    let mut groups: BTreeMap<(u32, Option<&model::Locality>), Vec<LbEndpoint>> = BTreeMap::new();
+    for ep in service.endpoints_for(backend.subset.as_deref()) {
+        let lb = LbEndpoint {
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                 address: Some(socket_address(ep.address, ep.port)),
                 ..Default::default()
             })),
+            health_status: health_status(ep.health) as i32,
             load_balancing_weight: Some(UInt32Value { value: ep.weight }),
+            ..Default::default()
+        };
+        groups
+            .entry((ep.priority, ep.locality.as_ref()))
+            .or_default()
+            .push(lb);
+    }
+    let endpoints = groups
+        .into_iter()
+        .map(|((priority, locality), lb_endpoints)| LocalityLbEndpoints {
+            locality: locality.map(|l| Locality {
+                region: l.region.clone(),
+                zone: l.zone.clone(),
+                sub_zone: l.sub_zone.clone(),
+            }),
+            lb_endpoints,
+            priority,
             ..Default::default()
         })
         .collect();
     ClusterLoadAssignment {
         cluster_name: backend.cluster_name(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints,
-            ..Default::default()
-        }],
+        endpoints,
         ..Default::default()
+    }
+}
+
+fn health_status(h: model::Health) -> HealthStatus {
+    match h {
+        model::Health::Unknown => HealthStatus::Unknown,
+        model::Health::Healthy => HealthStatus::Healthy,
+        model::Health::Degraded => HealthStatus::Degraded,
+        model::Health::Unhealthy => HealthStatus::Unhealthy,
+        model::Health::Draining => HealthStatus::Draining,
     }
 }

@@ -62,6 +62,23 @@ pub(crate) struct RawEndpoint {
     pub weight: Option<Str>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub health: Option<Str>,
+    #[serde(default)]
+    pub locality: Option<Spanned<RawLocality>>,
+    #[serde(default)]
+    pub priority: Option<Str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a locality mapping")]
+pub(crate) struct RawLocality {
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub zone: String,
+    #[serde(default)]
+    pub sub_zone: String,
 }
 
 #[derive(Deserialize)]

@@ -565,3 +565,35 @@ proptest! {
         check_positions(&text.into_iter().collect::<String>());
     }
 }
+
+#[test]
+fn endpoint_health_locality_and_priority() {
+    let text = "services:\n  - name: x\n    endpoints:\n      - address: 10.0.0.1\n        port: 80\n        health: draining\n        priority: 2\n        locality: {region: eu, zone: eu-1a}\n      - address: 10.0.0.2\n        port: 80\n        health: sleepy\n";
+    let err = parse("t.yaml", text).expect_err("bad health");
+    let d = &err.diagnostics[0];
+    assert_eq!(
+        (d.line, d.column, d.path.as_str()),
+        (11, 17, "services[0].endpoints[1].health")
+    );
+    assert!(
+        d.message.contains("unknown health `sleepy`"),
+        "{}",
+        d.message
+    );
+
+    let good = text.replace("sleepy", "unknown");
+    let config = parse("t.yaml", &good).expect("parses");
+    let ep = &config.services["x"].endpoints;
+    assert_eq!(
+        (ep[0].health, ep[0].priority),
+        (crate::model::Health::Draining, 2)
+    );
+    assert_eq!(
+        ep[0].locality.as_ref().map(|l| l.zone.as_str()),
+        Some("eu-1a")
+    );
+    assert_eq!(
+        (ep[1].health, ep[1].priority, ep[1].locality.clone()),
+        (crate::model::Health::Unknown, 0, None)
+    );
+}

@@ -17,7 +17,7 @@ use super::duration::parse_duration;
 use super::error::{Diags, Loc};
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawService};
-use crate::model::{Backend, Config, Endpoint, LbPolicy, Service};
+use crate::model::{Backend, Config, Endpoint, Health, LbPolicy, Locality, Service};
 
 /// Longest name accepted for services, subsets, listeners, hosts, routes.
 pub(crate) const MAX_NAME_LEN: usize = 60;
@@ -110,11 +110,27 @@ fn service(item: &Item<RawService>, d: &mut Diags) -> Service {
         let key = socket_key(address, port);
         let loc = d.loc(ep.span());
         seen.first_at(d, key, loc, &p, "endpoint");
+        let health = match &ep.health {
+            None => Health::Healthy,
+            Some(h) => health(d, h, &format!("{p}.health")),
+        };
+        let priority = match &ep.priority {
+            None => 0,
+            Some(v) => int(d, v, &format!("{p}.priority"), 0..=10).unwrap_or(0),
+        };
+        let locality = ep.locality.as_ref().map(|l| Locality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            sub_zone: l.sub_zone.clone(),
+        });
         endpoints.push(Endpoint {
             address,
             port,
             labels: ep.labels.clone(),
             weight,
+            health,
+            locality,
+            priority,
         });
     }
     let mut subsets = BTreeMap::new();
@@ -290,4 +306,27 @@ pub(crate) fn duration(d: &mut Diags, value: &Spanned<String>, path: &str) -> Op
 /// A duplicate-detection key for an address and port.
 pub(crate) fn socket_key(address: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(address, port).to_string()
+}
+
+/// Endpoint health names, as in Envoy's `HealthStatus`.
+const HEALTH: &[(&str, Health)] = &[
+    ("unknown", Health::Unknown),
+    ("healthy", Health::Healthy),
+    ("degraded", Health::Degraded),
+    ("unhealthy", Health::Unhealthy),
+    ("draining", Health::Draining),
+];
+
+fn health(d: &mut Diags, raw: &Spanned<String>, path: &str) -> Health {
+    if let Some((_, h)) = HEALTH.iter().find(|(n, _)| *n == raw.as_str()) {
+        return *h;
+    }
+    let valid: Vec<&str> = HEALTH.iter().map(|(n, _)| *n).collect();
+    let msg = format!(
+        "unknown health `{}`; valid values are {}",
+        raw.as_str(),
+        valid.join(", ")
+    );
+    d.error(raw.span(), path, msg);
+    Health::Healthy
 }

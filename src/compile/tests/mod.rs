@@ -39,6 +39,9 @@ fn mk_endpoint(last_octet: u8, port: u16, labels: &[(&str, &str)], weight: u32) 
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         weight,
+        health: Health::Healthy,
+        locality: None,
+        priority: 0,
     }
 }
 
@@ -219,10 +222,13 @@ fn lb_policies_map_to_the_enum() {
 }
 
 fn endpoints_of(cla: &ClusterLoadAssignment) -> Vec<(String, u32, u32)> {
-    assert_eq!(cla.endpoints.len(), 1, "one LocalityLbEndpoints");
-    cla.endpoints[0]
-        .lb_endpoints
+    assert!(
+        cla.endpoints.len() <= 1,
+        "one LocalityLbEndpoints without localities"
+    );
+    cla.endpoints
         .iter()
+        .flat_map(|l| &l.lb_endpoints)
         .map(|lb| {
             let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lb.host_identifier else {
                 panic!("no endpoint");
@@ -379,4 +385,64 @@ fn empty_config_gives_an_empty_fallback() {
     for ty in TypeUrl::ALL {
         assert!(snaps.fallback.resources(ty).is_empty());
     }
+}
+
+#[test]
+fn endpoints_group_by_priority_and_locality_with_health() {
+    let mut config = mk_simple();
+    let api = config.services.get_mut("api").expect("api");
+    let zone = |z: &str| {
+        Some(Locality {
+            region: "r".into(),
+            zone: z.into(),
+            sub_zone: String::new(),
+        })
+    };
+    api.endpoints = vec![
+        Endpoint {
+            locality: zone("b"),
+            priority: 1,
+            ..mk_endpoint(1, 80, &[], 1)
+        },
+        Endpoint {
+            locality: zone("a"),
+            health: Health::Draining,
+            ..mk_endpoint(2, 80, &[], 1)
+        },
+        Endpoint {
+            locality: zone("a"),
+            health: Health::Degraded,
+            ..mk_endpoint(3, 80, &[], 1)
+        },
+    ];
+    let snaps = compile(&config).expect("compiles");
+    let cla: ClusterLoadAssignment = decode(&snaps.fallback, TypeUrl::Endpoint, "api");
+    let groups: Vec<(u32, String, Vec<i32>)> = cla
+        .endpoints
+        .iter()
+        .map(|l| {
+            let zone = l
+                .locality
+                .as_ref()
+                .map(|l| l.zone.clone())
+                .unwrap_or_default();
+            (
+                l.priority,
+                zone,
+                l.lb_endpoints.iter().map(|e| e.health_status).collect(),
+            )
+        })
+        .collect();
+    use envoy_types::pb::envoy::config::core::v3::HealthStatus as H;
+    assert_eq!(
+        groups,
+        [
+            (
+                0,
+                "a".to_string(),
+                vec![H::Draining as i32, H::Degraded as i32]
+            ),
+            (1, "b".to_string(), vec![H::Healthy as i32]),
+        ]
+    );
 }
