@@ -1,0 +1,128 @@
+-- An Envoy-like stream handle for running sluice's filters outside Envoy
+-- (unit tests and the simulator). It follows the Lua filter API of Envoy
+-- 1.40 for what the filters use: headers() get/add/replace/remove/pairs,
+-- body() with getBytes/length/setBytes, respond() (which ends the script),
+-- filterContext():get(), streamInfo():dynamicMetadata() set/get,
+-- streamInfo():downstreamRemoteAddress(), clearRouteCache(), log*().
+--
+-- make_handle(state) where state = {
+--   headers = { {name, value}, ... },   -- names are lower-cased, as in Envoy
+--   body = "..." or nil, context = {...} or nil, remote = "ip:port",
+--   metadata = {}, log = {} }
+-- After the call, state holds the modified headers/body, state.response =
+-- {headers = {...}, body = "..."} if respond() was called, and
+-- state.route_cache_cleared.
+
+local RESPONDED = setmetatable({}, { __tostring = function() return "sluice-shim: responded" end })
+
+local function header_map(state)
+  local m = {}
+  function m:get(name)
+    name = name:lower()
+    for _, kv in ipairs(state.headers) do
+      if kv[1] == name then return kv[2] end
+    end
+    return nil
+  end
+  function m:add(name, value)
+    table.insert(state.headers, { name:lower(), tostring(value) })
+  end
+  function m:remove(name)
+    name = name:lower()
+    local kept = {}
+    for _, kv in ipairs(state.headers) do
+      if kv[1] ~= name then kept[#kept + 1] = kv end
+    end
+    state.headers = kept
+  end
+  function m:replace(name, value)
+    name = name:lower()
+    for _, kv in ipairs(state.headers) do
+      if kv[1] == name then
+        kv[2] = tostring(value)
+        -- replace sets the first and drops the others, as Envoy does
+        local first, kept = false, {}
+        for _, x in ipairs(state.headers) do
+          if x[1] ~= name then kept[#kept + 1] = x
+          elseif not first then kept[#kept + 1] = x; first = true end
+        end
+        state.headers = kept
+        return
+      end
+    end
+    self:add(name, value)
+  end
+  setmetatable(m, { __pairs = function()
+    local i = 0
+    return function()
+      i = i + 1
+      local kv = state.headers[i]
+      if kv then return kv[1], kv[2] end
+    end
+  end })
+  return m
+end
+
+local function buffer(state)
+  local b = {}
+  function b:length() return #(state.body or "") end
+  function b:getBytes(start, len)
+    local s = state.body or ""
+    return s:sub(start + 1, start + len)
+  end
+  function b:setBytes(s) state.body = s end
+  return b
+end
+
+function make_handle(state)
+  state.metadata = state.metadata or {}
+  state.log = state.log or {}
+  local h = {}
+  local headers = header_map(state)
+  function h:headers() return headers end
+  function h:body()
+    if state.body == nil then return nil end
+    return buffer(state)
+  end
+  function h:respond(hdrs, body)
+    local list = {}
+    for k, v in pairs(hdrs) do list[#list + 1] = { k:lower(), tostring(v) } end
+    table.sort(list, function(a, b) return a[1] < b[1] end)
+    state.response = { headers = list, body = body or "" }
+    error(RESPONDED)
+  end
+  function h:filterContext()
+    local ctx = state.context or {}
+    return { get = function(_, key) return ctx[key] end }
+  end
+  local meta = {
+    set = function(_, ns, key, value)
+      state.metadata[ns] = state.metadata[ns] or {}
+      state.metadata[ns][key] = value
+    end,
+    get = function(_, ns) return state.metadata[ns] end,
+  }
+  local info = {
+    dynamicMetadata = function() return meta end,
+    downstreamRemoteAddress = function() return state.remote end,
+  }
+  function h:streamInfo() return info end
+  function h:clearRouteCache() state.route_cache_cleared = true end
+  for _, level in ipairs({ "Trace", "Debug", "Info", "Warn", "Err", "Critical" }) do
+    h["log" .. level] = function(_, msg) table.insert(state.log, level:lower() .. ": " .. msg) end
+  end
+  return h
+end
+
+-- Runs `fn(handle)` like Envoy runs a script coroutine: a respond() ends it.
+function run_with(fn, state)
+  local ok, err = pcall(fn, make_handle(state))
+  if not ok and err ~= RESPONDED then
+    state.error = tostring(err)
+  end
+  -- Empty tables would read back as lists; drop them.
+  if next(state.metadata) == nil then state.metadata = nil end
+  if next(state.log) == nil then state.log = nil end
+  state.context = nil
+  return state
+end
