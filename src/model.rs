@@ -94,6 +94,8 @@ pub struct VirtualHost {
     pub domains: Vec<String>,
     /// Ordered: Envoy takes the first route that matches.
     pub routes: Vec<Route>,
+    /// Lua filter settings every route inherits.
+    pub filters: Filters,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -103,6 +105,8 @@ pub struct Route {
     pub action: RouteAction,
     pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
+    /// Lua filter settings of this route (see [`Filters::over`]).
+    pub filters: Filters,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -219,6 +223,114 @@ impl Listener {
         match &self.groups {
             None => true,
             Some(groups) => groups.iter().any(|g| g == group),
+        }
+    }
+}
+
+/// What the Lua filter does on a virtual host or route: auth, request
+/// validation, and transformation. On a route, each part set there replaces
+/// the virtual host's; unset parts are inherited.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Filters {
+    pub auth: Option<Auth>,
+    pub validate: Option<Validate>,
+    pub request: Option<Transform>,
+    pub response: Option<Transform>,
+}
+
+/// Who may call. Credentials are held only as SHA-256 hashes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Auth {
+    pub ip: Option<IpRule>,
+    pub method: Option<AuthMethod>,
+    /// Request headers that carry the consumer and plan upstream.
+    pub consumer_header: String,
+    pub plan_header: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ApiKey(ApiKeyAuth),
+    Basic(BasicAuth),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ApiKeyAuth {
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub json_field: Option<String>,
+    /// Ordered by hash.
+    pub keys: Vec<Credential>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BasicAuth {
+    pub realm: String,
+    /// Ordered by user name; `Credential::sha256` is the password's hash.
+    pub users: Vec<(String, Credential)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Credential {
+    /// Lower-case hex SHA-256 of the key or password.
+    pub sha256: String,
+    pub consumer: String,
+    pub plan: Option<String>,
+}
+
+/// CIDRs (IPv4) or exact addresses (IPv6), normalised.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct IpRule {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Validate {
+    pub methods: Vec<String>,
+    pub required_headers: Vec<String>,
+    pub required_query: Vec<String>,
+    pub content_types: Vec<String>,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Header and body edits. Values are templates (`${consumer}`,
+/// `${header.x-id}`, ...), filled in by the Lua as data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Transform {
+    pub remove_headers: Vec<String>,
+    pub rename_headers: Vec<(String, String)>,
+    pub set_headers: Vec<(String, String)>,
+    pub add_headers: Vec<(String, String)>,
+    pub query_to_header: Vec<(String, String)>,
+    pub rewrite_path: Option<String>,
+    pub json: Option<JsonEdit>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct JsonEdit {
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+    pub rename: Vec<(String, String)>,
+    pub max_bytes: u64,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.auth.is_none()
+            && self.validate.is_none()
+            && self.request.is_none()
+            && self.response.is_none()
+    }
+
+    /// `self` (a route's) over `base` (its virtual host's).
+    pub fn over(&self, base: &Filters) -> Filters {
+        Filters {
+            auth: self.auth.clone().or_else(|| base.auth.clone()),
+            validate: self.validate.clone().or_else(|| base.validate.clone()),
+            request: self.request.clone().or_else(|| base.request.clone()),
+            response: self.response.clone().or_else(|| base.response.clone()),
         }
     }
 }

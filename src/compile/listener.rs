@@ -12,13 +12,30 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::util::pack_any;
 
-use super::{ads_config_source, socket_address};
+use super::{ads_config_source, socket_address, CompileError};
 use crate::model;
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const ROUTER_FILTER: &str = "envoy.filters.http.router";
 
-pub(super) fn listener(l: &model::Listener) -> Listener {
+pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
+    let mut http_filters = Vec::new();
+    // The Lua filter only where some route uses it; its per-route settings
+    // travel in RDS, so adding a key never touches the listener.
+    let uses_lua = l
+        .virtual_hosts
+        .iter()
+        .any(|vh| !vh.filters.is_empty() || vh.routes.iter().any(|r| !r.filters.is_empty()));
+    if uses_lua {
+        http_filters.push(super::lua::http_filter()?);
+    }
+    http_filters.push(HttpFilter {
+        name: ROUTER_FILTER.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Router::default(),
+        ))),
+        ..Default::default()
+    });
     let hcm = HttpConnectionManager {
         stat_prefix: l.name.clone(),
         codec_type: CodecType::Auto as i32,
@@ -26,16 +43,10 @@ pub(super) fn listener(l: &model::Listener) -> Listener {
             config_source: Some(ads_config_source()),
             route_config_name: l.name.clone(),
         })),
-        http_filters: vec![HttpFilter {
-            name: ROUTER_FILTER.to_owned(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters,
         ..Default::default()
     };
-    Listener {
+    Ok(Listener {
         name: l.name.clone(),
         address: Some(socket_address(l.address, l.port)),
         filter_chains: vec![FilterChain {
@@ -46,5 +57,5 @@ pub(super) fn listener(l: &model::Listener) -> Listener {
             ..Default::default()
         }],
         ..Default::default()
-    }
+    })
 }

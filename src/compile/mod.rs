@@ -24,9 +24,11 @@
 //! emits none at all. Whoever adds one must keep it to a single entry or
 //! change the encoding. `tests/determinism.rs` checks this across processes.
 
+mod canonical;
 mod check;
 mod cluster;
 mod listener;
+mod lua;
 mod route;
 
 #[cfg(test)]
@@ -91,6 +93,8 @@ pub enum CompileError {
         listener: String,
         reason: String,
     },
+    #[error("the Lua filter script failed its check: {0}")]
+    BadLua(String),
 }
 
 /// The label used for the fallback snapshot in errors.
@@ -152,7 +156,7 @@ fn compile_group(
         }
     }
     for l in listeners {
-        res.listeners.push(listener::listener(l));
+        res.listeners.push(listener::listener(l)?);
         res.routes.push(route::route_configuration(l)?);
     }
     check::invariants(group, &res)?;
@@ -160,7 +164,11 @@ fn compile_group(
     let cds = encode_all(&res.clusters, |c| &c.name);
     let eds = encode_all(&res.endpoints, |c| &c.cluster_name);
     let lds = encode_all(&res.listeners, |l| &l.name);
-    let rds = encode_all(&res.routes, |r| &r.name);
+    let rds = res
+        .routes
+        .iter()
+        .map(|r| Resource::from_bytes(r.name.clone(), canonical::route_configuration(r)))
+        .collect();
     Ok(Snapshot::new([cds, eds, lds, rds]))
 }
 

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, 
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::{pb_duration, CompileError};
+use crate::lua::FILTER_NAME;
 use crate::model;
 
 pub(super) fn route_configuration(l: &model::Listener) -> Result<RouteConfiguration, CompileError> {
@@ -21,14 +22,25 @@ pub(super) fn route_configuration(l: &model::Listener) -> Result<RouteConfigurat
         .virtual_hosts
         .iter()
         .map(|vh| {
+            let clear_cache = routes_on_identity(vh);
             Ok(VirtualHost {
                 name: vh.name.clone(),
                 domains: vh.domains.clone(),
                 routes: vh
                     .routes
                     .iter()
-                    .map(|r| self::route(l, r))
-                    .collect::<Result<_, _>>()?,
+                    .map(|r| {
+                        let mut route = self::route(l, r)?;
+                        let filters = r.filters.over(&vh.filters);
+                        if !filters.is_empty() {
+                            let any = super::lua::per_route(&filters, clear_cache);
+                            route
+                                .typed_per_filter_config
+                                .insert(FILTER_NAME.to_string(), any);
+                        }
+                        Ok(route)
+                    })
+                    .collect::<Result<_, CompileError>>()?,
                 ..Default::default()
             })
         })
@@ -158,5 +170,20 @@ fn retry_policy(
         }),
         per_try_timeout,
         ..Default::default()
+    })
+}
+
+/// Whether a virtual host routes on the identity headers auth sets: then
+/// the Lua must clear the route cache after auth so Envoy matches again
+/// with the authenticated consumer and plan.
+fn routes_on_identity(vh: &model::VirtualHost) -> bool {
+    vh.routes.iter().any(|r| {
+        let Some(auth) = r.filters.over(&vh.filters).auth else {
+            return false;
+        };
+        r.matcher.headers.iter().any(|h| {
+            let name = h.name.to_ascii_lowercase();
+            name == auth.consumer_header || name == auth.plan_header
+        })
     })
 }

@@ -12,6 +12,7 @@ use super::error::{Diags, Loc};
 use super::raw::{Item, RawListener, RawVirtualHost};
 use super::route::route;
 use super::validate::{check_name, ip, port, socket_key, Catalog, Seen};
+use crate::model::{Filters, Route};
 use crate::model::{Listener, VirtualHost};
 
 pub(crate) fn listeners(
@@ -150,10 +151,19 @@ fn virtual_host(
         );
         routes.push(route);
     }
+    let filters = super::filters::filters(
+        raw.auth.as_ref(),
+        raw.validate.as_ref(),
+        raw.transform.as_ref(),
+        path,
+        d,
+    );
+    check_identity_routes(raw, &routes, &filters, &routes_path, d);
     VirtualHost {
         name,
         domains: raw.domains.iter().map(|s| s.to_string()).collect(),
         routes,
+        filters,
     }
 }
 
@@ -171,5 +181,37 @@ fn check_domain(d: &mut Diags, domain: &Spanned<String>, path: &str) {
             "invalid domain `{s}`: expected a host name such as `example.com`, `*.example.com`, `example.*` or `*`"
         );
         d.error(domain.span(), path, msg);
+    }
+}
+
+/// A route that matches on the consumer or plan header must authenticate:
+/// otherwise a client could send that header itself and pick the route.
+fn check_identity_routes(
+    raw: &RawVirtualHost,
+    routes: &[Route],
+    vhost: &Filters,
+    path: &str,
+    d: &mut Diags,
+) {
+    for (i, route) in routes.iter().enumerate() {
+        let effective = route.filters.over(vhost);
+        let names: Vec<&str> = match &effective.auth {
+            Some(a) => vec![a.consumer_header.as_str(), a.plan_header.as_str()],
+            None => vec![super::filters::CONSUMER_HEADER, super::filters::PLAN_HEADER],
+        };
+        let on_identity = route
+            .matcher
+            .headers
+            .iter()
+            .any(|h| names.contains(&h.name.to_ascii_lowercase().as_str()));
+        if on_identity && effective.auth.is_none() {
+            let msg = "this route matches on an identity header set by auth, but has no `auth` \
+                       (on the route or its virtual host): a client could send the header itself";
+            d.error(
+                raw.routes[i].span(),
+                format!("{path}[{i}].match.headers"),
+                msg,
+            );
+        }
     }
 }

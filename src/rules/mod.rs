@@ -11,6 +11,7 @@
 mod diagnose;
 mod duration;
 mod error;
+mod filters;
 mod listener;
 mod raw;
 mod route;

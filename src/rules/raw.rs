@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::diagnose::{describe, error_loc, report_load_error, second_document, unknown_field};
 use super::error::{Diags, ROOT};
+use super::filters::{RawAuth, RawTransforms, RawValidate};
 
 type Str = Spanned<String>;
 
@@ -99,6 +100,12 @@ pub(crate) struct RawVirtualHost {
     pub name: Str,
     pub domains: Spanned<Vec<Str>>,
     pub routes: Spanned<Vec<Spanned<RawRoute>>>,
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    pub validate: Option<Spanned<RawValidate>>,
+    #[serde(default)]
+    pub transform: Option<Spanned<RawTransforms>>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +123,12 @@ pub(crate) struct RawRoute {
     pub timeout: Option<Str>,
     #[serde(default)]
     pub retry: Option<Spanned<RawRetry>>,
+    #[serde(default)]
+    pub auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    pub validate: Option<Spanned<RawValidate>>,
+    #[serde(default)]
+    pub transform: Option<Spanned<RawTransforms>>,
 }
 
 #[derive(Deserialize)]

@@ -69,12 +69,20 @@ pub(crate) fn route(
         .retry
         .as_ref()
         .map(|r| retry(r, &format!("{path}.retry"), d));
+    let filters = super::filters::filters(
+        raw.auth.as_ref(),
+        raw.validate.as_ref(),
+        raw.transform.as_ref(),
+        path,
+        d,
+    );
     Route {
         name,
         matcher,
         action,
         timeout,
         retry,
+        filters,
     }
 }
 

@@ -85,7 +85,13 @@ pub struct Resource {
 
 impl Resource {
     pub fn encode<M: prost::Message>(name: impl Into<String>, msg: &M) -> Resource {
-        let body = Bytes::from(msg.encode_to_vec());
+        Resource::from_bytes(name, msg.encode_to_vec())
+    }
+
+    /// A resource from an encoding made elsewhere (e.g. a canonical encoder
+    /// for messages with map fields).
+    pub fn from_bytes(name: impl Into<String>, body: impl Into<Bytes>) -> Resource {
+        let body = body.into();
         Resource {
             name: name.into(),
             version: content_hash(&[&body]),

@@ -74,7 +74,7 @@ fn mk_resources() -> GroupResources {
             .push(crate::compile::cluster::load_assignment(api, &backend));
     }
     res.listeners
-        .push(crate::compile::listener::listener(&config.listeners[0]));
+        .push(crate::compile::listener::listener(&config.listeners[0]).expect("listener"));
     res.routes
         .push(crate::compile::route::route_configuration(&config.listeners[0]).expect("routes"));
     res

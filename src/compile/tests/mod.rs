@@ -81,6 +81,7 @@ fn mk_route(name: &str, path: PathMatch, action: RouteAction) -> Route {
         action,
         timeout: None,
         retry: None,
+        filters: Default::default(),
     }
 }
 
@@ -98,6 +99,7 @@ fn mk_listener(name: &str, port: u16, groups: Option<&[&str]>, routes: Vec<Route
             name: "default".to_owned(),
             domains: vec!["*".to_owned()],
             routes,
+            filters: Default::default(),
         }],
     }
 }

@@ -31,6 +31,7 @@ fn route_configuration_keeps_virtual_host_and_route_order() {
         name: "other".into(),
         domains: vec!["example.com".into(), "*.example.com".into()],
         routes: vec![mk_route("o", PathMatch::Prefix("/".into()), mk_to("web"))],
+        filters: Default::default(),
     });
     let services = vec![
         mk_service("api", vec![], &[]),

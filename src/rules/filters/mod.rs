@@ -1,0 +1,329 @@
+//! `auth`, `validate` and `transform` on virtual hosts and routes: raw YAML
+//! → [`model::Filters`].
+//!
+//! Secrets never pass through: a plain `key:` or `password:` is hashed
+//! (SHA-256) here, and only the hash reaches the model, the compiled config
+//! and Envoy. Templates are checked for known placeholders, header names
+//! for HTTP token syntax, CIDRs for address and prefix length.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use marked_yaml::Spanned;
+use sha2::{Digest, Sha256};
+
+use crate::model::{ApiKeyAuth, Auth, AuthMethod, BasicAuth, Credential, Filters, IpRule};
+use crate::rules::error::Diags;
+
+mod raw;
+mod transform;
+
+use raw::{RawApiKey, RawBasic, RawCredential};
+pub(crate) use raw::{RawAuth, RawTransforms, RawValidate};
+use transform::header_name;
+
+type Str = Spanned<String>;
+
+/// Default headers carrying the authenticated consumer and plan upstream.
+pub const CONSUMER_HEADER: &str = "x-sluice-consumer";
+pub const PLAN_HEADER: &str = "x-sluice-plan";
+
+/// The `auth` / `validate` / `transform` fields of a virtual host or route.
+pub(crate) fn filters(
+    auth: Option<&Spanned<RawAuth>>,
+    validate: Option<&Spanned<RawValidate>>,
+    transform: Option<&Spanned<RawTransforms>>,
+    path: &str,
+    d: &mut Diags,
+) -> Filters {
+    let (request, response) = match transform {
+        None => (None, None),
+        Some(t) => {
+            let p = format!("{path}.transform");
+            if t.request.is_none() && t.response.is_none() {
+                d.error(t.span(), &p, "transform needs `request` and/or `response`");
+            }
+            let req = t
+                .request
+                .as_ref()
+                .map(|r| transform::transform(r, &format!("{p}.request"), true, d));
+            let resp = t
+                .response
+                .as_ref()
+                .map(|r| transform::transform(r, &format!("{p}.response"), false, d));
+            (req, resp)
+        }
+    };
+    Filters {
+        auth: auth.map(|a| self::auth(a, &format!("{path}.auth"), d)),
+        validate: validate.map(|v| transform::validate(v, &format!("{path}.validate"), d)),
+        request,
+        response,
+    }
+}
+
+fn auth(raw: &Spanned<RawAuth>, path: &str, d: &mut Diags) -> Auth {
+    let method = match (&raw.api_key, &raw.basic) {
+        (Some(k), None) => Some(AuthMethod::ApiKey(api_key(
+            k,
+            &format!("{path}.api_key"),
+            d,
+        ))),
+        (None, Some(b)) => Some(AuthMethod::Basic(basic(b, &format!("{path}.basic"), d))),
+        (Some(_), Some(b)) => {
+            d.error(
+                b.span(),
+                format!("{path}.basic"),
+                "use one of `api_key` or `basic`, not both",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    if method.is_none() && raw.ip.is_none() {
+        d.error(raw.span(), path, "auth needs `api_key`, `basic` or `ip`");
+    }
+    let ip = raw.ip.as_ref().map(|ip| IpRule {
+        allow: cidrs(&ip.allow, &format!("{path}.ip.allow"), d),
+        deny: cidrs(&ip.deny, &format!("{path}.ip.deny"), d),
+    });
+    let header = |h: &Option<Str>, field: &str, default: &str, d: &mut Diags| match h {
+        Some(h) => header_name(h, &format!("{path}.{field}"), d),
+        None => default.to_string(),
+    };
+    Auth {
+        ip,
+        method,
+        consumer_header: header(&raw.consumer_header, "consumer_header", CONSUMER_HEADER, d),
+        plan_header: header(&raw.plan_header, "plan_header", PLAN_HEADER, d),
+    }
+}
+
+fn api_key(raw: &Spanned<RawApiKey>, path: &str, d: &mut Diags) -> ApiKeyAuth {
+    if raw.header.is_none() && raw.query.is_none() && raw.json_field.is_none() {
+        d.error(
+            raw.span(),
+            path,
+            "api_key needs at least one of `header`, `query`, `json_field`",
+        );
+    }
+    let mut keys: BTreeMap<String, Credential> = BTreeMap::new();
+    for (i, k) in raw.keys.iter().enumerate() {
+        let p = format!("{path}.keys[{i}]");
+        for (field, v) in [
+            ("user", &k.user),
+            ("password", &k.password),
+            ("password_sha256", &k.password_sha256),
+        ] {
+            if let Some(v) = v {
+                d.error(
+                    v.span(),
+                    format!("{p}.{field}"),
+                    format!(
+                        "`{field}` belongs to basic users; an API key takes `key` or `key_sha256`"
+                    ),
+                );
+            }
+        }
+        let Some(sha256) = secret(k, &k.key, &k.key_sha256, "key", &p, d) else {
+            continue;
+        };
+        let Some(consumer) = required(&k.consumer, k, "consumer", &p, d) else {
+            continue;
+        };
+        if keys.contains_key(&sha256) {
+            d.error(k.span(), &p, "this key is listed twice");
+            continue;
+        }
+        let plan = k.plan.as_ref().map(|s| s.to_string());
+        keys.insert(
+            sha256.clone(),
+            Credential {
+                sha256,
+                consumer,
+                plan,
+            },
+        );
+    }
+    if raw.keys.is_empty() {
+        d.error(
+            raw.keys.span(),
+            format!("{path}.keys"),
+            "keys must not be empty",
+        );
+    }
+    let name = |v: &Option<Str>, f: &str, d: &mut Diags| {
+        v.as_ref()
+            .map(|h| header_name(h, &format!("{path}.{f}"), d))
+    };
+    ApiKeyAuth {
+        header: name(&raw.header, "header", d),
+        query: raw.query.as_ref().map(|q| q.to_string()),
+        json_field: raw.json_field.as_ref().map(|q| q.to_string()),
+        keys: keys.into_values().collect(),
+    }
+}
+
+fn basic(raw: &Spanned<RawBasic>, path: &str, d: &mut Diags) -> BasicAuth {
+    let mut users: BTreeMap<String, Credential> = BTreeMap::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        let p = format!("{path}.users[{i}]");
+        for (field, v) in [("key", &u.key), ("key_sha256", &u.key_sha256)] {
+            if let Some(v) = v {
+                d.error(v.span(), format!("{p}.{field}"), format!("`{field}` belongs to API keys; a basic user takes `password` or `password_sha256`"));
+            }
+        }
+        let Some(user) = required(&u.user, u, "user", &p, d) else {
+            continue;
+        };
+        if user.contains(':') {
+            d.error(
+                u.span(),
+                format!("{p}.user"),
+                "a Basic user name cannot contain `:`",
+            );
+        }
+        let Some(sha256) = secret(u, &u.password, &u.password_sha256, "password", &p, d) else {
+            continue;
+        };
+        if users.contains_key(&user) {
+            d.error(
+                u.span(),
+                format!("{p}.user"),
+                format!("user `{user}` is listed twice"),
+            );
+            continue;
+        }
+        let consumer = u
+            .consumer
+            .as_ref()
+            .map_or_else(|| user.clone(), |c| c.to_string());
+        let plan = u.plan.as_ref().map(|s| s.to_string());
+        users.insert(
+            user,
+            Credential {
+                sha256,
+                consumer,
+                plan,
+            },
+        );
+    }
+    BasicAuth {
+        realm: raw
+            .realm
+            .as_ref()
+            .map_or_else(|| "sluice".to_string(), |r| r.to_string()),
+        users: users.into_iter().collect(),
+    }
+}
+
+/// `plain` (hashed here) or `<plain>_sha256` (64 hex digits), exactly one.
+fn secret(
+    at: &Spanned<RawCredential>,
+    plain: &Option<Str>,
+    hashed: &Option<Str>,
+    what: &str,
+    path: &str,
+    d: &mut Diags,
+) -> Option<String> {
+    match (plain, hashed) {
+        (Some(p), None) => {
+            if p.is_empty() {
+                d.error(
+                    p.span(),
+                    format!("{path}.{what}"),
+                    format!("{what} must not be empty"),
+                );
+                return None;
+            }
+            Some(
+                Sha256::digest(p.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            )
+        }
+        (None, Some(h)) => {
+            let hex = h.to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                d.error(
+                    h.span(),
+                    format!("{path}.{what}_sha256"),
+                    "expected 64 hex digits (a SHA-256)",
+                );
+                return None;
+            }
+            Some(hex)
+        }
+        (Some(_), Some(h)) => {
+            d.error(
+                h.span(),
+                format!("{path}.{what}_sha256"),
+                format!("give `{what}` or `{what}_sha256`, not both"),
+            );
+            None
+        }
+        (None, None) => {
+            d.error(
+                at.span(),
+                path,
+                format!("needs `{what}` or `{what}_sha256`"),
+            );
+            None
+        }
+    }
+}
+
+fn required(
+    v: &Option<Str>,
+    at: &Spanned<RawCredential>,
+    field: &str,
+    path: &str,
+    d: &mut Diags,
+) -> Option<String> {
+    match v {
+        Some(s) if !s.is_empty() => Some(s.to_string()),
+        _ => {
+            d.error(
+                at.span(),
+                format!("{path}.{field}"),
+                format!("`{field}` is required"),
+            );
+            None
+        }
+    }
+}
+
+fn cidrs(list: &[Str], path: &str, d: &mut Diags) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        let (addr, len) = match c.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (c.as_str(), None),
+        };
+        let parsed: Option<IpAddr> = addr.parse().ok();
+        let ok = match (parsed, len) {
+            (Some(IpAddr::V4(_)), None) => true,
+            (Some(IpAddr::V4(_)), Some(l)) => l.parse::<u8>().is_ok_and(|l| l <= 32),
+            // The Lua matches IPv6 exactly; a prefix would silently not match.
+            (Some(IpAddr::V6(_)), None) => true,
+            _ => false,
+        };
+        if ok {
+            out.push(match parsed {
+                Some(IpAddr::V6(v6)) => v6.to_string(),
+                _ => c.to_string(),
+            });
+        } else {
+            d.error(
+                c.span(),
+                format!("{path}[{i}]"),
+                format!(
+                    "`{}` is not an IPv4 CIDR or an exact IPv6 address",
+                    c.as_str()
+                ),
+            );
+        }
+    }
+    out
+}
