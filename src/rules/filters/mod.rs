@@ -327,3 +327,6 @@ fn cidrs(list: &[Str], path: &str, d: &mut Diags) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! The Lua filter in compiled config: present only where used, per-route
+//! settings as a deterministic Struct, canonical route encoding.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::route::v3::{Route as EnvoyRoute, VirtualHost as EnvoyVh};
+use envoy_types::pb::envoy::extensions::filters::http::lua::v3::{Lua, LuaPerRoute};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+use envoy_types::pb::google::protobuf::{value::Kind, Any, Struct, Value as PbValue};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::compile::lua::context;
+
+fn to_json(v: &PbValue) -> Value {
+    match &v.kind {
+        Some(Kind::NullValue(_)) | None => Value::Null,
+        Some(Kind::NumberValue(n)) => json!(n),
+        Some(Kind::StringValue(s)) => json!(s),
+        Some(Kind::BoolValue(b)) => json!(b),
+        Some(Kind::StructValue(s)) => struct_json(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(to_json).collect()),
+    }
+}
+
+fn struct_json(s: &Struct) -> Value {
+    Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), to_json(v)))
+            .collect(),
+    )
+}
+
+fn mk_lua_config() -> Config {
+    let mut config = mk_simple();
+    let vh = &mut config.listeners[0].virtual_hosts[0];
+    vh.filters.auth = Some(Auth {
+        ip: Some(IpRule {
+            allow: vec!["10.0.0.0/8".into()],
+            deny: vec![],
+        }),
+        method: Some(AuthMethod::ApiKey(ApiKeyAuth {
+            header: Some("x-api-key".into()),
+            query: None,
+            json_field: None,
+            keys: vec![Credential {
+                sha256: "ab".repeat(32),
+                consumer: "alice".into(),
+                plan: Some("pro".into()),
+            }],
+        })),
+        consumer_header: "x-sluice-consumer".into(),
+        plan_header: "x-sluice-plan".into(),
+    });
+    vh.routes[0].filters.request = Some(Transform {
+        set_headers: vec![("x-who".into(), "${consumer}".into())],
+        ..Default::default()
+    });
+    config
+}
+
+#[test]
+fn listeners_get_the_lua_filter_only_when_a_route_uses_it() {
+    let plain = compile(&mk_simple()).expect("compiles");
+    let hcm = hcm_of(&decode(&plain.fallback, TypeUrl::Listener, "http"));
+    assert_eq!(hcm.http_filters.len(), 1, "router only");
+
+    let with = compile(&mk_lua_config()).expect("compiles");
+    let hcm = hcm_of(&decode(&with.fallback, TypeUrl::Listener, "http"));
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["sluice.lua", "envoy.filters.http.router"]);
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[0].config_type else {
+        panic!("typed config");
+    };
+    let lua = Lua::decode(any.value.as_slice()).expect("Lua config");
+    let code = lua.default_source_code.and_then(|d| d.specifier);
+    assert_eq!(
+        code,
+        Some(
+            envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
+                crate::lua::bundle()
+            )
+        )
+    );
+}
+
+#[test]
+fn routes_carry_their_effective_settings_as_filter_context() {
+    let config = mk_lua_config();
+    let snaps = compile(&config).expect("compiles");
+    let rc: RouteConfiguration = decode(&snaps.fallback, TypeUrl::Route, "http");
+    let any = &rc.virtual_hosts[0].routes[0].typed_per_filter_config["sluice.lua"];
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute"
+    );
+    let per_route = LuaPerRoute::decode(any.value.as_slice()).expect("LuaPerRoute");
+    let ctx = struct_json(&per_route.filter_context.expect("filter_context"));
+    let vh = &config.listeners[0].virtual_hosts[0];
+    let effective = vh.routes[0].filters.over(&vh.filters);
+    assert_eq!(ctx, json!({ "sluice": Value::Object(context(&effective)) }));
+    assert_eq!(
+        ctx["sluice"]["auth"]["api_key"]["keys"]["ab".repeat(32)]["plan"],
+        "pro"
+    );
+    assert_eq!(
+        ctx["sluice"]["transform_request"]["set"],
+        json!([["x-who", "${consumer}"]])
+    );
+}
+
+#[test]
+fn changing_a_key_changes_routes_but_not_listeners() {
+    let a = compile(&mk_lua_config()).expect("compiles");
+    let mut config = mk_lua_config();
+    if let Some(Auth {
+        method: Some(AuthMethod::ApiKey(k)),
+        ..
+    }) = &mut config.listeners[0].virtual_hosts[0].filters.auth
+    {
+        k.keys[0].sha256 = "cd".repeat(32);
+    }
+    let b = compile(&config).expect("compiles");
+    assert_eq!(
+        a.fallback.version(TypeUrl::Listener),
+        b.fallback.version(TypeUrl::Listener)
+    );
+    assert_ne!(
+        a.fallback.version(TypeUrl::Route),
+        b.fallback.version(TypeUrl::Route)
+    );
+}
+
+#[test]
+fn canonical_route_encoding_is_order_independent_and_lossless() {
+    let any = |s: &str| Any {
+        type_url: format!("type.googleapis.com/{s}"),
+        value: s.as_bytes().to_vec(),
+    };
+    let mk = |order: &[&str]| {
+        let map: HashMap<String, Any> = order.iter().map(|k| (k.to_string(), any(k))).collect();
+        RouteConfiguration {
+            name: "rc".into(),
+            virtual_hosts: vec![EnvoyVh {
+                name: "vh".into(),
+                domains: vec!["*".into()],
+                routes: vec![
+                    EnvoyRoute {
+                        name: "r1".into(),
+                        typed_per_filter_config: map.clone(),
+                        ..Default::default()
+                    },
+                    EnvoyRoute {
+                        name: "r2".into(),
+                        ..Default::default()
+                    },
+                ],
+                typed_per_filter_config: map.clone(),
+                ..Default::default()
+            }],
+            typed_per_filter_config: map,
+            ..Default::default()
+        }
+    };
+    let keys = [
+        "a.filter", "b.filter", "c.filter", "d.filter", "e.filter", "f.filter",
+    ];
+    let mut reversed = keys;
+    reversed.reverse();
+    let (x, y) = (mk(&keys), mk(&reversed));
+    let (bx, by) = (
+        super::super::canonical::route_configuration(&x),
+        super::super::canonical::route_configuration(&y),
+    );
+    assert_eq!(
+        bx, by,
+        "same content, same bytes, whatever the insertion order"
+    );
+    assert_eq!(
+        RouteConfiguration::decode(bx.as_slice()).expect("decodes"),
+        x
+    );
+}
+
+#[test]
+fn struct_encoding_round_trips() {
+    let v = json!({"z": 1.5, "a": {"list": [1.0, "two", true, null, {"k": "v"}], "empty": {}}, "s": ""});
+    let Value::Object(m) = &v else { panic!() };
+    let bytes = crate::compile::lua::encode_struct(m);
+    let decoded = Struct::decode(bytes.as_slice()).expect("decodes");
+    assert_eq!(struct_json(&decoded), v);
+}

@@ -1,0 +1,248 @@
+//! Rules → model for `auth`, `validate` and `transform`, and their errors
+//! with exact positions.
+
+use crate::model::{AuthMethod, Filters};
+use crate::rules::{parse, Diagnostic};
+
+/// One listener, one virtual host (with `vhost` lines at 10-space indent
+/// after `domains`), one route (with `route` lines at 12-space indent).
+fn mk(vhost: &str, route: &str) -> String {
+    format!(
+        "services:
+  - name: web
+    endpoints: [{{address: 127.0.0.1, port: 8081}}]
+listeners:
+  - name: http
+    port: 10000
+    virtual_hosts:
+      - name: api
+        domains: [\"*\"]
+{vhost}        routes:
+          - to: {{service: web}}
+{route}"
+    )
+}
+
+fn filters(vhost: &str, route: &str) -> (Filters, Filters) {
+    let config = parse("r.yaml", &mk(vhost, route)).expect("valid");
+    let vh = &config.listeners[0].virtual_hosts[0];
+    (vh.filters.clone(), vh.routes[0].filters.clone())
+}
+
+fn errors(vhost: &str, route: &str) -> Vec<Diagnostic> {
+    parse("r.yaml", &mk(vhost, route))
+        .expect_err("invalid")
+        .diagnostics
+}
+
+fn hex_sha(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn api_keys_are_hashed_and_sorted() {
+    let hashed = hex_sha("second");
+    let vhost = format!(
+        "        auth:
+          api_key:
+            header: X-Api-Key
+            keys:
+              - {{key: first, consumer: alice, plan: pro}}
+              - {{key_sha256: \"{}\", consumer: bob}}
+",
+        hashed.to_uppercase()
+    );
+    let (vh, route) = filters(&vhost, "");
+    assert!(route.is_empty());
+    let auth = vh.auth.expect("auth");
+    assert_eq!(
+        (auth.consumer_header.as_str(), auth.plan_header.as_str()),
+        ("x-sluice-consumer", "x-sluice-plan")
+    );
+    let Some(AuthMethod::ApiKey(k)) = auth.method else {
+        panic!("api key")
+    };
+    assert_eq!(k.header.as_deref(), Some("x-api-key"));
+    let mut want = vec![
+        (hex_sha("first"), "alice", Some("pro")),
+        (hashed, "bob", None),
+    ];
+    want.sort();
+    let got: Vec<_> = k
+        .keys
+        .iter()
+        .map(|c| (c.sha256.clone(), c.consumer.as_str(), c.plan.as_deref()))
+        .collect();
+    assert_eq!(got, want);
+    let dump = format!("{:?}", k.keys);
+    assert!(!dump.contains("first"), "the plain key must not be kept");
+}
+
+#[test]
+fn basic_users_validate_and_transforms_parse() {
+    let route = "            auth:
+              basic:
+                users: [{user: ann, password: pw, plan: gold}]
+              ip: {allow: [10.0.0.0/8, \"::1\"]}
+            validate: {methods: [get, POST], required_headers: [X-Id], max_body_bytes: 1024}
+            transform:
+              request:
+                set_headers: {x-who: \"${consumer}/${plan}\"}
+                rename_headers: {x-old: x-new}
+                query_to_header: {page: x-page}
+                rewrite_path: \"/v2${path}\"
+                json: {set: {meta.by: sluice}, remove: [password]}
+              response:
+                remove_headers: [Server]
+";
+    let (_, f) = filters("", route);
+    let auth = f.auth.expect("auth");
+    let Some(AuthMethod::Basic(b)) = &auth.method else {
+        panic!("basic")
+    };
+    assert_eq!(b.users[0].0, "ann");
+    assert_eq!(b.users[0].1.sha256, hex_sha("pw"));
+    assert_eq!(
+        b.users[0].1.consumer, "ann",
+        "consumer defaults to the user name"
+    );
+    assert_eq!(auth.ip.expect("ip").allow, ["10.0.0.0/8", "::1"]);
+    let v = f.validate.expect("validate");
+    assert_eq!(v.methods, ["GET", "POST"]);
+    assert_eq!(v.required_headers, ["x-id"]);
+    assert_eq!(v.max_body_bytes, Some(1024));
+    let req = f.request.expect("request");
+    assert_eq!(
+        req.set_headers,
+        [("x-who".to_string(), "${consumer}/${plan}".to_string())]
+    );
+    assert_eq!(
+        req.rename_headers,
+        [("x-old".to_string(), "x-new".to_string())]
+    );
+    assert_eq!(
+        req.query_to_header,
+        [("page".to_string(), "x-page".to_string())]
+    );
+    assert_eq!(req.rewrite_path.as_deref(), Some("/v2${path}"));
+    let json = req.json.expect("json");
+    assert_eq!(json.set, [("meta.by".to_string(), "sluice".to_string())]);
+    assert_eq!(json.max_bytes, 1 << 20, "default limit");
+    assert_eq!(f.response.expect("response").remove_headers, ["server"]);
+}
+
+#[test]
+fn errors_point_at_the_offending_field() {
+    let cases: &[(&str, usize, usize, &str, &str)] = &[
+        (
+            "            transform: {request: {set_headers: {x-a: \"${cookie.id}\"}}}\n",
+            12,
+            49,
+            "listeners[0].virtual_hosts[0].routes[0].transform.request.set_headers.x-a",
+            "unknown placeholder `${cookie.id}`",
+        ),
+        (
+            "            transform: {request: {remove_headers: [\"bad header\"]}}\n",
+            12,
+            52,
+            "listeners[0].virtual_hosts[0].routes[0].transform.request.remove_headers[0]",
+            "not a valid HTTP header name",
+        ),
+        (
+            "            transform: {response: {rewrite_path: /x}}\n",
+            12,
+            35,
+            "listeners[0].virtual_hosts[0].routes[0].transform.response.rewrite_path",
+            "applies to requests only",
+        ),
+        (
+            "            auth: {api_key: {header: x-k, keys: [{key: a}]}}\n",
+            12,
+            50,
+            "listeners[0].virtual_hosts[0].routes[0].auth.api_key.keys[0].consumer",
+            "`consumer` is required",
+        ),
+        (
+            "            auth: {api_key: {header: x-k, keys: [{key_sha256: abc, consumer: c}]}}\n",
+            12,
+            63,
+            "listeners[0].virtual_hosts[0].routes[0].auth.api_key.keys[0].key_sha256",
+            "64 hex digits",
+        ),
+        (
+            "            auth: {ip: {deny: [10.0.0.0/33]}}\n",
+            12,
+            32,
+            "listeners[0].virtual_hosts[0].routes[0].auth.ip.deny[0]",
+            "not an IPv4 CIDR",
+        ),
+        (
+            "            auth: {api_key: {keys: [{key: a, consumer: c}]}}\n",
+            12,
+            29,
+            "listeners[0].virtual_hosts[0].routes[0].auth.api_key",
+            "at least one of `header`, `query`, `json_field`",
+        ),
+        (
+            "            validate: {methods: [FETCH]}\n",
+            12,
+            34,
+            "listeners[0].virtual_hosts[0].routes[0].validate.methods[0]",
+            "unknown method `FETCH`",
+        ),
+        (
+            "            auth: {colour: red}\n",
+            12,
+            20,
+            "listeners[0].virtual_hosts[0].routes[0].auth.colour",
+            "colour",
+        ),
+    ];
+    for (route, line, col, path, text) in cases {
+        let diags = errors("", route);
+        assert_eq!(diags.len(), 1, "{route}: {diags:#?}");
+        let d = &diags[0];
+        assert_eq!(
+            (d.line, d.column, d.path.as_str()),
+            (*line, *col, *path),
+            "{route}: {d}"
+        );
+        assert!(d.message.contains(text), "{route}: {d}");
+    }
+}
+
+#[test]
+fn identity_header_routes_need_auth() {
+    let text = "services:
+  - name: web
+    endpoints: [{address: 127.0.0.1, port: 8081}]
+listeners:
+  - name: http
+    port: 10000
+    virtual_hosts:
+      - name: api
+        domains: [\"*\"]
+        routes:
+          - match: {prefix: /, headers: [{name: X-Sluice-Plan, exact: pro}]}
+            to: {service: web}
+          - to: {service: web}
+";
+    let diags = parse("r.yaml", text).expect_err("spoofable").diagnostics;
+    assert_eq!(diags.len(), 1);
+    assert_eq!((diags[0].line, diags[0].column), (11, 13));
+    assert!(
+        diags[0].message.contains("could send the header itself"),
+        "{}",
+        diags[0]
+    );
+    // With auth on the virtual host it is fine.
+    let with_auth = text.replace(
+        "        routes:",
+        "        auth: {api_key: {header: x-k, keys: [{key: a, consumer: c, plan: pro}]}}\n        routes:",
+    );
+    parse("r.yaml", &with_auth).expect("valid with auth");
+}
