@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 fn rules(web_v1: u16, web_v2: u16, listen: u16, stable: u32, canary: u32) -> String {
@@ -36,14 +34,6 @@ listeners:
               - {{service: web, subset: canary, weight: {canary}}}
 "#
     )
-}
-
-fn write(path: &Path, text: &str) {
-    // Write then rename, as editors and config tools do, so the watcher
-    // never reads a half-written file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write rules");
-    std::fs::rename(&tmp, path).expect("rename rules");
 }
 
 /// Share of `v1` answers, in percent; panics on any error answer.

@@ -289,3 +289,58 @@ pub async fn distribution(url: &str, n: usize) -> std::collections::BTreeMap<Str
     }
     counts
 }
+
+/// An HTTP backend that answers with a JSON echo of what it received:
+/// `{"backend", "method", "path", "headers": {name: value}, "body"}`, plus
+/// a response header `x-backend-secret` (for header-removal checks).
+pub async fn echo_backend(name: &str) -> Backend {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, Uri};
+    use axum::routing::any;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicU64::new(0));
+    let (n, h) = (name.to_string(), hits.clone());
+    let app = axum::Router::new().fallback(any(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (n, h) = (n.clone(), h.clone());
+            async move {
+                h.fetch_add(1, Ordering::Relaxed);
+                let headers: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                    .collect();
+                let doc = serde_json::json!({
+                    "backend": n,
+                    "method": method.as_str(),
+                    "path": uri.to_string(),
+                    "headers": headers,
+                    "body": String::from_utf8_lossy(&body),
+                });
+                (
+                    [
+                        ("content-type", "application/json"),
+                        ("x-backend-secret", "s"),
+                    ],
+                    doc.to_string(),
+                )
+            }
+        },
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Backend {
+        name: name.to_string(),
+        addr,
+        hits,
+    }
+}
+
+/// Writes `text` to `path` atomically (write + rename), as editors and
+/// config tools do, so a watcher never reads half a file.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
