@@ -58,7 +58,7 @@ async fn scenario(delta: bool) {
     let listen = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let rules_path = dir.path().join("rules.yaml");
-    write(
+    write_atomically(
         &rules_path,
         &rules(v1.addr.port(), v2.addr.port(), listen, 80, 20),
     );
@@ -120,7 +120,7 @@ async fn scenario(delta: bool) {
     let lds_modified = envoy.stat("listener_manager.listener_modified").await;
 
     // Edit to 50/50: pushed without restarting Envoy, listener untouched.
-    write(
+    write_atomically(
         &rules_path,
         &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50),
     );
@@ -146,7 +146,7 @@ async fn scenario(delta: bool) {
     let rejected = sluice.status().await["rules"]["rejected_reloads"]
         .as_u64()
         .unwrap_or(0);
-    write(
+    write_atomically(
         &rules_path,
         &rules(v1.addr.port(), v2.addr.port(), listen, 50, 40),
     );
@@ -180,7 +180,7 @@ async fn scenario(delta: bool) {
     );
 
     // Put the good file back, then kill sluice: Envoy keeps serving.
-    write(
+    write_atomically(
         &rules_path,
         &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50),
     );
