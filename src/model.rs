@@ -236,6 +236,28 @@ pub struct Filters {
     pub validate: Option<Validate>,
     pub request: Option<Transform>,
     pub response: Option<Transform>,
+    /// Enforced by Envoy's native local rate limit filter, after auth.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket per key value, local to each Envoy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RateLimit {
+    pub key: RateLimitKey,
+    /// Requests allowed per `per` for each key value not in `overrides`.
+    pub requests: u32,
+    pub per: Duration,
+    /// Budgets for named plans or consumers, in name order.
+    pub overrides: Vec<(String, u32)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// One bucket for the whole route.
+    Route,
+    Plan,
+    Consumer,
 }
 
 /// Who may call. Credentials are held only as SHA-256 hashes.
@@ -322,6 +344,15 @@ impl Filters {
             && self.validate.is_none()
             && self.request.is_none()
             && self.response.is_none()
+            && self.rate_limit.is_none()
+    }
+
+    /// Whether the Lua filter has work (rate limiting alone is native).
+    pub fn uses_lua(&self) -> bool {
+        self.auth.is_some()
+            || self.validate.is_some()
+            || self.request.is_some()
+            || self.response.is_some()
     }
 
     /// `self` (a route's) over `base` (its virtual host's).
@@ -331,6 +362,7 @@ impl Filters {
             validate: self.validate.clone().or_else(|| base.validate.clone()),
             request: self.request.clone().or_else(|| base.request.clone()),
             response: self.response.clone().or_else(|| base.response.clone()),
+            rate_limit: self.rate_limit.clone().or_else(|| base.rate_limit.clone()),
         }
     }
 }

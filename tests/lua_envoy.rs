@@ -33,6 +33,9 @@ listeners:
             set_headers: {{x-served-for: "${{consumer}}"}}
             remove_headers: [x-backend-secret]
         routes:
+          - match: {{prefix: /limited}}
+            to: {{service: free}}
+            rate_limit: {{key: plan, requests: 3, per: 1m, overrides: {{pro: 6}}}}
           - match: {{prefix: /, headers: [{{name: x-sluice-plan, exact: pro}}]}}
             to: {{service: pro}}
           - to: {{service: free}}
@@ -151,6 +154,29 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
     let r = call(&url, Some("bob-key"), &[("x-sluice-plan", "pro")], None).await;
     assert_eq!((r.status, r.body["backend"].as_str()), (200, Some("free")));
     assert_eq!(r.body["headers"]["x-sluice-plan"], "free");
+
+    // Local rate limit per plan: free gets 3 per minute, pro 6.
+    let limited = format!("http://127.0.0.1:{listen}/limited");
+    for (key, budget) in [("bob-key", 3), ("alice-key", 6)] {
+        for i in 0..budget {
+            assert_eq!(
+                call(&limited, Some(key), &[], None).await.status,
+                200,
+                "{key} #{i}"
+            );
+        }
+        assert_eq!(
+            call(&limited, Some(key), &[], None).await.status,
+            429,
+            "{key} over budget"
+        );
+    }
+    assert!(
+        envoy
+            .stat("sluice_rate_limit.http_local_rate_limit.rate_limited")
+            .await
+            >= 2.0
+    );
 
     // Rotate alice's key: RDS only — no restart, no listener change.
     let modified = envoy.stat("listener_manager.listener_modified").await;

@@ -20,14 +20,19 @@ pub(super) const ROUTER_FILTER: &str = "envoy.filters.http.router";
 
 pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
     let mut http_filters = Vec::new();
-    // The Lua filter only where some route uses it; its per-route settings
-    // travel in RDS, so adding a key never touches the listener.
-    let uses_lua = l
+    // Filters only where some route uses them; their per-route settings
+    // travel in RDS, so changing a key or a limit never touches the listener.
+    let effective: Vec<model::Filters> = l
         .virtual_hosts
         .iter()
-        .any(|vh| !vh.filters.is_empty() || vh.routes.iter().any(|r| !r.filters.is_empty()));
-    if uses_lua {
+        .flat_map(|vh| vh.routes.iter().map(|r| r.filters.over(&vh.filters)))
+        .collect();
+    if effective.iter().any(model::Filters::uses_lua) {
         http_filters.push(super::lua::http_filter()?);
+    }
+    // After Lua, so it sees the authenticated identity headers.
+    if effective.iter().any(|f| f.rate_limit.is_some()) {
+        http_filters.push(super::ratelimit::http_filter());
     }
     http_filters.push(HttpFilter {
         name: ROUTER_FILTER.to_owned(),

@@ -29,6 +29,7 @@ mod check;
 mod cluster;
 mod listener;
 mod lua;
+mod ratelimit;
 mod route;
 
 #[cfg(test)]

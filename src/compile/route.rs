@@ -29,17 +29,7 @@ pub(super) fn route_configuration(l: &model::Listener) -> Result<RouteConfigurat
                 routes: vh
                     .routes
                     .iter()
-                    .map(|r| {
-                        let mut route = self::route(l, r)?;
-                        let filters = r.filters.over(&vh.filters);
-                        if !filters.is_empty() {
-                            let any = super::lua::per_route(&filters, clear_cache);
-                            route
-                                .typed_per_filter_config
-                                .insert(FILTER_NAME.to_string(), any);
-                        }
-                        Ok(route)
-                    })
+                    .map(|r| route_with_filters(l, vh, r, clear_cache))
                     .collect::<Result<_, CompileError>>()?,
                 ..Default::default()
             })
@@ -50,6 +40,30 @@ pub(super) fn route_configuration(l: &model::Listener) -> Result<RouteConfigurat
         virtual_hosts,
         ..Default::default()
     })
+}
+
+/// A route plus its effective filter settings: the Lua filter's
+/// `LuaPerRoute` and the local rate limit's config.
+fn route_with_filters(
+    l: &model::Listener,
+    vh: &model::VirtualHost,
+    r: &model::Route,
+    clear_cache: bool,
+) -> Result<Route, CompileError> {
+    let mut route = self::route(l, r)?;
+    let filters = r.filters.over(&vh.filters);
+    if filters.uses_lua() {
+        let any = super::lua::per_route(&filters, clear_cache);
+        route
+            .typed_per_filter_config
+            .insert(FILTER_NAME.to_string(), any);
+    }
+    let context = || format!("listener {:?} route {:?}", l.name, r.name);
+    if let Some(any) = super::ratelimit::per_route(&filters, context)? {
+        let name = super::ratelimit::FILTER_NAME.to_string();
+        route.typed_per_filter_config.insert(name, any);
+    }
+    Ok(route)
 }
 
 fn route(l: &model::Listener, r: &model::Route) -> Result<Route, CompileError> {

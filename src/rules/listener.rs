@@ -155,6 +155,7 @@ fn virtual_host(
         raw.auth.as_ref(),
         raw.validate.as_ref(),
         raw.transform.as_ref(),
+        raw.rate_limit.as_ref(),
         path,
         d,
     );
@@ -204,6 +205,14 @@ fn check_identity_routes(
             .headers
             .iter()
             .any(|h| names.contains(&h.name.to_ascii_lowercase().as_str()));
+        let keyed = effective
+            .rate_limit
+            .as_ref()
+            .is_some_and(|rl| rl.key != crate::model::RateLimitKey::Route);
+        if keyed && effective.auth.is_none() {
+            let msg = "a rate limit keyed by plan or consumer needs `auth` (on the route or its virtual host)";
+            d.error(raw.routes[i].span(), format!("{path}[{i}].rate_limit"), msg);
+        }
         if on_identity && effective.auth.is_none() {
             let msg = "this route matches on an identity header set by auth, but has no `auth` \
                        (on the route or its virtual host): a client could send the header itself";

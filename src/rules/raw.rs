@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::diagnose::{describe, error_loc, report_load_error, second_document, unknown_field};
 use super::error::{Diags, ROOT};
-use super::filters::{RawAuth, RawTransforms, RawValidate};
+use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawValidate};
 
 type Str = Spanned<String>;
 
@@ -106,6 +106,8 @@ pub(crate) struct RawVirtualHost {
     pub validate: Option<Spanned<RawValidate>>,
     #[serde(default)]
     pub transform: Option<Spanned<RawTransforms>>,
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +131,8 @@ pub(crate) struct RawRoute {
     pub validate: Option<Spanned<RawValidate>>,
     #[serde(default)]
     pub transform: Option<Spanned<RawTransforms>>,
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
 }
 
 #[derive(Deserialize)]

@@ -73,6 +73,7 @@ pub(crate) fn route(
         raw.auth.as_ref(),
         raw.validate.as_ref(),
         raw.transform.as_ref(),
+        raw.rate_limit.as_ref(),
         path,
         d,
     );

@@ -191,3 +191,56 @@ fn struct_encoding_round_trips() {
     let decoded = Struct::decode(bytes.as_slice()).expect("decodes");
     assert_eq!(struct_json(&decoded), v);
 }
+
+#[test]
+fn plan_rate_limits_get_one_bucket_per_known_plan() {
+    use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+    let mut config = mk_lua_config();
+    config.listeners[0].virtual_hosts[0].routes[0]
+        .filters
+        .rate_limit = Some(RateLimit {
+        key: RateLimitKey::Plan,
+        requests: 5,
+        per: Duration::from_secs(60),
+        overrides: vec![("enterprise".into(), 500)],
+    });
+    let snaps = compile(&config).expect("compiles");
+    let hcm = hcm_of(&decode(&snaps.fallback, TypeUrl::Listener, "http"));
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "sluice.lua",
+            "envoy.filters.http.local_ratelimit",
+            "envoy.filters.http.router"
+        ]
+    );
+
+    let rc: RouteConfiguration = decode(&snaps.fallback, TypeUrl::Route, "http");
+    let any = &rc.virtual_hosts[0].routes[0].typed_per_filter_config
+        ["envoy.filters.http.local_ratelimit"];
+    let rl = LocalRateLimit::decode(any.value.as_slice()).expect("LocalRateLimit");
+    assert_eq!(rl.token_bucket.as_ref().map(|b| b.max_tokens), Some(5));
+    assert_eq!(
+        rl.always_consume_default_token_bucket.map(|b| b.value),
+        Some(false)
+    );
+    let buckets: Vec<(String, u32)> = rl
+        .descriptors
+        .iter()
+        .map(|d| {
+            (
+                format!("{}={}", d.entries[0].key, d.entries[0].value),
+                d.token_bucket.as_ref().map_or(0, |b| b.max_tokens),
+            )
+        })
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            ("plan=enterprise".to_string(), 500),
+            ("plan=pro".to_string(), 5)
+        ]
+    );
+    assert_eq!(rl.rate_limits.len(), 1, "one action: the plan header");
+}

@@ -12,14 +12,19 @@ use std::net::IpAddr;
 use marked_yaml::Spanned;
 use sha2::{Digest, Sha256};
 
-use crate::model::{ApiKeyAuth, Auth, AuthMethod, BasicAuth, Credential, Filters, IpRule};
+use std::time::Duration;
+
+use crate::model::{
+    ApiKeyAuth, Auth, AuthMethod, BasicAuth, Credential, Filters, IpRule, RateLimit, RateLimitKey,
+};
 use crate::rules::error::Diags;
+use crate::rules::validate::{duration, int};
 
 mod raw;
 mod transform;
 
 use raw::{RawApiKey, RawBasic, RawCredential};
-pub(crate) use raw::{RawAuth, RawTransforms, RawValidate};
+pub(crate) use raw::{RawAuth, RawRateLimit, RawTransforms, RawValidate};
 use transform::header_name;
 
 type Str = Spanned<String>;
@@ -33,6 +38,7 @@ pub(crate) fn filters(
     auth: Option<&Spanned<RawAuth>>,
     validate: Option<&Spanned<RawValidate>>,
     transform: Option<&Spanned<RawTransforms>>,
+    rate_limit: Option<&Spanned<RawRateLimit>>,
     path: &str,
     d: &mut Diags,
 ) -> Filters {
@@ -59,6 +65,61 @@ pub(crate) fn filters(
         validate: validate.map(|v| transform::validate(v, &format!("{path}.validate"), d)),
         request,
         response,
+        rate_limit: rate_limit.map(|r| self::rate_limit(r, &format!("{path}.rate_limit"), d)),
+    }
+}
+
+fn rate_limit(raw: &Spanned<RawRateLimit>, path: &str, d: &mut Diags) -> RateLimit {
+    let key = match raw.key.as_ref().map(|k| k.as_str()) {
+        None | Some("route") => RateLimitKey::Route,
+        Some("plan") => RateLimitKey::Plan,
+        Some("consumer") => RateLimitKey::Consumer,
+        Some(other) => {
+            let at = raw.key.as_ref().map_or(*raw.span(), |k| *k.span());
+            d.error(
+                &at,
+                format!("{path}.key"),
+                format!("unknown key `{other}`; valid values are route, plan, consumer"),
+            );
+            RateLimitKey::Route
+        }
+    };
+    let requests = int(d, &raw.requests, &format!("{path}.requests"), 1..=u32::MAX).unwrap_or(1);
+    let per = match &raw.per {
+        None => Duration::from_secs(1),
+        Some(p) => match duration(d, p, &format!("{path}.per")) {
+            // Envoy's token bucket refills at most every 50ms.
+            Some(per) if per < Duration::from_millis(50) => {
+                d.error(p.span(), format!("{path}.per"), "must be at least 50ms");
+                per
+            }
+            Some(per) => per,
+            None => Duration::from_secs(1),
+        },
+    };
+    if key == RateLimitKey::Route && !raw.overrides.0.is_empty() {
+        d.error(
+            raw.span(),
+            format!("{path}.overrides"),
+            "overrides need `key: plan` or `key: consumer`",
+        );
+    }
+    let mut overrides: Vec<(String, u32)> = raw
+        .overrides
+        .0
+        .iter()
+        .filter_map(|(name, n)| {
+            let p = format!("{path}.overrides.{}", name.as_str());
+            int(d, &Spanned::new(*name.span(), n.clone()), &p, 1..=u32::MAX)
+                .map(|n| (name.to_string(), n))
+        })
+        .collect();
+    overrides.sort();
+    RateLimit {
+        key,
+        requests,
+        per,
+        overrides,
     }
 }
 

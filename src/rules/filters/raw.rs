@@ -130,3 +130,15 @@ pub(crate) struct RawJson {
     #[serde(default)]
     pub max_bytes: Option<Str>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a rate_limit mapping")]
+pub(crate) struct RawRateLimit {
+    #[serde(default)]
+    pub key: Option<Str>,
+    pub requests: Str,
+    #[serde(default)]
+    pub per: Option<Str>,
+    #[serde(default)]
+    pub overrides: SpannedMap<String>,
+}

@@ -246,3 +246,36 @@ listeners:
     );
     parse("r.yaml", &with_auth).expect("valid with auth");
 }
+
+#[test]
+fn rate_limits_parse_and_need_auth_when_keyed() {
+    let route = "            rate_limit: {key: plan, requests: 5, per: 1m, overrides: {pro: 50}}\n";
+    let vhost =
+        "        auth: {api_key: {header: x-k, keys: [{key: a, consumer: c, plan: pro}]}}\n";
+    let (_, f) = filters(vhost, route);
+    let rl = f.rate_limit.expect("rate limit");
+    assert_eq!(rl.key, crate::model::RateLimitKey::Plan);
+    assert_eq!(
+        (rl.requests, rl.per),
+        (5, std::time::Duration::from_secs(60))
+    );
+    assert_eq!(rl.overrides, [("pro".to_string(), 50)]);
+
+    let diags = errors("", route);
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(
+        diags[0].path,
+        "listeners[0].virtual_hosts[0].routes[0].rate_limit"
+    );
+    assert!(diags[0].message.contains("needs `auth`"), "{}", diags[0]);
+
+    let diags = errors("", "            rate_limit: {requests: 0, per: 10ms}\n");
+    let paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "listeners[0].virtual_hosts[0].routes[0].rate_limit.requests",
+            "listeners[0].virtual_hosts[0].routes[0].rate_limit.per"
+        ]
+    );
+}
