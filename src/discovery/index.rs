@@ -240,6 +240,20 @@ impl SyncState {
 }
 
 impl View {
+    /// Same feeds, endpoints and readiness: sync times may differ.
+    pub fn same_content(&self, other: &View) -> bool {
+        self.feeds.len() == other.feeds.len()
+            && self
+                .feeds
+                .iter()
+                .zip(&other.feeds)
+                .all(|((ka, a), (kb, b))| {
+                    ka == kb
+                        && a.sync.has_synced() == b.sync.has_synced()
+                        && (Arc::ptr_eq(&a.endpoints, &b.endpoints) || a.endpoints == b.endpoints)
+                })
+    }
+
     /// Every feed `config` needs, one per (service, discovery).
     pub fn feeds_of(config: &Config) -> BTreeSet<FeedKey> {
         config

@@ -289,3 +289,6 @@ pub async fn distribution(url: &str, n: usize) -> std::collections::BTreeMap<Str
     }
     counts
 }
+
+pub mod eds;
+pub mod etcd;
