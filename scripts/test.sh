@@ -18,6 +18,23 @@ if [ -z "${ENVOY_BIN:-}" ]; then
 fi
 echo "envoy: $("$ENVOY_BIN" --version 2>&1 | grep -o 'version: .*' || true)"
 
+# protoc: etcd-client compiles etcd's protos at build time.
+# etcd: the discovery tests run a real etcd (3.4) on loopback.
+missing=()
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+if [ -z "${ETCD_BIN:-}" ] && ! command -v etcd >/dev/null 2>&1; then
+  missing+=(etcd-server)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+echo "protoc: $(protoc --version)"
+echo "etcd: $("${ETCD_BIN:-etcd}" --version 2>&1 | head -1)"
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked

@@ -7,7 +7,8 @@
 //! - `/debug/config`: the validated rules and, per node group and type, the
 //!   resource names and versions being served, as JSON.
 //! - `/status`: connected proxies with sent/ACKed/NACKed versions per type,
-//!   and the state of the rules file; `sluice status` reads this.
+//!   the state of the rules file and of each discovery source; `sluice
+//!   status` reads this.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,8 @@ use axum::routing::get;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::status::{summarize, SourceStatus};
+use crate::discovery::View;
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::{ProxyStatus, Registry};
@@ -44,6 +47,8 @@ pub struct AdminState {
     pub snapshots: SnapshotRx,
     pub config: Arc<Mutex<Option<Arc<Config>>>>,
     pub rules: Arc<Mutex<RulesStatus>>,
+    /// The discovery index's latest view.
+    pub discovery: tokio::sync::watch::Receiver<Arc<View>>,
 }
 
 /// The `/status` document.
@@ -51,6 +56,8 @@ pub struct AdminState {
 pub struct StatusDoc {
     pub ready: bool,
     pub rules: RulesStatus,
+    /// Discovery sources, per kind, with each service's feed.
+    pub sources: Vec<SourceStatus>,
     pub proxies: Vec<ProxyStatus>,
 }
 
@@ -79,7 +86,14 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
+fn sources(state: &AdminState) -> Vec<SourceStatus> {
+    let view = state.discovery.borrow().clone();
+    summarize(&view, std::time::Instant::now())
+}
+
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    // Ages move with the clock, so they are computed when asked.
+    state.metrics.observe_sources(&sources(&state));
     (
         [(
             header::CONTENT_TYPE,
@@ -94,6 +108,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
     Json(StatusDoc {
         ready: is_ready(&state),
         rules,
+        sources: sources(&state),
         proxies: state.registry.list(),
     })
 }

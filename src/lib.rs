@@ -10,6 +10,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod cli;
 pub mod compile;
+pub mod discovery;
 pub mod lua;
 pub mod metrics;
 pub mod model;

@@ -9,10 +9,18 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::discovery::status::SourceStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,6 +40,13 @@ pub struct Metrics {
     pub snapshots_published: Counter,
     pub rules_reload_errors: Counter,
     pub ready: Gauge,
+    /// Per discovery source: 1 when every feed is synced and not failing.
+    pub source_up: Family<SourceLabel, Gauge>,
+    /// Per discovery source: seconds since its stalest feed last synced
+    /// (+Inf before the first sync). Set from the index at scrape time.
+    pub source_last_sync_age: Family<SourceLabel, Gauge<f64, AtomicU64>>,
+    /// Per discovery source: registry entries skipped as invalid, since start.
+    pub source_rejected_entries: Family<SourceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -53,6 +68,24 @@ impl Metrics {
         let snapshots_published = Counter::default();
         let rules_reload_errors = Counter::default();
         let ready = Gauge::default();
+        let source_up = Family::<SourceLabel, Gauge>::default();
+        let source_last_sync_age = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
+        let source_rejected_entries = Family::<SourceLabel, Gauge>::default();
+        registry.register(
+            "source_up",
+            "1 when every feed of a discovery source is synced and not failing",
+            source_up.clone(),
+        );
+        registry.register(
+            "source_last_sync_age_seconds",
+            "Seconds since the stalest feed of a discovery source last synced",
+            source_last_sync_age.clone(),
+        );
+        registry.register(
+            "source_rejected_entries",
+            "Registry entries skipped as invalid since start",
+            source_rejected_entries.clone(),
+        );
         registry.register(
             "connected_proxies",
             "xDS streams with a known node",
@@ -91,6 +124,25 @@ impl Metrics {
             snapshots_published,
             rules_reload_errors,
             ready,
+            source_up,
+            source_last_sync_age,
+            source_rejected_entries,
+        }
+    }
+
+    /// Sets the per-source gauges from a fresh summary of the index.
+    pub fn observe_sources(&self, sources: &[SourceStatus]) {
+        for s in sources {
+            let label = SourceLabel {
+                source: s.source.clone(),
+            };
+            self.source_up.get_or_create(&label).set(i64::from(s.up));
+            let age = s.last_sync_age_seconds.unwrap_or(f64::INFINITY);
+            self.source_last_sync_age.get_or_create(&label).set(age);
+            let rejected = i64::try_from(s.bad_entries).unwrap_or(i64::MAX);
+            self.source_rejected_entries
+                .get_or_create(&label)
+                .set(rejected);
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Config {
     pub services: BTreeMap<String, Service>,
     /// Listeners in file order.
     pub listeners: Vec<Listener>,
+    /// Connection settings of the registries that services discover from.
+    pub sources: Sources,
 }
 
 /// An upstream service: becomes one Envoy cluster, plus one per subset.
@@ -27,10 +29,66 @@ pub struct Service {
     pub name: String,
     pub connect_timeout: Duration,
     pub lb_policy: LbPolicy,
+    /// Static endpoints from the rules file. When `discovery` is not empty,
+    /// `discovery::View::resolve` merges the discovered endpoints in here
+    /// before compiling.
     pub endpoints: Vec<Endpoint>,
+    /// Registries this service's endpoints come from, in a fixed order
+    /// (consul, etcd, kubernetes, file); empty for a static service.
+    pub discovery: Vec<Discovery>,
     /// Named subsets: each selects the endpoints whose labels contain all of
     /// the given key/value pairs.
     pub subsets: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One registry a service's endpoints come from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// Consul's health API for this service name.
+    Consul { service: String },
+    /// One etcd key per endpoint under this prefix (ends with `/`).
+    Etcd { prefix: String },
+    /// A Kubernetes Service's EndpointSlices, this named port.
+    Kubernetes {
+        namespace: String,
+        service: String,
+        port: String,
+    },
+    /// A YAML endpoints file, polled; relative paths are taken from the
+    /// rules file's directory.
+    File { path: String },
+}
+
+/// Connection settings per registry kind; `None` when not configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Sources {
+    pub consul: Option<ConsulSource>,
+    pub etcd: Option<EtcdSource>,
+    pub kubernetes: Option<KubernetesSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConsulSource {
+    /// Base URL, e.g. `http://127.0.0.1:8500`.
+    pub address: String,
+    pub datacenter: Option<String>,
+    /// Name of the environment variable holding the ACL token (the token
+    /// itself never appears in the rules file or in `/debug/config`).
+    pub token_env: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EtcdSource {
+    /// Client URLs, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KubernetesSource {
+    /// A kubeconfig path; `None` means in-cluster config, else the default
+    /// kubeconfig lookup.
+    pub kubeconfig: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -43,7 +101,7 @@ pub enum LbPolicy {
     Maglev,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Endpoint {
     pub address: IpAddr,
     pub port: u16,
@@ -69,6 +127,25 @@ pub enum Health {
     Unhealthy,
     /// Taking no new requests; in-flight ones finish.
     Draining,
+}
+
+impl Health {
+    /// Names as in the rules file and in registry records (Envoy's
+    /// `HealthStatus`, lowercase).
+    pub const NAMES: [(&'static str, Health); 5] = [
+        ("unknown", Health::Unknown),
+        ("healthy", Health::Healthy),
+        ("degraded", Health::Degraded),
+        ("unhealthy", Health::Unhealthy),
+        ("draining", Health::Draining),
+    ];
+
+    pub fn from_name(name: &str) -> Option<Health> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, h)| *h)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -6,6 +6,13 @@
 //! published; a bad edit is logged, counted and shown in `/status`, and the
 //! previous config keeps being served — zero pushes.
 //!
+//! Services with `discovery` get their endpoints from the discovery index:
+//! the [`Supervisor`] runs one feed per (service, registry), and the
+//! publisher task resolves the latest rules against the latest index view,
+//! compiles and publishes, coalescing bursts ([`Coalescer`]). Nothing is
+//! published — the snapshot channel stays `None`, `/readyz` answers 503 —
+//! until every feed has synced once.
+//!
 //! The file is polled (content hash, every `watch_interval`) rather than
 //! watched with inotify: one small file is cheap to hash, and polling also
 //! sees editors that replace the file and Kubernetes ConfigMap symlink swaps,
@@ -19,9 +26,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::admin::{self, lock, AdminState, RulesStatus};
+use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
+use crate::discovery::{Index, SourceOptions, Supervisor, View};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
@@ -52,21 +61,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&opts.rules)
         .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
-    let (config, snapshots) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Compiling the static form checks the rules before anything starts.
+    let (config, _) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
     let (snap_tx, snap_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let config_slot = Arc::new(Mutex::new(Some(Arc::new(config))));
+    let config_slot = Arc::new(Mutex::new(None));
     let rules_status = Arc::new(Mutex::new(RulesStatus {
         file: opts.rules.display().to_string(),
         served_hash: Some(content_hash(&[text.as_bytes()])),
         ..Default::default()
     }));
-
-    publish(&snap_tx, &metrics, snapshots);
-    metrics.ready.set(1);
+    let (index, view_rx) = Index::new();
+    let base_dir = opts.rules.parent().map(PathBuf::from).unwrap_or_default();
+    let sources = SourceOptions {
+        file_interval: opts.watch_interval,
+        ..Default::default()
+    };
+    let supervisor = Supervisor::new(
+        Arc::new(Mutex::new(index)),
+        base_dir,
+        sources,
+        stop_rx.clone(),
+    );
+    // A config without discovery is complete now: serve it from the first
+    // connection, as before discovery existed.
+    let empty_view = view_rx.borrow().clone();
+    publish_resolved(&config, &empty_view, &snap_tx, &metrics, &config_slot);
+    let (config_tx, config_rx) = watch::channel(Arc::new(config));
 
     let xds_listener = TcpListener::bind(opts.xds_addr)
         .await
@@ -98,6 +122,7 @@ pub async fn run(
         snapshots: snap_rx,
         config: config_slot.clone(),
         rules: rules_status.clone(),
+        discovery: view_rx.clone(),
     };
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
@@ -108,11 +133,19 @@ pub async fn run(
             .await
     });
 
+    let publisher = tokio::spawn(publish_loop(
+        config_rx,
+        view_rx,
+        supervisor,
+        snap_tx,
+        metrics.clone(),
+        config_slot,
+        stop_rx.clone(),
+    ));
     let watcher = tokio::spawn(watch_rules(
         opts.clone(),
-        snap_tx,
+        config_tx,
         metrics,
-        config_slot,
         rules_status,
         stop_rx,
     ));
@@ -121,6 +154,7 @@ pub async fn run(
     info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = watcher.await;
+    let _ = publisher.await;
     xds.await?.context("xDS server")?;
     admin.await?.context("admin server")?;
     Ok(())
@@ -142,11 +176,95 @@ fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapsh
     }
 }
 
-async fn watch_rules(
-    opts: ServeOptions,
+/// Publishes the latest rules resolved against the latest discovery view,
+/// when the coalescer says so; starts and stops feeds as the rules change.
+async fn publish_loop(
+    mut config_rx: watch::Receiver<Arc<Config>>,
+    mut view_rx: watch::Receiver<Arc<View>>,
+    mut supervisor: Supervisor,
     tx: watch::Sender<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
     config_slot: Arc<Mutex<Option<Arc<Config>>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut coalescer = Coalescer::new(CoalesceConfig::default());
+    supervisor.reconcile(&config_rx.borrow_and_update());
+    coalescer.changed(Instant::now());
+    let mut seen_view = view_rx.borrow_and_update().clone();
+    loop {
+        let deadline = coalescer.deadline();
+        let wake_at = deadline.map(tokio::time::Instant::from_std);
+        let timer = async move {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopped = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            changed = config_rx.changed() => {
+                if changed.is_err() {
+                    true
+                } else {
+                    supervisor.reconcile(&config_rx.borrow_and_update());
+                    coalescer.changed(Instant::now());
+                    false
+                }
+            }
+            changed = view_rx.changed() => {
+                let view = view_rx.borrow_and_update().clone();
+                // Sync-time updates alone change nothing that is served.
+                if !view.same_content(&seen_view) {
+                    coalescer.changed(Instant::now());
+                }
+                seen_view = view;
+                changed.is_err()
+            }
+            _ = timer => {
+                let config = config_rx.borrow().clone();
+                let view = view_rx.borrow().clone();
+                publish_resolved(&config, &view, &tx, &metrics, &config_slot);
+                coalescer.published(Instant::now());
+                false
+            }
+        };
+        if stopped {
+            break;
+        }
+    }
+    supervisor.join().await;
+}
+
+fn publish_resolved(
+    config: &Config,
+    view: &View,
+    tx: &watch::Sender<Option<Arc<Published>>>,
+    metrics: &Metrics,
+    config_slot: &Mutex<Option<Arc<Config>>>,
+) {
+    let resolved = match view.resolve(config) {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(reason = %e, "not publishing: waiting for discovery sources");
+            return;
+        }
+    };
+    match compile::compile(&resolved) {
+        Ok(snapshots) => {
+            publish(tx, metrics, snapshots);
+            *lock(config_slot) = Some(Arc::new(resolved));
+            metrics.ready.set(1);
+        }
+        Err(e) => {
+            error!(error = %e, "resolved config does not compile; still serving the previous one")
+        }
+    }
+}
+
+async fn watch_rules(
+    opts: ServeOptions,
+    tx: watch::Sender<Arc<Config>>,
+    metrics: Arc<Metrics>,
     status: Arc<Mutex<RulesStatus>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -178,10 +296,9 @@ async fn watch_rules(
         }
         seen = Some(hash.clone());
         match load(&opts.rules, &text) {
-            Ok((config, snapshots)) => {
+            Ok((config, _)) => {
                 info!(rules = %opts.rules.display(), hash, "rules reloaded");
-                *lock(&config_slot) = Some(Arc::new(config));
-                publish(&tx, &metrics, snapshots);
+                tx.send_replace(Arc::new(config));
                 let mut st = lock(&status);
                 st.served_hash = Some(hash);
                 st.last_error = None;

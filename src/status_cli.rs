@@ -7,11 +7,14 @@ use serde::Deserialize;
 
 use crate::admin::RulesStatus;
 use crate::cli::Output;
+use crate::discovery::status::SourceStatus;
 
 #[derive(Debug, Deserialize)]
 pub struct StatusDoc {
     pub ready: bool,
     pub rules: RulesStatus,
+    #[serde(default)]
+    pub sources: Vec<SourceStatus>,
     pub proxies: Vec<Proxy>,
 }
 
@@ -98,6 +101,30 @@ pub fn render(doc: &StatusDoc) -> String {
             None => String::new(),
         }
     );
+    for src in &doc.sources {
+        let age = match src.last_sync_age_seconds {
+            Some(a) => format!("{a:.1}s ago"),
+            None => "never".to_string(),
+        };
+        let state = if src.up { "UP" } else { "DOWN" };
+        let _ = writeln!(
+            s,
+            "source {}: {state}  endpoints={} last_sync={age} rejected_entries={}",
+            src.source, src.endpoints, src.bad_entries
+        );
+        for f in &src.feeds {
+            let err = f
+                .last_error
+                .as_deref()
+                .map(|e| format!("  error: {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {} <- {}  {} endpoints={}{err}",
+                f.service, f.target, f.state, f.endpoints
+            );
+        }
+    }
     let _ = writeln!(s, "proxies: {}", doc.proxies.len());
     for p in &doc.proxies {
         let _ = writeln!(s, "\n{}  group={} mode={}", p.node.id, p.node.group, p.mode);

@@ -9,6 +9,7 @@
 //! The file format is documented in `docs/rules.md`.
 
 mod diagnose;
+mod discovery;
 mod duration;
 mod error;
 mod filters;

@@ -16,6 +16,7 @@ use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::diagnose::{describe, error_loc, report_load_error, second_document, unknown_field};
+use super::discovery::{RawDiscovery, RawSources};
 use super::error::{Diags, ROOT};
 use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawValidate};
 
@@ -26,6 +27,8 @@ type Str = Spanned<String>;
 pub(crate) struct RawConfig {
     pub services: Vec<Item<RawService>>,
     pub listeners: Vec<Item<RawListener>>,
+    /// The `sources` section; `None` when absent or malformed (reported).
+    pub sources: Option<RawSources>,
     /// Names of services whose entry failed to deserialize: references to
     /// them are not reported as dangling, the entry's own error explains.
     pub broken_services: BTreeSet<String>,
@@ -52,6 +55,8 @@ pub(crate) struct RawService {
     pub endpoints: Vec<Spanned<RawEndpoint>>,
     #[serde(default)]
     pub subsets: SpannedMap<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub discovery: Option<Spanned<RawDiscovery>>,
 }
 
 #[derive(Deserialize)]
@@ -208,7 +213,7 @@ pub(crate) struct RawRetry {
     pub per_try_timeout: Option<Str>,
 }
 
-const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners"];
+const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources"];
 
 impl<V> Default for SpannedMap<V> {
     fn default() -> Self {
@@ -258,6 +263,7 @@ pub(crate) fn load(text: &str, diags: &mut Diags) -> Option<RawConfig> {
     let mut raw = RawConfig {
         services: Vec::new(),
         listeners: Vec::new(),
+        sources: None,
         broken_services: BTreeSet::new(),
     };
     let Some(top) = root.as_mapping() else {
@@ -272,10 +278,28 @@ pub(crate) fn load(text: &str, diags: &mut Diags) -> Option<RawConfig> {
         match key.as_str() {
             "services" => raw.services = items(value, "services", diags, &mut raw.broken_services),
             "listeners" => raw.listeners = items(value, "listeners", diags, &mut BTreeSet::new()),
+            "sources" => raw.sources = single(value, "sources", diags),
             other => diags.error(key.span(), other, unknown_field(other, TOP_LEVEL_FIELDS)),
         }
     }
     Some(raw)
+}
+
+/// Deserializes one mapping, reporting a failure at its position.
+fn single<T: DeserializeOwned>(node: &Node, field: &str, diags: &mut Diags) -> Option<T> {
+    match marked_yaml::from_node::<T>(node) {
+        Ok(raw) => Some(raw),
+        Err(err) => {
+            let loc = diags.loc(node.span());
+            let err_loc = error_loc(node, &err, diags).unwrap_or(loc);
+            let path = match err.path() {
+                Some(sub) => format!("{field}.{sub}"),
+                None => field.to_string(),
+            };
+            diags.error_at(err_loc, path, describe(&err));
+            None
+        }
+    }
 }
 
 /// Deserializes each entry of the list `node` on its own. The `name` of an

@@ -597,3 +597,83 @@ fn endpoint_health_locality_and_priority() {
         (crate::model::Health::Unknown, 0, None)
     );
 }
+
+#[test]
+fn discovery_and_sources_load_into_the_model() {
+    let text = "sources:
+  etcd: {endpoints: [\"http://127.0.0.1:2379\"]}
+services:
+  - name: web
+    discovery:
+      etcd: {prefix: /services/web/}
+      file: {path: web-endpoints.yaml}
+listeners: []
+";
+    let config = parse("rules.yaml", text).expect("valid");
+    assert_eq!(
+        config.sources.etcd.expect("etcd").endpoints,
+        ["http://127.0.0.1:2379"]
+    );
+    assert_eq!(
+        config.services["web"].discovery,
+        [
+            crate::model::Discovery::Etcd {
+                prefix: "/services/web/".into()
+            },
+            crate::model::Discovery::File {
+                path: "web-endpoints.yaml".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn discovery_needs_its_source_and_a_slash_terminated_prefix() {
+    let text = "services:
+  - name: web
+    discovery:
+      etcd: {prefix: /services/web}
+listeners: []
+";
+    let diags = mk_errors(text);
+    assert_eq!(diags.len(), 2, "{diags:#?}");
+    assert_diag(
+        &diags[0],
+        4,
+        13,
+        "services[0].discovery.etcd",
+        "add `sources: {etcd:",
+    );
+    assert_diag(
+        &diags[1],
+        4,
+        22,
+        "services[0].discovery.etcd.prefix",
+        "must be non-empty and end with `/`",
+    );
+}
+
+#[test]
+fn discovery_rejects_unknown_registries_and_empty_blocks() {
+    assert_error(
+        "services:\n  - name: web\n    discovery: {zookeeper: {path: /x}}\nlisteners: []\n",
+        3,
+        17,
+        "services[0].discovery.zookeeper",
+        "unknown field",
+    );
+    assert_error(
+        "services:\n  - name: web\n    discovery: {}\nlisteners: []\n",
+        3,
+        16,
+        "services[0].discovery",
+        "at least one of",
+    );
+    assert_error(
+        "sources: {etcd: {endpoints: [\"127.0.0.1:2379\"]}}\nservices: []\nlisteners: []\n",
+        1,
+        30,
+        "sources.etcd.endpoints[0]",
+        "is not a URL",
+    );
+}

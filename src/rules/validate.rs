@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use marked_yaml::Spanned;
 
+use super::discovery::{discovery, sources};
 use super::duration::parse_duration;
 use super::error::{Diags, Loc};
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawService};
-use crate::model::{Backend, Config, Endpoint, Health, LbPolicy, Locality, Service};
+use crate::model::{Backend, Config, Endpoint, Health, LbPolicy, Locality, Service, Sources};
 
 /// Longest name accepted for services, subsets, listeners, hosts, routes.
 pub(crate) const MAX_NAME_LEN: usize = 60;
@@ -43,10 +44,11 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
 ];
 
 pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
+    let sources = sources(raw.sources.as_ref(), d);
     let mut services = BTreeMap::new();
     let mut seen = Seen::default();
     for item in &raw.services {
-        let service = service(item, d);
+        let service = service(item, &sources, d);
         let path = format!("services[{}].name", item.index);
         if seen.first(d, &item.raw.name, &path, "service name") {
             services.insert(service.name.clone(), service);
@@ -60,10 +62,11 @@ pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
     Config {
         services,
         listeners,
+        sources,
     }
 }
 
-fn service(item: &Item<RawService>, d: &mut Diags) -> Service {
+fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service {
     let raw = &item.raw;
     let path = format!("services[{}]", item.index);
     let name = check_name(d, &raw.name, &format!("{path}.name"));
@@ -146,11 +149,16 @@ fn service(item: &Item<RawService>, d: &mut Diags) -> Service {
         }
         subsets.insert(subset.to_string(), selector.clone());
     }
+    let discovery = match &raw.discovery {
+        None => Vec::new(),
+        Some(raw_d) => discovery(raw_d, sources, &path, d),
+    };
     Service {
         name,
         connect_timeout,
         lb_policy,
         endpoints,
+        discovery,
         subsets,
     }
 }
@@ -308,20 +316,11 @@ pub(crate) fn socket_key(address: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(address, port).to_string()
 }
 
-/// Endpoint health names, as in Envoy's `HealthStatus`.
-const HEALTH: &[(&str, Health)] = &[
-    ("unknown", Health::Unknown),
-    ("healthy", Health::Healthy),
-    ("degraded", Health::Degraded),
-    ("unhealthy", Health::Unhealthy),
-    ("draining", Health::Draining),
-];
-
 fn health(d: &mut Diags, raw: &Spanned<String>, path: &str) -> Health {
-    if let Some((_, h)) = HEALTH.iter().find(|(n, _)| *n == raw.as_str()) {
-        return *h;
+    if let Some(h) = Health::from_name(raw.as_str()) {
+        return h;
     }
-    let valid: Vec<&str> = HEALTH.iter().map(|(n, _)| *n).collect();
+    let valid: Vec<&str> = Health::NAMES.iter().map(|(n, _)| *n).collect();
     let msg = format!(
         "unknown health `{}`; valid values are {}",
         raw.as_str(),

@@ -344,3 +344,6 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
+
+pub mod eds;
+pub mod etcd;

@@ -54,6 +54,7 @@ fn mk_service(name: &str, endpoints: Vec<Endpoint>, subsets: &[Selector<'_>]) ->
         connect_timeout: Duration::from_millis(250),
         lb_policy: LbPolicy::RoundRobin,
         endpoints,
+        discovery: Vec::new(),
         subsets: subsets
             .iter()
             .map(|(subset, sel)| {
@@ -109,6 +110,7 @@ fn mk_config(services: Vec<Service>, listeners: Vec<Listener>) -> Config {
     Config {
         services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
         listeners,
+        sources: Default::default(),
     }
 }
 

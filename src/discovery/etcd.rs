@@ -1,0 +1,304 @@
+//! The etcd source: one key per endpoint under a prefix, JSON values
+//! (format in `docs/discovery.md`).
+//!
+//! The feed lists the prefix in one range request — one consistent
+//! revision R — and resets the index to it, then watches from R+1, so no
+//! event between the two is lost. Watch events become `apply` / `delete`.
+//! When the watch is lost (etcd down, leader lost: requests carry etcd's
+//! require-leader flag) the feed fails (endpoints kept) and, after a
+//! backoff, resumes from the last revision it saw: etcd's MVCC replays
+//! every event since, deletes included. If that history was compacted
+//! meanwhile, or etcd's revision went backwards (a restored or replaced
+//! cluster), the feed lists again at one revision and resets: the index
+//! swaps to the new set in one step, so deletes during the gap are applied
+//! and there is never a transient empty set.
+//!
+//! A value that is not a valid record is skipped, logged and counted; the
+//! key keeps the endpoint it had, if any (garbage never removes a server).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
+
+use super::record::Record;
+use super::{Feeder, SourceOptions};
+use crate::model::{Endpoint, EtcdSource};
+
+/// Where a feed's watch stands.
+#[derive(Debug)]
+enum State {
+    /// List the prefix at one revision and reset the feed to it.
+    Listing,
+    /// Watch from `from` (the revision after the last one seen). `checked`
+    /// is false after a loss: first make sure etcd's revision has not gone
+    /// backwards, else resuming would silently miss the new history.
+    Watching { from: i64, checked: bool },
+    /// Wait `delay` after an error, then go to `next`.
+    Backoff { delay: Duration, next: Box<State> },
+}
+
+/// How a watch ended.
+enum WatchEnd {
+    Stopped,
+    /// History from the start revision is gone: list again.
+    Compacted(i64),
+    /// The stream or etcd failed; resume from `from` after a backoff.
+    Lost {
+        from: i64,
+        error: String,
+    },
+}
+
+/// Runs one feed until the feeder is stopped.
+pub async fn run(feeder: Feeder, src: EtcdSource, prefix: String, opts: SourceOptions) {
+    let connect = ConnectOptions::new()
+        .with_require_leader(true)
+        .with_connect_timeout(opts.request_timeout)
+        .with_keep_alive(Duration::from_secs(5), opts.request_timeout);
+    let mut client: Option<Client> = None;
+    let mut state = State::Listing;
+    let mut delay = opts.retry_min;
+    let mut stop = feeder.stop.clone();
+    loop {
+        if feeder.stopped() {
+            return;
+        }
+        let c = match &client {
+            Some(c) => c.clone(),
+            None => match Client::connect(&src.endpoints, Some(connect.clone())).await {
+                Ok(c) => {
+                    client = Some(c.clone());
+                    c
+                }
+                Err(e) => {
+                    feeder.fail(format!("etcd connect: {e}"));
+                    state = backoff(&mut delay, &opts, state);
+                    continue;
+                }
+            },
+        };
+        state = match state {
+            State::Listing => match list(&c, &prefix, &feeder, &opts).await {
+                Ok(revision) => {
+                    delay = opts.retry_min;
+                    State::Watching {
+                        from: revision + 1,
+                        checked: true,
+                    }
+                }
+                Err(e) => {
+                    feeder.fail(e);
+                    backoff(&mut delay, &opts, State::Listing)
+                }
+            },
+            State::Watching {
+                from,
+                checked: false,
+            } => {
+                match current_revision(&c, &prefix, &opts).await {
+                    // Nothing after `from - 1` exists: history was reset.
+                    Ok(rev) if rev < from - 1 => State::Listing,
+                    Ok(_) => State::Watching {
+                        from,
+                        checked: true,
+                    },
+                    Err(e) => {
+                        feeder.fail(e);
+                        let next = State::Watching {
+                            from,
+                            checked: false,
+                        };
+                        backoff(&mut delay, &opts, next)
+                    }
+                }
+            }
+            State::Watching {
+                from,
+                checked: true,
+            } => match watch(&c, &prefix, from, &feeder, &opts).await {
+                WatchEnd::Stopped => return,
+                WatchEnd::Compacted(at) => {
+                    tracing::info!(%prefix, from, compacted = at, "etcd history compacted; listing again");
+                    State::Listing
+                }
+                WatchEnd::Lost { from, error } => {
+                    feeder.fail(error);
+                    let next = State::Watching {
+                        from,
+                        checked: false,
+                    };
+                    backoff(&mut delay, &opts, next)
+                }
+            },
+            State::Backoff { delay: d, next } => {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(d) => *next,
+                }
+            }
+        };
+    }
+}
+
+fn backoff(delay: &mut Duration, opts: &SourceOptions, next: State) -> State {
+    let d = *delay;
+    *delay = (*delay * 2).min(opts.retry_max);
+    State::Backoff {
+        delay: d,
+        next: Box::new(next),
+    }
+}
+
+/// Lists the prefix at one revision and resets the feed; returns the
+/// revision.
+async fn list(
+    client: &Client,
+    prefix: &str,
+    feeder: &Feeder,
+    opts: &SourceOptions,
+) -> Result<i64, String> {
+    let mut kv = client.kv_client();
+    let get = kv.get(prefix, Some(GetOptions::new().with_prefix()));
+    let resp = tokio::time::timeout(opts.request_timeout, get)
+        .await
+        .map_err(|_| format!("etcd list of {prefix}: timed out"))?
+        .map_err(|e| format!("etcd list of {prefix}: {e}"))?;
+    let revision = resp.header().map_or(0, |h| h.revision());
+    let current = feeder
+        .with(|index, key| index.endpoints(key))
+        .unwrap_or_default();
+    let mut entries: BTreeMap<String, Endpoint> = BTreeMap::new();
+    for kv in resp.kvs() {
+        let id = String::from_utf8_lossy(kv.key()).into_owned();
+        match Record::from_json(kv.value()) {
+            Ok(ep) => {
+                entries.insert(id, ep);
+            }
+            Err(e) => {
+                feeder.reject(format!("{id}: {e}"));
+                if let Some(old) = current.get(&id) {
+                    entries.insert(id, old.clone());
+                }
+            }
+        }
+    }
+    feeder.with(|index, key| index.reset(key, entries, Instant::now()));
+    Ok(revision)
+}
+
+async fn current_revision(
+    client: &Client,
+    prefix: &str,
+    opts: &SourceOptions,
+) -> Result<i64, String> {
+    let mut kv = client.kv_client();
+    let get = kv.get(
+        prefix,
+        Some(GetOptions::new().with_prefix().with_count_only()),
+    );
+    let resp = tokio::time::timeout(opts.request_timeout, get)
+        .await
+        .map_err(|_| "etcd: timed out".to_string())?
+        .map_err(|e| format!("etcd: {e}"))?;
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
+/// Watches from `from` until the stream ends. Asks etcd for a progress
+/// report every few seconds: the answer confirms the feed is current, and
+/// no answer means the stream hangs.
+async fn watch(
+    client: &Client,
+    prefix: &str,
+    from: i64,
+    feeder: &Feeder,
+    opts: &SourceOptions,
+) -> WatchEnd {
+    let mut stop = feeder.stop.clone();
+    let mut wc = client.watch_client();
+    let options = WatchOptions::new().with_prefix().with_start_revision(from);
+    let created = tokio::time::timeout(opts.request_timeout, wc.watch(prefix, Some(options)));
+    let (mut watcher, mut stream): (_, WatchStream) = match created.await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return lost(from, format!("etcd watch of {prefix}: {e}")),
+        Err(_) => return lost(from, format!("etcd watch of {prefix}: timed out")),
+    };
+    // The watch exists: etcd answers and has a leader.
+    feeder.confirm();
+    let mut next = from;
+    let probe_every = (opts.request_timeout / 2).max(Duration::from_millis(200));
+    let mut probe = tokio::time::interval(probe_every);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut awaiting: Option<Instant> = None;
+    loop {
+        let wake = tokio::select! {
+            _ = stop.wait_for(|s| *s) => Wake::Stop,
+            _ = probe.tick() => Wake::Probe,
+            msg = stream.message() => Wake::Message(msg),
+        };
+        let msg = match wake {
+            Wake::Stop => return WatchEnd::Stopped,
+            Wake::Message(msg) => msg,
+            Wake::Probe => {
+                if awaiting.is_some_and(|t| t.elapsed() > opts.request_timeout) {
+                    return lost(next, format!("etcd watch of {prefix}: no progress report"));
+                }
+                if awaiting.is_none() {
+                    if let Err(e) = watcher.request_progress().await {
+                        return lost(next, format!("etcd watch of {prefix}: {e}"));
+                    }
+                    awaiting = Some(Instant::now());
+                }
+                continue;
+            }
+        };
+        let resp = match msg {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return lost(next, format!("etcd watch of {prefix}: stream closed")),
+            Err(e) => return lost(next, format!("etcd watch of {prefix}: {e}")),
+        };
+        awaiting = None;
+        if resp.compact_revision() > 0 {
+            return WatchEnd::Compacted(resp.compact_revision());
+        }
+        if resp.canceled() {
+            return lost(
+                next,
+                format!("etcd watch of {prefix} canceled: {}", resp.cancel_reason()),
+            );
+        }
+        let now = Instant::now();
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            let id = String::from_utf8_lossy(kv.key()).into_owned();
+            next = next.max(kv.mod_revision() + 1);
+            match event.event_type() {
+                EventType::Delete => feeder.with(|index, key| index.delete(key, &id, now)),
+                EventType::Put => match Record::from_json(kv.value()) {
+                    Ok(ep) => feeder.with(|index, key| index.apply(key, id, ep, now)),
+                    Err(e) => feeder.reject(format!("{id}: {e}")),
+                },
+            }
+        }
+        if resp.events().is_empty() {
+            // A progress report: every event up to its header revision has
+            // been sent. (An event batch's header may be ahead of its
+            // events while etcd catches a watcher up, so only this counts.)
+            if let Some(h) = resp.header() {
+                next = next.max(h.revision() + 1);
+            }
+            feeder.confirm();
+        }
+    }
+}
+
+/// What woke the watch loop.
+enum Wake {
+    Stop,
+    Probe,
+    Message(Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
+}
+
+fn lost(from: i64, error: String) -> WatchEnd {
+    WatchEnd::Lost { from, error }
+}

@@ -1,0 +1,135 @@
+//! The file source: a YAML endpoints file, polled.
+//!
+//! Every `interval` the file is read and, when its content changed, parsed
+//! and given to the index as a complete listing (`reset`). An unreadable
+//! file or one that is not an endpoints document fails the feed, which
+//! keeps its endpoints; a bad entry is skipped and counted while the rest
+//! of the file is used. Polling by content, as for the rules file, also
+//! sees editors that replace the file and ConfigMap symlink swaps.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::record::Record;
+use super::Feeder;
+use crate::model::Endpoint;
+use crate::xds::resource::content_hash;
+
+/// A parsed endpoints file: good entries by `address:port`, and one
+/// message per skipped entry.
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    pub endpoints: BTreeMap<String, Endpoint>,
+    pub rejected: Vec<String>,
+}
+
+/// Parses an endpoints file (`endpoints: [{address, port, ...}]`).
+/// `Err` when the document as a whole is not one.
+pub fn parse(name: &str, text: &str) -> Result<Parsed, String> {
+    let root = marked_yaml::parse_yaml(0, text).map_err(|e| format!("{name}: {e}"))?;
+    let entries = match root.as_mapping().and_then(|m| m.get("endpoints")) {
+        Some(marked_yaml::Node::Sequence(seq)) => seq.iter().collect::<Vec<_>>(),
+        Some(marked_yaml::Node::Scalar(s)) if s.as_str().is_empty() => Vec::new(),
+        _ => {
+            return Err(format!(
+                "{name}: expected a mapping with an `endpoints` list"
+            ))
+        }
+    };
+    let mut out = Parsed::default();
+    for (i, node) in entries.into_iter().enumerate() {
+        let line = node.span().start().map_or(0, |m| m.line());
+        let checked = marked_yaml::from_node::<Record>(node)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.check().map_err(|e| e.to_string()));
+        match checked {
+            Ok(ep) => {
+                let id = SocketAddr::new(ep.address, ep.port).to_string();
+                out.endpoints.insert(id, ep);
+            }
+            Err(e) => out
+                .rejected
+                .push(format!("{name}:{line}: endpoints[{i}]: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// Polls `path` until the feeder is stopped.
+pub async fn run(feeder: Feeder, path: PathBuf, interval: Duration) {
+    let name = path.display().to_string();
+    let mut seen: Option<String> = None;
+    let mut stop = feeder.stop.clone();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(t) => t,
+            Err(e) => {
+                // Forget the hash so the file is re-read in full once back.
+                seen = None;
+                feeder.fail(format!("reading {name}: {e}"));
+                continue;
+            }
+        };
+        let hash = content_hash(&[text.as_bytes()]);
+        if seen.as_deref() == Some(hash.as_str()) {
+            feeder.confirm();
+            continue;
+        }
+        match parse(&name, &text) {
+            Ok(parsed) => {
+                seen = Some(hash);
+                for msg in parsed.rejected {
+                    warn!(file = %name, error = %msg, "endpoint entry skipped");
+                    feeder.reject(msg);
+                }
+                feeder.with(|index, key| index.reset(key, parsed.endpoints, Instant::now()));
+            }
+            Err(e) => {
+                seen = Some(hash);
+                feeder.fail(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entries_and_skips_bad_ones_with_their_line() {
+        let text = "endpoints:
+  - {address: 10.0.0.1, port: 8080, labels: {version: v1}}
+  - {address: not-an-ip, port: 8080}
+  - {address: 10.0.0.2}
+  - address: 10.0.0.3
+    port: 9090
+    health: draining
+";
+        let parsed = parse("eps.yaml", text).expect("document");
+        let ids: Vec<&str> = parsed.endpoints.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["10.0.0.1:8080", "10.0.0.3:9090"]);
+        assert_eq!(parsed.rejected.len(), 2, "{:?}", parsed.rejected);
+        assert!(parsed.rejected[0].starts_with("eps.yaml:3: endpoints[1]: invalid address"));
+        assert!(parsed.rejected[1].contains("eps.yaml:4: endpoints[2]"));
+        assert!(parsed.rejected[1].contains("port"));
+    }
+
+    #[test]
+    fn empty_list_is_zero_endpoints_but_garbage_is_an_error() {
+        assert_eq!(parse("f", "endpoints: []").expect("ok"), Parsed::default());
+        assert_eq!(parse("f", "endpoints:").expect("ok"), Parsed::default());
+        assert!(parse("f", "[1, 2").is_err());
+        assert!(parse("f", "hosts: []").is_err());
+    }
+}

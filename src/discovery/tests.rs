@@ -1,0 +1,218 @@
+//! The index driven directly: merging, fail-static, readiness, resolve.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::index::{merge, SyncState};
+use super::status::summarize;
+use super::*;
+use crate::model::{Endpoint, Health};
+
+fn mk_endpoint(addr: &str, port: u16, health: Health, labels: &[(&str, &str)]) -> Endpoint {
+    Endpoint {
+        address: addr.parse().expect("ip"),
+        port,
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        weight: 1,
+        health,
+        locality: None,
+        priority: 0,
+    }
+}
+
+fn etcd_key(service: &str) -> FeedKey {
+    FeedKey {
+        service: service.into(),
+        discovery: Discovery::Etcd {
+            prefix: format!("/services/{service}/"),
+        },
+    }
+}
+
+fn file_key(service: &str) -> FeedKey {
+    FeedKey {
+        service: service.into(),
+        discovery: Discovery::File {
+            path: format!("{service}.yaml"),
+        },
+    }
+}
+
+fn entries(eps: &[(&str, Endpoint)]) -> BTreeMap<String, Endpoint> {
+    eps.iter()
+        .map(|(k, e)| (k.to_string(), e.clone()))
+        .collect()
+}
+
+/// A rules config with service `web` discovered from etcd and a file.
+fn mk_config() -> Config {
+    let text = "sources: {etcd: {endpoints: [\"http://127.0.0.1:2379\"]}}
+services:
+  - name: web
+    endpoints:
+      - {address: 10.0.0.9, port: 80}
+    discovery: {etcd: {prefix: /services/web/}, file: {path: web.yaml}}
+listeners: []
+";
+    crate::rules::parse("rules.yaml", text).expect("valid rules")
+}
+
+#[test]
+fn apply_delete_reset_publish_views() {
+    let (mut index, rx) = Index::new();
+    let key = etcd_key("web");
+    index.set_feeds(&BTreeSet::from([key.clone()]));
+    let t = Instant::now();
+    let a = mk_endpoint("10.0.0.1", 80, Health::Healthy, &[]);
+    let b = mk_endpoint("10.0.0.2", 80, Health::Healthy, &[]);
+    index.reset(&key, entries(&[("/services/web/a", a.clone())]), t);
+    index.apply(&key, "/services/web/b".into(), b.clone(), t);
+    let feed = rx.borrow().feeds[&key].clone();
+    assert_eq!(feed.endpoints.len(), 2);
+    assert_eq!(feed.sync, SyncState::Synced { at: t });
+    index.delete(&key, "/services/web/a", t);
+    let feed = rx.borrow().feeds[&key].clone();
+    assert_eq!(*feed.endpoints, entries(&[("/services/web/b", b)]));
+}
+
+#[test]
+fn a_failing_source_keeps_its_endpoints_and_only_a_real_empty_listing_empties() {
+    let (mut index, rx) = Index::new();
+    let key = etcd_key("web");
+    index.set_feeds(&BTreeSet::from([key.clone()]));
+    let t0 = Instant::now();
+    let a = mk_endpoint("10.0.0.1", 80, Health::Healthy, &[]);
+    index.reset(&key, entries(&[("a", a)]), t0);
+    let t1 = t0 + Duration::from_secs(3);
+    index.fail(&key, "connection refused".into(), t1);
+    index.fail(&key, "still refused".into(), t1 + Duration::from_secs(1));
+    let feed = rx.borrow().feeds[&key].clone();
+    assert_eq!(feed.endpoints.len(), 1, "fail-static");
+    assert_eq!(
+        feed.sync,
+        SyncState::Failing {
+            error: "still refused".into(),
+            since: t1,
+            last_sync: t0
+        }
+    );
+    let st = summarize(&rx.borrow(), t1 + Duration::from_secs(2));
+    assert!(!st[0].up && st[0].synced);
+    assert_eq!(st[0].last_sync_age_seconds, Some(5.0));
+    assert_eq!(st[0].feeds[0].last_error.as_deref(), Some("still refused"));
+
+    // Back, and the registry really has zero instances: scale to zero.
+    index.reset(&key, BTreeMap::new(), t1 + Duration::from_secs(5));
+    assert!(rx.borrow().feeds[&key].endpoints.is_empty());
+    assert!(summarize(&rx.borrow(), t1)[0].up);
+}
+
+#[test]
+fn not_ready_until_every_feed_synced_once() {
+    let (mut index, rx) = Index::new();
+    let config = mk_config();
+    let feeds = View::feeds_of(&config);
+    assert_eq!(feeds.len(), 2);
+    index.set_feeds(&feeds);
+    let t = Instant::now();
+    // A failure before the first listing does not make it ready either.
+    index.fail(&etcd_key("web"), "refused".into(), t);
+    let err = rx.borrow().resolve(&config).expect_err("not synced");
+    assert!(err.to_string().contains("has not synced"), "{err}");
+    // apply on a never-listed feed does not count as a listing.
+    index.apply(
+        &etcd_key("web"),
+        "x".into(),
+        mk_endpoint("10.0.0.1", 80, Health::Healthy, &[]),
+        t,
+    );
+    assert!(rx.borrow().resolve(&config).is_err());
+    index.reset(&etcd_key("web"), BTreeMap::new(), t);
+    assert!(
+        rx.borrow().resolve(&config).is_err(),
+        "file feed still pending"
+    );
+    index.reset(&file_key("web"), BTreeMap::new(), t);
+    let resolved = rx.borrow().resolve(&config).expect("ready");
+    // The static endpoint stays.
+    assert_eq!(resolved.services["web"].endpoints.len(), 1);
+}
+
+#[test]
+fn resolve_merges_sources_deterministically() {
+    let (mut index, rx) = Index::new();
+    let config = mk_config();
+    index.set_feeds(&View::feeds_of(&config));
+    let t = Instant::now();
+    let dup_etcd = mk_endpoint("10.0.0.1", 80, Health::Draining, &[("version", "v1")]);
+    let dup_file = mk_endpoint("10.0.0.1", 80, Health::Healthy, &[("zone", "a")]);
+    index.reset(
+        &etcd_key("web"),
+        entries(&[
+            ("/services/web/1", dup_etcd),
+            (
+                "/services/web/2",
+                mk_endpoint("10.0.0.3", 80, Health::Healthy, &[]),
+            ),
+        ]),
+        t,
+    );
+    index.reset(&file_key("web"), entries(&[("10.0.0.1:80", dup_file)]), t);
+    let resolved = rx.borrow().resolve(&config).expect("ready");
+    let eps = &resolved.services["web"].endpoints;
+    let addrs: Vec<String> = eps
+        .iter()
+        .map(|e| format!("{}:{}", e.address, e.port))
+        .collect();
+    assert_eq!(addrs, ["10.0.0.1:80", "10.0.0.3:80", "10.0.0.9:80"]);
+    // Healthier candidate wins; labels are completed from the other.
+    assert_eq!(eps[0].health, Health::Healthy);
+    assert_eq!(eps[0].labels.len(), 2);
+}
+
+#[test]
+fn merge_rule_is_order_independent_for_health_and_first_wins_ties() {
+    let a = mk_endpoint("10.0.0.1", 80, Health::Unhealthy, &[("v", "a")]);
+    let b = mk_endpoint("10.0.0.1", 80, Health::Degraded, &[("v", "b")]);
+    let c = mk_endpoint("10.0.0.1", 80, Health::Degraded, &[("v", "c")]);
+    let s1 = entries(&[("1", a)]);
+    let s2 = entries(&[("1", b)]);
+    let s3 = entries(&[("1", c)]);
+    let merged = merge(&[], &[&s1, &s2, &s3]);
+    assert_eq!(merged.len(), 1);
+    assert_eq!(merged[0].health, Health::Degraded);
+    assert_eq!(merged[0].labels["v"], "b", "tie: earlier source wins");
+}
+
+#[test]
+fn unchanged_updates_publish_nothing_and_removed_feeds_ignore_late_calls() {
+    let (mut index, mut rx) = Index::new();
+    let key = etcd_key("web");
+    index.set_feeds(&BTreeSet::from([key.clone()]));
+    let t = Instant::now();
+    let a = mk_endpoint("10.0.0.1", 80, Health::Healthy, &[]);
+    index.reset(&key, entries(&[("a", a.clone())]), t);
+    rx.mark_unchanged();
+    index.apply(&key, "a".into(), a.clone(), t);
+    assert!(!rx.has_changed().expect("open"), "same endpoint, same time");
+    index.set_feeds(&BTreeSet::new());
+    index.apply(&key, "b".into(), a, t);
+    assert!(rx.borrow().feeds.is_empty());
+}
+
+#[test]
+fn bad_entries_are_counted_per_source() {
+    let (mut index, rx) = Index::new();
+    let key = etcd_key("web");
+    index.set_feeds(&BTreeSet::from([key.clone()]));
+    index.reject(&key, "/services/web/x: missing field `port`".into());
+    index.reject(&key, "/services/web/y: invalid address".into());
+    let st = summarize(&rx.borrow(), Instant::now());
+    assert_eq!(st[0].source, "etcd");
+    assert_eq!(st[0].bad_entries, 2);
+    assert_eq!(st[0].last_sync_age_seconds, None, "never synced");
+    assert!(!st[0].synced);
+}

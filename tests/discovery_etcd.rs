@@ -1,0 +1,236 @@
+//! The etcd source against a real etcd (3.4, Debian's `etcd-server`) on
+//! loopback, with sluice as a child process and an xDS client reading EDS:
+//! keys added, updated, deleted and garbled reach the client; an etcd
+//! outage removes nothing and shows in metrics and status; a restart
+//! converges; a compaction past the watch revision is recovered by a
+//! re-list that applies the deletes made during the gap.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::eds::History;
+use common::etcd::Etcd;
+use common::*;
+
+fn rules(etcd_url: &str, listen: u16) -> String {
+    format!(
+        r#"sources:
+  etcd: {{endpoints: ["{etcd_url}"]}}
+services:
+  - name: web
+    discovery: {{etcd: {{prefix: /services/web/}}}}
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: {listen}
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {{prefix: /}}
+            to: {{service: web}}
+"#
+    )
+}
+
+fn record(port: u16, health: &str) -> String {
+    format!(
+        r#"{{"address":"127.0.0.1","port":{port},"labels":{{"version":"v1"}},"health":"{health}"}}"#
+    )
+}
+
+fn set(items: &[&str]) -> Option<BTreeSet<String>> {
+    Some(items.iter().map(|s| s.to_string()).collect())
+}
+
+fn last(rx: &History) -> Option<BTreeSet<String>> {
+    rx.borrow().last().cloned()
+}
+
+async fn eds_is(rx: &History, want: &[&str]) {
+    let want = set(want);
+    eventually(&format!("EDS becomes {want:?}"), || {
+        let got = last(rx);
+        let want = want.clone();
+        async move { got == want }
+    })
+    .await;
+}
+
+async fn start(etcd: &Etcd, dir: &Path) -> Sluice {
+    let path = dir.join("rules.yaml");
+    std::fs::write(&path, rules(&etcd.url, free_port())).expect("write rules");
+    Sluice::start(&path, "127.0.0.1:0")
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_changes_outage_and_restart() {
+    let mut etcd = Etcd::start().await;
+    let mut kv = etcd.client().await.expect("client");
+    kv.put("/services/web/a", record(8081, "healthy"), None)
+        .await
+        .expect("put");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(&etcd, dir.path()).await;
+    let ready = format!("http://{}/readyz", sluice.admin);
+    eventually("ready after the first etcd listing", || async {
+        http()
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let eds = eds::subscribe(sluice.xds, "web");
+    eds_is(&eds, &["127.0.0.1:8081 HEALTHY"]).await;
+
+    // Add, update (health from the registry), delete.
+    kv.put("/services/web/b", record(8082, "healthy"), None)
+        .await
+        .expect("put");
+    eds_is(&eds, &["127.0.0.1:8081 HEALTHY", "127.0.0.1:8082 HEALTHY"]).await;
+    kv.put("/services/web/b", record(8082, "draining"), None)
+        .await
+        .expect("put");
+    eds_is(&eds, &["127.0.0.1:8081 HEALTHY", "127.0.0.1:8082 DRAINING"]).await;
+    kv.delete("/services/web/b", None).await.expect("delete");
+    eds_is(&eds, &["127.0.0.1:8081 HEALTHY"]).await;
+
+    // Garbage is skipped and counted; the rest keeps working.
+    kv.put("/services/web/bad", "{not json", None)
+        .await
+        .expect("put");
+    kv.put("/services/web/noport", r#"{"address":"127.0.0.1"}"#, None)
+        .await
+        .expect("put");
+    kv.put("/services/web/c", record(8083, "healthy"), None)
+        .await
+        .expect("put");
+    eds_is(&eds, &["127.0.0.1:8081 HEALTHY", "127.0.0.1:8083 HEALTHY"]).await;
+    eventually("bad entries counted", || async {
+        sluice
+            .metric("sluice_source_rejected_entries{source=\"etcd\"}")
+            .await
+            == 2.0
+    })
+    .await;
+    assert_eq!(
+        sluice.metric("sluice_source_up{source=\"etcd\"}").await,
+        1.0
+    );
+
+    // Outage: etcd killed. Nothing removed; metrics and status show it.
+    etcd.kill();
+    eventually("source_up drops to 0", || async {
+        sluice.metric("sluice_source_up{source=\"etcd\"}").await == 0.0
+    })
+    .await;
+    let status = sluice.status().await;
+    let src = &status["sources"][0];
+    assert_eq!(src["source"], "etcd");
+    assert_eq!(src["up"], false);
+    assert_eq!(src["endpoints"], 2, "fail-static: {status}");
+    assert_eq!(src["feeds"][0]["state"], "failing");
+    assert!(src["feeds"][0]["last_error"].as_str().is_some(), "{status}");
+    assert_eq!(status["ready"], true);
+    // The outage lasts: the age grows past a second while endpoints stay.
+    eventually("last sync age grows", || async {
+        sluice
+            .metric("sluice_source_last_sync_age_seconds{source=\"etcd\"}")
+            .await
+            > 1.0
+    })
+    .await;
+    assert_eq!(
+        last(&eds),
+        set(&["127.0.0.1:8081 HEALTHY", "127.0.0.1:8083 HEALTHY"])
+    );
+    let shown = status_text(&sluice).await;
+    assert!(shown.contains("source etcd: DOWN"), "{shown}");
+
+    // Restart: converges, including changes made right after.
+    etcd.restart().await;
+    let mut kv = etcd.client().await.expect("client");
+    kv.delete("/services/web/a", None).await.expect("delete");
+    eds_is(&eds, &["127.0.0.1:8083 HEALTHY"]).await;
+    eventually("source_up back to 1", || async {
+        sluice.metric("sluice_source_up{source=\"etcd\"}").await == 1.0
+    })
+    .await;
+
+    // Scale to zero: a healthy etcd with no instances empties the service.
+    kv.delete("/services/web/c", None).await.expect("delete");
+    eds_is(&eds, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_compaction_during_a_gap_is_relisted() {
+    let mut etcd = Etcd::start().await;
+    let mut kv = etcd.client().await.expect("client");
+    kv.put("/services/web/a", record(9001, "healthy"), None)
+        .await
+        .expect("put");
+    kv.put("/services/web/b", record(9002, "healthy"), None)
+        .await
+        .expect("put");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(&etcd, dir.path()).await;
+    let eds = eds::subscribe(sluice.xds, "web");
+    eds_is(&eds, &["127.0.0.1:9001 HEALTHY", "127.0.0.1:9002 HEALTHY"]).await;
+
+    // Freeze sluice, restart etcd under it (its watch is gone), change the
+    // data and compact past sluice's watch revision; then let sluice go on.
+    let pid = sluice.child.id();
+    signal(pid, "-STOP");
+    etcd.restart().await;
+    let mut kv = etcd.client().await.expect("client");
+    kv.delete("/services/web/a", None).await.expect("delete");
+    kv.put("/services/web/c", record(9003, "healthy"), None)
+        .await
+        .expect("put");
+    let rev = kv
+        .get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    kv.compact(rev, None).await.expect("compact");
+    signal(pid, "-CONT");
+
+    eds_is(&eds, &["127.0.0.1:9002 HEALTHY", "127.0.0.1:9003 HEALTHY"]).await;
+    // The re-list swapped the set in one step: 9002, never removed, is in
+    // every update the client received.
+    let history = eds.borrow().clone();
+    assert!(
+        history.iter().all(|s| s.contains("127.0.0.1:9002 HEALTHY")),
+        "{history:?}"
+    );
+    eventually("source_up back to 1", || async {
+        sluice.metric("sluice_source_up{source=\"etcd\"}").await == 1.0
+    })
+    .await;
+}
+
+async fn status_text(sluice: &Sluice) -> String {
+    let admin = sluice.admin.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["status", "--admin", &admin])
+            .output()
+            .expect("sluice status")
+    })
+    .await
+    .expect("join");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
