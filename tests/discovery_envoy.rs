@@ -7,7 +7,7 @@ mod common;
 use common::etcd::Etcd;
 use common::*;
 
-fn rules(etcd_url: &str, listen: u16) -> String {
+fn rules(etcd_url: &str) -> String {
     format!(
         r#"sources:
   etcd: {{endpoints: ["{etcd_url}"]}}
@@ -17,7 +17,7 @@ services:
 listeners:
   - name: http
     address: 127.0.0.1
-    port: {listen}
+    port: 0
     virtual_hosts:
       - name: web
         domains: ["*"]
@@ -54,10 +54,10 @@ async fn etcd_registered_backends_receive_traffic_through_envoy() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("rules.yaml");
-    let listen = free_port();
-    std::fs::write(&path, rules(&etcd.url, listen)).expect("write");
+    std::fs::write(&path, rules(&etcd.url)).expect("write");
     let sluice = Sluice::start(&path, "127.0.0.1:0");
-    let _envoy = Envoy::start("envoy-etcd", "default", sluice.xds, &[]).await;
+    let envoy = Envoy::start("envoy-etcd", "default", sluice.xds, &[]).await;
+    let listen = envoy.listener_port("http").await;
     let url = format!("http://127.0.0.1:{listen}/");
 
     served_by(&url, &["a"]).await;

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 
-fn rules(web_v1: u16, web_v2: u16, listen: u16, stable: u32, canary: u32) -> String {
+fn rules(web_v1: u16, web_v2: u16, stable: u32, canary: u32) -> String {
     format!(
         r#"services:
   - name: web
@@ -21,7 +21,7 @@ fn rules(web_v1: u16, web_v2: u16, listen: u16, stable: u32, canary: u32) -> Str
 listeners:
   - name: http
     address: 127.0.0.1
-    port: {listen}
+    port: 0
     virtual_hosts:
       - name: web
         domains: ["*"]
@@ -55,18 +55,15 @@ async fn rds_acked_everywhere(sluice: &Sluice) -> Option<String> {
 async fn scenario(delta: bool) {
     let v1 = backend("v1").await;
     let v2 = backend("v2").await;
-    let listen = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let rules_path = dir.path().join("rules.yaml");
-    write_atomically(
-        &rules_path,
-        &rules(v1.addr.port(), v2.addr.port(), listen, 80, 20),
-    );
+    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 80, 20));
 
     let mut sluice = Sluice::start(&rules_path, "127.0.0.1:0");
     let xds = sluice.xds;
     let extra: &[&str] = if delta { &["--ads", "delta"] } else { &[] };
     let envoy = Envoy::start("envoy-e2e", "default", xds, extra).await;
+    let listen = envoy.listener_port("http").await;
     let url = format!("http://127.0.0.1:{listen}");
     let client = http();
 
@@ -120,10 +117,7 @@ async fn scenario(delta: bool) {
     let lds_modified = envoy.stat("listener_manager.listener_modified").await;
 
     // Edit to 50/50: pushed without restarting Envoy, listener untouched.
-    write_atomically(
-        &rules_path,
-        &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50),
-    );
+    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 50, 50));
     eventually("new routes ACKed", || async {
         rds_acked_everywhere(&sluice)
             .await
@@ -146,10 +140,7 @@ async fn scenario(delta: bool) {
     let rejected = sluice.status().await["rules"]["rejected_reloads"]
         .as_u64()
         .unwrap_or(0);
-    write_atomically(
-        &rules_path,
-        &rules(v1.addr.port(), v2.addr.port(), listen, 50, 40),
-    );
+    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 50, 40));
     eventually("bad edit rejected", || async {
         sluice.status().await["rules"]["rejected_reloads"]
             .as_u64()
@@ -180,10 +171,7 @@ async fn scenario(delta: bool) {
     );
 
     // Put the good file back, then kill sluice: Envoy keeps serving.
-    write_atomically(
-        &rules_path,
-        &rules(v1.addr.port(), v2.addr.port(), listen, 50, 50),
-    );
+    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 50, 50));
     let before = sluice.status().await["proxies"][0]["types"].clone();
     sluice.kill();
     let during = distribution(&format!("{url}/"), 300).await;

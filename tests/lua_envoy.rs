@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn rules(free: u16, pro: u16, listen: u16, alice_key: &str) -> String {
+fn rules(free: u16, pro: u16, alice_key: &str) -> String {
     format!(
         r#"services:
   - name: free
@@ -18,7 +18,7 @@ fn rules(free: u16, pro: u16, listen: u16, alice_key: &str) -> String {
 listeners:
   - name: http
     address: 127.0.0.1
-    port: {listen}
+    port: 0
     virtual_hosts:
       - name: api
         domains: ["*"]
@@ -83,15 +83,15 @@ async fn call(url: &str, key: Option<&str>, extra: &[(&str, &str)], body: Option
 async fn lua_auth_routing_and_transforms_in_real_envoy() {
     let free = echo_backend("free").await;
     let pro = echo_backend("pro").await;
-    let listen = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let rules_path = dir.path().join("rules.yaml");
     write_atomically(
         &rules_path,
-        &rules(free.addr.port(), pro.addr.port(), listen, "alice-key"),
+        &rules(free.addr.port(), pro.addr.port(), "alice-key"),
     );
     let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
     let envoy = Envoy::start("envoy-lua", "default", sluice.xds, &[]).await;
+    let listen = envoy.listener_port("http").await;
     let url = format!("http://127.0.0.1:{listen}/orders");
 
     eventually("envoy serves the listener", || async {
@@ -183,7 +183,7 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
     let lds_updates = envoy.stat("listener_manager.lds.update_success").await;
     write_atomically(
         &rules_path,
-        &rules(free.addr.port(), pro.addr.port(), listen, "alice-key-2"),
+        &rules(free.addr.port(), pro.addr.port(), "alice-key-2"),
     );
     eventually("the new key works", || async {
         call(&url, Some("alice-key-2"), &[], None).await.status == 200

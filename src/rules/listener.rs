@@ -11,7 +11,7 @@ use marked_yaml::Spanned;
 use super::error::{Diags, Loc};
 use super::raw::{Item, RawListener, RawVirtualHost};
 use super::route::route;
-use super::validate::{check_name, ip, port, socket_key, Catalog, Seen};
+use super::validate::{check_name, int, ip, socket_key, Catalog, Seen};
 use crate::model::{Filters, Route};
 use crate::model::{Listener, VirtualHost};
 
@@ -32,8 +32,10 @@ pub(crate) fn listeners(
             Some(a) => (d.loc(a.span()), format!("{path}.address")),
             None => (d.loc(raw.port.span()), format!("{path}.port")),
         };
-        let key = socket_key(listener.address, listener.port);
-        sockets.first_at(d, key, loc, &p, "listener address");
+        if listener.port != 0 {
+            let key = socket_key(listener.address, listener.port);
+            sockets.first_at(d, key, loc, &p, "listener address");
+        }
         out.push(listener);
     }
     out
@@ -45,7 +47,11 @@ fn listener(raw: &RawListener, path: &str, catalog: &Catalog<'_>, d: &mut Diags)
         None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         Some(a) => ip(d, a, &format!("{path}.address")),
     };
-    let port = port(d, &raw.port, &format!("{path}.port"));
+    // Port 0 lets the kernel choose (Envoy reports the bound port in its
+    // admin `/listeners`); useful for tests on a shared machine.
+    let port = int(d, &raw.port, &format!("{path}.port"), 0..=65535)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
     let groups = raw.groups.as_ref().map(|groups| {
         let p = format!("{path}.groups");
         if groups.is_empty() {

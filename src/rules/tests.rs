@@ -677,3 +677,12 @@ fn discovery_rejects_unknown_registries_and_empty_blocks() {
         "is not a URL",
     );
 }
+
+#[test]
+fn listener_port_zero_means_any_and_may_repeat() {
+    let text = format!(
+        "{SVC}listeners:\n  - name: a\n    port: 0\n    virtual_hosts: [{{name: v, domains: [a], routes: [{{to: {{service: web}}}}]}}]\n  - name: b\n    port: 0\n    virtual_hosts: [{{name: v, domains: [b], routes: [{{to: {{service: web}}}}]}}]\n"
+    );
+    let config = parse("rules.yaml", &text).expect("two port-0 listeners are fine");
+    assert_eq!(config.listeners.iter().map(|l| l.port).collect::<Vec<_>>(), [0, 0]);
+}

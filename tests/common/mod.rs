@@ -29,10 +29,36 @@ pub fn envoy_bin() -> PathBuf {
     })
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port for a server that cannot take port 0 (etcd).
+///
+/// Ports come from below the kernel's ephemeral range, so no `bind(0)` or
+/// outgoing connection elsewhere in the test run can take the port between
+/// now and its use; within the process a counter hands each out once.
+/// Listeners that can, bind port 0 instead (Envoy: see
+/// [`Envoy::listener_port`]).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+        })
+        .unwrap_or(32768);
+    let base = 10_000;
+    let span = low.saturating_sub(base).max(1000);
+    // Different test binaries start at different places.
+    let offset = std::process::id() % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "ran out of test ports");
+        let port = u16::try_from(base + (offset + n) % span).expect("port fits");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// An HTTP backend answering every request with its name (body and
@@ -204,6 +230,33 @@ impl Envoy {
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// The port Envoy bound for listener `name` (rules may give port 0).
+    pub async fn listener_port(&self, name: &str) -> u16 {
+        let url = format!("http://{}/listeners?format=json", self.admin);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = http().get(&url).send().await {
+                let doc: serde_json::Value = r.json().await.unwrap_or_default();
+                let port = doc["listener_statuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|l| l["name"] == name)
+                    .and_then(|l| l["local_address"]["socket_address"]["port_value"].as_u64())
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(0);
+                if port != 0 {
+                    return port;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "envoy never bound listener {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn log(&self) -> String {
