@@ -24,10 +24,13 @@
 //! emits none at all. Whoever adds one must keep it to a single entry or
 //! change the encoding. `tests/determinism.rs` checks this across processes.
 
+mod access_log;
 mod check;
 mod cluster;
+mod cluster_policy;
 mod listener;
 mod route;
+mod route_policy;
 
 #[cfg(test)]
 mod tests;

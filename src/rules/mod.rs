@@ -13,7 +13,10 @@ mod duration;
 mod error;
 mod listener;
 mod raw;
+mod raw_policy;
 mod route;
+mod route_policy;
+mod service_policy;
 mod validate;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::diagnose::{describe, error_loc, report_load_error, second_document, unknown_field};
 use super::error::{Diags, ROOT};
+use super::raw_policy::*;
 
 type Str = Spanned<String>;
 
@@ -51,6 +52,27 @@ pub(crate) struct RawService {
     pub endpoints: Vec<Spanned<RawEndpoint>>,
     #[serde(default)]
     pub subsets: SpannedMap<BTreeMap<String, String>>,
+    // Traffic policy (see `raw_policy`).
+    #[serde(default)]
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    #[serde(default)]
+    pub panic_threshold: Option<Str>,
+    #[serde(default)]
+    pub outlier_detection: Option<Spanned<RawOutlier>>,
+    #[serde(default)]
+    pub circuit_breakers: Option<Spanned<RawCircuitBreakers>>,
+    #[serde(default)]
+    pub least_request: Option<Spanned<RawLeastRequest>>,
+    #[serde(default)]
+    pub slow_start: Option<Spanned<RawSlowStart>>,
+    #[serde(default)]
+    pub locality_weights: Option<Spanned<Vec<Spanned<RawLocalityWeight>>>>,
+    #[serde(default)]
+    pub zone_aware: Option<Spanned<RawZoneAware>>,
+    #[serde(default)]
+    pub protocol: Option<Str>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawUpstreamTls>>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +113,8 @@ pub(crate) struct RawListener {
     #[serde(default)]
     pub groups: Option<Spanned<Vec<Str>>>,
     pub virtual_hosts: Spanned<Vec<Spanned<RawVirtualHost>>>,
+    #[serde(default)]
+    pub access_log: Option<Spanned<RawAccessLog>>,
 }
 
 #[derive(Deserialize)]
@@ -116,6 +140,27 @@ pub(crate) struct RawRoute {
     pub timeout: Option<Str>,
     #[serde(default)]
     pub retry: Option<Spanned<RawRetry>>,
+    // Traffic policy (see `raw_policy`).
+    #[serde(default)]
+    pub redirect: Option<Spanned<RawRedirect>>,
+    #[serde(default)]
+    pub direct_response: Option<Spanned<RawDirectResponse>>,
+    #[serde(default)]
+    pub hash: Option<Spanned<Vec<Spanned<RawHashPolicy>>>>,
+    #[serde(default)]
+    pub mirror: Option<Spanned<RawMirror>>,
+    #[serde(default)]
+    pub fault: Option<Spanned<RawFault>>,
+    #[serde(default)]
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    #[serde(default)]
+    pub response_headers: Option<Spanned<RawHeaderEdits>>,
+    #[serde(default)]
+    pub rewrite: Option<Spanned<RawRewrite>>,
+    #[serde(default)]
+    pub cors: Option<Spanned<RawCors>>,
+    #[serde(default)]
+    pub websocket: Option<bool>,
 }
 
 #[derive(Deserialize)]

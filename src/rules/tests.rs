@@ -321,7 +321,7 @@ fn a_route_takes_exactly_one_action() {
         14,
         13,
         "listeners[0].virtual_hosts[0].routes[0]",
-        "needs `to: {service: ...}` or a `split` list",
+        "needs `to: {service: ...}`, a `split` list",
     );
 }
 

@@ -17,6 +17,7 @@ use super::duration::parse_duration;
 use super::error::{Diags, Loc};
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawService};
+use super::service_policy::service_policy;
 use crate::model::{Backend, Config, Endpoint, Health, LbPolicy, Locality, Service};
 
 /// Longest name accepted for services, subsets, listeners, hosts, routes.
@@ -146,12 +147,14 @@ fn service(item: &Item<RawService>, d: &mut Diags) -> Service {
         }
         subsets.insert(subset.to_string(), selector.clone());
     }
+    let policy = service_policy(raw, lb_policy, &path, d);
     Service {
         name,
         connect_timeout,
         lb_policy,
         endpoints,
         subsets,
+        policy,
     }
 }
 

@@ -60,6 +60,7 @@ fn mk_service(name: &str, endpoints: Vec<Endpoint>, subsets: &[Selector<'_>]) ->
                 (subset.to_string(), sel.collect())
             })
             .collect(),
+        policy: ServicePolicy::default(),
     }
 }
 
@@ -81,6 +82,7 @@ fn mk_route(name: &str, path: PathMatch, action: RouteAction) -> Route {
         action,
         timeout: None,
         retry: None,
+        policy: RoutePolicy::default(),
     }
 }
 
@@ -99,6 +101,7 @@ fn mk_listener(name: &str, port: u16, groups: Option<&[&str]>, routes: Vec<Route
             domains: vec!["*".to_owned()],
             routes,
         }],
+        access_log: AccessLog::default(),
     }
 }
 
