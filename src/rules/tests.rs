@@ -10,6 +10,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::model::{Backend, LbPolicy, PathMatch, RouteAction, WeightedBackend};
 
+mod policy;
+
 const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
 
 /// A valid service block; lines 1–6.
