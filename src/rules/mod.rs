@@ -14,6 +14,7 @@ mod error;
 mod listener;
 mod raw;
 mod raw_policy;
+mod resilience;
 mod route;
 mod route_policy;
 mod service_policy;
