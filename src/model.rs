@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+mod policy;
+
+pub use policy::*;
+
 /// A whole, validated configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
@@ -39,6 +43,9 @@ pub struct Service {
     /// Named subsets: each selects the endpoints whose labels contain all of
     /// the given key/value pairs.
     pub subsets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Health checking, outlier detection, circuit breakers, balancing
+    /// options, protocol and TLS (see [`ServicePolicy`]).
+    pub policy: ServicePolicy,
 }
 
 /// One registry a service's endpoints come from.
@@ -163,6 +170,7 @@ pub struct Listener {
     /// Node groups that receive this listener; `None` means every group.
     pub groups: Option<Vec<String>>,
     pub virtual_hosts: Vec<VirtualHost>,
+    pub access_log: AccessLog,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -184,6 +192,8 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// Lua filter settings of this route (see [`Filters::over`]).
     pub filters: Filters,
+    /// Hashing, mirroring, faults, header edits, rewrites, CORS.
+    pub policy: RoutePolicy,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -231,6 +241,10 @@ pub enum RouteAction {
     Backend(Backend),
     /// Weighted split; weights are percentages that sum to 100.
     Split(Vec<WeightedBackend>),
+    /// Envoy answers with a redirect; no upstream is involved.
+    Redirect(Redirect),
+    /// Envoy answers with a fixed response; no upstream is involved.
+    DirectResponse(DirectResponse),
 }
 
 /// A service, optionally narrowed to one of its subsets.
@@ -268,6 +282,34 @@ pub const RETRY_ON: &[&str] = &[
     "retriable-headers",
     "http3-post-connect-failure",
 ];
+
+impl LbPolicy {
+    /// Whether routes to this service may carry hash policies.
+    pub fn is_consistent_hash(self) -> bool {
+        matches!(self, LbPolicy::RingHash | LbPolicy::Maglev)
+    }
+}
+
+impl RouteAction {
+    /// The backends this action sends traffic to (none for redirects and
+    /// direct responses).
+    pub fn backends(&self) -> Vec<&Backend> {
+        match self {
+            RouteAction::Backend(b) => vec![b],
+            RouteAction::Split(split) => split.iter().map(|wb| &wb.backend).collect(),
+            RouteAction::Redirect(_) | RouteAction::DirectResponse(_) => Vec::new(),
+        }
+    }
+}
+
+impl Route {
+    /// Every backend this route reaches, the mirror target included.
+    pub fn all_backends(&self) -> Vec<&Backend> {
+        let mut out = self.action.backends();
+        out.extend(self.policy.mirror.iter().map(|m| &m.backend));
+        out
+    }
+}
 
 impl Backend {
     /// The Envoy cluster name for this backend: the service name, or

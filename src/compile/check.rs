@@ -143,22 +143,31 @@ fn rds_names(group: &str, l: &Listener) -> Result<Vec<String>, CompileError> {
     Ok(names)
 }
 
-/// Every cluster name a route configuration's routes send traffic to.
+/// Every cluster name a route configuration's routes send (or mirror)
+/// traffic to.
 fn route_clusters(rc: &RouteConfiguration) -> impl Iterator<Item = &str> {
     rc.virtual_hosts
         .iter()
         .flat_map(|vh| &vh.routes)
         .filter_map(|r| match &r.action {
-            Some(route::Action::Route(action)) => action.cluster_specifier.as_ref(),
+            Some(route::Action::Route(action)) => Some(action),
             _ => None,
         })
-        .flat_map(|spec| -> Vec<&str> {
-            match spec {
-                route_action::ClusterSpecifier::Cluster(name) => vec![name.as_str()],
-                route_action::ClusterSpecifier::WeightedClusters(wc) => {
+        .flat_map(|action| -> Vec<&str> {
+            let mut names: Vec<&str> = match &action.cluster_specifier {
+                Some(route_action::ClusterSpecifier::Cluster(name)) => vec![name.as_str()],
+                Some(route_action::ClusterSpecifier::WeightedClusters(wc)) => {
                     wc.clusters.iter().map(|c| c.name.as_str()).collect()
                 }
                 _ => Vec::new(),
-            }
+            };
+            // Mirrored traffic needs its cluster as much as routed traffic.
+            names.extend(
+                action
+                    .request_mirror_policies
+                    .iter()
+                    .map(|m| m.cluster.as_str()),
+            );
+            names
         })
 }

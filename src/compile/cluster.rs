@@ -16,7 +16,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use super::{ads_config_source, pb_duration, socket_address, CompileError};
+use super::{ads_config_source, cluster_policy, pb_duration, socket_address, CompileError};
 use crate::model;
 
 /// The services reached by any route of `listeners`, in name order.
@@ -27,7 +27,7 @@ pub(super) fn referenced_services<'a>(
     let mut found: BTreeMap<&str, &model::Service> = BTreeMap::new();
     for l in listeners {
         for route in l.virtual_hosts.iter().flat_map(|vh| &vh.routes) {
-            for backend in route_backends(&route.action) {
+            for backend in route.all_backends() {
                 let service = config.services.get(&backend.service).ok_or_else(|| {
                     CompileError::UnknownService {
                         listener: l.name.clone(),
@@ -40,13 +40,6 @@ pub(super) fn referenced_services<'a>(
         }
     }
     Ok(found.into_values().collect())
-}
-
-fn route_backends(action: &model::RouteAction) -> Vec<&model::Backend> {
-    match action {
-        model::RouteAction::Backend(b) => vec![b],
-        model::RouteAction::Split(split) => split.iter().map(|wb| &wb.backend).collect(),
-    }
 }
 
 /// The backends a service is published as: the whole service, then each
@@ -69,7 +62,7 @@ pub(super) fn cluster(
     let connect_timeout = pb_duration(service.connect_timeout, || {
         format!("service {:?} connect_timeout", service.name)
     })?;
-    Ok(Cluster {
+    let mut c = Cluster {
         name,
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Eds as i32,
@@ -82,7 +75,9 @@ pub(super) fn cluster(
         connect_timeout: Some(connect_timeout),
         lb_policy: lb_policy(service.lb_policy) as i32,
         ..Default::default()
-    })
+    };
+    cluster_policy::apply(service, &mut c)?;
+    Ok(c)
 }
 
 fn lb_policy(policy: model::LbPolicy) -> cluster::LbPolicy {
@@ -125,6 +120,7 @@ pub(super) fn load_assignment(
                 zone: l.zone.clone(),
                 sub_zone: l.sub_zone.clone(),
             }),
+            load_balancing_weight: locality_weight(service, locality),
             lb_endpoints,
             priority,
             ..Default::default()
@@ -135,6 +131,22 @@ pub(super) fn load_assignment(
         endpoints,
         ..Default::default()
     }
+}
+
+/// With locality-weighted balancing, the weight the rules give this
+/// locality; Envoy sends nothing to a locality without one.
+fn locality_weight(
+    service: &model::Service,
+    locality: Option<&model::Locality>,
+) -> Option<UInt32Value> {
+    let Some(model::LocalityLb::Weighted(weights)) = &service.policy.locality_lb else {
+        return None;
+    };
+    let here = locality.cloned().unwrap_or_default();
+    weights
+        .iter()
+        .find(|w| w.locality == here)
+        .map(|w| UInt32Value { value: w.weight })
 }
 
 fn health_status(h: model::Health) -> HealthStatus {

@@ -2,45 +2,65 @@
 //!
 //! Routes are not inlined: each listener's HTTP connection manager fetches
 //! the route configuration named after the listener over RDS on the same ADS
-//! stream, so a route change never drains a listener.
+//! stream, so a route change never drains a listener. The connection
+//! manager also carries the listener's access log and the HTTP filters the
+//! routes' policies need (CORS, fault) before the router.
 
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::{CodecType, RouteSpecifier},
+    http_connection_manager::{CodecType, RouteSpecifier, UpgradeConfig},
     http_filter, HttpConnectionManager, HttpFilter, Rds,
 };
+use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use envoy_types::util::pack_any;
 
-use super::{ads_config_source, socket_address, CompileError};
+use super::route_policy::{CORS_FILTER, FAULT_FILTER};
+use super::{access_log, ads_config_source, socket_address, CompileError};
 use crate::model;
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const ROUTER_FILTER: &str = "envoy.filters.http.router";
 
 pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
-    let mut http_filters = Vec::new();
-    // Filters only where some route uses them; their per-route settings
-    // travel in RDS, so changing a key or a limit never touches the listener.
+    let routes = || l.virtual_hosts.iter().flat_map(|vh| &vh.routes);
     let effective: Vec<model::Filters> = l
         .virtual_hosts
         .iter()
         .flat_map(|vh| vh.routes.iter().map(|r| r.filters.over(&vh.filters)))
         .collect();
+    let mut http_filters = Vec::new();
+    // Filters run in this order, each listed only when a route configures
+    // it (per route, through `typed_per_filter_config`, so changing a key, a
+    // limit or a fault never touches the listener): CORS answers preflights
+    // before auth could refuse them; the Lua filter (validate, auth,
+    // transform) sets the identity the rate limit is keyed on; a fault is
+    // injected only into requests that were let in.
+    if routes().any(|r| r.policy.cors.is_some()) {
+        http_filters.push(http_filter(CORS_FILTER, pack_any(Cors::default())));
+    }
     if effective.iter().any(model::Filters::uses_lua) {
         http_filters.push(super::lua::http_filter()?);
     }
-    // After Lua, so it sees the authenticated identity headers.
     if effective.iter().any(|f| f.rate_limit.is_some()) {
         http_filters.push(super::ratelimit::http_filter());
     }
-    http_filters.push(HttpFilter {
-        name: ROUTER_FILTER.to_owned(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-            Router::default(),
-        ))),
-        ..Default::default()
-    });
+    if routes().any(|r| r.policy.fault.is_some()) {
+        http_filters.push(http_filter(FAULT_FILTER, pack_any(HttpFault::default())));
+    }
+    http_filters.push(http_filter(ROUTER_FILTER, pack_any(Router::default())));
+    // Listed but disabled: routes with `websocket: true` enable it.
+    let upgrade_configs = if routes().any(|r| r.policy.websocket) {
+        vec![UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            enabled: Some(BoolValue { value: false }),
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
     let hcm = HttpConnectionManager {
         stat_prefix: l.name.clone(),
         codec_type: CodecType::Auto as i32,
@@ -49,6 +69,8 @@ pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
             route_config_name: l.name.clone(),
         })),
         http_filters,
+        upgrade_configs,
+        access_log: access_log::access_logs(&l.access_log),
         ..Default::default()
     };
     Ok(Listener {
@@ -63,4 +85,12 @@ pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
         }],
         ..Default::default()
     })
+}
+
+fn http_filter(name: &str, config: Any) -> HttpFilter {
+    HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
 }

@@ -24,13 +24,16 @@
 //! emits none at all. Whoever adds one must keep it to a single entry or
 //! change the encoding. `tests/determinism.rs` checks this across processes.
 
+mod access_log;
 mod canonical;
 mod check;
 mod cluster;
+mod cluster_policy;
 mod listener;
 mod lua;
 mod ratelimit;
 mod route;
+mod route_policy;
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use super::{pb_duration, CompileError};
+use super::{pb_duration, route_policy, CompileError};
 use crate::lua::FILTER_NAME;
 use crate::model;
 
@@ -77,17 +77,32 @@ fn route(l: &model::Listener, r: &model::Route) -> Result<Route, CompileError> {
         .as_ref()
         .map(|retry| retry_policy(retry, || context("retry.per_try_timeout")))
         .transpose()?;
-    Ok(Route {
+    let action = match &r.action {
+        model::RouteAction::Redirect(redirect) => {
+            route::Action::Redirect(route_policy::redirect(redirect))
+        }
+        model::RouteAction::DirectResponse(dr) => {
+            route::Action::DirectResponse(route_policy::direct_response(dr))
+        }
+        model::RouteAction::Backend(_) | model::RouteAction::Split(_) => {
+            let mut action = RouteAction {
+                cluster_specifier: Some(cluster_specifier(&r.action)),
+                timeout,
+                retry_policy,
+                ..Default::default()
+            };
+            route_policy::route_action(&r.policy, &mut action, &context)?;
+            route::Action::Route(action)
+        }
+    };
+    let mut out = Route {
         name: r.name.clone(),
         r#match: Some(route_match(&r.matcher)),
-        action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(cluster_specifier(&r.action)),
-            timeout,
-            retry_policy,
-            ..Default::default()
-        })),
+        action: Some(action),
         ..Default::default()
-    })
+    };
+    route_policy::decorate(&r.policy, &mut out, &context)?;
+    Ok(out)
 }
 
 fn route_match(m: &model::RouteMatch) -> RouteMatch {
@@ -142,7 +157,7 @@ fn string_matcher(v: &model::ValueMatch) -> Option<StringMatcher> {
     })
 }
 
-fn regex(re: &str) -> RegexMatcher {
+pub(super) fn regex(re: &str) -> RegexMatcher {
     RegexMatcher {
         regex: re.to_owned(),
         engine_type: None,
@@ -165,6 +180,10 @@ fn cluster_specifier(action: &model::RouteAction) -> route_action::ClusterSpecif
                 // total_weight left unset: Envoy sums the weights.
                 ..Default::default()
             })
+        }
+        // Local actions have no cluster; `route` never asks for one.
+        model::RouteAction::Redirect(_) | model::RouteAction::DirectResponse(_) => {
+            route_action::ClusterSpecifier::Cluster(String::new())
         }
     }
 }

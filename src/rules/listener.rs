@@ -10,10 +10,10 @@ use marked_yaml::Spanned;
 
 use super::error::{Diags, Loc};
 use super::raw::{Item, RawListener, RawVirtualHost};
+use super::raw_policy::RawAccessLog;
 use super::route::route;
 use super::validate::{check_name, int, ip, socket_key, Catalog, Seen};
-use crate::model::{Filters, Route};
-use crate::model::{Listener, VirtualHost};
+use crate::model::{AccessLog, Filters, Listener, Route, VirtualHost};
 
 pub(crate) fn listeners(
     items: &[Item<RawListener>],
@@ -86,12 +86,18 @@ fn listener(raw: &RawListener, path: &str, catalog: &Catalog<'_>, d: &mut Diags)
         names.first(d, &vh.name, &format!("{p}.name"), "virtual host name");
         virtual_hosts.push(virtual_host(vh, &p, &mut domains, catalog, d));
     }
+    let access_log = raw
+        .access_log
+        .as_ref()
+        .map(|a| access_log(a, &format!("{path}.access_log"), d))
+        .unwrap_or_default();
     Listener {
         name,
         address,
         port,
         groups,
         virtual_hosts,
+        access_log,
     }
 }
 
@@ -227,6 +233,75 @@ fn check_identity_routes(
                 format!("{path}[{i}].match.headers"),
                 msg,
             );
+        }
+    }
+}
+
+/// `format: json` (default; optional `fields`), `text` (with `text`) or
+/// `off`.
+fn access_log(raw: &Spanned<RawAccessLog>, path: &str, d: &mut Diags) -> AccessLog {
+    let format = raw.format.as_ref().map_or("json", |f| f.as_str());
+    let misplaced = |d: &mut Diags, field: &str, span: &marked_yaml::Span, wanted: &str| {
+        let msg = format!("`{field}` applies only to `format: {wanted}`");
+        d.error(span, format!("{path}.{field}"), msg);
+    };
+    match format {
+        "json" => {
+            if let Some(t) = &raw.text {
+                misplaced(d, "text", t.span(), "text");
+            }
+            match &raw.fields {
+                None => AccessLog::Json,
+                Some(fields) => {
+                    if fields.0.is_empty() {
+                        let msg = "fields must not be empty; omit it for the default fields";
+                        d.error(fields.span(), format!("{path}.fields"), msg);
+                    }
+                    let mut seen = Seen::default();
+                    for (key, _) in &fields.0 {
+                        seen.first(d, key, &format!("{path}.fields.{}", key.as_str()), "field");
+                    }
+                    AccessLog::JsonFields(
+                        fields
+                            .0
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.clone()))
+                            .collect(),
+                    )
+                }
+            }
+        }
+        "text" => {
+            if let Some(f) = &raw.fields {
+                misplaced(d, "fields", f.span(), "json");
+            }
+            match &raw.text {
+                Some(t) if !t.is_empty() => AccessLog::Text(t.to_string()),
+                _ => {
+                    let msg = "`format: text` needs a `text` format string, e.g. \"%REQ(:METHOD)% %RESPONSE_CODE%\\n\"";
+                    d.error(raw.span(), path, msg);
+                    AccessLog::Off
+                }
+            }
+        }
+        "off" => {
+            for (field, span) in [
+                ("fields", raw.fields.as_ref().map(|f| f.span())),
+                ("text", raw.text.as_ref().map(|t| t.span())),
+            ] {
+                if let Some(span) = span {
+                    let msg = format!("`{field}` has no effect with `format: off`");
+                    d.error(span, format!("{path}.{field}"), msg);
+                }
+            }
+            AccessLog::Off
+        }
+        other => {
+            let msg =
+                format!("unknown access log format `{other}`; valid formats are json, text, off");
+            let span = raw.format.as_ref().map_or(raw.span(), |f| f.span());
+            d.error(span, format!("{path}.format"), msg);
+            AccessLog::Json
         }
     }
 }

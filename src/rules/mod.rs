@@ -15,7 +15,11 @@ mod error;
 mod filters;
 mod listener;
 mod raw;
+mod raw_policy;
+mod resilience;
 mod route;
+mod route_policy;
+mod service_policy;
 mod validate;
 
 #[cfg(test)]

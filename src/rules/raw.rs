@@ -19,6 +19,7 @@ use super::diagnose::{describe, error_loc, report_load_error, second_document, u
 use super::discovery::{RawDiscovery, RawSources};
 use super::error::{Diags, ROOT};
 use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawValidate};
+use super::raw_policy::*;
 
 type Str = Spanned<String>;
 
@@ -57,6 +58,27 @@ pub(crate) struct RawService {
     pub subsets: SpannedMap<BTreeMap<String, String>>,
     #[serde(default)]
     pub discovery: Option<Spanned<RawDiscovery>>,
+    // Traffic policy (see `raw_policy`).
+    #[serde(default)]
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    #[serde(default)]
+    pub panic_threshold: Option<Str>,
+    #[serde(default)]
+    pub outlier_detection: Option<Spanned<RawOutlier>>,
+    #[serde(default)]
+    pub circuit_breakers: Option<Spanned<RawCircuitBreakers>>,
+    #[serde(default)]
+    pub least_request: Option<Spanned<RawLeastRequest>>,
+    #[serde(default)]
+    pub slow_start: Option<Spanned<RawSlowStart>>,
+    #[serde(default)]
+    pub locality_weights: Option<Spanned<Vec<Spanned<RawLocalityWeight>>>>,
+    #[serde(default)]
+    pub zone_aware: Option<Spanned<RawZoneAware>>,
+    #[serde(default)]
+    pub protocol: Option<Str>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawUpstreamTls>>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +119,8 @@ pub(crate) struct RawListener {
     #[serde(default)]
     pub groups: Option<Spanned<Vec<Str>>>,
     pub virtual_hosts: Spanned<Vec<Spanned<RawVirtualHost>>>,
+    #[serde(default)]
+    pub access_log: Option<Spanned<RawAccessLog>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +162,27 @@ pub(crate) struct RawRoute {
     pub transform: Option<Spanned<RawTransforms>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    // Traffic policy (see `raw_policy`).
+    #[serde(default)]
+    pub redirect: Option<Spanned<RawRedirect>>,
+    #[serde(default)]
+    pub direct_response: Option<Spanned<RawDirectResponse>>,
+    #[serde(default)]
+    pub hash: Option<Spanned<Vec<Spanned<RawHashPolicy>>>>,
+    #[serde(default)]
+    pub mirror: Option<Spanned<RawMirror>>,
+    #[serde(default)]
+    pub fault: Option<Spanned<RawFault>>,
+    #[serde(default)]
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    #[serde(default)]
+    pub response_headers: Option<Spanned<RawHeaderEdits>>,
+    #[serde(default)]
+    pub rewrite: Option<Spanned<RawRewrite>>,
+    #[serde(default)]
+    pub cors: Option<Spanned<RawCors>>,
+    #[serde(default)]
+    pub websocket: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -9,6 +9,7 @@ use marked_yaml::Spanned;
 
 use super::error::Diags;
 use super::raw::{RawMatch, RawRetry, RawRoute, RawWeighted};
+use super::route_policy::{local_action, route_policy};
 use super::validate::{check_name, duration, int, Catalog, Seen};
 use crate::model::{
     HeaderMatch, PathMatch, QueryMatch, RetryPolicy, Route, RouteAction, RouteMatch, ValueMatch,
@@ -34,17 +35,19 @@ pub(crate) fn route(
             query: Vec::new(),
         },
     };
-    let action = match (&raw.to, &raw.split) {
-        (Some(to), None) => RouteAction::Backend(catalog.backend(
+    let local = local_action(raw, path, d);
+    let action = match (&raw.to, &raw.split, local) {
+        (Some(to), None, None) => RouteAction::Backend(catalog.backend(
             d,
             &to.service,
             to.subset.as_ref(),
             &format!("{path}.to"),
         )),
-        (None, Some(split)) => {
+        (None, Some(split), None) => {
             RouteAction::Split(weighted(split, &format!("{path}.split"), catalog, d))
         }
-        (Some(_), Some(split)) => {
+        (None, None, Some(local)) => local,
+        (Some(_), Some(split), _) => {
             d.error(
                 split.span(),
                 format!("{path}.split"),
@@ -52,11 +55,24 @@ pub(crate) fn route(
             );
             RouteAction::Split(Vec::new())
         }
-        (None, None) => {
+        (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+            let (field, span) = match (&raw.redirect, &raw.direct_response) {
+                (Some(r), _) => ("redirect", r.span()),
+                (None, Some(dr)) => ("direct_response", dr.span()),
+                (None, None) => ("redirect", raw.span()),
+            };
+            d.error(
+                span,
+                format!("{path}.{field}"),
+                format!("a route takes one of `to`, `split`, `redirect` or `direct_response`; remove `{field}` or the backend"),
+            );
+            RouteAction::Split(Vec::new())
+        }
+        (None, None, None) => {
             d.error(
                 raw.span(),
                 path,
-                "a route needs `to: {service: ...}` or a `split` list",
+                "a route needs `to: {service: ...}`, a `split` list, a `redirect` or a `direct_response`",
             );
             RouteAction::Split(Vec::new())
         }
@@ -77,6 +93,7 @@ pub(crate) fn route(
         path,
         d,
     );
+    let policy = route_policy(raw, &action, &matcher.path, path, catalog, d);
     Route {
         name,
         matcher,
@@ -84,6 +101,7 @@ pub(crate) fn route(
         timeout,
         retry,
         filters,
+        policy,
     }
 }
 
@@ -313,7 +331,7 @@ fn retry(raw: &Spanned<RawRetry>, path: &str, d: &mut Diags) -> RetryPolicy {
 }
 
 /// Rejects what neither the `regex` crate nor RE2 accepts.
-fn check_regex(d: &mut Diags, value: &Spanned<String>, path: &str) {
+pub(crate) fn check_regex(d: &mut Diags, value: &Spanned<String>, path: &str) {
     if let Err(err) = regex::Regex::new(value.as_str()) {
         let text = err.to_string();
         // Syntax errors span several lines (pattern, carets, reason); a

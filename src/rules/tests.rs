@@ -10,6 +10,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::model::{Backend, LbPolicy, PathMatch, RouteAction, WeightedBackend};
 
+mod policy;
+
 const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
 
 /// A valid service block; lines 1–6.
@@ -321,7 +323,7 @@ fn a_route_takes_exactly_one_action() {
         14,
         13,
         "listeners[0].virtual_hosts[0].routes[0]",
-        "needs `to: {service: ...}` or a `split` list",
+        "needs `to: {service: ...}`, a `split` list",
     );
 }
 
@@ -684,5 +686,8 @@ fn listener_port_zero_means_any_and_may_repeat() {
         "{SVC}listeners:\n  - name: a\n    port: 0\n    virtual_hosts: [{{name: v, domains: [a], routes: [{{to: {{service: web}}}}]}}]\n  - name: b\n    port: 0\n    virtual_hosts: [{{name: v, domains: [b], routes: [{{to: {{service: web}}}}]}}]\n"
     );
     let config = parse("rules.yaml", &text).expect("two port-0 listeners are fine");
-    assert_eq!(config.listeners.iter().map(|l| l.port).collect::<Vec<_>>(), [0, 0]);
+    assert_eq!(
+        config.listeners.iter().map(|l| l.port).collect::<Vec<_>>(),
+        [0, 0]
+    );
 }

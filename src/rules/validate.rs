@@ -18,6 +18,7 @@ use super::duration::parse_duration;
 use super::error::{Diags, Loc};
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawService};
+use super::service_policy::service_policy;
 use crate::model::{Backend, Config, Endpoint, Health, LbPolicy, Locality, Service, Sources};
 
 /// Longest name accepted for services, subsets, listeners, hosts, routes.
@@ -153,6 +154,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         None => Vec::new(),
         Some(raw_d) => discovery(raw_d, sources, &path, d),
     };
+    let policy = service_policy(raw, lb_policy, &path, d);
     Service {
         name,
         connect_timeout,
@@ -160,6 +162,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         endpoints,
         discovery,
         subsets,
+        policy,
     }
 }
 

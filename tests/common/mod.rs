@@ -62,26 +62,76 @@ pub fn free_port() -> u16 {
 }
 
 /// An HTTP backend answering every request with its name (body and
-/// `x-backend` header), counting hits.
+/// `x-backend` header), counting hits. Tests steer it through `control`:
+/// the status it answers with, the status of `GET /healthz` (hits on which
+/// are not counted), and a per-request `x-delay-ms` header that makes it
+/// wait before answering.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
+    pub control: Arc<Control>,
+}
+
+#[derive(Debug)]
+pub struct Control {
+    pub status: std::sync::atomic::AtomicU16,
+    pub health: std::sync::atomic::AtomicU16,
+}
+
+impl Control {
+    fn healthy() -> Arc<Control> {
+        Arc::new(Control {
+            status: 200.into(),
+            health: 200.into(),
+        })
+    }
+}
+
+impl Backend {
+    /// Answer every request (not health checks) with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.control.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Answer `GET /healthz` with `status`.
+    pub fn set_health(&self, status: u16) {
+        self.control.health.store(status, Ordering::Relaxed);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
 }
 
 pub async fn backend(name: &str) -> Backend {
+    use axum::http::{HeaderMap, StatusCode, Uri};
     use axum::routing::any;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let hits = Arc::new(AtomicU64::new(0));
-    let (n, h) = (name.to_string(), hits.clone());
-    let app = axum::Router::new().fallback(any(move || {
-        let (n, h) = (n.clone(), h.clone());
+    let control = Control::healthy();
+    let (n, h, c) = (name.to_string(), hits.clone(), control.clone());
+    let app = axum::Router::new().fallback(any(move |uri: Uri, headers: HeaderMap| {
+        let (n, h, c) = (n.clone(), h.clone(), c.clone());
         async move {
-            h.fetch_add(1, Ordering::Relaxed);
-            ([("x-backend", n.clone())], n)
+            let code = if uri.path() == "/healthz" {
+                c.health.load(Ordering::Relaxed)
+            } else {
+                h.fetch_add(1, Ordering::Relaxed);
+                c.status.load(Ordering::Relaxed)
+            };
+            let delay = headers
+                .get("x-delay-ms")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            if let Some(ms) = delay {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+            (status, [("x-backend", n.clone())], n)
         }
     }));
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -89,6 +139,7 @@ pub async fn backend(name: &str) -> Backend {
         name: name.to_string(),
         addr,
         hits,
+        control,
     }
 }
 
@@ -387,6 +438,7 @@ pub async fn echo_backend(name: &str) -> Backend {
         name: name.to_string(),
         addr,
         hits,
+        control: Control::healthy(),
     }
 }
 

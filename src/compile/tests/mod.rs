@@ -27,6 +27,7 @@ use crate::model::*;
 
 mod checks;
 mod lua;
+mod policy;
 mod routes;
 
 // ---- fixtures ----
@@ -62,6 +63,7 @@ fn mk_service(name: &str, endpoints: Vec<Endpoint>, subsets: &[Selector<'_>]) ->
                 (subset.to_string(), sel.collect())
             })
             .collect(),
+        policy: ServicePolicy::default(),
     }
 }
 
@@ -84,6 +86,7 @@ fn mk_route(name: &str, path: PathMatch, action: RouteAction) -> Route {
         timeout: None,
         retry: None,
         filters: Default::default(),
+        policy: RoutePolicy::default(),
     }
 }
 
@@ -103,6 +106,7 @@ fn mk_listener(name: &str, port: u16, groups: Option<&[&str]>, routes: Vec<Route
             routes,
             filters: Default::default(),
         }],
+        access_log: AccessLog::default(),
     }
 }
 
