@@ -39,7 +39,7 @@ local function request_info(h)
   return req
 end
 
-function envoy_on_request(h)
+local function on_request(h)
   local cfg = route_config(h)
   if cfg == nil then return end
   local req = request_info(h)
@@ -52,7 +52,7 @@ function envoy_on_request(h)
   if cfg.clear_route_cache then h:clearRouteCache() end
 end
 
-function envoy_on_response(h)
+local function on_response(h)
   local cfg = route_config(h)
   if cfg == nil or cfg.transform_response == nil then return end
   local meta = h:streamInfo():dynamicMetadata():get("sluice") or {}
@@ -65,4 +65,23 @@ function envoy_on_response(h)
     headers = h:headers(),
   }
   transform.response(h, cfg.transform_response, vars)
+end
+
+-- A Lua error must not let a request through unchecked: Envoy logs script
+-- errors and continues the request, which would make auth fail open. The
+-- request phase therefore fails closed with a 500; a response-phase error
+-- leaves the response as it is.
+function envoy_on_request(h)
+  local ok, err = pcall(on_request, h)
+  if not ok then
+    h:logErr("sluice: filter error: " .. tostring(err))
+    http.reject(h, 500, "internal", "request filter failed")
+  end
+end
+
+function envoy_on_response(h)
+  local ok, err = pcall(on_response, h)
+  if not ok then
+    h:logErr("sluice: response filter error: " .. tostring(err))
+  end
 end

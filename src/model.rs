@@ -394,6 +394,23 @@ pub struct Auth {
 pub enum AuthMethod {
     ApiKey(ApiKeyAuth),
     Basic(BasicAuth),
+    Jwt(JwtAuth),
+}
+
+/// RS256 bearer tokens, verified in the Lua filter with Envoy's
+/// `verifySignature`; keys travel per route, so rotating one is RDS only.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JwtAuth {
+    /// Header carrying the token (`authorization` expects `Bearer`).
+    pub header: String,
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; empty accepts any.
+    pub audiences: Vec<String>,
+    /// (kid, base64 DER SubjectPublicKeyInfo); kid `*` matches any token.
+    pub keys: Vec<(String, String)>,
+    pub consumer_claim: String,
+    pub plan_claim: Option<String>,
+    pub clock_skew: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

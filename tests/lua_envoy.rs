@@ -9,6 +9,10 @@ use common::*;
 use serde_json::Value;
 
 fn rules(free: u16, pro: u16, alice_key: &str) -> String {
+    let pem: String = common::jwt::PUBLIC
+        .lines()
+        .map(|l| format!("                      {l}\n"))
+        .collect();
     format!(
         r#"services:
   - name: free
@@ -33,7 +37,17 @@ listeners:
             set_headers: {{x-served-for: "${{consumer}}"}}
             remove_headers: [x-backend-secret]
         routes:
-          - match: {{prefix: /limited}}
+          - match: {{prefix: /jwt}}
+            to: {{service: free}}
+            auth:
+              jwt:
+                issuer: https://issuer.example
+                audiences: [api]
+                plan_claim: plan
+                keys:
+                  - kid: k1
+                    pem: |
+{pem}          - match: {{prefix: /limited}}
             to: {{service: free}}
             rate_limit: {{key: plan, requests: 3, per: 1m, overrides: {{pro: 6}}}}
           - match: {{prefix: /, headers: [{{name: x-sluice-plan, exact: pro}}]}}
@@ -154,6 +168,41 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
     let r = call(&url, Some("bob-key"), &[("x-sluice-plan", "pro")], None).await;
     assert_eq!((r.status, r.body["backend"].as_str()), (200, Some("free")));
     assert_eq!(r.body["headers"]["x-sluice-plan"], "free");
+
+    // JWT (RS256, verified by Envoy's verifySignature in the Lua filter).
+    let jwt_url = format!("http://127.0.0.1:{listen}/jwt");
+    let claims = serde_json::json!({
+        "iss": "https://issuer.example", "aud": "api", "sub": "carol", "plan": "pro",
+        "exp": common::jwt::now() + 300
+    });
+    let header = serde_json::json!({"alg": "RS256", "kid": "k1"});
+    let good = common::jwt::token(common::jwt::PRIVATE, &header, &claims);
+    let r = call(
+        &jwt_url,
+        None,
+        &[("authorization", &format!("Bearer {good}"))],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.body["headers"]["x-sluice-consumer"], "carol",
+        "{}",
+        r.body
+    );
+    let forged = common::jwt::token(common::jwt::OTHER_PRIVATE, &header, &claims);
+    let r = call(
+        &jwt_url,
+        None,
+        &[("authorization", &format!("Bearer {forged}"))],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["message"].as_str()),
+        (403, Some("invalid token signature"))
+    );
+    assert_eq!(call(&jwt_url, None, &[], None).await.status, 401);
 
     // Local rate limit per plan: free gets 3 per minute, pro 6.
     let limited = format!("http://127.0.0.1:{listen}/limited");

@@ -2,6 +2,8 @@
 //! handle: every module and error path, with the filter context in the
 //! shape sluice compiles from the rules.
 
+mod common;
+
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -441,8 +443,151 @@ proptest! {
 }
 
 fn base64_encode(s: &str) -> String {
+    base64_encode_bytes(s.as_bytes())
+}
+
+mod jwt {
+    use super::*;
+    use common::jwt::{b64url, now, OTHER_PRIVATE, PRIVATE, PUBLIC};
+
+    fn token(private_pem: &str, header: Value, claims: Value) -> String {
+        common::jwt::token(private_pem, &header, &claims)
+    }
+
+    fn der_b64(pem: &str) -> String {
+        pem.lines().filter(|l| !l.starts_with("-----")).collect()
+    }
+
+    fn cfg() -> Value {
+        ctx(json!({ "auth": { "jwt": {
+            "header": "authorization",
+            "issuer": "https://issuer.example",
+            "audiences": ["api"],
+            "keys": { "k1": der_b64(PUBLIC) },
+            "consumer_claim": "sub",
+            "plan_claim": "plan",
+            "skew_seconds": 60
+        }}}))
+    }
+
+    fn good_claims() -> Value {
+        json!({"iss": "https://issuer.example", "aud": "api", "sub": "carol", "plan": "pro", "exp": now() + 300})
+    }
+
+    fn bearer(vm: &FilterVm, token: &str) -> Outcome {
+        let auth = format!("Bearer {token}");
+        vm.on_request(
+            &req("GET", "/", &[("authorization", &auth)], None),
+            &cfg(),
+            "1.2.3.4:5",
+        )
+        .expect("run")
+    }
+
+    #[test]
+    fn valid_tokens_pass_with_their_claims() {
+        let vm = vm();
+        let t = token(PRIVATE, json!({"alg": "RS256", "kid": "k1"}), good_claims());
+        let out = bearer(&vm, &t);
+        assert_eq!(out.response, None, "{:?} {:?}", out.response, out.error);
+        assert_eq!(out.header("x-sluice-consumer"), Some("carol"));
+        assert_eq!(out.header("x-sluice-plan"), Some("pro"));
+        // aud as a list works too.
+        let mut claims = good_claims();
+        claims["aud"] = json!(["other", "api"]);
+        let out = bearer(
+            &vm,
+            &token(PRIVATE, json!({"alg": "RS256", "kid": "k1"}), claims),
+        );
+        assert_eq!(out.response, None);
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let vm = vm();
+        let out = vm
+            .on_request(&req("GET", "/", &[], None), &cfg(), "1.2.3.4:5")
+            .expect("run");
+        assert_eq!(status(&out), 401);
+        assert_eq!(
+            out.response
+                .as_ref()
+                .and_then(|r| r.header("www-authenticate")),
+            Some("Bearer")
+        );
+        assert_eq!(status(&bearer(&vm, "not-a-jwt")), 400);
+
+        let hdr = json!({"alg": "RS256", "kid": "k1"});
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut c = good_claims();
+            f(&mut c);
+            token(PRIVATE, hdr.clone(), c)
+        };
+        let cases = [
+            (
+                "signed by another key",
+                token(OTHER_PRIVATE, hdr.clone(), good_claims()),
+                "invalid token signature",
+            ),
+            (
+                "expired",
+                with(&|c| c["exp"] = json!(now() - 3600)),
+                "token expired",
+            ),
+            (
+                "not yet valid",
+                with(&|c| c["nbf"] = json!(now() + 3600)),
+                "token not yet valid",
+            ),
+            (
+                "wrong issuer",
+                with(&|c| c["iss"] = json!("https://evil.example")),
+                "wrong token issuer",
+            ),
+            (
+                "wrong audience",
+                with(&|c| c["aud"] = json!("other")),
+                "wrong token audience",
+            ),
+            (
+                "no subject",
+                with(&|c| {
+                    c.as_object_mut().map(|m| m.remove("sub"));
+                }),
+                "token has no consumer claim",
+            ),
+            (
+                "unknown kid",
+                token(PRIVATE, json!({"alg": "RS256", "kid": "k9"}), good_claims()),
+                "unknown signing key",
+            ),
+            (
+                "alg none",
+                token(PRIVATE, json!({"alg": "none", "kid": "k1"}), good_claims()),
+                "unsupported token algorithm",
+            ),
+            (
+                "alg HS256",
+                token(PRIVATE, json!({"alg": "HS256", "kid": "k1"}), good_claims()),
+                "unsupported token algorithm",
+            ),
+        ];
+        for (what, t, why) in cases {
+            let out = bearer(&vm, &t);
+            assert_eq!(status(&out), 403, "{what}");
+            assert_eq!(error_body(&out)["message"], why, "{what}");
+        }
+        // A valid signature over other content does not transfer.
+        let good = token(PRIVATE, hdr.clone(), good_claims());
+        let forged_claims = b64url(json!({"sub": "mallory", "exp": now() + 300, "iss": "https://issuer.example", "aud": "api"}).to_string().as_bytes());
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], forged_claims, parts[2]);
+        assert_eq!(status(&bearer(&vm, &forged)), 403);
+    }
+}
+
+fn base64_encode_bytes(b: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
     let mut out = String::new();
     for chunk in b.chunks(3) {
         let n = chunk
@@ -458,4 +603,22 @@ fn base64_encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[test]
+fn a_filter_error_fails_closed_with_500() {
+    // A malformed context (a number where a list belongs) makes the script
+    // raise; Envoy would let such a request through, so the bundle catches
+    // the error and answers 500 itself.
+    let c = ctx(json!({ "validate": { "methods": 5 } }));
+    let out = vm()
+        .on_request(&req("GET", "/", &[], None), &c, "1.2.3.4:5")
+        .expect("run");
+    assert_eq!(status(&out), 500);
+    assert_eq!(error_body(&out)["error"], "internal");
+    assert!(
+        out.log.iter().any(|l| l.contains("sluice: filter error")),
+        "{:?}",
+        out.log
+    );
 }

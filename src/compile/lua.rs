@@ -122,6 +122,28 @@ pub fn context(f: &Filters) -> Map<String, Value> {
                     .collect();
                 auth.insert("basic".into(), json!({"realm": b.realm, "users": users}));
             }
+            Some(AuthMethod::Jwt(j)) => {
+                let keys: Map<String, Value> = j
+                    .keys
+                    .iter()
+                    .map(|(kid, der)| (kid.clone(), Value::String(der.clone())))
+                    .collect();
+                let mut m = Map::new();
+                m.insert("header".into(), json!(j.header));
+                if let Some(iss) = &j.issuer {
+                    m.insert("issuer".into(), json!(iss));
+                }
+                if !j.audiences.is_empty() {
+                    m.insert("audiences".into(), json!(j.audiences));
+                }
+                m.insert("keys".into(), Value::Object(keys));
+                m.insert("consumer_claim".into(), json!(j.consumer_claim));
+                if let Some(p) = &j.plan_claim {
+                    m.insert("plan_claim".into(), json!(p));
+                }
+                m.insert("skew_seconds".into(), json!(j.clock_skew.as_secs()));
+                auth.insert("jwt".into(), Value::Object(m));
+            }
             None => {}
         }
         ctx.insert("auth".into(), Value::Object(auth));

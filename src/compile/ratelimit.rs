@@ -123,7 +123,9 @@ fn known_values(rl: &RateLimit, filters: &Filters) -> BTreeSet<String> {
         match filters.auth.as_ref().and_then(|a| a.method.as_ref()) {
             Some(AuthMethod::ApiKey(k)) => k.keys.iter().collect(),
             Some(AuthMethod::Basic(b)) => b.users.iter().map(|(_, c)| c).collect(),
-            None => Vec::new(),
+            // Consumers and plans come from token claims, which cannot be
+            // listed: only `overrides` get buckets of their own.
+            Some(AuthMethod::Jwt(_)) | None => Vec::new(),
         };
     let mut values: BTreeSet<String> = creds
         .into_iter()

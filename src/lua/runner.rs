@@ -77,6 +77,21 @@ impl FilterVm {
 
     pub fn with_script(script: &str) -> mlua::Result<FilterVm> {
         let lua = Lua::new();
+        let verify = lua.create_function(
+            |_, (der, sig, data): (mlua::String, mlua::String, mlua::String)| {
+                Ok(verify_rs256(
+                    &der.as_bytes(),
+                    &sig.as_bytes(),
+                    &data.as_bytes(),
+                ))
+            },
+        )?;
+        lua.globals().set("__sluice_verify_rs256", verify)?;
+        let is_key = lua.create_function(|_, der: mlua::String| {
+            use rsa::pkcs8::DecodePublicKey;
+            Ok(rsa::RsaPublicKey::from_public_key_der(&der.as_bytes()).is_ok())
+        })?;
+        lua.globals().set("__sluice_is_rsa_key", is_key)?;
         lua.load(SHIM).set_name("=shim").exec()?;
         lua.load(script).set_name("=sluice").exec()?;
         Ok(FilterVm { lua })
@@ -131,6 +146,7 @@ impl FilterVm {
         }
         state.set("context", lua.to_value(context)?)?;
         state.set("remote", remote)?;
+        state.set("now_ms", now_ms())?;
         if !metadata.is_null() {
             state.set("metadata", lua.to_value(&metadata)?)?;
         }
@@ -143,4 +159,28 @@ impl FilterVm {
         };
         lua.from_value(Value::Table(out))
     }
+}
+
+/// What Envoy's `verifySignature("sha256", ...)` does for an RSA key:
+/// PKCS#1 v1.5 with SHA-256 over `data`, key as DER SubjectPublicKeyInfo.
+fn verify_rs256(der: &[u8], sig: &[u8], data: &[u8]) -> bool {
+    use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::signature::Verifier;
+    let Ok(key) = rsa::RsaPublicKey::from_public_key_der(der) else {
+        return false;
+    };
+    let Ok(sig) = Signature::try_from(sig) else {
+        return false;
+    };
+    VerifyingKey::<sha2::Sha256>::new(key)
+        .verify(data, &sig)
+        .is_ok()
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as f64)
+        .unwrap_or(0.0)
 }

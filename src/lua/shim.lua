@@ -3,11 +3,13 @@
 -- 1.40 for what the filters use: headers() get/add/replace/remove/pairs,
 -- body() with getBytes/length/setBytes, respond() (which ends the script),
 -- filterContext():get(), streamInfo():dynamicMetadata() set/get,
--- streamInfo():downstreamRemoteAddress(), clearRouteCache(), log*().
+-- streamInfo():downstreamRemoteAddress(), clearRouteCache(), timestamp(),
+-- importPublicKey()/verifySignature() (RS256), log*().
 --
 -- make_handle(state) where state = {
 --   headers = { {name, value}, ... },   -- names are lower-cased, as in Envoy
 --   body = "..." or nil, context = {...} or nil, remote = "ip:port",
+--   now_ms = milliseconds since the epoch (for timestamp()),
 --   metadata = {}, log = {} }
 -- After the call, state holds the modified headers/body, state.response =
 -- {headers = {...}, body = "..."} if respond() was called, and
@@ -89,7 +91,8 @@ function make_handle(state)
     for k, v in pairs(hdrs) do list[#list + 1] = { k:lower(), tostring(v) } end
     table.sort(list, function(a, b) return a[1] < b[1] end)
     state.response = { headers = list, body = body or "" }
-    error(RESPONDED)
+    -- Envoy suspends the script's coroutine and never resumes it.
+    coroutine.yield(RESPONDED)
   end
   function h:filterContext()
     local ctx = state.context or {}
@@ -108,16 +111,30 @@ function make_handle(state)
   }
   function h:streamInfo() return info end
   function h:clearRouteCache() state.route_cache_cleared = true end
+  function h:timestamp() return state.now_ms or 0 end
+  -- RSA verification is done by the host (Rust), like Envoy does in C++.
+  function h:importPublicKey(der, len)
+    local valid = type(der) == "string" and #der == len and __sluice_is_rsa_key(der)
+    return { get = function() return valid and der or nil end }
+  end
+  function h:verifySignature(hash, key, sig, siglen, data, datalen)
+    if hash ~= "sha256" or type(key) ~= "string" then return false, "unsupported" end
+    local ok = __sluice_verify_rs256(key, sig:sub(1, siglen), data:sub(1, datalen))
+    return ok, ok and nil or "Failed to verify digest"
+  end
   for _, level in ipairs({ "Trace", "Debug", "Info", "Warn", "Err", "Critical" }) do
     h["log" .. level] = function(_, msg) table.insert(state.log, level:lower() .. ": " .. msg) end
   end
   return h
 end
 
--- Runs `fn(handle)` like Envoy runs a script coroutine: a respond() ends it.
+-- Runs `fn(handle)` as Envoy does, in a coroutine: respond() yields and
+-- the coroutine is never resumed; an error ends it (Envoy logs it and lets
+-- the request continue).
 function run_with(fn, state)
-  local ok, err = pcall(fn, make_handle(state))
-  if not ok and err ~= RESPONDED then
+  local co = coroutine.create(fn)
+  local ok, err = coroutine.resume(co, make_handle(state))
+  if not ok then
     state.error = tostring(err)
   end
   -- Empty tables would read back as lists; drop them.

@@ -452,3 +452,4 @@ pub fn write_atomically(path: &Path, text: &str) {
 
 pub mod eds;
 pub mod etcd;
+pub mod jwt;

@@ -20,6 +20,7 @@ use crate::model::{
 use crate::rules::error::Diags;
 use crate::rules::validate::{duration, int};
 
+mod jwt;
 mod raw;
 mod transform;
 
@@ -124,25 +125,40 @@ fn rate_limit(raw: &Spanned<RawRateLimit>, path: &str, d: &mut Diags) -> RateLim
 }
 
 fn auth(raw: &Spanned<RawAuth>, path: &str, d: &mut Diags) -> Auth {
-    let method = match (&raw.api_key, &raw.basic) {
-        (Some(k), None) => Some(AuthMethod::ApiKey(api_key(
+    let given: Vec<&str> = [
+        raw.api_key.as_ref().map(|_| "api_key"),
+        raw.basic.as_ref().map(|_| "basic"),
+        raw.jwt.as_ref().map(|_| "jwt"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        let msg = format!(
+            "use one of `api_key`, `basic` or `jwt`, not {}",
+            given.join(" and ")
+        );
+        d.error(raw.span(), path, msg);
+    }
+    let method = if let Some(k) = &raw.api_key {
+        Some(AuthMethod::ApiKey(api_key(
             k,
             &format!("{path}.api_key"),
             d,
-        ))),
-        (None, Some(b)) => Some(AuthMethod::Basic(basic(b, &format!("{path}.basic"), d))),
-        (Some(_), Some(b)) => {
-            d.error(
-                b.span(),
-                format!("{path}.basic"),
-                "use one of `api_key` or `basic`, not both",
-            );
-            None
-        }
-        (None, None) => None,
+        )))
+    } else if let Some(b) = &raw.basic {
+        Some(AuthMethod::Basic(basic(b, &format!("{path}.basic"), d)))
+    } else {
+        raw.jwt
+            .as_ref()
+            .map(|j| AuthMethod::Jwt(jwt::jwt(j, &format!("{path}.jwt"), d)))
     };
     if method.is_none() && raw.ip.is_none() {
-        d.error(raw.span(), path, "auth needs `api_key`, `basic` or `ip`");
+        d.error(
+            raw.span(),
+            path,
+            "auth needs `api_key`, `basic`, `jwt` or `ip`",
+        );
     }
     let ip = raw.ip.as_ref().map(|ip| IpRule {
         allow: cidrs(&ip.allow, &format!("{path}.ip.allow"), d),

@@ -15,6 +15,8 @@ pub(crate) struct RawAuth {
     #[serde(default)]
     pub basic: Option<Spanned<RawBasic>>,
     #[serde(default)]
+    pub jwt: Option<Spanned<RawJwt>>,
+    #[serde(default)]
     pub ip: Option<Spanned<RawIp>>,
     #[serde(default)]
     pub consumer_header: Option<Str>,
@@ -141,4 +143,33 @@ pub(crate) struct RawRateLimit {
     pub per: Option<Str>,
     #[serde(default)]
     pub overrides: SpannedMap<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a jwt mapping")]
+pub(crate) struct RawJwt {
+    #[serde(default)]
+    pub header: Option<Str>,
+    #[serde(default)]
+    pub issuer: Option<Str>,
+    #[serde(default)]
+    pub audiences: Vec<Str>,
+    pub keys: Spanned<Vec<Spanned<RawJwk>>>,
+    #[serde(default)]
+    pub consumer_claim: Option<Str>,
+    #[serde(default)]
+    pub plan_claim: Option<Str>,
+    #[serde(default)]
+    pub clock_skew: Option<Str>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a key mapping with `pem` and optional `kid`"
+)]
+pub(crate) struct RawJwk {
+    #[serde(default)]
+    pub kid: Option<Str>,
+    pub pem: Str,
 }

@@ -279,3 +279,57 @@ fn rate_limits_parse_and_need_auth_when_keyed() {
         ]
     );
 }
+
+#[test]
+fn jwt_keys_are_checked_and_stored_as_der() {
+    let pem: String = include_str!("../../../tests/fixtures/jwt/test-public.pem")
+        .lines()
+        .map(|l| format!("                      {l}\n"))
+        .collect();
+    let route = format!(
+        "            auth:
+              jwt:
+                issuer: https://issuer.example
+                audiences: [api]
+                keys:
+                  - kid: k1
+                    pem: |
+{pem}"
+    );
+    let (_, f) = filters("", &route);
+    let Some(AuthMethod::Jwt(j)) = f.auth.expect("auth").method else {
+        panic!("jwt")
+    };
+    assert_eq!(j.header, "authorization");
+    assert_eq!(j.consumer_claim, "sub");
+    assert_eq!(j.keys.len(), 1);
+    assert_eq!(j.keys[0].0, "k1");
+    assert!(
+        j.keys[0].1.starts_with("MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8A"),
+        "{}",
+        j.keys[0].1
+    );
+
+    let diags = errors("", "            auth: {jwt: {keys: [{pem: \"-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\"}]}}\n");
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(
+        diags[0].path,
+        "listeners[0].virtual_hosts[0].routes[0].auth.jwt.keys[0].pem"
+    );
+    assert!(
+        diags[0].message.contains("not a valid RSA public key"),
+        "{}",
+        diags[0]
+    );
+
+    let diags = errors(
+        "",
+        "            auth: {basic: {users: [{user: a, password: b}]}, jwt: {keys: []}}\n",
+    );
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("not basic and jwt")),
+        "{diags:#?}"
+    );
+}
