@@ -357,6 +357,15 @@ pub struct Filters {
     pub response: Option<Transform>,
     /// Enforced by Envoy's native local rate limit filter, after auth.
     pub rate_limit: Option<RateLimit>,
+    /// A user's own Lua (escape hatch), run after sluice's filter.
+    pub lua: Option<UserLua>,
+}
+
+/// Lua source a user supplies for a route, checked like sluice's own
+/// (compiles in LuaJIT, no `io`/`os`/`require`/...).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UserLua {
+    pub source: String,
 }
 
 /// A token bucket per key value, local to each Envoy.
@@ -481,6 +490,7 @@ impl Filters {
             && self.request.is_none()
             && self.response.is_none()
             && self.rate_limit.is_none()
+            && self.lua.is_none()
     }
 
     /// Whether the Lua filter has work (rate limiting alone is native).
@@ -499,6 +509,7 @@ impl Filters {
             request: self.request.clone().or_else(|| base.request.clone()),
             response: self.response.clone().or_else(|| base.response.clone()),
             rate_limit: self.rate_limit.clone().or_else(|| base.rate_limit.clone()),
+            lua: self.lua.clone().or_else(|| base.lua.clone()),
         }
     }
 }

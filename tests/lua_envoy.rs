@@ -47,7 +47,14 @@ listeners:
                 keys:
                   - kid: k1
                     pem: |
-{pem}          - match: {{prefix: /limited}}
+{pem}          - match: {{prefix: /own-lua}}
+            to: {{service: free}}
+            lua:
+              source: |
+                function envoy_on_request(h)
+                  h:headers():add("x-own-lua", h:headers():get("x-sluice-consumer") or "none")
+                end
+          - match: {{prefix: /limited}}
             to: {{service: free}}
             rate_limit: {{key: plan, requests: 3, per: 1m, overrides: {{pro: 6}}}}
           - match: {{prefix: /, headers: [{{name: x-sluice-plan, exact: pro}}]}}
@@ -203,6 +210,19 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
         (403, Some("invalid token signature"))
     );
     assert_eq!(call(&jwt_url, None, &[], None).await.status, 401);
+
+    // A user's own snippet runs after sluice's filter (it sees the consumer).
+    let r = call(
+        &format!("http://127.0.0.1:{listen}/own-lua"),
+        Some("bob-key"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["headers"]["x-own-lua"].as_str()),
+        (200, Some("bob"))
+    );
 
     // Local rate limit per plan: free gets 3 per minute, pro 6.
     let limited = format!("http://127.0.0.1:{listen}/limited");

@@ -44,6 +44,9 @@ pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
     if effective.iter().any(model::Filters::uses_lua) {
         http_filters.push(super::lua::http_filter()?);
     }
+    if effective.iter().any(|f| f.lua.is_some()) {
+        http_filters.push(super::lua::user_http_filter());
+    }
     if effective.iter().any(|f| f.rate_limit.is_some()) {
         http_filters.push(super::ratelimit::http_filter());
     }

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
-use envoy_types::pb::envoy::extensions::filters::http::lua::v3::Lua;
+use envoy_types::pb::envoy::extensions::filters::http::lua::v3::{lua_per_route, Lua, LuaPerRoute};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_filter, HttpFilter,
 };
@@ -20,7 +20,7 @@ use prost::Message;
 use serde_json::{json, Map, Value};
 
 use super::CompileError;
-use crate::lua::{self, CONTEXT_KEY, FILTER_NAME};
+use crate::lua::{self, CONTEXT_KEY, FILTER_NAME, USER_FILTER_NAME};
 use crate::model::{self, AuthMethod, Filters, Transform};
 
 const LUA_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
@@ -58,6 +58,43 @@ pub(super) fn http_filter() -> Result<HttpFilter, CompileError> {
         })),
         ..Default::default()
     })
+}
+
+/// The second Lua filter, for users' own snippets: a no-op by default,
+/// replaced per route by `LuaPerRoute.source_code` (RDS only).
+pub(super) fn user_http_filter() -> HttpFilter {
+    let config = Lua {
+        default_source_code: Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(
+                "-- sluice: no user Lua on this route\n".to_string(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: USER_FILTER_NAME.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+            type_url: LUA_TYPE.to_string(),
+            value: config.encode_to_vec(),
+        })),
+        ..Default::default()
+    }
+}
+
+/// A route's user snippet (already checked by the rules loader).
+pub(super) fn user_per_route(lua: &model::UserLua) -> Any {
+    let per_route = LuaPerRoute {
+        r#override: Some(lua_per_route::Override::SourceCode(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(lua.source.clone())),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Any {
+        type_url: LUA_PER_ROUTE_TYPE.to_string(),
+        value: per_route.encode_to_vec(),
+    }
 }
 
 /// `typed_per_filter_config` entry for a route with these (effective)

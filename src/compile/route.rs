@@ -58,6 +58,12 @@ fn route_with_filters(
             .typed_per_filter_config
             .insert(FILTER_NAME.to_string(), any);
     }
+    if let Some(user) = &filters.lua {
+        let any = super::lua::user_per_route(user);
+        route
+            .typed_per_filter_config
+            .insert(crate::lua::USER_FILTER_NAME.to_string(), any);
+    }
     let context = || format!("listener {:?} route {:?}", l.name, r.name);
     if let Some(any) = super::ratelimit::per_route(&filters, context)? {
         let name = super::ratelimit::FILTER_NAME.to_string();

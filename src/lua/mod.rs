@@ -24,6 +24,8 @@ use mlua::Lua;
 
 /// Name of the HTTP filter in Envoy's config (and of its per-route entry).
 pub const FILTER_NAME: &str = "sluice.lua";
+/// The filter that runs users' own Lua snippets, after sluice's.
+pub const USER_FILTER_NAME: &str = "sluice.user.lua";
 /// Key under which a route's settings sit in the filter context.
 pub const CONTEXT_KEY: &str = "sluice";
 

@@ -168,6 +168,7 @@ fn virtual_host(
         raw.validate.as_ref(),
         raw.transform.as_ref(),
         raw.rate_limit.as_ref(),
+        raw.lua.as_ref(),
         path,
         d,
     );

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 use super::diagnose::{describe, error_loc, report_load_error, second_document, unknown_field};
 use super::discovery::{RawDiscovery, RawSources};
 use super::error::{Diags, ROOT};
-use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawValidate};
+use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawUserLua, RawValidate};
 use super::raw_policy::*;
 
 type Str = Spanned<String>;
@@ -137,6 +137,8 @@ pub(crate) struct RawVirtualHost {
     pub transform: Option<Spanned<RawTransforms>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub lua: Option<Spanned<RawUserLua>>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +164,8 @@ pub(crate) struct RawRoute {
     pub transform: Option<Spanned<RawTransforms>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub lua: Option<Spanned<RawUserLua>>,
     // Traffic policy (see `raw_policy`).
     #[serde(default)]
     pub redirect: Option<Spanned<RawRedirect>>,

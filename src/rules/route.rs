@@ -90,6 +90,7 @@ pub(crate) fn route(
         raw.validate.as_ref(),
         raw.transform.as_ref(),
         raw.rate_limit.as_ref(),
+        raw.lua.as_ref(),
         path,
         d,
     );

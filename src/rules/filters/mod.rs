@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::model::{
     ApiKeyAuth, Auth, AuthMethod, BasicAuth, Credential, Filters, IpRule, RateLimit, RateLimitKey,
+    UserLua,
 };
 use crate::rules::error::Diags;
 use crate::rules::validate::{duration, int};
@@ -25,7 +26,7 @@ mod raw;
 mod transform;
 
 use raw::{RawApiKey, RawBasic, RawCredential};
-pub(crate) use raw::{RawAuth, RawRateLimit, RawTransforms, RawValidate};
+pub(crate) use raw::{RawAuth, RawRateLimit, RawTransforms, RawUserLua, RawValidate};
 use transform::header_name;
 
 type Str = Spanned<String>;
@@ -40,6 +41,7 @@ pub(crate) fn filters(
     validate: Option<&Spanned<RawValidate>>,
     transform: Option<&Spanned<RawTransforms>>,
     rate_limit: Option<&Spanned<RawRateLimit>>,
+    lua: Option<&Spanned<RawUserLua>>,
     path: &str,
     d: &mut Diags,
 ) -> Filters {
@@ -67,6 +69,18 @@ pub(crate) fn filters(
         request,
         response,
         rate_limit: rate_limit.map(|r| self::rate_limit(r, &format!("{path}.rate_limit"), d)),
+        lua: lua.map(|l| user_lua(l, &format!("{path}.lua.source"), d)),
+    }
+}
+
+/// A user's snippet must compile in LuaJIT and pass the same lint as
+/// sluice's own script, so a bad one is a rules error, not a NACK.
+fn user_lua(raw: &Spanned<RawUserLua>, path: &str, d: &mut Diags) -> UserLua {
+    if let Err(e) = crate::lua::check("lua.source", &raw.source) {
+        d.error(raw.source.span(), path, e.to_string());
+    }
+    UserLua {
+        source: raw.source.to_string(),
     }
 }
 

@@ -173,3 +173,9 @@ pub(crate) struct RawJwk {
     pub kid: Option<Str>,
     pub pem: Str,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a lua mapping with `source`")]
+pub(crate) struct RawUserLua {
+    pub source: Str,
+}

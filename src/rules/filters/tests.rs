@@ -333,3 +333,31 @@ fn jwt_keys_are_checked_and_stored_as_der() {
         "{diags:#?}"
     );
 }
+
+#[test]
+fn user_lua_is_compiled_and_linted_at_load() {
+    let ok = "            lua: {source: \"function envoy_on_request(h) end\"}\n";
+    let (_, f) = filters("", ok);
+    assert!(f.lua.is_some());
+    let bad = "            lua:\n              source: |\n                function envoy_on_request(h)\n                  os.execute('rm -rf /')\n                end\n";
+    let diags = errors("", bad);
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(
+        diags[0].path,
+        "listeners[0].virtual_hosts[0].routes[0].lua.source"
+    );
+    assert!(
+        diags[0]
+            .message
+            .contains("lua.source:2: `os` is not allowed"),
+        "{}",
+        diags[0]
+    );
+    let syntax = "            lua: {source: \"function envoy_on_request(h\"}\n";
+    let diags = errors("", syntax);
+    assert!(
+        diags[0].message.contains("does not compile"),
+        "{}",
+        diags[0]
+    );
+}
