@@ -208,6 +208,7 @@ async fn stream(
             Msg::Sotw(r) => state.on_sotw(&r, forced(&r.type_url)),
             Msg::Delta(r) => state.on_delta(&r, forced(&r.type_url)),
         };
+        tracing::debug!(node = %cfg.node_id, ?applied, requests = outs.len(), "sim: response handled");
         send(outs);
         if let Some(a) = applied {
             record(report, state, &a);

@@ -66,7 +66,10 @@ struct Flight {
     request: Request,
     arrived: Duration,
     up: Option<Upstream>,
+    /// Identifies the current attempt; events of older ones are stale.
     attempt: u32,
+    /// Attempts sent so far.
+    tries: u32,
     attempt_started: Duration,
     /// The attempt currently counted at the backend, if any.
     host: Option<SocketAddr>,
@@ -85,6 +88,7 @@ pub struct Engine {
     waiting: HashMap<u64, (u64, u32)>,
     rng: Xoshiro256PlusPlus,
     next_id: u64,
+    last_event: Duration,
 }
 
 impl Engine {
@@ -100,6 +104,7 @@ impl Engine {
             waiting: HashMap::new(),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             next_id: 0,
+            last_event: Duration::ZERO,
         }
     }
 
@@ -120,6 +125,7 @@ impl Engine {
                 arrived: t.max(self.now),
                 up: None,
                 attempt: 0,
+                tries: 0,
                 attempt_started: t,
                 host: None,
                 done: false,
@@ -141,6 +147,7 @@ impl Engine {
             }
             self.events.pop();
             self.now = when;
+            self.last_event = when;
             self.handle(ev);
         }
         self.now = self.now.max(t);
@@ -148,7 +155,10 @@ impl Engine {
 
     /// Process every event.
     pub fn run(&mut self) {
+        let now = self.now;
         self.run_until(Duration::MAX);
+        // Leave the clock at the last event, not at the end of time.
+        self.now = self.last_event.max(now);
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -165,6 +175,11 @@ impl Engine {
                 if let Some(f) = self.flights.get_mut(&req) {
                     // Envoy answers 504 and resets the upstream attempt.
                     f.attempt += 1;
+                    if let Some(up) = f.up.clone() {
+                        let took = self.now.saturating_sub(f.attempt_started);
+                        self.stats.upstream(&up.cluster, 504, took);
+                        self.stats.inc(&up.cluster, "upstream_rq_timeout");
+                    }
                     self.release(req, 504);
                     self.respond(req, 504);
                 }
@@ -221,6 +236,7 @@ impl Engine {
         }
         let Some(host) = f.host else { return };
         f.attempt += 1;
+        f.tries += 1;
         f.attempt_started = now;
         let attempt = f.attempt;
         if let Some(t) = up.retry.as_ref().and_then(|r| r.per_try_timeout) {
@@ -271,26 +287,23 @@ impl Engine {
             return; // a stale event for an attempt already given up
         }
         let Some(up) = f.up.clone() else { return };
-        let proxy = f.proxy;
+        let tries = f.tries;
         let took = self.now.saturating_sub(f.attempt_started);
         self.stats.upstream(&up.cluster, status, took);
         if status == 504 {
             self.stats.inc(&up.cluster, "upstream_rq_timeout");
         }
         self.release(req, status);
+        // `max_retries` (a limit on concurrent retries per cluster) is not
+        // modelled; `num_retries` bounds each request.
         let retriable = up.retry.as_ref().is_some_and(|r| {
-            attempt <= r.num_retries
+            tries <= r.num_retries
                 && ((status >= 500 && r.on_5xx)
                     || (matches!(status, 502..=504) && r.on_gateway_error))
         });
-        let cluster_ok = self.proxies[proxy]
-            .view
-            .clusters
-            .get(&up.cluster)
-            .is_some_and(|c| attempt <= c.max_retries);
-        if retriable && cluster_ok {
+        if retriable {
             self.stats.inc(&up.cluster, "upstream_rq_retry");
-            let cap = RETRY_BASE * 2u32.saturating_pow(attempt.saturating_sub(1)).min(10);
+            let cap = RETRY_BASE * 2u32.saturating_pow(tries.saturating_sub(1)).min(10);
             let wait = cap.mul_f64(self.rng.random::<f64>());
             if let Some(f) = self.flights.get_mut(&req) {
                 f.attempt += 1; // stale events of this attempt are ignored

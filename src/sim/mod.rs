@@ -26,3 +26,6 @@ pub mod ring;
 pub mod route;
 pub mod state;
 pub mod stats;
+
+#[cfg(test)]
+mod tests;

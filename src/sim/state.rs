@@ -418,10 +418,7 @@ impl ClientState {
             });
         }
         let lds = &self.types[TypeUrl::Listener.index()];
-        if !lds.started
-            && self.cds_applied
-            && self.warming.is_empty()
-        {
+        if !lds.started && self.cds_applied && self.warming.is_empty() {
             self.types[TypeUrl::Listener.index()].started = true;
             out.push(self.subscribe(TypeUrl::Listener, true));
         }
