@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
@@ -203,90 +203,12 @@ impl ClientState {
         }
     }
 
-    /// Handle a delta response (see [`ClientState::on_sotw`]).
-    pub fn on_delta(
-        &mut self,
-        resp: &DeltaDiscoveryResponse,
-        reject: Option<String>,
-    ) -> (Vec<Outbound>, Option<Applied>) {
-        let Some(ty) = TypeUrl::parse(&resp.type_url) else {
-            return (vec![], None);
-        };
-        let decoded = resp
-            .resources
-            .iter()
-            .map(|r| {
-                let any = r
-                    .resource
-                    .as_ref()
-                    .ok_or_else(|| format!("resource {:?} has no body", r.name))?;
-                let d = self.decode(ty, &any.type_url, &any.value)?;
-                if d.name() != r.name {
-                    return Err(format!(
-                        "resource name {:?} does not match its body's {:?}",
-                        r.name,
-                        d.name()
-                    ));
-                }
-                Ok((r.version.clone(), d))
-            })
-            .collect::<Result<Vec<_>, _>>();
-        let checked = decoded.and_then(|d| {
-            let names = d.iter().map(|(_, x)| x.clone()).collect();
-            no_duplicates(ty, names).map(|_| d)
-        });
-        let result = checked.and_then(|d| match reject {
-            Some(why) => Err(why),
-            None => Ok(d),
-        });
-        let version = resp.system_version_info.clone();
-        match result {
-            Err(error) => {
-                let nack = Outbound::Delta(DeltaDiscoveryRequest {
-                    type_url: ty.as_str().into(),
-                    response_nonce: resp.nonce.clone(),
-                    error_detail: Some(status(&error)),
-                    ..Default::default()
-                });
-                (
-                    vec![nack],
-                    Some(Applied {
-                        ty,
-                        version,
-                        error: Some(error),
-                    }),
-                )
-            }
-            Ok(resources) => {
-                let t = &mut self.types[ty.index()];
-                for (v, d) in &resources {
-                    t.held.insert(d.name().to_string(), v.clone());
-                }
-                for name in &resp.removed_resources {
-                    t.held.remove(name);
-                }
-                t.version = version.clone();
-                let decoded = resources.into_iter().map(|(_, d)| d).collect();
-                self.apply(ty, decoded, &resp.removed_resources);
-                let mut out = vec![Outbound::Delta(DeltaDiscoveryRequest {
-                    type_url: ty.as_str().into(),
-                    response_nonce: resp.nonce.clone(),
-                    ..Default::default()
-                })];
-                out.extend(self.follow_ups());
-                (
-                    out,
-                    Some(Applied {
-                        ty,
-                        version,
-                        error: None,
-                    }),
-                )
-            }
-        }
-    }
-
-    fn decode(&self, ty: TypeUrl, type_url: &str, bytes: &[u8]) -> Result<Decoded, String> {
+    pub(super) fn decode(
+        &self,
+        ty: TypeUrl,
+        type_url: &str,
+        bytes: &[u8],
+    ) -> Result<Decoded, String> {
         if type_url != ty.as_str() {
             return Err(format!("type URL {type_url} in a {} response", ty.as_str()));
         }
@@ -303,7 +225,7 @@ impl ClientState {
     }
 
     /// Apply accepted resources and removals of one type.
-    fn apply(&mut self, ty: TypeUrl, resources: Vec<Decoded>, removed: &[String]) {
+    pub(super) fn apply(&mut self, ty: TypeUrl, resources: Vec<Decoded>, removed: &[String]) {
         self.cds_applied |= ty == TypeUrl::Cluster;
         for name in removed {
             match ty {
@@ -382,7 +304,7 @@ impl ClientState {
     }
 
     /// Subscription changes that follow from what was just applied.
-    fn follow_ups(&mut self) -> Vec<Outbound> {
+    pub(super) fn follow_ups(&mut self) -> Vec<Outbound> {
         let mut out = Vec::new();
         let eds: BTreeSet<String> = self
             .clusters
@@ -471,7 +393,7 @@ impl ClientState {
     }
 }
 
-fn status(message: &str) -> RpcStatus {
+pub(super) fn status(message: &str) -> RpcStatus {
     RpcStatus {
         code: INTERNAL,
         message: message.to_string(),
@@ -480,7 +402,7 @@ fn status(message: &str) -> RpcStatus {
 }
 
 /// Envoy rejects a response that names a resource twice.
-fn no_duplicates(ty: TypeUrl, resources: Vec<Decoded>) -> Result<Vec<Decoded>, String> {
+pub(super) fn no_duplicates(ty: TypeUrl, resources: Vec<Decoded>) -> Result<Vec<Decoded>, String> {
     let mut seen = BTreeSet::new();
     for d in &resources {
         if !seen.insert(d.name()) {
@@ -495,6 +417,8 @@ fn no_duplicates(ty: TypeUrl, resources: Vec<Decoded>) -> Result<Vec<Decoded>, S
     }
     Ok(resources)
 }
+
+mod delta;
 
 #[cfg(test)]
 mod tests;
