@@ -1,4 +1,4 @@
-//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`.
+//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`, `sim`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Connect simulated Envoys to an ADS server and route simulated
+    /// traffic through them like Envoy would.
+    Sim(crate::sim::cli::SimArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -108,6 +111,7 @@ pub fn main(cli: Cli) -> ExitCode {
             out,
         } => write_bootstrap(node_id, cluster, &xds, admin_port, ads, out.as_deref()),
         Command::Status { admin, output } => crate::status_cli::run(admin, output),
+        Command::Sim(args) => crate::sim::cli::main(args),
     }
 }
 

@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod model;
 pub mod rules;
 pub mod serve;
+pub mod sim;
 pub mod status_cli;
 pub mod xds;

@@ -29,6 +29,8 @@ use std::path::Path;
 
 use crate::model::Config;
 
+/// The rules' duration syntax (`250ms`, `1.5s`), also used by `sluice sim`.
+pub(crate) use duration::parse_duration;
 pub use error::{Diagnostic, RulesError};
 
 /// Parses and validates a rules file's text. `source_name` is what

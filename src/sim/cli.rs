@@ -1,0 +1,262 @@
+//! `sluice sim`: connect a fleet of simulated proxies to an ADS server and
+//! drive traffic through them, printing a summary every second.
+//!
+//! Traffic runs on the engine's virtual time, advanced one second per wall
+//! second, so each tick uses the configuration the proxies hold right then
+//! (an edit of the rules shows up in the next line of output).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::backend::{BackendSpec, Backends, Latency};
+use super::engine::{Engine, SimProxy};
+use super::fleet::{Fleet, FleetConfig};
+use super::route::Request;
+use super::state::Mode;
+use super::stats::Stats;
+
+/// `sluice sim` arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimArgs {
+    /// sluice's xDS address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    pub xds: String,
+    /// Simulated proxies, each with its own ADS stream.
+    #[arg(long, default_value_t = 1)]
+    pub proxies: usize,
+    /// Requests per second, spread over the proxies.
+    #[arg(long, default_value_t = 100)]
+    pub rps: u64,
+    /// How long to send traffic, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Use delta ADS instead of state-of-the-world.
+    #[arg(long)]
+    pub delta: bool,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The node group (Envoy's node.cluster).
+    #[arg(long, default_value = "default")]
+    pub group: String,
+    /// Host (`:authority`) of the simulated requests.
+    #[arg(long, default_value = "sim")]
+    pub host: String,
+    /// Request paths, used in turn (repeatable; default `/`).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// Backend latency: `fixed:10ms`, `uniform:5ms:20ms`,
+    /// `pareto:10ms:5s:1.1`, `lognormal:20ms:0.5`.
+    #[arg(long, default_value = "fixed:1ms", value_parser = Latency::parse)]
+    pub latency: Latency,
+    /// Share of backend answers that are 503, 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Seed of every random choice (reproducible runs).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::rules::parse_duration(s)
+}
+
+/// Run `sluice sim` on its own runtime.
+pub fn main(args: SimArgs) -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let opts = SimOptions {
+        xds: args.xds,
+        proxies: args.proxies.max(1),
+        rps: args.rps,
+        duration: args.duration,
+        delta: args.delta,
+        json: args.json,
+        group: args.group,
+        host: args.host,
+        paths: args.paths,
+        latency: args.latency,
+        error_rate: args.error_rate,
+        seed: args.seed,
+    };
+    match rt.block_on(run(opts)) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub xds: String,
+    pub proxies: usize,
+    pub rps: u64,
+    pub duration: Duration,
+    pub delta: bool,
+    pub json: Option<PathBuf>,
+    pub group: String,
+    pub host: String,
+    pub paths: Vec<String>,
+    pub latency: Latency,
+    pub error_rate: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimCliError {
+    #[error("no proxy received a listener with routes within {0:?}; is sluice serving {1}?")]
+    NotConverged(Duration, String),
+    #[error("writing {0}: {1}")]
+    Json(PathBuf, String),
+}
+
+/// What `--json` writes.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub proxies: usize,
+    pub connected: usize,
+    pub converged_after_ms: u128,
+    /// Distinct versions held per type (`cds`, ...), with proxy counts.
+    pub versions: BTreeMap<&'static str, BTreeMap<String, usize>>,
+    pub requests: u64,
+    pub stats: Stats,
+}
+
+pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
+    let fleet = Fleet::start(&FleetConfig {
+        xds: opts.xds.clone(),
+        proxies: opts.proxies,
+        mode: if opts.delta { Mode::Delta } else { Mode::Sotw },
+        group: opts.group.clone(),
+        node_prefix: "sim".into(),
+        faults: Default::default(),
+    });
+    let wait = Duration::from_secs(60);
+    let converged = fleet
+        .wait_all(wait, |r| !r.view.listeners.is_empty())
+        .await
+        .ok_or_else(|| SimCliError::NotConverged(wait, opts.xds.clone()))?;
+    println!(
+        "sim: {} proxies connected and configured in {:.2}s",
+        fleet.len(),
+        converged.as_secs_f64()
+    );
+    let proxies = (0..fleet.len())
+        .map(|i| SimProxy::new(Default::default(), opts.seed.wrapping_add(i as u64)))
+        .collect();
+    let backends = Backends::new(BackendSpec {
+        latency: opts.latency.clone(),
+        error_rate: opts.error_rate,
+        capacity: None,
+    });
+    let mut engine = Engine::new(proxies, backends, opts.seed);
+    let paths = if opts.paths.is_empty() {
+        vec!["/".to_string()]
+    } else {
+        opts.paths.clone()
+    };
+    let mut sent = 0u64;
+    let start = Instant::now();
+    let seconds = opts.duration.as_secs().max(1);
+    for s in 0..seconds {
+        for (p, r) in engine.proxies.iter_mut().zip(fleet.reports()) {
+            p.view = r.view;
+        }
+        let before = engine.stats.clone();
+        let t0 = Duration::from_secs(s);
+        for k in 0..opts.rps {
+            let proxy = (sent % fleet.len() as u64) as usize;
+            let path = &paths[(sent % paths.len() as u64) as usize];
+            let at = t0 + Duration::from_secs(1).mul_f64(k as f64 / opts.rps as f64);
+            engine.submit(proxy, Request::get(&opts.host, path), at);
+            sent += 1;
+        }
+        engine.run_until(t0 + Duration::from_secs(1));
+        println!("t={:>3}s {}", s + 1, line(&delta(&engine.stats, &before)));
+        let next = start + Duration::from_secs(s + 1);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    engine.run();
+    let reports = fleet.reports();
+    let mut versions: BTreeMap<&'static str, BTreeMap<String, usize>> = BTreeMap::new();
+    for r in &reports {
+        for ty in crate::xds::TypeUrl::ALL {
+            *versions
+                .entry(ty.short())
+                .or_default()
+                .entry(r.versions[ty.index()].clone())
+                .or_default() += 1;
+        }
+    }
+    let summary = Summary {
+        proxies: fleet.len(),
+        connected: reports.iter().filter(|r| r.connected).count(),
+        converged_after_ms: converged.as_millis(),
+        versions,
+        requests: sent,
+        stats: engine.stats.clone(),
+    };
+    fleet.stop().await;
+    println!("total  {}", line(&summary.stats));
+    print!("{}", summary.stats.envoy_text());
+    if let Some(path) = &opts.json {
+        let text = serde_json::to_string_pretty(&summary)
+            .map_err(|e| SimCliError::Json(path.clone(), e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| SimCliError::Json(path.clone(), e.to_string()))?;
+    }
+    Ok(summary)
+}
+
+/// The downstream part of `now` that happened since `before`.
+fn delta(now: &Stats, before: &Stats) -> Stats {
+    let mut d = Stats::default();
+    for (k, v) in &now.downstream {
+        let b = before.downstream.get(k).copied().unwrap_or(0);
+        if v > &b {
+            d.downstream.insert(*k, v - b);
+        }
+    }
+    for (k, v) in &now.by_cluster {
+        let b = before.by_cluster.get(k).copied().unwrap_or(0);
+        if v > &b {
+            d.by_cluster.insert(k.clone(), v - b);
+        }
+    }
+    d.downstream_time = now.downstream_time.clone();
+    d
+}
+
+/// `codes 200=950 503=50 | split web~stable=80.2% web~canary=19.8% | p50 1.0ms p99 9.8ms`
+fn line(s: &Stats) -> String {
+    let codes: Vec<String> = s
+        .downstream
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let total: u64 = s.by_cluster.values().sum();
+    let split: Vec<String> = s
+        .by_cluster
+        .iter()
+        .map(|(k, v)| format!("{k}={:.1}%", 100.0 * *v as f64 / total.max(1) as f64))
+        .collect();
+    format!(
+        "codes {} | split {} | p50 {:.1}ms p99 {:.1}ms",
+        codes.join(" "),
+        split.join(" "),
+        s.downstream_time.quantile_ms(0.5),
+        s.downstream_time.quantile_ms(0.99)
+    )
+}

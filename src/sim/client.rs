@@ -1,0 +1,261 @@
+//! The tonic task of one simulated proxy: opens an ADS stream (SotW or
+//! delta) with `envoy-types`' generated client, moves responses into
+//! [`ClientState`] and its requests back, publishes a [`Report`] after each
+//! response, and reconnects with what it holds when the stream ends.
+//!
+//! Fault knobs ([`Faults`]) stage misbehaving proxies: a slow ACK, forced
+//! NACKs, a stall (responses read, never answered), disconnects, and a
+//! reconnect storm. Every wait selects on shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::resources::Decoder;
+use super::state::{Applied, ClientState, Mode, Outbound, View};
+use crate::xds::TypeUrl;
+
+/// Largest response accepted (sluice's own limit).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid xDS address {0:?}: {1}")]
+    Address(String, String),
+}
+
+/// Ways to make a proxy misbehave.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Wait this long before answering each response.
+    pub ack_delay: Duration,
+    /// NACK every response of these types.
+    pub nack: Vec<TypeUrl>,
+    /// Read responses but never answer them.
+    pub stall: bool,
+    /// Drop the stream this long after it opens (then reconnect).
+    pub disconnect_after: Option<Duration>,
+    /// Reconnect this many times right after the first response (a storm
+    /// when many proxies do it at once).
+    pub reconnect_storm: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// `http://HOST:PORT` of the ADS server.
+    pub xds: String,
+    pub node_id: String,
+    /// Envoy's `node.cluster`: sluice's node group.
+    pub group: String,
+    pub mode: Mode,
+    pub faults: Faults,
+}
+
+/// Where one proxy stands, published after every response.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub connected: bool,
+    /// Last accepted version per type (index: `TypeUrl::index`).
+    pub versions: [String; 4],
+    /// When each type was last ACKed.
+    pub acked_at: [Option<Instant>; 4],
+    pub acks: u64,
+    pub nacks: u64,
+    pub last_nack: Option<String>,
+    pub streams: u64,
+    pub view: View,
+}
+
+/// Run one proxy until `shutdown` turns true.
+pub async fn run(
+    cfg: ClientConfig,
+    decoder: Arc<Decoder>,
+    report: watch::Sender<Report>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ClientError> {
+    let endpoint = Endpoint::from_shared(cfg.xds.clone())
+        .map_err(|e| ClientError::Address(cfg.xds.clone(), e.to_string()))?
+        .connect_timeout(Duration::from_secs(5));
+    let node = Node {
+        id: cfg.node_id.clone(),
+        cluster: cfg.group.clone(),
+        user_agent_name: "sluice-sim".into(),
+        ..Default::default()
+    };
+    let mut state = ClientState::new(cfg.mode, node, decoder);
+    let mut storm = cfg.faults.reconnect_storm;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let channel = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            c = endpoint.connect() => c,
+        };
+        match channel {
+            Ok(ch) => {
+                backoff = Duration::from_millis(50);
+                report.send_modify(|r| {
+                    r.connected = true;
+                    r.streams += 1;
+                });
+                let ended = stream(&cfg, ch, &mut state, &report, &mut shutdown, &mut storm).await;
+                report.send_modify(|r| r.connected = false);
+                if ended == End::Shutdown {
+                    return Ok(());
+                }
+            }
+            Err(e) => tracing::debug!(node = %cfg.node_id, error = %e, "sim: connect failed"),
+        }
+        // Envoy backs off between reconnects; so do we (with a cap).
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[derive(PartialEq)]
+enum End {
+    Shutdown,
+    Reconnect,
+}
+
+async fn stream(
+    cfg: &ClientConfig,
+    channel: Channel,
+    state: &mut ClientState,
+    report: &watch::Sender<Report>,
+    shutdown: &mut watch::Receiver<bool>,
+    storm: &mut u32,
+) -> End {
+    let mut client =
+        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let (sotw_tx, sotw_rx) = mpsc::channel::<DiscoveryRequest>(16);
+    let (delta_tx, delta_rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+    let send = |outs: Vec<Outbound>| {
+        for o in outs {
+            // A full or closed channel means the stream is going away; the
+            // reconnect re-sends everything that matters.
+            let _ = match o {
+                Outbound::Sotw(r) => sotw_tx.try_send(r).map_err(|_| ()),
+                Outbound::Delta(r) => delta_tx.try_send(r).map_err(|_| ()),
+            };
+        }
+    };
+    send(state.start());
+    let opened = tokio::select! {
+        _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+        r = async {
+            match cfg.mode {
+                Mode::Sotw => client
+                    .stream_aggregated_resources(ReceiverStream::new(sotw_rx))
+                    .await
+                    .map(|s| Inbound::Sotw(s.into_inner())),
+                Mode::Delta => client
+                    .delta_aggregated_resources(ReceiverStream::new(delta_rx))
+                    .await
+                    .map(|s| Inbound::Delta(s.into_inner())),
+            }
+        } => r,
+    };
+    let mut inbound = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(node = %cfg.node_id, error = %e, "sim: stream refused");
+            return End::Reconnect;
+        }
+    };
+    let disconnect = async {
+        match cfg.faults.disconnect_after {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(disconnect);
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+            _ = &mut disconnect => return End::Reconnect,
+            m = inbound.next() => m,
+        };
+        let Some(msg) = msg else {
+            return End::Reconnect;
+        };
+        if cfg.faults.stall {
+            continue;
+        }
+        if !cfg.faults.ack_delay.is_zero() {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+                _ = tokio::time::sleep(cfg.faults.ack_delay) => {}
+            }
+        }
+        let forced = |ty: &str| {
+            TypeUrl::parse(ty)
+                .filter(|t| cfg.faults.nack.contains(t))
+                .map(|t| format!("sluice-sim: forced NACK of {t}"))
+        };
+        let (outs, applied) = match msg {
+            Msg::Sotw(r) => state.on_sotw(&r, forced(&r.type_url)),
+            Msg::Delta(r) => state.on_delta(&r, forced(&r.type_url)),
+        };
+        tracing::debug!(node = %cfg.node_id, ?applied, requests = outs.len(), "sim: response handled");
+        send(outs);
+        if let Some(a) = applied {
+            record(report, state, &a);
+        }
+        if *storm > 0 {
+            *storm -= 1;
+            return End::Reconnect;
+        }
+    }
+}
+
+fn record(report: &watch::Sender<Report>, state: &ClientState, a: &Applied) {
+    let now = Instant::now();
+    report.send_modify(|r| {
+        match &a.error {
+            None => {
+                r.acks += 1;
+                r.acked_at[a.ty.index()] = Some(now);
+            }
+            Some(e) => {
+                r.nacks += 1;
+                r.last_nack = Some(e.clone());
+            }
+        }
+        for ty in TypeUrl::ALL {
+            r.versions[ty.index()] = state.version(ty).to_string();
+        }
+        r.view = state.view().clone();
+    });
+}
+
+enum Inbound {
+    Sotw(tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>),
+    Delta(tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse>),
+}
+
+enum Msg {
+    Sotw(envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse),
+    Delta(envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse),
+}
+
+impl Inbound {
+    /// The next response; `None` when the stream ended or failed.
+    async fn next(&mut self) -> Option<Msg> {
+        match self {
+            Inbound::Sotw(s) => s.message().await.ok().flatten().map(Msg::Sotw),
+            Inbound::Delta(s) => s.message().await.ok().flatten().map(Msg::Delta),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Many simulated proxies in one process. Each has its own connection and
+//! ADS stream (as Envoys do) and its own task; all share one [`Decoder`], so
+//! a resource version is decoded once however many proxies receive it.
+//! [`Fleet::reports`] gives every proxy's versions and ACK times, which is
+//! what convergence benchmarks read.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::client::{self, ClientConfig, Faults, Report};
+use super::resources::Decoder;
+use super::state::Mode;
+
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// ADS server, `HOST:PORT`.
+    pub xds: String,
+    pub proxies: usize,
+    pub mode: Mode,
+    pub group: String,
+    /// Node ids are `<prefix>-<n>`.
+    pub node_prefix: String,
+    pub faults: Faults,
+}
+
+pub struct Fleet {
+    pub decoder: Arc<Decoder>,
+    reports: Vec<watch::Receiver<Report>>,
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Fleet {
+    /// Start every proxy; returns at once (they connect in the background).
+    pub fn start(cfg: &FleetConfig) -> Fleet {
+        let decoder = Decoder::new();
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut reports = Vec::with_capacity(cfg.proxies);
+        for i in 0..cfg.proxies {
+            let (tx, rx) = watch::channel(Report::default());
+            reports.push(rx);
+            let c = ClientConfig {
+                xds: format!("http://{}", cfg.xds),
+                node_id: format!("{}-{i}", cfg.node_prefix),
+                group: cfg.group.clone(),
+                mode: cfg.mode,
+                faults: cfg.faults.clone(),
+            };
+            let (decoder, stop_rx) = (decoder.clone(), stop_rx.clone());
+            tasks.spawn(async move {
+                if let Err(e) = client::run(c, decoder, tx, stop_rx).await {
+                    tracing::error!(error = %e, "sim proxy stopped");
+                }
+            });
+        }
+        Fleet {
+            decoder,
+            reports,
+            tasks,
+            stop,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.reports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reports.is_empty()
+    }
+
+    /// Every proxy's current report.
+    pub fn reports(&self) -> Vec<Report> {
+        self.reports.iter().map(|r| r.borrow().clone()).collect()
+    }
+
+    /// Polls until `done` holds for every proxy's report or `timeout`
+    /// passes; returns how long it took, or `None` on timeout.
+    pub async fn wait_all(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Report) -> bool,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            if self.reports.iter().all(|r| done(&r.borrow())) {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stop every proxy and wait for their tasks.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

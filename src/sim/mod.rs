@@ -1,0 +1,31 @@
+//! The data-plane simulator: lightweight "Envoys" that hold real ADS streams
+//! to a control plane and answer simulated requests the way Envoy would.
+//!
+//! Data flows: [`client`] (tonic task per proxy) moves messages between the
+//! stream and [`state::ClientState`] (sans-io: responses in, ACK/NACK out,
+//! accepted config as a [`state::View`]); resources are decoded once per
+//! distinct encoding by a shared [`resources::Decoder`]. The request path is
+//! [`dataplane`] (listener → [`route`] → cluster → [`lb`]) and the
+//! [`engine`] runs requests on virtual time against virtual [`backend`]s,
+//! recording Envoy-named [`stats`]. [`fleet`] runs many proxies in one
+//! process; [`cli`] is `sluice sim`.
+//!
+//! The simulator is a client: it speaks xDS over gRPC and never reaches into
+//! the server. It shares only [`crate::xds::TypeUrl`] with it.
+
+pub mod backend;
+pub mod cli;
+pub mod client;
+pub mod dataplane;
+pub mod engine;
+pub mod fleet;
+pub mod hash;
+pub mod lb;
+pub mod resources;
+pub mod ring;
+pub mod route;
+pub mod state;
+pub mod stats;
+
+#[cfg(test)]
+mod tests;

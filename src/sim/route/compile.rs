@@ -1,0 +1,190 @@
+//! `RouteConfiguration` protos → [`super::RouteTable`] parts: matchers with
+//! their regexes built, actions with Envoy's defaults filled in, and what
+//! Envoy rejects (or the simulator does not model) turned into errors.
+
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
+    route, route_action, route_match::PathSpecifier, HeaderMatcher,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use regex::Regex;
+
+use super::{
+    Action, Clusters, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
+    DEFAULT_TIMEOUT,
+};
+use crate::sim::resources::{pb_duration, DecodeError};
+
+/// RE2 `safe_regex` matches the whole value.
+fn full_regex(pattern: &str) -> Result<Regex, DecodeError> {
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| DecodeError::Invalid(format!("Invalid regex '{pattern}': {e}")))
+}
+
+fn value_match(sm: &StringMatcher) -> Result<ValueMatch, DecodeError> {
+    let ic = sm.ignore_case;
+    let low = |s: &String| if ic { s.to_lowercase() } else { s.clone() };
+    Ok(match &sm.match_pattern {
+        Some(MatchPattern::Exact(s)) => ValueMatch::Exact(low(s), ic),
+        Some(MatchPattern::Prefix(s)) => ValueMatch::Prefix(low(s), ic),
+        Some(MatchPattern::Suffix(s)) => ValueMatch::Suffix(low(s), ic),
+        Some(MatchPattern::Contains(s)) => ValueMatch::Contains(low(s), ic),
+        Some(MatchPattern::SafeRegex(re)) => ValueMatch::Regex(full_regex(&re.regex)?),
+        other => {
+            return Err(DecodeError::Unsupported(format!(
+                "string matcher {other:?}"
+            )))
+        }
+    })
+}
+
+// Envoy still honours the deprecated direct matchers; so must we.
+#[allow(deprecated)]
+fn header_matcher(h: &HeaderMatcher) -> Result<Matcher, DecodeError> {
+    let (value, present) = match &h.header_match_specifier {
+        Some(HeaderMatchSpecifier::StringMatch(sm)) => (Some(value_match(sm)?), true),
+        Some(HeaderMatchSpecifier::ExactMatch(s)) => {
+            (Some(ValueMatch::Exact(s.clone(), false)), true)
+        }
+        Some(HeaderMatchSpecifier::PrefixMatch(s)) => {
+            (Some(ValueMatch::Prefix(s.clone(), false)), true)
+        }
+        Some(HeaderMatchSpecifier::SafeRegexMatch(re)) => {
+            (Some(ValueMatch::Regex(full_regex(&re.regex)?)), true)
+        }
+        Some(HeaderMatchSpecifier::PresentMatch(p)) => (None, *p),
+        // No specifier: Envoy matches on presence.
+        None => (None, true),
+        Some(other) => {
+            return Err(DecodeError::Unsupported(format!(
+                "header matcher {other:?}"
+            )))
+        }
+    };
+    if h.treat_missing_header_as_empty {
+        return Err(DecodeError::Unsupported(
+            "header matcher treat_missing_header_as_empty".into(),
+        ));
+    }
+    Ok(Matcher {
+        name: h.name.to_ascii_lowercase(),
+        value,
+        invert: h.invert_match,
+        present,
+    })
+}
+
+pub(super) fn compile_route(
+    r: &envoy_types::pb::envoy::config::route::v3::Route,
+) -> Result<Route, DecodeError> {
+    let unsupported = |what: &str| DecodeError::Unsupported(format!("route {:?}: {what}", r.name));
+    let m = r.r#match.clone().unwrap_or_default();
+    if m.runtime_fraction.is_some() || m.grpc.is_some() || !m.dynamic_metadata.is_empty() {
+        return Err(unsupported(
+            "runtime_fraction, grpc or dynamic_metadata match",
+        ));
+    }
+    if !m.cookies.is_empty() || m.tls_context.is_some() || !m.filter_state.is_empty() {
+        return Err(unsupported("cookie, tls_context or filter_state match"));
+    }
+    let path = match &m.path_specifier {
+        Some(PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
+        Some(PathSpecifier::SafeRegex(re)) => PathMatch::Regex(full_regex(&re.regex)?),
+        Some(PathSpecifier::PathSeparatedPrefix(p)) => PathMatch::SeparatedPrefix(p.clone()),
+        _ => return Err(unsupported("path specifier")),
+    };
+    let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
+    let headers = m
+        .headers
+        .iter()
+        .map(header_matcher)
+        .collect::<Result<_, _>>()?;
+    let query = m
+        .query_parameters
+        .iter()
+        .map(|q| {
+            let v = match &q.query_parameter_match_specifier {
+                Some(QueryParameterMatchSpecifier::StringMatch(sm)) => Some(value_match(sm)?),
+                Some(QueryParameterMatchSpecifier::PresentMatch(_)) | None => None,
+            };
+            Ok((q.name.clone(), v))
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    let action = match &r.action {
+        Some(route::Action::Route(ra)) => Action::Forward(forward(ra, &unsupported)?),
+        Some(route::Action::DirectResponse(d)) => {
+            Action::Direct(u16::try_from(d.status).unwrap_or(500))
+        }
+        Some(route::Action::Redirect(_)) => Action::Redirect,
+        _ => return Err(unsupported("action")),
+    };
+    Ok(Route {
+        name: r.name.clone(),
+        path,
+        case_sensitive,
+        headers,
+        query,
+        action,
+    })
+}
+
+// `total_weight` is deprecated but Envoy still enforces it when set.
+#[allow(deprecated)]
+fn forward(
+    ra: &envoy_types::pb::envoy::config::route::v3::RouteAction,
+    unsupported: &dyn Fn(&str) -> DecodeError,
+) -> Result<Forward, DecodeError> {
+    let clusters = match &ra.cluster_specifier {
+        Some(route_action::ClusterSpecifier::Cluster(c)) => Clusters::One(c.clone()),
+        Some(route_action::ClusterSpecifier::WeightedClusters(wc)) => {
+            let clusters: Vec<(String, u64)> = wc
+                .clusters
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        c.weight.as_ref().map_or(0, |w| u64::from(w.value)),
+                    )
+                })
+                .collect();
+            let total: u64 = clusters.iter().map(|(_, w)| w).sum();
+            if let Some(declared) = &wc.total_weight {
+                if u64::from(declared.value) != total {
+                    return Err(DecodeError::Invalid(format!(
+                        "Sum of weights in the weighted_cluster should add up to {}",
+                        declared.value
+                    )));
+                }
+            }
+            if total == 0 {
+                return Err(DecodeError::Invalid(
+                    "Sum of weights in the weighted_cluster must be greater than 0.".into(),
+                ));
+            }
+            Clusters::Weighted { clusters, total }
+        }
+        _ => return Err(unsupported("cluster specifier")),
+    };
+    let retry = ra.retry_policy.as_ref().map(|rp| {
+        let on: Vec<&str> = rp.retry_on.split(',').map(str::trim).collect();
+        Retry {
+            on_5xx: on.contains(&"5xx"),
+            on_gateway_error: on.contains(&"gateway-error") || on.contains(&"5xx"),
+            on_reset: on.contains(&"reset") || on.contains(&"connect-failure"),
+            num_retries: rp.num_retries.as_ref().map_or(1, |n| n.value),
+            per_try_timeout: rp.per_try_timeout.as_ref().map(pb_duration),
+        }
+    });
+    let hash_policy = ra
+        .hash_policy
+        .iter()
+        .map(HashPolicy::compile)
+        .collect::<Result<_, _>>()?;
+    Ok(Forward {
+        clusters,
+        timeout: ra.timeout.as_ref().map_or(DEFAULT_TIMEOUT, pb_duration),
+        retry,
+        hash_policy,
+    })
+}

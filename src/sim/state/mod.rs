@@ -1,0 +1,424 @@
+//! The sans-io xDS client of one simulated proxy: responses in, requests
+//! (ACK/NACK and subscription changes) out, and the accepted configuration
+//! as Envoy would hold it. No sockets, no clocks.
+//!
+//! Envoy's rules it follows:
+//! - ADS start: CDS (wildcard) first; LDS once the first CDS update is
+//!   applied and no cluster is warming (Envoy's cluster manager
+//!   initialization), EDS and RDS by name as clusters and listeners ask.
+//! - A response is checked whole (decode, Envoy's validation, duplicate
+//!   names); any error rejects all of it: NACK with the last accepted version
+//!   and `error_detail` (code INTERNAL), nothing applied.
+//! - SotW CDS and LDS carry the full state (missing names are deleted);
+//!   SotW EDS and RDS never delete implicitly. Delta deletes only what
+//!   `removed_resources` names.
+//! - A new or changed EDS cluster warms until a `ClusterLoadAssignment` for
+//!   it arrives; until then the previous version (if any) keeps serving. A
+//!   listener serves once its route configuration has arrived.
+//! - Reconnect: SotW re-sends every subscription with its last version;
+//!   delta sends `initial_resource_versions`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+use super::resources::{Decoded, Decoder, SimCluster, SimEndpoints, SimListener};
+use super::route::RouteTable;
+use crate::xds::TypeUrl;
+
+/// gRPC INTERNAL: the code Envoy puts in a NACK's `error_detail`.
+const INTERNAL: i32 = 13;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+/// A request to write to the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outbound {
+    Sotw(DiscoveryRequest),
+    Delta(DeltaDiscoveryRequest),
+}
+
+/// What happened to one response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    pub ty: TypeUrl,
+    pub version: String,
+    /// `None`: accepted (ACK). `Some`: the NACK's error detail.
+    pub error: Option<String>,
+}
+
+/// The accepted configuration, as the data plane uses it: only active
+/// clusters and listeners. Cheap to clone (maps of `Arc`s).
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    pub clusters: BTreeMap<String, Arc<SimCluster>>,
+    /// By EDS name.
+    pub endpoints: BTreeMap<String, Arc<SimEndpoints>>,
+    pub listeners: BTreeMap<String, Arc<SimListener>>,
+    pub routes: BTreeMap<String, Arc<RouteTable>>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    /// Last accepted version (SotW `version_info`, delta `system_version_info`).
+    version: String,
+    nonce: String,
+    /// Requested names (EDS/RDS); empty for the wildcard types.
+    names: BTreeSet<String>,
+    started: bool,
+    /// Delta: what the proxy holds, name → version.
+    held: BTreeMap<String, String>,
+}
+
+pub struct ClientState {
+    mode: Mode,
+    node: Node,
+    decoder: Arc<Decoder>,
+    types: [TypeState; 4],
+    /// Every accepted cluster, latest version (active or warming).
+    clusters: BTreeMap<String, Arc<SimCluster>>,
+    warming: BTreeSet<String>,
+    view: View,
+    listeners: BTreeMap<String, Arc<SimListener>>,
+    node_sent: bool,
+    /// LDS waits for the first CDS update (Envoy's cluster manager init).
+    cds_applied: bool,
+}
+
+impl ClientState {
+    pub fn new(mode: Mode, node: Node, decoder: Arc<Decoder>) -> ClientState {
+        ClientState {
+            mode,
+            node,
+            decoder,
+            types: Default::default(),
+            clusters: BTreeMap::new(),
+            warming: BTreeSet::new(),
+            view: View::default(),
+            listeners: BTreeMap::new(),
+            node_sent: false,
+            cds_applied: false,
+        }
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Last accepted version per type.
+    pub fn version(&self, ty: TypeUrl) -> &str {
+        &self.types[ty.index()].version
+    }
+
+    pub fn warming(&self) -> &BTreeSet<String> {
+        &self.warming
+    }
+
+    /// The requests that open a stream: CDS, and every other type already
+    /// started, with what the proxy holds (reconnect).
+    pub fn start(&mut self) -> Vec<Outbound> {
+        self.node_sent = false;
+        for t in &mut self.types {
+            t.nonce.clear();
+        }
+        let mut out = Vec::new();
+        self.types[TypeUrl::Cluster.index()].started = true;
+        for ty in TypeUrl::ALL {
+            if self.types[ty.index()].started {
+                out.push(self.subscribe(ty, true));
+            }
+        }
+        out
+    }
+
+    /// Handle a SotW response. `reject` forces a NACK with that text (fault
+    /// injection); otherwise the response is validated as Envoy would.
+    pub fn on_sotw(
+        &mut self,
+        resp: &DiscoveryResponse,
+        reject: Option<String>,
+    ) -> (Vec<Outbound>, Option<Applied>) {
+        let Some(ty) = TypeUrl::parse(&resp.type_url) else {
+            return (vec![], None);
+        };
+        self.types[ty.index()].nonce = resp.nonce.clone();
+        let decoded = resp
+            .resources
+            .iter()
+            .map(|any| self.decode(ty, &any.type_url, &any.value))
+            .collect::<Result<Vec<_>, _>>();
+        let result = decoded
+            .and_then(|d| no_duplicates(ty, d))
+            .and_then(|d| match reject {
+                Some(why) => Err(why),
+                None => Ok(d),
+            });
+        match result {
+            Err(error) => {
+                let nack = self.sotw_request(ty, Some(error.clone()));
+                let version = resp.version_info.clone();
+                (
+                    vec![nack],
+                    Some(Applied {
+                        ty,
+                        version,
+                        error: Some(error),
+                    }),
+                )
+            }
+            Ok(resources) => {
+                let full_state = ty.wildcard_capable();
+                let removed = if full_state {
+                    let keep: BTreeSet<&str> = resources.iter().map(Decoded::name).collect();
+                    self.names_held(ty)
+                        .into_iter()
+                        .filter(|n| !keep.contains(n.as_str()))
+                        .collect()
+                } else {
+                    vec![]
+                };
+                self.apply(ty, resources, &removed);
+                self.types[ty.index()].version = resp.version_info.clone();
+                let mut out = vec![self.sotw_request(ty, None)];
+                out.extend(self.follow_ups());
+                let version = resp.version_info.clone();
+                (
+                    out,
+                    Some(Applied {
+                        ty,
+                        version,
+                        error: None,
+                    }),
+                )
+            }
+        }
+    }
+
+    pub(super) fn decode(
+        &self,
+        ty: TypeUrl,
+        type_url: &str,
+        bytes: &[u8],
+    ) -> Result<Decoded, String> {
+        if type_url != ty.as_str() {
+            return Err(format!("type URL {type_url} in a {} response", ty.as_str()));
+        }
+        self.decoder.decode(ty, bytes).map_err(|e| e.to_string())
+    }
+
+    fn names_held(&self, ty: TypeUrl) -> Vec<String> {
+        match ty {
+            TypeUrl::Cluster => self.clusters.keys().cloned().collect(),
+            TypeUrl::Listener => self.listeners.keys().cloned().collect(),
+            TypeUrl::Endpoint => self.view.endpoints.keys().cloned().collect(),
+            TypeUrl::Route => self.view.routes.keys().cloned().collect(),
+        }
+    }
+
+    /// Apply accepted resources and removals of one type.
+    pub(super) fn apply(&mut self, ty: TypeUrl, resources: Vec<Decoded>, removed: &[String]) {
+        self.cds_applied |= ty == TypeUrl::Cluster;
+        for name in removed {
+            match ty {
+                TypeUrl::Cluster => {
+                    self.clusters.remove(name);
+                    self.warming.remove(name);
+                    self.view.clusters.remove(name);
+                }
+                TypeUrl::Listener => {
+                    self.listeners.remove(name);
+                    self.view.listeners.remove(name);
+                }
+                // Envoy treats a removed assignment as an empty one, which
+                // also ends warming.
+                TypeUrl::Endpoint => self.set_endpoints(Arc::new(SimEndpoints {
+                    cluster_name: name.clone(),
+                    overprovisioning: 1.4,
+                    ..Default::default()
+                })),
+                TypeUrl::Route => {
+                    self.view.routes.remove(name);
+                }
+            }
+        }
+        for d in resources {
+            match d {
+                Decoded::Cluster(c) => {
+                    let unchanged = self.clusters.get(&c.name).is_some_and(|old| **old == *c);
+                    if unchanged {
+                        continue;
+                    }
+                    self.clusters.insert(c.name.clone(), c.clone());
+                    if c.inline_endpoints.is_some() {
+                        self.warming.remove(&c.name);
+                        self.view.clusters.insert(c.name.clone(), c);
+                    } else {
+                        self.warming.insert(c.name.clone());
+                    }
+                }
+                Decoded::Endpoints(e) => self.set_endpoints(e),
+                Decoded::Listener(l) => {
+                    self.listeners.insert(l.name.clone(), l);
+                }
+                Decoded::Routes(r) => {
+                    self.view.routes.insert(r.name.clone(), r);
+                }
+            }
+        }
+        // Listeners serve once their routes are there.
+        self.view.listeners = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| self.view.routes.contains_key(&l.rds))
+            .map(|(n, l)| (n.clone(), l.clone()))
+            .collect();
+    }
+
+    fn set_endpoints(&mut self, e: Arc<SimEndpoints>) {
+        let name = e.cluster_name.clone();
+        if !self.types[TypeUrl::Endpoint.index()].names.contains(&name) {
+            return; // not asked for: Envoy ignores it
+        }
+        let done: Vec<String> = self
+            .warming
+            .iter()
+            .filter(|c| self.clusters.get(*c).is_some_and(|c| c.eds_name == name))
+            .cloned()
+            .collect();
+        for c in done {
+            self.warming.remove(&c);
+            if let Some(cl) = self.clusters.get(&c) {
+                self.view.clusters.insert(c, cl.clone());
+            }
+        }
+        self.view.endpoints.insert(name, e);
+    }
+
+    /// Subscription changes that follow from what was just applied.
+    pub(super) fn follow_ups(&mut self) -> Vec<Outbound> {
+        let mut out = Vec::new();
+        let eds: BTreeSet<String> = self
+            .clusters
+            .values()
+            .filter(|c| c.inline_endpoints.is_none())
+            .map(|c| c.eds_name.clone())
+            .collect();
+        let rds: BTreeSet<String> = self.listeners.values().map(|l| l.rds.clone()).collect();
+        for (ty, want) in [(TypeUrl::Endpoint, eds), (TypeUrl::Route, rds)] {
+            let t = &mut self.types[ty.index()];
+            if t.names == want && (t.started || want.is_empty()) {
+                continue;
+            }
+            let old = std::mem::replace(&mut t.names, want.clone());
+            t.started = true;
+            // Drop what nothing refers to any more.
+            match ty {
+                TypeUrl::Endpoint => self.view.endpoints.retain(|n, _| want.contains(n)),
+                _ => self.view.routes.retain(|n, _| want.contains(n)),
+            }
+            out.push(match self.mode {
+                Mode::Sotw => self.sotw_request(ty, None),
+                Mode::Delta => {
+                    let t = &mut self.types[ty.index()];
+                    t.held.retain(|n, _| want.contains(n));
+                    Outbound::Delta(DeltaDiscoveryRequest {
+                        type_url: ty.as_str().into(),
+                        resource_names_subscribe: want.difference(&old).cloned().collect(),
+                        resource_names_unsubscribe: old.difference(&want).cloned().collect(),
+                        ..Default::default()
+                    })
+                }
+            });
+        }
+        let lds = &self.types[TypeUrl::Listener.index()];
+        if !lds.started && self.cds_applied && self.warming.is_empty() {
+            self.types[TypeUrl::Listener.index()].started = true;
+            out.push(self.subscribe(TypeUrl::Listener, true));
+        }
+        out
+    }
+
+    /// The request that (re)opens a subscription of one type.
+    fn subscribe(&mut self, ty: TypeUrl, initial: bool) -> Outbound {
+        let node = (!self.node_sent).then(|| self.node.clone());
+        self.node_sent = true;
+        let t = &self.types[ty.index()];
+        match self.mode {
+            Mode::Sotw => {
+                let mut req = self.sotw_inner(ty, None);
+                req.node = node;
+                Outbound::Sotw(req)
+            }
+            Mode::Delta => Outbound::Delta(DeltaDiscoveryRequest {
+                node,
+                type_url: ty.as_str().into(),
+                resource_names_subscribe: t.names.iter().cloned().collect(),
+                initial_resource_versions: if initial {
+                    t.held.clone().into_iter().collect()
+                } else {
+                    Default::default()
+                },
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn sotw_request(&mut self, ty: TypeUrl, error: Option<String>) -> Outbound {
+        let node = (!self.node_sent).then(|| self.node.clone());
+        self.node_sent = true;
+        let mut req = self.sotw_inner(ty, error);
+        req.node = node;
+        Outbound::Sotw(req)
+    }
+
+    fn sotw_inner(&self, ty: TypeUrl, error: Option<String>) -> DiscoveryRequest {
+        let t = &self.types[ty.index()];
+        DiscoveryRequest {
+            version_info: t.version.clone(),
+            type_url: ty.as_str().into(),
+            resource_names: t.names.iter().cloned().collect(),
+            response_nonce: t.nonce.clone(),
+            error_detail: error.as_deref().map(status),
+            ..Default::default()
+        }
+    }
+}
+
+pub(super) fn status(message: &str) -> RpcStatus {
+    RpcStatus {
+        code: INTERNAL,
+        message: message.to_string(),
+        details: vec![],
+    }
+}
+
+/// Envoy rejects a response that names a resource twice.
+pub(super) fn no_duplicates(ty: TypeUrl, resources: Vec<Decoded>) -> Result<Vec<Decoded>, String> {
+    let mut seen = BTreeSet::new();
+    for d in &resources {
+        if !seen.insert(d.name()) {
+            let kind = match ty {
+                TypeUrl::Cluster => "cluster",
+                TypeUrl::Endpoint => "cluster load assignment",
+                TypeUrl::Listener => "listener",
+                TypeUrl::Route => "route configuration",
+            };
+            return Err(format!("duplicate {kind} {} found", d.name()));
+        }
+    }
+    Ok(resources)
+}
+
+mod delta;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+//! The client state machine: what it requests, ACKs and NACKs, and what
+//! config it serves, for hand-built responses.
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryResponse, DiscoveryResponse, Resource as DeltaResource,
+};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+
+use super::*;
+use crate::sim::tests::{healthy, mk_cla_pb, mk_cluster_pb};
+
+fn any(ty: TypeUrl, m: &impl Message) -> Any {
+    Any {
+        type_url: ty.as_str().into(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn mk_state(mode: Mode) -> ClientState {
+    ClientState::new(
+        mode,
+        Node {
+            id: "p".into(),
+            ..Default::default()
+        },
+        Decoder::new(),
+    )
+}
+
+fn sotw(ty: TypeUrl, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
+    DiscoveryResponse {
+        version_info: version.into(),
+        resources,
+        type_url: ty.as_str().into(),
+        nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+fn sotw_req(o: &Outbound) -> &DiscoveryRequest {
+    match o {
+        Outbound::Sotw(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn cluster(name: &str) -> Any {
+    any(TypeUrl::Cluster, &mk_cluster_pb(name, LbPolicy::RoundRobin))
+}
+
+fn cla(name: &str, ports: &[u16]) -> Any {
+    any(TypeUrl::Endpoint, &mk_cla_pb(name, &healthy(ports)))
+}
+
+#[test]
+fn starts_with_cds_then_asks_eds_and_warms_until_endpoints_arrive() {
+    let mut s = mk_state(Mode::Sotw);
+    let start = s.start();
+    assert_eq!(start.len(), 1);
+    let first = sotw_req(&start[0]);
+    assert_eq!(
+        (first.type_url.as_str(), first.node.is_some()),
+        (TypeUrl::Cluster.as_str(), true)
+    );
+
+    let (out, applied) = s.on_sotw(
+        &sotw(TypeUrl::Cluster, "c1", "n1", vec![cluster("a")]),
+        None,
+    );
+    assert_eq!(applied.map(|a| a.error), Some(None));
+    let ack = sotw_req(&out[0]);
+    assert_eq!(
+        (ack.version_info.as_str(), ack.response_nonce.as_str()),
+        ("c1", "n1")
+    );
+    let eds = sotw_req(&out[1]);
+    assert_eq!(
+        (eds.type_url.as_str(), eds.resource_names.clone()),
+        (TypeUrl::Endpoint.as_str(), vec!["a".to_string()])
+    );
+    // Warming: not served yet, and LDS waits.
+    assert!(s.view().clusters.is_empty());
+    assert_eq!(out.len(), 2);
+
+    let (out, _) = s.on_sotw(
+        &sotw(TypeUrl::Endpoint, "e1", "n2", vec![cla("a", &[1])]),
+        None,
+    );
+    assert!(s.view().clusters.contains_key("a"));
+    assert!(s.warming().is_empty());
+    // Warm now: LDS is requested after the EDS ACK.
+    let types: Vec<&str> = out.iter().map(|o| sotw_req(o).type_url.as_str()).collect();
+    assert_eq!(
+        types,
+        [TypeUrl::Endpoint.as_str(), TypeUrl::Listener.as_str()]
+    );
+}
+
+#[test]
+fn updated_cluster_keeps_serving_the_old_version_until_endpoints_come_again() {
+    let mut s = mk_state(Mode::Sotw);
+    s.start();
+    s.on_sotw(
+        &sotw(TypeUrl::Cluster, "c1", "n1", vec![cluster("a")]),
+        None,
+    );
+    s.on_sotw(
+        &sotw(TypeUrl::Endpoint, "e1", "n2", vec![cla("a", &[1])]),
+        None,
+    );
+    let mut changed = mk_cluster_pb("a", LbPolicy::LeastRequest);
+    changed.alt_stat_name = "x".into();
+    s.on_sotw(
+        &sotw(
+            TypeUrl::Cluster,
+            "c2",
+            "n3",
+            vec![any(TypeUrl::Cluster, &changed)],
+        ),
+        None,
+    );
+    assert_eq!(
+        s.view().clusters["a"].lb,
+        crate::sim::resources::LbPolicy::RoundRobin
+    );
+    assert!(s.warming().contains("a"));
+    s.on_sotw(
+        &sotw(TypeUrl::Endpoint, "e1", "n4", vec![cla("a", &[1])]),
+        None,
+    );
+    assert_eq!(
+        s.view().clusters["a"].lb,
+        crate::sim::resources::LbPolicy::LeastRequest
+    );
+}
+
+#[test]
+fn sotw_cds_is_full_state_but_eds_deletes_nothing() {
+    let mut s = mk_state(Mode::Sotw);
+    s.start();
+    s.on_sotw(
+        &sotw(
+            TypeUrl::Cluster,
+            "c1",
+            "n1",
+            vec![cluster("a"), cluster("b")],
+        ),
+        None,
+    );
+    s.on_sotw(
+        &sotw(
+            TypeUrl::Endpoint,
+            "e1",
+            "n2",
+            vec![cla("a", &[1]), cla("b", &[2])],
+        ),
+        None,
+    );
+    // An EDS response with only `a` leaves `b` alone.
+    s.on_sotw(
+        &sotw(TypeUrl::Endpoint, "e2", "n3", vec![cla("a", &[3])]),
+        None,
+    );
+    assert_eq!(s.view().endpoints.len(), 2);
+    // A CDS response without `b` removes it, and its endpoints.
+    let (out, _) = s.on_sotw(
+        &sotw(TypeUrl::Cluster, "c2", "n4", vec![cluster("a")]),
+        None,
+    );
+    assert_eq!(s.view().clusters.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(s.view().endpoints.keys().collect::<Vec<_>>(), ["a"]);
+    let eds = out
+        .iter()
+        .map(sotw_req)
+        .find(|r| r.type_url == TypeUrl::Endpoint.as_str());
+    assert_eq!(
+        eds.map(|r| r.resource_names.clone()),
+        Some(vec!["a".to_string()])
+    );
+}
+
+#[test]
+fn bad_response_is_nacked_whole_with_the_last_good_version() {
+    let mut s = mk_state(Mode::Sotw);
+    s.start();
+    s.on_sotw(
+        &sotw(TypeUrl::Cluster, "c1", "n1", vec![cluster("a")]),
+        None,
+    );
+    let garbage = Any {
+        type_url: TypeUrl::Cluster.as_str().into(),
+        value: vec![0xff, 0xff],
+    };
+    let (out, applied) = s.on_sotw(
+        &sotw(TypeUrl::Cluster, "c2", "n2", vec![cluster("b"), garbage]),
+        None,
+    );
+    let nack = sotw_req(&out[0]);
+    assert_eq!(
+        (nack.version_info.as_str(), nack.response_nonce.as_str()),
+        ("c1", "n2")
+    );
+    let detail = nack.error_detail.clone().expect("error_detail");
+    assert_eq!(detail.code, 13);
+    assert!(
+        detail.message.starts_with("Unable to unpack as Cluster"),
+        "{}",
+        detail.message
+    );
+    assert_eq!(applied.and_then(|a| a.error), Some(detail.message));
+    // Nothing of it applied: `b` is not there, `a` still is.
+    assert_eq!(s.version(TypeUrl::Cluster), "c1");
+    assert!(!s.warming().contains("b"));
+
+    let (out, _) = s.on_sotw(
+        &sotw(
+            TypeUrl::Cluster,
+            "c3",
+            "n3",
+            vec![cluster("a"), cluster("a")],
+        ),
+        None,
+    );
+    let msg = sotw_req(&out[0]).error_detail.clone().map(|e| e.message);
+    assert_eq!(msg.as_deref(), Some("duplicate cluster a found"));
+
+    let (out, _) = s.on_sotw(
+        &sotw(TypeUrl::Cluster, "c4", "n4", vec![cluster("a")]),
+        Some("forced".into()),
+    );
+    assert_eq!(
+        sotw_req(&out[0])
+            .error_detail
+            .clone()
+            .map(|e| e.message)
+            .as_deref(),
+        Some("forced")
+    );
+}
+
+fn delta(
+    ty: TypeUrl,
+    version: &str,
+    nonce: &str,
+    resources: Vec<(&str, Any)>,
+    removed: &[&str],
+) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        system_version_info: version.into(),
+        resources: resources
+            .into_iter()
+            .map(|(name, a)| DeltaResource {
+                name: name.into(),
+                version: format!("{name}-v"),
+                resource: Some(a),
+                ..Default::default()
+            })
+            .collect(),
+        type_url: ty.as_str().into(),
+        nonce: nonce.into(),
+        removed_resources: removed.iter().map(|r| r.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn delta_applies_removals_and_reconnects_with_initial_versions() {
+    let mut s = mk_state(Mode::Delta);
+    s.start();
+    s.on_delta(
+        &delta(
+            TypeUrl::Cluster,
+            "s1",
+            "n1",
+            vec![("a", cluster("a")), ("b", cluster("b"))],
+            &[],
+        ),
+        None,
+    );
+    let (out, _) = s.on_delta(
+        &delta(
+            TypeUrl::Endpoint,
+            "s2",
+            "n2",
+            vec![("a", cla("a", &[1])), ("b", cla("b", &[2]))],
+            &[],
+        ),
+        None,
+    );
+    assert!(
+        matches!(&out[0], Outbound::Delta(r) if r.response_nonce == "n2" && r.error_detail.is_none())
+    );
+    assert_eq!(s.view().clusters.len(), 2);
+    // Delta only removes what it names.
+    let (out, _) = s.on_delta(&delta(TypeUrl::Cluster, "s3", "n3", vec![], &["b"]), None);
+    assert_eq!(s.view().clusters.keys().collect::<Vec<_>>(), ["a"]);
+    let unsub = out.iter().find_map(|o| match o {
+        Outbound::Delta(r) if r.type_url == TypeUrl::Endpoint.as_str() => {
+            Some(r.resource_names_unsubscribe.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(unsub, Some(vec!["b".to_string()]));
+
+    // Reconnect: CDS and EDS say what the proxy holds.
+    let start = s.start();
+    let init: Vec<_> = start
+        .iter()
+        .map(|o| match o {
+            Outbound::Delta(r) => (
+                r.type_url.clone(),
+                r.initial_resource_versions
+                    .clone()
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        init[0],
+        (
+            TypeUrl::Cluster.as_str().to_string(),
+            vec![("a".to_string(), "a-v".to_string())]
+        )
+    );
+    assert_eq!(
+        init[1],
+        (
+            TypeUrl::Endpoint.as_str().to_string(),
+            vec![("a".to_string(), "a-v".to_string())]
+        )
+    );
+}
+
+#[test]
+fn delta_name_must_match_the_body() {
+    let mut s = mk_state(Mode::Delta);
+    s.start();
+    let (out, _) = s.on_delta(
+        &delta(TypeUrl::Cluster, "s1", "n1", vec![("x", cluster("a"))], &[]),
+        None,
+    );
+    assert!(matches!(&out[0], Outbound::Delta(r) if r.error_detail.is_some()));
+}
