@@ -124,16 +124,24 @@ fn init_tracing() {
         .try_init();
 }
 
-fn run_serve(opts: ServeOptions) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+/// The multi-threaded runtime commands run on; `None` (reported) if it
+/// cannot start.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: starting runtime: {e}");
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+fn run_serve(opts: ServeOptions) -> ExitCode {
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = rt.block_on(serve::run(opts, shutdown_signal()));
     match result {

@@ -66,15 +66,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Run `sluice sim` on its own runtime.
 pub fn main(args: SimArgs) -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let Some(rt) = crate::cli::runtime() else {
+        return std::process::ExitCode::FAILURE;
     };
     let opts = SimOptions {
         xds: args.xds,
