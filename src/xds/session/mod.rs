@@ -22,6 +22,7 @@
 
 mod emit;
 mod plan;
+mod subscribe;
 #[cfg(test)]
 mod tests;
 
@@ -337,91 +338,6 @@ impl Session {
             }
         }
         st.status.in_flight = false;
-    }
-
-    fn sotw_subscribe(&mut self, ty: TypeUrl, names: Vec<String>) {
-        let st = &mut self.types[ty.index()];
-        let first = !st.requested;
-        st.requested = true;
-        let mut names: BTreeSet<String> = names.into_iter().collect();
-        let explicit_wildcard = names.remove("*");
-        if !names.is_empty() {
-            st.ever_named = true;
-        }
-        st.wildcard =
-            ty.wildcard_capable() && (explicit_wildcard || (names.is_empty() && !st.ever_named));
-        if first && st.wildcard {
-            st.must_reply = true;
-        }
-        // The client drops what it no longer subscribes to; if it asks again
-        // it must be sent again.
-        let dropped: Vec<String> = st.names.difference(&names).cloned().collect();
-        for name in dropped {
-            if !st.wildcard {
-                st.known.remove(&name);
-            }
-        }
-        st.names = names;
-    }
-
-    fn delta_subscribe(
-        &mut self,
-        ty: TypeUrl,
-        subscribe: Vec<String>,
-        unsubscribe: Vec<String>,
-        initial: std::collections::HashMap<String, String>,
-    ) {
-        let st = &mut self.types[ty.index()];
-        let first = !st.requested;
-        st.requested = true;
-        if first {
-            // Sorted so the state is the same whatever the map's order.
-            let initial: BTreeMap<String, String> = initial.into_iter().collect();
-            for (name, version) in initial {
-                st.known.insert(
-                    name,
-                    Known {
-                        version,
-                        resource: None,
-                    },
-                );
-            }
-            if subscribe.is_empty() && ty.wildcard_capable() {
-                st.wildcard = true;
-            }
-            if st.wildcard && st.known.is_empty() {
-                st.must_reply = true;
-            }
-        }
-        for name in subscribe {
-            if name == "*" {
-                st.wildcard = true;
-                continue;
-            }
-            // Every name in a subscribe list gets an answer: forget what we
-            // think the client has, unless it just told us (reconnect).
-            if !first {
-                st.known.remove(&name);
-            }
-            st.told_missing.remove(&name);
-            st.names.insert(name);
-        }
-        for name in unsubscribe {
-            if name == "*" {
-                st.wildcard = false;
-                continue;
-            }
-            st.names.remove(&name);
-            st.told_missing.remove(&name);
-            st.force.remove(&name);
-            if !st.wildcard {
-                st.known.remove(&name);
-            }
-        }
-        if !st.wildcard {
-            let names = &st.names;
-            st.known.retain(|name, _| names.contains(name));
-        }
     }
 
     /// Sends what each type needs, in make-before-break order.
