@@ -1,0 +1,198 @@
+//! Criterion benchmarks for the hot pure paths (issue 7's first list):
+//! compile rules + endpoints → resources, encode a ClusterLoadAssignment of
+//! 10 / 1k / 10k endpoints, a CDS of 1k / 10k clusters, and a delta push
+//! of one changed endpoint set to a session holding M1 (1,000 services).
+//!
+//! `cargo bench --bench hot_paths`; results with machine and date go in
+//! docs/benchmarks.md. Under `cargo test` each benchmark runs once, as a
+//! smoke test.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use sluice::compile::compile;
+use sluice::model::*;
+use sluice::xds::session::{Mode, Session};
+use sluice::xds::{Resource, TypeUrl};
+
+fn endpoint(i: usize) -> Endpoint {
+    Endpoint {
+        address: IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8)),
+        port: 8080,
+        labels: BTreeMap::from([("version".to_string(), format!("v{}", i % 2))]),
+        weight: 1,
+        health: Health::Healthy,
+        locality: None,
+        priority: 0,
+    }
+}
+
+fn service(name: &str, endpoints: usize) -> Service {
+    Service {
+        name: name.to_string(),
+        connect_timeout: Duration::from_secs(1),
+        lb_policy: LbPolicy::RoundRobin,
+        endpoints: (0..endpoints).map(endpoint).collect(),
+        subsets: BTreeMap::from([
+            (
+                "stable".to_string(),
+                BTreeMap::from([("version".to_string(), "v0".to_string())]),
+            ),
+            (
+                "canary".to_string(),
+                BTreeMap::from([("version".to_string(), "v1".to_string())]),
+            ),
+        ]),
+        discovery: Vec::new(),
+        policy: Default::default(),
+    }
+}
+
+/// Topology M1: `services` services × `per` endpoints, one listener with a
+/// route per service.
+fn m1(services: usize, per: usize) -> Config {
+    let svcs: BTreeMap<String, Service> = (0..services)
+        .map(|i| {
+            let name = format!("svc-{i:04}");
+            (name.clone(), service(&name, per))
+        })
+        .collect();
+    let routes = (0..services)
+        .map(|i| Route {
+            name: format!("r-{i:04}"),
+            matcher: RouteMatch {
+                path: PathMatch::Prefix(format!("/svc-{i:04}/")),
+                headers: vec![],
+                query: vec![],
+            },
+            action: RouteAction::Backend(Backend {
+                service: format!("svc-{i:04}"),
+                subset: None,
+            }),
+            timeout: None,
+            retry: None,
+            filters: Default::default(),
+            policy: Default::default(),
+        })
+        .collect();
+    Config {
+        services: svcs,
+        listeners: vec![Listener {
+            name: "http".into(),
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 10000,
+            groups: None,
+            virtual_hosts: vec![VirtualHost {
+                name: "all".into(),
+                domains: vec!["*".into()],
+                routes,
+                filters: Default::default(),
+            }],
+            access_log: Default::default(),
+        }],
+        sources: Default::default(),
+    }
+}
+
+fn bench_compile(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compile");
+    g.sample_size(10);
+    let config = m1(1000, 10);
+    g.bench_function("m1_1000x10", |b| {
+        b.iter(|| compile(&config).expect("compiles"))
+    });
+    g.finish();
+}
+
+fn bench_encode(c: &mut Criterion) {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    let mut g = c.benchmark_group("encode");
+    for n in [10usize, 1_000, 10_000] {
+        let config = m1(1, n);
+        let snaps = compile(&config).expect("compiles");
+        let cla = snaps
+            .fallback
+            .get(TypeUrl::Endpoint, "svc-0000")
+            .expect("cla")
+            .clone();
+        let msg = <envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as prost::Message>::decode(cla.body.clone()).expect("decode");
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("cla_endpoints", n), &msg, |b, m| {
+            b.iter(|| Resource::encode("svc-0000", m))
+        });
+    }
+    for n in [1_000usize, 10_000] {
+        let clusters: Vec<Cluster> = (0..n)
+            .map(|i| Cluster {
+                name: format!("svc-{i:05}"),
+                ..Default::default()
+            })
+            .collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("cds_clusters", n), &clusters, |b, cs| {
+            b.iter(|| {
+                cs.iter()
+                    .map(|c| Resource::encode(c.name.clone(), c))
+                    .count()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_delta_push(c: &mut Criterion) {
+    let config = m1(1000, 10);
+    let base = Arc::new(compile(&config).expect("compiles"));
+    let mut changed = config.clone();
+    if let Some(s) = changed.services.get_mut("svc-0500") {
+        s.endpoints[0].weight = 2;
+    }
+    let next = Arc::new(compile(&changed).expect("compiles"));
+    let node = Node {
+        id: "bench".into(),
+        cluster: "default".into(),
+        ..Default::default()
+    };
+    let names: Vec<String> = base
+        .fallback
+        .resources(TypeUrl::Endpoint)
+        .keys()
+        .cloned()
+        .collect();
+    c.bench_function("delta_push_one_endpoint_change_m1", |b| {
+        b.iter_batched(
+            || {
+                let mut s = Session::new(Mode::Delta);
+                s.on_snapshot(base.fallback.clone());
+                let req = DeltaDiscoveryRequest {
+                    node: Some(node.clone()),
+                    type_url: TypeUrl::Endpoint.as_str().into(),
+                    resource_names_subscribe: names.clone(),
+                    ..Default::default()
+                };
+                let out = s.on_delta_request(req).expect("req");
+                let nonce = match &out.responses[0] {
+                    sluice::xds::session::Response::Delta(r) => r.nonce.clone(),
+                    sluice::xds::session::Response::Sotw(r) => r.nonce.clone(),
+                };
+                let ack = DeltaDiscoveryRequest {
+                    type_url: TypeUrl::Endpoint.as_str().into(),
+                    response_nonce: nonce,
+                    ..Default::default()
+                };
+                s.on_delta_request(ack).expect("ack");
+                s
+            },
+            |mut s| s.on_snapshot(next.fallback.clone()),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+}
+
+criterion_group!(benches, bench_compile, bench_encode, bench_delta_push);
+criterion_main!(benches);
