@@ -1,4 +1,5 @@
-//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`.
+//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`,
+//! `drain`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ pub enum Command {
         /// How often the rules file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 300)]
         watch_interval_ms: u64,
+        /// Directory of sluice's state file (drains); default: the rules
+        /// file's directory.
+        #[arg(long, env = "SLUICE_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Check rules files; print every error with file:line:column.
     Validate {
@@ -67,6 +72,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Drain an endpoint or a locality of a service for maintenance (new
+    /// requests go elsewhere, in-flight ones finish), undo it, list drains.
+    #[command(subcommand)]
+    Drain(crate::drain_cli::DrainCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -89,12 +98,14 @@ pub fn main(cli: Cli) -> ExitCode {
             xds,
             admin,
             watch_interval_ms,
+            state_dir,
         } => {
             let opts = ServeOptions {
                 rules,
                 xds_addr: xds,
                 admin_addr: admin,
                 watch_interval: Duration::from_millis(watch_interval_ms.max(10)),
+                state_dir,
             };
             run_serve(opts)
         }
@@ -108,6 +119,7 @@ pub fn main(cli: Cli) -> ExitCode {
             out,
         } => write_bootstrap(node_id, cluster, &xds, admin_port, ads, out.as_deref()),
         Command::Status { admin, output } => crate::status_cli::run(admin, output),
+        Command::Drain(cmd) => crate::drain_cli::run(cmd),
     }
 }
 
