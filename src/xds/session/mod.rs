@@ -23,6 +23,8 @@
 mod emit;
 mod plan;
 #[cfg(test)]
+mod sds_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -174,7 +176,7 @@ pub struct Session {
     mode: Mode,
     node: Option<NodeInfo>,
     snapshot: Option<Arc<Snapshot>>,
-    types: [TypeState; 4],
+    types: [TypeState; TypeUrl::COUNT],
     next_nonce: u64,
 }
 
