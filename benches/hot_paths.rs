@@ -138,7 +138,7 @@ fn bench_encode(c: &mut Criterion) {
             b.iter(|| {
                 cs.iter()
                     .map(|c| Resource::encode(c.name.clone(), c))
-                    .count()
+                    .collect::<Vec<_>>()
             })
         });
     }

@@ -9,10 +9,15 @@
 //! - `/status`: connected proxies with sent/ACKed/NACKed versions per type,
 //!   the state of the rules file and of each discovery source; `sluice
 //!   status` reads this.
+//! - `/drains`: GET lists the drains (with how many endpoints each
+//!   matches), POST adds one, DELETE removes one; the body is one drain as
+//!   JSON (`{"service", "endpoint" | "locality"}`). `sluice drain` calls
+//!   these; the logic is in [`crate::drain`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Json};
@@ -22,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::discovery::status::{summarize, SourceStatus};
 use crate::discovery::View;
+use crate::drain::store::DrainStore;
+use crate::drain::{Drain, DrainError};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::{ProxyStatus, Registry};
@@ -49,6 +56,8 @@ pub struct AdminState {
     pub rules: Arc<Mutex<RulesStatus>>,
     /// The discovery index's latest view.
     pub discovery: tokio::sync::watch::Receiver<Arc<View>>,
+    /// Drains, persisted; changes are published to the compile loop.
+    pub drains: Arc<DrainStore>,
 }
 
 /// The `/status` document.
@@ -68,6 +77,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/debug/config", get(debug_config))
         .route("/status", get(status))
+        .route(
+            "/drains",
+            get(list_drains).post(add_drain).delete(remove_drain),
+        )
         .with_state(state)
 }
 
@@ -162,6 +175,76 @@ async fn debug_config(State(state): State<AdminState>) -> impl IntoResponse {
         "groups": groups,
     });
     (StatusCode::OK, Json(body))
+}
+
+/// One drain per entry, with `matches`: how many endpoints of the served
+/// config it drains.
+async fn list_drains(State(state): State<AdminState>) -> Json<Vec<serde_json::Value>> {
+    let config = lock(&state.config).clone();
+    let drains = state.drains.current();
+    let counted = match config.as_deref() {
+        Some(c) => drains.matches(c),
+        None => drains.iter().map(|d| (d.clone(), 0)).collect(),
+    };
+    let list = counted
+        .into_iter()
+        .map(|(d, n)| {
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            v["matches"] = n.into();
+            v
+        })
+        .collect();
+    Json(list)
+}
+
+async fn add_drain(State(state): State<AdminState>, body: Bytes) -> impl IntoResponse {
+    let drain = match parse_drain(&body) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    // Checked against the served config; before the first one is ready
+    // there is nothing to check against, and the drain applies once a
+    // service of that name exists.
+    let config = lock(&state.config).clone();
+    let result = config
+        .as_deref()
+        .map_or(Ok(()), |c| drain.check(c))
+        .and_then(|()| state.drains.add(drain));
+    drain_answer(result)
+}
+
+async fn remove_drain(State(state): State<AdminState>, body: Bytes) -> impl IntoResponse {
+    match parse_drain(&body) {
+        Ok(d) => drain_answer(state.drains.remove(&d)),
+        Err(e) => e,
+    }
+}
+
+type Answer = (StatusCode, Json<serde_json::Value>);
+
+fn parse_drain(body: &[u8]) -> Result<Drain, Answer> {
+    serde_json::from_slice(body).map_err(|e| {
+        let error = format!("a drain is {{\"service\", \"endpoint\": \"ADDR:PORT\" | \"locality\": \"REGION[/ZONE]\"}}: {e}");
+        (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": error })))
+    })
+}
+
+/// `{"changed": bool}`, or the error with 400 (the request's fault) or 500
+/// (the state file could not be written: nothing changed).
+fn drain_answer(result: Result<bool, DrainError>) -> Answer {
+    match result {
+        Ok(changed) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "changed": changed })),
+        ),
+        Err(e) => {
+            let code = match e {
+                DrainError::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            (code, Json(serde_json::json!({ "error": e.to_string() })))
+        }
+    }
 }
 
 /// Locks a mutex whose every update is a single assignment, so a panic

@@ -35,6 +35,11 @@ pub struct BootstrapOptions {
     pub admin_port: u16,
     /// Use delta (incremental) ADS instead of state-of-the-world.
     pub delta: bool,
+    /// The service this Envoy runs beside, for zone-aware routing: sets
+    /// `cluster_manager.local_cluster_name` and adds a static EDS cluster of
+    /// that name whose endpoints come from sluice over ADS (Envoy requires
+    /// the local cluster to be static; CDS leaves it alone).
+    pub local_cluster: Option<String>,
 }
 
 /// Why a bootstrap could not be rendered.
@@ -48,6 +53,10 @@ pub enum BootstrapError {
     EmptyXdsHost,
     #[error("xDS port must not be 0")]
     ZeroXdsPort,
+    #[error("local cluster name must not be empty")]
+    EmptyLocalCluster,
+    #[error("local cluster must not be named {XDS_CLUSTER:?}, the xDS server's own cluster")]
+    LocalClusterIsXds,
     #[error("admin address {0} is not loopback; Envoy's admin interface must not be exposed")]
     AdminNotLoopback(IpAddr),
 }
@@ -71,6 +80,7 @@ impl BootstrapOptions {
             admin_address: Self::DEFAULT_ADMIN_ADDRESS,
             admin_port: Self::DEFAULT_ADMIN_PORT,
             delta: false,
+            local_cluster: None,
         }
     }
 
@@ -86,6 +96,11 @@ impl BootstrapOptions {
         }
         if self.xds_port == 0 {
             return Err(BootstrapError::ZeroXdsPort);
+        }
+        match self.local_cluster.as_deref() {
+            Some("") => return Err(BootstrapError::EmptyLocalCluster),
+            Some(XDS_CLUSTER) => return Err(BootstrapError::LocalClusterIsXds),
+            _ => {}
         }
         if !self.admin_address.is_loopback() {
             return Err(BootstrapError::AdminNotLoopback(self.admin_address));
@@ -107,7 +122,16 @@ pub fn render(opts: &BootstrapOptions) -> Result<String, BootstrapError> {
 pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
     opts.validate()?;
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
-    Ok(json!({
+    let mut clusters = vec![xds_cluster(opts)];
+    if let Some(local) = &opts.local_cluster {
+        clusters.push(json!({
+            "name": local,
+            "type": "EDS",
+            "connect_timeout": "1s",
+            "eds_cluster_config": { "eds_config": ads.clone() },
+        }));
+    }
+    let mut value = json!({
         "node": { "id": opts.node_id, "cluster": opts.cluster },
         "admin": {
             "address": socket_address(&opts.admin_address.to_string(), opts.admin_port),
@@ -122,8 +146,12 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
             "cds_config": ads.clone(),
             "lds_config": ads,
         },
-        "static_resources": { "clusters": [xds_cluster(opts)] },
-    }))
+        "static_resources": { "clusters": clusters },
+    });
+    if let Some(local) = &opts.local_cluster {
+        value["cluster_manager"] = json!({ "local_cluster_name": local });
+    }
+    Ok(value)
 }
 
 fn xds_cluster(opts: &BootstrapOptions) -> Value {
@@ -223,13 +251,38 @@ mod tests {
     }
 
     #[test]
+    fn local_cluster_is_named_and_static_eds_over_ads() {
+        let b = bootstrap(&mk_opts()).expect("valid");
+        assert!(b.get("cluster_manager").is_none(), "off by default");
+        let mut opts = mk_opts();
+        opts.local_cluster = Some("web".into());
+        let b = bootstrap(&opts).expect("valid");
+        assert_eq!(b["cluster_manager"]["local_cluster_name"], "web");
+        let local = &b["static_resources"]["clusters"][1];
+        assert_eq!(local["name"], "web");
+        assert_eq!(local["type"], "EDS");
+        assert_eq!(
+            local["eds_cluster_config"]["eds_config"], b["dynamic_resources"]["cds_config"],
+            "endpoints from sluice over ADS"
+        );
+    }
+
+    #[test]
     fn invalid_options_are_rejected() {
         type Mutate = fn(&mut BootstrapOptions);
-        let cases: [(Mutate, BootstrapError); 5] = [
+        let cases: [(Mutate, BootstrapError); 7] = [
             (|o| o.node_id.clear(), BootstrapError::EmptyNodeId),
             (|o| o.cluster.clear(), BootstrapError::EmptyCluster),
             (|o| o.xds_host.clear(), BootstrapError::EmptyXdsHost),
             (|o| o.xds_port = 0, BootstrapError::ZeroXdsPort),
+            (
+                |o| o.local_cluster = Some(String::new()),
+                BootstrapError::EmptyLocalCluster,
+            ),
+            (
+                |o| o.local_cluster = Some(XDS_CLUSTER.into()),
+                BootstrapError::LocalClusterIsXds,
+            ),
             (
                 |o| o.admin_address = IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 BootstrapError::AdminNotLoopback(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),

@@ -1,4 +1,5 @@
-//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`, `sim`.
+//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`,
+//! `sim`, `drain`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ pub enum Command {
         /// How often the rules file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 300)]
         watch_interval_ms: u64,
+        /// Directory of sluice's state file (drains); default: the rules
+        /// file's directory.
+        #[arg(long, env = "SLUICE_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Check rules files; print every error with file:line:column.
     Validate {
@@ -58,6 +63,10 @@ pub enum Command {
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The rules service this Envoy runs beside: its local cluster, for
+        /// zone-aware routing (`zone_aware` in the rules).
+        #[arg(long)]
+        local_cluster: Option<String>,
     },
     /// Show connected proxies: per type, the version sent, ACKed, NACKed.
     Status {
@@ -70,6 +79,10 @@ pub enum Command {
     /// Connect simulated Envoys to an ADS server and route simulated
     /// traffic through them like Envoy would.
     Sim(crate::sim::cli::SimArgs),
+    /// Drain an endpoint or a locality of a service for maintenance (new
+    /// requests go elsewhere, in-flight ones finish), undo it, list drains.
+    #[command(subcommand)]
+    Drain(crate::drain_cli::DrainCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -92,12 +105,14 @@ pub fn main(cli: Cli) -> ExitCode {
             xds,
             admin,
             watch_interval_ms,
+            state_dir,
         } => {
             let opts = ServeOptions {
                 rules,
                 xds_addr: xds,
                 admin_addr: admin,
                 watch_interval: Duration::from_millis(watch_interval_ms.max(10)),
+                state_dir,
             };
             run_serve(opts)
         }
@@ -109,9 +124,21 @@ pub fn main(cli: Cli) -> ExitCode {
             admin_port,
             ads,
             out,
-        } => write_bootstrap(node_id, cluster, &xds, admin_port, ads, out.as_deref()),
+            local_cluster,
+        } => {
+            let target = BootstrapTarget {
+                node_id,
+                cluster,
+                xds,
+                admin_port,
+                ads,
+                local_cluster,
+            };
+            write_bootstrap(target, out.as_deref())
+        }
         Command::Status { admin, output } => crate::status_cli::run(admin, output),
         Command::Sim(args) => crate::sim::cli::main(args),
+        Command::Drain(cmd) => crate::drain_cli::run(cmd),
     }
 }
 
@@ -200,14 +227,18 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn write_bootstrap(
+/// What `sluice bootstrap` was asked for, before validation.
+struct BootstrapTarget {
     node_id: String,
     cluster: String,
-    xds: &str,
+    xds: String,
     admin_port: u16,
     ads: Ads,
-    out: Option<&Path>,
-) -> ExitCode {
+    local_cluster: Option<String>,
+}
+
+fn write_bootstrap(t: BootstrapTarget, out: Option<&Path>) -> ExitCode {
+    let xds = t.xds.as_str();
     let Some((host, port)) = xds.rsplit_once(':') else {
         eprintln!("error: --xds must be HOST:PORT, got {xds:?}");
         return ExitCode::FAILURE;
@@ -220,9 +251,10 @@ fn write_bootstrap(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let mut opts = BootstrapOptions::new(node_id, cluster, host, port);
-    opts.admin_port = admin_port;
-    opts.delta = ads == Ads::Delta;
+    let mut opts = BootstrapOptions::new(t.node_id, t.cluster, host, port);
+    opts.admin_port = t.admin_port;
+    opts.delta = t.ads == Ads::Delta;
+    opts.local_cluster = t.local_cluster;
     let text = match bootstrap::render(&opts) {
         Ok(t) => t,
         Err(e) => {

@@ -11,6 +11,8 @@ pub mod bootstrap;
 pub mod cli;
 pub mod compile;
 pub mod discovery;
+pub mod drain;
+pub mod drain_cli;
 pub mod lua;
 pub mod metrics;
 pub mod model;

@@ -13,6 +13,11 @@
 //! published — the snapshot channel stays `None`, `/readyz` answers 503 —
 //! until every feed has synced once.
 //!
+//! Drains (`sluice drain`) are an overlay between resolution and compile:
+//! the [`DrainStore`] is loaded from the state directory at start (a
+//! corrupt file refuses the start), changed through the admin API, and
+//! every change is coalesced and published like any other.
+//!
 //! The file is polled (content hash, every `watch_interval`) rather than
 //! watched with inotify: one small file is cheap to hash, and polling also
 //! sees editors that replace the file and Kubernetes ConfigMap symlink swaps,
@@ -31,6 +36,8 @@ use tracing::{debug, error, info};
 use crate::admin::{self, lock, AdminState, RulesStatus};
 use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
 use crate::discovery::{Index, SourceOptions, Supervisor, View};
+use crate::drain::store::DrainStore;
+use crate::drain::Drains;
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
@@ -45,6 +52,8 @@ pub struct ServeOptions {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub watch_interval: Duration,
+    /// Where the drain state file lives; `None`: beside the rules file.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A rules file turned into snapshots, or why it could not be.
@@ -63,6 +72,13 @@ pub async fn run(
         .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
     // Compiling the static form checks the rules before anything starts.
     let (config, _) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base_dir = opts.rules.parent().map(PathBuf::from).unwrap_or_default();
+    let state_dir = opts.state_dir.clone().unwrap_or_else(|| base_dir.clone());
+    let drains = Arc::new(DrainStore::open(&state_dir)?);
+    let drains_rx = drains.subscribe();
+    if !drains.current().is_empty() {
+        info!(state = %drains.path().display(), count = drains.current().iter().count(), "drains loaded");
+    }
 
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
@@ -75,7 +91,6 @@ pub async fn run(
         ..Default::default()
     }));
     let (index, view_rx) = Index::new();
-    let base_dir = opts.rules.parent().map(PathBuf::from).unwrap_or_default();
     let sources = SourceOptions {
         file_interval: opts.watch_interval,
         ..Default::default()
@@ -89,7 +104,15 @@ pub async fn run(
     // A config without discovery is complete now: serve it from the first
     // connection, as before discovery existed.
     let empty_view = view_rx.borrow().clone();
-    publish_resolved(&config, &empty_view, &snap_tx, &metrics, &config_slot);
+    let current_drains = drains.current();
+    publish_resolved(
+        &config,
+        &empty_view,
+        &current_drains,
+        &snap_tx,
+        &metrics,
+        &config_slot,
+    );
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
 
     let xds_listener = TcpListener::bind(opts.xds_addr)
@@ -123,6 +146,7 @@ pub async fn run(
         config: config_slot.clone(),
         rules: rules_status.clone(),
         discovery: view_rx.clone(),
+        drains,
     };
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
@@ -134,8 +158,11 @@ pub async fn run(
     });
 
     let publisher = tokio::spawn(publish_loop(
-        config_rx,
-        view_rx,
+        Inputs {
+            config: config_rx,
+            view: view_rx,
+            drains: drains_rx,
+        },
         supervisor,
         snap_tx,
         metrics.clone(),
@@ -176,17 +203,28 @@ fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapsh
     }
 }
 
+/// What the published config is made of; a change to any is published.
+struct Inputs {
+    config: watch::Receiver<Arc<Config>>,
+    view: watch::Receiver<Arc<View>>,
+    drains: watch::Receiver<Arc<Drains>>,
+}
+
 /// Publishes the latest rules resolved against the latest discovery view,
 /// when the coalescer says so; starts and stops feeds as the rules change.
 async fn publish_loop(
-    mut config_rx: watch::Receiver<Arc<Config>>,
-    mut view_rx: watch::Receiver<Arc<View>>,
+    inputs: Inputs,
     mut supervisor: Supervisor,
     tx: watch::Sender<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
     config_slot: Arc<Mutex<Option<Arc<Config>>>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Inputs {
+        config: mut config_rx,
+        view: mut view_rx,
+        drains: mut drains_rx,
+    } = inputs;
     let mut coalescer = Coalescer::new(CoalesceConfig::default());
     supervisor.reconcile(&config_rx.borrow_and_update());
     coalescer.changed(Instant::now());
@@ -220,10 +258,15 @@ async fn publish_loop(
                 seen_view = view;
                 changed.is_err()
             }
+            changed = drains_rx.changed() => {
+                coalescer.changed(Instant::now());
+                changed.is_err()
+            }
             _ = timer => {
                 let config = config_rx.borrow().clone();
                 let view = view_rx.borrow().clone();
-                publish_resolved(&config, &view, &tx, &metrics, &config_slot);
+                let drains = drains_rx.borrow().clone();
+                publish_resolved(&config, &view, &drains, &tx, &metrics, &config_slot);
                 coalescer.published(Instant::now());
                 false
             }
@@ -238,17 +281,19 @@ async fn publish_loop(
 fn publish_resolved(
     config: &Config,
     view: &View,
+    drains: &Drains,
     tx: &watch::Sender<Option<Arc<Published>>>,
     metrics: &Metrics,
     config_slot: &Mutex<Option<Arc<Config>>>,
 ) {
-    let resolved = match view.resolve(config) {
+    let mut resolved = match view.resolve(config) {
         Ok(c) => c,
         Err(e) => {
             debug!(reason = %e, "not publishing: waiting for discovery sources");
             return;
         }
     };
+    drains.apply(&mut resolved);
     match compile::compile(&resolved) {
         Ok(snapshots) => {
             publish(tx, metrics, snapshots);

@@ -76,3 +76,36 @@ fn hostile_node_id_stays_valid_json_and_envoy_accepts_it() {
     std::fs::write(&path, json).expect("write");
     assert_envoy_accepts(&path);
 }
+
+#[test]
+fn envoy_accepts_a_local_cluster_for_zone_aware_routing() {
+    let mut opts = BootstrapOptions::new("web-1", "mesh", "127.0.0.1", 18000);
+    opts.local_cluster = Some("web".into());
+    let json = render(&opts).expect("valid options");
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(parsed["cluster_manager"]["local_cluster_name"], "web");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("local.json");
+    std::fs::write(&path, json).expect("write");
+    assert_envoy_accepts(&path);
+
+    // Without the static cluster Envoy refuses the name: the reason the
+    // bootstrap defines it.
+    let mut bare = parsed.clone();
+    if let Some(clusters) = bare["static_resources"]["clusters"].as_array_mut() {
+        clusters.truncate(1);
+    }
+    let bare_path = dir.path().join("bare.json");
+    std::fs::write(&bare_path, bare.to_string()).expect("write");
+    let out = std::process::Command::new(real_envoy::envoy_bin())
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(&bare_path)
+        .output()
+        .expect("run envoy");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && text.contains("local cluster 'web' must be defined"),
+        "Envoy needs the local cluster defined statically: {text}"
+    );
+}

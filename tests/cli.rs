@@ -160,3 +160,134 @@ fn status_reports_an_unreachable_server() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot read"));
 }
+
+#[tokio::test]
+async fn drain_add_list_remove_persist_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "services:\n  - name: web\n    endpoints:\n      - {address: 10.0.0.1, port: 80, locality: {region: eu, zone: eu-1a}}\n      - {address: 10.0.0.2, port: 80}\nlisteners:\n  - name: http\n    port: 18080\n    virtual_hosts:\n      - {name: all, domains: [\"*\"], routes: [{to: {service: web}}]}\n",
+    )
+    .expect("write rules");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let serve = |state: &std::path::Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--rules"])
+            .arg(&rules)
+            .args([
+                "--xds",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--state-dir",
+            ])
+            .arg(state)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let admin = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.strip_prefix("sluice: admin listening on ")
+                    .map(str::to_string)
+            })
+            .expect("admin address");
+        // Keep reading: sluice must not write into a closed pipe.
+        std::thread::spawn(move || for _ in lines {});
+        (child, admin)
+    };
+    let (mut child, admin) = serve(&state);
+    let drain = |args: &[&str]| {
+        let mut all = vec!["drain"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--admin", &admin]);
+        sluice(&all)
+    };
+
+    // Refused: unknown service (by the server), no target, two targets,
+    // a malformed locality (by the command line).
+    let out = drain(&["add", "--service", "wbe", "--endpoint", "10.0.0.1:80"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown service \"wbe\"; services: web"),
+        "{}",
+        text(&out.stderr)
+    );
+    for bad in [
+        &["add", "--service", "web"][..],
+        &[
+            "add",
+            "--service",
+            "web",
+            "--endpoint",
+            "10.0.0.1:80",
+            "--locality",
+            "eu",
+        ],
+        &["add", "--service", "web", "--locality", "eu/a/b"],
+    ] {
+        let out = drain(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
+    assert!(!state.join("sluice-drains.json").exists(), "nothing stored");
+
+    let out = drain(&["add", "--service", "web", "--endpoint", "10.0.0.2:80"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "drained endpoint 10.0.0.2:80 of service web\n"
+    );
+    let out = drain(&["add", "--service", "web", "--endpoint", "10.0.0.2:80"]);
+    assert_eq!(
+        text(&out.stdout),
+        "already drained: endpoint 10.0.0.2:80 of service web\n"
+    );
+    let out = drain(&["add", "--service", "web", "--locality", "eu"]);
+    assert!(out.status.success());
+
+    // Applied: the served config shows the endpoints draining.
+    let url = format!("http://{admin}/debug/config");
+    eventually("drains applied", || async {
+        let doc = get_json(&url).await;
+        let eps = &doc["rules"]["services"]["web"]["endpoints"];
+        eps[0]["health"] == "draining" && eps[1]["health"] == "draining"
+    })
+    .await;
+
+    // Survives a restart: the state file is read back.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let (mut child, admin) = serve(&state);
+    let out = sluice(&["drain", "list", "--output", "json", "--admin", &admin]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        list,
+        serde_json::json!([
+            {"service": "web", "endpoint": "10.0.0.2:80", "matches": 1},
+            {"service": "web", "locality": "eu", "matches": 1},
+        ])
+    );
+    let out = sluice(&[
+        "drain",
+        "remove",
+        "--service",
+        "web",
+        "--locality",
+        "eu",
+        "--admin",
+        &admin,
+    ]);
+    assert_eq!(text(&out.stdout), "undrained locality eu of service web\n");
+    let out = sluice(&["drain", "list", "--admin", &admin]);
+    let listed = text(&out.stdout);
+    assert!(listed.contains("endpoint 10.0.0.2:80"), "{listed}");
+    assert!(!listed.contains("locality eu"), "{listed}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -43,7 +43,7 @@ listeners:
 }
 
 /// Node id → acked version per type, from sluice's `/status`.
-async fn acked(sluice: &Sluice) -> BTreeMap<String, [String; 4]> {
+async fn acked(sluice: &Sluice) -> BTreeMap<String, [String; TypeUrl::COUNT]> {
     let status = sluice.status().await;
     let mut out = BTreeMap::new();
     for p in status["proxies"].as_array().cloned().unwrap_or_default() {
@@ -61,7 +61,7 @@ async fn acked(sluice: &Sluice) -> BTreeMap<String, [String; 4]> {
 
 fn configured(r: &Report) -> bool {
     r.view.listeners.contains_key("http")
-        && TypeUrl::ALL
+        && sluice::sim::SIM_TYPES
             .iter()
             .all(|t| !r.versions[t.index()].is_empty())
 }

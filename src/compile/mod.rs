@@ -173,7 +173,8 @@ fn compile_group(
         .iter()
         .map(|r| Resource::from_bytes(r.name.clone(), canonical::route_configuration(r)))
         .collect();
-    Ok(Snapshot::new([cds, eds, lds, rds]))
+    // No secrets yet: listener TLS (SDS) is not compiled.
+    Ok(Snapshot::new([Vec::new(), cds, eds, lds, rds]))
 }
 
 fn encode_all<M: prost::Message>(msgs: &[M], name: impl Fn(&M) -> &String) -> Vec<Resource> {

@@ -186,7 +186,7 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
     let reports = fleet.reports();
     let mut versions: BTreeMap<&'static str, BTreeMap<String, usize>> = BTreeMap::new();
     for r in &reports {
-        for ty in crate::xds::TypeUrl::ALL {
+        for ty in crate::sim::SIM_TYPES {
             *versions
                 .entry(ty.short())
                 .or_default()

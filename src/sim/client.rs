@@ -62,9 +62,9 @@ pub struct ClientConfig {
 pub struct Report {
     pub connected: bool,
     /// Last accepted version per type (index: `TypeUrl::index`).
-    pub versions: [String; 4],
+    pub versions: [String; TypeUrl::COUNT],
     /// When each type was last ACKed.
-    pub acked_at: [Option<Instant>; 4],
+    pub acked_at: [Option<Instant>; TypeUrl::COUNT],
     pub acks: u64,
     pub nacks: u64,
     pub last_nack: Option<String>,
@@ -233,7 +233,7 @@ fn record(report: &watch::Sender<Report>, state: &ClientState, a: &Applied) {
                 r.last_nack = Some(e.clone());
             }
         }
-        for ty in TypeUrl::ALL {
+        for ty in crate::sim::SIM_TYPES {
             r.versions[ty.index()] = state.version(ty).to_string();
         }
         r.view = state.view().clone();

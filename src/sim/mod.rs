@@ -13,6 +13,15 @@
 //! The simulator is a client: it speaks xDS over gRPC and never reaches into
 //! the server. It shares only [`crate::xds::TypeUrl`] with it.
 
+/// The resource types a simulated proxy subscribes to (it models no TLS,
+/// so no secrets), in the order Envoy starts them.
+pub const SIM_TYPES: [crate::xds::TypeUrl; 4] = [
+    crate::xds::TypeUrl::Cluster,
+    crate::xds::TypeUrl::Endpoint,
+    crate::xds::TypeUrl::Listener,
+    crate::xds::TypeUrl::Route,
+];
+
 pub mod backend;
 pub mod cli;
 pub mod client;

@@ -151,7 +151,7 @@ type Entry = Result<Decoded, DecodeError>;
 /// proxies. Entries no proxy holds any more are dropped as the cache grows.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    by_type: [Mutex<HashMap<Vec<u8>, Entry>>; 4],
+    by_type: [Mutex<HashMap<Vec<u8>, Entry>>; TypeUrl::COUNT],
 }
 
 /// Past this many entries per type, entries only the cache holds are pruned.
@@ -208,6 +208,12 @@ pub fn decode(ty: TypeUrl, bytes: &[u8]) -> Entry {
             bytes,
             "RouteConfiguration",
         )?)?)),
+        // The simulator never subscribes to secrets (it models no TLS).
+        TypeUrl::Secret => {
+            return Err(DecodeError::Unsupported(
+                "secrets (SDS) are not modelled".into(),
+            ))
+        }
     })
 }
 

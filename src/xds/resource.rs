@@ -12,10 +12,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-/// The four resource types sluice serves, in make-before-break order:
-/// CDS, then EDS, then LDS, then RDS.
+/// The five resource types sluice serves, in make-before-break order:
+/// SDS, then CDS, EDS, LDS, RDS. Secrets come first because clusters
+/// (upstream TLS) and listeners (TLS termination) reference them by name;
+/// a proxy asks for a secret only once it holds what references it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TypeUrl {
+    Secret,
     Cluster,
     Endpoint,
     Listener,
@@ -24,15 +27,22 @@ pub enum TypeUrl {
 
 impl TypeUrl {
     /// All types in the order pushes must follow.
-    pub const ALL: [TypeUrl; 4] = [
+    pub const ALL: [TypeUrl; TypeUrl::COUNT] = [
+        TypeUrl::Secret,
         TypeUrl::Cluster,
         TypeUrl::Endpoint,
         TypeUrl::Listener,
         TypeUrl::Route,
     ];
 
+    /// How many types there are.
+    pub const COUNT: usize = 5;
+
     pub const fn as_str(self) -> &'static str {
         match self {
+            TypeUrl::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
             TypeUrl::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             TypeUrl::Endpoint => {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -49,6 +59,7 @@ impl TypeUrl {
     /// Short name used in logs, metrics and status (`cds`, `eds`, ...).
     pub const fn short(self) -> &'static str {
         match self {
+            TypeUrl::Secret => "sds",
             TypeUrl::Cluster => "cds",
             TypeUrl::Endpoint => "eds",
             TypeUrl::Listener => "lds",
@@ -56,8 +67,8 @@ impl TypeUrl {
         }
     }
 
-    /// LDS and CDS may be subscribed to as a wildcard; EDS and RDS are
-    /// always requested by name.
+    /// LDS and CDS may be subscribed to as a wildcard; SDS, EDS and RDS
+    /// are always requested by name.
     pub const fn wildcard_capable(self) -> bool {
         matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
     }
@@ -103,12 +114,13 @@ impl Resource {
 /// The resources one node group gets, per type, with a version per type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    resources: [BTreeMap<String, Arc<Resource>>; 4],
-    versions: [String; 4],
+    resources: [BTreeMap<String, Arc<Resource>>; TypeUrl::COUNT],
+    versions: [String; TypeUrl::COUNT],
 }
 
 impl Snapshot {
-    pub fn new(by_type: [Vec<Resource>; 4]) -> Snapshot {
+    /// Resources per type, in [`TypeUrl::ALL`] order.
+    pub fn new(by_type: [Vec<Resource>; TypeUrl::COUNT]) -> Snapshot {
         let mut snap = Snapshot::default();
         for (i, list) in by_type.into_iter().enumerate() {
             let map: BTreeMap<String, Arc<Resource>> = list

@@ -242,6 +242,8 @@ impl Envoy {
         assert!(status.success(), "sluice bootstrap failed");
         let admin_path = dir.path().join("admin.addr");
         let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
+        // Access logs go to Envoy's stdout; keep them for tests to read.
+        let stdout = std::fs::File::create(dir.path().join("envoy.stdout")).expect("stdout");
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&bootstrap)
@@ -253,8 +255,11 @@ impl Envoy {
                 "1",
                 "-l",
                 "warning",
+                // Access log lines reach the file within 100ms, not 10s.
+                "--file-flush-interval-msec",
+                "100",
             ])
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log)
             .spawn()
             .expect("spawn envoy");
@@ -312,6 +317,15 @@ impl Envoy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The JSON access log lines Envoy has written to its stdout so far.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("envoy.stdout"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 

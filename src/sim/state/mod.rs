@@ -83,7 +83,7 @@ pub struct ClientState {
     mode: Mode,
     node: Node,
     decoder: Arc<Decoder>,
-    types: [TypeState; 4],
+    types: [TypeState; TypeUrl::COUNT],
     /// Every accepted cluster, latest version (active or warming).
     clusters: BTreeMap<String, Arc<SimCluster>>,
     warming: BTreeSet<String>,
@@ -132,7 +132,7 @@ impl ClientState {
         }
         let mut out = Vec::new();
         self.types[TypeUrl::Cluster.index()].started = true;
-        for ty in TypeUrl::ALL {
+        for ty in crate::sim::SIM_TYPES {
             if self.types[ty.index()].started {
                 out.push(self.subscribe(ty, true));
             }
@@ -221,6 +221,7 @@ impl ClientState {
             TypeUrl::Listener => self.listeners.keys().cloned().collect(),
             TypeUrl::Endpoint => self.view.endpoints.keys().cloned().collect(),
             TypeUrl::Route => self.view.routes.keys().cloned().collect(),
+            TypeUrl::Secret => Vec::new(),
         }
     }
 
@@ -248,6 +249,7 @@ impl ClientState {
                 TypeUrl::Route => {
                     self.view.routes.remove(name);
                 }
+                TypeUrl::Secret => {}
             }
         }
         for d in resources {
@@ -411,6 +413,7 @@ pub(super) fn no_duplicates(ty: TypeUrl, resources: Vec<Decoded>) -> Result<Vec<
                 TypeUrl::Endpoint => "cluster load assignment",
                 TypeUrl::Listener => "listener",
                 TypeUrl::Route => "route configuration",
+                TypeUrl::Secret => "secret",
             };
             return Err(format!("duplicate {kind} {} found", d.name()));
         }

@@ -22,6 +22,8 @@
 
 mod emit;
 mod plan;
+#[cfg(test)]
+mod sds_tests;
 mod subscribe;
 #[cfg(test)]
 mod tests;
@@ -175,7 +177,7 @@ pub struct Session {
     mode: Mode,
     node: Option<NodeInfo>,
     snapshot: Option<Arc<Snapshot>>,
-    types: [TypeState; 4],
+    types: [TypeState; TypeUrl::COUNT],
     next_nonce: u64,
 }
 

@@ -6,19 +6,37 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status;
 
 use super::*;
 
-const CDS: TypeUrl = TypeUrl::Cluster;
-const EDS: TypeUrl = TypeUrl::Endpoint;
-const LDS: TypeUrl = TypeUrl::Listener;
-const RDS: TypeUrl = TypeUrl::Route;
+pub(super) const CDS: TypeUrl = TypeUrl::Cluster;
+pub(super) const EDS: TypeUrl = TypeUrl::Endpoint;
+pub(super) const LDS: TypeUrl = TypeUrl::Listener;
+pub(super) const RDS: TypeUrl = TypeUrl::Route;
+pub(super) const SDS: TypeUrl = TypeUrl::Secret;
 
 /// A snapshot with the given clusters (each with a CLA whose content is
 /// `endpoints_tag`), one listener `l` and one route config `l`.
-fn mk_snapshot(clusters: &[(&str, u64)], route_tag: &str) -> Arc<Snapshot> {
+pub(super) fn mk_snapshot(clusters: &[(&str, u64)], route_tag: &str) -> Arc<Snapshot> {
+    mk_snapshot_with_secret(clusters, route_tag, "s1")
+}
+
+/// [`mk_snapshot`] plus one secret `cert` whose content is `secret_tag`.
+pub(super) fn mk_snapshot_with_secret(
+    clusters: &[(&str, u64)],
+    route_tag: &str,
+    secret_tag: &str,
+) -> Arc<Snapshot> {
+    let sds = vec![Resource::encode(
+        "cert",
+        &Secret {
+            name: format!("cert#{secret_tag}"),
+            ..Default::default()
+        },
+    )];
     let cds = clusters
         .iter()
         .map(|(n, _)| {
@@ -55,7 +73,7 @@ fn mk_snapshot(clusters: &[(&str, u64)], route_tag: &str) -> Arc<Snapshot> {
             ..Default::default()
         },
     )];
-    Arc::new(Snapshot::new([cds, eds, lds, rds]))
+    Arc::new(Snapshot::new([sds, cds, eds, lds, rds]))
 }
 
 fn mk_node() -> Node {
@@ -66,7 +84,7 @@ fn mk_node() -> Node {
     }
 }
 
-fn sotw(ty: TypeUrl, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+pub(super) fn sotw(ty: TypeUrl, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {
         version_info: version.into(),
         node: Some(mk_node()),
@@ -86,7 +104,12 @@ fn nack(mut req: DiscoveryRequest, msg: &str) -> DiscoveryRequest {
     req
 }
 
-fn delta(ty: TypeUrl, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+pub(super) fn delta(
+    ty: TypeUrl,
+    sub: &[&str],
+    unsub: &[&str],
+    nonce: &str,
+) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         node: Some(mk_node()),
         type_url: ty.as_str().into(),
@@ -97,7 +120,7 @@ fn delta(ty: TypeUrl, sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscove
     }
 }
 
-fn sotw_responses(out: &Output) -> Vec<&wire::DiscoveryResponse> {
+pub(super) fn sotw_responses(out: &Output) -> Vec<&wire::DiscoveryResponse> {
     out.responses
         .iter()
         .map(|r| match r {
@@ -107,7 +130,7 @@ fn sotw_responses(out: &Output) -> Vec<&wire::DiscoveryResponse> {
         .collect()
 }
 
-fn delta_responses(out: &Output) -> Vec<&wire::DeltaDiscoveryResponse> {
+pub(super) fn delta_responses(out: &Output) -> Vec<&wire::DeltaDiscoveryResponse> {
     out.responses
         .iter()
         .map(|r| match r {
@@ -118,11 +141,12 @@ fn delta_responses(out: &Output) -> Vec<&wire::DeltaDiscoveryResponse> {
 }
 
 /// Names of the resources in a SotW response, decoded from the bytes.
-fn names(resp: &wire::DiscoveryResponse) -> Vec<String> {
+pub(super) fn names(resp: &wire::DiscoveryResponse) -> Vec<String> {
     use prost::Message;
     resp.resources
         .iter()
         .map(|a| match TypeUrl::parse(&a.type_url).expect("known type") {
+            SDS => Secret::decode(a.value.clone()).expect("secret").name,
             CDS => Cluster::decode(a.value.clone()).expect("cluster").name,
             LDS => Listener::decode(a.value.clone()).expect("listener").name,
             EDS => {
@@ -139,7 +163,7 @@ fn names(resp: &wire::DiscoveryResponse) -> Vec<String> {
         .collect()
 }
 
-fn ty_of(r: &Response) -> TypeUrl {
+pub(super) fn ty_of(r: &Response) -> TypeUrl {
     let url = match r {
         Response::Sotw(r) => &r.type_url,
         Response::Delta(r) => &r.type_url,
@@ -150,7 +174,7 @@ fn ty_of(r: &Response) -> TypeUrl {
 /// Drives a SotW session through Envoy's usual start-up: CDS wildcard, EDS
 /// for the clusters, LDS wildcard, RDS for `l`, ACKing everything.
 /// Returns the session and the last (version, nonce) per type.
-fn sotw_started(
+pub(super) fn sotw_started(
     snap: Arc<Snapshot>,
     clusters: &[&str],
 ) -> (Session, HashMap<TypeUrl, (String, String)>) {
@@ -382,7 +406,7 @@ fn a_changed_cluster_gets_its_endpoints_again() {
         .collect();
     cds[0] = Resource::encode("a", &changed);
     let by_type = |ty: TypeUrl| snap.resources(ty).values().map(|r| (**r).clone()).collect();
-    snap = Snapshot::new([cds, by_type(EDS), by_type(LDS), by_type(RDS)]);
+    snap = Snapshot::new([by_type(SDS), cds, by_type(EDS), by_type(LDS), by_type(RDS)]);
     let out = s.on_snapshot(Arc::new(snap));
     let resp = sotw_responses(&out);
     assert_eq!(
@@ -457,7 +481,7 @@ fn unknown_types_are_answered_with_nothing() {
     let mut s = Session::new(Mode::Sotw);
     s.on_snapshot(mk_snapshot(&[("a", 1)], "r"));
     let mut req = sotw(CDS, &[], "", "");
-    req.type_url = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into();
+    req.type_url = "type.googleapis.com/envoy.service.runtime.v3.Runtime".into();
     let out = s.on_sotw_request(req).expect("req");
     assert!(out.responses.is_empty());
     assert!(matches!(out.events[0], Event::UnknownType { .. }));

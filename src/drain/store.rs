@@ -1,0 +1,141 @@
+//! The persisted set of drains: a small JSON state file, loaded at start and
+//! rewritten atomically (temp file, fsync, rename, fsync of the directory)
+//! on every change, so a crash leaves either the old set or the new one.
+//!
+//! A change is written to disk before it is published: a drain that sluice
+//! acknowledged is one it will still apply after a restart. Changes are
+//! serialized by a mutex held across the write; the file is tiny and
+//! changes are rare (an operator's command), so blocking on it is fine.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{Drain, DrainError, Drains};
+
+/// File name of the state file inside the state directory.
+pub const STATE_FILE: &str = "sluice-drains.json";
+
+/// On-disk format, versioned so that a later format can tell it apart.
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    drains: Vec<Drain>,
+}
+
+pub struct DrainStore {
+    path: PathBuf,
+    tx: watch::Sender<Arc<Drains>>,
+    write: Mutex<()>,
+}
+
+impl DrainStore {
+    /// Loads `dir/sluice-drains.json`; a missing file is an empty set. A
+    /// file that cannot be read or parsed is an error, not an empty set:
+    /// starting without the drains would send traffic to hosts under
+    /// maintenance.
+    pub fn open(dir: &Path) -> Result<DrainStore, DrainError> {
+        let path = dir.join(STATE_FILE);
+        let drains = match std::fs::read_to_string(&path) {
+            Ok(text) => parse(&text).map_err(|reason| state_error(&path, reason))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Drains::default(),
+            Err(e) => return Err(state_error(&path, e.to_string())),
+        };
+        let (tx, _) = watch::channel(Arc::new(drains));
+        Ok(DrainStore {
+            path,
+            tx,
+            write: Mutex::new(()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn current(&self) -> Arc<Drains> {
+        self.tx.borrow().clone()
+    }
+
+    /// Follows every published change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Drains>> {
+        self.tx.subscribe()
+    }
+
+    /// Adds `d`, persists, publishes. Ok(false): it was already there.
+    pub fn add(&self, d: Drain) -> Result<bool, DrainError> {
+        self.change(|set| set.add(d))
+    }
+
+    /// Removes `d`, persists, publishes. Ok(false): it was not there.
+    pub fn remove(&self, d: &Drain) -> Result<bool, DrainError> {
+        self.change(|set| set.remove(d))
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Drains) -> bool) -> Result<bool, DrainError> {
+        let _guard = crate::admin::lock(&self.write);
+        let mut next = (*self.current()).clone();
+        if !f(&mut next) {
+            return Ok(false);
+        }
+        write_atomically(&self.path, &render(&next))
+            .map_err(|e| state_error(&self.path, e.to_string()))?;
+        self.tx.send_replace(Arc::new(next));
+        Ok(true)
+    }
+}
+
+fn parse(text: &str) -> Result<Drains, String> {
+    let file: StateFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if file.version != 1 {
+        return Err(format!("unsupported version {}", file.version));
+    }
+    let mut drains = Drains::default();
+    for d in file.drains {
+        drains.add(d);
+    }
+    Ok(drains)
+}
+
+fn render(drains: &Drains) -> String {
+    let file = StateFile {
+        version: 1,
+        drains: drains.iter().cloned().collect(),
+    };
+    // Serializing plain strings and numbers cannot fail.
+    let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn state_error(path: &Path, reason: String) -> DrainError {
+    DrainError::State {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// Writes `text` to `path` so that readers and crashes see the old or the
+/// new content, never a mix: a temp file beside it, fsynced, renamed over
+/// it, then the directory fsynced so the rename itself is durable.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

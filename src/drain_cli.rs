@@ -1,0 +1,151 @@
+//! `sluice drain add|remove|list`: asks a running sluice's admin listener to
+//! drain (or undrain) an endpoint or a locality of a service, or lists the
+//! drains. The server persists and applies them ([`crate::drain`]).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Args, Subcommand};
+
+use crate::cli::Output;
+use crate::drain::{Drain, LocalityRef, Target};
+
+#[derive(Debug, Subcommand)]
+pub enum DrainCommand {
+    /// Drain: new requests avoid the endpoint or locality; in-flight ones
+    /// finish. Kept across restarts of sluice until removed.
+    Add(DrainArgs),
+    /// Undo a drain.
+    Remove(DrainArgs),
+    /// List the drains and how many endpoints each matches.
+    List {
+        /// sluice's admin address.
+        #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
+        admin: SocketAddr,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["endpoint", "locality"])))]
+pub struct DrainArgs {
+    /// The service, as named in the rules.
+    #[arg(long)]
+    pub service: String,
+    /// One endpoint, ADDR:PORT.
+    #[arg(long)]
+    pub endpoint: Option<SocketAddr>,
+    /// Every endpoint in REGION, or in REGION/ZONE.
+    #[arg(long)]
+    pub locality: Option<LocalityRef>,
+    /// sluice's admin address.
+    #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
+    pub admin: SocketAddr,
+}
+
+impl DrainArgs {
+    fn drain(&self) -> Option<Drain> {
+        let target = match (&self.endpoint, &self.locality) {
+            (Some(a), None) => Target::Endpoint(*a),
+            (None, Some(l)) => Target::Locality(l.clone()),
+            // clap's group makes exactly one present.
+            _ => return None,
+        };
+        Some(Drain {
+            service: self.service.clone(),
+            target,
+        })
+    }
+}
+
+pub fn run(cmd: DrainCommand) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(call(cmd)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn call(cmd: DrainCommand) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (admin, method, args) = match cmd {
+        DrainCommand::List { admin, output } => {
+            let list: Vec<serde_json::Value> = send(client.get(url(admin))).await?;
+            return Ok(match output {
+                Output::Json => format!("{}\n", serde_json::Value::from(list)),
+                Output::Text => render_list(&list),
+            });
+        }
+        DrainCommand::Add(a) => (a.admin, reqwest::Method::POST, a),
+        DrainCommand::Remove(a) => (a.admin, reqwest::Method::DELETE, a),
+    };
+    let drain = args.drain().ok_or("give --endpoint or --locality")?;
+    let adding = method == reqwest::Method::POST;
+    let answer: serde_json::Value = send(client.request(method, url(admin)).json(&drain)).await?;
+    let changed = answer["changed"].as_bool().unwrap_or(false);
+    let what = format!("{} of service {}", drain.target, drain.service);
+    Ok(match (adding, changed) {
+        (true, true) => format!("drained {what}\n"),
+        (true, false) => format!("already drained: {what}\n"),
+        (false, true) => format!("undrained {what}\n"),
+        (false, false) => format!("was not drained: {what}\n"),
+    })
+}
+
+fn url(admin: SocketAddr) -> String {
+    format!("http://{admin}/drains")
+}
+
+/// Sends and decodes the answer; an error answer's `error` field becomes
+/// the message.
+async fn send<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, String> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach sluice: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let msg = doc["error"].as_str().unwrap_or(&body).to_string();
+        return Err(format!("sluice answered {status}: {msg}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))
+}
+
+fn render_list(list: &[serde_json::Value]) -> String {
+    use std::fmt::Write;
+    if list.is_empty() {
+        return "no drains\n".to_string();
+    }
+    let mut s = format!("{:<20} {:<32} MATCHES\n", "SERVICE", "TARGET");
+    for d in list {
+        let target = match (d["endpoint"].as_str(), d["locality"].as_str()) {
+            (Some(e), _) => format!("endpoint {e}"),
+            (None, Some(l)) => format!("locality {l}"),
+            (None, None) => "?".to_string(),
+        };
+        let service = d["service"].as_str().unwrap_or("?");
+        let _ = writeln!(s, "{service:<20} {target:<32} {}", d["matches"]);
+    }
+    s
+}
