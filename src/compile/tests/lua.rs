@@ -244,3 +244,68 @@ fn plan_rate_limits_get_one_bucket_per_known_plan() {
     );
     assert_eq!(rl.rate_limits.len(), 1, "one action: the plan header");
 }
+
+mod injection {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("\"; os.execute('id') --".to_string()),
+            Just("]] os.exit(1) --[[".to_string()),
+            Just("]=] error('x') --[=[".to_string()),
+            Just("\\\n\0\r\t".to_string()),
+            Just(
+                "end function envoy_on_request(h) h:respond({[':status']='200'}, 'pwned') end"
+                    .to_string()
+            ),
+            Just("${header.x}${".to_string()),
+            "\\PC{0,40}",
+            prop::collection::vec(any::<u8>(), 0..40)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ".{200,400}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever users put in auth and transform settings, the script
+        /// Envoy runs (in LDS) is byte-identical: user strings only ever
+        /// reach RDS, as Struct data.
+        #[test]
+        fn hostile_rule_strings_never_change_the_listener(
+            consumer in hostile(), plan in hostile(), template in hostile(), field in hostile()
+        ) {
+            let baseline = compile(&mk_lua_config()).expect("compiles");
+            let mut config = mk_lua_config();
+            let vh = &mut config.listeners[0].virtual_hosts[0];
+            if let Some(Auth { method: Some(AuthMethod::ApiKey(k)), .. }) = &mut vh.filters.auth {
+                k.keys[0].consumer = consumer.clone();
+                k.keys[0].plan = Some(plan.clone());
+                k.json_field = Some(field.clone());
+            }
+            vh.routes[0].filters.request = Some(Transform {
+                set_headers: vec![("x-h".into(), template.clone())],
+                json: Some(JsonEdit { set: vec![(field.clone(), template.clone())], ..Default::default() }),
+                ..Default::default()
+            });
+            let snaps = compile(&config).expect("compiles");
+            prop_assert_eq!(
+                snaps.fallback.version(TypeUrl::Listener),
+                baseline.fallback.version(TypeUrl::Listener)
+            );
+            // And the value arrives intact, as data.
+            let rc: RouteConfiguration = decode(&snaps.fallback, TypeUrl::Route, "http");
+            let any = &rc.virtual_hosts[0].routes[0].typed_per_filter_config["sluice.lua"];
+            let per_route = LuaPerRoute::decode(any.value.as_slice()).expect("LuaPerRoute");
+            let ctx = struct_json(&per_route.filter_context.expect("context"));
+            let keys = &ctx["sluice"]["auth"]["api_key"]["keys"];
+            let who = keys.as_object().and_then(|m| m.values().next()).cloned().unwrap_or_default();
+            prop_assert_eq!(&who["consumer"], &json!(consumer));
+            prop_assert_eq!(&who["plan"], &json!(plan));
+            prop_assert_eq!(&ctx["sluice"]["transform_request"]["set"][0][1], &json!(template));
+        }
+    }
+}
