@@ -446,7 +446,8 @@ pub struct Credential {
     pub plan: Option<String>,
 }
 
-/// CIDRs (IPv4) or exact addresses (IPv6), normalised.
+/// Client address rules, enforced by Envoy's native RBAC filter: CIDRs or
+/// single addresses, IPv4 or IPv6, normalised.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IpRule {
     pub allow: Vec<String>,
@@ -495,10 +496,9 @@ impl Filters {
 
     /// Whether the Lua filter has work (rate limiting alone is native).
     pub fn uses_lua(&self) -> bool {
-        self.auth.is_some()
-            || self.validate.is_some()
-            || self.request.is_some()
-            || self.response.is_some()
+        // IP rules alone are native RBAC; the Lua filter handles credentials.
+        let lua_auth = self.auth.as_ref().is_some_and(|a| a.method.is_some());
+        lua_auth || self.validate.is_some() || self.request.is_some() || self.response.is_some()
     }
 
     /// `self` (a route's) over `base` (its virtual host's).

@@ -47,7 +47,13 @@ listeners:
                 keys:
                   - kid: k1
                     pem: |
-{pem}          - match: {{prefix: /own-lua}}
+{pem}          - match: {{prefix: /internal}}
+            to: {{service: free}}
+            auth: {{ip: {{allow: [10.0.0.0/8]}}}}
+          - match: {{prefix: /local}}
+            to: {{service: free}}
+            auth: {{ip: {{allow: ["127.0.0.0/8", "::1"], deny: [192.0.2.1]}}}}
+          - match: {{prefix: /own-lua}}
             to: {{service: free}}
             lua:
               source: |
@@ -210,6 +216,26 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
         (403, Some("invalid token signature"))
     );
     assert_eq!(call(&jwt_url, None, &[], None).await.status, 401);
+
+    // Client address rules, enforced by native RBAC: loopback is not in
+    // 10/8, and is in 127/8 (no key needed on those routes).
+    assert_eq!(
+        call(
+            &format!("http://127.0.0.1:{listen}/internal"),
+            None,
+            &[],
+            None
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        call(&format!("http://127.0.0.1:{listen}/local"), None, &[], None)
+            .await
+            .status,
+        200
+    );
 
     // A user's own snippet runs after sluice's filter (it sees the consumer).
     let r = call(

@@ -1,8 +1,8 @@
--- auth: who is calling, and may they?
+-- auth: who is calling, and may they? (Client address rules are enforced
+-- before this, by Envoy's native RBAC filter.)
 --
 -- auth.request(h, cfg, req) -> true to continue, false when it answered.
 -- cfg (from the route's filter context, built by sluice from the rules):
---   ip       = { allow = {"10.0.0.0/8", ...}, deny = {...} }   -- IPv4 CIDRs, exact IPv6
 --   api_key  = { header = "x-api-key", query = "api_key", json_field = "api_key",
 --                keys = { ["<sha256 hex of key>"] = { consumer = "...", plan = "..." } } }
 --   basic    = { realm = "...", users = { ["<user>"] = { password_sha256 = "...",
@@ -19,53 +19,6 @@
 local json, sha256, http = ...
 
 local M = {}
-
-local function ipv4(s)
-  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return nil end
-  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
-  if a > 255 or b > 255 or c > 255 or d > 255 then return nil end
-  return ((a * 256 + b) * 256 + c) * 256 + d
-end
-
--- "1.2.3.4:5678" or "[::1]:5678" → "1.2.3.4" / "::1"
-local function host_of(addr)
-  if addr == nil then return nil end
-  return addr:match("^%[(.*)%]:%d+$") or addr:match("^([^:]+):%d+$") or addr
-end
-
-local function in_cidr(ip, cidr)
-  local net, len = cidr:match("^(.-)/(%d+)$")
-  net = net or cidr
-  len = tonumber(len)
-  local a, n = ipv4(ip), ipv4(net)
-  if a == nil or n == nil then
-    return ip == net -- IPv6: exact match only
-  end
-  len = len or 32
-  local size = 2 ^ (32 - len)
-  return math.floor(a / size) == math.floor(n / size)
-end
-
-local function any_match(ip, list)
-  for _, cidr in ipairs(list or {}) do
-    if in_cidr(ip, cidr) then return true end
-  end
-  return false
-end
-
-local function check_ip(h, cfg)
-  local ip = host_of(h:streamInfo():downstreamRemoteAddress())
-  if ip == nil then
-    http.reject(h, 403, "forbidden", "client address unknown")
-    return false
-  end
-  if any_match(ip, cfg.deny) or (cfg.allow and #cfg.allow > 0 and not any_match(ip, cfg.allow)) then
-    http.reject(h, 403, "forbidden", "client address not allowed")
-    return false
-  end
-  return true
-end
 
 -- Returns key, or nil + status on failure (nil, nil when simply absent).
 local function find_api_key(h, cfg, req)
@@ -215,7 +168,6 @@ function M.request(h, cfg, req)
   h:headers():remove(consumer_header)
   h:headers():remove(plan_header)
 
-  if cfg.ip and not check_ip(h, cfg.ip) then return false end
   local who = nil
   if cfg.api_key then
     who = check_api_key(h, cfg.api_key, req)

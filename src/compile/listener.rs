@@ -35,11 +35,18 @@ pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
     // Filters run in this order, each listed only when a route configures
     // it (per route, through `typed_per_filter_config`, so changing a key, a
     // limit or a fault never touches the listener): CORS answers preflights
-    // before auth could refuse them; the Lua filter (validate, auth,
+    // before auth could refuse them; RBAC turns away disallowed client
+    // addresses before any Lua runs; the Lua filter (validate, auth,
     // transform) sets the identity the rate limit is keyed on; a fault is
     // injected only into requests that were let in.
     if routes().any(|r| r.policy.cors.is_some()) {
         http_filters.push(http_filter(CORS_FILTER, pack_any(Cors::default())));
+    }
+    if effective
+        .iter()
+        .any(|f| f.auth.as_ref().is_some_and(|a| a.ip.is_some()))
+    {
+        http_filters.push(super::rbac::http_filter());
     }
     if effective.iter().any(model::Filters::uses_lua) {
         http_filters.push(super::lua::http_filter()?);

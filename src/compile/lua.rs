@@ -127,9 +127,6 @@ pub fn context(f: &Filters) -> Map<String, Value> {
             "headers".into(),
             json!({"consumer": a.consumer_header, "plan": a.plan_header}),
         );
-        if let Some(ip) = &a.ip {
-            auth.insert("ip".into(), json!({"allow": ip.allow, "deny": ip.deny}));
-        }
         match &a.method {
             Some(AuthMethod::ApiKey(k)) => {
                 let keys: Map<String, Value> =

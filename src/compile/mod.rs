@@ -32,6 +32,7 @@ mod cluster_policy;
 mod listener;
 mod lua;
 mod ratelimit;
+mod rbac;
 mod route;
 mod route_policy;
 

@@ -58,6 +58,12 @@ fn route_with_filters(
             .typed_per_filter_config
             .insert(FILTER_NAME.to_string(), any);
     }
+    if let Some(ip) = filters.auth.as_ref().and_then(|a| a.ip.as_ref()) {
+        let any = super::rbac::per_route(ip);
+        route
+            .typed_per_filter_config
+            .insert(super::rbac::FILTER_NAME.to_string(), any);
+    }
     if let Some(user) = &filters.lua {
         let any = super::lua::user_per_route(user);
         route

@@ -69,8 +69,15 @@ fn listeners_get_the_lua_filter_only_when_a_route_uses_it() {
     let with = compile(&mk_lua_config()).expect("compiles");
     let hcm = hcm_of(&decode(&with.fallback, TypeUrl::Listener, "http"));
     let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["sluice.lua", "envoy.filters.http.router"]);
-    let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[0].config_type else {
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.rbac",
+            "sluice.lua",
+            "envoy.filters.http.router"
+        ]
+    );
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &hcm.http_filters[1].config_type else {
         panic!("typed config");
     };
     let lua = Lua::decode(any.value.as_slice()).expect("Lua config");
@@ -210,6 +217,7 @@ fn plan_rate_limits_get_one_bucket_per_known_plan() {
     assert_eq!(
         names,
         [
+            "envoy.filters.http.rbac",
             "sluice.lua",
             "envoy.filters.http.local_ratelimit",
             "envoy.filters.http.router"
@@ -308,4 +316,69 @@ mod injection {
             prop_assert_eq!(&ctx["sluice"]["transform_request"]["set"][0][1], &json!(template));
         }
     }
+}
+
+#[test]
+fn ip_rules_become_native_rbac_per_route() {
+    use envoy_types::pb::envoy::config::rbac::v3::principal::Identifier;
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute;
+    let mut config = mk_lua_config();
+    if let Some(a) = &mut config.listeners[0].virtual_hosts[0].filters.auth {
+        a.ip = Some(IpRule {
+            allow: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+            deny: vec!["10.9.9.9".into()],
+        });
+    }
+    let snaps = compile(&config).expect("compiles");
+    let rc: RouteConfiguration = decode(&snaps.fallback, TypeUrl::Route, "http");
+    let route = &rc.virtual_hosts[0].routes[0];
+    let any = &route.typed_per_filter_config["envoy.filters.http.rbac"];
+    let per_route = RbacPerRoute::decode(any.value.as_slice()).expect("RBACPerRoute");
+    let rules = per_route.rbac.and_then(|r| r.rules).expect("rules");
+    let policy = &rules.policies["sluice-ip"];
+    let Some(Identifier::AndIds(all)) = &policy.principals[0].identifier else {
+        panic!("and_ids")
+    };
+    let Some(Identifier::OrIds(allow)) = &all.ids[0].identifier else {
+        panic!("allow")
+    };
+    let cidrs: Vec<(String, u32)> = allow
+        .ids
+        .iter()
+        .map(|p| match &p.identifier {
+            Some(Identifier::RemoteIp(c)) => (
+                c.address_prefix.clone(),
+                c.prefix_len.as_ref().map_or(0, |l| l.value),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        cidrs,
+        [("10.0.0.0".to_string(), 8), ("2001:db8::".to_string(), 32)]
+    );
+    let Some(Identifier::NotId(deny)) = &all.ids[1].identifier else {
+        panic!("deny")
+    };
+    let Some(Identifier::OrIds(deny)) = &deny.identifier else {
+        panic!("or")
+    };
+    let Some(Identifier::RemoteIp(c)) = &deny.ids[0].identifier else {
+        panic!("ip")
+    };
+    assert_eq!(
+        (
+            c.address_prefix.as_str(),
+            c.prefix_len.as_ref().map(|l| l.value)
+        ),
+        ("10.9.9.9", Some(32))
+    );
+    // The Lua context no longer carries IP rules.
+    let lua = LuaPerRoute::decode(route.typed_per_filter_config["sluice.lua"].value.as_slice())
+        .expect("lua");
+    assert!(
+        struct_json(&lua.filter_context.expect("ctx"))["sluice"]["auth"]
+            .get("ip")
+            .is_none()
+    );
 }

@@ -393,27 +393,26 @@ fn cidrs(list: &[Str], path: &str, d: &mut Diags) -> Vec<String> {
             None => (c.as_str(), None),
         };
         let parsed: Option<IpAddr> = addr.parse().ok();
-        let ok = match (parsed, len) {
-            (Some(IpAddr::V4(_)), None) => true,
-            (Some(IpAddr::V4(_)), Some(l)) => l.parse::<u8>().is_ok_and(|l| l <= 32),
-            // The Lua matches IPv6 exactly; a prefix would silently not match.
-            (Some(IpAddr::V6(_)), None) => true,
-            _ => false,
+        let max = match parsed {
+            Some(IpAddr::V4(_)) => 32,
+            Some(IpAddr::V6(_)) => 128,
+            None => 0,
         };
-        if ok {
-            out.push(match parsed {
-                Some(IpAddr::V6(v6)) => v6.to_string(),
-                _ => c.to_string(),
-            });
-        } else {
-            d.error(
+        let ok = parsed.is_some() && len.is_none_or(|l| l.parse::<u8>().is_ok_and(|l| l <= max));
+        match (ok, parsed) {
+            // Normalised, so equal rules give equal config.
+            (true, Some(ip)) => out.push(match len {
+                Some(l) => format!("{ip}/{l}"),
+                None => ip.to_string(),
+            }),
+            _ => d.error(
                 c.span(),
                 format!("{path}[{i}]"),
                 format!(
-                    "`{}` is not an IPv4 CIDR or an exact IPv6 address",
+                    "`{}` is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)",
                     c.as_str()
                 ),
-            );
+            ),
         }
     }
     out

@@ -178,7 +178,7 @@ fn errors_point_at_the_offending_field() {
             12,
             32,
             "listeners[0].virtual_hosts[0].routes[0].auth.ip.deny[0]",
-            "not an IPv4 CIDR",
+            "is not an IP address or CIDR",
         ),
         (
             "            auth: {api_key: {keys: [{key: a, consumer: c}]}}\n",
