@@ -33,7 +33,9 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 fn envoy_bin() -> PathBuf {
-    std::env::var_os("ENVOY_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("envoy"))
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("envoy"))
 }
 
 fn rules(backend: u16) -> String {
@@ -74,7 +76,9 @@ listeners:
 }
 
 async fn backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = axum::Router::new().fallback(|| async { "ok" });
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -84,7 +88,11 @@ async fn backend() -> SocketAddr {
 async fn listener_ports(admin: &str) -> (u16, u16) {
     let client = reqwest::Client::new();
     loop {
-        if let Ok(r) = client.get(format!("http://{admin}/listeners?format=json")).send().await {
+        if let Ok(r) = client
+            .get(format!("http://{admin}/listeners?format=json"))
+            .send()
+            .await
+        {
             let doc: serde_json::Value = r.json().await.unwrap_or_default();
             let port = |name: &str| {
                 doc["listener_statuses"]
@@ -110,7 +118,10 @@ async fn load(url: &str, clients: u64, secs: u64) -> Vec<Duration> {
     for _ in 0..clients {
         let url = url.to_string();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
             let mut lat = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -140,7 +151,11 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let (clients, secs, rounds) = (arg("--clients", 16), arg("--seconds", 5), arg("--rounds", 3));
+    let (clients, secs, rounds) = (
+        arg("--clients", 16),
+        arg("--seconds", 5),
+        arg("--rounds", 3),
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let rules_path = dir.path().join("rules.yaml");
     std::fs::write(&rules_path, rules(backend().await.port())).expect("rules");
@@ -166,7 +181,14 @@ async fn main() {
     std::fs::write(&bootstrap, render(&b).expect("bootstrap")).expect("write");
     let admin_path = dir.path().join("admin");
     let mut envoy = Command::new(envoy_bin())
-        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "error", "-c"])
+        .args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "-l",
+            "error",
+            "-c",
+        ])
         .arg(&bootstrap)
         .arg("--admin-address-path")
         .arg(&admin_path)
@@ -182,12 +204,16 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (plain, filtered) = listener_ports(&admin).await;
-    let urls = [("plain", format!("http://127.0.0.1:{plain}/")), ("filtered", format!("http://127.0.0.1:{filtered}/"))];
+    let urls = [
+        ("plain", format!("http://127.0.0.1:{plain}/")),
+        ("filtered", format!("http://127.0.0.1:{filtered}/")),
+    ];
     // Warm up both paths (connections, Lua VM, JIT).
     for (_, url) in &urls {
         load(url, clients, 1).await;
     }
-    let mut results: Vec<(&str, Vec<Duration>)> = urls.iter().map(|(n, _)| (*n, Vec::new())).collect();
+    let mut results: Vec<(&str, Vec<Duration>)> =
+        urls.iter().map(|(n, _)| (*n, Vec::new())).collect();
     for _ in 0..rounds {
         for (i, (_, url)) in urls.iter().enumerate() {
             results[i].1.extend(load(url, clients, secs).await);

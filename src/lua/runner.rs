@@ -114,6 +114,23 @@ impl FilterVm {
         )
     }
 
+    /// Runs `envoy_on_request` with the dynamic metadata earlier filters
+    /// of the same stream set (Envoy's stream info is shared by the chain).
+    pub fn on_request_with_metadata(
+        &self,
+        req: &Message,
+        context: &serde_json::Value,
+        remote: &str,
+        metadata: &serde_json::Map<String, serde_json::Value>,
+    ) -> mlua::Result<Outcome> {
+        let meta = if metadata.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::Object(metadata.clone())
+        };
+        self.run("envoy_on_request", req, context, remote, meta)
+    }
+
     /// Runs `envoy_on_response`, with the dynamic metadata the request
     /// phase left (`Outcome::metadata` of `on_request`).
     pub fn on_response(
