@@ -231,6 +231,7 @@ async fn main() {
         );
     }
     let _ = envoy.kill();
+    let _ = envoy.wait();
     let _ = stop_tx.send(());
     let _ = server.await;
 }
