@@ -225,3 +225,29 @@ fn auth_validation_plan_routing_and_transforms_run_in_the_chain() {
     assert_eq!(own.response.header("echo-x-own-lua"), Some("bob"));
     assert!(own.phase.errors.is_empty(), "{:?}", own.phase.errors);
 }
+
+#[test]
+fn the_engine_answers_from_lua_and_counts_it_per_connection_manager() {
+    use crate::sim::backend::{BackendSpec, Backends};
+    use crate::sim::engine::{Engine, SimProxy};
+    let view = view_of(RULES).expect("decodes");
+    let proxies = vec![SimProxy::new(view, 1)];
+    let mut engine = Engine::new(proxies, Backends::new(BackendSpec::default()), 1);
+    let t = std::time::Duration::ZERO;
+    engine.submit(0, Request::get("x", "/a"), t);
+    engine.submit(
+        0,
+        Request::get("x", "/a").header("x-api-key", "alice-key"),
+        t,
+    );
+    engine.run();
+    let s = &engine.stats;
+    assert_eq!(s.downstream.get(&401), Some(&1));
+    assert_eq!(s.http_counter("http", "downstream_rq_4xx"), 1);
+    assert_eq!(s.http_counter("http", "downstream_rq_2xx"), 1);
+    assert_eq!(s.http_counter("http", "downstream_rq_total"), 2);
+    // Only the authenticated request went upstream, routed by its plan.
+    assert_eq!(s.counter("pro", "upstream_rq_total"), 1);
+    assert_eq!(s.counter("free", "upstream_rq_total"), 0);
+    assert!(s.envoy_text().contains("http.http.downstream_rq_4xx: 1"));
+}
