@@ -30,7 +30,7 @@ pub struct Outcome {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub route_cache_cleared: bool,
-    /// A Lua runtime error (Envoy would answer 500).
+    /// A Lua runtime error (Envoy logs it and lets the request continue).
     pub error: Option<String>,
     #[serde(default)]
     pub log: Vec<String>,

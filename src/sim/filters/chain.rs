@@ -8,7 +8,7 @@
 //!   request with that answer; otherwise the next filter sees the edited
 //!   headers and body. Header edits or `clearRouteCache()` make the route
 //!   be matched again (Envoy's `clear_route_cache` default), which is how
-//!   plan-based routing works. A script error is logged and the request
+//!   plan-based routing works. A script error is recorded and the request
 //!   continues, as in Envoy (sluice's own script fails closed by itself).
 //! - the router ([`DataPlane::decide`]) on the request as edited;
 //! - response phase: every Lua filter in reverse order runs
