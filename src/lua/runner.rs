@@ -30,7 +30,7 @@ pub struct Outcome {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub route_cache_cleared: bool,
-    /// A Lua runtime error (Envoy would answer 500).
+    /// A Lua runtime error (Envoy logs it and lets the request continue).
     pub error: Option<String>,
     #[serde(default)]
     pub log: Vec<String>,
@@ -112,6 +112,23 @@ impl FilterVm {
             remote,
             serde_json::Value::Null,
         )
+    }
+
+    /// Runs `envoy_on_request` with the dynamic metadata earlier filters
+    /// of the same stream set (Envoy's stream info is shared by the chain).
+    pub fn on_request_with_metadata(
+        &self,
+        req: &Message,
+        context: &serde_json::Value,
+        remote: &str,
+        metadata: &serde_json::Map<String, serde_json::Value>,
+    ) -> mlua::Result<Outcome> {
+        let meta = if metadata.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::Object(metadata.clone())
+        };
+        self.run("envoy_on_request", req, context, remote, meta)
     }
 
     /// Runs `envoy_on_response`, with the dynamic metadata the request

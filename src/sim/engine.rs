@@ -2,8 +2,10 @@
 //! arrive at proxies, are routed by each proxy's [`DataPlane`], wait for and
 //! occupy virtual backends, and end in a status and a latency. Route
 //! timeouts (504), per-try timeouts, retries with Envoy's jittered backoff
-//! and circuit breakers apply. Nothing reads the wall clock, so a run is
-//! fast and, for a given seed, always the same.
+//! and circuit breakers apply; requests first pass the listener's Lua
+//! filters ([`chain::on_request`]). Nothing but Lua's `timestamp()` (JWT
+//! expiry) reads the wall clock, so a run is fast and, for a given seed,
+//! always the same.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -15,6 +17,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::backend::{Admit, Backends};
 use super::dataplane::{DataPlane, Decision, Upstream};
+use super::filters::chain;
 use super::route::Request;
 use super::state::View;
 use super::stats::Stats;
@@ -193,7 +196,17 @@ impl Engine {
             return;
         };
         let p = &mut self.proxies[f.proxy];
-        match p.dataplane.decide(&p.view, None, &f.request, self.now) {
+        // The Lua filters' request phase (their response phase edits only
+        // headers, which the engine does not carry, so it is not run here).
+        let lua = p.view.listeners.values().next().filter(|l| l.has_lua());
+        let phase = lua.map(|l| chain::on_request(&p.view, l, f.request.clone()));
+        if let Some(local) = phase.as_ref().and_then(|ph| ph.local.as_ref()) {
+            let status = local.status;
+            self.respond(req, status);
+            return;
+        }
+        let request = phase.as_ref().map_or(&f.request, |ph| &ph.request);
+        match p.dataplane.decide(&p.view, None, request, self.now) {
             Decision::Local { status, .. } => self.respond(req, status),
             Decision::Overflow { cluster } => {
                 self.stats.inc(&cluster, "upstream_rq_pending_overflow");
@@ -339,6 +352,9 @@ impl Engine {
         let took = self.now.saturating_sub(f.arrived);
         let cluster = f.up.as_ref().map(|u| u.cluster.clone());
         self.stats.downstream(cluster.as_deref(), status, took);
+        if let Some(l) = self.proxies[f.proxy].view.listeners.values().next() {
+            self.stats.http_downstream(&l.stat_prefix, status);
+        }
         self.flights.remove(&req);
     }
 }

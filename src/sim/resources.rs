@@ -1,7 +1,7 @@
 //! What the simulated proxy keeps of each xDS resource, decoded once.
 //!
 //! Bytes from the wire become [`SimCluster`], [`SimEndpoints`],
-//! [`SimListener`] and [`RouteTable`](super::route::RouteTable) here, with the
+//! [`SimListener`] (decoded in [`super::listener`]) and [`RouteTable`](super::route::RouteTable) here, with the
 //! checks Envoy itself makes before it accepts a resource (a failed check is
 //! a NACK). Decoding goes through a [`Decoder`] that a whole fleet shares: the
 //! same bytes decode once and every proxy holds the same `Arc`.
@@ -18,16 +18,10 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
-use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, HttpConnectionManager,
-};
 use prost::Message;
 
 use super::route::RouteTable;
 use crate::xds::TypeUrl;
-
-const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 /// Load-balancing policies the simulator implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,14 +94,7 @@ pub struct SimEndpoints {
     pub overprovisioning: f64,
 }
 
-/// A listener with an HTTP connection manager that gets routes over RDS.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SimListener {
-    pub name: String,
-    pub addr: SocketAddr,
-    /// The `RouteConfiguration` name the listener waits for.
-    pub rds: String,
-}
+pub use super::listener::SimListener;
 
 /// Why a resource was rejected. `Display` is the text that goes into the
 /// NACK's `error_detail`.
@@ -203,7 +190,9 @@ pub fn decode(ty: TypeUrl, bytes: &[u8]) -> Entry {
             bytes,
             "ClusterLoadAssignment",
         )?)?)),
-        TypeUrl::Listener => Decoded::Listener(Arc::new(listener_of(&proto(bytes, "Listener")?)?)),
+        TypeUrl::Listener => Decoded::Listener(Arc::new(super::listener::listener_of(&proto(
+            bytes, "Listener",
+        )?)?)),
         TypeUrl::Route => Decoded::Routes(Arc::new(RouteTable::compile(&proto(
             bytes,
             "RouteConfiguration",
@@ -217,7 +206,10 @@ pub fn decode(ty: TypeUrl, bytes: &[u8]) -> Entry {
     })
 }
 
-fn proto<M: Message + Default>(bytes: &[u8], message: &'static str) -> Result<M, DecodeError> {
+pub(super) fn proto<M: Message + Default>(
+    bytes: &[u8],
+    message: &'static str,
+) -> Result<M, DecodeError> {
     M::decode(bytes).map_err(|e| DecodeError::Proto {
         message,
         reason: e.to_string(),
@@ -380,7 +372,7 @@ fn endpoints_of(cla: &ClusterLoadAssignment) -> Result<SimEndpoints, DecodeError
     })
 }
 
-fn socket_addr(a: Option<&Address>) -> Result<SocketAddr, DecodeError> {
+pub(super) fn socket_addr(a: Option<&Address>) -> Result<SocketAddr, DecodeError> {
     let Some(address::Address::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) else {
         return Err(DecodeError::Unsupported(
             "address that is not a socket address".into(),
@@ -397,55 +389,4 @@ fn socket_addr(a: Option<&Address>) -> Result<SocketAddr, DecodeError> {
         _ => return Err(DecodeError::Unsupported("named ports".into())),
     };
     Ok(SocketAddr::new(ip, port))
-}
-
-fn listener_of(l: &Listener) -> Result<SimListener, DecodeError> {
-    let invalid = |why: &str| DecodeError::Invalid(format!("{}: {why}", l.name));
-    let addr = socket_addr(l.address.as_ref()).map_err(|e| match e {
-        DecodeError::Unsupported(_) if l.address.is_none() => invalid("address is necessary"),
-        other => other,
-    })?;
-    let [chain] = l.filter_chains.as_slice() else {
-        return Err(DecodeError::Unsupported(format!(
-            "listener {:?}: {} filter chains (one HTTP connection manager expected)",
-            l.name,
-            l.filter_chains.len()
-        )));
-    };
-    let hcm = chain
-        .filters
-        .iter()
-        .find_map(|f| match &f.config_type {
-            Some(filter::ConfigType::TypedConfig(any)) if any.type_url == HCM_TYPE => Some(any),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            DecodeError::Unsupported(format!("listener {:?}: no HTTP connection manager", l.name))
-        })?;
-    let hcm: HttpConnectionManager = proto(&hcm.value, "HttpConnectionManager")?;
-    if let Some(f) = hcm
-        .http_filters
-        .iter()
-        .find(|f| f.name != "envoy.filters.http.router")
-    {
-        return Err(DecodeError::Unsupported(format!(
-            "listener {:?}: HTTP filter {:?}",
-            l.name, f.name
-        )));
-    }
-    let rds = match hcm.route_specifier {
-        Some(RouteSpecifier::Rds(r)) => r.route_config_name,
-        other => {
-            return Err(DecodeError::Unsupported(format!(
-                "listener {:?}: route specifier {:?} (RDS expected)",
-                l.name,
-                other.map(|_| "inline or scoped")
-            )))
-        }
-    };
-    Ok(SimListener {
-        name: l.name.clone(),
-        addr,
-        rds,
-    })
 }

@@ -3,7 +3,10 @@
 //! `cluster.<name>.upstream_rq_2xx`, `upstream_rq_5xx`, `upstream_rq_<code>`,
 //! `upstream_rq_total`, `upstream_rq_retry`, `upstream_rq_timeout`,
 //! `upstream_rq_pending_overflow`, and the `upstream_rq_time` histogram in
-//! milliseconds. Downstream answers are kept per status code too.
+//! milliseconds. Downstream answers are kept per status code too, and per
+//! connection manager as Envoy names them: `http.<stat_prefix>.
+//! downstream_rq_{total,completed,<N>xx}` (answers from a Lua filter's
+//! `respond()` included, as in Envoy).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -76,6 +79,8 @@ pub struct Stats {
     pub downstream_time: Histogram,
     /// Final answers by the cluster that served them (for split reports).
     pub by_cluster: BTreeMap<String, u64>,
+    /// Connection manager counters by `stat_prefix`, then stat suffix.
+    pub http: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -113,6 +118,26 @@ impl Stats {
         }
     }
 
+    /// A final answer with `status` from the connection manager `prefix`.
+    pub fn http_downstream(&mut self, prefix: &str, status: u16) {
+        let c = self.http.entry(prefix.to_string()).or_default();
+        for key in [
+            "downstream_rq_total".to_string(),
+            "downstream_rq_completed".to_string(),
+            format!("downstream_rq_{}xx", status / 100),
+        ] {
+            *c.entry(key).or_default() += 1;
+        }
+    }
+
+    pub fn http_counter(&self, prefix: &str, name: &str) -> u64 {
+        self.http
+            .get(prefix)
+            .and_then(|c| c.get(name))
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn counter(&self, cluster: &str, name: &str) -> u64 {
         self.clusters
             .get(cluster)
@@ -136,12 +161,23 @@ impl Stats {
             *self.by_cluster.entry(k.clone()).or_default() += v;
         }
         self.downstream_time.merge(&other.downstream_time);
+        for (prefix, c) in &other.http {
+            let mine = self.http.entry(prefix.clone()).or_default();
+            for (k, v) in c {
+                *mine.entry(k.clone()).or_default() += v;
+            }
+        }
     }
 
     /// Envoy admin `/stats` text: `name: value` lines, histograms as
     /// `P50(...) P90(...) P99(...)` quantiles, in name order.
     pub fn envoy_text(&self) -> String {
         let mut out = String::new();
+        for (prefix, c) in &self.http {
+            for (k, v) in c {
+                let _ = writeln!(out, "http.{prefix}.{k}: {v}");
+            }
+        }
         for (name, c) in &self.clusters {
             for (k, v) in &c.counters {
                 let _ = writeln!(out, "cluster.{name}.{k}: {v}");

@@ -7,12 +7,15 @@ use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, route_match::PathSpecifier, HeaderMatcher,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use envoy_types::pb::google::protobuf::Any;
 use regex::Regex;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{
     Action, Clusters, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
     DEFAULT_TIMEOUT,
 };
+use crate::sim::filters::{lua_per_route, LuaRoute};
 use crate::sim::resources::{pb_duration, DecodeError};
 
 /// RE2 `safe_regex` matches the whole value.
@@ -74,8 +77,24 @@ fn header_matcher(h: &HeaderMatcher) -> Result<Matcher, DecodeError> {
     })
 }
 
+/// The Lua filters' per-route configs at one level, over the `inherited`
+/// ones of the enclosing level (the most specific wins whole).
+pub(super) fn lua_configs(
+    typed: &HashMap<String, Any>,
+    inherited: &BTreeMap<String, LuaRoute>,
+) -> Result<BTreeMap<String, LuaRoute>, DecodeError> {
+    let mut out = inherited.clone();
+    for (name, any) in typed {
+        if let Some(cfg) = lua_per_route(name, any)? {
+            out.insert(name.clone(), cfg);
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn compile_route(
     r: &envoy_types::pb::envoy::config::route::v3::Route,
+    inherited_lua: &BTreeMap<String, LuaRoute>,
 ) -> Result<Route, DecodeError> {
     let unsupported = |what: &str| DecodeError::Unsupported(format!("route {:?}: {what}", r.name));
     let m = r.r#match.clone().unwrap_or_default();
@@ -126,6 +145,7 @@ pub(super) fn compile_route(
         headers,
         query,
         action,
+        lua: lua_configs(&r.typed_per_filter_config, inherited_lua)?,
     })
 }
 

@@ -9,18 +9,19 @@
 //! then the first route whose path, headers and query parameters all match,
 //! then a weighted cluster by `random % total` over cumulative weights.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use regex::Regex;
 
+use super::filters::LuaRoute;
 use super::hash::{HashPolicy, RequestHash};
 use super::resources::DecodeError;
 
 mod compile;
-use compile::compile_route;
+use compile::{compile_route, lua_configs};
 
 /// Envoy's router timeout when a route sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -33,6 +34,10 @@ pub struct Request {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub source: Option<IpAddr>,
+    /// `:method`; empty means GET.
+    pub method: String,
+    /// The buffered request body, for filters that read it.
+    pub body: Option<String>,
 }
 
 impl Request {
@@ -42,6 +47,22 @@ impl Request {
             path: path.into(),
             ..Default::default()
         }
+    }
+
+    /// `:method` (GET unless set).
+    pub fn method(&self) -> &str {
+        if self.method.is_empty() {
+            "GET"
+        } else {
+            &self.method
+        }
+    }
+
+    /// The same request with another method and a body.
+    pub fn with_body(mut self, method: &str, body: &str) -> Request {
+        self.method = method.into();
+        self.body = Some(body.into());
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Request {
@@ -55,7 +76,7 @@ impl Request {
         match name {
             ":authority" | "host" => return Some(self.authority.clone()),
             ":path" => return Some(self.path.clone()),
-            ":method" => return Some("GET".into()),
+            ":method" => return Some(self.method().into()),
             _ => {}
         }
         let values: Vec<&str> = self
@@ -114,6 +135,9 @@ pub struct Route {
     headers: Vec<Matcher>,
     query: Vec<(String, Option<ValueMatch>)>,
     pub action: Action,
+    /// The most specific `LuaPerRoute` per Lua filter name (route, else
+    /// virtual host, else route configuration).
+    pub lua: BTreeMap<String, LuaRoute>,
 }
 
 #[derive(Debug)]
@@ -193,7 +217,9 @@ impl RouteTable {
             prefix: Vec::new(),
             any: None,
         };
+        let rc_lua = lua_configs(&rc.typed_per_filter_config, &BTreeMap::new())?;
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+            let vh_lua = lua_configs(&vh.typed_per_filter_config, &rc_lua)?;
             for d in &vh.domains {
                 let d = d.to_ascii_lowercase();
                 let dup = if d == "*" {
@@ -222,7 +248,7 @@ impl RouteTable {
             let routes = vh
                 .routes
                 .iter()
-                .map(compile_route)
+                .map(|r| compile_route(r, &vh_lua))
                 .collect::<Result<_, _>>()?;
             t.vhosts.push(VirtualHost {
                 name: vh.name.clone(),

@@ -43,6 +43,8 @@ pub(crate) fn mk_view(
             name: "l".into(),
             addr: "127.0.0.1:1".parse().expect("addr"),
             rds: "rc".into(),
+            stat_prefix: "l".into(),
+            http_filters: vec![crate::sim::filters::HttpFilter::Router],
         }),
     );
     view

@@ -1,9 +1,11 @@
 //! Unit tests of the simulator's pieces, on Envoy protos built by `mk_*`
 //! fixtures (not sluice's compiler, so the simulator is checked against
-//! what Envoy's API says, not against sluice's own output).
+//! what Envoy's API says, not against sluice's own output) — except
+//! `lua`, which decodes what sluice compiles from a rules file.
 
 mod engine;
 mod lb;
+mod lua;
 mod routing;
 
 use std::sync::Arc;

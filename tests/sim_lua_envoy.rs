@@ -1,0 +1,243 @@
+//! Differential fidelity of the Lua filters: the same requests to real Envoy
+//! 1.40 and to the simulator, both configured over xDS by the same sluice.
+//! API-key auth (no, wrong, good key), plan-based routing (and a spoofed
+//! plan header), validation (405, 400), a request header template, a
+//! response header edit and a user's own snippet must give the same status,
+//! the same backend, the same headers upstream and downstream, and the
+//! same error body; and Envoy's `http.<listener>.downstream_rq_<N>xx`
+//! counters must move as the simulator counts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use sluice::sim::backend::{BackendSpec, Backends};
+use sluice::sim::dataplane::DataPlane;
+use sluice::sim::engine::{Engine, SimProxy};
+use sluice::sim::filters::chain::{serve, Response};
+use sluice::sim::fleet::{Fleet, FleetConfig};
+use sluice::sim::route::Request;
+use sluice::sim::state::{Mode, View};
+
+fn rules(free: u16, pro: u16) -> String {
+    format!(
+        r#"services:
+  - name: free
+    endpoints: [{{address: 127.0.0.1, port: {free}}}]
+  - name: pro
+    endpoints: [{{address: 127.0.0.1, port: {pro}}}]
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: 0
+    virtual_hosts:
+      - name: api
+        domains: ["*"]
+        auth:
+          api_key:
+            header: x-api-key
+            keys:
+              - {{key: alice-key, consumer: alice, plan: pro}}
+              - {{key: bob-key, consumer: bob, plan: free}}
+        transform:
+          response:
+            set_headers: {{x-served-for: "${{consumer}}"}}
+            remove_headers: [x-backend-secret]
+        routes:
+          - match: {{prefix: /orders}}
+            to: {{service: free}}
+            validate: {{methods: [GET, POST], required_headers: [x-tag]}}
+            transform: {{request: {{set_headers: {{x-tag-copy: "t-${{header.x-tag}}"}}}}}}
+          - match: {{prefix: /own-lua}}
+            to: {{service: free}}
+            lua:
+              source: |
+                function envoy_on_request(h)
+                  h:headers():add("x-own-lua", h:headers():get("x-sluice-consumer") or "none")
+                end
+                function envoy_on_response(h)
+                  h:headers():add("x-own-lua-status", h:headers():get(":status"))
+                end
+          - match: {{prefix: /, headers: [{{name: x-sluice-plan, exact: pro}}]}}
+            to: {{service: pro}}
+          - to: {{service: free}}
+"#
+    )
+}
+
+fn cases() -> Vec<Request> {
+    let get = |path: &str| Request::get("x", path);
+    vec![
+        get("/a"),
+        get("/a").header("x-api-key", "wrong"),
+        get("/a").header("x-api-key", "bob-key"),
+        get("/a").header("x-api-key", "alice-key"),
+        get("/a")
+            .header("x-api-key", "bob-key")
+            .header("x-sluice-plan", "pro"),
+        get("/a")
+            .header("x-api-key", "alice-key")
+            .with_body("POST", r#"{"n":1}"#),
+        get("/orders").with_body("DELETE", ""),
+        get("/orders").header("x-api-key", "bob-key"),
+        get("/orders")
+            .header("x-api-key", "bob-key")
+            .header("x-tag", "7"),
+        get("/own-lua").header("x-api-key", "bob-key"),
+        get("/own-lua"),
+    ]
+}
+
+/// What both must agree on: status, backend, identity and template headers
+/// seen upstream, edited response headers, the error of a local answer.
+fn summary(status: u16, headers: &HashMap<String, String>, body: &str) -> Value {
+    let doc: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let up = |h: &str| doc["headers"][h].clone();
+    let down = |h: &str| headers.get(h).cloned();
+    json!({
+        "status": status,
+        "backend": doc["backend"],
+        "error": doc["error"],
+        "upstream": [up("x-sluice-consumer"), up("x-sluice-plan"), up("x-tag-copy"), up("x-own-lua")],
+        "downstream": [down("x-served-for"), down("x-backend-secret"), down("allow"),
+                       down("www-authenticate"), down("x-own-lua-status")],
+    })
+}
+
+async fn envoy_answer(listen: u16, req: &Request) -> Value {
+    let url = format!("http://127.0.0.1:{listen}{}", req.path);
+    let method = reqwest::Method::from_bytes(req.method().as_bytes()).expect("method");
+    let mut b = http().request(method, url).header("host", &req.authority);
+    for (k, v) in &req.headers {
+        b = b.header(k, v);
+    }
+    if let Some(body) = &req.body {
+        b = b
+            .header("content-type", "application/json")
+            .body(body.clone());
+    }
+    let r = b.send().await.expect("request to envoy");
+    let status = r.status().as_u16();
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    summary(status, &headers, &r.text().await.expect("body"))
+}
+
+/// The simulator's answer; its upstream echoes like `echo_backend`.
+fn sim_answer(
+    dp: &mut DataPlane,
+    view: &View,
+    names: &HashMap<SocketAddr, String>,
+    req: &Request,
+) -> Value {
+    let mut req = req.clone();
+    if req.body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let served = serve(dp, view, Some("http"), req, Duration::ZERO, |u, r| {
+        let echoed: serde_json::Map<String, Value> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        Response {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-backend-secret".into(), "s".into()),
+            ],
+            body: json!({"backend": names.get(&u.host), "headers": echoed}).to_string(),
+        }
+    });
+    assert!(served.phase.errors.is_empty(), "{:?}", served.phase.errors);
+    let headers = served.response.headers.iter().cloned().collect();
+    summary(served.response.status, &headers, &served.response.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_runs_the_lua_filters_like_envoy() {
+    let (free, pro) = (echo_backend("free").await, echo_backend("pro").await);
+    let names: HashMap<SocketAddr, String> = [(free.addr, "free"), (pro.addr, "pro")]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, rules(free.addr.port(), pro.addr.port())).expect("write");
+    let sluice = Sluice::start(&path, "127.0.0.1:0");
+    let envoy = Envoy::start("envoy-lua-diff", "default", sluice.xds, &[]).await;
+    let listen = envoy.listener_port("http").await;
+    let fleet = Fleet::start(&FleetConfig {
+        xds: sluice.xds.to_string(),
+        proxies: 1,
+        mode: Mode::Sotw,
+        group: "default".into(),
+        node_prefix: "sim-lua-diff".into(),
+        faults: Default::default(),
+    });
+    fleet
+        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
+        .await
+        .expect("sim configured");
+    let report = &fleet.reports()[0];
+    assert_eq!(report.nacks, 0, "{:?}", report.last_nack);
+    eventually("envoy runs the Lua filter", || async {
+        http()
+            .get(format!("http://127.0.0.1:{listen}/a"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 401)
+    })
+    .await;
+    let view = fleet.reports()[0].view.clone();
+    let mut dp = DataPlane::new(7);
+
+    let stat = |class: u16| format!("http.http.downstream_rq_{class}xx");
+    let mut before = Vec::new();
+    for class in 2..=4 {
+        before.push(envoy.stat(&stat(class)).await);
+    }
+    for req in cases() {
+        let want = envoy_answer(listen, &req).await;
+        let got = sim_answer(&mut dp, &view, &names, &req);
+        assert_eq!(
+            got,
+            want,
+            "{} {} {:?}: simulator vs envoy",
+            req.method(),
+            req.path,
+            req.headers
+        );
+    }
+
+    // The engine (what `sluice sim` runs) counts the same answers the way
+    // Envoy's connection manager does.
+    let mut engine = Engine::new(
+        vec![SimProxy::new(view, 1)],
+        Backends::new(BackendSpec::default()),
+        1,
+    );
+    for req in cases() {
+        engine.submit(0, req, Duration::ZERO);
+    }
+    engine.run();
+    for (i, class) in (2..=4).enumerate() {
+        let envoy_delta = envoy.stat(&stat(class)).await - before[i];
+        assert_eq!(
+            engine
+                .stats
+                .http_counter("http", &format!("downstream_rq_{class}xx")) as f64,
+            envoy_delta,
+            "{}",
+            stat(class)
+        );
+    }
+    fleet.stop().await;
+}
