@@ -85,7 +85,11 @@ impl Feeder {
 /// A source's kind (the `source` metric label) and what it watches.
 pub fn source_name(d: &Discovery) -> (&'static str, String) {
     match d {
-        Discovery::Consul { service } => ("consul", service.clone()),
+        Discovery::Consul { service, tag: None } => ("consul", service.clone()),
+        Discovery::Consul {
+            service,
+            tag: Some(tag),
+        } => ("consul", format!("{service} tag={tag}")),
         Discovery::Etcd { prefix } => ("etcd", prefix.clone()),
         Discovery::Kubernetes {
             namespace,
@@ -195,8 +199,12 @@ impl Supervisor {
                 (Settings::Etcd(Some(src)), Discovery::Etcd { prefix }) => {
                     tokio::spawn(etcd::run(feeder, src.clone(), prefix.clone(), opts))
                 }
-                (Settings::Consul(Some(src)), Discovery::Consul { service }) => {
-                    tokio::spawn(consul::run(feeder, src.clone(), service.clone(), opts))
+                (Settings::Consul(Some(src)), Discovery::Consul { service, tag }) => {
+                    let query = consul::Query {
+                        service: service.clone(),
+                        tag: tag.clone(),
+                    };
+                    tokio::spawn(consul::run(feeder, src.clone(), query, opts))
                 }
                 _ => {
                     // The rules validator refuses these; keep the feed

@@ -677,3 +677,46 @@ fn discovery_rejects_unknown_registries_and_empty_blocks() {
         "is not a URL",
     );
 }
+
+#[test]
+fn consul_discovery_loads_with_tag_datacenter_token_and_wait() {
+    let text = "sources:
+  consul: {address: \"http://127.0.0.1:8500/\", datacenter: dc2, token_env: CONSUL_TOKEN, wait: 30s}
+services:
+  - name: web
+    discovery:
+      consul: {service: web, tag: canary}
+listeners: []
+";
+    let config = parse("rules.yaml", text).expect("valid");
+    let consul = config.sources.consul.expect("consul");
+    assert_eq!(consul.address, "http://127.0.0.1:8500");
+    assert_eq!(consul.datacenter.as_deref(), Some("dc2"));
+    assert_eq!(consul.token_env.as_deref(), Some("CONSUL_TOKEN"));
+    assert_eq!(consul.wait, std::time::Duration::from_secs(30));
+    assert_eq!(
+        config.services["web"].discovery,
+        [crate::model::Discovery::Consul {
+            service: "web".into(),
+            tag: Some("canary".into())
+        }]
+    );
+    let default_wait =
+        "sources: {consul: {address: \"http://c:8500\"}}\nservices: []\nlisteners: []\n";
+    let config = parse("rules.yaml", default_wait).expect("valid");
+    assert_eq!(
+        config.sources.consul.expect("consul").wait,
+        std::time::Duration::from_secs(60)
+    );
+}
+
+#[test]
+fn consul_wait_outside_consuls_limit_is_refused() {
+    assert_error(
+        "sources: {consul: {address: \"http://c:8500\", wait: 20m}}\nservices: []\nlisteners: []\n",
+        1,
+        52,
+        "sources.consul.wait",
+        "out of range 1s..=10m",
+    );
+}
