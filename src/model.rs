@@ -92,8 +92,8 @@ pub struct EtcdSource {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KubernetesSource {
-    /// A kubeconfig path; `None` means in-cluster config, else the default
-    /// kubeconfig lookup.
+    /// A kubeconfig path, relative to the rules file's directory; `None`:
+    /// kube's inference (`$KUBECONFIG`, `~/.kube/config`, then in-cluster).
     pub kubeconfig: Option<String>,
 }
 

@@ -133,13 +133,9 @@ pub(crate) fn sources(raw: Option<&RawSources>, d: &mut Diags) -> Sources {
         }
     });
     let kubernetes = raw.kubernetes.as_ref().map(|k| {
-        // Kept in the schema so files written for it are understood, but
-        // refused: silently serving no endpoints would be worse.
-        d.error(
-            k.span(),
-            "sources.kubernetes",
-            "the kubernetes source is not implemented yet; list endpoints, or use consul, etcd or file discovery",
-        );
+        if let Some(path) = &k.kubeconfig {
+            non_empty(d, path, "sources.kubernetes.kubeconfig");
+        }
         KubernetesSource {
             kubeconfig: k.kubeconfig.as_ref().map(|s| s.to_string()),
         }
@@ -209,6 +205,9 @@ pub(crate) fn discovery(
         if sources.kubernetes.is_none() {
             missing_source(d, k.span(), &p, "kubernetes", "{}");
         }
+        non_empty(d, &k.namespace, &format!("{p}.namespace"));
+        non_empty(d, &k.service, &format!("{p}.service"));
+        non_empty(d, &k.port, &format!("{p}.port"));
         out.push(Discovery::Kubernetes {
             namespace: k.namespace.to_string(),
             service: k.service.to_string(),

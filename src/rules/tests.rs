@@ -720,3 +720,40 @@ fn consul_wait_outside_consuls_limit_is_refused() {
         "out of range 1s..=10m",
     );
 }
+
+#[test]
+fn kubernetes_discovery_loads_and_needs_its_fields() {
+    let text = "sources:
+  kubernetes: {kubeconfig: kube/config.yaml}
+services:
+  - name: web
+    discovery:
+      kubernetes: {namespace: shop, service: web, port: http}
+listeners: []
+";
+    let config = parse("rules.yaml", text).expect("valid");
+    assert_eq!(
+        config
+            .sources
+            .kubernetes
+            .expect("kubernetes")
+            .kubeconfig
+            .as_deref(),
+        Some("kube/config.yaml")
+    );
+    assert_eq!(
+        config.services["web"].discovery,
+        [crate::model::Discovery::Kubernetes {
+            namespace: "shop".into(),
+            service: "web".into(),
+            port: "http".into()
+        }]
+    );
+    assert_error(
+        "sources: {kubernetes: {}}\nservices:\n  - name: web\n    discovery: {kubernetes: {namespace: shop, service: web, port: \"\"}}\nlisteners: []\n",
+        4,
+        67,
+        "services[0].discovery.kubernetes.port",
+        "must not be empty",
+    );
+}

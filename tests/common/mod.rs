@@ -355,3 +355,4 @@ pub fn write_atomically(path: &Path, text: &str) {
 pub mod consul;
 pub mod eds;
 pub mod etcd;
+pub mod kube;
