@@ -4,14 +4,13 @@
 //! xDS client reading EDS: a Service's slices are joined, conditions map to
 //! health, slice changes and deletions reach the client, and a 410 in the
 //! middle of a stalled watch is recovered by a re-list that applies what
-//! changed meanwhile without ever removing the stable endpoint. An opt-in
+//! changed meanwhile without ever removing the stable endpoint; an outage
+//! keeps the endpoints and shows in metrics and status. An opt-in
 //! test reads a real cluster through `KUBECONFIG`.
 
 mod common;
 
-use std::collections::BTreeSet;
-
-use common::eds::History;
+use common::eds::{eds_is, last, set};
 use common::kube::FakeKube;
 use common::*;
 
@@ -34,20 +33,6 @@ listeners:
             to: {{service: web}}
 "#
     )
-}
-
-fn set(items: &[&str]) -> Option<BTreeSet<String>> {
-    Some(items.iter().map(|s| s.to_string()).collect())
-}
-
-async fn eds_is(rx: &History, want: &[&str]) {
-    let want = set(want);
-    eventually(&format!("EDS becomes {want:?}"), || {
-        let got = rx.borrow().last().cloned();
-        let want = want.clone();
-        async move { got == want }
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,6 +159,43 @@ async fn kubernetes_slices_conditions_and_410_relist() {
             == 1.0
     })
     .await;
+
+    // Outage: the API server answers 503 and cuts the watch. Endpoints
+    // stay; the source shows down, then up again once the server answers,
+    // though no slice changed meanwhile.
+    kube.down(true);
+    eventually("source down during the outage", || async {
+        sluice
+            .metric("sluice_source_up{source=\"kubernetes\"}")
+            .await
+            == 0.0
+    })
+    .await;
+    let status = sluice.status().await;
+    assert_eq!(
+        status["sources"][0]["endpoints"], 2,
+        "fail-static: {status}"
+    );
+    assert_eq!(
+        last(&eds),
+        set(&["127.0.0.1:8080 HEALTHY", "127.0.0.6:8080 HEALTHY"])
+    );
+    kube.down(false);
+    eventually("source up after the outage", || async {
+        sluice
+            .metric("sluice_source_up{source=\"kubernetes\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    kube.put_slice(
+        "shop",
+        "web-c",
+        "web",
+        8080,
+        &[("127.0.0.7", true, true, false)],
+    );
+    eds_is(&eds, &["127.0.0.1:8080 HEALTHY", "127.0.0.7:8080 HEALTHY"]).await;
 
     // Scale to zero: the last slice empties out.
     kube.put_slice("shop", "web-a", "web", 8080, &[]);

@@ -11,16 +11,20 @@
 //!   transient empty or partial set;
 //! - `Apply` / `Delete` of one slice re-join the live set;
 //! - an error (API server down, 410, 403) fails the feed; the endpoints
-//!   stay until the next complete listing.
+//!   stay until the next complete listing. The watcher resumes quietly (a
+//!   re-watch from the last resourceVersion brings no event when nothing
+//!   changed), so while failing the task also probes the API server with a
+//!   one-item list and confirms the feed when it answers.
 
 mod slices;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -57,7 +61,11 @@ pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, op
     let mut stop = feeder.stop.clone();
     let mut delay = opts.retry_min;
     let client = loop {
-        match client(kubeconfig.as_ref()).await {
+        let made = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            c = client(kubeconfig.as_ref()) => c,
+        };
+        match made {
             Ok(c) => break c,
             Err(e) => feeder.fail(e),
         }
@@ -68,10 +76,15 @@ pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, op
         delay = (delay * 2).min(opts.retry_max);
     };
     let api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
-    let config = watcher::Config::default()
-        .labels(&format!("kubernetes.io/service-name={}", target.service))
-        .timeout(timeout_secs(opts.request_timeout));
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let selector = format!("kubernetes.io/service-name={}", target.service);
+    let config = watcher::Config::default().labels(&selector);
+    let mut events = watcher::watcher(api.clone(), config)
+        .default_backoff()
+        .boxed();
+    let probe_params = ListParams::default().labels(&selector).limit(1);
+    let mut probe = tokio::time::interval(opts.request_timeout);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     let mut live: BTreeMap<String, EndpointSlice> = BTreeMap::new();
     let mut state = State::Listing {
         buffer: BTreeMap::new(),
@@ -80,16 +93,30 @@ pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, op
     loop {
         let event = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            e = events.next() => e,
+            e = events.next() => Some(e),
+            _ = probe.tick(), if failing => None,
+        };
+        let Some(event) = event else {
+            let listed = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                l = tokio::time::timeout(opts.request_timeout, api.list(&probe_params)) => l,
+            };
+            if matches!(listed, Ok(Ok(_))) {
+                failing = false;
+                feeder.confirm();
+            }
+            continue;
         };
         let event = match event {
             None => return,
             Some(Err(e)) => {
+                failing = true;
                 feeder.fail(format!("kubernetes watch of {}: {e}", describe(&target)));
                 continue;
             }
             Some(Ok(e)) => e,
         };
+        failing = false;
         state = match (state, event) {
             (_, Event::Init) => State::Listing {
                 buffer: BTreeMap::new(),
@@ -117,12 +144,6 @@ pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, op
             (State::Watching, Event::InitApply(_) | Event::InitDone) => State::Watching,
         };
     }
-}
-
-/// The server closes a watch after this; kube-rs then watches again from
-/// the last resourceVersion (not a re-list). Under Kubernetes' 295 s limit.
-fn timeout_secs(request_timeout: Duration) -> u32 {
-    (request_timeout.as_secs() as u32 * 58).clamp(60, 290)
 }
 
 fn name(s: &EndpointSlice) -> String {

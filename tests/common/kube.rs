@@ -11,7 +11,8 @@
 //!   `timeoutSeconds`.
 //! - A version older than the retained history gets an in-stream
 //!   `ERROR` event with a `410 Expired` Status, as the API server sends.
-//! - Faults: [`FakeKube::pause`] stalls open watches (events are held
+//! - Faults: [`FakeKube::down`] answers 503 and cuts watches;
+//!   [`FakeKube::pause`] stalls open watches (events are held
 //!   back, as by a lagging watch cache); [`FakeKube::expire`] drops the
 //!   history and ends open watches with 410, forcing a re-list.
 
@@ -42,6 +43,8 @@ struct Shared {
     store: Mutex<Store>,
     changed: watch::Sender<u64>,
     paused: AtomicBool,
+    /// Every request answers 503 and open watches end (an outage).
+    down: AtomicBool,
     expired: AtomicU64,
     lists: AtomicU64,
     watches: AtomicU64,
@@ -69,6 +72,7 @@ impl FakeKube {
             }),
             changed: watch::channel(0).0,
             paused: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             expired: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             watches: AtomicU64::new(0),
@@ -146,6 +150,12 @@ impl FakeKube {
         self.shared.changed.send_modify(|g| *g += 1);
     }
 
+    /// An outage (true): requests answer 503, open watches are cut.
+    pub fn down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+        self.shared.changed.send_modify(|g| *g += 1);
+    }
+
     /// Drops the history: open watches end with 410 and resuming from any
     /// version seen so far gets 410 too, so clients must list again.
     pub fn expire(&self) {
@@ -219,6 +229,13 @@ async fn handle(shared: Arc<Shared>, uri: Uri) -> Response {
     let Some(p) = params(&uri) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
+    if shared.down.load(Ordering::SeqCst) {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": "etcdserver: leader changed", "reason": "ServiceUnavailable", "code": 503});
+        let mut resp = json_response(status.to_string());
+        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return resp;
+    }
     if !p.watch {
         shared.lists.fetch_add(1, Ordering::SeqCst);
         let st = shared.store.lock().expect("lock");
@@ -266,6 +283,9 @@ async fn stream_watch(shared: Arc<Shared>, p: Params, tx: mpsc::Sender<Result<By
         // Decided under the lock, sent after it is released.
         let mut out = Vec::new();
         let mut expired = None;
+        if shared.down.load(Ordering::SeqCst) {
+            return;
+        }
         {
             let st = shared.store.lock().expect("lock");
             if sent < st.oldest || shared.expired.load(Ordering::SeqCst) != expired_at_start {
