@@ -10,13 +10,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use common::consul::{mk_instance, FakeConsul, DC};
-use common::eds::History;
+use common::eds::{eds_is, last, set};
 use common::*;
 
 const TOKEN_ENV: &str = "SLUICE_TEST_CONSUL_TOKEN";
@@ -51,24 +50,6 @@ listeners:
             to: {{service: web}}
 "#
     )
-}
-
-fn set(items: &[&str]) -> Option<BTreeSet<String>> {
-    Some(items.iter().map(|s| s.to_string()).collect())
-}
-
-fn last(rx: &History) -> Option<BTreeSet<String>> {
-    rx.borrow().last().cloned()
-}
-
-async fn eds_is(rx: &History, want: &[&str]) {
-    let want = set(want);
-    eventually(&format!("EDS becomes {want:?}"), || {
-        let got = last(rx);
-        let want = want.clone();
-        async move { got == want }
-    })
-    .await;
 }
 
 fn start(consul: &FakeConsul, dir: &Path) -> Sluice {
