@@ -10,8 +10,9 @@
 //! endpoint's port moves (an etcd put / an atomic rewrite of the file);
 //! its latency runs from just before the write to the moment the client
 //! has sent the ACK of the first EDS response that contains it. Two
-//! regimes per source: *isolated* changes `GAP_MS` apart (default 2100 ms,
-//! longer than the coalescer's 2 s calm period, so each is a lone change)
+//! regimes per source: *isolated* changes `GAP_MS` apart plus 0–100 ms of
+//! spread (default 2100 ms, longer than the coalescer's 2 s calm period, so
+//! each is a lone change)
 //! and *back-to-back* changes (the next as soon as the previous is ACKed:
 //! the coalescer spaces publishes out). `etcd` comes from `$ETCD_BIN` or
 //! PATH (Debian's `etcd-server`).
@@ -56,7 +57,16 @@ async fn main() -> anyhow::Result<()> {
             wait_for(&acked, 9000).await?;
             for (regime, pause) in [("isolated", gap), ("back-to-back", Duration::ZERO)] {
                 let mut lat = Vec::new();
-                for _ in 0..changes {
+                for i in 0..changes {
+                    // Spread isolated writes over the file poll's phase: a
+                    // gap that is a multiple of the interval would always
+                    // land just after a poll.
+                    let spread = FILE_POLL.mul_f64((i * 37 % 100) as f64 / 100.0);
+                    let pause = if pause.is_zero() {
+                        pause
+                    } else {
+                        pause + spread
+                    };
                     tokio::time::sleep(pause).await;
                     port += 1;
                     let t0 = Instant::now();
