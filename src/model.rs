@@ -52,8 +52,12 @@ pub struct Service {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Discovery {
-    /// Consul's health API for this service name.
-    Consul { service: String },
+    /// Consul's health API for this service name, optionally only the
+    /// instances carrying `tag`.
+    Consul {
+        service: String,
+        tag: Option<String>,
+    },
     /// One etcd key per endpoint under this prefix (ends with `/`).
     Etcd { prefix: String },
     /// A Kubernetes Service's EndpointSlices, this named port.
@@ -83,6 +87,8 @@ pub struct ConsulSource {
     /// Name of the environment variable holding the ACL token (the token
     /// itself never appears in the rules file or in `/debug/config`).
     pub token_env: Option<String>,
+    /// How long one blocking query may be held by Consul (`wait`).
+    pub wait: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -93,8 +99,8 @@ pub struct EtcdSource {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KubernetesSource {
-    /// A kubeconfig path; `None` means in-cluster config, else the default
-    /// kubeconfig lookup.
+    /// A kubeconfig path, relative to the rules file's directory; `None`:
+    /// kube's inference (`$KUBECONFIG`, `~/.kube/config`, then in-cluster).
     pub kubeconfig: Option<String>,
 }
 

@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::eds::History;
+use common::eds::{eds_is, last, set};
 use common::etcd::Etcd;
 use common::*;
 
@@ -39,24 +38,6 @@ fn record(port: u16, health: &str) -> String {
     format!(
         r#"{{"address":"127.0.0.1","port":{port},"labels":{{"version":"v1"}},"health":"{health}"}}"#
     )
-}
-
-fn set(items: &[&str]) -> Option<BTreeSet<String>> {
-    Some(items.iter().map(|s| s.to_string()).collect())
-}
-
-fn last(rx: &History) -> Option<BTreeSet<String>> {
-    rx.borrow().last().cloned()
-}
-
-async fn eds_is(rx: &History, want: &[&str]) {
-    let want = set(want);
-    eventually(&format!("EDS becomes {want:?}"), || {
-        let got = last(rx);
-        let want = want.clone();
-        async move { got == want }
-    })
-    .await;
 }
 
 async fn start(etcd: &Etcd, dir: &Path) -> Sluice {

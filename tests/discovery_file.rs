@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::eds::eds_is;
 use common::*;
 
 const RULES: &str = r#"services:
@@ -28,16 +29,6 @@ fn write(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
-}
-
-async fn eds_is(rx: &eds::History, want: &[&str]) {
-    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
-    eventually(&format!("EDS becomes {want:?}"), || {
-        let got = rx.borrow().last().cloned();
-        let want = want.clone();
-        async move { got == Some(want) }
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Endpoint discovery: registries → one merged [`index::Index`].
 //!
-//! Each source (`etcd`, `consul`, `file`) runs one task per *feed* — one
+//! Each source (`consul`, `etcd`, `kubernetes`, `file`) runs one task per *feed* — one
 //! service's watch on one registry — and only turns the registry's answers
 //! into index calls through a [`Feeder`]. The index merges every feed and
 //! publishes a [`index::View`]; `serve` resolves the rules against it
@@ -19,6 +19,7 @@ pub mod consul;
 pub mod etcd;
 pub mod file;
 pub mod index;
+pub mod kubernetes;
 pub mod record;
 pub mod status;
 
@@ -85,7 +86,11 @@ impl Feeder {
 /// A source's kind (the `source` metric label) and what it watches.
 pub fn source_name(d: &Discovery) -> (&'static str, String) {
     match d {
-        Discovery::Consul { service } => ("consul", service.clone()),
+        Discovery::Consul { service, tag: None } => ("consul", service.clone()),
+        Discovery::Consul {
+            service,
+            tag: Some(tag),
+        } => ("consul", format!("{service} tag={tag}")),
         Discovery::Etcd { prefix } => ("etcd", prefix.clone()),
         Discovery::Kubernetes {
             namespace,
@@ -126,7 +131,9 @@ enum Settings {
     File(PathBuf),
     Etcd(Option<EtcdSource>),
     Consul(Option<ConsulSource>),
-    Unsupported,
+    /// The kubeconfig path (resolved against the rules directory), or
+    /// `None` for kube's inference; the outer `None`: not configured.
+    Kubernetes(Option<Option<PathBuf>>),
 }
 
 struct Running {
@@ -169,7 +176,13 @@ impl Supervisor {
             Discovery::File { path } => Settings::File(self.base_dir.join(path)),
             Discovery::Etcd { .. } => Settings::Etcd(config.sources.etcd.clone()),
             Discovery::Consul { .. } => Settings::Consul(config.sources.consul.clone()),
-            Discovery::Kubernetes { .. } => Settings::Unsupported,
+            Discovery::Kubernetes { .. } => Settings::Kubernetes(
+                config
+                    .sources
+                    .kubernetes
+                    .as_ref()
+                    .map(|k| k.kubeconfig.as_ref().map(|p| self.base_dir.join(p))),
+            ),
         };
         self.running.retain(|key, running| {
             let keep = wanted.contains(key) && running.settings == settings(key);
@@ -195,8 +208,27 @@ impl Supervisor {
                 (Settings::Etcd(Some(src)), Discovery::Etcd { prefix }) => {
                     tokio::spawn(etcd::run(feeder, src.clone(), prefix.clone(), opts))
                 }
-                (Settings::Consul(Some(src)), Discovery::Consul { service }) => {
-                    tokio::spawn(consul::run(feeder, src.clone(), service.clone(), opts))
+                (Settings::Consul(Some(src)), Discovery::Consul { service, tag }) => {
+                    let query = consul::Query {
+                        service: service.clone(),
+                        tag: tag.clone(),
+                    };
+                    tokio::spawn(consul::run(feeder, src.clone(), query, opts))
+                }
+                (
+                    Settings::Kubernetes(Some(kubeconfig)),
+                    Discovery::Kubernetes {
+                        namespace,
+                        service,
+                        port,
+                    },
+                ) => {
+                    let target = kubernetes::Target {
+                        namespace: namespace.clone(),
+                        service: service.clone(),
+                        port: port.clone(),
+                    };
+                    tokio::spawn(kubernetes::run(feeder, kubeconfig.clone(), target, opts))
                 }
                 _ => {
                     // The rules validator refuses these; keep the feed

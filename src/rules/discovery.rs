@@ -7,9 +7,12 @@
 //! prefixes end with `/`, URLs have a scheme. The result is
 //! [`model::Discovery`] per service and [`model::Sources`] for the file.
 
+use std::time::Duration;
+
 use marked_yaml::Spanned;
 use serde::Deserialize;
 
+use super::duration::parse_duration;
 use super::error::Diags;
 use crate::model::{ConsulSource, Discovery, EtcdSource, KubernetesSource, Sources};
 
@@ -33,6 +36,8 @@ pub(crate) struct RawDiscovery {
 #[serde(deny_unknown_fields, expecting = "a consul discovery mapping")]
 pub(crate) struct RawConsulRef {
     pub service: Str,
+    #[serde(default)]
+    pub tag: Option<Str>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +80,8 @@ pub(crate) struct RawConsulSource {
     pub datacenter: Option<Str>,
     #[serde(default)]
     pub token_env: Option<Str>,
+    #[serde(default)]
+    pub wait: Option<Str>,
 }
 
 #[derive(Deserialize)]
@@ -96,11 +103,6 @@ pub(crate) fn sources(raw: Option<&RawSources>, d: &mut Diags) -> Sources {
         return Sources::default();
     };
     let consul = raw.consul.as_ref().map(|c| {
-        d.error(
-            c.span(),
-            "sources.consul",
-            "the consul source is not implemented yet; list endpoints, or use etcd or file discovery",
-        );
         url(d, &c.address, "sources.consul.address");
         if let Some(dc) = &c.datacenter {
             non_empty(d, dc, "sources.consul.datacenter");
@@ -109,9 +111,13 @@ pub(crate) fn sources(raw: Option<&RawSources>, d: &mut Diags) -> Sources {
             non_empty(d, env, "sources.consul.token_env");
         }
         ConsulSource {
-            address: c.address.to_string(),
+            address: c.address.trim_end_matches('/').to_string(),
             datacenter: c.datacenter.as_ref().map(|s| s.to_string()),
             token_env: c.token_env.as_ref().map(|s| s.to_string()),
+            wait: c
+                .wait
+                .as_ref()
+                .map_or(CONSUL_WAIT_DEFAULT, |w| consul_wait(d, w)),
         }
     });
     let etcd = raw.etcd.as_ref().map(|e| {
@@ -127,13 +133,9 @@ pub(crate) fn sources(raw: Option<&RawSources>, d: &mut Diags) -> Sources {
         }
     });
     let kubernetes = raw.kubernetes.as_ref().map(|k| {
-        // Kept in the schema so files written for it are understood, but
-        // refused: silently serving no endpoints would be worse.
-        d.error(
-            k.span(),
-            "sources.kubernetes",
-            "the kubernetes source is not implemented yet; list endpoints, or use consul, etcd or file discovery",
-        );
+        if let Some(path) = &k.kubeconfig {
+            non_empty(d, path, "sources.kubernetes.kubeconfig");
+        }
         KubernetesSource {
             kubeconfig: k.kubeconfig.as_ref().map(|s| s.to_string()),
         }
@@ -166,8 +168,12 @@ pub(crate) fn discovery(
             );
         }
         non_empty(d, &c.service, &format!("{p}.service"));
+        if let Some(tag) = &c.tag {
+            non_empty(d, tag, &format!("{p}.tag"));
+        }
         out.push(Discovery::Consul {
             service: c.service.to_string(),
+            tag: c.tag.as_ref().map(|t| t.to_string()),
         });
     }
     if let Some(e) = &raw.etcd {
@@ -199,6 +205,9 @@ pub(crate) fn discovery(
         if sources.kubernetes.is_none() {
             missing_source(d, k.span(), &p, "kubernetes", "{}");
         }
+        non_empty(d, &k.namespace, &format!("{p}.namespace"));
+        non_empty(d, &k.service, &format!("{p}.service"));
+        non_empty(d, &k.port, &format!("{p}.port"));
         out.push(Discovery::Kubernetes {
             namespace: k.namespace.to_string(),
             service: k.service.to_string(),
@@ -216,6 +225,30 @@ pub(crate) fn discovery(
         d.error(raw.span(), &p, msg);
     }
     out
+}
+
+/// Consul holds a blocking query at most 10 minutes; a wait under a
+/// second would turn the watch into polling.
+const CONSUL_WAIT_DEFAULT: Duration = Duration::from_secs(60);
+const CONSUL_WAIT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
+
+fn consul_wait(d: &mut Diags, w: &Str) -> Duration {
+    match parse_duration(w) {
+        Ok(v) if CONSUL_WAIT_RANGE.contains(&v) => v,
+        Ok(_) => {
+            let msg = format!(
+                "wait `{}` out of range 1s..=10m (Consul's limit)",
+                w.as_str()
+            );
+            d.error(w.span(), "sources.consul.wait", msg);
+            CONSUL_WAIT_DEFAULT
+        }
+        Err(e) => {
+            d.error(w.span(), "sources.consul.wait", e);
+            CONSUL_WAIT_DEFAULT
+        }
+    }
 }
 
 fn missing_source(d: &mut Diags, span: &marked_yaml::Span, path: &str, kind: &str, eg: &str) {

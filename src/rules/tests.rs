@@ -691,3 +691,83 @@ fn listener_port_zero_means_any_and_may_repeat() {
         [0, 0]
     );
 }
+
+#[test]
+fn consul_discovery_loads_with_tag_datacenter_token_and_wait() {
+    let text = "sources:
+  consul: {address: \"http://127.0.0.1:8500/\", datacenter: dc2, token_env: CONSUL_TOKEN, wait: 30s}
+services:
+  - name: web
+    discovery:
+      consul: {service: web, tag: canary}
+listeners: []
+";
+    let config = parse("rules.yaml", text).expect("valid");
+    let consul = config.sources.consul.expect("consul");
+    assert_eq!(consul.address, "http://127.0.0.1:8500");
+    assert_eq!(consul.datacenter.as_deref(), Some("dc2"));
+    assert_eq!(consul.token_env.as_deref(), Some("CONSUL_TOKEN"));
+    assert_eq!(consul.wait, std::time::Duration::from_secs(30));
+    assert_eq!(
+        config.services["web"].discovery,
+        [crate::model::Discovery::Consul {
+            service: "web".into(),
+            tag: Some("canary".into())
+        }]
+    );
+    let default_wait =
+        "sources: {consul: {address: \"http://c:8500\"}}\nservices: []\nlisteners: []\n";
+    let config = parse("rules.yaml", default_wait).expect("valid");
+    assert_eq!(
+        config.sources.consul.expect("consul").wait,
+        std::time::Duration::from_secs(60)
+    );
+}
+
+#[test]
+fn consul_wait_outside_consuls_limit_is_refused() {
+    assert_error(
+        "sources: {consul: {address: \"http://c:8500\", wait: 20m}}\nservices: []\nlisteners: []\n",
+        1,
+        52,
+        "sources.consul.wait",
+        "out of range 1s..=10m",
+    );
+}
+
+#[test]
+fn kubernetes_discovery_loads_and_needs_its_fields() {
+    let text = "sources:
+  kubernetes: {kubeconfig: kube/config.yaml}
+services:
+  - name: web
+    discovery:
+      kubernetes: {namespace: shop, service: web, port: http}
+listeners: []
+";
+    let config = parse("rules.yaml", text).expect("valid");
+    assert_eq!(
+        config
+            .sources
+            .kubernetes
+            .expect("kubernetes")
+            .kubeconfig
+            .as_deref(),
+        Some("kube/config.yaml")
+    );
+    assert_eq!(
+        config.services["web"].discovery,
+        [crate::model::Discovery::Kubernetes {
+            namespace: "shop".into(),
+            service: "web".into(),
+            port: "http".into()
+        }]
+    );
+    assert_error(
+        "sources: {kubernetes: {}}\nservices:\n  - name: web\n    discovery: {kubernetes: {namespace: shop, service: web, port: \"\"}}\nlisteners: []\n",
+        4,
+        67,
+        "services[0].discovery.kubernetes.port",
+        "must not be empty",
+    );
+}

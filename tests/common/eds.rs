@@ -103,3 +103,24 @@ fn describe(ep: &envoy_types::pb::envoy::config::endpoint::v3::LbEndpoint) -> St
         .unwrap_or_default();
     format!("{addr} {health}")
 }
+
+/// An expected endpoint set, as the client records it.
+pub fn set(items: &[&str]) -> Option<BTreeSet<String>> {
+    Some(items.iter().map(|s| s.to_string()).collect())
+}
+
+/// The last endpoint set received, if any.
+pub fn last(rx: &History) -> Option<BTreeSet<String>> {
+    rx.borrow().last().cloned()
+}
+
+/// Waits until the last set received is exactly `want`.
+pub async fn eds_is(rx: &History, want: &[&str]) {
+    let want = set(want);
+    super::eventually(&format!("EDS becomes {want:?}"), || {
+        let got = last(rx);
+        let want = want.clone();
+        async move { got == want }
+    })
+    .await;
+}

@@ -153,7 +153,14 @@ pub struct Sluice {
 impl Sluice {
     /// Starts `sluice serve` and waits for it to print its addresses.
     pub fn start(rules: &Path, xds: &str) -> Sluice {
+        Sluice::start_with_env(rules, xds, &[])
+    }
+
+    /// As [`Sluice::start`], with extra environment variables (e.g. an ACL
+    /// token named by the rules).
+    pub fn start_with_env(rules: &Path, xds: &str, env: &[(&str, &str)]) -> Sluice {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .envs(env.iter().copied())
             .args(["serve", "--rules"])
             .arg(rules)
             .args([
@@ -464,6 +471,8 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+pub mod consul;
 pub mod eds;
 pub mod etcd;
 pub mod jwt;
+pub mod kube;

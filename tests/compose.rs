@@ -1,0 +1,161 @@
+//! `compose/` cannot be run here (no Docker engine, no compose plugin), so
+//! this checks that its files agree with each other the way a user relies
+//! on: the rules sluice mounts load, name the registries by their compose
+//! service names and ports, Envoy publishes every listener port, the
+//! bootstrap points at sluice's xDS port, and every registered backend is
+//! a compose service at the address and port the registry gives.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("compose")
+}
+
+fn yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("read");
+    let node = marked_yaml::parse_yaml(0, &text).expect("YAML");
+    marked_yaml::from_node(&node).expect("plain YAML")
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The value of `--flag=value` in a service's command.
+fn flag(service: &Value, name: &str) -> String {
+    let prefix = format!("--{name}=");
+    service["command"]
+        .as_array()
+        .expect("command list")
+        .iter()
+        .find_map(|a| s(a).strip_prefix(&prefix).map(str::to_string))
+        .unwrap_or_else(|| panic!("no --{name} in {service}"))
+}
+
+fn ip(service: &Value) -> String {
+    s(&service["networks"]["mesh"]["ipv4_address"])
+}
+
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split("://").last().expect("url");
+    let (h, p) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .expect("host:port");
+    (h.to_string(), p.parse().expect("port"))
+}
+
+#[test]
+fn compose_files_agree_with_each_other() {
+    let compose = yaml(&dir().join("docker-compose.yml"));
+    let services = compose["services"].as_object().expect("services");
+    for name in [
+        "consul",
+        "etcd",
+        "sluice",
+        "envoy",
+        "backend-a",
+        "backend-b",
+    ] {
+        assert!(
+            services.contains_key(name),
+            "compose service {name} missing"
+        );
+    }
+
+    // sluice mounts the rules file its --rules flag names, and it loads.
+    let sluice = &services["sluice"];
+    let rules_path = flag(sluice, "rules");
+    let mount = format!("./sluice.yaml:{rules_path}:ro");
+    assert!(
+        sluice["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| s(v) == mount),
+        "sluice must mount {mount}"
+    );
+    let config = sluice::rules::load_file(&dir().join("sluice.yaml")).expect("rules load");
+
+    // The registries are reached by compose service name and their ports.
+    let consul = config.sources.consul.as_ref().expect("consul source");
+    assert_eq!(host_port(&consul.address), ("consul".into(), 8500));
+    let etcd = config.sources.etcd.as_ref().expect("etcd source");
+    let etcd_listen = flag(&services["etcd"], "listen-client-urls");
+    assert_eq!(host_port(&etcd.endpoints[0]).0, "etcd");
+    assert_eq!(host_port(&etcd.endpoints[0]).1, host_port(&etcd_listen).1);
+
+    // Envoy publishes every listener port; its bootstrap targets sluice.
+    let published: BTreeSet<String> = services["envoy"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(s)
+        .collect();
+    for l in &config.listeners {
+        assert!(
+            published.contains(&format!("{0}:{0}", l.port)),
+            "listener {} not published",
+            l.port
+        );
+    }
+    let xds_port = host_port(&flag(sluice, "xds")).1;
+    assert_eq!(
+        host_port(&flag(&services["bootstrap"], "xds")),
+        ("sluice".into(), xds_port)
+    );
+
+    // Consul's registrations: the service the rules discover, at backend
+    // addresses and ports, with the versions the subsets select.
+    let defs = serde_json::from_str::<Value>(
+        &std::fs::read_to_string(dir().join("consul.d/demo.json")).expect("consul.d"),
+    )
+    .expect("json");
+    let wanted: BTreeSet<String> = config
+        .services
+        .values()
+        .flat_map(|svc| svc.discovery.iter())
+        .filter_map(|d| match d {
+            sluice::model::Discovery::Consul { service, .. } => Some(service.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut versions = BTreeSet::new();
+    for def in defs["services"].as_array().expect("services") {
+        assert!(wanted.contains(&s(&def["name"])), "{def}");
+        let backend = &services[&s(&def["id"])];
+        assert_eq!(ip(backend), s(&def["address"]), "{def}");
+        let listen = format!("-listen=:{}", def["port"]);
+        assert!(
+            backend["command"]
+                .as_array()
+                .expect("cmd")
+                .iter()
+                .any(|a| s(a) == listen),
+            "{def}"
+        );
+        versions.insert(s(&def["meta"]["version"]));
+    }
+    let selected: BTreeSet<String> = config.services["demo"]
+        .subsets
+        .values()
+        .filter_map(|sel| sel.get("version").cloned())
+        .collect();
+    assert_eq!(
+        versions, selected,
+        "each subset selects a registered version"
+    );
+
+    // The etcd seed writes a backend's address.
+    let seed = s(&services["etcd-seed"]["command"][0]);
+    assert!(
+        seed.contains(&format!("\"address\":\"{}\"", ip(&services["backend-c"]))),
+        "{seed}"
+    );
+}
