@@ -601,3 +601,26 @@ fn a_filter_error_fails_closed_with_500() {
         out.log
     );
 }
+
+#[test]
+fn key_digest_cache_stays_correct_past_its_bound() {
+    // More distinct wrong keys than the per-VM digest cache holds (1,024):
+    // the cache is dropped and refilled, and answers never change.
+    let vm = vm();
+    let c = ctx(api_key_auth());
+    let good = req("GET", "/", &[("x-api-key", "alice-key")], None);
+    assert_eq!(
+        vm.on_request(&good, &c, "1.2.3.4:5").expect("run").response,
+        None
+    );
+    for i in 0..1100 {
+        let key = format!("wrong-{i}");
+        let bad = req("GET", "/", &[("x-api-key", key.as_str())], None);
+        assert_eq!(
+            status(&vm.on_request(&bad, &c, "1.2.3.4:5").expect("run")),
+            403
+        );
+    }
+    let out = vm.on_request(&good, &c, "1.2.3.4:5").expect("run");
+    assert_eq!(out.header("x-sluice-consumer"), Some("alice"));
+}

@@ -20,6 +20,25 @@ local json, sha256, http = ...
 
 local M = {}
 
+-- Digests of recently presented secrets. The VM lives as long as the
+-- Envoy worker, so a client's key is hashed once, not on every request;
+-- the table is dropped whole when full, bounding memory whatever clients
+-- send.
+local digests, digest_count, DIGEST_LIMIT = {}, 0, 1024
+
+local function digest(secret)
+  local d = digests[secret]
+  if d == nil then
+    d = sha256.hex(secret)
+    if digest_count >= DIGEST_LIMIT then
+      digests, digest_count = {}, 0
+    end
+    digests[secret] = d
+    digest_count = digest_count + 1
+  end
+  return d
+end
+
 -- Returns key, or nil + status on failure (nil, nil when simply absent).
 local function find_api_key(h, cfg, req)
   if cfg.header then
@@ -52,7 +71,7 @@ local function check_api_key(h, cfg, req)
     http.reject(h, 401, "unauthorized", "missing API key")
     return nil
   end
-  local who = cfg.keys and cfg.keys[sha256.hex(key)]
+  local who = cfg.keys and cfg.keys[digest(key)]
   if who == nil then
     http.reject(h, 403, "forbidden", "invalid API key")
     return nil
@@ -77,7 +96,7 @@ local function check_basic(h, cfg)
     return nil
   end
   local entry = cfg.users and cfg.users[user]
-  if entry == nil or entry.password_sha256 ~= sha256.hex(pass) then
+  if entry == nil or entry.password_sha256 ~= digest(pass) then
     http.reject(h, 403, "forbidden", "invalid credentials")
     return nil
   end
