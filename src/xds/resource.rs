@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 /// The five resource types sluice serves, in make-before-break order:
 /// SDS, then CDS, EDS, LDS, RDS. Secrets come first because clusters
@@ -150,33 +150,27 @@ impl Snapshot {
 /// The version of a set of resources: a hash over their names and versions
 /// (callers pass them in name order). Deterministic across processes.
 pub fn set_version<'a>(resources: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = Xxh3::new();
     for (name, version) in resources {
         hasher.update(name.as_bytes());
-        hasher.update([0]);
+        hasher.update(&[0]);
         hasher.update(version.as_bytes());
-        hasher.update([0]);
+        hasher.update(&[0]);
     }
-    short_hex(&hasher.finalize())
+    format!("{:016x}", hasher.digest())
 }
 
-/// A short, stable content hash (first 8 bytes of SHA-256, hex).
+/// A short, stable content hash: XXH3-64 as 16 hex digits. Not a
+/// cryptographic hash — versions only need to change when content does,
+/// and XXH3 is an order of magnitude faster than SHA-256 on large
+/// resources (see docs/benchmarks.md); its output is fixed by its spec,
+/// so versions are the same in every process and release.
 pub fn content_hash(parts: &[&[u8]]) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = Xxh3::new();
     for p in parts {
         hasher.update(p);
     }
-    short_hex(&hasher.finalize())
-}
-
-fn short_hex(digest: &[u8]) -> String {
-    use std::fmt::Write;
-    digest[..8]
-        .iter()
-        .fold(String::with_capacity(16), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    format!("{:016x}", hasher.digest())
 }
 
 /// Snapshots for every node group, as published to the xDS server.
