@@ -68,6 +68,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
             xds_addr: xds,
             admin_addr: "127.0.0.1:0".parse()?,
             watch_interval: Duration::from_millis(50),
+            rollouts: Default::default(),
         },
         async {
             let _ = stop_rx.await;

@@ -1,4 +1,5 @@
-//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`, `sim`.
+//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`,
+//! `sim`, `rollout`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ pub enum Command {
         /// How often the rules file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 300)]
         watch_interval_ms: u64,
+        #[command(flatten)]
+        rollouts: crate::rollout_cli::ServeArgs,
     },
     /// Check rules files; print every error with file:line:column.
     Validate {
@@ -70,6 +73,8 @@ pub enum Command {
     /// Connect simulated Envoys to an ADS server and route simulated
     /// traffic through them like Envoy would.
     Sim(crate::sim::cli::SimArgs),
+    /// Canary and blue/green rollouts on a running sluice (admin gRPC).
+    Rollout(crate::rollout_cli::RolloutArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -92,12 +97,27 @@ pub fn main(cli: Cli) -> ExitCode {
             xds,
             admin,
             watch_interval_ms,
+            rollouts,
         } => {
+            let token = match crate::canary::wiring::token(rollouts.admin_token_file.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let opts = ServeOptions {
                 rules,
                 xds_addr: xds,
                 admin_addr: admin,
                 watch_interval: Duration::from_millis(watch_interval_ms.max(10)),
+                rollouts: crate::canary::wiring::RolloutOptions {
+                    state_dir: rollouts.state_dir,
+                    admin_grpc: rollouts.admin_grpc,
+                    token,
+                    envoy_admin: rollouts.metrics_envoy_admin,
+                    prometheus: rollouts.metrics_prometheus,
+                },
             };
             run_serve(opts)
         }
@@ -112,6 +132,7 @@ pub fn main(cli: Cli) -> ExitCode {
         } => write_bootstrap(node_id, cluster, &xds, admin_port, ads, out.as_deref()),
         Command::Status { admin, output } => crate::status_cli::run(admin, output),
         Command::Sim(args) => crate::sim::cli::main(args),
+        Command::Rollout(args) => crate::rollout_cli::main(args),
     }
 }
 

@@ -8,12 +8,14 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod canary;
 pub mod cli;
 pub mod compile;
 pub mod discovery;
 pub mod lua;
 pub mod metrics;
 pub mod model;
+pub mod rollout_cli;
 pub mod rules;
 pub mod serve;
 pub mod sim;

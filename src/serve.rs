@@ -29,6 +29,9 @@ use tokio::sync::watch;
 use tracing::{debug, error, info};
 
 use crate::admin::{self, lock, AdminState, RulesStatus};
+use crate::canary::driver::Applied;
+use crate::canary::overlay::Overlays;
+use crate::canary::wiring::{self as rollouts, RolloutOptions};
 use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
 use crate::discovery::{Index, SourceOptions, Supervisor, View};
 use crate::metrics::Metrics;
@@ -45,6 +48,8 @@ pub struct ServeOptions {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub watch_interval: Duration,
+    /// The rollout controller and its admin gRPC API.
+    pub rollouts: RolloutOptions,
 }
 
 /// A rules file turned into snapshots, or why it could not be.
@@ -86,10 +91,20 @@ pub async fn run(
         sources,
         stop_rx.clone(),
     );
+    // Saved rollouts load before the first publish, so their weights are
+    // in the very first snapshot (DESIGN.md invariant 7).
+    let canary = rollouts::start(&opts.rollouts, registry.clone(), stop_rx.clone()).await?;
+    let out = Outputs {
+        snapshots: snap_tx,
+        metrics: metrics.clone(),
+        config_slot: config_slot.clone(),
+        applied: canary.applied.clone(),
+    };
     // A config without discovery is complete now: serve it from the first
     // connection, as before discovery existed.
     let empty_view = view_rx.borrow().clone();
-    publish_resolved(&config, &empty_view, &snap_tx, &metrics, &config_slot);
+    let overlays = canary.overlays.borrow().clone();
+    out.publish_resolved(&config, &empty_view, &overlays);
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
 
     let xds_listener = TcpListener::bind(opts.xds_addr)
@@ -136,10 +151,9 @@ pub async fn run(
     let publisher = tokio::spawn(publish_loop(
         config_rx,
         view_rx,
+        canary.overlays.clone(),
         supervisor,
-        snap_tx,
-        metrics.clone(),
-        config_slot,
+        out,
         stop_rx.clone(),
     ));
     let watcher = tokio::spawn(watch_rules(
@@ -155,18 +169,29 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = watcher.await;
     let _ = publisher.await;
+    canary.join().await;
     xds.await?.context("xDS server")?;
     admin.await?.context("admin server")?;
     Ok(())
 }
 
-fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapshots: Snapshots) {
+/// Publishes `snapshots` unless they equal what is served; returns what is
+/// served afterwards.
+fn publish(
+    tx: &watch::Sender<Option<Arc<Published>>>,
+    metrics: &Metrics,
+    snapshots: Snapshots,
+) -> Arc<Snapshots> {
+    let mut served = None;
     let changed = tx.send_if_modified(|current| {
-        if current.as_ref().is_some_and(|p| *p.snapshots == snapshots) {
+        if let Some(p) = current.as_ref().filter(|p| *p.snapshots == snapshots) {
+            served = Some(p.snapshots.clone());
             return false;
         }
+        let snapshots = Arc::new(snapshots);
+        served = Some(snapshots.clone());
         *current = Some(Arc::new(Published {
-            snapshots: Arc::new(snapshots),
+            snapshots,
             at: Instant::now(),
         }));
         true
@@ -174,17 +199,27 @@ fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapsh
     if changed {
         metrics.snapshots_published.inc();
     }
+    served.unwrap_or_default()
+}
+
+/// Where the publisher's results go.
+struct Outputs {
+    snapshots: watch::Sender<Option<Arc<Published>>>,
+    metrics: Arc<Metrics>,
+    config_slot: Arc<Mutex<Option<Arc<Config>>>>,
+    /// Tells the rollout controller which weights were compiled into what.
+    applied: watch::Sender<Option<Arc<Applied>>>,
 }
 
 /// Publishes the latest rules resolved against the latest discovery view,
-/// when the coalescer says so; starts and stops feeds as the rules change.
+/// with the rollouts' weights, when the coalescer says so; starts and stops
+/// feeds as the rules change.
 async fn publish_loop(
     mut config_rx: watch::Receiver<Arc<Config>>,
     mut view_rx: watch::Receiver<Arc<View>>,
+    mut overlay_rx: watch::Receiver<Overlays>,
     mut supervisor: Supervisor,
-    tx: watch::Sender<Option<Arc<Published>>>,
-    metrics: Arc<Metrics>,
-    config_slot: Arc<Mutex<Option<Arc<Config>>>>,
+    out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut coalescer = Coalescer::new(CoalesceConfig::default());
@@ -220,10 +255,16 @@ async fn publish_loop(
                 seen_view = view;
                 changed.is_err()
             }
+            changed = overlay_rx.changed() => {
+                overlay_rx.borrow_and_update();
+                coalescer.changed(Instant::now());
+                changed.is_err()
+            }
             _ = timer => {
                 let config = config_rx.borrow().clone();
                 let view = view_rx.borrow().clone();
-                publish_resolved(&config, &view, &tx, &metrics, &config_slot);
+                let overlays = overlay_rx.borrow().clone();
+                out.publish_resolved(&config, &view, &overlays);
                 coalescer.published(Instant::now());
                 false
             }
@@ -235,28 +276,29 @@ async fn publish_loop(
     supervisor.join().await;
 }
 
-fn publish_resolved(
-    config: &Config,
-    view: &View,
-    tx: &watch::Sender<Option<Arc<Published>>>,
-    metrics: &Metrics,
-    config_slot: &Mutex<Option<Arc<Config>>>,
-) {
-    let resolved = match view.resolve(config) {
-        Ok(c) => c,
-        Err(e) => {
-            debug!(reason = %e, "not publishing: waiting for discovery sources");
-            return;
-        }
-    };
-    match compile::compile(&resolved) {
-        Ok(snapshots) => {
-            publish(tx, metrics, snapshots);
-            *lock(config_slot) = Some(Arc::new(resolved));
-            metrics.ready.set(1);
-        }
-        Err(e) => {
-            error!(error = %e, "resolved config does not compile; still serving the previous one")
+impl Outputs {
+    fn publish_resolved(&self, config: &Config, view: &View, overlays: &Overlays) {
+        let mut resolved = match view.resolve(config) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(reason = %e, "not publishing: waiting for discovery sources");
+                return;
+            }
+        };
+        overlays.apply(&mut resolved);
+        match compile::compile(&resolved) {
+            Ok(snapshots) => {
+                let snapshots = publish(&self.snapshots, &self.metrics, snapshots);
+                *lock(&self.config_slot) = Some(Arc::new(resolved));
+                self.metrics.ready.set(1);
+                self.applied.send_replace(Some(Arc::new(Applied {
+                    overlays: overlays.clone(),
+                    snapshots,
+                })));
+            }
+            Err(e) => {
+                error!(error = %e, "resolved config does not compile; still serving the previous one")
+            }
         }
     }
 }
