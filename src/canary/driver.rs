@@ -209,6 +209,9 @@ impl Task {
         // Without an admin API nobody holds a handle; rollouts still run.
         let mut open = true;
         loop {
+            // A window opens with its baseline sample, right when the plan
+            // enters (or, after a restart, re-enters) analysis.
+            self.take_baselines().await;
             let next = self
                 .live
                 .values()
@@ -372,7 +375,6 @@ impl Task {
         let Some(r) = self.records.get(service).cloned() else {
             return Ok(());
         };
-        self.take_baseline(service, &r).await;
         let now = now_ms();
         let obs = match action {
             Action::SetWeights { .. } | Action::WaitAck { .. } => {
@@ -402,22 +404,28 @@ impl Task {
         self.commit(service, next, action)
     }
 
-    /// At the start of an analysis window, the cumulative sample the window
-    /// is measured against.
-    async fn take_baseline(&mut self, service: &str, r: &Rollout) {
-        let State::Analysing { since_ms, .. } = r.state else {
-            return;
-        };
-        if self
-            .live
-            .get(service)
-            .and_then(|l| l.baseline.as_ref())
-            .map(|b| b.0)
-            == Some(since_ms)
-        {
-            return;
+    /// The cumulative sample each open analysis window is measured
+    /// against, for windows that do not have one yet.
+    async fn take_baselines(&mut self) {
+        let open: Vec<(String, u64, String)> = self
+            .records
+            .iter()
+            .filter_map(|(service, r)| match r.state {
+                State::Analysing { since_ms, .. } => {
+                    let have = self.live.get(service).and_then(|l| l.baseline.as_ref());
+                    (have.map(|b| b.0) != Some(since_ms))
+                        .then(|| (service.clone(), since_ms, canary_cluster(r)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (service, since_ms, cluster) in open {
+            self.take_baseline(&service, since_ms, cluster).await;
         }
-        let clusters = [canary_cluster(r)];
+    }
+
+    async fn take_baseline(&mut self, service: &str, since_ms: u64, cluster: String) {
+        let clusters = [cluster];
         let sample = self
             .io
             .metrics
