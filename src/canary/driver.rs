@@ -13,24 +13,25 @@
 //! - **State** is saved to the [`StateStore`] before the weights it implies
 //!   are published; at start-up saved rollouts resume at their step.
 //!
-//! Operators reach the task through a [`Handle`] (used by the admin gRPC
+//! Operators reach the task through a [`Handle`] (`handle`, used by the admin gRPC
 //! service); it answers with the rollout as it stands after the command.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::analysis::{measure, Sample};
+use super::handle::Request;
+pub use super::handle::{DriverError, Handle, Status};
 use super::metrics::MetricsSource;
 use super::overlay::Overlays;
-use super::plan::{self, Action, Command, CommandError, Observation};
+use super::plan::{self, Action, Command, Observation};
 use super::store::{StateStore, StoreError};
-use super::{Rollout, Spec, SpecError, State};
+use super::{Rollout, Spec, State};
 use crate::xds::registry::Registry;
 use crate::xds::{Snapshots, TypeUrl};
 
@@ -40,81 +41,6 @@ use crate::xds::{Snapshots, TypeUrl};
 pub struct Applied {
     pub overlays: Overlays,
     pub snapshots: Arc<Snapshots>,
-}
-
-/// A rollout and how many targeted proxies hold its current weights.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Status {
-    pub rollout: Rollout,
-    pub acked: u32,
-    pub targeted: u32,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    #[error("no rollout of service {0:?}")]
-    NotFound(String),
-    #[error("service {0:?} already has an active rollout; abort it first")]
-    Active(String),
-    #[error("invalid rollout: {0}")]
-    Spec(#[from] SpecError),
-    #[error("{0}")]
-    Command(#[from] CommandError),
-    #[error("cluster {0:?} is not served (check the service and subset names, and that a route reaches the service)")]
-    UnknownCluster(String),
-    #[error("not ready: nothing compiled yet")]
-    NotReady,
-    #[error("saving rollout state: {0}")]
-    Store(#[from] StoreError),
-    #[error("the rollout controller has stopped")]
-    Stopped,
-}
-
-enum Request {
-    Start(Spec, oneshot::Sender<Result<Status, DriverError>>),
-    Command(
-        String,
-        Command,
-        oneshot::Sender<Result<Status, DriverError>>,
-    ),
-}
-
-/// How the admin API talks to the controller.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<Request>,
-    status: watch::Receiver<BTreeMap<String, Status>>,
-}
-
-impl Handle {
-    pub async fn start(&self, spec: Spec) -> Result<Status, DriverError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Request::Start(spec, tx)).await?;
-        rx.await.map_err(|_| DriverError::Stopped)?
-    }
-
-    pub async fn command(&self, service: &str, cmd: Command) -> Result<Status, DriverError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Request::Command(service.to_string(), cmd, tx))
-            .await?;
-        rx.await.map_err(|_| DriverError::Stopped)?
-    }
-
-    pub fn get(&self, service: &str) -> Result<Status, DriverError> {
-        self.status
-            .borrow()
-            .get(service)
-            .cloned()
-            .ok_or_else(|| DriverError::NotFound(service.to_string()))
-    }
-
-    pub fn list(&self) -> Vec<Status> {
-        self.status.borrow().values().cloned().collect()
-    }
-
-    async fn send(&self, req: Request) -> Result<(), DriverError> {
-        self.tx.send(req).await.map_err(|_| DriverError::Stopped)
-    }
 }
 
 /// The controller's inputs and outputs.
@@ -184,13 +110,7 @@ impl Driver {
             status,
         };
         task.publish_status();
-        Ok((
-            task.run(rx, stop),
-            Handle {
-                tx,
-                status: status_rx,
-            },
-        ))
+        Ok((task.run(rx, stop), Handle::new(tx, status_rx)))
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod analysis;
 pub mod driver;
 pub mod grpc;
+pub mod handle;
 pub mod metrics;
 pub mod overlay;
 pub mod plan;
