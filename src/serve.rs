@@ -226,6 +226,7 @@ async fn publish_loop(
     supervisor.reconcile(&config_rx.borrow_and_update());
     coalescer.changed(Instant::now());
     let mut seen_view = view_rx.borrow_and_update().clone();
+    let mut overlays_open = true;
     loop {
         let deadline = coalescer.deadline();
         let wake_at = deadline.map(tokio::time::Instant::from_std);
@@ -255,10 +256,16 @@ async fn publish_loop(
                 seen_view = view;
                 changed.is_err()
             }
-            changed = overlay_rx.changed() => {
-                overlay_rx.borrow_and_update();
-                coalescer.changed(Instant::now());
-                changed.is_err()
+            changed = overlay_rx.changed(), if overlays_open => {
+                // Without a rollout controller the sender is gone at once:
+                // that only means no overlay will ever change.
+                if changed.is_ok() {
+                    overlay_rx.borrow_and_update();
+                    coalescer.changed(Instant::now());
+                } else {
+                    overlays_open = false;
+                }
+                false
             }
             _ = timer => {
                 let config = config_rx.borrow().clone();
