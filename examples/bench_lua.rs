@@ -170,6 +170,7 @@ async fn main() {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         watch_interval: Duration::from_secs(1),
         state_dir: Some(dir.path().to_path_buf()),
+        rollouts: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run(opts, async move {

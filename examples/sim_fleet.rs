@@ -69,6 +69,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
             admin_addr: "127.0.0.1:0".parse()?,
             watch_interval: Duration::from_millis(50),
             state_dir: Some(dir.path().to_path_buf()),
+            rollouts: Default::default(),
         },
         async {
             let _ = stop_rx.await;

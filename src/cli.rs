@@ -1,5 +1,5 @@
 //! Command-line interface: `serve`, `validate`, `bootstrap`, `status`,
-//! `sim`, `drain`.
+//! `sim`, `drain`, `rollout`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,10 +34,8 @@ pub enum Command {
         /// How often the rules file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 300)]
         watch_interval_ms: u64,
-        /// Directory of sluice's state file (drains); default: the rules
-        /// file's directory.
-        #[arg(long, env = "SLUICE_STATE_DIR")]
-        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        rollouts: crate::rollout_cli::ServeArgs,
     },
     /// Check rules files; print every error with file:line:column.
     Validate {
@@ -83,6 +81,8 @@ pub enum Command {
     /// requests go elsewhere, in-flight ones finish), undo it, list drains.
     #[command(subcommand)]
     Drain(crate::drain_cli::DrainCommand),
+    /// Canary and blue/green rollouts on a running sluice (admin gRPC).
+    Rollout(crate::rollout_cli::RolloutArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,14 +105,28 @@ pub fn main(cli: Cli) -> ExitCode {
             xds,
             admin,
             watch_interval_ms,
-            state_dir,
+            rollouts,
         } => {
+            let token = match crate::canary::wiring::token(rollouts.admin_token_file.as_deref()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let opts = ServeOptions {
                 rules,
                 xds_addr: xds,
                 admin_addr: admin,
                 watch_interval: Duration::from_millis(watch_interval_ms.max(10)),
-                state_dir,
+                state_dir: rollouts.state_dir.clone(),
+                rollouts: crate::canary::wiring::RolloutOptions {
+                    state_dir: rollouts.state_dir,
+                    admin_grpc: rollouts.admin_grpc,
+                    token,
+                    envoy_admin: rollouts.metrics_envoy_admin,
+                    prometheus: rollouts.metrics_prometheus,
+                },
             };
             run_serve(opts)
         }
@@ -139,6 +153,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Status { admin, output } => crate::status_cli::run(admin, output),
         Command::Sim(args) => crate::sim::cli::main(args),
         Command::Drain(cmd) => crate::drain_cli::run(cmd),
+        Command::Rollout(args) => crate::rollout_cli::main(args),
     }
 }
 

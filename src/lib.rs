@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod canary;
 pub mod cli;
 pub mod compile;
 pub mod discovery;
@@ -16,6 +17,7 @@ pub mod drain_cli;
 pub mod lua;
 pub mod metrics;
 pub mod model;
+pub mod rollout_cli;
 pub mod rules;
 pub mod serve;
 pub mod sim;

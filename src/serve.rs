@@ -34,6 +34,9 @@ use tokio::sync::watch;
 use tracing::{debug, error, info};
 
 use crate::admin::{self, lock, AdminState, RulesStatus};
+use crate::canary::driver::Applied;
+use crate::canary::overlay::Overlays;
+use crate::canary::wiring::{self as rollouts, RolloutOptions};
 use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
 use crate::discovery::{Index, SourceOptions, Supervisor, View};
 use crate::drain::store::DrainStore;
@@ -54,6 +57,8 @@ pub struct ServeOptions {
     pub watch_interval: Duration,
     /// Where the drain state file lives; `None`: beside the rules file.
     pub state_dir: Option<PathBuf>,
+    /// The rollout controller and its admin gRPC API.
+    pub rollouts: RolloutOptions,
 }
 
 /// A rules file turned into snapshots, or why it could not be.
@@ -101,18 +106,21 @@ pub async fn run(
         sources,
         stop_rx.clone(),
     );
+    // Saved rollouts load before the first publish, so their weights are
+    // in the very first snapshot (DESIGN.md invariant 7).
+    let canary = rollouts::start(&opts.rollouts, registry.clone(), stop_rx.clone()).await?;
+    let out = Outputs {
+        snapshots: snap_tx,
+        metrics: metrics.clone(),
+        config_slot: config_slot.clone(),
+        applied: canary.applied.clone(),
+    };
     // A config without discovery is complete now: serve it from the first
     // connection, as before discovery existed.
     let empty_view = view_rx.borrow().clone();
     let current_drains = drains.current();
-    publish_resolved(
-        &config,
-        &empty_view,
-        &current_drains,
-        &snap_tx,
-        &metrics,
-        &config_slot,
-    );
+    let overlays = canary.overlays.borrow().clone();
+    out.publish_resolved(&config, &empty_view, &current_drains, &overlays);
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
 
     let xds_listener = TcpListener::bind(opts.xds_addr)
@@ -162,11 +170,10 @@ pub async fn run(
             config: config_rx,
             view: view_rx,
             drains: drains_rx,
+            overlays: canary.overlays.clone(),
         },
         supervisor,
-        snap_tx,
-        metrics.clone(),
-        config_slot,
+        out,
         stop_rx.clone(),
     ));
     let watcher = tokio::spawn(watch_rules(
@@ -182,18 +189,29 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = watcher.await;
     let _ = publisher.await;
+    canary.join().await;
     xds.await?.context("xDS server")?;
     admin.await?.context("admin server")?;
     Ok(())
 }
 
-fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapshots: Snapshots) {
+/// Publishes `snapshots` unless they equal what is served; returns what is
+/// served afterwards.
+fn publish(
+    tx: &watch::Sender<Option<Arc<Published>>>,
+    metrics: &Metrics,
+    snapshots: Snapshots,
+) -> Arc<Snapshots> {
+    let mut served = None;
     let changed = tx.send_if_modified(|current| {
-        if current.as_ref().is_some_and(|p| *p.snapshots == snapshots) {
+        if let Some(p) = current.as_ref().filter(|p| *p.snapshots == snapshots) {
+            served = Some(p.snapshots.clone());
             return false;
         }
+        let snapshots = Arc::new(snapshots);
+        served = Some(snapshots.clone());
         *current = Some(Arc::new(Published {
-            snapshots: Arc::new(snapshots),
+            snapshots,
             at: Instant::now(),
         }));
         true
@@ -201,6 +219,16 @@ fn publish(tx: &watch::Sender<Option<Arc<Published>>>, metrics: &Metrics, snapsh
     if changed {
         metrics.snapshots_published.inc();
     }
+    served.unwrap_or_default()
+}
+
+/// Where the publisher's results go.
+struct Outputs {
+    snapshots: watch::Sender<Option<Arc<Published>>>,
+    metrics: Arc<Metrics>,
+    config_slot: Arc<Mutex<Option<Arc<Config>>>>,
+    /// Tells the rollout controller which weights were compiled into what.
+    applied: watch::Sender<Option<Arc<Applied>>>,
 }
 
 /// What the published config is made of; a change to any is published.
@@ -208,27 +236,29 @@ struct Inputs {
     config: watch::Receiver<Arc<Config>>,
     view: watch::Receiver<Arc<View>>,
     drains: watch::Receiver<Arc<Drains>>,
+    overlays: watch::Receiver<Overlays>,
 }
 
 /// Publishes the latest rules resolved against the latest discovery view,
-/// when the coalescer says so; starts and stops feeds as the rules change.
+/// with the rollouts' weights, when the coalescer says so; starts and stops
+/// feeds as the rules change.
 async fn publish_loop(
     inputs: Inputs,
     mut supervisor: Supervisor,
-    tx: watch::Sender<Option<Arc<Published>>>,
-    metrics: Arc<Metrics>,
-    config_slot: Arc<Mutex<Option<Arc<Config>>>>,
+    out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let Inputs {
         config: mut config_rx,
         view: mut view_rx,
         drains: mut drains_rx,
+        overlays: mut overlay_rx,
     } = inputs;
     let mut coalescer = Coalescer::new(CoalesceConfig::default());
     supervisor.reconcile(&config_rx.borrow_and_update());
     coalescer.changed(Instant::now());
     let mut seen_view = view_rx.borrow_and_update().clone();
+    let mut overlays_open = true;
     loop {
         let deadline = coalescer.deadline();
         let wake_at = deadline.map(tokio::time::Instant::from_std);
@@ -262,11 +292,23 @@ async fn publish_loop(
                 coalescer.changed(Instant::now());
                 changed.is_err()
             }
+            changed = overlay_rx.changed(), if overlays_open => {
+                // Without a rollout controller the sender is gone at once:
+                // that only means no overlay will ever change.
+                if changed.is_ok() {
+                    overlay_rx.borrow_and_update();
+                    coalescer.changed(Instant::now());
+                } else {
+                    overlays_open = false;
+                }
+                false
+            }
             _ = timer => {
                 let config = config_rx.borrow().clone();
                 let view = view_rx.borrow().clone();
                 let drains = drains_rx.borrow().clone();
-                publish_resolved(&config, &view, &drains, &tx, &metrics, &config_slot);
+                let overlays = overlay_rx.borrow().clone();
+                out.publish_resolved(&config, &view, &drains, &overlays);
                 coalescer.published(Instant::now());
                 false
             }
@@ -278,30 +320,32 @@ async fn publish_loop(
     supervisor.join().await;
 }
 
-fn publish_resolved(
-    config: &Config,
-    view: &View,
-    drains: &Drains,
-    tx: &watch::Sender<Option<Arc<Published>>>,
-    metrics: &Metrics,
-    config_slot: &Mutex<Option<Arc<Config>>>,
-) {
-    let mut resolved = match view.resolve(config) {
-        Ok(c) => c,
-        Err(e) => {
-            debug!(reason = %e, "not publishing: waiting for discovery sources");
-            return;
-        }
-    };
-    drains.apply(&mut resolved);
-    match compile::compile(&resolved) {
-        Ok(snapshots) => {
-            publish(tx, metrics, snapshots);
-            *lock(config_slot) = Some(Arc::new(resolved));
-            metrics.ready.set(1);
-        }
-        Err(e) => {
-            error!(error = %e, "resolved config does not compile; still serving the previous one")
+impl Outputs {
+    /// Resolves discovered endpoints, applies the drain and rollout
+    /// overlays, compiles and publishes.
+    fn publish_resolved(&self, config: &Config, view: &View, drains: &Drains, overlays: &Overlays) {
+        let mut resolved = match view.resolve(config) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(reason = %e, "not publishing: waiting for discovery sources");
+                return;
+            }
+        };
+        drains.apply(&mut resolved);
+        overlays.apply(&mut resolved);
+        match compile::compile(&resolved) {
+            Ok(snapshots) => {
+                let snapshots = publish(&self.snapshots, &self.metrics, snapshots);
+                *lock(&self.config_slot) = Some(Arc::new(resolved));
+                self.metrics.ready.set(1);
+                self.applied.send_replace(Some(Arc::new(Applied {
+                    overlays: overlays.clone(),
+                    snapshots,
+                })));
+            }
+            Err(e) => {
+                error!(error = %e, "resolved config does not compile; still serving the previous one")
+            }
         }
     }
 }

@@ -148,17 +148,28 @@ pub struct Sluice {
     pub child: Child,
     pub xds: SocketAddr,
     pub admin: SocketAddr,
+    /// The rollout admin gRPC address, when started with `--admin-grpc`.
+    pub admin_grpc: Option<SocketAddr>,
 }
 
 impl Sluice {
     /// Starts `sluice serve` and waits for it to print its addresses.
     pub fn start(rules: &Path, xds: &str) -> Sluice {
-        Sluice::start_with_env(rules, xds, &[])
+        Sluice::start_full(rules, xds, &[], &[])
     }
 
     /// As [`Sluice::start`], with extra environment variables (e.g. an ACL
     /// token named by the rules).
     pub fn start_with_env(rules: &Path, xds: &str, env: &[(&str, &str)]) -> Sluice {
+        Sluice::start_full(rules, xds, env, &[])
+    }
+
+    /// As [`Sluice::start`], with more `serve` arguments.
+    pub fn start_with(rules: &Path, xds: &str, extra: &[&str]) -> Sluice {
+        Sluice::start_full(rules, xds, &[], extra)
+    }
+
+    fn start_full(rules: &Path, xds: &str, env: &[(&str, &str)], extra: &[&str]) -> Sluice {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .envs(env.iter().copied())
             .args(["serve", "--rules"])
@@ -171,13 +182,14 @@ impl Sluice {
                 "--watch-interval-ms",
                 "100",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sluice");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut xds, mut admin) = (None, None);
+        let (mut xds, mut admin, mut admin_grpc) = (None, None, None);
         while xds.is_none() || admin.is_none() {
             let line = lines
                 .next()
@@ -189,6 +201,10 @@ impl Sluice {
             if let Some(a) = line.strip_prefix("sluice: admin listening on ") {
                 admin = Some(a.parse().expect("admin addr"));
             }
+            // Printed before the other two, when asked for.
+            if let Some(a) = line.strip_prefix("sluice: admin grpc listening on ") {
+                admin_grpc = Some(a.parse().expect("admin grpc addr"));
+            }
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
@@ -196,6 +212,7 @@ impl Sluice {
             child,
             xds: xds.expect("xds"),
             admin: admin.expect("admin"),
+            admin_grpc,
         }
     }
 
@@ -476,3 +493,4 @@ pub mod eds;
 pub mod etcd;
 pub mod jwt;
 pub mod kube;
+pub mod rollout;

@@ -1,0 +1,423 @@
+//! The rollout controller's I/O: one task that owns every rollout record,
+//! feeds the pure [`plan`](super::plan) observations and carries out its
+//! actions.
+//!
+//! - **Weights** go out as [`Overlays`] on a watch channel; `serve`'s
+//!   publisher applies them to the rules, compiles, publishes, and answers
+//!   on the [`Applied`] channel with the snapshots they produced.
+//! - **ACKs** are read from the xDS [`Registry`]: a proxy is targeted when
+//!   its group's snapshot has the canary cluster, and has ACKed when its
+//!   ACKed RDS version is that snapshot's RDS version.
+//! - **Metrics** come from a [`MetricsSource`]: a cumulative sample when a
+//!   window opens (the baseline, in memory) and one when it closes.
+//! - **State** is saved to the [`StateStore`] before the weights it implies
+//!   are published; at start-up saved rollouts resume at their step.
+//!
+//! Operators reach the task through a [`Handle`] (`handle`, used by the admin gRPC
+//! service); it answers with the rollout as it stands after the command.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::analysis::{measure, Sample};
+use super::handle::Request;
+pub use super::handle::{DriverError, Handle, Status};
+use super::metrics::MetricsSource;
+use super::overlay::Overlays;
+use super::plan::{self, Action, Command, Observation};
+use super::store::{StateStore, StoreError};
+use super::{Rollout, Spec, State};
+use crate::xds::registry::Registry;
+use crate::xds::{Snapshots, TypeUrl};
+
+/// What the publisher compiled last: the overlays it applied and the
+/// snapshots that came out.
+#[derive(Debug)]
+pub struct Applied {
+    pub overlays: Overlays,
+    pub snapshots: Arc<Snapshots>,
+}
+
+/// The controller's inputs and outputs.
+pub struct Driver {
+    pub store: Arc<dyn StateStore>,
+    pub metrics: Arc<dyn MetricsSource>,
+    pub registry: Arc<Registry>,
+    pub overlays: watch::Sender<Overlays>,
+    pub applied: watch::Receiver<Option<Arc<Applied>>>,
+}
+
+/// Per-rollout memory that is not persisted.
+#[derive(Default)]
+struct Live {
+    /// When to act next, and what to do.
+    due: Option<(Instant, Action)>,
+    /// The cumulative sample at the start of the window `since_ms`.
+    baseline: Option<(u64, Result<Sample, String>)>,
+    acked: u32,
+    targeted: u32,
+}
+
+struct Task {
+    io: Driver,
+    records: BTreeMap<String, Rollout>,
+    live: BTreeMap<String, Live>,
+    status: watch::Sender<BTreeMap<String, Status>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+impl Driver {
+    /// Loads saved rollouts, publishes their weights, and returns the task
+    /// (run it until `stop`) and the handle for the admin API.
+    pub fn start(
+        self,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(impl std::future::Future<Output = ()>, Handle), StoreError> {
+        let mut records = self.store.load()?;
+        let now = now_ms();
+        let mut live = BTreeMap::new();
+        for (service, r) in records.iter_mut() {
+            let (next, action) = plan::observe(r, &Observation::Restarted { now_ms: now });
+            if !r.state.is_final() {
+                info!(%service, phase = next.state.phase(), step = ?next.state.step(), "resuming rollout");
+            }
+            *r = next;
+            let l = Live {
+                due: schedule(action),
+                ..Default::default()
+            };
+            live.insert(service.clone(), l);
+        }
+        self.store.save(&records)?;
+        self.overlays.send_replace(Overlays::of(records.values()));
+        let (status, status_rx) = watch::channel(BTreeMap::new());
+        let (tx, rx) = mpsc::channel(16);
+        let mut task = Task {
+            io: self,
+            records,
+            live,
+            status,
+        };
+        task.publish_status();
+        Ok((task.run(rx, stop), Handle::new(tx, status_rx)))
+    }
+}
+
+/// When to carry out `action` (`None`: only a command wakes it).
+fn schedule(action: Action) -> Option<(Instant, Action)> {
+    let after = match &action {
+        Action::SetWeights { .. } | Action::QueryMetrics { .. } => Duration::ZERO,
+        Action::WaitAck { after } | Action::Requeue { after } => *after,
+        Action::AwaitCommand | Action::Done => return None,
+    };
+    Some((Instant::now() + after, action))
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut stop: watch::Receiver<bool>) {
+        // Without an admin API nobody holds a handle; rollouts still run.
+        let mut open = true;
+        loop {
+            // A window opens with its baseline sample, right when the plan
+            // enters (or, after a restart, re-enters) analysis.
+            self.take_baselines().await;
+            let next = self
+                .live
+                .values()
+                .filter_map(|l| l.due.as_ref().map(|d| d.0))
+                .min();
+            let timer = async move {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                req = rx.recv(), if open => match req {
+                    Some(req) => self.handle(req),
+                    None => open = false,
+                },
+                _ = timer => {}
+            }
+            self.run_due().await;
+        }
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Start(spec, reply) => {
+                let _ = reply.send(self.start(spec));
+            }
+            Request::Command(service, cmd, reply) => {
+                let _ = reply.send(self.command(&service, &cmd));
+            }
+        }
+    }
+
+    fn start(&mut self, spec: Spec) -> Result<Status, DriverError> {
+        let spec = spec.validate()?;
+        if self
+            .records
+            .get(&spec.service)
+            .is_some_and(|r| !r.state.is_final())
+        {
+            return Err(DriverError::Active(spec.service));
+        }
+        let applied = self
+            .io
+            .applied
+            .borrow()
+            .clone()
+            .ok_or(DriverError::NotReady)?;
+        for subset in [&spec.from, &spec.to] {
+            let cluster = format!("{}~{subset}", spec.service);
+            if !serves_cluster(&applied.snapshots, &cluster) {
+                return Err(DriverError::UnknownCluster(cluster));
+            }
+        }
+        let service = spec.service.clone();
+        let r = Rollout::new(spec, now_ms());
+        let (next, action) = plan::observe(&r, &Observation::Tick { now_ms: now_ms() });
+        self.commit(&service, next, action)?;
+        self.status_of(&service)
+    }
+
+    fn command(&mut self, service: &str, cmd: &Command) -> Result<Status, DriverError> {
+        let r = self
+            .records
+            .get(service)
+            .ok_or_else(|| DriverError::NotFound(service.to_string()))?;
+        let (next, action) = plan::command(r, cmd, now_ms())?;
+        self.commit(service, next, action)?;
+        self.status_of(service)
+    }
+
+    fn status_of(&self, service: &str) -> Result<Status, DriverError> {
+        self.status
+            .borrow()
+            .get(service)
+            .cloned()
+            .ok_or_else(|| DriverError::NotFound(service.to_string()))
+    }
+
+    /// Saves `next`, then publishes the weights it implies and schedules
+    /// `action`. When saving fails nothing changes: a step that is not
+    /// durable is not applied.
+    fn commit(&mut self, service: &str, next: Rollout, action: Action) -> Result<(), DriverError> {
+        let old = self.records.insert(service.to_string(), next.clone());
+        if old.as_ref() != Some(&next) {
+            if let Err(e) = self.io.store.save(&self.records) {
+                match old {
+                    Some(o) => self.records.insert(service.to_string(), o),
+                    None => self.records.remove(service),
+                };
+                return Err(e.into());
+            }
+            let overlays = Overlays::of(self.records.values());
+            self.io.overlays.send_if_modified(|cur| {
+                let changed = *cur != overlays;
+                *cur = overlays;
+                changed
+            });
+            if old.map(|o| o.state.phase()) != Some(next.state.phase()) {
+                info!(%service, phase = next.state.phase(), step = ?next.state.step(), weight = ?next.canary_weight(), "rollout");
+            }
+        }
+        let live = self.live.entry(service.to_string()).or_default();
+        live.due = schedule(action);
+        if let State::Analysing { since_ms, .. } = next.state {
+            if live.baseline.as_ref().map(|b| b.0) != Some(since_ms) {
+                // Taken on the next pass, which is due now.
+                live.baseline = None;
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn publish_status(&mut self) {
+        let all = self
+            .records
+            .iter()
+            .map(|(s, r)| {
+                let l = self.live.get(s);
+                let status = Status {
+                    rollout: r.clone(),
+                    acked: l.map_or(0, |l| l.acked),
+                    targeted: l.map_or(0, |l| l.targeted),
+                };
+                (s.clone(), status)
+            })
+            .collect();
+        self.status.send_replace(all);
+    }
+
+    async fn run_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(String, Action)> = self
+            .live
+            .iter()
+            .filter_map(|(s, l)| {
+                l.due
+                    .as_ref()
+                    .filter(|d| d.0 <= now)
+                    .map(|d| (s.clone(), d.1.clone()))
+            })
+            .collect();
+        for (service, action) in due {
+            if let Some(l) = self.live.get_mut(&service) {
+                l.due = None;
+            }
+            if let Err(e) = self.act(&service, action.clone()).await {
+                // A rollout that cannot save stays where it is and tries
+                // again: it never moves on with state that is not durable.
+                error!(%service, error = %e, "rollout step not applied; retrying");
+                if let Some(l) = self.live.get_mut(&service) {
+                    l.due = Some((Instant::now() + Duration::from_secs(1), action));
+                }
+            }
+        }
+    }
+
+    async fn act(&mut self, service: &str, action: Action) -> Result<(), DriverError> {
+        let Some(r) = self.records.get(service).cloned() else {
+            return Ok(());
+        };
+        let now = now_ms();
+        let obs = match action {
+            Action::SetWeights { .. } | Action::WaitAck { .. } => {
+                let (acked, targeted, nack) = self.acks(&r);
+                if let Some(l) = self.live.get_mut(service) {
+                    (l.acked, l.targeted) = (acked, targeted);
+                }
+                Observation::Acks {
+                    now_ms: now,
+                    acked,
+                    targeted,
+                    nack,
+                }
+            }
+            Action::QueryMetrics { since_ms } => {
+                let result = self.window(service, &r, since_ms).await;
+                Observation::Metrics {
+                    now_ms: now_ms(),
+                    result,
+                }
+            }
+            Action::Requeue { .. } | Action::AwaitCommand | Action::Done => {
+                Observation::Tick { now_ms: now }
+            }
+        };
+        let (next, action) = plan::observe(&r, &obs);
+        self.commit(service, next, action)
+    }
+
+    /// The cumulative sample each open analysis window is measured
+    /// against, for windows that do not have one yet.
+    async fn take_baselines(&mut self) {
+        let open: Vec<(String, u64, String)> = self
+            .records
+            .iter()
+            .filter_map(|(service, r)| match r.state {
+                State::Analysing { since_ms, .. } => {
+                    let have = self.live.get(service).and_then(|l| l.baseline.as_ref());
+                    (have.map(|b| b.0) != Some(since_ms))
+                        .then(|| (service.clone(), since_ms, canary_cluster(r)))
+                }
+                _ => None,
+            })
+            .collect();
+        for (service, since_ms, cluster) in open {
+            self.take_baseline(&service, since_ms, cluster).await;
+        }
+    }
+
+    async fn take_baseline(&mut self, service: &str, since_ms: u64, cluster: String) {
+        let clusters = [cluster];
+        let sample = self
+            .io
+            .metrics
+            .sample(&clusters)
+            .await
+            .map_err(|e| e.to_string());
+        if let Err(e) = &sample {
+            warn!(%service, error = %e, "metrics unavailable at window start");
+        }
+        self.live.entry(service.to_string()).or_default().baseline = Some((since_ms, sample));
+    }
+
+    async fn window(
+        &mut self,
+        service: &str,
+        r: &Rollout,
+        since_ms: u64,
+    ) -> Result<plan::Measured, String> {
+        let cluster = canary_cluster(r);
+        let after = self
+            .io
+            .metrics
+            .sample(std::slice::from_ref(&cluster))
+            .await
+            .map_err(|e| e.to_string())?;
+        let baseline = self.live.get(service).and_then(|l| l.baseline.as_ref());
+        match baseline {
+            Some((at, Ok(before))) if *at == since_ms => measure(before, &after, &cluster),
+            Some((at, Err(e))) if *at == since_ms => Err(format!("at window start: {e}")),
+            _ => Err("no sample at window start".into()),
+        }
+    }
+
+    /// (acked, targeted, first NACK) for the weights `r` asks for now.
+    fn acks(&self, r: &Rollout) -> (u32, u32, Option<String>) {
+        let applied = self.io.applied.borrow().clone();
+        let Some(applied) = applied else {
+            return (0, 0, None);
+        };
+        let service = &r.spec.service;
+        let wanted = Overlays::of([r]);
+        // The published snapshots must carry these very weights; until the
+        // publisher has compiled them no proxy can hold them.
+        let current = applied.overlays.0.get(service) == wanted.0.get(service);
+        let cluster = canary_cluster(r);
+        let (mut acked, mut targeted, mut nack) = (0, 0, None);
+        for p in self.io.registry.list() {
+            let snap = applied.snapshots.for_group(&p.node.group);
+            if snap.get(TypeUrl::Cluster, &cluster).is_none() {
+                continue;
+            }
+            targeted += 1;
+            let want = snap.version(TypeUrl::Route);
+            let Some(rds) = p.types.get(TypeUrl::Route.short()) else {
+                continue;
+            };
+            if current && rds.acked.as_deref() == Some(want) {
+                acked += 1;
+            } else if let Some(n) = rds.nack.as_ref().filter(|n| current && n.version == want) {
+                nack.get_or_insert_with(|| format!("{}: {}", p.node.id, n.error));
+            }
+        }
+        (acked, targeted, nack)
+    }
+}
+
+fn canary_cluster(r: &Rollout) -> String {
+    format!("{}~{}", r.spec.service, r.spec.to)
+}
+
+fn serves_cluster(snapshots: &Snapshots, cluster: &str) -> bool {
+    std::iter::once(&snapshots.fallback)
+        .chain(snapshots.groups.values())
+        .any(|s| s.get(TypeUrl::Cluster, cluster).is_some())
+}

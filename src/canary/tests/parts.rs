@@ -1,0 +1,237 @@
+//! The overlay rewrites only governed routes; analysis reads Envoy's and
+//! the simulator's stats text and measures windows; the file store round
+//! trips.
+
+use std::collections::BTreeMap;
+
+use crate::canary::analysis::{measure, parse_envoy_stats, Sample};
+use crate::canary::overlay::{Overlay, Overlays};
+use crate::canary::store::{FileStore, StateStore};
+use crate::canary::{HeaderRoute, Rollout, Spec, Strategy};
+use crate::model::{Backend, Config, RouteAction, ValueMatch};
+
+const RULES: &str = r#"services:
+  - name: web
+    endpoints:
+      - {address: 127.0.0.1, port: 8081, labels: {version: v1}}
+      - {address: 127.0.0.1, port: 8082, labels: {version: v2}}
+    subsets:
+      stable: {version: v1}
+      canary: {version: v2}
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: 10000
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {prefix: /v2}
+            to: {service: web, subset: canary}
+          - match: {prefix: /}
+            split:
+              - {service: web, subset: stable, weight: 100}
+              - {service: web, subset: canary, weight: 0}
+"#;
+
+fn config() -> Config {
+    crate::rules::parse("rules.yaml", RULES).expect("rules")
+}
+
+fn overlay(weight: u32, header: bool) -> Overlays {
+    let o = Overlay {
+        stable: "stable".into(),
+        canary: "canary".into(),
+        canary_weight: weight,
+        header: header.then(|| HeaderRoute {
+            name: "x-canary".into(),
+            value: "1".into(),
+        }),
+    };
+    Overlays(BTreeMap::from([("web".to_string(), o)]))
+}
+
+fn to(subset: &str) -> RouteAction {
+    RouteAction::Backend(Backend {
+        service: "web".into(),
+        subset: Some(subset.into()),
+    })
+}
+
+#[test]
+fn overlay_rewrites_governed_routes_only() {
+    let mut c = config();
+    overlay(25, false).apply(&mut c);
+    let routes = &c.listeners[0].virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0].action, to("canary"), "preview route untouched");
+    let RouteAction::Split(split) = &routes[1].action else {
+        panic!("not a split: {:?}", routes[1].action);
+    };
+    let weights: Vec<(String, u32)> = split
+        .iter()
+        .map(|w| (w.backend.cluster_name(), w.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        vec![("web~stable".into(), 75), ("web~canary".into(), 25)]
+    );
+    crate::compile::compile(&c).expect("compiles");
+}
+
+#[test]
+fn overlay_ends_are_single_clusters_and_header_routes_go_first() {
+    for (w, want) in [(0, "stable"), (100, "canary")] {
+        let mut c = config();
+        overlay(w, false).apply(&mut c);
+        assert_eq!(c.listeners[0].virtual_hosts[0].routes[1].action, to(want));
+    }
+    let mut c = config();
+    overlay(10, true).apply(&mut c);
+    let routes = &c.listeners[0].virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 3);
+    assert_eq!(routes[1].action, to("canary"));
+    let h = routes[1].matcher.headers.last().expect("header match");
+    assert_eq!(
+        (h.name.as_str(), &h.value),
+        ("x-canary", &ValueMatch::Exact("1".into()))
+    );
+    assert!(matches!(routes[2].action, RouteAction::Split(_)));
+    // Same input, same bytes: rollout weights are input like the rules.
+    let mut again = config();
+    overlay(10, true).apply(&mut again);
+    assert_eq!(
+        crate::compile::compile(&c).ok(),
+        crate::compile::compile(&again).ok()
+    );
+}
+
+#[test]
+fn finished_rollouts_drop_the_header_route() {
+    let spec = Spec {
+        service: "web".into(),
+        from: "stable".into(),
+        to: "canary".into(),
+        steps: vec![50, 100],
+        interval_ms: 100,
+        max_error_rate: 0.01,
+        max_p99_ms: 0,
+        failure_threshold: 1,
+        header: Some(HeaderRoute {
+            name: "x-canary".into(),
+            value: "1".into(),
+        }),
+        strategy: Strategy::Canary,
+        ack_share: 1.0,
+        ack_timeout_ms: 1000,
+    };
+    let r = Rollout::new(spec, 0);
+    assert!(Overlays::of([&r]).0.is_empty(), "pending: the rules hold");
+    let (r, _) =
+        crate::canary::plan::observe(&r, &crate::canary::plan::Observation::Tick { now_ms: 1 });
+    assert!(Overlays::of([&r]).0["web"].header.is_some());
+    let (r, _) =
+        crate::canary::plan::command(&r, &crate::canary::plan::Command::Abort, 2).expect("abort");
+    let o = &Overlays::of([&r]).0["web"];
+    assert_eq!((o.canary_weight, o.header.is_none()), (0, true));
+}
+
+const SIM_STATS: &str = "cluster.web~canary.upstream_rq_200: 95
+cluster.web~canary.upstream_rq_2xx: 95
+cluster.web~canary.upstream_rq_503: 5
+cluster.web~canary.upstream_rq_5xx: 5
+cluster.web~canary.upstream_rq_total: 100
+cluster.web~canary.upstream_rq_time: P50(1.0) P90(2.0) P99(7.5) P100(9.0)
+cluster.web~stable.upstream_rq_total: 900
+";
+
+const ENVOY_STATS: &str = "cluster.web~canary.upstream_rq_5xx: 3
+cluster.web~canary.upstream_rq_total: 40
+cluster.web~canary.upstream_rq_time: B0.5(0,0) B1(0,10) B5(0,30) B10(0,39) B25(0,40)
+cluster_manager.cds.update_success: 4
+";
+
+#[test]
+fn parses_simulator_and_envoy_stats() {
+    let s = parse_envoy_stats(SIM_STATS);
+    let c = &s.clusters["web~canary"];
+    assert_eq!((c.total, c.errors_5xx, c.p99_ms), (100, 5, Some(7.5)));
+    assert_eq!(s.clusters["web~stable"].total, 900);
+    let e = parse_envoy_stats(ENVOY_STATS);
+    let c = &e.clusters["web~canary"];
+    assert_eq!((c.total, c.errors_5xx), (40, 3));
+    assert_eq!(
+        c.buckets,
+        vec![(0.5, 0), (1.0, 10), (5.0, 30), (10.0, 39), (25.0, 40)]
+    );
+    assert_eq!(e.clusters.len(), 1);
+}
+
+#[test]
+fn windows_are_counter_deltas() {
+    let before = parse_envoy_stats(ENVOY_STATS);
+    let after = parse_envoy_stats(
+        "cluster.web~canary.upstream_rq_5xx: 4
+cluster.web~canary.upstream_rq_total: 140
+cluster.web~canary.upstream_rq_time: B0.5(0,0) B1(0,10) B5(0,30) B10(0,139) B25(0,140)
+",
+    );
+    let m = measure(&before, &after, "web~canary").expect("window");
+    assert_eq!(m.requests, 100);
+    assert!((m.error_rate - 0.01).abs() < 1e-9);
+    assert_eq!(m.p99_ms, Some(10.0), "from bucket deltas");
+    // No traffic: NaN, no p99 — a check that must fail.
+    let idle = measure(&after, &after, "web~canary").expect("window");
+    assert!(idle.error_rate.is_nan() && idle.p99_ms.is_none());
+    assert!(
+        measure(&after, &before, "web~canary").is_err(),
+        "counters went backwards"
+    );
+    assert!(measure(&Sample::default(), &after, "web~other").is_err());
+}
+
+#[test]
+fn samples_merge_over_proxies() {
+    let mut total = parse_envoy_stats(SIM_STATS);
+    total.merge(&parse_envoy_stats(SIM_STATS));
+    let c = &total.clusters["web~canary"];
+    assert_eq!((c.total, c.errors_5xx, c.p99_ms), (200, 10, Some(7.5)));
+}
+
+#[test]
+fn file_store_round_trips_and_replaces_atomically() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FileStore::new(dir.path().join("state"));
+    assert!(store.load().expect("empty").is_empty());
+    let spec = Spec {
+        service: "web".into(),
+        from: "stable".into(),
+        to: "canary".into(),
+        steps: vec![100],
+        interval_ms: 100,
+        max_error_rate: 0.5,
+        max_p99_ms: 0,
+        failure_threshold: 1,
+        header: None,
+        strategy: Strategy::Canary,
+        ack_share: 1.0,
+        ack_timeout_ms: 1000,
+    };
+    let all = BTreeMap::from([("web".to_string(), Rollout::new(spec, 7))]);
+    store.save(&all).expect("save");
+    assert_eq!(store.load().expect("load"), all);
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("state"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec![FileStore::FILE.to_string()],
+        "no temporary file left"
+    );
+    std::fs::write(dir.path().join("state").join(FileStore::FILE), "{oops").expect("write");
+    assert!(
+        store.load().is_err(),
+        "a corrupt file is an error, never an empty state"
+    );
+}

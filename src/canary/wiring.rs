@@ -1,0 +1,135 @@
+//! Starting the rollout controller inside `sluice serve`: the state store,
+//! the metrics source, the driver task and the admin gRPC listener. `serve`
+//! calls [`start`] before its first publish, so a restarted sluice compiles
+//! its very first snapshot with the saved rollouts' weights — never a
+//! reset to the rules' split.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::driver::{Applied, Driver};
+use super::metrics::{EnvoyAdmin, MetricsSource, Prometheus, Unavailable};
+use super::overlay::Overlays;
+use super::store::FileStore;
+use crate::xds::registry::Registry;
+
+/// The environment variable holding the admin token.
+pub const TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
+
+#[derive(Clone, Debug, Default)]
+pub struct RolloutOptions {
+    /// Where rollout state is kept; without it there is no controller.
+    pub state_dir: Option<PathBuf>,
+    /// Loopback address of the admin gRPC API.
+    pub admin_grpc: Option<SocketAddr>,
+    pub token: Option<String>,
+    /// Envoy admin addresses whose `/stats` analysis reads.
+    pub envoy_admin: Vec<String>,
+    /// A Prometheus base URL (takes precedence over `envoy_admin`).
+    pub prometheus: Option<String>,
+}
+
+/// The controller's channels to the publisher, and its tasks.
+pub struct Started {
+    pub overlays: watch::Receiver<Overlays>,
+    pub applied: watch::Sender<Option<Arc<Applied>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Started {
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The admin token: the file's content (trimmed) if given, else the
+/// environment variable; `None` when neither is set.
+pub fn token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading admin token file {}", path.display()))?;
+        let t = t.trim().to_string();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "admin token file {} is empty",
+            path.display()
+        );
+        return Ok(Some(t));
+    }
+    Ok(std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
+}
+
+pub async fn start(
+    opts: &RolloutOptions,
+    registry: Arc<Registry>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Started> {
+    let (overlay_tx, overlay_rx) = watch::channel(Overlays::default());
+    let (applied_tx, applied_rx) = watch::channel(None);
+    let mut tasks = Vec::new();
+    let Some(dir) = &opts.state_dir else {
+        anyhow::ensure!(
+            opts.admin_grpc.is_none(),
+            "--admin-grpc needs --state-dir: rollout state must survive a restart"
+        );
+        return Ok(Started {
+            overlays: overlay_rx,
+            applied: applied_tx,
+            tasks,
+        });
+    };
+    let metrics: Arc<dyn MetricsSource> = match (&opts.prometheus, opts.envoy_admin.is_empty()) {
+        (Some(url), _) => Arc::new(Prometheus::new(url.clone())),
+        (None, false) => Arc::new(EnvoyAdmin::new(opts.envoy_admin.clone())),
+        (None, true) => {
+            warn!("no metrics source (--metrics-envoy-admin or --metrics-prometheus): every rollout check will fail");
+            Arc::new(Unavailable)
+        }
+    };
+    let driver = Driver {
+        store: Arc::new(FileStore::new(dir)),
+        metrics,
+        registry,
+        overlays: overlay_tx,
+        applied: applied_rx,
+    };
+    let (run, handle) = driver
+        .start(stop.clone())
+        .with_context(|| format!("loading rollout state from {}", dir.display()))?;
+    tasks.push(tokio::spawn(run));
+
+    if let Some(addr) = opts.admin_grpc {
+        let token = opts.token.clone().with_context(|| {
+            format!("--admin-grpc needs a token: --admin-token-file or ${TOKEN_ENV}")
+        })?;
+        if !addr.ip().is_loopback() {
+            warn!(%addr, "admin gRPC is not on loopback; the token is the only protection");
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding admin gRPC listener {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("sluice: admin grpc listening on {local}");
+        info!(%local, "rollout admin API listening");
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = super::grpc::serve(listener, handle, token, stop).await {
+                error!(error = %e, "admin gRPC server failed");
+            }
+        }));
+    }
+    Ok(Started {
+        overlays: overlay_rx,
+        applied: applied_tx,
+        tasks,
+    })
+}

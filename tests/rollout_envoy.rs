@@ -1,0 +1,156 @@
+//! A rollout against a real Envoy (1.40) and two real HTTP backends: the
+//! controller reads Envoy's admin `/stats`, each step waits for Envoy's
+//! ACK, and the split measured through Envoy follows the steps; `abort`
+//! sends everything back to stable.
+//!
+//! Bounds: each step's canary share is measured over 400 requests while
+//! the rollout is paused at that step (so the weights cannot move during
+//! the measurement) and must be within ±10 points of the step's weight
+//! (binomial sd ≤ 2.5 points: a false alarm is a 4-sigma event). The ends,
+//! 100 % and 0 %, must be exact.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::rollout::*;
+use common::*;
+
+fn rules(v1: u16, v2: u16) -> String {
+    format!(
+        r#"services:
+  - name: web
+    endpoints:
+      - {{address: 127.0.0.1, port: {v1}, labels: {{version: v1}}}}
+      - {{address: 127.0.0.1, port: {v2}, labels: {{version: v2}}}}
+    subsets:
+      stable: {{version: v1}}
+      canary: {{version: v2}}
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: 0
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {{prefix: /}}
+            to: {{service: web, subset: stable}}
+"#
+    )
+}
+
+/// Share of answers from `v2`, in percent; no errors allowed.
+fn v2_share(counts: &std::collections::BTreeMap<String, usize>) -> f64 {
+    assert_eq!(counts.get("error"), None, "errors in {counts:?}");
+    let total: usize = counts.values().sum();
+    100.0 * *counts.get("v2").unwrap_or(&0) as f64 / total as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_steps_real_envoy_and_abort_returns_to_stable() {
+    let v1 = backend("v1").await;
+    let v2 = backend("v2").await;
+    let files = ControllerFiles::new();
+    let rules_path = files.dir.path().join("rules.yaml");
+    std::fs::write(&rules_path, rules(v1.addr.port(), v2.addr.port())).expect("rules");
+    // Envoy first (it retries until sluice listens), so sluice can be told
+    // where Envoy's admin stats are.
+    let xds = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let envoy = Envoy::start("envoy-rollout", "default", xds, &[]).await;
+    let sluice = files.sluice(&rules_path, &xds.to_string(), &[envoy.admin]);
+    let port = envoy.listener_port("http").await;
+    let url = format!("http://127.0.0.1:{port}/");
+    eventually("envoy routes", || async {
+        http()
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // Steady background traffic, so every window has canary requests.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (u, st) = (url.clone(), stop.clone());
+    let load = tokio::spawn(async move {
+        let client = http();
+        while !st.load(Ordering::Relaxed) {
+            let _ = client.get(&u).send().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    let token = files.token_file.clone();
+    let run = |args: &[&str]| cli(&sluice, Some(&token), args);
+
+    let start = [
+        "start",
+        "web",
+        "--to",
+        "canary",
+        "--steps",
+        "20,50,100",
+        "--interval",
+        "1s",
+        "--max-p99",
+        "0",
+        "--failure-threshold",
+        "3",
+        "--output",
+        "json",
+    ];
+    let r = run(&start);
+    assert_eq!(r.code, 0, "{r:?}");
+    for (step, weight) in [(0, 20.0), (1, 50.0)] {
+        wait_status(&sluice, &token, "web", "step analysis", |v| {
+            v["phase"] == "analysing" && v["step"] == step
+        })
+        .await;
+        assert_eq!(run(&["pause", "web"]).code, 0);
+        let share = v2_share(&distribution(&url, 400).await);
+        assert!(
+            (share - weight).abs() <= 10.0,
+            "step {step}: canary {share}% for {weight}%"
+        );
+        assert_eq!(run(&["resume", "web"]).code, 0);
+    }
+    let last = wait_status(&sluice, &token, "web", "promotion", |v| v["done"] == true).await;
+    assert_eq!(last["phase"], "promoted", "{last}");
+    assert!(last["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .all(|c| c["passed"] == true));
+    assert_eq!(v2_share(&distribution(&url, 200).await), 100.0);
+
+    // After a promotion the rules still say stable; a new rollout starts
+    // from them again. Aborted at its first step, one push returns
+    // everything to the stable subset.
+    let mut again = start;
+    again[7] = "30s";
+    let r = run(&again);
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_status(&sluice, &token, "web", "first step", |v| {
+        v["phase"] == "analysing" && v["canary_weight"] == 20
+    })
+    .await;
+    let share = v2_share(&distribution(&url, 400).await);
+    assert!(
+        (share - 20.0).abs() <= 10.0,
+        "second rollout: canary {share}% for 20%"
+    );
+    let r = run(&["abort", "web", "--output", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["phase"], "aborted");
+    eventually("everything back on stable", || async {
+        v2_share(&distribution(&url, 50).await) == 0.0
+    })
+    .await;
+    assert_eq!(v2_share(&distribution(&url, 400).await), 0.0);
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+}
