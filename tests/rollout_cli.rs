@@ -7,26 +7,6 @@ mod common;
 use common::rollout::*;
 use common::*;
 
-const RULES: &str = r#"services:
-  - name: web
-    endpoints:
-      - {address: 127.0.0.1, port: 8081, labels: {version: v1}}
-      - {address: 127.0.0.1, port: 8082, labels: {version: v2}}
-    subsets:
-      stable: {version: v1}
-      canary: {version: v2}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 10000
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {prefix: /}
-            to: {service: web, subset: stable}
-"#;
-
 fn start() -> (ControllerFiles, Sluice) {
     let files = ControllerFiles::new();
     let rules = files.dir.path().join("rules.yaml");

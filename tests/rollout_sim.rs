@@ -15,26 +15,6 @@ use sluice::sim::state::Mode;
 
 const CANARY: &str = "127.0.0.1:8082";
 
-const RULES: &str = r#"services:
-  - name: web
-    endpoints:
-      - {address: 127.0.0.1, port: 8081, labels: {version: v1}}
-      - {address: 127.0.0.1, port: 8082, labels: {version: v2}}
-    subsets:
-      stable: {version: v1}
-      canary: {version: v2}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 10000
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {prefix: /}
-            to: {service: web, subset: stable}
-"#;
-
 struct Setup {
     files: ControllerFiles,
     rules: std::path::PathBuf,

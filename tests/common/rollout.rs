@@ -215,3 +215,25 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One service with stable (v1) and canary (v2) subsets, all traffic on
+/// stable: what the rollout tests start from.
+pub const RULES: &str = r#"services:
+  - name: web
+    endpoints:
+      - {address: 127.0.0.1, port: 8081, labels: {version: v1}}
+      - {address: 127.0.0.1, port: 8082, labels: {version: v2}}
+    subsets:
+      stable: {version: v1}
+      canary: {version: v2}
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: 10000
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {prefix: /}
+            to: {service: web, subset: stable}
+"#;
