@@ -94,6 +94,7 @@ fn m1(services: usize, per: usize) -> Config {
                 filters: Default::default(),
             }],
             access_log: Default::default(),
+            tls: None,
         }],
         sources: Default::default(),
     }

@@ -45,6 +45,21 @@ pub struct RulesStatus {
     pub last_error: Option<String>,
     pub reloads: u64,
     pub rejected_reloads: u64,
+    /// Listener certificates by listener name (TLS listeners only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, CertStatus>,
+}
+
+/// What a TLS listener serves and its last certificate reload.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CertStatus {
+    /// SHA-256 of the served leaf certificate (DER), hex.
+    pub fingerprint: String,
+    /// Why the files' current content was rejected; cleared by the next
+    /// good reload.
+    pub last_error: Option<String>,
+    pub reloads: u64,
+    pub rejected_reloads: u64,
 }
 
 #[derive(Clone)]

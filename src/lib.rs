@@ -22,4 +22,5 @@ pub mod rules;
 pub mod serve;
 pub mod sim;
 pub mod status_cli;
+pub mod tls;
 pub mod xds;

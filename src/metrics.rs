@@ -39,6 +39,7 @@ pub struct Metrics {
     pub push_latency: Family<TypeLabel, Histogram>,
     pub snapshots_published: Counter,
     pub rules_reload_errors: Counter,
+    pub tls_reload_errors: Counter,
     pub ready: Gauge,
     /// Per discovery source: 1 when every feed is synced and not failing.
     pub source_up: Family<SourceLabel, Gauge>,
@@ -67,6 +68,7 @@ impl Metrics {
         );
         let snapshots_published = Counter::default();
         let rules_reload_errors = Counter::default();
+        let tls_reload_errors = Counter::default();
         let ready = Gauge::default();
         let source_up = Family::<SourceLabel, Gauge>::default();
         let source_last_sync_age = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
@@ -110,6 +112,11 @@ impl Metrics {
             rules_reload_errors.clone(),
         );
         registry.register(
+            "tls_reload_errors",
+            "Listener certificate reloads rejected (the previous certificate stays served)",
+            tls_reload_errors.clone(),
+        );
+        registry.register(
             "ready",
             "1 once the first complete snapshot is published",
             ready.clone(),
@@ -123,6 +130,7 @@ impl Metrics {
             push_latency,
             snapshots_published,
             rules_reload_errors,
+            tls_reload_errors,
             ready,
             source_up,
             source_last_sync_age,

@@ -13,8 +13,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 mod policy;
+mod tls;
 
 pub use policy::*;
+pub use tls::*;
 
 /// A whole, validated configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -177,6 +179,8 @@ pub struct Listener {
     pub groups: Option<Vec<String>>,
     pub virtual_hosts: Vec<VirtualHost>,
     pub access_log: AccessLog,
+    /// TLS termination; `None`: plain text.
+    pub tls: Option<ListenerTls>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -21,7 +21,9 @@
 //! The file is polled (content hash, every `watch_interval`) rather than
 //! watched with inotify: one small file is cheap to hash, and polling also
 //! sees editors that replace the file and Kubernetes ConfigMap symlink swaps,
-//! which inotify watches on the old inode miss.
+//! which inotify watches on the old inode miss. Between rules changes the
+//! same poll reads the TLS listeners' certificate files (`certs`): a new
+//! valid pair is published as an SDS secret update, a bad one is refused.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +49,9 @@ use crate::xds::registry::Registry;
 use crate::xds::resource::content_hash;
 use crate::xds::server::{serve_on, AdsService, Published, Shared};
 use crate::xds::Snapshots;
-use crate::{compile, rules};
+
+mod certs;
+use crate::{compile, rules, tls};
 
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -61,9 +65,11 @@ pub struct ServeOptions {
     pub rollouts: RolloutOptions,
 }
 
-/// A rules file turned into snapshots, or why it could not be.
+/// A rules file turned into snapshots, or why it could not be. Listener
+/// certificates are read here, relative to the rules file's directory.
 pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), String> {
-    let config = rules::parse(&path.display().to_string(), text).map_err(|e| e.to_string())?;
+    let mut config = rules::parse(&path.display().to_string(), text).map_err(|e| e.to_string())?;
+    tls::load(&mut config, &base_dir(path)).map_err(|e| e.to_string())?;
     let snapshots = compile::compile(&config).map_err(|e| format!("compile: {e}"))?;
     Ok((config, snapshots))
 }
@@ -77,7 +83,7 @@ pub async fn run(
         .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
     // Compiling the static form checks the rules before anything starts.
     let (config, _) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let base_dir = opts.rules.parent().map(PathBuf::from).unwrap_or_default();
+    let base_dir = base_dir(&opts.rules);
     let state_dir = opts.state_dir.clone().unwrap_or_else(|| base_dir.clone());
     let drains = Arc::new(DrainStore::open(&state_dir)?);
     let drains_rx = drains.subscribe();
@@ -95,6 +101,7 @@ pub async fn run(
         served_hash: Some(content_hash(&[text.as_bytes()])),
         ..Default::default()
     }));
+    certs::loaded(&mut lock(&rules_status), &config);
     let (index, view_rx) = Index::new();
     let sources = SourceOptions {
         file_interval: opts.watch_interval,
@@ -350,6 +357,13 @@ impl Outputs {
     }
 }
 
+/// The directory relative file names in the rules are resolved against.
+fn base_dir(rules: &std::path::Path) -> PathBuf {
+    rules.parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// Polls the rules file and, between rules changes, the listeners'
+/// certificate files.
 async fn watch_rules(
     opts: ServeOptions,
     tx: watch::Sender<Arc<Config>>,
@@ -358,6 +372,8 @@ async fn watch_rules(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut seen = lock(&status).served_hash.clone();
+    let mut rotation = tls::Rotation::default();
+    let base = base_dir(&opts.rules);
     let mut tick = tokio::time::interval(opts.watch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -365,41 +381,58 @@ async fn watch_rules(
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
-        let text = match tokio::fs::read_to_string(&opts.rules).await {
-            Ok(t) => t,
-            Err(e) => {
-                let msg = format!("reading {}: {e}", opts.rules.display());
-                if lock(&status).last_error.as_deref() != Some(msg.as_str()) {
-                    error!(error = %msg, "rules file unreadable; still serving the previous config");
-                    metrics.rules_reload_errors.inc();
-                    let mut st = lock(&status);
-                    st.last_error = Some(msg);
-                    st.rejected_reloads += 1;
-                }
-                continue;
-            }
-        };
-        let hash = content_hash(&[text.as_bytes()]);
-        if seen.as_deref() == Some(hash.as_str()) {
-            continue;
+        if !reload_rules(&opts, &tx, &metrics, &status, &mut seen).await {
+            certs::poll(&base, &tx, &mut rotation, &metrics, &status);
         }
-        seen = Some(hash.clone());
-        match load(&opts.rules, &text) {
-            Ok((config, _)) => {
-                info!(rules = %opts.rules.display(), hash, "rules reloaded");
-                tx.send_replace(Arc::new(config));
-                let mut st = lock(&status);
-                st.served_hash = Some(hash);
-                st.last_error = None;
-                st.reloads += 1;
-            }
-            Err(e) => {
-                error!(error = %e, "rules file rejected; still serving the previous config");
+    }
+}
+
+/// Loads the rules file if its content changed; true when a new config was
+/// sent (its certificates were read with it).
+async fn reload_rules(
+    opts: &ServeOptions,
+    tx: &watch::Sender<Arc<Config>>,
+    metrics: &Metrics,
+    status: &Mutex<RulesStatus>,
+    seen: &mut Option<String>,
+) -> bool {
+    let text = match tokio::fs::read_to_string(&opts.rules).await {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = format!("reading {}: {e}", opts.rules.display());
+            if lock(status).last_error.as_deref() != Some(msg.as_str()) {
+                error!(error = %msg, "rules file unreadable; still serving the previous config");
                 metrics.rules_reload_errors.inc();
-                let mut st = lock(&status);
-                st.last_error = Some(e);
+                let mut st = lock(status);
+                st.last_error = Some(msg);
                 st.rejected_reloads += 1;
             }
+            return false;
+        }
+    };
+    let hash = content_hash(&[text.as_bytes()]);
+    if seen.as_deref() == Some(hash.as_str()) {
+        return false;
+    }
+    *seen = Some(hash.clone());
+    match load(&opts.rules, &text) {
+        Ok((config, _)) => {
+            info!(rules = %opts.rules.display(), hash, "rules reloaded");
+            let mut st = lock(status);
+            certs::loaded(&mut st, &config);
+            st.served_hash = Some(hash);
+            st.last_error = None;
+            st.reloads += 1;
+            tx.send_replace(Arc::new(config));
+            true
+        }
+        Err(e) => {
+            error!(error = %e, "rules file rejected; still serving the previous config");
+            metrics.rules_reload_errors.inc();
+            let mut st = lock(status);
+            st.last_error = Some(e);
+            st.rejected_reloads += 1;
+            false
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The last check before a group's resources are encoded (DESIGN.md
 //! invariant 1): no duplicate names per type, no domain in two virtual hosts
-//! of one route configuration, every RDS name a listener uses exists, every cluster a route uses is in the group's CDS, and every EDS
-//! cluster has a `ClusterLoadAssignment`.
+//! of one route configuration, every RDS name a listener uses exists, every cluster a route uses is in the group's CDS, every EDS
+//! cluster has a `ClusterLoadAssignment`, and every SDS secret a listener's
+//! TLS context names is in the group's secrets.
 //!
 //! It reads the produced protos, not the model, so it catches a compiler bug
 //! as well as a config the validator should have rejected. It must run before
@@ -11,11 +12,13 @@
 use std::collections::BTreeSet;
 
 use envoy_types::pb::envoy::config::cluster::v3::cluster;
+use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::config::route::v3::{route, route_action, RouteConfiguration};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 use prost::{Message, Name};
 
 use super::{CompileError, GroupResources};
@@ -38,6 +41,7 @@ pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), Compil
         res.listeners.iter().map(|l| &l.name),
     )?;
     let rds = unique_names(group, TypeUrl::Route, res.routes.iter().map(|r| &r.name))?;
+    let sds = unique_names(group, TypeUrl::Secret, res.secrets.iter().map(|s| &s.name))?;
 
     for l in &res.listeners {
         for name in rds_names(group, l)? {
@@ -46,6 +50,17 @@ pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), Compil
                     group: group.to_owned(),
                     listener: l.name.clone(),
                     route_config: name,
+                });
+            }
+        }
+    }
+    for l in &res.listeners {
+        for name in secret_names(group, l)? {
+            if !sds.contains(name.as_str()) {
+                return Err(CompileError::MissingSecret {
+                    group: group.to_owned(),
+                    listener: l.name.clone(),
+                    secret: name,
                 });
             }
         }
@@ -139,6 +154,38 @@ fn rds_names(group: &str, l: &Listener) -> Result<Vec<String>, CompileError> {
         if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
             names.push(rds.route_config_name);
         }
+    }
+    Ok(names)
+}
+
+/// The SDS secret names a listener's TLS transport sockets fetch.
+fn secret_names(group: &str, l: &Listener) -> Result<Vec<String>, CompileError> {
+    let mut names = Vec::new();
+    let sockets = l
+        .filter_chains
+        .iter()
+        .filter_map(|fc| fc.transport_socket.as_ref());
+    for socket in sockets {
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = &socket.config_type else {
+            continue;
+        };
+        if any.type_url != DownstreamTlsContext::type_url() {
+            continue;
+        }
+        let ctx = DownstreamTlsContext::decode(any.value.as_slice()).map_err(|e| {
+            CompileError::BadFilter {
+                group: group.to_owned(),
+                listener: l.name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let common = ctx.common_tls_context.unwrap_or_default();
+        names.extend(
+            common
+                .tls_certificate_sds_secret_configs
+                .into_iter()
+                .map(|c| c.name),
+        );
     }
     Ok(names)
 }

@@ -4,7 +4,9 @@
 //! the route configuration named after the listener over RDS on the same ADS
 //! stream, so a route change never drains a listener. The connection
 //! manager also carries the listener's access log and the HTTP filters the
-//! routes' policies need (CORS, fault) before the router.
+//! routes' policies need (CORS, fault) before the router. A listener with
+//! `tls` gets a TLS transport socket whose certificate comes over SDS
+//! (see `tls`).
 
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
@@ -91,6 +93,10 @@ pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
                 name: HCM_FILTER.to_owned(),
                 config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
             }],
+            transport_socket: l
+                .tls
+                .as_ref()
+                .map(|t| super::tls::transport_socket(&l.name, t)),
             ..Default::default()
         }],
         ..Default::default()

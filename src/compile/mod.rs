@@ -35,6 +35,7 @@ mod ratelimit;
 mod rbac;
 mod route;
 mod route_policy;
+mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -98,9 +99,19 @@ pub enum CompileError {
         listener: String,
         reason: String,
     },
+    #[error("listener {listener:?} has TLS but its certificate was not loaded")]
+    MissingCertificate { listener: String },
+    #[error("group {group}: listener {listener:?} references missing secret {secret:?}")]
+    MissingSecret {
+        group: String,
+        listener: String,
+        secret: String,
+    },
     #[error("the Lua filter script failed its check: {0}")]
     BadLua(String),
 }
+
+pub use tls::secret_name;
 
 /// The label used for the fallback snapshot in errors.
 const FALLBACK: &str = "(fallback)";
@@ -145,6 +156,7 @@ struct GroupResources {
     endpoints: Vec<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
     listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
     routes: Vec<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>,
+    secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
 }
 
 fn compile_group(
@@ -162,10 +174,14 @@ fn compile_group(
     }
     for l in listeners {
         res.listeners.push(listener::listener(l)?);
+        if let Some(t) = &l.tls {
+            res.secrets.push(tls::secret(&l.name, t)?);
+        }
         res.routes.push(route::route_configuration(l)?);
     }
     check::invariants(group, &res)?;
 
+    let sds = encode_all(&res.secrets, |s| &s.name);
     let cds = encode_all(&res.clusters, |c| &c.name);
     let eds = encode_all(&res.endpoints, |c| &c.cluster_name);
     let lds = encode_all(&res.listeners, |l| &l.name);
@@ -174,8 +190,7 @@ fn compile_group(
         .iter()
         .map(|r| Resource::from_bytes(r.name.clone(), canonical::route_configuration(r)))
         .collect();
-    // No secrets yet: listener TLS (SDS) is not compiled.
-    Ok(Snapshot::new([Vec::new(), cds, eds, lds, rds]))
+    Ok(Snapshot::new([sds, cds, eds, lds, rds]))
 }
 
 fn encode_all<M: prost::Message>(msgs: &[M], name: impl Fn(&M) -> &String) -> Vec<Resource> {

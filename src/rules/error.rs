@@ -81,6 +81,11 @@ impl Diags {
         }
     }
 
+    /// The file diagnostics are reported against.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     /// Learns the true start of every block mapping in `root`.
     pub fn index_mappings(&mut self, root: &Node) {
         let mut stack = vec![root];

@@ -91,6 +91,10 @@ fn listener(raw: &RawListener, path: &str, catalog: &Catalog<'_>, d: &mut Diags)
         .as_ref()
         .map(|a| access_log(a, &format!("{path}.access_log"), d))
         .unwrap_or_default();
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|t| super::listener_tls::listener_tls(t, &format!("{path}.tls"), d));
     Listener {
         name,
         address,
@@ -98,6 +102,7 @@ fn listener(raw: &RawListener, path: &str, catalog: &Catalog<'_>, d: &mut Diags)
         groups,
         virtual_hosts,
         access_log,
+        tls,
     }
 }
 

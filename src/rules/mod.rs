@@ -14,6 +14,7 @@ mod duration;
 mod error;
 mod filters;
 mod listener;
+mod listener_tls;
 mod raw;
 mod raw_policy;
 mod resilience;

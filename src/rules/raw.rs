@@ -19,6 +19,7 @@ use super::diagnose::{describe, error_loc, report_load_error, second_document, u
 use super::discovery::{RawDiscovery, RawSources};
 use super::error::{Diags, ROOT};
 use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawUserLua, RawValidate};
+use super::listener_tls::RawListenerTls;
 use super::raw_policy::*;
 
 type Str = Spanned<String>;
@@ -121,6 +122,8 @@ pub(crate) struct RawListener {
     pub virtual_hosts: Spanned<Vec<Spanned<RawVirtualHost>>>,
     #[serde(default)]
     pub access_log: Option<Spanned<RawAccessLog>>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawListenerTls>>,
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ use super::*;
 use crate::model::{Backend, LbPolicy, PathMatch, RouteAction, WeightedBackend};
 
 mod policy;
+mod tls;
 
 const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
 

@@ -29,6 +29,7 @@ mod checks;
 mod lua;
 mod policy;
 mod routes;
+mod tls;
 
 // ---- fixtures ----
 
@@ -107,6 +108,7 @@ fn mk_listener(name: &str, port: u16, groups: Option<&[&str]>, routes: Vec<Route
             filters: Default::default(),
         }],
         access_log: AccessLog::default(),
+        tls: None,
     }
 }
 
