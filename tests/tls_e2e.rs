@@ -1,0 +1,250 @@
+//! Listener TLS with a real Envoy: the certificate comes from files beside
+//! the rules, reaches Envoy as an SDS secret over ADS, and is rotated by
+//! renaming new files into place — Envoy then presents the new certificate
+//! without the listener being modified or drained. A garbage key is
+//! refused and the last good certificate stays served.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SerialNumber};
+use rustls::pki_types::{CertificateDer, ServerName};
+use sha2::{Digest, Sha256};
+
+/// A test CA and what clients need to trust it.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+}
+
+/// A server certificate for `localhost` signed by the CA.
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    der: CertificateDer<'static>,
+    /// Hex, as Envoy's `/certs` prints it.
+    serial: String,
+}
+
+fn mk_ca() -> Ca {
+    let key = KeyPair::generate().expect("ca key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).expect("ca cert");
+    Ca {
+        issuer: Issuer::new(params, key),
+        der: cert.der().clone(),
+    }
+}
+
+fn mk_leaf(ca: &Ca, serial: [u8; 4]) -> Leaf {
+    let key = KeyPair::generate().expect("leaf key");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    let cert = params.signed_by(&key, &ca.issuer).expect("leaf cert");
+    Leaf {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().clone(),
+        serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+fn rules(backend: &Backend) -> String {
+    format!(
+        r#"services:
+  - name: web
+    endpoints: [{{address: 127.0.0.1, port: {port}}}]
+listeners:
+  - name: https
+    address: 127.0.0.1
+    port: 0
+    tls:
+      cert_file: certs/server.pem
+      key_file: certs/server.key
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - {{match: {{prefix: /}}, to: {{service: web}}}}
+"#,
+        port = backend.addr.port()
+    )
+}
+
+/// Puts `leaf` in place the way certbot and cert-manager do: each file
+/// written beside its target and renamed over it, certificate first.
+fn install(dir: &Path, leaf: &Leaf) {
+    write_atomically(&dir.join("certs/server.pem"), &leaf.cert_pem);
+    write_atomically(&dir.join("certs/server.key"), &leaf.key_pem);
+}
+
+/// One HTTPS request over a new connection, trusting only `ca`: the leaf
+/// certificate the server presented and the response (status line and
+/// body), or why it failed.
+fn https_get(ca: &Ca, port: u16) -> Result<(CertificateDer<'static>, String), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .map_err(|e| format!("handshake or write: {e}"))?;
+    let leaf = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no peer certificate")?
+        .clone()
+        .into_owned();
+    let mut response = Vec::new();
+    // Envoy may close without close_notify once the response is complete.
+    if let Err(e) = tls.read_to_end(&mut response) {
+        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return Err(format!("read: {e}"));
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Ok((leaf, format!("{status} {body}")))
+}
+
+async fn get(ca: &Arc<Ca>, port: u16) -> Result<(CertificateDer<'static>, String), String> {
+    let ca = ca.clone();
+    tokio::task::spawn_blocking(move || https_get(&ca, port))
+        .await
+        .expect("join")
+}
+
+/// Serial numbers of the certificates Envoy's `/certs` lists.
+async fn envoy_serials(envoy: &Envoy) -> Vec<String> {
+    let doc = get_json(&format!("http://{}/certs", envoy.admin)).await;
+    doc["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())
+        .filter_map(|c| c["serial_number"].as_str())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// Listener lifecycle counters that move when Envoy updates, replaces or
+/// drains a listener.
+const LISTENER_STATS: [&str; 4] = [
+    "listener_manager.listener_modified",
+    "listener_manager.listener_added",
+    "listener_manager.listener_removed",
+    "listener_manager.total_listeners_draining",
+];
+
+async fn listener_stats(envoy: &Envoy) -> Vec<f64> {
+    let mut out = Vec::new();
+    for name in LISTENER_STATS {
+        out.push(envoy.stat(name).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_without_draining_the_listener() {
+    let web = backend("web").await;
+    let ca = Arc::new(mk_ca());
+    let a = mk_leaf(&ca, [0x1a, 0x00, 0x00, 0x0a]);
+    let b = mk_leaf(&ca, [0x1b, 0x00, 0x00, 0x0b]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("certs")).expect("mkdir");
+    install(dir.path(), &a);
+    let rules_path = dir.path().join("rules.yaml");
+    std::fs::write(&rules_path, rules(&web)).expect("write rules");
+
+    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
+    let envoy = Envoy::start("envoy-tls", "default", sluice.xds, &[]).await;
+    let port = envoy.listener_port("https").await;
+
+    eventually("envoy answers over TLS", || async {
+        get(&ca, port).await.is_ok()
+    })
+    .await;
+    let (leaf, response) = get(&ca, port).await.expect("answered");
+    assert_eq!(leaf, a.der, "envoy presents certificate A");
+    assert_eq!(response, "HTTP/1.1 200 OK web");
+    assert_eq!(envoy_serials(&envoy).await, [a.serial.clone()]);
+    let before = listener_stats(&envoy).await;
+    assert_eq!(before[1], 1.0, "listener_added counts the https listener");
+    assert_eq!(before[3], 0.0, "nothing drains at start");
+    let status = sluice.status().await;
+    let fingerprint = |der: &CertificateDer<'_>| -> String {
+        Sha256::digest(der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        status["rules"]["certificates"]["https"]["fingerprint"],
+        fingerprint(&a.der)
+    );
+
+    // Rotate to B.
+    install(dir.path(), &b);
+    eventually("envoy presents certificate B", || async {
+        matches!(get(&ca, port).await, Ok((leaf, _)) if leaf == b.der)
+    })
+    .await;
+    let (_, response) = get(&ca, port).await.expect("B serves");
+    assert_eq!(response, "HTTP/1.1 200 OK web");
+    assert_eq!(envoy_serials(&envoy).await, [b.serial.clone()]);
+    assert_eq!(
+        listener_stats(&envoy).await,
+        before,
+        "{LISTENER_STATS:?}: the listener was neither modified nor drained"
+    );
+    let status = sluice.status().await;
+    let cert_status = &status["rules"]["certificates"]["https"];
+    assert_eq!(cert_status["fingerprint"], fingerprint(&b.der));
+    assert_eq!(cert_status["reloads"], 1);
+
+    // A garbage key is refused; B stays served.
+    write_atomically(&dir.path().join("certs/server.key"), "not a key\n");
+    eventually("sluice rejects the garbage key", || async {
+        let status = sluice.status().await;
+        status["rules"]["certificates"]["https"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no PEM private key"))
+    })
+    .await;
+    assert_eq!(sluice.metric("sluice_tls_reload_errors_total").await, 1.0);
+    let (leaf, response) = get(&ca, port).await.expect("still serving");
+    assert_eq!(leaf, b.der, "envoy still presents certificate B");
+    assert_eq!(response, "HTTP/1.1 200 OK web");
+    assert_eq!(envoy_serials(&envoy).await, [b.serial.clone()]);
+    assert_eq!(listener_stats(&envoy).await, before);
+    let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
+    let nacks: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
+
+    // The key never shows in sluice's debug output.
+    let debug = get_text(&format!("http://{}/debug/config", sluice.admin)).await;
+    let key_line = b.key_pem.lines().nth(1).expect("a base64 line");
+    assert!(!debug.contains(key_line), "private key in /debug/config");
+    assert!(debug.contains("<redacted>"), "{debug}");
+}
