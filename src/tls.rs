@@ -171,6 +171,19 @@ pub fn parse_pair(
             file: key_file.clone(),
             reason: e.to_string(),
         })?;
+    // Envoy (BoringSSL) serves RSA and ECDSA certificates only.
+    if !matches!(
+        key.algorithm(),
+        rustls::SignatureAlgorithm::RSA | rustls::SignatureAlgorithm::ECDSA
+    ) {
+        return Err(TlsError::BadKey {
+            file: key_file,
+            reason: format!(
+                "{:?} keys are not supported; Envoy serves RSA and ECDSA certificates",
+                key.algorithm()
+            ),
+        });
+    }
     match CertifiedKey::new(chain, key).keys_match() {
         Ok(()) => Ok(CertPair::new(cert_pem, key_pem, fingerprint)),
         Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use rcgen::{generate_simple_self_signed, CertifiedKey};
+use rcgen::{generate_simple_self_signed, CertifiedKey, KeyPair};
 
 use super::*;
 use crate::rules;
@@ -115,6 +115,25 @@ fn an_unsupported_key_type_is_refused() {
     let junk_pkcs8 = b"-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n";
     let err = check(&cert, junk_pkcs8).expect_err("bad key");
     assert!(matches!(err, TlsError::BadKey { .. }), "{err:?}");
+}
+
+#[test]
+fn ed25519_keys_are_refused_as_envoy_would() {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519 key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("cert");
+    let err = check(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).expect_err("ed25519");
+    assert!(
+        matches!(&err, TlsError::BadKey { reason, .. } if reason.contains("ED25519 keys are not supported")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn one_file_may_hold_the_certificate_and_the_key() {
+    let (cert, key, _) = mk_cert();
+    let both = [cert.as_slice(), key.as_slice()].concat();
+    check(&both, &both).expect("a combined PEM file");
 }
 
 #[test]
