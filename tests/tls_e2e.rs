@@ -185,7 +185,7 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     let (leaf, response) = get(&ca, port).await.expect("answered");
     assert_eq!(leaf, a.der, "envoy presents certificate A");
     assert_eq!(response, "HTTP/1.1 200 OK web");
-    assert_eq!(envoy_serials(&envoy).await, [a.serial.clone()]);
+    assert_eq!(envoy_serials(&envoy).await, [a.serial.as_str()]);
     let before = listener_stats(&envoy).await;
     assert_eq!(before[1], 1.0, "listener_added counts the https listener");
     assert_eq!(before[3], 0.0, "nothing drains at start");
@@ -209,7 +209,7 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     .await;
     let (_, response) = get(&ca, port).await.expect("B serves");
     assert_eq!(response, "HTTP/1.1 200 OK web");
-    assert_eq!(envoy_serials(&envoy).await, [b.serial.clone()]);
+    assert_eq!(envoy_serials(&envoy).await, [b.serial.as_str()]);
     assert_eq!(
         listener_stats(&envoy).await,
         before,
@@ -233,7 +233,7 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     let (leaf, response) = get(&ca, port).await.expect("still serving");
     assert_eq!(leaf, b.der, "envoy still presents certificate B");
     assert_eq!(response, "HTTP/1.1 200 OK web");
-    assert_eq!(envoy_serials(&envoy).await, [b.serial.clone()]);
+    assert_eq!(envoy_serials(&envoy).await, [b.serial.as_str()]);
     assert_eq!(listener_stats(&envoy).await, before);
     let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
     let nacks: Vec<&str> = metrics
