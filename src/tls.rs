@@ -282,10 +282,15 @@ fn read(base: &Path, file: &PemFile, part: Part) -> Result<Vec<u8>, TlsError> {
 }
 
 fn pem_error(part: Part, file: &str, e: pem::Error) -> TlsError {
+    let reason = match (part, e) {
+        // The decoder's detail may quote a character of the key.
+        (Part::Key, pem::Error::Base64Decode(_)) => "base64 decode error".to_owned(),
+        (_, e) => e.to_string(),
+    };
     TlsError::BadPem {
         part,
         file: file.to_owned(),
-        reason: e.to_string(),
+        reason,
     }
 }
 

@@ -102,6 +102,14 @@ fn files_without_the_expected_pem_are_refused() {
         ),
         "{err:?}"
     );
+    let bad_key = b"-----BEGIN PRIVATE KEY-----\nsecret!\n-----END PRIVATE KEY-----\n";
+    let err = check(&cert, bad_key).expect_err("bad key pem");
+    assert!(matches!(err, TlsError::BadPem { part: Part::Key, .. }), "{err:?}");
+    // Nothing of the key is quoted, not even the bad character.
+    assert_eq!(
+        err.to_string(),
+        "/etc/tls/keys/server.key: malformed PEM: base64 decode error"
+    );
     // Valid PEM around bytes that are no certificate.
     let not_x509 = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
     let err = check(not_x509, &key).expect_err("bad cert");
