@@ -65,12 +65,25 @@ pub struct ServeOptions {
     pub rollouts: RolloutOptions,
 }
 
+/// Why a rules file could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Rules(rules::RulesError),
+    /// The rules are valid but a certificate file they name is missing or
+    /// bad; the watcher tries again while the rules stay the same.
+    #[error("{0}")]
+    Certificates(rules::RulesError),
+    #[error("compile: {0}")]
+    Compile(compile::CompileError),
+}
+
 /// A rules file turned into snapshots, or why it could not be. Listener
 /// certificates are read here, relative to the rules file's directory.
-pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), String> {
-    let mut config = rules::parse(&path.display().to_string(), text).map_err(|e| e.to_string())?;
-    tls::load(&mut config, &base_dir(path)).map_err(|e| e.to_string())?;
-    let snapshots = compile::compile(&config).map_err(|e| format!("compile: {e}"))?;
+pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), LoadError> {
+    let mut config = rules::parse(&path.display().to_string(), text).map_err(LoadError::Rules)?;
+    tls::load(&mut config, &base_dir(path)).map_err(LoadError::Certificates)?;
+    let snapshots = compile::compile(&config).map_err(LoadError::Compile)?;
     Ok((config, snapshots))
 }
 
@@ -371,7 +384,10 @@ async fn watch_rules(
     status: Arc<Mutex<RulesStatus>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut seen = lock(&status).served_hash.clone();
+    let mut seen = Seen {
+        hash: lock(&status).served_hash.clone(),
+        waiting_for_certs: false,
+    };
     let mut rotation = tls::Rotation::default();
     let base = base_dir(&opts.rules);
     let mut tick = tokio::time::interval(opts.watch_interval);
@@ -387,14 +403,24 @@ async fn watch_rules(
     }
 }
 
-/// Loads the rules file if its content changed; true when a new config was
-/// sent (its certificates were read with it).
+/// What the rules watcher last read.
+struct Seen {
+    /// Content hash of the rules file last loaded (or rejected).
+    hash: Option<String>,
+    /// The last load failed only on a certificate file: try again even
+    /// though the rules did not change (the files may appear later).
+    waiting_for_certs: bool,
+}
+
+/// Loads the rules file if its content changed (or its certificates were
+/// missing); true when a new config was sent (its certificates were read
+/// with it).
 async fn reload_rules(
     opts: &ServeOptions,
     tx: &watch::Sender<Arc<Config>>,
     metrics: &Metrics,
     status: &Mutex<RulesStatus>,
-    seen: &mut Option<String>,
+    seen: &mut Seen,
 ) -> bool {
     let text = match tokio::fs::read_to_string(&opts.rules).await {
         Ok(t) => t,
@@ -411,12 +437,14 @@ async fn reload_rules(
         }
     };
     let hash = content_hash(&[text.as_bytes()]);
-    if seen.as_deref() == Some(hash.as_str()) {
+    let unchanged = seen.hash.as_deref() == Some(hash.as_str());
+    if unchanged && !seen.waiting_for_certs {
         return false;
     }
-    *seen = Some(hash.clone());
+    seen.hash = Some(hash.clone());
     match load(&opts.rules, &text) {
         Ok((config, _)) => {
+            seen.waiting_for_certs = false;
             info!(rules = %opts.rules.display(), hash, "rules reloaded");
             let mut st = lock(status);
             certs::loaded(&mut st, &config);
@@ -427,11 +455,16 @@ async fn reload_rules(
             true
         }
         Err(e) => {
-            error!(error = %e, "rules file rejected; still serving the previous config");
-            metrics.rules_reload_errors.inc();
+            seen.waiting_for_certs = matches!(e, LoadError::Certificates(_));
+            let e = e.to_string();
             let mut st = lock(status);
-            st.last_error = Some(e);
-            st.rejected_reloads += 1;
+            // A retry that fails as before was already reported.
+            if !(unchanged && st.last_error.as_deref() == Some(e.as_str())) {
+                error!(error = %e, "rules file rejected; still serving the previous config");
+                metrics.rules_reload_errors.inc();
+                st.last_error = Some(e);
+                st.rejected_reloads += 1;
+            }
             false
         }
     }

@@ -248,3 +248,54 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     assert!(!debug.contains(key_line), "private key in /debug/config");
     assert!(debug.contains("<redacted>"), "{debug}");
 }
+
+/// A TLS listener added to the rules before its files exist is refused
+/// (reported once, the previous config stays) and taken as soon as the
+/// files appear, without touching the rules again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_whose_files_appear_later_is_served_then() {
+    let web = backend("web").await;
+    let ca = mk_ca();
+    let a = mk_leaf(&ca, [0x2a, 0x00, 0x00, 0x0a]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules_path = dir.path().join("rules.yaml");
+    let tls_rules = rules(&web);
+    let (plain, _) = tls_rules.split_once("    tls:\n").expect("tls block");
+    let plain = format!(
+        "{plain}{}",
+        tls_rules
+            .split_once("key_file: certs/server.key\n")
+            .expect("tls end")
+            .1
+    );
+    std::fs::write(&rules_path, &plain).expect("write rules");
+    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
+
+    write_atomically(&rules_path, &tls_rules);
+    eventually("the missing certificate is reported", || async {
+        let status = sluice.status().await;
+        status["rules"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("listeners[0].tls.cert_file: cannot read"))
+    })
+    .await;
+    assert!(sluice.status().await["rules"]["certificates"]
+        .as_object()
+        .is_none_or(|c| c.is_empty()));
+
+    std::fs::create_dir(dir.path().join("certs")).expect("mkdir");
+    install(dir.path(), &a);
+    eventually("the listener is served with its certificate", || async {
+        let status = sluice.status().await;
+        status["rules"]["certificates"]["https"]["fingerprint"].is_string()
+    })
+    .await;
+    let status = sluice.status().await;
+    assert_eq!(status["rules"]["last_error"], serde_json::Value::Null);
+    assert_eq!(status["rules"]["rejected_reloads"], 1, "reported once");
+    assert_eq!(sluice.metric("sluice_rules_reload_errors_total").await, 1.0);
+    let debug = get_json(&format!("http://{}/debug/config", sluice.admin)).await;
+    let tls = &debug["rules"]["listeners"][0]["tls"];
+    assert_eq!(tls["cert_file"]["path"], "certs/server.pem");
+    assert_eq!(tls["pair"]["key"], "<redacted>");
+}

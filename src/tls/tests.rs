@@ -104,7 +104,16 @@ fn files_without_the_expected_pem_are_refused() {
     );
     let bad_key = b"-----BEGIN PRIVATE KEY-----\nsecret!\n-----END PRIVATE KEY-----\n";
     let err = check(&cert, bad_key).expect_err("bad key pem");
-    assert!(matches!(err, TlsError::BadPem { part: Part::Key, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            TlsError::BadPem {
+                part: Part::Key,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // Nothing of the key is quoted, not even the bad character.
     assert_eq!(
         err.to_string(),
