@@ -38,6 +38,15 @@ fn mk_tls_config(cert: &str, key: &str) -> Config {
     config
 }
 
+/// The fallback snapshot's listener `http`, decoded.
+fn http_listener(snaps: &Snapshots) -> EnvoyListener {
+    let res = snaps
+        .fallback
+        .get(TypeUrl::Listener, "http")
+        .expect("listener");
+    EnvoyListener::decode(res.body.as_ref()).expect("decodes")
+}
+
 fn tls_context(l: &EnvoyListener) -> DownstreamTlsContext {
     let socket = l.filter_chains[0]
         .transport_socket
@@ -54,14 +63,7 @@ fn tls_context(l: &EnvoyListener) -> DownstreamTlsContext {
 fn a_tls_listener_fetches_its_certificate_over_ads() {
     let snaps = compile(&mk_tls_config("CERT-A", "KEY-A")).expect("compiles");
     let snap = &snaps.fallback;
-    let l = EnvoyListener::decode(
-        snap.get(TypeUrl::Listener, "http")
-            .expect("listener")
-            .body
-            .as_ref(),
-    )
-    .expect("decodes");
-    let ctx = tls_context(&l);
+    let ctx = tls_context(&http_listener(&snaps));
     let common = ctx.common_tls_context.expect("common context");
     assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
     let params = common.tls_params.expect("tls params");
@@ -101,16 +103,9 @@ fn min_version_and_alpn_reach_the_context() {
     tls.min_version = TlsVersion::Tls13;
     tls.alpn = vec!["http/1.1".into()];
     let snaps = compile(&config).expect("compiles");
-    let l = EnvoyListener::decode(
-        snaps
-            .fallback
-            .get(TypeUrl::Listener, "http")
-            .expect("listener")
-            .body
-            .as_ref(),
-    )
-    .expect("decodes");
-    let common = tls_context(&l).common_tls_context.expect("common");
+    let common = tls_context(&http_listener(&snaps))
+        .common_tls_context
+        .expect("common");
     assert_eq!(common.alpn_protocols, ["http/1.1"]);
     assert_eq!(
         common
@@ -151,16 +146,10 @@ fn a_new_certificate_changes_the_secret_and_not_the_listener() {
 fn plain_listeners_have_no_transport_socket_and_no_secrets() {
     let snaps = compile(&mk_simple()).expect("compiles");
     assert!(snaps.fallback.resources(TypeUrl::Secret).is_empty());
-    let l = EnvoyListener::decode(
-        snaps
-            .fallback
-            .get(TypeUrl::Listener, "http")
-            .expect("listener")
-            .body
-            .as_ref(),
-    )
-    .expect("decodes");
-    assert_eq!(l.filter_chains[0].transport_socket, None);
+    assert_eq!(
+        http_listener(&snaps).filter_chains[0].transport_socket,
+        None
+    );
 }
 
 #[test]
