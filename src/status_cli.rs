@@ -101,6 +101,16 @@ pub fn render(doc: &StatusDoc) -> String {
             None => String::new(),
         }
     );
+    for (listener, c) in &doc.rules.certificates {
+        let _ = writeln!(
+            s,
+            "certificate {listener}: sha256 {}  reloads={} rejected={}",
+            c.fingerprint, c.reloads, c.rejected_reloads
+        );
+        if let Some(e) = &c.last_error {
+            let _ = writeln!(s, "  last reload REJECTED: {e}");
+        }
+    }
     for src in &doc.sources {
         let age = match src.last_sync_age_seconds {
             Some(a) => format!("{a:.1}s ago"),

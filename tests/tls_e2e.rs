@@ -1,8 +1,8 @@
 //! Listener TLS with a real Envoy: the certificate comes from files beside
 //! the rules, reaches Envoy as an SDS secret over ADS, and is rotated by
-//! renaming new files into place — Envoy then presents the new certificate
-//! without the listener being modified or drained. A garbage key is
-//! refused and the last good certificate stays served.
+//! an atomic rename (a Kubernetes-style symlink swap) — Envoy then presents
+//! the new certificate without the listener being modified or drained. A
+//! garbage key is refused and the last good certificate stays served.
 
 mod common;
 
@@ -77,11 +77,17 @@ listeners:
     )
 }
 
-/// Puts `leaf` in place the way certbot and cert-manager do: each file
-/// written beside its target and renamed over it, certificate first.
+/// Puts `leaf` in place as Kubernetes secret volumes (which cert-manager
+/// fills) do: both files written to a new directory, then the `certs`
+/// symlink renamed onto it, so the pair changes in one atomic step.
 fn install(dir: &Path, leaf: &Leaf) {
-    write_atomically(&dir.join("certs/server.pem"), &leaf.cert_pem);
-    write_atomically(&dir.join("certs/server.key"), &leaf.key_pem);
+    let generation = dir.join(format!("gen-{}", leaf.serial));
+    std::fs::create_dir(&generation).expect("mkdir");
+    std::fs::write(generation.join("server.pem"), &leaf.cert_pem).expect("write cert");
+    std::fs::write(generation.join("server.key"), &leaf.key_pem).expect("write key");
+    let tmp = dir.join("certs.tmp");
+    std::os::unix::fs::symlink(&generation, &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("certs")).expect("rename");
 }
 
 /// One HTTPS request over a new connection, trusting only `ca`: the leaf
@@ -169,7 +175,6 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     let a = mk_leaf(&ca, [0x1a, 0x00, 0x00, 0x0a]);
     let b = mk_leaf(&ca, [0x1b, 0x00, 0x00, 0x0b]);
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("certs")).expect("mkdir");
     install(dir.path(), &a);
     let rules_path = dir.path().join("rules.yaml");
     std::fs::write(&rules_path, rules(&web)).expect("write rules");
@@ -220,7 +225,8 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     assert_eq!(cert_status["fingerprint"], fingerprint(&b.der));
     assert_eq!(cert_status["reloads"], 1);
 
-    // A garbage key is refused; B stays served.
+    // A garbage key (renamed over the file, as certbot replaces files) is
+    // refused; B stays served.
     write_atomically(&dir.path().join("certs/server.key"), "not a key\n");
     eventually("sluice rejects the garbage key", || async {
         let status = sluice.status().await;
@@ -241,6 +247,22 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
         .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
         .collect();
     assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
+
+    let admin = sluice.admin.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["status", "--admin", &admin])
+            .output()
+            .expect("run sluice status")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = format!(
+        "certificate https: sha256 {}  reloads=1 rejected=1\n  last reload REJECTED: ",
+        fingerprint(&b.der)
+    );
+    assert!(text.contains(&line), "{text}");
 
     // The key never shows in sluice's debug output.
     let debug = get_text(&format!("http://{}/debug/config", sluice.admin)).await;
@@ -283,7 +305,6 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
         .as_object()
         .is_none_or(|c| c.is_empty()));
 
-    std::fs::create_dir(dir.path().join("certs")).expect("mkdir");
     install(dir.path(), &a);
     eventually("the listener is served with its certificate", || async {
         let status = sluice.status().await;
