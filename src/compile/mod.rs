@@ -1,7 +1,9 @@
 //! Compile a validated [`model::Config`] into Envoy resources per node group.
 //!
 //! This is a pure function: no I/O, no clocks, no async. Data flows
-//! `Config` → typed Envoy protos (`cluster`, `listener`, `route`) → an
+//! `Config` → typed Envoy protos (`cluster`, `listener`, `route`, and `tls`
+//! for the SDS secrets of TLS listeners, whose certificate bytes the caller
+//! has already read into the model) → an
 //! invariant check on those protos (`check`) → [`Resource::encode`] →
 //! [`Snapshot`]s, one per node group named in the rules plus a fallback for
 //! proxies whose group the rules never name.
@@ -93,7 +95,7 @@ pub enum CompileError {
     },
     #[error("group {group}: EDS cluster {cluster:?} has no ClusterLoadAssignment")]
     MissingEndpoints { group: String, cluster: String },
-    #[error("group {group}: listener {listener:?} has an HttpConnectionManager that does not decode: {reason}")]
+    #[error("group {group}: listener {listener:?} has an HttpConnectionManager or TLS context that does not decode: {reason}")]
     BadFilter {
         group: String,
         listener: String,
