@@ -25,6 +25,8 @@
 //! same poll reads the TLS listeners' certificate files (`certs`): a new
 //! valid pair is published as an SDS secret update, a bad one is refused.
 
+mod certs;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -49,8 +51,6 @@ use crate::xds::registry::Registry;
 use crate::xds::resource::content_hash;
 use crate::xds::server::{serve_on, AdsService, Published, Shared};
 use crate::xds::Snapshots;
-
-mod certs;
 use crate::{compile, rules, tls};
 
 #[derive(Clone, Debug)]
@@ -446,11 +446,13 @@ async fn reload_rules(
         Ok((config, _)) => {
             seen.waiting_for_certs = false;
             info!(rules = %opts.rules.display(), hash, "rules reloaded");
-            let mut st = lock(status);
-            certs::loaded(&mut st, &config);
-            st.served_hash = Some(hash);
-            st.last_error = None;
-            st.reloads += 1;
+            {
+                let mut st = lock(status);
+                certs::loaded(&mut st, &config);
+                st.served_hash = Some(hash);
+                st.last_error = None;
+                st.reloads += 1;
+            }
             tx.send_replace(Arc::new(config));
             true
         }

@@ -34,7 +34,8 @@ pub(super) fn loaded(st: &mut RulesStatus, config: &Config) {
 }
 
 /// Reads every TLS listener's files once; publishes the config again when
-/// a listener's files hold a new, valid pair.
+/// a listener's files hold a new, valid pair. The reads are blocking, like
+/// the rules load beside it: a few small local files per poll.
 pub(super) fn poll(
     base: &Path,
     tx: &watch::Sender<Arc<Config>>,
