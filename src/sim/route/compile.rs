@@ -15,7 +15,7 @@ use super::{
     Action, Clusters, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
     DEFAULT_TIMEOUT,
 };
-use crate::sim::filters::{lua_per_route, LuaRoute};
+use crate::sim::filters::{per_filter, PerFilterChain};
 use crate::sim::resources::{pb_duration, DecodeError};
 
 /// RE2 `safe_regex` matches the whole value.
@@ -24,7 +24,7 @@ fn full_regex(pattern: &str) -> Result<Regex, DecodeError> {
         .map_err(|e| DecodeError::Invalid(format!("Invalid regex '{pattern}': {e}")))
 }
 
-fn value_match(sm: &StringMatcher) -> Result<ValueMatch, DecodeError> {
+pub(crate) fn value_match(sm: &StringMatcher) -> Result<ValueMatch, DecodeError> {
     let ic = sm.ignore_case;
     let low = |s: &String| if ic { s.to_lowercase() } else { s.clone() };
     Ok(match &sm.match_pattern {
@@ -77,16 +77,16 @@ fn header_matcher(h: &HeaderMatcher) -> Result<Matcher, DecodeError> {
     })
 }
 
-/// The Lua filters' per-route configs at one level, over the `inherited`
-/// ones of the enclosing level (the most specific wins whole).
-pub(super) fn lua_configs(
+/// The per-filter configs at one level, put before the `inherited` ones of
+/// the enclosing level (most specific first).
+pub(super) fn filter_configs(
     typed: &HashMap<String, Any>,
-    inherited: &BTreeMap<String, LuaRoute>,
-) -> Result<BTreeMap<String, LuaRoute>, DecodeError> {
+    inherited: &BTreeMap<String, PerFilterChain>,
+) -> Result<BTreeMap<String, PerFilterChain>, DecodeError> {
     let mut out = inherited.clone();
     for (name, any) in typed {
-        if let Some(cfg) = lua_per_route(name, any)? {
-            out.insert(name.clone(), cfg);
+        if let Some(cfg) = per_filter(name, any)? {
+            out.entry(name.clone()).or_default().insert(0, cfg);
         }
     }
     Ok(out)
@@ -94,7 +94,7 @@ pub(super) fn lua_configs(
 
 pub(super) fn compile_route(
     r: &envoy_types::pb::envoy::config::route::v3::Route,
-    inherited_lua: &BTreeMap<String, LuaRoute>,
+    inherited: &BTreeMap<String, PerFilterChain>,
 ) -> Result<Route, DecodeError> {
     let unsupported = |what: &str| DecodeError::Unsupported(format!("route {:?}: {what}", r.name));
     let m = r.r#match.clone().unwrap_or_default();
@@ -145,7 +145,7 @@ pub(super) fn compile_route(
         headers,
         query,
         action,
-        lua: lua_configs(&r.typed_per_filter_config, inherited_lua)?,
+        filters: filter_configs(&r.typed_per_filter_config, inherited)?,
     })
 }
 

@@ -16,12 +16,13 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use regex::Regex;
 
-use super::filters::LuaRoute;
+use super::filters::{LuaRoute, PerFilter, PerFilterChain};
 use super::hash::{HashPolicy, RequestHash};
 use super::resources::DecodeError;
 
 mod compile;
-use compile::{compile_route, lua_configs};
+pub(crate) use compile::value_match;
+use compile::{compile_route, filter_configs};
 
 /// Envoy's router timeout when a route sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -135,9 +136,9 @@ pub struct Route {
     headers: Vec<Matcher>,
     query: Vec<(String, Option<ValueMatch>)>,
     pub action: Action,
-    /// The most specific `LuaPerRoute` per Lua filter name (route, else
-    /// virtual host, else route configuration).
-    pub lua: BTreeMap<String, LuaRoute>,
+    /// Per-filter configs by filter name, most specific first (route,
+    /// virtual host, route configuration).
+    pub filters: BTreeMap<String, PerFilterChain>,
 }
 
 #[derive(Debug)]
@@ -148,8 +149,9 @@ enum PathMatch {
     SeparatedPrefix(String),
 }
 
+/// A `StringMatcher` with its regex built.
 #[derive(Debug)]
-enum ValueMatch {
+pub(crate) enum ValueMatch {
     Exact(String, bool),
     Prefix(String, bool),
     Suffix(String, bool),
@@ -217,9 +219,9 @@ impl RouteTable {
             prefix: Vec::new(),
             any: None,
         };
-        let rc_lua = lua_configs(&rc.typed_per_filter_config, &BTreeMap::new())?;
+        let rc_filters = filter_configs(&rc.typed_per_filter_config, &BTreeMap::new())?;
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
-            let vh_lua = lua_configs(&vh.typed_per_filter_config, &rc_lua)?;
+            let vh_filters = filter_configs(&vh.typed_per_filter_config, &rc_filters)?;
             for d in &vh.domains {
                 let d = d.to_ascii_lowercase();
                 let dup = if d == "*" {
@@ -248,7 +250,7 @@ impl RouteTable {
             let routes = vh
                 .routes
                 .iter()
-                .map(|r| compile_route(r, &vh_lua))
+                .map(|r| compile_route(r, &vh_filters))
                 .collect::<Result<_, _>>()?;
             t.vhosts.push(VirtualHost {
                 name: vh.name.clone(),
@@ -292,6 +294,19 @@ impl RouteTable {
 }
 
 impl Route {
+    /// The most specific per-filter config of filter `name`.
+    pub fn per_filter(&self, name: &str) -> Option<&PerFilter> {
+        self.filters.get(name).and_then(|c| c.first())
+    }
+
+    /// The most specific `LuaPerRoute` of Lua filter `name`.
+    pub fn lua(&self, name: &str) -> Option<&LuaRoute> {
+        match self.per_filter(name)? {
+            PerFilter::Lua(l) => Some(l),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, req: &Request) -> bool {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => starts_with(&req.path, p, self.case_sensitive),
@@ -362,7 +377,7 @@ fn starts_with(s: &str, prefix: &str, case_sensitive: bool) -> bool {
 }
 
 impl ValueMatch {
-    fn matches(&self, v: &str) -> bool {
+    pub(crate) fn matches(&self, v: &str) -> bool {
         let fold = |a: &str, ic: bool| if ic { a.to_lowercase() } else { a.to_string() };
         match self {
             ValueMatch::Exact(s, ic) => fold(v, *ic) == *s,
