@@ -392,11 +392,9 @@ pub fn decode(
                     &mut phase.counters,
                 );
                 if let Verdict::Refused(status) = verdict {
+                    // No `x-envoy-ratelimited`: Envoy 1.40 does not add it
+                    // to a local rate limit's answer (checked against it).
                     let mut resp = Response::text(status, "local_rate_limited");
-                    if status == 429 {
-                        resp.headers
-                            .push(("x-envoy-ratelimited".into(), "true".into()));
-                    }
                     cfg.refusal_headers(&mut resp.headers);
                     return answer(phase, "local_ratelimit", resp);
                 }

@@ -117,7 +117,10 @@ fn a_route_bucket_allows_max_tokens_then_refuses_with_429() {
     // Other routes have buckets of their own.
     assert_eq!(status(&mut dp, &view, get("/other"), t), 200);
     // Another proxy (another Envoy) has its own buckets.
-    assert_eq!(status(&mut DataPlane::new(2), &view, get("/limited"), t), 200);
+    assert_eq!(
+        status(&mut DataPlane::new(2), &view, get("/limited"), t),
+        200
+    );
 }
 
 #[test]
@@ -310,7 +313,11 @@ fn the_engine_runs_the_response_phase_and_lua_sees_virtual_time() {
     let alice = Request::get("x", "/own-lua").header("x-api-key", "alice-key");
     let id = engine.submit(0, alice, Duration::from_secs(5));
     engine.run();
-    let answer = engine.answers.iter().find(|a| a.id == id).expect("answered");
+    let answer = engine
+        .answers
+        .iter()
+        .find(|a| a.id == id)
+        .expect("answered");
     // sluice's response transform and the user's snippet both ran.
     assert_eq!(answer.response.header("x-served-for"), Some("alice"));
     assert_eq!(answer.response.header("x-backend-secret"), None);
