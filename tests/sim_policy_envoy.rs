@@ -266,6 +266,15 @@ async fn simulator_runs_rate_limit_rbac_cors_and_fault_like_envoy() {
         assert_eq!(engine.stats.named(s) as f64, envoy_delta, "{s}");
     }
 
+    // `auth.ip` judges the connection's peer: a client cannot talk its way
+    // past a deny (or, in the simulator, from outside into an allow) with a
+    // forged x-forwarded-for. (The cases above compare both on it too.)
+    let forged = Request::get("x", "/denied").header("x-forwarded-for", "10.1.2.3");
+    assert_eq!(envoy_answer(listen, &forged).await["status"], 403);
+    let mut from_outside = Request::get("x", "/allowed").header("x-forwarded-for", "127.0.0.9");
+    from_outside.source = Some("192.0.2.1".parse().expect("ip"));
+    assert_eq!(sim_answer(&mut dp, &view, &from_outside)["status"], 403);
+
     // A 30 % abort: Envoy's and the simulator's proportions agree.
     let n_envoy = 2_000u32;
     let mut envoy_aborts = 0u32;

@@ -170,10 +170,17 @@ fn rbac_admits_allowed_addresses_and_refuses_denied_ones_with_403() {
     assert_eq!(denied.response.status, 403);
     assert_eq!(denied.response.body, "RBAC: access denied");
     assert_eq!(status(&mut dp, &view, from("192.168.1.1"), t), 403);
-    // Without `use_remote_address` Envoy takes the client from the last
-    // x-forwarded-for entry, and so does the simulator.
-    let forwarded = from("192.168.1.1").header("x-forwarded-for", "10.1.2.3");
-    assert_eq!(status(&mut dp, &view, forwarded, t), 200);
+    // sluice matches the peer (`direct_remote_ip`): a forged
+    // x-forwarded-for does not get a client in.
+    let forged = from("192.168.1.1").header("x-forwarded-for", "10.1.2.3");
+    assert_eq!(status(&mut dp, &view, forged, t), 403);
+    // What `remote_ip` would see: without `use_remote_address`, Envoy takes
+    // the client from the last x-forwarded-for entry (checked against real
+    // Envoy before sluice moved to `direct_remote_ip`).
+    let peer = view.listeners["http"]
+        .peer(&from("192.168.1.1").header("x-forwarded-for", "10.0.0.1, 10.1.2.3"));
+    assert_eq!(peer.remote.to_string(), "10.1.2.3");
+    assert_eq!(peer.direct.to_string(), "192.168.1.1");
     // Routes without IP rules are not checked.
     let mut elsewhere = from("10.9.1.1");
     elsewhere.path = "/x".into();
