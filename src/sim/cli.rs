@@ -228,7 +228,7 @@ fn delta(now: &Stats, before: &Stats) -> Stats {
             d.by_cluster.insert(k.clone(), v - b);
         }
     }
-    d.downstream_time = now.downstream_time.clone();
+    d.downstream_time = now.downstream_time.since(&before.downstream_time);
     d
 }
 
@@ -252,4 +252,28 @@ fn line(s: &Stats) -> String {
         s.downstream_time.quantile_ms(0.5),
         s.downstream_time.quantile_ms(0.99)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_line_shows_only_that_seconds_requests() {
+        let mut stats = Stats::default();
+        for _ in 0..10 {
+            stats.downstream(Some("web"), 200, Duration::from_millis(1));
+        }
+        let before = stats.clone();
+        for _ in 0..5 {
+            stats.downstream(Some("web"), 503, Duration::from_millis(100));
+        }
+        let second = delta(&stats, &before);
+        assert_eq!(second.downstream.get(&503), Some(&5));
+        assert_eq!(second.downstream.get(&200), None);
+        assert_eq!(second.downstream_time.count, 5);
+        let p50 = second.downstream_time.quantile_ms(0.5);
+        assert!((99.0..=101.0).contains(&p50), "p50 {p50} ms");
+        assert!(line(&second).starts_with("codes 503=5 | split web=100.0%"));
+    }
 }

@@ -58,6 +58,20 @@ impl Histogram {
         0.0
     }
 
+    /// What was recorded after `before` (an earlier state of this one).
+    pub fn since(&self, before: &Histogram) -> Histogram {
+        let mut d = Histogram::default();
+        for (b, n) in &self.buckets {
+            let n = n.saturating_sub(before.buckets.get(b).copied().unwrap_or(0));
+            if n > 0 {
+                d.buckets.insert(*b, n);
+            }
+        }
+        d.count = self.count.saturating_sub(before.count);
+        d.sum_ms = (self.sum_ms - before.sum_ms).max(0.0);
+        d
+    }
+
     pub fn merge(&mut self, other: &Histogram) {
         for (b, n) in &other.buckets {
             *self.buckets.entry(*b).or_default() += n;
