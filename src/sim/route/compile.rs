@@ -155,6 +155,9 @@ fn forward(
     ra: &envoy_types::pb::envoy::config::route::v3::RouteAction,
     unsupported: &dyn Fn(&str) -> DecodeError,
 ) -> Result<Forward, DecodeError> {
+    if ra.cors.is_some() {
+        return Err(unsupported("cors field (use typed_per_filter_config)"));
+    }
     let clusters = match &ra.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => Clusters::One(c.clone()),
         Some(route_action::ClusterSpecifier::WeightedClusters(wc)) => {

@@ -221,6 +221,15 @@ impl RouteTable {
         };
         let rc_filters = filter_configs(&rc.typed_per_filter_config, &BTreeMap::new())?;
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+            // The deprecated `cors` field (not what sluice sends, and not
+            // read by the simulator's CORS filter).
+            #[allow(deprecated)]
+            if vh.cors.is_some() {
+                return Err(DecodeError::Unsupported(format!(
+                    "virtual host {:?}: cors field (use typed_per_filter_config)",
+                    vh.name
+                )));
+            }
             let vh_filters = filter_configs(&vh.typed_per_filter_config, &rc_filters)?;
             for d in &vh.domains {
                 let d = d.to_ascii_lowercase();
