@@ -63,12 +63,21 @@ listeners:
               expose_headers: [x-trace]
               max_age: 1h
               allow_credentials: true
+            response_headers: {{set: {{x-served-by: sluice}}}}
           - match: {{prefix: /any-origin}}
             to: {{service: api}}
             cors: {{allow_origins: ["*"]}}
           - match: {{prefix: /abort}}
             to: {{service: api}}
             fault: {{abort: {{status: 503, percent: 100}}}}
+          - match: {{prefix: /edited-abort}}
+            to: {{service: api}}
+            fault: {{abort: {{status: 503, percent: 100}}}}
+            response_headers: {{set: {{x-served-by: sluice}}}}
+          - match: {{prefix: /edited}}
+            to: {{service: api}}
+            request_headers: {{set: {{x-from: sluice}}, remove: [x-debug]}}
+            response_headers: {{set: {{x-served-by: sluice}}, remove: [x-backend-secret]}}
           - match: {{prefix: /delay}}
             to: {{service: api}}
             fault: {{delay: {{duration: 100ms, percent: 100}}}}
@@ -106,13 +115,17 @@ fn cases() -> Vec<Request> {
         get("/abort"),
         get("/abort").header("origin", "https://app.example.com"),
         get("/delay"),
+        get("/edited")
+            .header("x-debug", "1")
+            .header("x-from", "client"),
+        get("/edited-abort"),
         get("/other"),
     ]);
     v
 }
 
 /// The headers both must agree on.
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "access-control-allow-origin",
     "access-control-allow-methods",
     "access-control-allow-headers",
@@ -123,6 +136,7 @@ const HEADERS: [&str; 10] = [
     "content-type",
     "x-lua-status",
     "x-backend-secret",
+    "x-served-by",
 ];
 
 /// Status, the chosen backend (or a local reply's body) and the headers.
@@ -131,7 +145,9 @@ fn summary(status: u16, headers: &HashMap<String, String>, body: &str) -> Value 
     let answered_by = if doc.is_null() {
         json!({"local": body})
     } else {
-        json!({"backend": doc["backend"], "method": doc["method"]})
+        let up = |h: &str| doc["headers"][h].clone();
+        json!({"backend": doc["backend"], "method": doc["method"],
+               "upstream": [up("x-from"), up("x-debug")]})
     };
     let h: serde_json::Map<String, Value> = HEADERS
         .iter()
@@ -157,6 +173,13 @@ async fn envoy_answer(listen: u16, req: &Request) -> Value {
     summary(status, &headers, &r.text().await.expect("body"))
 }
 
+fn echoed(r: &Request) -> serde_json::Map<String, Value> {
+    r.headers
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect()
+}
+
 /// The simulator's answer; its upstream answers like `echo_backend`.
 fn sim_answer(dp: &mut DataPlane, view: &View, req: &Request) -> Value {
     let served = serve(
@@ -171,7 +194,7 @@ fn sim_answer(dp: &mut DataPlane, view: &View, req: &Request) -> Value {
                 ("content-type".into(), "application/json".into()),
                 ("x-backend-secret".into(), "s".into()),
             ],
-            body: json!({"backend": "api", "method": r.method()}).to_string(),
+            body: json!({"backend": "api", "method": r.method(), "headers": echoed(r)}).to_string(),
         },
     );
     assert!(served.phase.errors.is_empty(), "{:?}", served.phase.errors);

@@ -194,7 +194,8 @@ fn setup<'a>(f: &'a LuaFilter, route: Option<&'a Route>) -> Option<(&'a Arc<str>
     Some((source, context))
 }
 
-fn route_of<'v>(view: &'v View, listener: &SimListener, req: &Request) -> Option<&'v Route> {
+/// The route `req` matches on `listener` (what the router would use).
+pub fn route_of<'v>(view: &'v View, listener: &SimListener, req: &Request) -> Option<&'v Route> {
     view.routes.get(&listener.rds)?.route(req).ok()
 }
 
@@ -425,7 +426,8 @@ pub fn decode(
     Step::Router
 }
 
-/// Runs the filters' response phase (reverse order) on `resp`.
+/// Runs the response phase on `resp`: the route's response header edits,
+/// then the filters in reverse order.
 pub fn on_response(
     view: &View,
     listener: &SimListener,
@@ -434,6 +436,16 @@ pub fn on_response(
     clock: Clock,
 ) -> Response {
     let route = route_of(view, listener, &phase.request);
+    // The route's response header edits: the router applies them to what
+    // it answers, and Envoy's local replies (`sendLocalReply`: RBAC, rate
+    // limit, fault, Lua `respond()`) get them too — but not a CORS
+    // preflight, which the CORS filter encodes directly. All before the
+    // encoder filters run.
+    if phase.local_by != Some("cors") {
+        if let Some(r) = route {
+            r.edit_response(&mut resp.headers);
+        }
+    }
     for filter in listener.http_filters.iter().rev() {
         match filter {
             HttpFilter::Cors { .. } => {
@@ -500,8 +512,9 @@ fn lua_response(
 
 /// `req` through `listener` (or the first listener) of one proxy at
 /// virtual time `now`: request phase (fault delays pass at once, adding
-/// to the clock), router, then `upstream` answers a request the router
-/// sends on (the simulator has no real backends), response phase. The
+/// to the clock), router (with the route's request header edits), then
+/// `upstream` answers a request the router sends on (the simulator has no
+/// real backends), response phase. The
 /// router's own local answers carry no body (Envoy's text is not
 /// modelled); the filters' do.
 pub fn serve(
@@ -544,9 +557,14 @@ pub fn serve(
         (Step::Local, Some(local)) => (local, None),
         _ => {
             let decision = dp.decide(view, Some(&l.name), &phase.request, clock.now);
+            let route = route_of(view, l, &phase.request);
             let answer = match &decision {
                 Decision::Upstream(u) => {
-                    let answer = upstream(u, &phase.request);
+                    let mut sent = phase.request.clone();
+                    if let Some(r) = route {
+                        r.edit_request(&mut sent.headers);
+                    }
+                    let answer = upstream(u, &sent);
                     if let Some(c) = view.clusters.get(&u.cluster) {
                         dp.finish(c, u.host, answer.status, clock.now);
                     }

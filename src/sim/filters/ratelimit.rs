@@ -22,16 +22,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{
-    header_value_option::HeaderAppendAction, HeaderValueOption,
-};
 use envoy_types::pb::envoy::config::route::v3::rate_limit::action::ActionSpecifier;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::r#type::v3::TokenBucket;
 
 use super::{runtime_percent, Percent};
 use crate::sim::resources::{pb_duration, proto, DecodeError};
-use crate::sim::route::Request;
+use crate::sim::route::{HeaderEdits, Request};
 
 pub const TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
@@ -51,8 +48,8 @@ pub struct RateLimit {
     always_consume_default: bool,
     /// One descriptor per `rate_limits` entry: its actions in order.
     rate_limits: Vec<Vec<HeaderAction>>,
-    response_headers: Vec<HeaderEdit>,
-    request_headers_not_enforced: Vec<HeaderEdit>,
+    response_headers: HeaderEdits,
+    request_headers_not_enforced: HeaderEdits,
 }
 
 type Descriptor = Vec<(String, String)>;
@@ -69,14 +66,6 @@ struct HeaderAction {
     header: String,
     key: String,
     skip_if_absent: bool,
-}
-
-/// A `HeaderValueOption` with a literal value.
-#[derive(Debug, PartialEq)]
-pub struct HeaderEdit {
-    key: String,
-    value: String,
-    action: HeaderAppendAction,
 }
 
 /// A lazily refilled token bucket.
@@ -190,7 +179,7 @@ impl RateLimit {
         }
         counters.push(stat("rate_limited"));
         if !self.enforced.is_some_and(|p| p.hit(rng)) {
-            apply(&self.request_headers_not_enforced, &mut req.headers);
+            self.request_headers_not_enforced.apply(&mut req.headers);
             return Verdict::NotEnforced;
         }
         counters.push(stat("enforced"));
@@ -199,7 +188,7 @@ impl RateLimit {
 
     /// `response_headers_to_add` of a refusal.
     pub fn refusal_headers(&self, headers: &mut Vec<(String, String)>) {
-        apply(&self.response_headers, headers);
+        self.response_headers.apply(headers);
     }
 
     /// The request's descriptors: one per `rate_limits` entry whose actions
@@ -221,21 +210,6 @@ impl RateLimit {
             }
         }
         out
-    }
-}
-
-fn apply(edits: &[HeaderEdit], headers: &mut Vec<(String, String)>) {
-    for e in edits {
-        let present = headers.iter().any(|(k, _)| *k == e.key);
-        match e.action {
-            HeaderAppendAction::AppendIfExistsOrAdd => {}
-            HeaderAppendAction::AddIfAbsent if present => continue,
-            HeaderAppendAction::AddIfAbsent => {}
-            HeaderAppendAction::OverwriteIfExistsOrAdd => headers.retain(|(k, _)| *k != e.key),
-            HeaderAppendAction::OverwriteIfExists if !present => continue,
-            HeaderAppendAction::OverwriteIfExists => headers.retain(|(k, _)| *k != e.key),
-        }
-        headers.push((e.key.clone(), e.value.clone()));
     }
 }
 
@@ -340,10 +314,11 @@ pub(super) fn decode(name: &str, bytes: &[u8], per_route: bool) -> Result<RateLi
             .as_ref()
             .is_none_or(|b| b.value),
         rate_limits,
-        response_headers: edits(&c.response_headers_to_add, &unsupported)?,
-        request_headers_not_enforced: edits(
+        response_headers: HeaderEdits::decode(name, &c.response_headers_to_add, &[])?,
+        request_headers_not_enforced: HeaderEdits::decode(
+            name,
             &c.request_headers_to_add_when_not_enforced,
-            &unsupported,
+            &[],
         )?,
     })
 }
@@ -367,33 +342,4 @@ fn bucket(
         max_tokens: f64::from(tb.max_tokens),
         rate: f64::from(per_fill) / interval.as_secs_f64(),
     })
-}
-
-// `append` is deprecated but Envoy still honours it.
-#[allow(deprecated)]
-fn edits(
-    opts: &[HeaderValueOption],
-    unsupported: &dyn Fn(&str) -> DecodeError,
-) -> Result<Vec<HeaderEdit>, DecodeError> {
-    opts.iter()
-        .map(|o| {
-            let h = o.header.clone().unwrap_or_default();
-            if h.value.contains('%') || !h.raw_value.is_empty() {
-                return Err(unsupported(
-                    "header value with a format string or raw bytes",
-                ));
-            }
-            let action = match &o.append {
-                Some(b) if b.value => HeaderAppendAction::AppendIfExistsOrAdd,
-                Some(_) => HeaderAppendAction::OverwriteIfExistsOrAdd,
-                None => HeaderAppendAction::try_from(o.append_action)
-                    .unwrap_or(HeaderAppendAction::AppendIfExistsOrAdd),
-            };
-            Ok(HeaderEdit {
-                key: h.key.to_ascii_lowercase(),
-                value: h.value,
-                action,
-            })
-        })
-        .collect()
 }

@@ -12,7 +12,7 @@ use regex::Regex;
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    Action, Clusters, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
+    Action, Clusters, Edits, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
     DEFAULT_TIMEOUT,
 };
 use crate::sim::filters::{per_filter, PerFilterChain};
@@ -95,6 +95,7 @@ pub(super) fn filter_configs(
 pub(super) fn compile_route(
     r: &envoy_types::pb::envoy::config::route::v3::Route,
     inherited: &BTreeMap<String, PerFilterChain>,
+    outer_edits: &Edits,
 ) -> Result<Route, DecodeError> {
     let unsupported = |what: &str| DecodeError::Unsupported(format!("route {:?}: {what}", r.name));
     let m = r.r#match.clone().unwrap_or_default();
@@ -138,7 +139,15 @@ pub(super) fn compile_route(
         Some(route::Action::Redirect(_)) => Action::Redirect,
         _ => return Err(unsupported("action")),
     };
+    let edits = Edits::of(
+        &format!("route {:?}", r.name),
+        (&r.request_headers_to_add, &r.request_headers_to_remove),
+        (&r.response_headers_to_add, &r.response_headers_to_remove),
+    )?
+    .then(outer_edits);
     Ok(Route {
+        request_headers: edits.request,
+        response_headers: edits.response,
         name: r.name.clone(),
         path,
         case_sensitive,
@@ -161,6 +170,18 @@ fn forward(
     let clusters = match &ra.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => Clusters::One(c.clone()),
         Some(route_action::ClusterSpecifier::WeightedClusters(wc)) => {
+            let edits = |c: &&envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight| {
+                !c.request_headers_to_add.is_empty()
+                    || !c.request_headers_to_remove.is_empty()
+                    || !c.response_headers_to_add.is_empty()
+                    || !c.response_headers_to_remove.is_empty()
+                    || !c.typed_per_filter_config.is_empty()
+            };
+            if wc.clusters.iter().any(|c| edits(&c)) {
+                return Err(unsupported(
+                    "weighted cluster header edits or per-filter configs",
+                ));
+            }
             let clusters: Vec<(String, u64)> = wc
                 .clusters
                 .iter()
