@@ -96,12 +96,14 @@ impl Bucket {
     }
 }
 
-/// One proxy's buckets, per decoded config.
+/// One decoded config's buckets: the default one and one per descriptor.
+/// The `Arc` keeps the config's address (the key) from being reused.
+type ConfigBuckets = (Arc<RateLimit>, Option<Bucket>, Vec<Bucket>);
+
+/// One proxy's buckets, per decoded config (by address).
 #[derive(Default)]
 pub struct Buckets {
-    /// Config (by address; the `Arc` keeps the address from being reused) →
-    /// default bucket and one per descriptor.
-    by_config: HashMap<usize, (Arc<RateLimit>, Option<Bucket>, Vec<Bucket>)>,
+    by_config: HashMap<usize, ConfigBuckets>,
 }
 
 /// Past this many configs, those no resource holds any more are dropped.
@@ -263,7 +265,7 @@ pub(super) fn decode(name: &str, bytes: &[u8], per_route: bool) -> Result<RateLi
         if entries.iter().any(|(_, v)| v.is_empty()) {
             return Err(unsupported("wildcard (dynamic) descriptor"));
         }
-        let tb = d.token_bucket.clone().unwrap_or_default();
+        let tb = d.token_bucket.unwrap_or_default();
         if tb.max_tokens == 0 {
             return Err(unsupported("descriptor with max_tokens 0"));
         }
