@@ -262,6 +262,9 @@ impl Engine {
         };
         let p = &mut self.proxies[f.proxy];
         let (Some(l), Some(phase)) = (p.view.listeners.values().next(), f.phase.as_mut()) else {
+            // The listener went away during a fault delay: the router
+            // answers (404), so the request still ends.
+            self.route(req);
             return;
         };
         let step = chain::decode(&p.view, l, phase, &mut p.dataplane.filters, clock);
