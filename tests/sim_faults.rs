@@ -217,3 +217,40 @@ async fn sluice_sim_prints_each_second_and_writes_a_json_summary() {
         assert_eq!(held.values().next(), Some(&serde_json::json!(3)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sluice_sim_stages_faulty_proxies_next_to_healthy_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, RULES).expect("write");
+    let sluice = Sluice::start(&path, "127.0.0.1:0");
+    let json = dir.path().join("summary.json");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["sim", "--xds", &sluice.xds.to_string()])
+        .args(["--proxies", "3", "--faulty", "1", "--nack", "rds"])
+        .args(["--rps", "30", "--duration", "1s", "--json"])
+        .arg(&json);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run sluice sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("sim: 2 proxies connected and configured") && stdout.contains("1 faulty"),
+        "{stdout}"
+    );
+    // The faulty proxy NACKs its routes, so it has no listener to serve
+    // (404) while the healthy ones route (200); requests alternate.
+    assert!(stdout.contains("t=  1s codes 200=20 404=10"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    assert_eq!(
+        (summary["proxies"].clone(), summary["faulty"].clone()),
+        (3.into(), 1.into())
+    );
+    assert_eq!(
+        summary["versions"]["rds"].as_object().map(|m| m.len()),
+        Some(2)
+    );
+}
