@@ -203,8 +203,7 @@ async fn simulator_routes_like_envoy() {
         sim_canary += f64::from(u8::from(backend == "c"));
     }
     let (p1, p2) = (envoy_canary / n1, sim_canary / n2);
-    let p = (envoy_canary + sim_canary) / (n1 + n2);
-    let z = (p1 - p2) / (p * (1.0 - p) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    let z = two_proportion_z(envoy_canary, n1, sim_canary, n2);
     assert!(
         z.abs() < 4.0,
         "canary share: envoy {p1:.3}, simulator {p2:.3}, z = {z:.2}"

@@ -5,9 +5,11 @@
 //! filter with no rules (it enforces nothing by itself); each route with
 //! IP rules carries an `RBACPerRoute` with one ALLOW policy whose principal
 //! is `(any allow CIDR, or anyone when none) and not (any deny CIDR)`,
-//! matched on `remote_ip` (the client as the connection manager sees it,
-//! honouring `x-forwarded-for` only when configured to). A refused
-//! request gets 403.
+//! matched on `direct_remote_ip`: the connection's peer. Not `remote_ip`,
+//! which is what the connection manager makes of `x-forwarded-for` (with
+//! Envoy's default `use_remote_address: false`, the header's last entry):
+//! a client could forge it past a deny or into an allow, which real Envoy
+//! 1.40 shows (`tests/sim_policy_envoy.rs`). A refused request gets 403.
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::rbac::v3::{
@@ -44,7 +46,7 @@ pub(super) fn per_route(ip: &IpRule) -> Any {
             ids: cidrs
                 .iter()
                 .map(|c| Principal {
-                    identifier: Some(principal::Identifier::RemoteIp(cidr(c))),
+                    identifier: Some(principal::Identifier::DirectRemoteIp(cidr(c))),
                 })
                 .collect(),
         })),

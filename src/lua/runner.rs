@@ -67,6 +67,9 @@ impl Outcome {
 
 pub struct FilterVm {
     lua: Lua,
+    /// What `timestamp()` returns (ms since the Unix epoch); `None`: the
+    /// wall clock. The simulator sets its virtual clock here.
+    clock: std::cell::Cell<Option<f64>>,
 }
 
 impl FilterVm {
@@ -94,7 +97,16 @@ impl FilterVm {
         lua.globals().set("__sluice_is_rsa_key", is_key)?;
         lua.load(SHIM).set_name("=shim").exec()?;
         lua.load(script).set_name("=sluice").exec()?;
-        Ok(FilterVm { lua })
+        Ok(FilterVm {
+            lua,
+            clock: std::cell::Cell::new(None),
+        })
+    }
+
+    /// Makes `timestamp()` return `unix_ms` (`None`: the wall clock) in
+    /// the calls that follow.
+    pub fn set_clock(&self, unix_ms: Option<f64>) {
+        self.clock.set(unix_ms);
     }
 
     /// Runs `envoy_on_request` with the route's filter context (the JSON
@@ -163,7 +175,7 @@ impl FilterVm {
         }
         state.set("context", lua.to_value(context)?)?;
         state.set("remote", remote)?;
-        state.set("now_ms", now_ms())?;
+        state.set("now_ms", self.clock.get().unwrap_or_else(now_ms))?;
         if !metadata.is_null() {
             state.set("metadata", lua.to_value(&metadata)?)?;
         }

@@ -4,6 +4,11 @@
 //! Traffic runs on the engine's virtual time, advanced one second per wall
 //! second, so each tick uses the configuration the proxies hold right then
 //! (an edit of the rules shows up in the next line of output).
+//!
+//! `--faulty K` makes the last K proxies misbehave with the fault knobs
+//! (`--slow-ack`, `--nack`, `--stall`, `--disconnect-after`,
+//! `--reconnect-storm`): they run as a second fleet next to the healthy
+//! one, and only the healthy ones are waited for before traffic starts.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::backend::{BackendSpec, Backends, Latency};
+use super::client::{Faults, Report};
 use super::engine::{Engine, SimProxy};
 use super::fleet::{Fleet, FleetConfig};
 use super::route::Request;
@@ -58,6 +64,32 @@ pub struct SimArgs {
     /// Seed of every random choice (reproducible runs).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How many of the proxies (the last ones) get the fault knobs below.
+    #[arg(long, default_value_t = 0)]
+    pub faulty: usize,
+    /// Faulty proxies wait this long before answering each response.
+    #[arg(long, value_parser = parse_duration)]
+    pub slow_ack: Option<Duration>,
+    /// Faulty proxies NACK every response of this type (`cds`, `eds`,
+    /// `lds`, `rds`; repeatable).
+    #[arg(long = "nack", value_parser = parse_type)]
+    pub nack: Vec<crate::xds::TypeUrl>,
+    /// Faulty proxies read responses and never answer them.
+    #[arg(long)]
+    pub stall: bool,
+    /// Faulty proxies drop their stream this long after opening it.
+    #[arg(long, value_parser = parse_duration)]
+    pub disconnect_after: Option<Duration>,
+    /// Faulty proxies reconnect this many times right after their first response.
+    #[arg(long, default_value_t = 0)]
+    pub reconnect_storm: u32,
+}
+
+fn parse_type(s: &str) -> Result<crate::xds::TypeUrl, String> {
+    crate::sim::SIM_TYPES
+        .into_iter()
+        .find(|t| t.short() == s)
+        .ok_or_else(|| format!("{s:?}: expected cds, eds, lds or rds"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -82,6 +114,14 @@ pub fn main(args: SimArgs) -> std::process::ExitCode {
         latency: args.latency,
         error_rate: args.error_rate,
         seed: args.seed,
+        faulty: args.faulty.min(args.proxies.max(1)),
+        faults: Faults {
+            ack_delay: args.slow_ack.unwrap_or_default(),
+            nack: args.nack,
+            stall: args.stall,
+            disconnect_after: args.disconnect_after,
+            reconnect_storm: args.reconnect_storm,
+        },
     };
     match rt.block_on(run(opts)) {
         Ok(_) => std::process::ExitCode::SUCCESS,
@@ -106,6 +146,9 @@ pub struct SimOptions {
     pub latency: Latency,
     pub error_rate: f64,
     pub seed: u64,
+    /// The last `faulty` of `proxies` run with `faults`.
+    pub faulty: usize,
+    pub faults: Faults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +163,8 @@ pub enum SimCliError {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub proxies: usize,
+    /// Proxies run with the fault knobs.
+    pub faulty: usize,
     pub connected: usize,
     pub converged_after_ms: u128,
     /// Distinct versions held per type (`cds`, ...), with proxy counts.
@@ -128,24 +173,62 @@ pub struct Summary {
     pub stats: Stats,
 }
 
+/// The healthy fleet and, with `--faulty`, the misbehaving one.
+struct Fleets {
+    healthy: Fleet,
+    faulty: Option<Fleet>,
+}
+
+impl Fleets {
+    fn len(&self) -> usize {
+        self.healthy.len() + self.faulty.as_ref().map_or(0, Fleet::len)
+    }
+
+    /// Every proxy's report, healthy ones first.
+    fn reports(&self) -> Vec<Report> {
+        let mut r = self.healthy.reports();
+        r.extend(self.faulty.iter().flat_map(Fleet::reports));
+        r
+    }
+
+    async fn stop(self) {
+        self.healthy.stop().await;
+        if let Some(f) = self.faulty {
+            f.stop().await;
+        }
+    }
+}
+
 pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
-    let fleet = Fleet::start(&FleetConfig {
+    let config = |proxies, node_prefix: &str, faults| FleetConfig {
         xds: opts.xds.clone(),
-        proxies: opts.proxies,
+        proxies,
         mode: if opts.delta { Mode::Delta } else { Mode::Sotw },
         group: opts.group.clone(),
-        node_prefix: "sim".into(),
-        faults: Default::default(),
-    });
+        node_prefix: node_prefix.into(),
+        faults,
+    };
+    let faulty = opts.faulty.min(opts.proxies);
+    let fleet = Fleets {
+        healthy: Fleet::start(&config(opts.proxies - faulty, "sim", Faults::default())),
+        faulty: (faulty > 0)
+            .then(|| Fleet::start(&config(faulty, "sim-faulty", opts.faults.clone()))),
+    };
     let wait = Duration::from_secs(60);
     let converged = fleet
+        .healthy
         .wait_all(wait, |r| !r.view.listeners.is_empty())
         .await
         .ok_or_else(|| SimCliError::NotConverged(wait, opts.xds.clone()))?;
     println!(
-        "sim: {} proxies connected and configured in {:.2}s",
-        fleet.len(),
-        converged.as_secs_f64()
+        "sim: {} proxies connected and configured in {:.2}s{}",
+        fleet.healthy.len(),
+        converged.as_secs_f64(),
+        if faulty > 0 {
+            format!(" ({faulty} faulty ones not waited for)")
+        } else {
+            String::new()
+        }
     );
     let proxies = (0..fleet.len())
         .map(|i| SimProxy::new(Default::default(), opts.seed.wrapping_add(i as u64)))
@@ -196,6 +279,7 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
     }
     let summary = Summary {
         proxies: fleet.len(),
+        faulty,
         connected: reports.iter().filter(|r| r.connected).count(),
         converged_after_ms: converged.as_millis(),
         versions,
@@ -228,7 +312,7 @@ fn delta(now: &Stats, before: &Stats) -> Stats {
             d.by_cluster.insert(k.clone(), v - b);
         }
     }
-    d.downstream_time = now.downstream_time.clone();
+    d.downstream_time = now.downstream_time.since(&before.downstream_time);
     d
 }
 
@@ -252,4 +336,28 @@ fn line(s: &Stats) -> String {
         s.downstream_time.quantile_ms(0.5),
         s.downstream_time.quantile_ms(0.99)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_line_shows_only_that_seconds_requests() {
+        let mut stats = Stats::default();
+        for _ in 0..10 {
+            stats.downstream(Some("web"), 200, Duration::from_millis(1));
+        }
+        let before = stats.clone();
+        for _ in 0..5 {
+            stats.downstream(Some("web"), 503, Duration::from_millis(100));
+        }
+        let second = delta(&stats, &before);
+        assert_eq!(second.downstream.get(&503), Some(&5));
+        assert_eq!(second.downstream.get(&200), None);
+        assert_eq!(second.downstream_time.count, 5);
+        let p50 = second.downstream_time.quantile_ms(0.5);
+        assert!((99.0..=101.0).contains(&p50), "p50 {p50} ms");
+        assert!(line(&second).starts_with("codes 503=5 | split web=100.0%"));
+    }
 }

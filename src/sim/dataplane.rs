@@ -15,6 +15,7 @@ use std::time::Duration;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
+use super::filters::FilterState;
 use super::lb::{ClusterLb, HostLoad};
 use super::resources::{SimCluster, SimEndpoints};
 use super::route::{Action, Request, Retry};
@@ -62,6 +63,8 @@ pub struct DataPlane {
     clusters: HashMap<String, ClusterState>,
     rng: Xoshiro256PlusPlus,
     seed: u64,
+    /// What the proxy's HTTP filters keep (rate-limit buckets, the clock).
+    pub filters: FilterState,
 }
 
 impl DataPlane {
@@ -70,6 +73,7 @@ impl DataPlane {
             clusters: HashMap::new(),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             seed,
+            filters: FilterState::new(seed ^ 0x5eed_f11e),
         }
     }
 

@@ -2,10 +2,14 @@
 //! arrive at proxies, are routed by each proxy's [`DataPlane`], wait for and
 //! occupy virtual backends, and end in a status and a latency. Route
 //! timeouts (504), per-try timeouts, retries with Envoy's jittered backoff
-//! and circuit breakers apply; requests first pass the listener's Lua
-//! filters ([`chain::on_request`]). Nothing but Lua's `timestamp()` (JWT
-//! expiry) reads the wall clock, so a run is fast and, for a given seed,
-//! always the same.
+//! and circuit breakers apply. Requests first pass the listener's HTTP
+//! filters ([`chain::decode`]: Lua, CORS, RBAC, local rate limit on virtual
+//! time, fault delays as events), and every answer — upstream or local —
+//! passes their response phase ([`chain::on_response`]) before it is
+//! counted, so a Lua filter's status or header edits show in the stats and
+//! in the recorded [`Answer`]s. Lua's `timestamp()` is virtual time too
+//! (since [`Engine::epoch`]), so a run is fast and, for a given seed and
+//! epoch, always the same.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -17,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::backend::{Admit, Backends};
 use super::dataplane::{DataPlane, Decision, Upstream};
-use super::filters::chain;
+use super::filters::chain::{self, Clock, RequestPhase, Response, Step};
 use super::route::Request;
 use super::state::View;
 use super::stats::Stats;
@@ -62,11 +66,28 @@ enum Ev {
     Retry {
         req: u64,
     },
+    /// A fault delay is over: the request phase goes on.
+    Resume {
+        req: u64,
+    },
+}
+
+/// One answered request, as the client got it (recorded when
+/// [`Engine::keep_answers`] is set).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// What [`Engine::submit`] returned.
+    pub id: u64,
+    pub proxy: usize,
+    pub response: Response,
+    pub latency: Duration,
 }
 
 struct Flight {
     proxy: usize,
     request: Request,
+    /// The request through the listener's filters (none without a listener).
+    phase: Option<Box<RequestPhase>>,
     arrived: Duration,
     up: Option<Upstream>,
     /// Identifies the current attempt; events of older ones are stale.
@@ -92,6 +113,14 @@ pub struct Engine {
     rng: Xoshiro256PlusPlus,
     next_id: u64,
     last_event: Duration,
+    /// The virtual clock's zero as time since the Unix epoch (what Lua's
+    /// `timestamp()` adds virtual time to). Starts at the wall clock, so
+    /// tokens minted now are valid; set it for runs that must repeat exactly.
+    pub epoch: Duration,
+    /// Record every answer in [`Engine::answers`] (off: long runs keep
+    /// only stats).
+    pub keep_answers: bool,
+    pub answers: Vec<Answer>,
 }
 
 impl Engine {
@@ -108,6 +137,18 @@ impl Engine {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             next_id: 0,
             last_event: Duration::ZERO,
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+            keep_answers: false,
+            answers: Vec::new(),
+        }
+    }
+
+    fn clock(&self) -> Clock {
+        Clock {
+            now: self.now,
+            epoch: self.epoch,
         }
     }
 
@@ -116,8 +157,9 @@ impl Engine {
         self.events.push(Reverse((t, self.seq, ev)));
     }
 
-    /// `req` arrives at `proxy` at time `t` (not before now).
-    pub fn submit(&mut self, proxy: usize, req: Request, t: Duration) {
+    /// `req` arrives at `proxy` at time `t` (not before now). Returns the
+    /// request's id (see [`Answer::id`]).
+    pub fn submit(&mut self, proxy: usize, req: Request, t: Duration) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         self.flights.insert(
@@ -125,6 +167,7 @@ impl Engine {
             Flight {
                 proxy,
                 request: req,
+                phase: None,
                 arrived: t.max(self.now),
                 up: None,
                 attempt: 0,
@@ -135,6 +178,7 @@ impl Engine {
             },
         );
         self.at(t.max(self.now), Ev::Arrive { req: id });
+        id
     }
 
     /// Requests not yet answered.
@@ -188,24 +232,62 @@ impl Engine {
                 }
             }
             Ev::Retry { req } => self.send_attempt(req, true),
+            Ev::Resume { req } => self.filters(req),
         }
     }
 
     fn arrive(&mut self, req: u64) {
+        let Some(f) = self.flights.get_mut(&req) else {
+            return;
+        };
+        let p = &self.proxies[f.proxy];
+        if p.view
+            .listeners
+            .values()
+            .next()
+            .is_some_and(|l| l.has_filters())
+        {
+            f.phase = Some(Box::new(RequestPhase::new(f.request.clone())));
+            self.filters(req);
+        } else {
+            self.route(req);
+        }
+    }
+
+    /// The request phase of the listener's filters, from where it stopped.
+    fn filters(&mut self, req: u64) {
+        let clock = self.clock();
+        let Some(f) = self.flights.get_mut(&req) else {
+            return;
+        };
+        let p = &mut self.proxies[f.proxy];
+        let (Some(l), Some(phase)) = (p.view.listeners.values().next(), f.phase.as_mut()) else {
+            // The listener went away during a fault delay: the router
+            // answers (404), so the request still ends.
+            self.route(req);
+            return;
+        };
+        let step = chain::decode(&p.view, l, phase, &mut p.dataplane.filters, clock);
+        for c in phase.counters.drain(..) {
+            self.stats.count(c);
+        }
+        match step {
+            Step::Router => self.route(req),
+            Step::Delay(d) => self.at(self.now + d, Ev::Resume { req }),
+            Step::Local => {
+                let local = phase.local.take().unwrap_or_else(|| Response::new(500));
+                self.respond_with(req, local);
+            }
+        }
+    }
+
+    /// The router's decision on the request (as the filters left it).
+    fn route(&mut self, req: u64) {
         let Some(f) = self.flights.get(&req) else {
             return;
         };
         let p = &mut self.proxies[f.proxy];
-        // The Lua filters' request phase (their response phase edits only
-        // headers, which the engine does not carry, so it is not run here).
-        let lua = p.view.listeners.values().next().filter(|l| l.has_lua());
-        let phase = lua.map(|l| chain::on_request(&p.view, l, f.request.clone()));
-        if let Some(local) = phase.as_ref().and_then(|ph| ph.local.as_ref()) {
-            let status = local.status;
-            self.respond(req, status);
-            return;
-        }
-        let request = phase.as_ref().map_or(&f.request, |ph| &ph.request);
+        let request = f.phase.as_ref().map_or(&f.request, |ph| &ph.request);
         match p.dataplane.decide(&p.view, None, request, self.now) {
             Decision::Local { status, .. } => self.respond(req, status),
             Decision::Overflow { cluster } => {
@@ -342,19 +424,39 @@ impl Engine {
     }
 
     fn respond(&mut self, req: u64, status: u16) {
-        let Some(f) = self.flights.get_mut(&req) else {
+        self.respond_with(req, Response::new(status));
+    }
+
+    /// The final answer: through the filters' response phase, then counted
+    /// with the status the client gets.
+    fn respond_with(&mut self, req: u64, resp: Response) {
+        let clock = self.clock();
+        let Some(mut f) = self.flights.remove(&req) else {
             return;
         };
         if f.done {
             return;
         }
         f.done = true;
+        let p = &self.proxies[f.proxy];
+        let listener = p.view.listeners.values().next();
+        let resp = match (listener, f.phase.as_mut()) {
+            (Some(l), Some(phase)) => chain::on_response(&p.view, l, phase, resp, clock),
+            _ => resp,
+        };
         let took = self.now.saturating_sub(f.arrived);
         let cluster = f.up.as_ref().map(|u| u.cluster.clone());
-        self.stats.downstream(cluster.as_deref(), status, took);
-        if let Some(l) = self.proxies[f.proxy].view.listeners.values().next() {
-            self.stats.http_downstream(&l.stat_prefix, status);
+        self.stats.downstream(cluster.as_deref(), resp.status, took);
+        if let Some(l) = listener {
+            self.stats.http_downstream(&l.stat_prefix, resp.status);
         }
-        self.flights.remove(&req);
+        if self.keep_answers {
+            self.answers.push(Answer {
+                id: req,
+                proxy: f.proxy,
+                response: resp,
+                latency: took,
+            });
+        }
     }
 }

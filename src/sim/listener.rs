@@ -3,16 +3,20 @@
 //! filters are decoded by [`super::filters`]; the router ends the chain).
 //! Any other HTTP filter is rejected as `unsupported:`, so a listener whose
 //! filters the simulator cannot run is never reported as routed correctly.
+//! Also how the connection manager finds the client's address
+//! (`use_remote_address`, `xff_num_trusted_hops`), which RBAC and Lua see.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 
+use super::filters::rbac::Peer;
 use super::filters::HttpFilter;
 use super::resources::{proto, socket_addr, DecodeError};
+use super::route::Request;
 
 const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
@@ -27,14 +31,41 @@ pub struct SimListener {
     pub stat_prefix: String,
     /// HTTP filters in configured order, the router last.
     pub http_filters: Vec<HttpFilter>,
+    /// `use_remote_address`: the peer is the client, `x-forwarded-for` is not read.
+    pub use_remote_address: bool,
+    /// `xff_num_trusted_hops`.
+    pub xff_trusted_hops: u32,
 }
 
 impl SimListener {
-    /// True when a request passes through Lua before the router.
-    pub fn has_lua(&self) -> bool {
+    /// True when a request passes through a filter before the router.
+    pub fn has_filters(&self) -> bool {
         self.http_filters
             .iter()
-            .any(|f| matches!(f, HttpFilter::Lua(_)))
+            .any(|f| !matches!(f, HttpFilter::Router))
+    }
+
+    /// The client's address as Envoy's connection manager determines it
+    /// (`downstreamRemoteAddress`) and the peer's (127.0.0.1 when the
+    /// request names none). Without `use_remote_address`, Envoy takes the
+    /// `x-forwarded-for` entry `xff_num_trusted_hops` from the right when
+    /// it is a valid IP, else the peer.
+    pub fn peer(&self, req: &Request) -> Peer {
+        let direct = req.source.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+        let remote = if self.use_remote_address {
+            direct
+        } else {
+            req.header_value("x-forwarded-for")
+                .and_then(|xff| {
+                    let entries: Vec<&str> = xff.split(',').map(str::trim).collect();
+                    let i = entries
+                        .len()
+                        .checked_sub(1 + self.xff_trusted_hops as usize)?;
+                    entries[i].parse().ok()
+                })
+                .unwrap_or(direct)
+        };
+        Peer { remote, direct }
     }
 }
 
@@ -62,6 +93,12 @@ pub(super) fn listener_of(l: &Listener) -> Result<SimListener, DecodeError> {
             DecodeError::Unsupported(format!("listener {:?}: no HTTP connection manager", l.name))
         })?;
     let hcm: HttpConnectionManager = proto(&hcm.value, "HttpConnectionManager")?;
+    if !hcm.original_ip_detection_extensions.is_empty() {
+        return Err(DecodeError::Unsupported(format!(
+            "listener {:?}: original_ip_detection_extensions",
+            l.name
+        )));
+    }
     let http_filters = hcm
         .http_filters
         .iter()
@@ -83,5 +120,7 @@ pub(super) fn listener_of(l: &Listener) -> Result<SimListener, DecodeError> {
         rds,
         stat_prefix: hcm.stat_prefix,
         http_filters,
+        use_remote_address: hcm.use_remote_address.is_some_and(|b| b.value),
+        xff_trusted_hops: hcm.xff_num_trusted_hops,
     })
 }

@@ -5,9 +5,11 @@
 //! stream and [`state::ClientState`] (sans-io: responses in, ACK/NACK out,
 //! accepted config as a [`state::View`]); resources are decoded once per
 //! distinct encoding by a shared [`resources::Decoder`]. The request path is
-//! [`dataplane`] (listener → [`route`] → cluster → [`lb`]) and the
-//! [`engine`] runs requests on virtual time against virtual [`backend`]s,
-//! recording Envoy-named [`stats`]. [`fleet`] runs many proxies in one
+//! the listener's HTTP [`filters`] (Lua, CORS, RBAC, local rate limit,
+//! fault) then [`dataplane`] (listener → [`route`] → cluster → [`lb`]), and
+//! back through the filters' response phase; the [`engine`] runs requests
+//! on virtual time against virtual [`backend`]s, recording Envoy-named
+//! [`stats`]. [`fleet`] runs many proxies in one
 //! process; [`cli`] is `sluice sim`.
 //!
 //! The simulator is a client: it speaks xDS over gRPC and never reaches into

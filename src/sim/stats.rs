@@ -6,7 +6,10 @@
 //! milliseconds. Downstream answers are kept per status code too, and per
 //! connection manager as Envoy names them: `http.<stat_prefix>.
 //! downstream_rq_{total,completed,<N>xx}` (answers from a Lua filter's
-//! `respond()` included, as in Envoy).
+//! `respond()` included, as in Envoy), and the HTTP filters' own counters
+//! by their full Envoy names (`http.<stat_prefix>.rbac.denied`,
+//! `http.<stat_prefix>.fault.aborts_injected`, `http.<stat_prefix>.cors.
+//! origin_valid`, `<stat_prefix>.http_local_rate_limit.rate_limited`, ...).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -55,6 +58,20 @@ impl Histogram {
         0.0
     }
 
+    /// What was recorded after `before` (an earlier state of this one).
+    pub fn since(&self, before: &Histogram) -> Histogram {
+        let mut d = Histogram::default();
+        for (b, n) in &self.buckets {
+            let n = n.saturating_sub(before.buckets.get(b).copied().unwrap_or(0));
+            if n > 0 {
+                d.buckets.insert(*b, n);
+            }
+        }
+        d.count = self.count.saturating_sub(before.count);
+        d.sum_ms = (self.sum_ms - before.sum_ms).max(0.0);
+        d
+    }
+
     pub fn merge(&mut self, other: &Histogram) {
         for (b, n) in &other.buckets {
             *self.buckets.entry(*b).or_default() += n;
@@ -81,6 +98,8 @@ pub struct Stats {
     pub by_cluster: BTreeMap<String, u64>,
     /// Connection manager counters by `stat_prefix`, then stat suffix.
     pub http: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Other counters (the HTTP filters'), by full Envoy name.
+    pub counters: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -130,6 +149,16 @@ impl Stats {
         }
     }
 
+    /// Adds one to the counter with the full Envoy name `name`.
+    pub fn count(&mut self, name: String) {
+        *self.counters.entry(name).or_default() += 1;
+    }
+
+    /// A counter by its full Envoy name (0 when never counted).
+    pub fn named(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+
     pub fn http_counter(&self, prefix: &str, name: &str) -> u64 {
         self.http
             .get(prefix)
@@ -167,16 +196,23 @@ impl Stats {
                 *mine.entry(k.clone()).or_default() += v;
             }
         }
+        for (k, v) in &other.counters {
+            *self.counters.entry(k.clone()).or_default() += v;
+        }
     }
 
     /// Envoy admin `/stats` text: `name: value` lines, histograms as
     /// `P50(...) P90(...) P99(...)` quantiles, in name order.
     pub fn envoy_text(&self) -> String {
         let mut out = String::new();
+        let mut plain: BTreeMap<String, u64> = self.counters.clone();
         for (prefix, c) in &self.http {
             for (k, v) in c {
-                let _ = writeln!(out, "http.{prefix}.{k}: {v}");
+                plain.insert(format!("http.{prefix}.{k}"), *v);
             }
+        }
+        for (k, v) in &plain {
+            let _ = writeln!(out, "{k}: {v}");
         }
         for (name, c) in &self.clusters {
             for (k, v) in &c.counters {

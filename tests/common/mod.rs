@@ -494,3 +494,12 @@ pub mod etcd;
 pub mod jwt;
 pub mod kube;
 pub mod rollout;
+
+/// The two-proportion z statistic (pooled standard error) of `x1` hits in
+/// `n1` trials against `x2` in `n2`: |z| < 4 is a false alarm about once
+/// in 16,000 runs when both come from the same proportion.
+pub fn two_proportion_z(x1: f64, n1: f64, x2: f64, n2: f64) -> f64 {
+    let pooled = (x1 + x2) / (n1 + n2);
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    (x1 / n1 - x2 / n2) / se
+}

@@ -346,7 +346,7 @@ fn ip_rules_become_native_rbac_per_route() {
         .ids
         .iter()
         .map(|p| match &p.identifier {
-            Some(Identifier::RemoteIp(c)) => (
+            Some(Identifier::DirectRemoteIp(c)) => (
                 c.address_prefix.clone(),
                 c.prefix_len.as_ref().map_or(0, |l| l.value),
             ),
@@ -363,7 +363,7 @@ fn ip_rules_become_native_rbac_per_route() {
     let Some(Identifier::OrIds(deny)) = &deny.identifier else {
         panic!("or")
     };
-    let Some(Identifier::RemoteIp(c)) = &deny.ids[0].identifier else {
+    let Some(Identifier::DirectRemoteIp(c)) = &deny.ids[0].identifier else {
         panic!("ip")
     };
     assert_eq!(

@@ -1,43 +1,42 @@
 //! One request through a listener's HTTP filters, the way Envoy's filter
 //! manager drives them:
 //!
-//! - request phase: each Lua filter in order runs `envoy_on_request` with
-//!   the most specific `LuaPerRoute` of the route matched *at that point*
-//!   (its `source_code` instead of the filter's script, its
-//!   `filter_context`, or nothing when `disabled`). A `respond()` ends the
-//!   request with that answer; otherwise the next filter sees the edited
-//!   headers and body. Header edits or `clearRouteCache()` make the route
-//!   be matched again (Envoy's `clear_route_cache` default), which is how
-//!   plan-based routing works. A script error is recorded and the request
-//!   continues, as in Envoy (sluice's own script fails closed by itself).
+//! - request phase ([`decode`]): each filter in order, with its per-route
+//!   config on the route matched *at that point*:
+//!   - Lua runs `envoy_on_request` with the most specific `LuaPerRoute`
+//!     (its `source_code` instead of the filter's script, its
+//!     `filter_context`, or nothing when `disabled`). A `respond()` ends the
+//!     request; header edits or `clearRouteCache()` make the route be
+//!     matched again (Envoy's `clear_route_cache` default), which is how
+//!     plan-based routing works. A script error is recorded and the request
+//!     continues, as in Envoy (sluice's own script fails closed by itself);
+//!   - CORS answers preflights and latches the origin ([`super::cors`]);
+//!   - RBAC refuses with 403 ([`super::rbac`]);
+//!   - the local rate limit refuses with 429 ([`super::ratelimit`]);
+//!   - fault injection delays (the phase pauses: [`Step::Delay`], then
+//!     [`decode`] again) and aborts ([`super::fault`]);
 //! - the router ([`DataPlane::decide`]) on the request as edited;
-//! - response phase: every Lua filter in reverse order runs
-//!   `envoy_on_response` on the answer — upstream or local, including a
-//!   Lua filter's own `respond()`, which Envoy also sends through the
-//!   encoder filters — with the dynamic metadata the request phase left.
+//! - response phase ([`on_response`]): every filter in reverse order on the
+//!   answer — upstream or local, including the filters' own answers, which
+//!   Envoy also sends through the encoder filters: Lua runs
+//!   `envoy_on_response` with the dynamic metadata the request phase left,
+//!   CORS adds its headers.
 //!
-//! Lua states: one [`FilterVm`] per distinct script **per thread**
-//! (thread-local), shared by every simulated proxy that thread runs. This
-//! is Envoy's model (a Lua state per script per worker thread, globals
-//! not shared between workers) and keeps a 1,000-proxy fleet at a handful
-//! of states; mlua's `Lua` is neither `Send` nor `Sync`, so states never
-//! cross threads. States of scripts no resource holds any more are dropped
-//! as the cache grows.
+//! Lua's `timestamp()` is the request's start on the virtual clock
+//! ([`Clock`]), not the wall clock.
+//!
+//! Lua states are kept per thread ([`super::lua`]).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{HttpFilter, LuaFilter, LuaRoute};
-use crate::lua::runner::{FilterVm, Message};
+use super::lua::{lua_request, lua_response, LuaStep};
+use super::ratelimit::Verdict;
+use super::{cors, FilterState, HttpFilter, PerFilter};
 use crate::sim::dataplane::{DataPlane, Decision, Upstream};
 use crate::sim::listener::SimListener;
-use crate::sim::route::{Request, Route};
+use crate::sim::route::{Action, Request, Route};
 use crate::sim::state::View;
 
 /// An HTTP answer. Header names are lower-case, without `:status`.
@@ -56,6 +55,15 @@ impl Response {
         }
     }
 
+    /// A local reply as Envoy's `sendLocalReply` makes it: a text body.
+    pub fn text(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.into(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -64,225 +72,255 @@ impl Response {
     }
 }
 
+/// Virtual time as the filters see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Clock {
+    /// Virtual time since the simulation started.
+    pub now: Duration,
+    /// The simulation's start as time since the Unix epoch.
+    pub epoch: Duration,
+}
+
+/// Where the request phase stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Every filter let the request through to the router.
+    Router,
+    /// A filter answered (also in `RequestPhase::local`).
+    Local,
+    /// A fault delay: call [`decode`] again this much later.
+    Delay(Duration),
+}
+
 /// What the request phase leaves for the router and the response phase.
 #[derive(Clone, Debug, Default)]
 pub struct RequestPhase {
     /// The request as the router sees it, after the filters' edits.
     pub request: Request,
-    /// Set when a Lua filter answered the request itself.
+    /// Set when a filter answered the request itself.
     pub local: Option<Response>,
+    /// Which filter answered: `lua`, `cors`, `rbac`, `local_ratelimit`, `fault`.
+    pub local_by: Option<&'static str>,
     /// Dynamic metadata set by the filters, by namespace.
     pub metadata: Map<String, Value>,
     /// Script errors (Envoy logs them; the request continues).
     pub errors: Vec<String>,
+    /// Envoy counters the filters moved (full stat names).
+    pub counters: Vec<String>,
+    /// Fault delay injected so far.
+    pub delayed: Duration,
+    /// The request's start on the virtual clock (Lua's `timestamp()`).
+    pub(super) started: Option<Duration>,
+    /// The next filter to run.
+    next: usize,
+    /// The fault filter at `next` delayed the request: it only draws its
+    /// abort when the request resumes.
+    fault_resumes: bool,
+    /// CORS state for the response phase.
+    cors: Option<cors::Latch>,
+}
+
+impl RequestPhase {
+    pub fn new(request: Request) -> RequestPhase {
+        RequestPhase {
+            request,
+            ..RequestPhase::default()
+        }
+    }
 }
 
 /// A whole exchange through one proxy.
 #[derive(Clone, Debug)]
 pub struct Served {
     pub response: Response,
-    /// The router's decision; `None` when a Lua filter answered.
+    /// The router's decision; `None` when a filter answered.
     pub decision: Option<Decision>,
     /// The answer came from a Lua filter's `respond()`.
     pub lua_local: bool,
     pub phase: RequestPhase,
 }
 
-/// Past this many cached states, those of scripts nothing holds are dropped.
-const PRUNE_AT: usize = 64;
-
-/// Script (by the address of its shared text, kept alive here) → state.
-type VmCache = HashMap<usize, (Arc<str>, Rc<FilterVm>)>;
-
-thread_local! {
-    static VMS: RefCell<VmCache> = RefCell::new(HashMap::new());
-}
-
-/// This thread's Lua state for `source` (the same `Arc` from the shared
-/// decoder for every proxy that holds the resource).
-fn vm(source: &Arc<str>) -> Result<Rc<FilterVm>, String> {
-    let key = Arc::as_ptr(source) as *const u8 as usize;
-    VMS.with(|cell| {
-        let mut vms = cell.borrow_mut();
-        if let Some((_, vm)) = vms.get(&key) {
-            return Ok(vm.clone());
-        }
-        if vms.len() >= PRUNE_AT {
-            vms.retain(|_, (src, _)| Arc::strong_count(src) > 1);
-        }
-        let vm = Rc::new(FilterVm::with_script(source).map_err(|e| e.to_string())?);
-        vms.insert(key, (source.clone(), vm.clone()));
-        Ok(vm)
-    })
-}
-
-/// The script and context a Lua filter runs with on `route`, or `None`
-/// when the route disables it.
-fn setup<'a>(f: &'a LuaFilter, route: Option<&'a Route>) -> Option<(&'a Arc<str>, Value)> {
-    let per: Option<&LuaRoute> = route.and_then(|r| r.lua.get(&f.name));
-    if per.is_some_and(|p| p.disabled) {
-        return None;
-    }
-    let source = per.and_then(|p| p.source.as_ref()).unwrap_or(&f.source);
-    let context = per
-        .and_then(|p| p.context.as_ref())
-        .or(f.context.as_ref())
-        .map_or_else(|| Value::Object(Map::new()), |c| (**c).clone());
-    Some((source, context))
-}
-
-fn lua_filters(listener: &SimListener) -> impl DoubleEndedIterator<Item = &Arc<LuaFilter>> {
-    listener.http_filters.iter().filter_map(|f| match f {
-        HttpFilter::Lua(l) => Some(l),
-        HttpFilter::Router => None,
-    })
-}
-
-fn route_of<'v>(view: &'v View, listener: &SimListener, req: &Request) -> Option<&'v Route> {
+/// The route `req` matches on `listener` (what the router would use).
+pub fn route_of<'v>(view: &'v View, listener: &SimListener, req: &Request) -> Option<&'v Route> {
     view.routes.get(&listener.rds)?.route(req).ok()
 }
 
-fn to_message(req: &Request) -> Message {
-    let mut headers = vec![
-        (":authority".to_string(), req.authority.clone()),
-        (":path".to_string(), req.path.clone()),
-        (":method".to_string(), req.method().to_string()),
-        (":scheme".to_string(), "http".to_string()),
-    ];
-    headers.extend(req.headers.iter().cloned());
-    Message {
-        headers,
-        body: req.body.clone(),
-    }
+fn answer(phase: &mut RequestPhase, by: &'static str, resp: Response) -> Step {
+    phase.local = Some(resp);
+    phase.local_by = Some(by);
+    Step::Local
 }
 
-fn from_message(mut req: Request, headers: Vec<(String, String)>, body: Option<String>) -> Request {
-    req.headers.clear();
-    for (k, v) in headers {
-        match k.as_str() {
-            ":authority" => req.authority = v,
-            ":path" => req.path = v,
-            ":method" => req.method = v,
-            _ if k.starts_with(':') => {}
-            _ => req.headers.push((k, v)),
-        }
-    }
-    req.body = body;
-    req
+/// The most specific per-filter config of `name` on `route`, if it is of
+/// the kind `pick` takes.
+fn per_route<'r, T>(
+    route: Option<&'r Route>,
+    name: &str,
+    pick: impl Fn(&'r PerFilter) -> Option<T>,
+) -> Option<T> {
+    route.and_then(|r| r.per_filter(name)).and_then(pick)
 }
 
-fn remote(req: &Request) -> String {
-    let ip = req.source.unwrap_or([127, 0, 0, 1].into());
-    SocketAddr::new(ip, 0).to_string()
-}
-
-/// Runs the Lua filters' request phase on `req` arriving on `listener`.
-pub fn on_request(view: &View, listener: &SimListener, req: Request) -> RequestPhase {
-    let mut phase = RequestPhase {
-        request: req,
-        ..RequestPhase::default()
-    };
-    let mut route = route_of(view, listener, &phase.request);
-    for f in lua_filters(listener) {
-        let Some((source, context)) = setup(f, route) else {
-            continue;
-        };
-        let vm = match vm(source) {
-            Ok(vm) => vm,
-            Err(e) => {
-                phase.errors.push(e);
-                continue;
-            }
-        };
-        let msg = to_message(&phase.request);
-        let remote = remote(&phase.request);
-        let out = match vm.on_request_with_metadata(&msg, &context, &remote, &phase.metadata) {
-            Ok(out) => out,
-            Err(e) => {
-                phase.errors.push(e.to_string());
-                continue;
-            }
-        };
-        phase.metadata = out.metadata;
-        phase.errors.extend(out.error);
-        if let Some(r) = out.response {
-            phase.local = Some(Response {
-                status: r.status(),
-                headers: r
-                    .headers
+/// Runs the request phase from where it stopped (the start, or after a
+/// fault delay) at virtual time `clock`.
+pub fn decode(
+    view: &View,
+    listener: &SimListener,
+    phase: &mut RequestPhase,
+    state: &mut FilterState,
+    clock: Clock,
+) -> Step {
+    phase.started.get_or_insert(clock.now);
+    let http = |stat: &str| format!("http.{}.{stat}", listener.stat_prefix);
+    let mut route: Option<Option<&Route>> = None;
+    while let Some(filter) = listener.http_filters.get(phase.next) {
+        let here = phase.next;
+        phase.next += 1;
+        let r = *route.get_or_insert_with(|| route_of(view, listener, &phase.request));
+        match filter {
+            HttpFilter::Router => return Step::Router,
+            HttpFilter::Lua(f) => match lua_request(f, r, listener, phase, clock) {
+                LuaStep::Same => {}
+                LuaStep::Rematch => route = None,
+                LuaStep::Answered(resp) => return answer(phase, "lua", resp),
+            },
+            HttpFilter::Cors { name } => {
+                // Envoy's CORS filter acts on route entries only.
+                let Some(rt) = r.filter(|rt| matches!(rt.action, Action::Forward(_))) else {
+                    continue;
+                };
+                let policies: Vec<&cors::Policy> = rt
+                    .filters
+                    .get(name)
                     .into_iter()
-                    .filter(|(k, _)| k != ":status")
-                    .collect(),
-                body: r.body,
-            });
-            return phase;
-        }
-        let changed = out.headers != msg.headers;
-        let req = std::mem::take(&mut phase.request);
-        phase.request = from_message(req, out.headers, out.body);
-        if changed || out.route_cache_cleared {
-            route = route_of(view, listener, &phase.request);
+                    .flatten()
+                    .filter_map(|p| match p {
+                        PerFilter::Cors(c) => Some(&**c),
+                        _ => None,
+                    })
+                    .collect();
+                match cors::decode(&policies, &phase.request, &mut state.rng) {
+                    cors::Decision::Pass => {}
+                    cors::Decision::Cors(latch, stat) => {
+                        phase.counters.push(http(stat));
+                        phase.cors = Some(latch);
+                    }
+                    cors::Decision::Preflight(latch, stat, headers) => {
+                        phase.counters.push(http(stat));
+                        phase.cors = Some(latch);
+                        let resp = Response {
+                            status: 200,
+                            headers,
+                            body: String::new(),
+                        };
+                        return answer(phase, "cors", resp);
+                    }
+                }
+            }
+            HttpFilter::Rbac { name, rules } => {
+                let rules = match per_route(r, name, |p| match p {
+                    PerFilter::Rbac(x) => Some(x),
+                    _ => None,
+                }) {
+                    Some(per) => per.as_ref(),
+                    None => rules.as_ref(),
+                };
+                let Some(rules) = rules else { continue };
+                if rules.allows(listener.peer(&phase.request)) {
+                    phase.counters.push(http("rbac.allowed"));
+                } else {
+                    phase.counters.push(http("rbac.denied"));
+                    return answer(phase, "rbac", Response::text(403, "RBAC: access denied"));
+                }
+            }
+            HttpFilter::RateLimit { name, config } => {
+                let cfg = per_route(r, name, |p| match p {
+                    PerFilter::RateLimit(c) => Some(c),
+                    _ => None,
+                })
+                .unwrap_or(config);
+                let verdict = cfg.check(
+                    &mut phase.request,
+                    &mut state.buckets,
+                    &mut state.rng,
+                    clock.now,
+                    &mut phase.counters,
+                );
+                if let Verdict::Refused(status) = verdict {
+                    // No `x-envoy-ratelimited`: Envoy 1.40 does not add it
+                    // to a local rate limit's answer (checked against it).
+                    let mut resp = Response::text(status, "local_rate_limited");
+                    cfg.refusal_headers(&mut resp.headers);
+                    return answer(phase, "local_ratelimit", resp);
+                }
+            }
+            HttpFilter::Fault { name, config } => {
+                let cfg = per_route(r, name, |p| match p {
+                    PerFilter::Fault(c) => Some(c),
+                    _ => None,
+                })
+                .unwrap_or(config);
+                if !std::mem::take(&mut phase.fault_resumes) {
+                    if let Some(d) = cfg.delay(&mut state.rng) {
+                        phase.counters.push(http("fault.delays_injected"));
+                        phase.fault_resumes = true;
+                        phase.next = here;
+                        phase.delayed += d;
+                        return Step::Delay(d);
+                    }
+                }
+                if let Some(a) = cfg.abort(&mut state.rng) {
+                    phase.counters.push(http("fault.aborts_injected"));
+                    let resp = Response::text(a.status, &a.body);
+                    return answer(phase, "fault", resp);
+                }
+            }
         }
     }
-    phase
+    Step::Router
 }
 
-/// Runs the Lua filters' response phase (reverse order) on `resp`.
+/// Runs the response phase on `resp`: the route's response header edits,
+/// then the filters in reverse order.
 pub fn on_response(
     view: &View,
     listener: &SimListener,
     phase: &mut RequestPhase,
     mut resp: Response,
+    clock: Clock,
 ) -> Response {
     let route = route_of(view, listener, &phase.request);
-    for f in lua_filters(listener).rev() {
-        let Some((source, context)) = setup(f, route) else {
-            continue;
-        };
-        let vm = match vm(source) {
-            Ok(vm) => vm,
-            Err(e) => {
-                phase.errors.push(e);
-                continue;
-            }
-        };
-        let mut headers = vec![(":status".to_string(), resp.status.to_string())];
-        headers.extend(resp.headers.iter().cloned());
-        let msg = Message {
-            headers,
-            body: Some(std::mem::take(&mut resp.body)),
-        };
-        let out = match vm.on_response(&msg, &context, &phase.metadata) {
-            Ok(out) => out,
-            Err(e) => {
-                phase.errors.push(e.to_string());
-                resp.body = msg.body.unwrap_or_default();
-                continue;
-            }
-        };
-        phase.metadata = out.metadata;
-        phase.errors.extend(out.error);
-        if out.response.is_some() {
-            // Envoy: "respond not currently supported in the response path".
-            phase.errors.push("respond() in the response path".into());
+    // The route's response header edits: the router applies them to what
+    // it answers, and Envoy's local replies (`sendLocalReply`: RBAC, rate
+    // limit, fault, Lua `respond()`) get them too — but not a CORS
+    // preflight, which the CORS filter encodes directly. All before the
+    // encoder filters run.
+    if phase.local_by != Some("cors") {
+        if let Some(r) = route {
+            r.edit_response(&mut resp.headers);
         }
-        resp.headers.clear();
-        for (k, v) in out.headers {
-            if k == ":status" {
-                resp.status = v.parse().unwrap_or(resp.status);
-            } else if !k.starts_with(':') {
-                resp.headers.push((k, v));
+    }
+    for filter in listener.http_filters.iter().rev() {
+        match filter {
+            HttpFilter::Cors { .. } => {
+                if let Some(latch) = &phase.cors {
+                    cors::encode(latch, &mut resp.headers);
+                }
             }
+            HttpFilter::Lua(f) => resp = lua_response(f, route, phase, resp, clock),
+            _ => {}
         }
-        resp.body = out.body.unwrap_or_default();
     }
     resp
 }
 
-/// `req` through `listener` (or the first listener) of one proxy: Lua
-/// request phase, router, then `upstream` answers a request the router
-/// sends on (the simulator has no real backends), Lua response phase.
-/// Local answers carry no body (Envoy's text is not modelled).
+/// `req` through `listener` (or the first listener) of one proxy at
+/// virtual time `now`: request phase (fault delays pass at once, adding
+/// to the clock), router (with the route's request header edits), then
+/// `upstream` answers a request the router sends on (the simulator has no
+/// real backends), response phase. The
+/// router's own local answers carry no body (Envoy's text is not
+/// modelled); the filters' do.
 pub fn serve(
     dp: &mut DataPlane,
     view: &View,
@@ -305,22 +343,34 @@ pub fn serve(
             response: Response::new(status),
             decision: Some(decision),
             lua_local: false,
-            phase: RequestPhase {
-                request: req,
-                ..RequestPhase::default()
-            },
+            phase: RequestPhase::new(req),
         };
     };
-    let mut phase = on_request(view, l, req);
-    let (answer, decision) = match phase.local.take() {
-        Some(local) => (local, None),
-        None => {
-            let decision = dp.decide(view, Some(&l.name), &phase.request, now);
+    let mut phase = RequestPhase::new(req);
+    let mut clock = Clock {
+        now,
+        epoch: dp.filters.epoch,
+    };
+    let step = loop {
+        match decode(view, l, &mut phase, &mut dp.filters, clock) {
+            Step::Delay(d) => clock.now += d,
+            step => break step,
+        }
+    };
+    let (answer, decision) = match (step, phase.local.take()) {
+        (Step::Local, Some(local)) => (local, None),
+        _ => {
+            let decision = dp.decide(view, Some(&l.name), &phase.request, clock.now);
+            let route = route_of(view, l, &phase.request);
             let answer = match &decision {
                 Decision::Upstream(u) => {
-                    let answer = upstream(u, &phase.request);
+                    let mut sent = phase.request.clone();
+                    if let Some(r) = route {
+                        r.edit_request(&mut sent.headers);
+                    }
+                    let answer = upstream(u, &sent);
                     if let Some(c) = view.clusters.get(&u.cluster) {
-                        dp.finish(c, u.host, answer.status, now);
+                        dp.finish(c, u.host, answer.status, clock.now);
                     }
                     answer
                 }
@@ -330,10 +380,10 @@ pub fn serve(
             (answer, Some(decision))
         }
     };
-    let response = on_response(view, l, &mut phase, answer);
+    let response = on_response(view, l, &mut phase, answer, clock);
     Served {
         response,
-        lua_local: decision.is_none(),
+        lua_local: phase.local_by == Some("lua"),
         decision,
         phase,
     }

@@ -12,10 +12,10 @@ use regex::Regex;
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    Action, Clusters, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
+    Action, Clusters, Edits, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
     DEFAULT_TIMEOUT,
 };
-use crate::sim::filters::{lua_per_route, LuaRoute};
+use crate::sim::filters::{per_filter, PerFilterChain};
 use crate::sim::resources::{pb_duration, DecodeError};
 
 /// RE2 `safe_regex` matches the whole value.
@@ -24,7 +24,7 @@ fn full_regex(pattern: &str) -> Result<Regex, DecodeError> {
         .map_err(|e| DecodeError::Invalid(format!("Invalid regex '{pattern}': {e}")))
 }
 
-fn value_match(sm: &StringMatcher) -> Result<ValueMatch, DecodeError> {
+pub(crate) fn value_match(sm: &StringMatcher) -> Result<ValueMatch, DecodeError> {
     let ic = sm.ignore_case;
     let low = |s: &String| if ic { s.to_lowercase() } else { s.clone() };
     Ok(match &sm.match_pattern {
@@ -77,16 +77,16 @@ fn header_matcher(h: &HeaderMatcher) -> Result<Matcher, DecodeError> {
     })
 }
 
-/// The Lua filters' per-route configs at one level, over the `inherited`
-/// ones of the enclosing level (the most specific wins whole).
-pub(super) fn lua_configs(
+/// The per-filter configs at one level, put before the `inherited` ones of
+/// the enclosing level (most specific first).
+pub(super) fn filter_configs(
     typed: &HashMap<String, Any>,
-    inherited: &BTreeMap<String, LuaRoute>,
-) -> Result<BTreeMap<String, LuaRoute>, DecodeError> {
+    inherited: &BTreeMap<String, PerFilterChain>,
+) -> Result<BTreeMap<String, PerFilterChain>, DecodeError> {
     let mut out = inherited.clone();
     for (name, any) in typed {
-        if let Some(cfg) = lua_per_route(name, any)? {
-            out.insert(name.clone(), cfg);
+        if let Some(cfg) = per_filter(name, any)? {
+            out.entry(name.clone()).or_default().insert(0, cfg);
         }
     }
     Ok(out)
@@ -94,7 +94,8 @@ pub(super) fn lua_configs(
 
 pub(super) fn compile_route(
     r: &envoy_types::pb::envoy::config::route::v3::Route,
-    inherited_lua: &BTreeMap<String, LuaRoute>,
+    inherited: &BTreeMap<String, PerFilterChain>,
+    outer_edits: &Edits,
 ) -> Result<Route, DecodeError> {
     let unsupported = |what: &str| DecodeError::Unsupported(format!("route {:?}: {what}", r.name));
     let m = r.r#match.clone().unwrap_or_default();
@@ -138,14 +139,22 @@ pub(super) fn compile_route(
         Some(route::Action::Redirect(_)) => Action::Redirect,
         _ => return Err(unsupported("action")),
     };
+    let edits = Edits::of(
+        &format!("route {:?}", r.name),
+        (&r.request_headers_to_add, &r.request_headers_to_remove),
+        (&r.response_headers_to_add, &r.response_headers_to_remove),
+    )?
+    .then(outer_edits);
     Ok(Route {
+        request_headers: edits.request,
+        response_headers: edits.response,
         name: r.name.clone(),
         path,
         case_sensitive,
         headers,
         query,
         action,
-        lua: lua_configs(&r.typed_per_filter_config, inherited_lua)?,
+        filters: filter_configs(&r.typed_per_filter_config, inherited)?,
     })
 }
 
@@ -155,9 +164,24 @@ fn forward(
     ra: &envoy_types::pb::envoy::config::route::v3::RouteAction,
     unsupported: &dyn Fn(&str) -> DecodeError,
 ) -> Result<Forward, DecodeError> {
+    if ra.cors.is_some() {
+        return Err(unsupported("cors field (use typed_per_filter_config)"));
+    }
     let clusters = match &ra.cluster_specifier {
         Some(route_action::ClusterSpecifier::Cluster(c)) => Clusters::One(c.clone()),
         Some(route_action::ClusterSpecifier::WeightedClusters(wc)) => {
+            let edits = |c: &&envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight| {
+                !c.request_headers_to_add.is_empty()
+                    || !c.request_headers_to_remove.is_empty()
+                    || !c.response_headers_to_add.is_empty()
+                    || !c.response_headers_to_remove.is_empty()
+                    || !c.typed_per_filter_config.is_empty()
+            };
+            if wc.clusters.iter().any(|c| edits(&c)) {
+                return Err(unsupported(
+                    "weighted cluster header edits or per-filter configs",
+                ));
+            }
             let clusters: Vec<(String, u64)> = wc
                 .clusters
                 .iter()

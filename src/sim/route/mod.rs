@@ -11,17 +11,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use regex::Regex;
 
-use super::filters::LuaRoute;
+use super::filters::{LuaRoute, PerFilter, PerFilterChain};
 use super::hash::{HashPolicy, RequestHash};
 use super::resources::DecodeError;
 
 mod compile;
-use compile::{compile_route, lua_configs};
+mod headers;
+pub(crate) use compile::value_match;
+use compile::{compile_route, filter_configs};
+pub use headers::HeaderEdits;
 
 /// Envoy's router timeout when a route sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -135,9 +139,16 @@ pub struct Route {
     headers: Vec<Matcher>,
     query: Vec<(String, Option<ValueMatch>)>,
     pub action: Action,
-    /// The most specific `LuaPerRoute` per Lua filter name (route, else
-    /// virtual host, else route configuration).
-    pub lua: BTreeMap<String, LuaRoute>,
+    /// Per-filter configs by filter name, most specific first (route,
+    /// virtual host, route configuration).
+    pub filters: BTreeMap<String, PerFilterChain>,
+    /// `request_headers_to_add/remove` of the route, its virtual host and
+    /// the route configuration, in the order the router applies them
+    /// (most specific first, so the least specific wins a conflict:
+    /// Envoy's default without `most_specific_header_mutations_wins`).
+    pub request_headers: Vec<Arc<HeaderEdits>>,
+    /// `response_headers_to_add/remove`, in the same order.
+    pub response_headers: Vec<Arc<HeaderEdits>>,
 }
 
 #[derive(Debug)]
@@ -148,8 +159,9 @@ enum PathMatch {
     SeparatedPrefix(String),
 }
 
+/// A `StringMatcher` with its regex built.
 #[derive(Debug)]
-enum ValueMatch {
+pub(crate) enum ValueMatch {
     Exact(String, bool),
     Prefix(String, bool),
     Suffix(String, bool),
@@ -217,9 +229,35 @@ impl RouteTable {
             prefix: Vec::new(),
             any: None,
         };
-        let rc_lua = lua_configs(&rc.typed_per_filter_config, &BTreeMap::new())?;
+        let rc_filters = filter_configs(&rc.typed_per_filter_config, &BTreeMap::new())?;
+        if rc.most_specific_header_mutations_wins {
+            return Err(DecodeError::Unsupported(format!(
+                "route configuration {:?}: most_specific_header_mutations_wins",
+                rc.name
+            )));
+        }
+        let rc_edits = Edits::of(
+            &format!("route configuration {:?}", rc.name),
+            (&rc.request_headers_to_add, &rc.request_headers_to_remove),
+            (&rc.response_headers_to_add, &rc.response_headers_to_remove),
+        )?;
         for (i, vh) in rc.virtual_hosts.iter().enumerate() {
-            let vh_lua = lua_configs(&vh.typed_per_filter_config, &rc_lua)?;
+            // The deprecated `cors` field (not what sluice sends, and not
+            // read by the simulator's CORS filter).
+            #[allow(deprecated)]
+            if vh.cors.is_some() {
+                return Err(DecodeError::Unsupported(format!(
+                    "virtual host {:?}: cors field (use typed_per_filter_config)",
+                    vh.name
+                )));
+            }
+            let vh_filters = filter_configs(&vh.typed_per_filter_config, &rc_filters)?;
+            let vh_edits = Edits::of(
+                &format!("virtual host {:?}", vh.name),
+                (&vh.request_headers_to_add, &vh.request_headers_to_remove),
+                (&vh.response_headers_to_add, &vh.response_headers_to_remove),
+            )?
+            .then(&rc_edits);
             for d in &vh.domains {
                 let d = d.to_ascii_lowercase();
                 let dup = if d == "*" {
@@ -248,7 +286,7 @@ impl RouteTable {
             let routes = vh
                 .routes
                 .iter()
-                .map(|r| compile_route(r, &vh_lua))
+                .map(|r| compile_route(r, &vh_filters, &vh_edits))
                 .collect::<Result<_, _>>()?;
             t.vhosts.push(VirtualHost {
                 name: vh.name.clone(),
@@ -291,7 +329,66 @@ impl RouteTable {
     }
 }
 
+/// Header edits of one level and those of the levels around it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Edits {
+    request: Vec<Arc<HeaderEdits>>,
+    response: Vec<Arc<HeaderEdits>>,
+}
+
+type Options<'a> = (
+    &'a [envoy_types::pb::envoy::config::core::v3::HeaderValueOption],
+    &'a [String],
+);
+
+impl Edits {
+    fn of(what: &str, request: Options, response: Options) -> Result<Edits, DecodeError> {
+        let one = |(add, remove): Options| -> Result<Vec<Arc<HeaderEdits>>, DecodeError> {
+            let e = HeaderEdits::decode(what, add, remove)?;
+            Ok(if e.is_empty() {
+                vec![]
+            } else {
+                vec![Arc::new(e)]
+            })
+        };
+        Ok(Edits {
+            request: one(request)?,
+            response: one(response)?,
+        })
+    }
+
+    /// These edits, then the enclosing level's.
+    fn then(mut self, outer: &Edits) -> Edits {
+        self.request.extend(outer.request.iter().cloned());
+        self.response.extend(outer.response.iter().cloned());
+        self
+    }
+}
+
 impl Route {
+    /// Applies the router's request header edits to `headers`.
+    pub fn edit_request(&self, headers: &mut Vec<(String, String)>) {
+        self.request_headers.iter().for_each(|e| e.apply(headers));
+    }
+
+    /// Applies the router's response header edits to `headers`.
+    pub fn edit_response(&self, headers: &mut Vec<(String, String)>) {
+        self.response_headers.iter().for_each(|e| e.apply(headers));
+    }
+
+    /// The most specific per-filter config of filter `name`.
+    pub fn per_filter(&self, name: &str) -> Option<&PerFilter> {
+        self.filters.get(name).and_then(|c| c.first())
+    }
+
+    /// The most specific `LuaPerRoute` of Lua filter `name`.
+    pub fn lua(&self, name: &str) -> Option<&LuaRoute> {
+        match self.per_filter(name)? {
+            PerFilter::Lua(l) => Some(l),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, req: &Request) -> bool {
         let path_ok = match &self.path {
             PathMatch::Prefix(p) => starts_with(&req.path, p, self.case_sensitive),
@@ -362,7 +459,7 @@ fn starts_with(s: &str, prefix: &str, case_sensitive: bool) -> bool {
 }
 
 impl ValueMatch {
-    fn matches(&self, v: &str) -> bool {
+    pub(crate) fn matches(&self, v: &str) -> bool {
         let fold = |a: &str, ic: bool| if ic { a.to_lowercase() } else { a.to_string() };
         match self {
             ValueMatch::Exact(s, ic) => fold(v, *ic) == *s,

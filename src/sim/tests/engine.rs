@@ -45,6 +45,8 @@ pub(crate) fn mk_view(
             rds: "rc".into(),
             stat_prefix: "l".into(),
             http_filters: vec![crate::sim::filters::HttpFilter::Router],
+            use_remote_address: false,
+            xff_trusted_hops: 0,
         }),
     );
     view

@@ -100,15 +100,11 @@ fn lua_filters_and_per_route_configs_are_decoded_in_order() {
     let view = view_of(RULES).expect("decodes");
     let l = &view.listeners["http"];
     assert_eq!(l.stat_prefix, "http");
-    let names: Vec<&str> = l
-        .http_filters
-        .iter()
-        .map(|f| match f {
-            HttpFilter::Lua(f) => f.name.as_str(),
-            HttpFilter::Router => "router",
-        })
-        .collect();
-    assert_eq!(names, ["sluice.lua", "sluice.user.lua", "router"]);
+    let names: Vec<&str> = l.http_filters.iter().map(HttpFilter::name).collect();
+    assert_eq!(
+        names,
+        ["sluice.lua", "sluice.user.lua", "envoy.filters.http.router"]
+    );
     let HttpFilter::Lua(main) = &l.http_filters[0] else {
         panic!("lua first")
     };
@@ -117,13 +113,18 @@ fn lua_filters_and_per_route_configs_are_decoded_in_order() {
 
     let table = &view.routes["http"];
     let orders = table.route(&Request::get("x", "/orders")).expect("route");
-    let ctx = orders.lua["sluice.lua"].context.as_ref().expect("context");
+    let ctx = orders
+        .lua("sluice.lua")
+        .expect("per route")
+        .context
+        .as_ref()
+        .expect("context");
     assert_eq!(ctx["sluice"]["auth"]["api_key"]["header"], "x-api-key");
     assert_eq!(ctx["sluice"]["validate"]["methods"][1], "POST");
     assert_eq!(ctx["sluice"]["clear_route_cache"], true, "plan routing");
-    assert!(!orders.lua.contains_key("sluice.user.lua"));
+    assert!(orders.lua("sluice.user.lua").is_none());
     let own = table.route(&Request::get("x", "/own-lua")).expect("route");
-    let user = &own.lua["sluice.user.lua"];
+    let user = own.lua("sluice.user.lua").expect("per route");
     assert!(user
         .source
         .as_deref()
@@ -133,13 +134,44 @@ fn lua_filters_and_per_route_configs_are_decoded_in_order() {
 
 #[test]
 fn filters_it_does_not_model_are_still_nacked() {
-    let rules = RULES.replace(
-        "          - to: {service: free}\n",
-        "          - to: {service: free}\n            rate_limit: {requests: 5, per: 1s}\n",
-    );
-    let err = view_of(&rules).expect_err("local_ratelimit is not modelled");
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_filter, HttpConnectionManager, HttpFilter as PbFilter,
+    };
+    let hcm = HttpConnectionManager {
+        http_filters: vec![PbFilter {
+            name: "envoy.filters.http.buffer".into(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(
+                envoy_types::pb::google::protobuf::Any {
+                    type_url: "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
+                        .into(),
+                    value: Vec::new(),
+                },
+            )),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let listener = Listener {
+        name: "l".into(),
+        address: Some(super::mk_addr(1)),
+        filter_chains: vec![envoy_types::pb::envoy::config::listener::v3::FilterChain {
+            filters: vec![envoy_types::pb::envoy::config::listener::v3::Filter {
+                name: "hcm".into(),
+                config_type: Some(
+                    envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                        envoy_types::util::pack_any(hcm),
+                    ),
+                ),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = decode(TypeUrl::Listener, &prost::Message::encode_to_vec(&listener))
+        .expect_err("the buffer filter is not modelled");
     assert!(
-        matches!(&err, DecodeError::Unsupported(m) if m.contains("local_ratelimit")),
+        matches!(&err, DecodeError::Unsupported(m) if m.contains("envoy.filters.http.buffer")),
         "{err}"
     );
 }

@@ -6,6 +6,7 @@
 mod engine;
 mod lb;
 mod lua;
+mod policy;
 mod routing;
 
 use std::sync::Arc;
