@@ -17,7 +17,7 @@ const INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where a change is written.
 pub enum Target<'a> {
-    Etcd(etcd_client::Client),
+    Etcd(Box<etcd_client::Client>),
     Floor(&'a Peer),
 }
 
@@ -81,17 +81,19 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let rules = env.write_rules("m1-etcd.yaml", t, Source::Etcd { url: &etcd.url })?;
     let sluice = env.sluice(&rules, 0, &[]).await?;
     let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(100)).await?;
+    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
     eprintln!(
         "b1: {proxies} proxies configured in {:.1}s; {n} changes",
         ready.as_secs_f64()
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let u0 = procs::usage(sluice.pid())?;
+    let f0 = procs::cpu_seconds(fleet.pid())?;
     let mut mover = Mover::new(t);
-    let mut target = Target::Etcd(etcd.client().await?);
+    let mut target = Target::Etcd(Box::new(etcd.client().await?));
     let lat = drive(&mut fleet, &mut target, &mut mover, n).await?;
     let u1 = procs::usage(sluice.pid())?;
+    let fleet_cpu = procs::cpu_seconds(fleet.pid())? - f0;
     let stats = fleet.stats().await?;
     fleet.quit();
     drop(sluice);
@@ -110,9 +112,13 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         .await?;
     let addr = line.trim_start_matches("floor listening on ").parse()?;
     let mut ffleet = env.fleet(addr, proxies, mode).await?;
-    let fready = ffleet.wait_configured(Duration::from_secs(100)).await?;
+    let fready = ffleet.wait_configured(Duration::from_secs(300)).await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut fmover = Mover::new(t);
+    let (ff0, fl0) = (
+        procs::cpu_seconds(ffleet.pid())?,
+        procs::cpu_seconds(floor.pid())?,
+    );
     let flat = drive(
         &mut ffleet,
         &mut Target::Floor(&floor),
@@ -120,10 +126,13 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         floor_n,
     )
     .await?;
+    let ffleet_cpu = procs::cpu_seconds(ffleet.pid())? - ff0;
+    let floor_cpu = procs::cpu_seconds(floor.pid())? - fl0;
     ffleet.quit();
     floor.quit(Duration::from_secs(5));
 
     let changes = lat.ms.len() + lat.incomplete;
+    let per = |cpu: f64, n: u64| setup::num(cpu * 1e3 / n.max(1) as f64);
     let ratio = |q: f64| lat.quantile(q) / flat.quantile(q);
     println!("\nB1 convergence: {proxies} {mode:?} proxies, M1 {}x{}, one endpoint move every 500 ms via etcd", t.services, t.per);
     println!("| server | changes | p50 ms | p99 ms | max ms | incomplete |");
@@ -139,10 +148,13 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         );
     }
     println!(
-        "sluice / floor: p50 {:.1}x, p99 {:.1}x; sluice CPU {:.1} ms per change, {:.0} bytes written per change; NACKs {}",
+        "sluice / floor: p50 {:.1}x, p99 {:.1}x; CPU ms per change: sluice {:.1}, its fleet {:.1}, floor {:.1}, its fleet {:.1}; sluice wrote {:.0} bytes per change; NACKs {}",
         ratio(0.5),
         ratio(0.99),
         (u1.cpu_s - u0.cpu_s) * 1e3 / changes.max(1) as f64,
+        fleet_cpu * 1e3 / n.max(1) as f64,
+        floor_cpu * 1e3 / floor_n.max(1) as f64,
+        ffleet_cpu * 1e3 / floor_n.max(1) as f64,
         (u1.written - u0.written) as f64 / changes.max(1) as f64,
         stats.nacks
     );
@@ -158,11 +170,14 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             "latency": lat.json(),
             "cpu_ms_per_change": setup::num((u1.cpu_s - u0.cpu_s) * 1e3 / changes.max(1) as f64),
             "bytes_per_change": setup::num((u1.written - u0.written) as f64 / changes.max(1) as f64),
+            "fleet_cpu_ms_per_change": per(fleet_cpu, n),
             "nacks": stats.nacks,
         },
         "floor": {
             "configured_s": setup::num(fready.as_secs_f64()),
             "latency": flat.json(),
+            "cpu_ms_per_change": per(floor_cpu, floor_n),
+            "fleet_cpu_ms_per_change": per(ffleet_cpu, floor_n),
         },
         "ratio_to_floor": {"p50": setup::num(ratio(0.5)), "p99": setup::num(ratio(0.99))},
     }))

@@ -34,7 +34,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let rules = env.write_rules("m1-etcd.yaml", t, Source::Etcd { url: &etcd.url })?;
     let sluice = env.sluice(&rules, 0, &[]).await?;
     let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(100)).await?;
+    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
     eprintln!(
         "b2: {proxies} proxies configured in {:.1}s",
         ready.as_secs_f64()

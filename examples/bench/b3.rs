@@ -27,7 +27,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let port = procs::free_port()?;
     let mut sluice = env.sluice(&rules, port, &[]).await?;
     let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(100)).await?;
+    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
     eprintln!(
         "b3: {proxies} proxies configured in {:.1}s",
         ready.as_secs_f64()

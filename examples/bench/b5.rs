@@ -50,7 +50,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         .ok_or_else(|| anyhow::anyhow!("no admin gRPC address"))?;
     let mut api = RolloutServiceClient::connect(format!("http://{grpc}")).await?;
     let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(100)).await?;
+    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
     eprintln!(
         "b5: {proxies} proxies configured in {:.1}s",
         ready.as_secs_f64()

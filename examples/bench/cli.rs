@@ -58,13 +58,23 @@ fn run(args: &[String], sluice: Option<PathBuf>) -> anyhow::Result<()> {
         .build()?;
     let started = std::time::Instant::now();
     let result = rt.block_on(async {
-        match scenario.as_str() {
-            "b1" => crate::b1::run(&env, &opts).await,
-            "b2" => crate::b2::run(&env, &opts).await,
-            "b3" => crate::b3::run(&env, &opts).await,
-            "b4" => crate::b4::run(&env, &opts).await,
-            "b5" => crate::b5::run(&env, &opts).await,
-            other => bail!("unknown scenario {other:?}\n{USAGE}"),
+        let scenario_run = async {
+            match scenario.as_str() {
+                "b1" => crate::b1::run(&env, &opts).await,
+                "b2" => crate::b2::run(&env, &opts).await,
+                "b3" => crate::b3::run(&env, &opts).await,
+                "b4" => crate::b4::run(&env, &opts).await,
+                "b5" => crate::b5::run(&env, &opts).await,
+                other => bail!("unknown scenario {other:?}\n{USAGE}"),
+            }
+        };
+        // On SIGINT / SIGTERM the scenario is dropped, and with it the
+        // children (etcd, sluice, fleet, floor are killed on drop).
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = scenario_run => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+            _ = term.recv() => bail!("terminated"),
         }
     });
     let mut result = match result {

@@ -255,6 +255,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         _ => Mode::Delta,
     };
     crate::procs::raise_nofile(proxies as u64 + 1024);
+    // Go with the runner, however it ends.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -284,8 +286,10 @@ async fn run(xds: SocketAddr, proxies: usize, mode: Mode) -> anyhow::Result<()> 
         }
     });
     let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let mut receivers = Vec::with_capacity(proxies);
     for p in 0..proxies {
         let mut rx = fleet.watch(p).context("proxy report")?;
+        receivers.push(rx.clone());
         let (tracker, clock, out) = (tracker.clone(), clock.clone(), out_tx.clone());
         tokio::spawn(async move {
             let mut seen = HashMap::new();
@@ -357,12 +361,18 @@ async fn run(xds: SocketAddr, proxies: usize, mode: Mode) -> anyhow::Result<()> 
             }
             Some("stats") => {
                 drop(t);
-                let reports = fleet.reports();
-                let connected = reports.iter().filter(|r| r.connected).count();
-                let configured = reports.iter().filter(|r| configured(r)).count();
-                let nacks: u64 = reports.iter().map(|r| r.nacks).sum();
-                let streams: u64 = reports.iter().map(|r| r.streams).sum();
-                let _ = out_tx.send(format!("stats {connected} {configured} {nacks} {streams}"));
+                // Borrowed, not cloned: a report holds the proxy's whole view.
+                let (mut connected, mut configured_n, mut nacks, mut streams) = (0, 0, 0, 0);
+                for rx in &receivers {
+                    let r = rx.borrow();
+                    connected += usize::from(r.connected);
+                    configured_n += usize::from(configured(&r));
+                    nacks += r.nacks;
+                    streams += r.streams;
+                }
+                let _ = out_tx.send(format!(
+                    "stats {connected} {configured_n} {nacks} {streams}"
+                ));
             }
             Some("quit") => break,
             _ => eprintln!("fleet: bad command {line:?}"),

@@ -35,11 +35,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 type Encoded = BTreeMap<String, Vec<u8>>;
 
+/// One pushed change: type, name, encoding, version.
+type Change = Arc<(TypeUrl, String, Vec<u8>, String)>;
+
 struct State {
     /// Encoded resources by type index, then name.
     by_type: RwLock<Vec<Encoded>>,
-    /// One pushed change: (type, name, encoding, version).
-    changes: broadcast::Sender<Arc<(TypeUrl, String, Vec<u8>, String)>>,
+    changes: broadcast::Sender<Change>,
 }
 
 #[derive(Clone)]
@@ -228,6 +230,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         .map(PathBuf::from)
         .ok_or_else(|| anyhow!("floor: missing --rules"))?;
     crate::procs::raise_nofile(65_536);
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let config = sluice::rules::load_file(&rules).map_err(|e| anyhow!("{e}"))?;
     let snaps = sluice::compile::compile(&config).map_err(|e| anyhow!("{e}"))?;
     let by_type: Vec<Encoded> = TypeUrl::ALL

@@ -39,7 +39,7 @@ pub fn address(i: usize, k: usize) -> Ipv4Addr {
 
 /// `v1` for even endpoints, `v2` for odd ones (the canary's subsets).
 pub fn version(k: usize) -> &'static str {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         "v1"
     } else {
         "v2"
