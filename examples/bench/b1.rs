@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fleet::FleetProc;
-use crate::procs::{self, Etcd, Peer};
+use crate::procs::{self, Peer};
 use crate::setup::{self, fmt_ms, Change, Env, Latencies, Mover, Opts};
 use crate::topo::{self, Source};
 
@@ -76,16 +76,8 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let t = o.topology();
     let mode = o.mode();
 
-    let etcd = Etcd::start().await?;
-    setup::fill_etcd(&etcd, t).await?;
-    let rules = env.write_rules("m1-etcd.yaml", t, Source::Etcd { url: &etcd.url })?;
-    let sluice = env.sluice(&rules, 0, &[]).await?;
-    let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
-    eprintln!(
-        "b1: {proxies} proxies configured in {:.1}s; {n} changes",
-        ready.as_secs_f64()
-    );
+    let (etcd, sluice, mut fleet, ready) = env.etcd_m1("b1", t, proxies, mode).await?;
+    eprintln!("b1: {n} changes");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let u0 = procs::usage(sluice.pid())?;
     let f0 = procs::cpu_seconds(fleet.pid())?;
@@ -111,8 +103,9 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         .expect("floor listening on ", Duration::from_secs(60), |_| {})
         .await?;
     let addr = line.trim_start_matches("floor listening on ").parse()?;
-    let mut ffleet = env.fleet(addr, proxies, mode).await?;
-    let fready = ffleet.wait_configured(Duration::from_secs(300)).await?;
+    let (mut ffleet, fready) = env
+        .configured_fleet("b1 floor", addr, proxies, mode)
+        .await?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut fmover = Mover::new(t);
     let (ff0, fl0) = (

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::procs::{self, Etcd};
+use crate::procs;
 use crate::setup::{self, fmt_ms, Env, Latencies, Mover, Opts};
-use crate::topo::Source;
 
 const TICK: Duration = Duration::from_millis(10);
 /// How long a rate's moves may take to reach everyone before they count
@@ -29,16 +28,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let t = o.topology();
     let mode = o.mode();
 
-    let etcd = Etcd::start().await?;
-    setup::fill_etcd(&etcd, t).await?;
-    let rules = env.write_rules("m1-etcd.yaml", t, Source::Etcd { url: &etcd.url })?;
-    let sluice = env.sluice(&rules, 0, &[]).await?;
-    let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
-    eprintln!(
-        "b2: {proxies} proxies configured in {:.1}s",
-        ready.as_secs_f64()
-    );
+    let (etcd, sluice, mut fleet, ready) = env.etcd_m1("b2", t, proxies, mode).await?;
     let mut kv = etcd.client().await?;
     let mut mover = Mover::new(t);
     let mut next_id = 0u64;

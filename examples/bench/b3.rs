@@ -26,12 +26,9 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
     let port = procs::free_port()?;
     let mut sluice = env.sluice(&rules, port, &[]).await?;
-    let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
-    eprintln!(
-        "b3: {proxies} proxies configured in {:.1}s",
-        ready.as_secs_f64()
-    );
+    let (mut fleet, ready) = env
+        .configured_fleet("b3", sluice.xds, proxies, mode)
+        .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s0 = fleet.stats().await?;
 

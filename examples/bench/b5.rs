@@ -49,12 +49,9 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         .admin_grpc
         .ok_or_else(|| anyhow::anyhow!("no admin gRPC address"))?;
     let mut api = RolloutServiceClient::connect(format!("http://{grpc}")).await?;
-    let mut fleet = env.fleet(sluice.xds, proxies, mode).await?;
-    let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
-    eprintln!(
-        "b5: {proxies} proxies configured in {:.1}s",
-        ready.as_secs_f64()
-    );
+    let (mut fleet, ready) = env
+        .configured_fleet("b5", sluice.xds, proxies, mode)
+        .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let service = topo::CANARY_SERVICE.to_string();

@@ -78,6 +78,41 @@ impl Env {
         Sluice::start(&self.exes, rules, port, extra, &self.path("sluice.log")).await
     }
 
+    /// A fleet on `xds`, waited for until every proxy is configured.
+    pub async fn configured_fleet(
+        &self,
+        tag: &str,
+        xds: std::net::SocketAddr,
+        proxies: usize,
+        mode: Mode,
+    ) -> anyhow::Result<(FleetProc, Duration)> {
+        let mut fleet = self.fleet(xds, proxies, mode).await?;
+        let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
+        eprintln!(
+            "{tag}: {proxies} {mode:?} proxies configured in {:.1}s",
+            ready.as_secs_f64()
+        );
+        Ok((fleet, ready))
+    }
+
+    /// M1 from a fresh etcd, sluice on it, and a configured fleet (B1, B2).
+    pub async fn etcd_m1(
+        &self,
+        tag: &str,
+        t: Topology,
+        proxies: usize,
+        mode: Mode,
+    ) -> anyhow::Result<(Etcd, Sluice, FleetProc, Duration)> {
+        let etcd = Etcd::start().await?;
+        fill_etcd(&etcd, t).await?;
+        let rules = self.write_rules("m1-etcd.yaml", t, Source::Etcd { url: &etcd.url })?;
+        let sluice = self.sluice(&rules, 0, &[]).await?;
+        let (fleet, ready) = self
+            .configured_fleet(tag, sluice.xds, proxies, mode)
+            .await?;
+        Ok((etcd, sluice, fleet, ready))
+    }
+
     pub async fn fleet(
         &self,
         xds: std::net::SocketAddr,
