@@ -78,8 +78,12 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
 
     let (etcd, sluice, mut fleet, ready) = env.etcd_m1("b1", t, proxies, mode).await?;
     eprintln!("b1: {n} changes");
+    // Idle: what sluice burns with no change at all (e.g. keeping 1,000
+    // etcd watches alive), so a change's CPU can be told from it.
+    let idle0 = procs::cpu_seconds(sluice.pid())?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let u0 = procs::usage(sluice.pid())?;
+    let idle_cores = (u0.cpu_s - idle0) / 2.5;
     let f0 = procs::cpu_seconds(fleet.pid())?;
     let mut mover = Mover::new(t);
     let mut target = Target::Etcd(Box::new(etcd.client().await?));
@@ -141,6 +145,10 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         );
     }
     println!(
+        "sluice idle (no changes, 2.5 s): {:.0} % of a core",
+        idle_cores * 100.0
+    );
+    println!(
         "sluice / floor: p50 {:.1}x, p99 {:.1}x; CPU ms per change: sluice {:.1}, its fleet {:.1}, floor {:.1}, its fleet {:.1}; sluice wrote {:.0} bytes per change; NACKs {}",
         ratio(0.5),
         ratio(0.99),
@@ -164,6 +172,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             "cpu_ms_per_change": setup::num((u1.cpu_s - u0.cpu_s) * 1e3 / changes.max(1) as f64),
             "bytes_per_change": setup::num((u1.written - u0.written) as f64 / changes.max(1) as f64),
             "fleet_cpu_ms_per_change": per(fleet_cpu, n),
+            "idle_cpu_cores": setup::num(idle_cores),
             "nacks": stats.nacks,
         },
         "floor": {
