@@ -22,6 +22,8 @@ mod b5;
 mod cli;
 #[path = "../examples/bench/fleet.rs"]
 mod fleet;
+#[path = "../examples/bench/fleet_proc.rs"]
+mod fleet_proc;
 #[path = "../examples/bench/floor.rs"]
 mod floor;
 #[path = "../examples/bench/procs.rs"]

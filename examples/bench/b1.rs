@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::fleet::FleetProc;
+use crate::fleet_proc::FleetProc;
 use crate::procs::{self, Peer};
 use crate::setup::{self, fmt_ms, Change, Env, Latencies, Mover, Opts};
 use crate::topo::{self, Source};

@@ -17,6 +17,7 @@ mod b4;
 mod b5;
 mod cli;
 mod fleet;
+mod fleet_proc;
 mod floor;
 mod procs;
 mod setup;

@@ -11,7 +11,7 @@ use etcd_client::{Txn, TxnOp};
 use serde_json::{json, Value};
 use sluice::sim::state::Mode;
 
-use crate::fleet::FleetProc;
+use crate::fleet_proc::FleetProc;
 use crate::procs::{Etcd, Exes, Sluice};
 use crate::topo::{self, Source, Topology, BASE_PORT};
 
