@@ -141,3 +141,39 @@ async fn sotw_fleet_converges_to_the_versions_sluice_reports() {
 async fn delta_fleet_converges_to_the_versions_sluice_reports() {
     converge(Mode::Delta, 50).await;
 }
+
+/// `Fleet::watch` hands out proxy i's report receiver, woken by each
+/// response it handles (the scenario runner timestamps ACKs with it), and
+/// nothing past the fleet's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_watch_wakes_on_a_proxys_new_ack() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, rules(80, 20)).expect("write");
+    let sluice = Sluice::start(&path, "127.0.0.1:0");
+    let fleet = Fleet::start(&FleetConfig {
+        xds: sluice.xds.to_string(),
+        proxies: 3,
+        mode: Mode::Delta,
+        group: "default".into(),
+        node_prefix: "watch".into(),
+        faults: Default::default(),
+    });
+    assert!(fleet.watch(3).is_none());
+    let mut rx = fleet.watch(2).expect("proxy 2");
+    fleet
+        .wait_all(WAIT, configured)
+        .await
+        .expect("every proxy configured");
+    let before = rx.borrow_and_update().versions[TypeUrl::Route.index()].clone();
+    std::fs::write(&path, rules(50, 50)).expect("write");
+    let route = TypeUrl::Route.index();
+    let seen = tokio::time::timeout(WAIT, rx.wait_for(|r| r.versions[route] != before))
+        .await
+        .expect("woken within WAIT")
+        .expect("fleet still running")
+        .clone();
+    assert!(seen.acked_at[route].is_some());
+    assert_eq!(seen.nacks, 0);
+    fleet.stop().await;
+}

@@ -73,6 +73,13 @@ impl Fleet {
         self.reports.is_empty()
     }
 
+    /// A receiver of proxy `i`'s report, woken after each response it
+    /// handles (so a benchmark can timestamp ACKs as they happen instead of
+    /// polling); `None` past the fleet's size.
+    pub fn watch(&self, i: usize) -> Option<watch::Receiver<Report>> {
+        self.reports.get(i).cloned()
+    }
+
     /// Every proxy's current report.
     pub fn reports(&self) -> Vec<Report> {
         self.reports.iter().map(|r| r.borrow().clone()).collect()

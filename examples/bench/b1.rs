@@ -1,0 +1,186 @@
+//! B1 convergence: one endpoint moves every 500 ms (an etcd put, so the
+//! change comes through sluice's real, push-based discovery path); for each
+//! move, the time from just before the write to the last proxy's ACK of a
+//! CLA holding it. Then the same fleet size against the transport floor,
+//! fed the same moves directly.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fleet_proc::FleetProc;
+use crate::procs::{self, Peer};
+use crate::setup::{self, fmt_ms, Change, Env, Latencies, Mover, Opts};
+use crate::topo::{self, Source};
+
+const INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where a change is written.
+pub enum Target<'a> {
+    Etcd(Box<etcd_client::Client>),
+    Floor(&'a Peer),
+}
+
+impl Target<'_> {
+    pub async fn apply(&mut self, changes: &[Change]) -> anyhow::Result<()> {
+        match self {
+            Target::Etcd(kv) => setup::put_changes(kv, changes).await,
+            Target::Floor(peer) => {
+                for c in changes {
+                    peer.send(format!(
+                        "set {} {} {}",
+                        topo::service(c.service),
+                        topo::address(c.service, c.k),
+                        c.port
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Moves one endpoint per `INTERVAL`, `n` times; each move is registered
+/// with the fleet before it is written. Returns the latencies.
+pub async fn drive(
+    fleet: &mut FleetProc,
+    target: &mut Target<'_>,
+    mover: &mut Mover,
+    n: u64,
+) -> anyhow::Result<Latencies> {
+    let start = Instant::now();
+    let mut writes = Vec::new();
+    for j in 0..n {
+        tokio::time::sleep_until((start + INTERVAL * j as u32).into()).await;
+        let c = mover.change(j);
+        fleet.send(c.expectation());
+        fleet.sync().await?;
+        let t0 = procs::unix_ns();
+        target.apply(std::slice::from_ref(&c)).await?;
+        writes.push((c.id, t0));
+    }
+    let ids: Vec<u64> = writes.iter().map(|(id, _)| *id).collect();
+    let got = fleet.results(&ids, Duration::from_secs(30)).await?;
+    let mut lat = Latencies::default();
+    for (id, t0) in writes {
+        lat.push(t0, got.get(&id).copied().unwrap_or((0, 0)), fleet.proxies);
+    }
+    Ok(lat)
+}
+
+pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
+    let proxies = o.proxies.unwrap_or(1000);
+    let duration = o.duration.unwrap_or(Duration::from_secs(60));
+    let n = (duration.as_millis() / INTERVAL.as_millis()).max(1) as u64;
+    let floor_n = n.min(40);
+    let t = o.topology();
+    let mode = o.mode();
+
+    let (etcd, sluice, mut fleet, ready) = env.etcd_m1("b1", t, proxies, mode).await?;
+    eprintln!("b1: {n} changes");
+    // Idle: what sluice burns with no change at all (e.g. keeping 1,000
+    // etcd watches alive), so a change's CPU can be told from it.
+    let idle0 = procs::cpu_seconds(sluice.pid())?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let u0 = procs::usage(sluice.pid())?;
+    let idle_cores = (u0.cpu_s - idle0) / 2.5;
+    let f0 = procs::cpu_seconds(fleet.pid())?;
+    let mut mover = Mover::new(t);
+    let mut target = Target::Etcd(Box::new(etcd.client().await?));
+    let lat = drive(&mut fleet, &mut target, &mut mover, n).await?;
+    let u1 = procs::usage(sluice.pid())?;
+    let fleet_cpu = procs::cpu_seconds(fleet.pid())? - f0;
+    let stats = fleet.stats().await?;
+    fleet.quit();
+    drop(sluice);
+    drop(etcd);
+
+    // The floor, same fleet size and mode, same kind of moves.
+    let static_rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
+    let args = [
+        "floor".to_string(),
+        "--rules".into(),
+        static_rules.display().to_string(),
+    ];
+    let mut floor = Peer::spawn(&env.exes, &args, &env.path("floor.log"))?;
+    let line = floor
+        .expect("floor listening on ", Duration::from_secs(60), |_| {})
+        .await?;
+    let addr = line.trim_start_matches("floor listening on ").parse()?;
+    let (mut ffleet, fready) = env
+        .configured_fleet("b1 floor", addr, proxies, mode)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut fmover = Mover::new(t);
+    let (ff0, fl0) = (
+        procs::cpu_seconds(ffleet.pid())?,
+        procs::cpu_seconds(floor.pid())?,
+    );
+    let flat = drive(
+        &mut ffleet,
+        &mut Target::Floor(&floor),
+        &mut fmover,
+        floor_n,
+    )
+    .await?;
+    let ffleet_cpu = procs::cpu_seconds(ffleet.pid())? - ff0;
+    let floor_cpu = procs::cpu_seconds(floor.pid())? - fl0;
+    ffleet.quit();
+    floor.quit(Duration::from_secs(5));
+
+    let changes = lat.ms.len() + lat.incomplete;
+    let per = |cpu: f64, n: u64| setup::num(cpu * 1e3 / n.max(1) as f64);
+    let ratio = |q: f64| lat.quantile(q) / flat.quantile(q);
+    println!("\nB1 convergence: {proxies} {mode:?} proxies, M1 {}x{}, one endpoint move every 500 ms via etcd", t.services, t.per);
+    println!("| server | changes | p50 ms | p99 ms | max ms | incomplete |");
+    println!("|---|---|---|---|---|---|");
+    for (name, l) in [("sluice (etcd)", &lat), ("transport floor", &flat)] {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            l.ms.len() + l.incomplete,
+            fmt_ms(l.quantile(0.5)),
+            fmt_ms(l.quantile(0.99)),
+            fmt_ms(l.quantile(1.0)),
+            l.incomplete
+        );
+    }
+    println!(
+        "sluice idle (no changes, 2.5 s): {:.0} % of a core",
+        idle_cores * 100.0
+    );
+    println!(
+        "sluice / floor: p50 {:.1}x, p99 {:.1}x; CPU ms per change: sluice {:.1}, its fleet {:.1}, floor {:.1}, its fleet {:.1}; sluice wrote {:.0} bytes per change; NACKs {}",
+        ratio(0.5),
+        ratio(0.99),
+        (u1.cpu_s - u0.cpu_s) * 1e3 / changes.max(1) as f64,
+        fleet_cpu * 1e3 / n.max(1) as f64,
+        floor_cpu * 1e3 / floor_n.max(1) as f64,
+        ffleet_cpu * 1e3 / floor_n.max(1) as f64,
+        (u1.written - u0.written) as f64 / changes.max(1) as f64,
+        stats.nacks
+    );
+    Ok(json!({
+        "scenario": "b1",
+        "mode": format!("{mode:?}").to_lowercase(),
+        "proxies": proxies,
+        "services": t.services,
+        "endpoints_per_service": t.per,
+        "interval_ms": INTERVAL.as_millis() as u64,
+        "sluice": {
+            "configured_s": setup::num(ready.as_secs_f64()),
+            "latency": lat.json(),
+            "cpu_ms_per_change": setup::num((u1.cpu_s - u0.cpu_s) * 1e3 / changes.max(1) as f64),
+            "bytes_per_change": setup::num((u1.written - u0.written) as f64 / changes.max(1) as f64),
+            "fleet_cpu_ms_per_change": per(fleet_cpu, n),
+            "idle_cpu_cores": setup::num(idle_cores),
+            "nacks": stats.nacks,
+        },
+        "floor": {
+            "configured_s": setup::num(fready.as_secs_f64()),
+            "latency": flat.json(),
+            "cpu_ms_per_change": per(floor_cpu, floor_n),
+            "fleet_cpu_ms_per_change": per(ffleet_cpu, floor_n),
+        },
+        "ratio_to_floor": {"p50": setup::num(ratio(0.5)), "p99": setup::num(ratio(0.99))},
+    }))
+}

@@ -1,0 +1,90 @@
+//! B3 reconnect storm: every proxy holds full M1 (static rules), then
+//! sluice is killed (SIGKILL) and started again on the same port. Measured
+//! from the kill: until every proxy has a stream again, and until every
+//! proxy has ACKed every type again; failed streams (streams opened beyond
+//! one reconnect per proxy: refused or broken ones) and NACKs; the peak
+//! RSS of the new sluice (VmHWM). SotW unless `--delta`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice::sim::state::Mode;
+
+use crate::procs::{self};
+use crate::setup::{self, Env, Opts};
+use crate::topo::Source;
+
+pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
+    let proxies = o.proxies.unwrap_or(2000);
+    let t = o.topology();
+    // SotW by default (Envoy's default ADS flavour, and `sluice bootstrap`'s):
+    // a reconnecting SotW proxy gets every type again and ACKs it. A delta
+    // proxy announces what it holds (`initial_resource_versions`) and sluice
+    // rightly sends nothing unchanged, so with `--delta` only the reconnect
+    // is timed.
+    let mode = if o.delta { Mode::Delta } else { Mode::Sotw };
+    let rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
+    let port = procs::free_port()?;
+    let mut sluice = env.sluice(&rules, port, &[]).await?;
+    let (mut fleet, ready) = env
+        .configured_fleet("b3", sluice.xds, proxies, mode)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s0 = fleet.stats().await?;
+
+    let kill_ns = procs::unix_ns();
+    fleet.send(format!("all 1 {kill_ns}"));
+    fleet.sync().await?;
+    let killed = Instant::now();
+    sluice.kill();
+    drop(sluice);
+    let sluice = env.sluice(&rules, port, &[]).await?;
+    let restarted = killed.elapsed();
+    // Everyone has a stream again.
+    let reconnected = loop {
+        let s = fleet.stats().await?;
+        if s.connected == proxies && s.streams >= s0.streams + proxies as u64 {
+            break Some(killed.elapsed());
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let wait = if mode == Mode::Delta { 5 } else { 60 };
+    let got = fleet.results(&[1], Duration::from_secs(wait)).await?;
+    let (count, max_ns) = got.get(&1).copied().unwrap_or((0, 0));
+    let all_acked_s = (count == proxies).then(|| max_ns.saturating_sub(kill_ns) as f64 / 1e9);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s1 = fleet.stats().await?;
+    let peak_rss = procs::status_kb(sluice.pid(), "VmHWM")?;
+    fleet.quit();
+    let failed = (s1.streams - s0.streams).saturating_sub(proxies as u64);
+    let nacks = s1.nacks - s0.nacks;
+    let secs = |d: Option<f64>| d.map_or("never".into(), |s| format!("{s:.2}"));
+    println!("\nB3 reconnect storm: {proxies} {mode:?} proxies holding M1 {}x{}; sluice SIGKILLed and restarted", t.services, t.per);
+    println!("| sluice back (ready) s | all reconnected s | all ACKed every type s | proxies ACKed | failed streams | NACKs | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {:.2} | {} | {} | {count}/{proxies} | {failed} | {nacks} | {:.0} |",
+        restarted.as_secs_f64(),
+        secs(reconnected.map(|d| d.as_secs_f64())),
+        secs(all_acked_s),
+        peak_rss as f64 / 1048576.0
+    );
+    Ok(json!({
+        "scenario": "b3",
+        "mode": format!("{mode:?}").to_lowercase(),
+        "proxies": proxies,
+        "services": t.services,
+        "endpoints_per_service": t.per,
+        "configured_s": setup::num(ready.as_secs_f64()),
+        "sluice_ready_after_kill_s": setup::num(restarted.as_secs_f64()),
+        "all_reconnected_s": reconnected.map(|d| setup::num(d.as_secs_f64())),
+        "all_acked_s": all_acked_s.map(setup::num),
+        "proxies_acked": count,
+        "failed_streams": failed,
+        "nacks": nacks,
+        "peak_rss_bytes": peak_rss,
+    }))
+}

@@ -1,0 +1,110 @@
+//! The scenario runner (`examples/bench`) at a tiny size, so it does not
+//! rot: B1 with 5 proxies and 3 endpoint moves through a real etcd into
+//! `sluice serve` (the binary), then the same against the transport floor.
+//! Asserts behaviour only — every move reached every proxy, nothing was
+//! NACKed, the JSON has its fields — never times.
+//!
+//! `harness = false`: the runner starts its fleet and floor by re-running
+//! its own executable with `fleet` / `floor`, so this test's `main` is the
+//! runner's entry point too.
+
+#[path = "../examples/bench/b1.rs"]
+mod b1;
+#[path = "../examples/bench/b2.rs"]
+mod b2;
+#[path = "../examples/bench/b3.rs"]
+mod b3;
+#[path = "../examples/bench/b4.rs"]
+mod b4;
+#[path = "../examples/bench/b5.rs"]
+mod b5;
+#[path = "../examples/bench/cli.rs"]
+mod cli;
+#[path = "../examples/bench/fleet.rs"]
+mod fleet;
+#[path = "../examples/bench/fleet_proc.rs"]
+mod fleet_proc;
+#[path = "../examples/bench/floor.rs"]
+mod floor;
+#[path = "../examples/bench/procs.rs"]
+mod procs;
+#[path = "../examples/bench/setup.rs"]
+mod setup;
+#[path = "../examples/bench/topo.rs"]
+mod topo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const NAME: &str = "bench_runner_b1_smoke";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(args.first().map(String::as_str), Some("fleet" | "floor")) {
+        return cli::main(&args, None);
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("{NAME}: test");
+        return ExitCode::SUCCESS;
+    }
+    // A name filter (`cargo test sim::`) that does not match skips it.
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str())) {
+        println!("0 passed, 0 failed");
+        return ExitCode::SUCCESS;
+    }
+    smoke();
+    println!("1 passed, 0 failed");
+    ExitCode::SUCCESS
+}
+
+fn smoke() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("b1.json");
+    let args: Vec<String> = [
+        "b1",
+        "--proxies",
+        "5",
+        "--services",
+        "5",
+        "--endpoints",
+        "3",
+        "--duration",
+        "1.5",
+        "--out",
+        &out.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
+    assert_eq!(
+        code,
+        ExitCode::SUCCESS,
+        "the runner failed (its stderr above)"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
+            .expect("valid JSON");
+    assert_eq!(json["scenario"], "b1");
+    assert_eq!(json["proxies"], 5);
+    assert_eq!(json["mode"], "delta");
+    for server in ["sluice", "floor"] {
+        let lat = &json[server]["latency"];
+        assert_eq!(lat["changes"], 3, "{server}: {lat}");
+        assert_eq!(
+            lat["incomplete"], 0,
+            "{server}: every move reached every proxy: {lat}"
+        );
+        for q in ["p50_ms", "p99_ms", "max_ms"] {
+            assert!(
+                lat[q].as_f64().is_some_and(|v| v >= 0.0),
+                "{server}.{q}: {lat}"
+            );
+        }
+    }
+    assert_eq!(json["sluice"]["nacks"], 0);
+    assert!(json["sluice"]["cpu_ms_per_change"].is_number());
+    assert!(json["sluice"]["bytes_per_change"].is_number());
+    assert!(json["ratio_to_floor"]["p50"].is_number());
+    assert!(json["machine"]["nproc"].as_u64().is_some_and(|n| n > 0));
+}
