@@ -5,136 +5,31 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use common::rollout::*;
-use common::*;
-use sluice::sim::fleet::{Fleet, FleetConfig};
-use sluice::sim::state::Mode;
-
-const CANARY: &str = "127.0.0.1:8082";
-
-struct Setup {
-    files: ControllerFiles,
-    rules: std::path::PathBuf,
-    sluice: Sluice,
-    fleet: Arc<Fleet>,
-    traffic: Traffic,
-}
-
-fn canary_addr() -> SocketAddr {
-    CANARY.parse().expect("addr")
-}
-
-/// sluice + 3 simulated proxies + traffic; `stats` overrides where the
-/// controller reads metrics (default: the simulated traffic's).
-async fn setup(error_rate: f64, stats: Option<SocketAddr>) -> Setup {
-    let files = ControllerFiles::new();
-    let rules = files.dir.path().join("rules.yaml");
-    std::fs::write(&rules, RULES).expect("rules");
-    // The fleet needs sluice's address and the traffic needs the fleet,
-    // while sluice needs the traffic's stats address: bind the stats
-    // server first through a fleet that connects once sluice is up.
-    let xds = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
-    let fleet = Arc::new(Fleet::start(&FleetConfig {
-        xds: xds.to_string(),
-        proxies: 3,
-        mode: Mode::Sotw,
-        group: "default".into(),
-        node_prefix: "sim".into(),
-        faults: Default::default(),
-    }));
-    let traffic = Traffic::start(fleet.clone(), canary_addr(), error_rate).await;
-    let sluice = files.sluice(
-        &rules,
-        &xds.to_string(),
-        &[stats.unwrap_or(traffic.stats_addr)],
-    );
-    fleet
-        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
-        .await
-        .expect("fleet configured");
-    Setup {
-        files,
-        rules,
-        sluice,
-        fleet,
-        traffic,
-    }
-}
-
-impl Setup {
-    fn cli(&self, args: &[&str]) -> Run {
-        cli(&self.sluice, Some(&self.files.token_file), args)
-    }
-
-    async fn wait(
-        &self,
-        what: &str,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        wait_status(&self.sluice, &self.files.token_file, "web", what, done).await
-    }
-
-    /// Waits until every proxy routes all traffic to `cluster`.
-    async fn all_to(&self, cluster: &str) {
-        eventually(&format!("all traffic on {cluster}"), || async {
-            let s = route(&self.fleet, backends(canary_addr(), 0.0), 600, 7);
-            s.by_cluster.len() == 1 && s.by_cluster.get(cluster) == Some(&600)
-        })
-        .await;
-    }
-}
 
 fn start_args(interval: &str) -> Vec<&str> {
-    vec![
-        "start",
-        "web",
-        "--to",
-        "canary",
+    start_command(&[
         "--steps",
         "20,50,100",
         "--interval",
         interval,
-        "--max-error-rate",
-        "1%",
-        "--max-p99",
-        "500ms",
         "--failure-threshold",
         "3",
-        "--output",
-        "json",
-    ]
-}
-
-fn done(v: &serde_json::Value) -> bool {
-    v["done"] == true
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_walks_every_step_and_is_promoted() {
-    let s = setup(0.0, None).await;
+    let s = Setup::start(0.0, None).await;
     let run = s.cli(&start_args("300ms"));
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["canary_weight"], 20);
 
-    // Every weight seen is a step, in order, never skipping back.
-    let mut seen = vec![];
     let last = s.wait("promotion", done).await;
     assert_eq!(last["phase"], "promoted", "{last}");
-    let history = s.cli(&["history", "web", "--output", "json"]).json();
-    for e in history["events"].as_array().expect("events") {
-        let m = e["message"].as_str().unwrap_or_default();
-        if let Some(rest) = m.split("canary ").nth(1).filter(|_| m.starts_with("step ")) {
-            seen.push(rest.trim_end_matches('%').to_string());
-        }
-    }
+    // Every weight seen is a step, in order, never skipping back.
     assert_eq!(
-        seen,
+        s.steps_applied(),
         ["20", "50", "100"],
         "each step applied once, in order"
     );
@@ -148,7 +43,7 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_canary_is_rolled_back_and_traffic_returns_to_stable() {
-    let s = setup(0.05, None).await;
+    let s = Setup::start(0.05, None).await;
     let run = s.cli(&start_args("300ms"));
     assert_eq!(run.code, 0, "{run:?}");
     let last = s.wait("rollback", done).await;
@@ -176,7 +71,7 @@ async fn unavailable_metrics_roll_back_and_never_promote() {
         .expect("bind")
         .local_addr()
         .expect("addr");
-    let s = setup(0.0, Some(dead)).await;
+    let s = Setup::start(0.0, Some(dead)).await;
     assert_eq!(s.cli(&start_args("300ms")).code, 0);
     let last = s.wait("rollback", done).await;
     assert_eq!(last["phase"], "rolled_back", "{last}");
@@ -189,7 +84,7 @@ async fn unavailable_metrics_roll_back_and_never_promote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_sluice_resumes_at_the_same_step_and_abort_survives_restarts() {
-    let mut s = setup(0.0, None).await;
+    let mut s = Setup::start(0.0, None).await;
     // Long windows: the rollout is still at its first step when killed.
     let run = s.cli(&start_args("20s"));
     assert_eq!(run.code, 0, "{run:?}");

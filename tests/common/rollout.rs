@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice::sim::backend::{BackendSpec, Backends};
+use sluice::sim::client::Faults;
 use sluice::sim::engine::{Engine, SimProxy};
-use sluice::sim::fleet::Fleet;
+use sluice::sim::fleet::{Fleet, FleetConfig};
 use sluice::sim::route::Request;
+use sluice::sim::state::Mode;
 use sluice::sim::stats::Stats;
 
-use super::Sluice;
+use super::{eventually, Sluice, WAIT};
 
 pub const TOKEN: &str = "test-token-0123456789";
 
@@ -73,6 +75,176 @@ impl Default for ControllerFiles {
     }
 }
 
+/// The canary subset's one backend in [`RULES`].
+pub const CANARY: &str = "127.0.0.1:8082";
+
+pub fn canary_addr() -> SocketAddr {
+    CANARY.parse().expect("addr")
+}
+
+/// sluice with the controller, a fleet of 3 simulated proxies, and
+/// simulated traffic through them whose stats the controller reads.
+pub struct Setup {
+    pub files: ControllerFiles,
+    pub rules: PathBuf,
+    pub sluice: Sluice,
+    pub fleet: Arc<Fleet>,
+    pub traffic: Traffic,
+}
+
+impl Setup {
+    /// Traffic of plain requests, the canary answering `error_rate` 503s;
+    /// `stats` overrides where the controller reads metrics.
+    pub async fn start(error_rate: f64, stats: Option<SocketAddr>) -> Setup {
+        let canary = canary_addr();
+        Setup::start_with(stats, move |f, seed| {
+            route(f, backends(canary, error_rate), 200, seed)
+        })
+        .await
+    }
+
+    /// Traffic of whatever `batch` routes.
+    pub async fn start_with(
+        stats: Option<SocketAddr>,
+        batch: impl Fn(&Fleet, u64) -> Stats + Send + 'static,
+    ) -> Setup {
+        let files = ControllerFiles::new();
+        let rules = files.dir.path().join("rules.yaml");
+        std::fs::write(&rules, RULES).expect("rules");
+        // The fleet needs sluice's address and the traffic needs the fleet,
+        // while sluice needs the traffic's stats address: bind the stats
+        // server first through a fleet that connects once sluice is up.
+        let xds = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let fleet = Arc::new(sim_fleet(&xds.to_string(), "sim", 3, Faults::default()));
+        let traffic = Traffic::start(fleet.clone(), batch).await;
+        let sluice = files.sluice(
+            &rules,
+            &xds.to_string(),
+            &[stats.unwrap_or(traffic.stats_addr)],
+        );
+        fleet
+            .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
+            .await
+            .expect("fleet configured");
+        Setup {
+            files,
+            rules,
+            sluice,
+            fleet,
+            traffic,
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Run {
+        cli(&self.sluice, Some(&self.files.token_file), args)
+    }
+
+    /// `sluice rollout status web --output json`.
+    pub fn status(&self) -> serde_json::Value {
+        self.cli(&["status", "web", "--output", "json"]).json()
+    }
+
+    pub async fn wait(
+        &self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_status(&self.sluice, &self.files.token_file, "web", what, done).await
+    }
+
+    /// Waits until every proxy routes all plain traffic to `cluster`.
+    pub async fn all_to(&self, cluster: &str) {
+        eventually(&format!("all traffic on {cluster}"), || async {
+            let s = route(&self.fleet, backends(canary_addr(), 0.0), 600, 7);
+            s.by_cluster.len() == 1 && s.by_cluster.get(cluster) == Some(&600)
+        })
+        .await;
+    }
+
+    /// The canary weights the history says were applied, in order.
+    pub fn steps_applied(&self) -> Vec<String> {
+        let history = self.cli(&["history", "web", "--output", "json"]).json();
+        let mut seen = vec![];
+        for e in history["events"].as_array().expect("events") {
+            let m = e["message"].as_str().unwrap_or_default();
+            if let Some(rest) = m.split("canary ").nth(1).filter(|_| m.starts_with("step ")) {
+                seen.push(rest.trim_end_matches('%').to_string());
+            }
+        }
+        seen
+    }
+
+    /// `sluice rollout history web`, as text.
+    pub fn history(&self) -> String {
+        self.cli(&["history", "web"]).stdout
+    }
+
+    /// Routes `n` of `request` through the fleet now: answers by cluster
+    /// and by status.
+    pub fn send(&self, n: usize, request: fn() -> Request) -> Stats {
+        route_requests(&self.fleet, backends(canary_addr(), 0.0), n, 5, |_| {
+            request()
+        })
+    }
+
+    /// More proxies on this sluice, outside the traffic (e.g. faulty ones).
+    pub fn extra_fleet(&self, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
+        sim_fleet(&self.sluice.xds.to_string(), prefix, proxies, faults)
+    }
+}
+
+fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
+    Fleet::start(&FleetConfig {
+        xds: xds.to_string(),
+        proxies,
+        mode: Mode::Sotw,
+        group: "default".into(),
+        node_prefix: prefix.into(),
+        faults,
+    })
+}
+
+/// The `start web --to canary` command line with the thresholds most
+/// tests use (1 % errors, p99 500 ms, JSON output), then `extra`.
+pub fn start_command<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "start",
+        "web",
+        "--to",
+        "canary",
+        "--max-error-rate",
+        "1%",
+        "--max-p99",
+        "500ms",
+        "--output",
+        "json",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// A status that says the rollout ended.
+pub fn done(v: &serde_json::Value) -> bool {
+    v["done"] == true
+}
+
+/// A user's request: no tester header.
+pub fn plain() -> Request {
+    Request::get("x", "/")
+}
+
+pub fn share(stats: &Stats, cluster: &str, n: usize) -> f64 {
+    *stats.by_cluster.get(cluster).unwrap_or(&0) as f64 / n as f64
+}
+
+/// Every answer was a 200: nothing was refused or unrouted.
+pub fn all_ok(stats: &Stats, n: usize) -> bool {
+    stats.downstream.len() == 1 && stats.downstream.get(&200) == Some(&(n as u64))
+}
+
 /// What one `sluice rollout` run did.
 #[derive(Debug)]
 pub struct Run {
@@ -115,8 +287,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Routes `n` requests through every proxy's view; answers by cluster.
+/// Routes `n` plain `GET /` requests through every proxy's view; answers
+/// by cluster.
 pub fn route(fleet: &Fleet, backends: Backends, n: usize, seed: u64) -> Stats {
+    route_requests(fleet, backends, n, seed, |_| Request::get("x", "/"))
+}
+
+/// Routes `n` requests, the `i`-th being `request(i)`, spread over every
+/// configured proxy's view.
+pub fn route_requests(
+    fleet: &Fleet,
+    backends: Backends,
+    n: usize,
+    seed: u64,
+    request: impl Fn(usize) -> Request,
+) -> Stats {
     let proxies: Vec<SimProxy> = fleet
         .reports()
         .into_iter()
@@ -130,11 +315,7 @@ pub fn route(fleet: &Fleet, backends: Backends, n: usize, seed: u64) -> Stats {
     let count = proxies.len();
     let mut engine = Engine::new(proxies, backends, seed);
     for i in 0..n {
-        engine.submit(
-            i % count,
-            Request::get("x", "/"),
-            Duration::from_micros(i as u64 * 100),
-        );
+        engine.submit(i % count, request(i), Duration::from_micros(i as u64 * 100));
     }
     engine.run();
     engine.stats
@@ -153,7 +334,11 @@ pub fn backends(canary: SocketAddr, error_rate: f64) -> Backends {
 }
 
 impl Traffic {
-    pub async fn start(fleet: Arc<Fleet>, canary: SocketAddr, error_rate: f64) -> Traffic {
+    /// Traffic whose every batch (one each 40 ms) is `batch(fleet, seed)`.
+    pub async fn start(
+        fleet: Arc<Fleet>,
+        batch: impl Fn(&Fleet, u64) -> Stats + Send + 'static,
+    ) -> Traffic {
         let stats = Arc::new(Mutex::new(Stats::default()));
         let s = stats.clone();
         tokio::spawn(async move {
@@ -161,7 +346,7 @@ impl Traffic {
             loop {
                 tokio::time::sleep(Duration::from_millis(40)).await;
                 seed += 1;
-                let window = route(&fleet, backends(canary, error_rate), 200, seed);
+                let window = batch(&fleet, seed);
                 lock(&s).merge(&window);
             }
         });
@@ -190,7 +375,7 @@ pub async fn wait_status(
     what: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + super::WAIT;
+    let deadline = std::time::Instant::now() + WAIT;
     loop {
         let run = cli(
             sluice,
