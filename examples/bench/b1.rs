@@ -68,11 +68,122 @@ pub async fn drive(
     Ok(lat)
 }
 
+/// What the floor half of B1 measured.
+struct FloorRun {
+    lat: Latencies,
+    ready: Duration,
+    n: u64,
+    floor_cpu: f64,
+    fleet_cpu: f64,
+    fleet_rss: u64,
+    /// CPU the fleet took to get configured.
+    fleet_setup_cpu: f64,
+}
+
+/// The floor, `proxies` in `mode`, the same kind of moves, `n` of them.
+async fn floor_run(
+    env: &Env,
+    t: topo::Topology,
+    proxies: usize,
+    mode: sluice::sim::state::Mode,
+    n: u64,
+) -> anyhow::Result<FloorRun> {
+    let static_rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
+    let args = [
+        "floor".to_string(),
+        "--rules".into(),
+        static_rules.display().to_string(),
+    ];
+    let mut floor = Peer::spawn(&env.exes, &args, &env.path("floor.log"))?;
+    let line = floor
+        .expect("floor listening on ", Duration::from_secs(60), |_| {})
+        .await?;
+    let addr = line.trim_start_matches("floor listening on ").parse()?;
+    let (mut ffleet, ready) = env
+        .configured_fleet("b1 floor", addr, proxies, mode)
+        .await?;
+    let fleet_setup_cpu = procs::cpu_seconds(ffleet.pid())?;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut fmover = Mover::new(t);
+    let (ff0, fl0) = (
+        procs::cpu_seconds(ffleet.pid())?,
+        procs::cpu_seconds(floor.pid())?,
+    );
+    let lat = drive(&mut ffleet, &mut Target::Floor(&floor), &mut fmover, n).await?;
+    let fleet_cpu = procs::cpu_seconds(ffleet.pid())? - ff0;
+    let floor_cpu = procs::cpu_seconds(floor.pid())? - fl0;
+    let fleet_rss = procs::status_kb(ffleet.pid(), "VmRSS")?;
+    ffleet.quit();
+    floor.quit(Duration::from_secs(5));
+    Ok(FloorRun {
+        lat,
+        ready,
+        n,
+        floor_cpu,
+        fleet_cpu,
+        fleet_rss,
+        fleet_setup_cpu,
+    })
+}
+
+fn floor_json(f: &FloorRun, proxies: usize) -> Value {
+    json!({
+        "configured_s": setup::num(f.ready.as_secs_f64()),
+        "latency": f.lat.json(),
+        "cpu_ms_per_change": setup::num(f.floor_cpu * 1e3 / f.n.max(1) as f64),
+        "fleet_cpu_ms_per_change": setup::num(f.fleet_cpu * 1e3 / f.n.max(1) as f64),
+        "fleet_setup_cpu_s": setup::num(f.fleet_setup_cpu),
+        "fleet_rss_kib_per_proxy": setup::num(f.fleet_rss as f64 / 1024.0 / proxies.max(1) as f64),
+    })
+}
+
+/// `b1 --floor-only`: the floor half alone, which isolates the fleet's cost.
+async fn floor_only(env: &Env, o: &Opts, proxies: usize, n: u64) -> anyhow::Result<Value> {
+    let (t, mode) = (o.topology(), o.mode());
+    let f = floor_run(env, t, proxies, mode, n).await?;
+    println!(
+        "\nB1 floor only: {proxies} {mode:?} proxies, M1 {}x{}, one endpoint move every 500 ms",
+        t.services, t.per
+    );
+    println!("| server | changes | p50 ms | p99 ms | max ms | incomplete |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| transport floor | {} | {} | {} | {} | {} |",
+        f.lat.ms.len() + f.lat.incomplete,
+        fmt_ms(f.lat.quantile(0.5)),
+        fmt_ms(f.lat.quantile(0.99)),
+        fmt_ms(f.lat.quantile(1.0)),
+        f.lat.incomplete
+    );
+    println!(
+        "configured in {:.1} s (fleet CPU {:.1} s); CPU ms per change: floor {:.1}, its fleet {:.1} ({:.3} ms per proxy); fleet RSS {:.0} KiB per proxy",
+        f.ready.as_secs_f64(),
+        f.fleet_setup_cpu,
+        f.floor_cpu * 1e3 / n.max(1) as f64,
+        f.fleet_cpu * 1e3 / n.max(1) as f64,
+        f.fleet_cpu * 1e3 / n.max(1) as f64 / proxies.max(1) as f64,
+        f.fleet_rss as f64 / 1024.0 / proxies.max(1) as f64,
+    );
+    Ok(json!({
+        "scenario": "b1",
+        "floor_only": true,
+        "mode": format!("{mode:?}").to_lowercase(),
+        "proxies": proxies,
+        "services": t.services,
+        "endpoints_per_service": t.per,
+        "interval_ms": INTERVAL.as_millis() as u64,
+        "floor": floor_json(&f, proxies),
+    }))
+}
+
 pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let proxies = o.proxies.unwrap_or(1000);
     let duration = o.duration.unwrap_or(Duration::from_secs(60));
     let n = (duration.as_millis() / INTERVAL.as_millis()).max(1) as u64;
     let floor_n = n.min(40);
+    if o.floor_only {
+        return floor_only(env, o, proxies, floor_n).await;
+    }
     let t = o.topology();
     let mode = o.mode();
 
@@ -96,37 +207,8 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     drop(etcd);
 
     // The floor, same fleet size and mode, same kind of moves.
-    let static_rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
-    let args = [
-        "floor".to_string(),
-        "--rules".into(),
-        static_rules.display().to_string(),
-    ];
-    let mut floor = Peer::spawn(&env.exes, &args, &env.path("floor.log"))?;
-    let line = floor
-        .expect("floor listening on ", Duration::from_secs(60), |_| {})
-        .await?;
-    let addr = line.trim_start_matches("floor listening on ").parse()?;
-    let (mut ffleet, fready) = env
-        .configured_fleet("b1 floor", addr, proxies, mode)
-        .await?;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut fmover = Mover::new(t);
-    let (ff0, fl0) = (
-        procs::cpu_seconds(ffleet.pid())?,
-        procs::cpu_seconds(floor.pid())?,
-    );
-    let flat = drive(
-        &mut ffleet,
-        &mut Target::Floor(&floor),
-        &mut fmover,
-        floor_n,
-    )
-    .await?;
-    let ffleet_cpu = procs::cpu_seconds(ffleet.pid())? - ff0;
-    let floor_cpu = procs::cpu_seconds(floor.pid())? - fl0;
-    ffleet.quit();
-    floor.quit(Duration::from_secs(5));
+    let f = floor_run(env, t, proxies, mode, floor_n).await?;
+    let flat = &f.lat;
 
     let changes = lat.ms.len() + lat.incomplete;
     let per = |cpu: f64, n: u64| setup::num(cpu * 1e3 / n.max(1) as f64);
@@ -134,7 +216,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     println!("\nB1 convergence: {proxies} {mode:?} proxies, M1 {}x{}, one endpoint move every 500 ms via etcd", t.services, t.per);
     println!("| server | changes | p50 ms | p99 ms | max ms | incomplete |");
     println!("|---|---|---|---|---|---|");
-    for (name, l) in [("sluice (etcd)", &lat), ("transport floor", &flat)] {
+    for (name, l) in [("sluice (etcd)", &lat), ("transport floor", flat)] {
         println!(
             "| {name} | {} | {} | {} | {} | {} |",
             l.ms.len() + l.incomplete,
@@ -154,8 +236,8 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         ratio(0.99),
         (u1.cpu_s - u0.cpu_s) * 1e3 / changes.max(1) as f64,
         fleet_cpu * 1e3 / n.max(1) as f64,
-        floor_cpu * 1e3 / floor_n.max(1) as f64,
-        ffleet_cpu * 1e3 / floor_n.max(1) as f64,
+        f.floor_cpu * 1e3 / floor_n.max(1) as f64,
+        f.fleet_cpu * 1e3 / floor_n.max(1) as f64,
         (u1.written - u0.written) as f64 / changes.max(1) as f64,
         stats.nacks
     );
@@ -175,12 +257,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             "idle_cpu_cores": setup::num(idle_cores),
             "nacks": stats.nacks,
         },
-        "floor": {
-            "configured_s": setup::num(fready.as_secs_f64()),
-            "latency": flat.json(),
-            "cpu_ms_per_change": per(floor_cpu, floor_n),
-            "fleet_cpu_ms_per_change": per(ffleet_cpu, floor_n),
-        },
+        "floor": floor_json(&f, proxies),
         "ratio_to_floor": {"p50": setup::num(ratio(0.5)), "p99": setup::num(ratio(0.99))},
     }))
 }

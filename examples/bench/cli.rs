@@ -10,7 +10,7 @@ use crate::procs::Exes;
 use crate::setup::{Env, Opts};
 
 const USAGE: &str = "usage: bench SCENARIO [--proxies N] [--services N] [--endpoints N] \
-[--duration SECS] [--sotw | --delta] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH]
+[--duration SECS] [--sotw | --delta] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1)]
 scenarios: b1 (convergence), b2 (churn), b3 (reconnect storm), b4 (memory), b5 (canary step)";
 
 /// Runs `args`; `sluice` overrides where the sluice binary is looked for.
@@ -121,6 +121,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
         delta: false,
         rates: None,
         out: None,
+        floor_only: false,
     };
     let mut sluice = None;
     let mut it = args.iter();
@@ -136,6 +137,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
             "--duration" => o.duration = Some(Duration::from_secs_f64(val()?.parse()?)),
             "--sotw" => o.sotw = true,
             "--delta" => o.delta = true,
+            "--floor-only" => o.floor_only = true,
             "--rates" => {
                 o.rates = Some(
                     val()?

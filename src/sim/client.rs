@@ -220,8 +220,12 @@ async fn stream(
     }
 }
 
-fn record(report: &watch::Sender<Report>, state: &ClientState, a: &Applied) {
+/// Publishes what one response did. The report's view is brought up to date
+/// entry by entry (what the response touched), never copied whole: a proxy
+/// holding M1 would otherwise copy thousands of keys per CLA it takes.
+fn record(report: &watch::Sender<Report>, state: &mut ClientState, a: &Applied) {
     let now = Instant::now();
+    let touched = state.take_touched();
     report.send_modify(|r| {
         match &a.error {
             None => {
@@ -234,9 +238,12 @@ fn record(report: &watch::Sender<Report>, state: &ClientState, a: &Applied) {
             }
         }
         for ty in crate::sim::SIM_TYPES {
-            r.versions[ty.index()] = state.version(ty).to_string();
+            let v = state.version(ty);
+            if r.versions[ty.index()] != v {
+                r.versions[ty.index()] = v.to_string();
+            }
         }
-        r.view = state.view().clone();
+        r.view.update_from(state.view(), &touched);
     });
 }
 

@@ -57,7 +57,9 @@ pub struct Applied {
 }
 
 /// The accepted configuration, as the data plane uses it: only active
-/// clusters and listeners. Cheap to clone (maps of `Arc`s).
+/// clusters and listeners. Values are shared `Arc`s, but a clone still
+/// copies every key: to keep a copy current, use [`View::update_from`] with
+/// [`ClientState::take_touched`] instead of cloning after each response.
 #[derive(Clone, Debug, Default)]
 pub struct View {
     pub clusters: BTreeMap<String, Arc<SimCluster>>,
@@ -65,6 +67,60 @@ pub struct View {
     pub endpoints: BTreeMap<String, Arc<SimEndpoints>>,
     pub listeners: BTreeMap<String, Arc<SimListener>>,
     pub routes: BTreeMap<String, Arc<RouteTable>>,
+}
+
+/// One of the [`View`]'s maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Clusters,
+    Endpoints,
+    Listeners,
+    Routes,
+}
+
+/// The entries of the [`View`] changed since it was last taken.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Touched {
+    /// These entries were inserted, replaced or removed.
+    Some(Vec<(Part, String)>),
+    /// Too many to list (nobody took them for a while): copy the whole view.
+    All,
+}
+
+/// Past this many untaken changes, [`Touched::All`] replaces the list.
+const TOUCHED_CAP: usize = 16_384;
+
+impl View {
+    /// Brings `self`, a copy of `src` as it was when the changes in
+    /// `touched` began, up to date with `src`: work in proportion to the
+    /// changes, not to the view.
+    pub fn update_from(&mut self, src: &View, touched: &Touched) {
+        let list = match touched {
+            Touched::All => return *self = src.clone(),
+            Touched::Some(list) => list,
+        };
+        fn copy<V: Clone>(to: &mut BTreeMap<String, V>, from: &BTreeMap<String, V>, k: &str) {
+            match from.get(k) {
+                Some(v) => match to.get_mut(k) {
+                    Some(slot) => *slot = v.clone(),
+                    None => {
+                        to.insert(k.to_string(), v.clone());
+                    }
+                },
+                None => {
+                    to.remove(k);
+                }
+            }
+        }
+        for (part, k) in list {
+            match part {
+                Part::Clusters => copy(&mut self.clusters, &src.clusters, k),
+                Part::Endpoints => copy(&mut self.endpoints, &src.endpoints, k),
+                Part::Listeners => copy(&mut self.listeners, &src.listeners, k),
+                Part::Routes => copy(&mut self.routes, &src.routes, k),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -86,9 +142,17 @@ pub struct ClientState {
     types: [TypeState; TypeUrl::COUNT],
     /// Every accepted cluster, latest version (active or warming).
     clusters: BTreeMap<String, Arc<SimCluster>>,
-    warming: BTreeSet<String>,
+    /// Warming clusters: name → the EDS name they wait for.
+    warming: BTreeMap<String, String>,
+    /// The same, by EDS name, so an assignment finds what it ends at once.
+    warming_by_eds: BTreeMap<String, BTreeSet<String>>,
     view: View,
+    /// What changed in `view` since [`ClientState::take_touched`].
+    touched: Touched,
     listeners: BTreeMap<String, Arc<SimListener>>,
+    /// Clusters or listeners changed since the last `follow_ups`: the EDS
+    /// and RDS subscriptions may have to change.
+    subs_dirty: bool,
     node_sent: bool,
     /// LDS waits for the first CDS update (Envoy's cluster manager init).
     cds_applied: bool,
@@ -102,9 +166,12 @@ impl ClientState {
             decoder,
             types: Default::default(),
             clusters: BTreeMap::new(),
-            warming: BTreeSet::new(),
+            warming: BTreeMap::new(),
+            warming_by_eds: BTreeMap::new(),
             view: View::default(),
+            touched: Touched::Some(Vec::new()),
             listeners: BTreeMap::new(),
+            subs_dirty: false,
             node_sent: false,
             cds_applied: false,
         }
@@ -114,12 +181,23 @@ impl ClientState {
         &self.view
     }
 
+    /// The view's entries changed since the last call (see
+    /// [`View::update_from`]).
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::replace(&mut self.touched, Touched::Some(Vec::new()))
+    }
+
+    fn touch(&mut self, part: Part, name: &str) {
+        touch(&mut self.touched, part, name);
+    }
+
     /// Last accepted version per type.
     pub fn version(&self, ty: TypeUrl) -> &str {
         &self.types[ty.index()].version
     }
 
-    pub fn warming(&self) -> &BTreeSet<String> {
+    /// Warming clusters, each with the EDS name it waits for.
+    pub fn warming(&self) -> &BTreeMap<String, String> {
         &self.warming
     }
 
@@ -228,16 +306,18 @@ impl ClientState {
     /// Apply accepted resources and removals of one type.
     pub(super) fn apply(&mut self, ty: TypeUrl, resources: Vec<Decoded>, removed: &[String]) {
         self.cds_applied |= ty == TypeUrl::Cluster;
+        self.subs_dirty |= matches!(ty, TypeUrl::Cluster | TypeUrl::Listener);
         for name in removed {
             match ty {
                 TypeUrl::Cluster => {
                     self.clusters.remove(name);
-                    self.warming.remove(name);
-                    self.view.clusters.remove(name);
+                    self.unwarm(name);
+                    if self.view.clusters.remove(name).is_some() {
+                        self.touch(Part::Clusters, name);
+                    }
                 }
                 TypeUrl::Listener => {
                     self.listeners.remove(name);
-                    self.view.listeners.remove(name);
                 }
                 // Envoy treats a removed assignment as an empty one, which
                 // also ends warming.
@@ -247,7 +327,9 @@ impl ClientState {
                     ..Default::default()
                 })),
                 TypeUrl::Route => {
-                    self.view.routes.remove(name);
+                    if self.view.routes.remove(name).is_some() {
+                        self.touch(Part::Routes, name);
+                    }
                 }
                 TypeUrl::Secret => {}
             }
@@ -261,10 +343,16 @@ impl ClientState {
                     }
                     self.clusters.insert(c.name.clone(), c.clone());
                     if c.inline_endpoints.is_some() {
-                        self.warming.remove(&c.name);
+                        self.unwarm(&c.name);
+                        self.touch(Part::Clusters, &c.name);
                         self.view.clusters.insert(c.name.clone(), c);
                     } else {
-                        self.warming.insert(c.name.clone());
+                        self.unwarm(&c.name);
+                        self.warming.insert(c.name.clone(), c.eds_name.clone());
+                        self.warming_by_eds
+                            .entry(c.eds_name.clone())
+                            .or_default()
+                            .insert(c.name.clone());
                     }
                 }
                 Decoded::Endpoints(e) => self.set_endpoints(e),
@@ -272,17 +360,62 @@ impl ClientState {
                     self.listeners.insert(l.name.clone(), l);
                 }
                 Decoded::Routes(r) => {
+                    self.touch(Part::Routes, &r.name);
                     self.view.routes.insert(r.name.clone(), r);
                 }
             }
         }
-        // Listeners serve once their routes are there.
-        self.view.listeners = self
+        // Listeners serve once their routes are there: only listeners and
+        // routes change which ones do.
+        if matches!(ty, TypeUrl::Listener | TypeUrl::Route) {
+            self.serve_listeners();
+        }
+    }
+
+    /// Puts in the view exactly the listeners whose routes are there.
+    fn serve_listeners(&mut self) {
+        let stale: Vec<String> = self
+            .view
             .listeners
-            .iter()
-            .filter(|(_, l)| self.view.routes.contains_key(&l.rds))
-            .map(|(n, l)| (n.clone(), l.clone()))
+            .keys()
+            .filter(|n| !self.listeners.contains_key(*n))
+            .cloned()
             .collect();
+        for n in stale {
+            self.view.listeners.remove(&n);
+            self.touch(Part::Listeners, &n);
+        }
+        for (n, l) in &self.listeners {
+            let serves = self.view.routes.contains_key(&l.rds);
+            let current = self.view.listeners.get(n);
+            let changed = match (serves, current) {
+                (true, Some(c)) => !Arc::ptr_eq(c, l),
+                (true, None) => true,
+                (false, c) => c.is_some(),
+            };
+            if !changed {
+                continue;
+            }
+            if serves {
+                self.view.listeners.insert(n.clone(), l.clone());
+            } else {
+                self.view.listeners.remove(n);
+            }
+            touch(&mut self.touched, Part::Listeners, n);
+        }
+    }
+
+    /// Ends `cluster`'s warming, if it was warming.
+    fn unwarm(&mut self, cluster: &str) {
+        let Some(eds) = self.warming.remove(cluster) else {
+            return;
+        };
+        if let Some(set) = self.warming_by_eds.get_mut(&eds) {
+            set.remove(cluster);
+            if set.is_empty() {
+                self.warming_by_eds.remove(&eds);
+            }
+        }
     }
 
     fn set_endpoints(&mut self, e: Arc<SimEndpoints>) {
@@ -290,24 +423,35 @@ impl ClientState {
         if !self.types[TypeUrl::Endpoint.index()].names.contains(&name) {
             return; // not asked for: Envoy ignores it
         }
-        let done: Vec<String> = self
-            .warming
-            .iter()
-            .filter(|c| self.clusters.get(*c).is_some_and(|c| c.eds_name == name))
-            .cloned()
-            .collect();
+        let done = self.warming_by_eds.remove(&name).unwrap_or_default();
         for c in done {
             self.warming.remove(&c);
             if let Some(cl) = self.clusters.get(&c) {
+                touch(&mut self.touched, Part::Clusters, &c);
                 self.view.clusters.insert(c, cl.clone());
             }
         }
+        self.touch(Part::Endpoints, &name);
         self.view.endpoints.insert(name, e);
     }
 
     /// Subscription changes that follow from what was just applied.
     pub(super) fn follow_ups(&mut self) -> Vec<Outbound> {
         let mut out = Vec::new();
+        if std::mem::take(&mut self.subs_dirty) {
+            self.resubscribe(&mut out);
+        }
+        let lds = &self.types[TypeUrl::Listener.index()];
+        if !lds.started && self.cds_applied && self.warming.is_empty() {
+            self.types[TypeUrl::Listener.index()].started = true;
+            out.push(self.subscribe(TypeUrl::Listener, true));
+        }
+        out
+    }
+
+    /// The EDS and RDS subscriptions the clusters and listeners held ask
+    /// for, where they differ from the current ones.
+    fn resubscribe(&mut self, out: &mut Vec<Outbound>) {
         let eds: BTreeSet<String> = self
             .clusters
             .values()
@@ -323,9 +467,17 @@ impl ClientState {
             let old = std::mem::replace(&mut t.names, want.clone());
             t.started = true;
             // Drop what nothing refers to any more.
+            let touched = &mut self.touched;
+            let mut keep = |part, n: &String| {
+                let k = want.contains(n);
+                if !k {
+                    touch(touched, part, n);
+                }
+                k
+            };
             match ty {
-                TypeUrl::Endpoint => self.view.endpoints.retain(|n, _| want.contains(n)),
-                _ => self.view.routes.retain(|n, _| want.contains(n)),
+                TypeUrl::Endpoint => self.view.endpoints.retain(|n, _| keep(Part::Endpoints, n)),
+                _ => self.view.routes.retain(|n, _| keep(Part::Routes, n)),
             }
             out.push(match self.mode {
                 Mode::Sotw => self.sotw_request(ty, None),
@@ -341,12 +493,6 @@ impl ClientState {
                 }
             });
         }
-        let lds = &self.types[TypeUrl::Listener.index()];
-        if !lds.started && self.cds_applied && self.warming.is_empty() {
-            self.types[TypeUrl::Listener.index()].started = true;
-            out.push(self.subscribe(TypeUrl::Listener, true));
-        }
-        out
     }
 
     /// The request that (re)opens a subscription of one type.
@@ -391,6 +537,16 @@ impl ClientState {
             response_nonce: t.nonce.clone(),
             error_detail: error.as_deref().map(status),
             ..Default::default()
+        }
+    }
+}
+
+fn touch(touched: &mut Touched, part: Part, name: &str) {
+    if let Touched::Some(list) = touched {
+        if list.len() >= TOUCHED_CAP {
+            *touched = Touched::All;
+        } else {
+            list.push((part, name.to_string()));
         }
     }
 }

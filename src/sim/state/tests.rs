@@ -126,7 +126,7 @@ fn updated_cluster_keeps_serving_the_old_version_until_endpoints_come_again() {
         s.view().clusters["a"].lb,
         crate::sim::resources::LbPolicy::RoundRobin
     );
-    assert!(s.warming().contains("a"));
+    assert!(s.warming().contains_key("a"));
     s.on_sotw(
         &sotw(TypeUrl::Endpoint, "e1", "n4", vec![cla("a", &[1])]),
         None,
@@ -213,7 +213,7 @@ fn bad_response_is_nacked_whole_with_the_last_good_version() {
     assert_eq!(applied.and_then(|a| a.error), Some(detail.message));
     // Nothing of it applied: `b` is not there, `a` still is.
     assert_eq!(s.version(TypeUrl::Cluster), "c1");
-    assert!(!s.warming().contains("b"));
+    assert!(!s.warming().contains_key("b"));
 
     let (out, _) = s.on_sotw(
         &sotw(
@@ -345,4 +345,115 @@ fn delta_name_must_match_the_body() {
         None,
     );
     assert!(matches!(&out[0], Outbound::Delta(r) if r.error_detail.is_some()));
+}
+
+/// Same keys, same (shared) values.
+fn same_view(a: &View, b: &View) -> bool {
+    fn eq<V>(x: &BTreeMap<String, Arc<V>>, y: &BTreeMap<String, Arc<V>>) -> bool {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y)
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && Arc::ptr_eq(v1, v2))
+    }
+    eq(&a.clusters, &b.clusters)
+        && eq(&a.endpoints, &b.endpoints)
+        && eq(&a.listeners, &b.listeners)
+        && eq(&a.routes, &b.routes)
+}
+
+#[test]
+fn a_copy_kept_up_to_date_from_touched_entries_matches_the_view() {
+    use crate::sim::tests::mk_route_config;
+    let route = |name: &str| any(TypeUrl::Route, &mk_route_config(name, vec![]));
+    // SotW: full-state CDS removes, warming ends, clusters leave and with
+    // them their endpoints (unsubscribed).
+    let mut s = mk_state(Mode::Sotw);
+    let mut copy = View::default();
+    s.start();
+    let steps = [
+        sotw(
+            TypeUrl::Cluster,
+            "c1",
+            "1",
+            vec![cluster("a"), cluster("b")],
+        ),
+        sotw(
+            TypeUrl::Endpoint,
+            "e1",
+            "2",
+            vec![cla("a", &[1]), cla("b", &[2])],
+        ),
+        sotw(TypeUrl::Endpoint, "e2", "3", vec![cla("a", &[3])]),
+        sotw(TypeUrl::Route, "r1", "4", vec![route("r")]),
+        sotw(
+            TypeUrl::Cluster,
+            "c2",
+            "5",
+            vec![cluster("b"), cluster("c")],
+        ),
+        sotw(TypeUrl::Endpoint, "e3", "6", vec![cla("c", &[4])]),
+    ];
+    for (i, r) in steps.iter().enumerate() {
+        let (_, applied) = s.on_sotw(r, None);
+        assert_eq!(applied.map(|a| a.error), Some(None), "step {i}");
+        let touched = s.take_touched();
+        copy.update_from(s.view(), &touched);
+        assert!(
+            same_view(&copy, s.view()),
+            "step {i}: {copy:?} vs {:?}",
+            s.view()
+        );
+    }
+    assert_eq!(
+        copy.clusters.keys().collect::<Vec<_>>(),
+        ["b", "c"],
+        "a left, c warmed"
+    );
+    assert_eq!(copy.endpoints.keys().collect::<Vec<_>>(), ["b", "c"]);
+
+    // Delta: explicit removals of clusters, endpoints and routes.
+    let mut s = mk_state(Mode::Delta);
+    let mut copy = View::default();
+    s.start();
+    let steps = [
+        delta(
+            TypeUrl::Cluster,
+            "c1",
+            "1",
+            vec![("a", cluster("a")), ("b", cluster("b"))],
+            &[],
+        ),
+        delta(
+            TypeUrl::Endpoint,
+            "e1",
+            "2",
+            vec![("a", cla("a", &[1])), ("b", cla("b", &[2]))],
+            &[],
+        ),
+        delta(TypeUrl::Route, "r1", "3", vec![("r", route("r"))], &[]),
+        delta(
+            TypeUrl::Endpoint,
+            "e2",
+            "4",
+            vec![("b", cla("b", &[5]))],
+            &["a"],
+        ),
+        delta(TypeUrl::Cluster, "c2", "5", vec![], &["b"]),
+        delta(TypeUrl::Route, "r2", "6", vec![], &["r"]),
+    ];
+    for (i, r) in steps.iter().enumerate() {
+        let (_, applied) = s.on_delta(r, None);
+        assert_eq!(applied.map(|a| a.error), Some(None), "step {i}");
+        let touched = s.take_touched();
+        copy.update_from(s.view(), &touched);
+        assert!(
+            same_view(&copy, s.view()),
+            "step {i}: {copy:?} vs {:?}",
+            s.view()
+        );
+    }
+    assert_eq!(copy.clusters.keys().collect::<Vec<_>>(), ["a"]);
+    assert!(copy.routes.is_empty());
+    // Nothing changed since the last take: nothing to copy.
+    assert_eq!(s.take_touched(), Touched::Some(vec![]));
 }
