@@ -3,6 +3,9 @@
 //! an atomic rename (a Kubernetes-style symlink swap) — Envoy then presents
 //! the new certificate without the listener being modified or drained. A
 //! garbage key is refused and the last good certificate stays served.
+//! The check lets through the key types Envoy serves (P-521, Ed25519) and
+//! refuses a key Envoy cannot read; an expired certificate is still
+//! served, its notAfter shown.
 
 mod common;
 
@@ -42,10 +45,12 @@ fn mk_ca() -> Ca {
     }
 }
 
+/// A leaf valid until 2031-05-17T00:00:00Z.
 fn mk_leaf(ca: &Ca, serial: [u8; 4]) -> Leaf {
     let key = KeyPair::generate().expect("leaf key");
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
     params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.not_after = rcgen::date_time_ymd(2031, 5, 17);
     let cert = params.signed_by(&key, &ca.issuer).expect("leaf cert");
     Leaf {
         cert_pem: cert.pem(),
@@ -205,6 +210,11 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
         status["rules"]["certificates"]["https"]["fingerprint"],
         fingerprint(&a.der)
     );
+    let cert_status = &status["rules"]["certificates"]["https"];
+    assert_eq!(cert_status["not_after"], "2031-05-17T00:00:00Z");
+    assert_eq!(cert_status["not_after_seconds"], 1_936_742_400);
+    let expiry = r#"sluice_tls_certificate_expiry_timestamp_seconds{listener="https"}"#;
+    assert_eq!(sluice.metric(expiry).await, 1_936_742_400.0);
 
     // Rotate to B.
     install(dir.path(), &b);
@@ -259,7 +269,7 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     .expect("join");
     let text = String::from_utf8_lossy(&out.stdout);
     let line = format!(
-        "certificate https: sha256 {}  reloads=1 rejected=1\n  last reload REJECTED: ",
+        "certificate https: sha256 {}  not_after=2031-05-17T00:00:00Z  reloads=1 rejected=1\n  last reload REJECTED: ",
         fingerprint(&b.der)
     );
     assert!(text.contains(&line), "{text}");
@@ -319,4 +329,86 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
     let tls = &debug["rules"]["listeners"][0]["tls"];
     assert_eq!(tls["cert_file"]["path"], "certs/server.pem");
     assert_eq!(tls["pair"]["key"], "<redacted>");
+}
+
+/// Key types ring cannot check the usual way (P-521) or that were once
+/// thought unsupported (Ed25519) are pushed and Envoy serves them; a key
+/// Envoy cannot read (PKCS#8 v2) is refused before it is pushed; an
+/// expired certificate is served, its notAfter in status and metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_serves_what_the_check_accepts() {
+    let web = backend("web").await;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let fixture = |name: &str, serial: &str| Leaf {
+        cert_pem: std::fs::read_to_string(fixtures.join(format!("{name}.crt"))).expect("cert"),
+        key_pem: std::fs::read_to_string(fixtures.join(format!("{name}.key"))).expect("key"),
+        der: CertificateDer::from(Vec::new()),
+        serial: serial.to_owned(),
+    };
+    // `openssl x509 -noout -serial` of the fixtures.
+    let p521 = fixture("p521", "24ef450dab141c7aa995e77b182278fdfcac6927");
+    let ed25519 = fixture("ed25519", "568a4423f5c559af09e88d7fd44448ca4a64e0b3");
+    let self_signed = |alg, serial: [u8; 2], not_after: (i32, u8, u8)| {
+        let key = KeyPair::generate_for(alg).expect("key");
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let cert = params.self_signed(&key).expect("cert");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    };
+    // ring writes Ed25519 keys as PKCS#8 v2.
+    let ed25519_v2 = self_signed(&rcgen::PKCS_ED25519, [0x3e, 0xd2], (2031, 5, 17));
+    let expired = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, [0x3e, 0xc0], (2020, 1, 1));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    install(dir.path(), &p521);
+    let rules_path = dir.path().join("rules.yaml");
+    std::fs::write(&rules_path, rules(&web)).expect("write rules");
+    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
+    let envoy = Envoy::start("envoy-tls", "default", sluice.xds, &[]).await;
+    envoy.listener_port("https").await;
+    eventually("envoy serves the P-521 certificate", || async {
+        envoy_serials(&envoy).await == [p521.serial.as_str()]
+    })
+    .await;
+
+    install(dir.path(), &ed25519_v2);
+    eventually("sluice refuses the PKCS#8 v2 key", || async {
+        let status = sluice.status().await;
+        status["rules"]["certificates"]["https"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PKCS#8 v2"))
+    })
+    .await;
+    assert_eq!(envoy_serials(&envoy).await, [p521.serial.as_str()]);
+
+    install(dir.path(), &ed25519);
+    eventually("envoy serves the Ed25519 certificate", || async {
+        envoy_serials(&envoy).await == [ed25519.serial.as_str()]
+    })
+    .await;
+
+    install(dir.path(), &expired);
+    eventually("envoy serves the expired certificate", || async {
+        envoy_serials(&envoy).await == [expired.serial.as_str()]
+    })
+    .await;
+    let status = sluice.status().await;
+    let cert_status = &status["rules"]["certificates"]["https"];
+    assert_eq!(cert_status["not_after"], "2020-01-01T00:00:00Z");
+    assert_eq!(cert_status["last_error"], serde_json::Value::Null);
+    let expiry = r#"sluice_tls_certificate_expiry_timestamp_seconds{listener="https"}"#;
+    assert_eq!(sluice.metric(expiry).await, 1_577_836_800.0);
+    let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
+    let nacks: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
 }
