@@ -173,20 +173,27 @@ async fn listener_stats(envoy: &Envoy) -> Vec<f64> {
     out
 }
 
+/// Envoy accepted every push: no `sluice_xds_nacks_total` series above 0.
+async fn assert_no_nacks(sluice: &Sluice) {
+    let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
+    let nacks: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     let web = backend("web").await;
     let ca = Arc::new(mk_ca());
     let a = mk_leaf(&ca, [0x1a, 0x00, 0x00, 0x0a]);
     let b = mk_leaf(&ca, [0x1b, 0x00, 0x00, 0x0b]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    install(dir.path(), &a);
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules(&web)).expect("write rules");
+    let rules = RulesFile::new(&rules(&web));
+    let dir = rules.dir();
+    install(dir, &a);
 
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-tls", "default", sluice.xds, &[]).await;
-    let port = envoy.listener_port("https").await;
+    let (sluice, envoy, port) = sluice_and_envoy(&rules.path, "envoy-tls", "https").await;
 
     eventually("envoy answers over TLS", || async {
         get(&ca, port).await.is_ok()
@@ -217,7 +224,7 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     assert_eq!(sluice.metric(expiry).await, 1_936_742_400.0);
 
     // Rotate to B.
-    install(dir.path(), &b);
+    install(dir, &b);
     eventually("envoy presents certificate B", || async {
         matches!(get(&ca, port).await, Ok((leaf, _)) if leaf == b.der)
     })
@@ -237,7 +244,7 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
 
     // A garbage key (renamed over the file, as certbot replaces files) is
     // refused; B stays served.
-    write_atomically(&dir.path().join("certs/server.key"), "not a key\n");
+    write_atomically(&dir.join("certs/server.key"), "not a key\n");
     eventually("sluice rejects the garbage key", || async {
         let status = sluice.status().await;
         status["rules"]["certificates"]["https"]["last_error"]
@@ -251,23 +258,9 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     assert_eq!(response, "HTTP/1.1 200 OK web");
     assert_eq!(envoy_serials(&envoy).await, [b.serial.as_str()]);
     assert_eq!(listener_stats(&envoy).await, before);
-    let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
-    let nacks: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
-        .collect();
-    assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
+    assert_no_nacks(&sluice).await;
 
-    let admin = sluice.admin.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["status", "--admin", &admin])
-            .output()
-            .expect("run sluice status")
-    })
-    .await
-    .expect("join");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = sluice.status_text().await;
     let line = format!(
         "certificate https: sha256 {}  not_after=2031-05-17T00:00:00Z  reloads=1 rejected=1\n  last reload REJECTED: ",
         fingerprint(&b.der)
@@ -289,8 +282,6 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
     let web = backend("web").await;
     let ca = mk_ca();
     let a = mk_leaf(&ca, [0x2a, 0x00, 0x00, 0x0a]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
     let tls_rules = rules(&web);
     let (plain, _) = tls_rules.split_once("    tls:\n").expect("tls block");
     let plain = format!(
@@ -300,10 +291,10 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
             .expect("tls end")
             .1
     );
-    std::fs::write(&rules_path, &plain).expect("write rules");
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
+    let rules_file = RulesFile::new(&plain);
+    let sluice = Sluice::start(&rules_file.path, "127.0.0.1:0");
 
-    write_atomically(&rules_path, &tls_rules);
+    rules_file.write(&tls_rules);
     eventually("the missing certificate is reported", || async {
         let status = sluice.status().await;
         status["rules"]["last_error"]
@@ -315,7 +306,7 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
         .as_object()
         .is_none_or(|c| c.is_empty()));
 
-    install(dir.path(), &a);
+    install(rules_file.dir(), &a);
     eventually("the listener is served with its certificate", || async {
         let status = sluice.status().await;
         status["rules"]["certificates"]["https"]["fingerprint"].is_string()
@@ -366,19 +357,16 @@ async fn envoy_serves_what_the_check_accepts() {
     let ed25519_v2 = self_signed(&rcgen::PKCS_ED25519, [0x3e, 0xd2], (2031, 5, 17));
     let expired = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, [0x3e, 0xc0], (2020, 1, 1));
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    install(dir.path(), &p521);
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules(&web)).expect("write rules");
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-tls", "default", sluice.xds, &[]).await;
-    envoy.listener_port("https").await;
+    let rules = RulesFile::new(&rules(&web));
+    let dir = rules.dir();
+    install(dir, &p521);
+    let (sluice, envoy, _) = sluice_and_envoy(&rules.path, "envoy-tls", "https").await;
     eventually("envoy serves the P-521 certificate", || async {
         envoy_serials(&envoy).await == [p521.serial.as_str()]
     })
     .await;
 
-    install(dir.path(), &ed25519_v2);
+    install(dir, &ed25519_v2);
     eventually("sluice refuses the PKCS#8 v2 key", || async {
         let status = sluice.status().await;
         status["rules"]["certificates"]["https"]["last_error"]
@@ -388,13 +376,13 @@ async fn envoy_serves_what_the_check_accepts() {
     .await;
     assert_eq!(envoy_serials(&envoy).await, [p521.serial.as_str()]);
 
-    install(dir.path(), &ed25519);
+    install(dir, &ed25519);
     eventually("envoy serves the Ed25519 certificate", || async {
         envoy_serials(&envoy).await == [ed25519.serial.as_str()]
     })
     .await;
 
-    install(dir.path(), &expired);
+    install(dir, &expired);
     eventually("envoy serves the expired certificate", || async {
         envoy_serials(&envoy).await == [expired.serial.as_str()]
     })
@@ -405,10 +393,5 @@ async fn envoy_serves_what_the_check_accepts() {
     assert_eq!(cert_status["last_error"], serde_json::Value::Null);
     let expiry = r#"sluice_tls_certificate_expiry_timestamp_seconds{listener="https"}"#;
     assert_eq!(sluice.metric(expiry).await, 1_577_836_800.0);
-    let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
-    let nacks: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
-        .collect();
-    assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
+    assert_no_nacks(&sluice).await;
 }
