@@ -114,6 +114,7 @@ pub fn resolve(base: &Path, file: &PemFile) -> PathBuf {
 /// field that names it.
 pub fn load(config: &mut Config, base: &Path) -> Result<(), RulesError> {
     let mut diagnostics = Vec::new();
+    let mut warnings = Vec::new();
     for listener in &mut config.listeners {
         let Some(tls) = listener.tls.as_mut() else {
             continue;
@@ -121,7 +122,7 @@ pub fn load(config: &mut Config, base: &Path) -> Result<(), RulesError> {
         match read_pair(base, tls) {
             Ok(pair) => {
                 if let Some(w) = expiry_warning(&pair, SystemTime::now()) {
-                    tracing::warn!(listener = %listener.name, fingerprint = pair.fingerprint(), "{w}");
+                    warnings.push((listener.name.clone(), pair.fingerprint().to_owned(), w));
                 }
                 tls.pair = Some(Arc::new(pair));
             }
@@ -129,6 +130,11 @@ pub fn load(config: &mut Config, base: &Path) -> Result<(), RulesError> {
         }
     }
     if diagnostics.is_empty() {
+        // Only for a load that succeeds: a failed one is retried every
+        // poll, and would repeat the warning each time.
+        for (listener, fingerprint, w) in warnings {
+            tracing::warn!(%listener, %fingerprint, "{w}");
+        }
         Ok(())
     } else {
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
