@@ -149,8 +149,15 @@ async fn traffic_policy_on_real_envoy() {
     // Circuit breaker (one connection, one pending request): with one
     // request in flight (held 3s by the backend) and one queued, the next
     // is refused by Envoy itself.
+    // The queued request waits out the held one's 3s: a client timeout of
+    // WAIT, not http()'s 5s, so a loaded machine cannot make it fail.
+    let patient = reqwest::Client::builder()
+        .timeout(WAIT)
+        .no_proxy()
+        .build()
+        .expect("client");
     let send = |delay: &'static str| {
-        let (client, u) = (client.clone(), url("/slow"));
+        let (client, u) = (patient.clone(), url("/slow"));
         tokio::spawn(async move { client.get(u).header("x-delay-ms", delay).send().await })
     };
     let held = send("3000");
