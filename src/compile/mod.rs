@@ -175,11 +175,12 @@ fn compile_group(
         }
     }
     for l in listeners {
-        res.listeners.push(listener::listener(l)?);
+        let filters = route::EffectiveFilters::of(l);
+        res.listeners.push(listener::listener(l, &filters)?);
         if let Some(t) = &l.tls {
             res.secrets.push(tls::secret(&l.name, t)?);
         }
-        res.routes.push(route::route_configuration(l)?);
+        res.routes.push(route::route_configuration(l, &filters)?);
     }
     check::invariants(group, &res)?;
 

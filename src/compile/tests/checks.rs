@@ -73,10 +73,12 @@ fn mk_resources() -> GroupResources {
         res.endpoints
             .push(crate::compile::cluster::load_assignment(api, &backend));
     }
+    let l = &config.listeners[0];
+    let filters = crate::compile::route::EffectiveFilters::of(l);
     res.listeners
-        .push(crate::compile::listener::listener(&config.listeners[0]).expect("listener"));
+        .push(crate::compile::listener::listener(l, &filters).expect("listener"));
     res.routes
-        .push(crate::compile::route::route_configuration(&config.listeners[0]).expect("routes"));
+        .push(crate::compile::route::route_configuration(l, &filters).expect("routes"));
     res
 }
 
