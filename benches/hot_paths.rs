@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -17,6 +16,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use sluice::compile::compile;
 use sluice::model::*;
+use sluice::xds::history::SnapshotDiff;
+use sluice::xds::server::Published;
 use sluice::xds::session::{Mode, Session};
 use sluice::xds::{Resource, TypeUrl};
 
@@ -147,50 +148,75 @@ fn bench_encode(c: &mut Criterion) {
 
 fn bench_delta_push(c: &mut Criterion) {
     let config = m1(1000, 10);
-    let base = Arc::new(compile(&config).expect("compiles"));
+    let base = compile(&config).expect("compiles");
     let mut changed = config.clone();
     if let Some(s) = changed.services.get_mut("svc-0500") {
         s.endpoints[0].weight = 2;
     }
-    let next = Arc::new(compile(&changed).expect("compiles"));
+    // As `serve` publishes: the second set is diffed against the first.
+    let first = Published::after(None, base, std::time::Instant::now());
+    let next = Published::after(
+        Some(&first),
+        compile(&changed).expect("compiles"),
+        std::time::Instant::now(),
+    );
+    let (from, to) = (&first.snapshots.fallback, &next.snapshots.fallback);
+    let diff = next.history.diff("default", from, to).expect("one step");
     let node = Node {
         id: "bench".into(),
         cluster: "default".into(),
         ..Default::default()
     };
-    let names: Vec<String> = base
-        .fallback
-        .resources(TypeUrl::Endpoint)
-        .keys()
-        .cloned()
-        .collect();
+    let names: Vec<String> = from.resources(TypeUrl::Endpoint).keys().cloned().collect();
+    // A delta session holding M1 with every EDS resource ACKed.
+    let started = || {
+        let mut s = Session::new(Mode::Delta);
+        s.on_snapshot(from.clone());
+        let req = DeltaDiscoveryRequest {
+            node: Some(node.clone()),
+            type_url: TypeUrl::Endpoint.as_str().into(),
+            resource_names_subscribe: names.clone(),
+            ..Default::default()
+        };
+        let out = s.on_delta_request(req).expect("req");
+        let nonce = match &out.responses[0] {
+            sluice::xds::session::Response::Delta(r) => r.nonce.clone(),
+            sluice::xds::session::Response::Sotw(r) => r.nonce.clone(),
+        };
+        let ack = DeltaDiscoveryRequest {
+            type_url: TypeUrl::Endpoint.as_str().into(),
+            response_nonce: nonce,
+            ..Default::default()
+        };
+        s.on_delta_request(ack).expect("ack");
+        s
+    };
+    // Sessions are set up outside the timed loop and dropped after it.
+    let timed = |b: &mut criterion::Bencher, push: &dyn Fn(&mut Session)| {
+        b.iter_custom(|iters| {
+            let mut sessions: Vec<Session> = (0..iters).map(|_| started()).collect();
+            let t = std::time::Instant::now();
+            for s in &mut sessions {
+                push(s);
+            }
+            t.elapsed()
+        })
+    };
+    // Every resource compared (a stream without a usable diff).
     c.bench_function("delta_push_one_endpoint_change_m1", |b| {
-        b.iter_batched(
-            || {
-                let mut s = Session::new(Mode::Delta);
-                s.on_snapshot(base.fallback.clone());
-                let req = DeltaDiscoveryRequest {
-                    node: Some(node.clone()),
-                    type_url: TypeUrl::Endpoint.as_str().into(),
-                    resource_names_subscribe: names.clone(),
-                    ..Default::default()
-                };
-                let out = s.on_delta_request(req).expect("req");
-                let nonce = match &out.responses[0] {
-                    sluice::xds::session::Response::Delta(r) => r.nonce.clone(),
-                    sluice::xds::session::Response::Sotw(r) => r.nonce.clone(),
-                };
-                let ack = DeltaDiscoveryRequest {
-                    type_url: TypeUrl::Endpoint.as_str().into(),
-                    response_nonce: nonce,
-                    ..Default::default()
-                };
-                s.on_delta_request(ack).expect("ack");
-                s
-            },
-            |mut s| s.on_snapshot(next.fallback.clone()),
-            criterion::BatchSize::LargeInput,
-        )
+        timed(b, &|s| {
+            std::hint::black_box(s.on_snapshot(to.clone()));
+        })
+    });
+    // Only the diff's names compared (the normal case).
+    c.bench_function("delta_push_one_endpoint_change_m1_diff", |b| {
+        timed(b, &|s| {
+            std::hint::black_box(s.on_snapshot_diff(to.clone(), &diff));
+        })
+    });
+    // The diff itself, made once per publish for all streams.
+    c.bench_function("snapshot_diff_m1", |b| {
+        b.iter(|| SnapshotDiff::between(from, to))
     });
 }
 

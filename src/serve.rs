@@ -208,12 +208,9 @@ fn publish(
             served = Some(p.snapshots.clone());
             return false;
         }
-        let snapshots = Arc::new(snapshots);
-        served = Some(snapshots.clone());
-        *current = Some(Arc::new(Published {
-            snapshots,
-            at: Instant::now(),
-        }));
+        let next = Published::after(current.as_deref(), snapshots, Instant::now());
+        served = Some(next.snapshots.clone());
+        *current = Some(Arc::new(next));
         true
     });
     if changed {

@@ -54,10 +54,21 @@ fn mk_snapshots(clusters: &[(&str, &str)]) -> Snapshots {
 }
 
 fn published(s: Snapshots) -> Option<Arc<Published>> {
-    Some(Arc::new(Published {
-        snapshots: Arc::new(s),
-        at: Instant::now(),
-    }))
+    Some(Arc::new(Published::after(None, s, Instant::now())))
+}
+
+impl Server {
+    /// Publishes `s` after what is served, as `serve` does (with the diff
+    /// that lets each stream look only at what changed).
+    fn republish(&self, s: Snapshots) {
+        self.publish.send_modify(|cur| {
+            *cur = Some(Arc::new(Published::after(
+                cur.as_deref(),
+                s,
+                Instant::now(),
+            )));
+        });
+    }
 }
 
 async fn start(initial: Option<Snapshots>) -> Server {
@@ -164,9 +175,7 @@ async fn sotw_push_ack_update_and_nack() {
     );
 
     // A change is pushed.
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v2"), ("b", "v1")]));
     let second = next(&mut stream).await;
     assert_eq!(cluster_names(&second)[0], ("a".into(), "v2".into()));
     assert_ne!(second.version_info, first.version_info);
@@ -190,13 +199,9 @@ async fn sotw_push_ack_update_and_nack() {
     );
 
     // Republishing the same config sends nothing; a new one does.
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v2"), ("b", "v1")]));
     quiet(&mut stream).await;
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v3"), ("b", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v3"), ("b", "v1")]));
     assert_eq!(
         cluster_names(&next(&mut stream).await)[0],
         ("a".into(), "v3".into())
@@ -227,9 +232,7 @@ async fn nothing_is_sent_before_the_first_snapshot() {
         .expect("rpc")
         .into_inner();
     quiet(&mut stream).await;
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v1")]));
     let first = next(&mut stream).await;
     assert_eq!(cluster_names(&first), [("a".into(), "v1".into())]);
 }
@@ -262,9 +265,7 @@ async fn delta_add_remove_and_reconnect() {
     tx.send(req(&first.nonce)).await.expect("ack");
     quiet(&mut stream).await;
 
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v1")]));
     let second = next(&mut stream).await;
     assert!(second.resources.is_empty());
     assert_eq!(second.removed_resources, ["b"]);
@@ -273,9 +274,7 @@ async fn delta_add_remove_and_reconnect() {
     drop(stream);
 
     // Reconnect announcing what we hold: only the difference comes back.
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v1"), ("c", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v1"), ("c", "v1")]));
     let (tx, rx) = mpsc::channel(16);
     let mut first_req = req("");
     first_req.initial_resource_versions = [("a".to_string(), versions["a"].clone())].into();

@@ -2,6 +2,7 @@
 //! state machine (SotW and delta), and the tonic service that moves messages
 //! between a stream and a session.
 
+pub mod history;
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};

@@ -22,6 +22,7 @@ use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::{Status, Streaming};
 use tracing::{debug, info, warn};
 
+use super::history::History;
 use super::registry::Registry;
 use super::resource::{Snapshot, Snapshots};
 use super::session::{Event, Mode, Output, ProtocolError, Response, Session};
@@ -41,11 +42,30 @@ const STREAM_BUFFER: usize = 8;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A snapshot set as published, with the time it was published (for the
-/// publication → ACK latency metric).
+/// publication → ACK latency metric) and the diffs from the last few
+/// publishes, so that each stream only looks at what changed.
 #[derive(Debug)]
 pub struct Published {
     pub snapshots: Arc<Snapshots>,
     pub at: Instant,
+    pub history: History,
+}
+
+impl Published {
+    /// `snapshots` published after `prev`: diffs each group against it
+    /// (once, here, for all streams) and keeps `prev`'s `Arc` for groups
+    /// whose content did not change.
+    pub fn after(prev: Option<&Published>, mut snapshots: Snapshots, at: Instant) -> Published {
+        let history = match prev {
+            Some(p) => p.history.advance(&p.snapshots, &mut snapshots),
+            None => History::default(),
+        };
+        Published {
+            snapshots: Arc::new(snapshots),
+            at,
+            history,
+        }
+    }
 }
 
 /// `None` until the first complete snapshot: until then streams are held
@@ -304,16 +324,19 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
             return true;
         };
         let snap = published.snapshots.for_group(&node.group).clone();
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, &snap) || **c == *snap)
-        {
-            return true;
-        }
+        // The publisher keeps the `Arc` of an unchanged group, and a diff
+        // says what changed since the snapshot this stream has.
+        let diff = match &self.current {
+            Some(c) if Arc::ptr_eq(c, &snap) => return true,
+            Some(c) => published.history.diff(&node.group, c, &snap),
+            None => None,
+        };
         self.current = Some(snap.clone());
         self.published_at = Some(published.at);
-        let out = self.session.on_snapshot(snap);
+        let out = match diff {
+            Some(diff) => self.session.on_snapshot_diff(snap, &diff),
+            None => self.session.on_snapshot(snap),
+        };
         self.deliver::<Req>(out).await
     }
 

@@ -92,7 +92,11 @@ impl Session {
         st.status.in_flight = true;
         if ty == TypeUrl::Cluster {
             // Envoy re-warms a changed cluster and waits for its endpoints.
-            self.types[TypeUrl::Endpoint.index()].force.extend(changed);
+            let eds = &mut self.types[TypeUrl::Endpoint.index()];
+            for name in &changed {
+                eds.dirty.insert(name);
+            }
+            eds.force.extend(changed);
         }
         let resources = upserts.len() + removals.len();
         out.events.push(Event::Sent {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Mode, Session, TypeState};
+use super::{Dirty, Mode, Session, TypeState};
 use crate::xds::resource::{set_version, Resource, Snapshot, TypeUrl};
 
 #[derive(Debug)]
@@ -34,21 +34,34 @@ impl Plan {
     }
 }
 
+/// A plan and the names it had to hold back (stale clusters while routes
+/// may still use them, endpoints of clusters the proxy still has): those
+/// stay dirty for the next plan.
+#[derive(Debug)]
+pub(super) struct Planned {
+    pub(super) plan: Plan,
+    pub(super) held: Vec<String>,
+}
+
 impl Session {
     /// `hold` keeps clusters that left the snapshot (and their endpoints)
     /// on the client until listeners and routes no longer need them.
-    pub(super) fn plan(&self, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
+    /// Only the type's dirty names are looked at (see [`Dirty`]).
+    pub(super) fn plan(&self, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planned {
         let st = &self.types[ty.index()];
         if !st.requested {
-            return Plan::nothing();
+            return Planned {
+                plan: Plan::nothing(),
+                held: Vec::new(),
+            };
         }
         let full_state = self.mode == Mode::Sotw && ty.wildcard_capable();
         if full_state {
             return full_plan(st, ty, snap, hold);
         }
         let upserts = upserts(st, ty, snap);
-        let removals = match self.mode {
-            Mode::Sotw => Vec::new(),
+        let (removals, held) = match self.mode {
+            Mode::Sotw => (Vec::new(), Vec::new()),
             Mode::Delta => {
                 let cds_known = &self.types[TypeUrl::Cluster.index()].known;
                 removals(st, ty, snap, |name| match ty {
@@ -59,17 +72,30 @@ impl Session {
                 })
             }
         };
-        Plan::Partial { upserts, removals }
+        Planned {
+            plan: Plan::Partial { upserts, removals },
+            held,
+        }
     }
 }
 
 /// What the client should get now for `name`: the snapshot's resource,
 /// unless the client rejected that exact version.
 fn wanted<'a>(st: &TypeState, r: &'a Arc<Resource>) -> Option<&'a Arc<Resource>> {
-    (!st.rejected.contains(&(r.name.clone(), r.version.clone()))).then_some(r)
+    let rejected =
+        !st.rejected.is_empty() && st.rejected.contains(&(r.name.clone(), r.version.clone()));
+    (!rejected).then_some(r)
 }
 
-fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
+fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planned {
+    let nothing = |held| Planned {
+        plan: Plan::nothing(),
+        held,
+    };
+    if matches!(&st.dirty, Dirty::Names(d) if d.is_empty()) && !st.must_reply {
+        // Nothing changed since the last plan: the set is still the same.
+        return nothing(Vec::new());
+    }
     let mut desired: Vec<Arc<Resource>> = Vec::new();
     for (name, r) in snap.resources(ty) {
         if !st.in_scope(name) {
@@ -85,11 +111,13 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
             }
         }
     }
+    let mut held = Vec::new();
     if hold && ty == TypeUrl::Cluster {
         for (name, k) in &st.known {
             if !snap.resources(ty).contains_key(name) {
                 if let Some(r) = &k.resource {
                     desired.push(r.clone());
+                    held.push(name.clone());
                 }
             }
         }
@@ -102,9 +130,12 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
                 .is_some_and(|k| k.version == r.version)
         });
     if unchanged {
-        Plan::nothing()
+        nothing(held)
     } else {
-        Plan::Full(desired)
+        Planned {
+            plan: Plan::Full(desired),
+            held,
+        }
     }
 }
 
@@ -118,42 +149,61 @@ fn upserts(st: &TypeState, ty: TypeUrl, snap: &Snapshot) -> Vec<Arc<Resource>> {
             None
         }
     };
-    if st.wildcard {
-        resources
+    match &st.dirty {
+        Dirty::Names(dirty) => dirty
+            .iter()
+            .filter(|n| st.in_scope(n))
+            .filter_map(|n| resources.get(n).and_then(|r| consider(n, r)))
+            .collect(),
+        Dirty::All if st.wildcard => resources
             .iter()
             .filter_map(|(n, r)| consider(n, r))
-            .collect()
-    } else {
-        st.names
+            .collect(),
+        Dirty::All => st
+            .names
             .iter()
             .filter_map(|n| resources.get(n).and_then(|r| consider(n, r)))
-            .collect()
+            .collect(),
     }
 }
 
+/// Names to remove from the client, and those held back by `held`.
 fn removals(
     st: &TypeState,
     ty: TypeUrl,
     snap: &Snapshot,
     held: impl Fn(&str) -> bool,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let resources = snap.resources(ty);
-    let mut out: BTreeSet<String> = st
-        .known
-        .keys()
-        .filter(|n| !resources.contains_key(*n) && st.in_scope(n) && !held(n))
-        .cloned()
-        .collect();
-    // Tell the client once that a name it asked for does not exist.
-    for name in &st.names {
-        if !resources.contains_key(name)
-            && !st.known.contains_key(name)
-            && !st.told_missing.contains(name)
-        {
+    let mut out = BTreeSet::new();
+    let mut kept = Vec::new();
+    let mut consider = |name: &String| {
+        if resources.contains_key(name) {
+            return;
+        }
+        if st.known.contains_key(name) {
+            if !st.in_scope(name) {
+                return;
+            }
+            if held(name) {
+                kept.push(name.clone());
+            } else {
+                out.insert(name.clone());
+            }
+        } else if st.names.contains(name) && !st.told_missing.contains(name) {
+            // Tell the client once that a name it asked for does not exist.
             out.insert(name.clone());
         }
+    };
+    match &st.dirty {
+        Dirty::Names(dirty) => dirty.iter().for_each(&mut consider),
+        Dirty::All => st
+            .known
+            .keys()
+            .chain(st.names.iter())
+            .for_each(&mut consider),
     }
-    out.into_iter().collect()
+    (out.into_iter().collect(), kept)
 }
 
 /// `version_info` of a SotW response: the hash of the full set sent (LDS,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Known, Session};
+use super::{Dirty, Known, Session};
 use crate::xds::resource::TypeUrl;
 
 impl Session {
@@ -18,10 +18,18 @@ impl Session {
         if !names.is_empty() {
             st.ever_named = true;
         }
+        let was_wildcard = st.wildcard;
         st.wildcard =
             ty.wildcard_capable() && (explicit_wildcard || (names.is_empty() && !st.ever_named));
         if first && st.wildcard {
             st.must_reply = true;
+        }
+        if first || was_wildcard != st.wildcard {
+            st.dirty = Dirty::All;
+        } else {
+            for name in st.names.symmetric_difference(&names) {
+                st.dirty.insert(name);
+            }
         }
         // The client drops what it no longer subscribes to; if it asks again
         // it must be sent again.
@@ -44,7 +52,9 @@ impl Session {
         let st = &mut self.types[ty.index()];
         let first = !st.requested;
         st.requested = true;
+        let was_wildcard = st.wildcard;
         if first {
+            st.dirty = Dirty::All;
             // Sorted so the state is the same whatever the map's order.
             let initial: BTreeMap<String, String> = initial.into_iter().collect();
             for (name, version) in initial {
@@ -66,8 +76,10 @@ impl Session {
         for name in subscribe {
             if name == "*" {
                 st.wildcard = true;
+                st.dirty = Dirty::All;
                 continue;
             }
+            st.dirty.insert(&name);
             // Every name in a subscribe list gets an answer: forget what we
             // think the client has, unless it just told us (reconnect).
             if !first {
@@ -79,8 +91,10 @@ impl Session {
         for name in unsubscribe {
             if name == "*" {
                 st.wildcard = false;
+                st.dirty = Dirty::All;
                 continue;
             }
+            st.dirty.insert(&name);
             st.names.remove(&name);
             st.told_missing.remove(&name);
             st.force.remove(&name);
@@ -88,7 +102,10 @@ impl Session {
                 st.known.remove(&name);
             }
         }
-        if !st.wildcard {
+        // Only the first request (initial versions) and the end of a
+        // wildcard can leave known names outside the subscription; a
+        // plain ACK must not cost a walk over everything.
+        if !st.wildcard && (first || was_wildcard) {
             let names = &st.names;
             st.known.retain(|name, _| names.contains(name));
         }
