@@ -127,20 +127,41 @@ pub struct NackInfo {
 }
 
 /// What the proxy holds of one resource, as far as this stream knows.
+/// One pointer: a stream keeps one of these per resource it holds, so it
+/// shares the snapshot's resource instead of copying its version.
 #[derive(Clone, Debug)]
-struct Known {
-    version: String,
-    /// The body, when sluice sent it on this stream (not when the client
-    /// only announced it in `initial_resource_versions`).
-    resource: Option<Arc<Resource>>,
+enum Known {
+    /// Sent on this stream.
+    Sent(Arc<Resource>),
+    /// Only announced by the client (`initial_resource_versions`).
+    Announced(Box<str>),
 }
+
+impl Known {
+    fn version(&self) -> &str {
+        match self {
+            Known::Sent(r) => &r.version,
+            Known::Announced(v) => v,
+        }
+    }
+
+    fn resource(&self) -> Option<&Arc<Resource>> {
+        match self {
+            Known::Sent(r) => Some(r),
+            Known::Announced(_) => None,
+        }
+    }
+}
+
+/// Per-resource maps are keyed by shared names (see [`Resource::key`]).
+type Name = Arc<str>;
 
 #[derive(Debug)]
 struct Pending {
     nonce: String,
     version: String,
     /// `known` entries before this response, restored on NACK.
-    previous: BTreeMap<String, Option<Known>>,
+    previous: BTreeMap<Name, Option<Known>>,
     /// (name, version) of every resource in the response.
     sent: Vec<(String, String)>,
 }
@@ -153,8 +174,8 @@ struct TypeState {
     /// A SotW client has named resources at least once (ends legacy
     /// wildcard semantics of an empty list).
     ever_named: bool,
-    names: BTreeSet<String>,
-    known: BTreeMap<String, Known>,
+    names: BTreeSet<Name>,
+    known: BTreeMap<Name, Known>,
     pending: Option<Pending>,
     last_nonce: String,
     /// The first wildcard request gets an answer even when empty, so the
@@ -390,7 +411,10 @@ impl Session {
             }
             Some(message) => {
                 let error = truncate(&message, MAX_ERROR_DETAIL);
-                for name in p.previous.keys().chain(p.sent.iter().map(|(n, _)| n)) {
+                for name in p.previous.keys() {
+                    st.dirty.insert(name);
+                }
+                for (name, _) in &p.sent {
                     st.dirty.insert(name);
                 }
                 for (name, prev) in p.previous {

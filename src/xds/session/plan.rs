@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Dirty, Mode, Session, TypeState};
+use super::{Dirty, Known, Mode, Session, TypeState};
 use crate::xds::resource::{set_version, Resource, Snapshot, TypeUrl};
 
 #[derive(Debug)]
@@ -105,8 +105,8 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
             Some(r) => desired.push(r.clone()),
             // Keep the client on the version it accepted.
             None => {
-                if let Some(prev) = st.known.get(name).and_then(|k| k.resource.clone()) {
-                    desired.push(prev);
+                if let Some(prev) = st.known.get(name.as_str()).and_then(Known::resource) {
+                    desired.push(prev.clone());
                 }
             }
         }
@@ -114,10 +114,10 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
     let mut held = Vec::new();
     if hold && ty == TypeUrl::Cluster {
         for (name, k) in &st.known {
-            if !snap.resources(ty).contains_key(name) {
-                if let Some(r) = &k.resource {
+            if !snap.resources(ty).contains_key(&**name) {
+                if let Some(r) = k.resource() {
                     desired.push(r.clone());
-                    held.push(name.clone());
+                    held.push(name.to_string());
                 }
             }
         }
@@ -126,8 +126,8 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
     let unchanged = desired.len() == st.known.len()
         && desired.iter().all(|r| {
             st.known
-                .get(&r.name)
-                .is_some_and(|k| k.version == r.version)
+                .get(&*r.key)
+                .is_some_and(|k| k.version() == r.version)
         });
     if unchanged {
         nothing(held)
@@ -142,7 +142,10 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
 fn upserts(st: &TypeState, ty: TypeUrl, snap: &Snapshot) -> Vec<Arc<Resource>> {
     let resources = snap.resources(ty);
     let consider = |name: &String, r: &Arc<Resource>| -> Option<Arc<Resource>> {
-        let stale = st.known.get(name).is_none_or(|k| k.version != r.version);
+        let stale = st
+            .known
+            .get(name.as_str())
+            .is_none_or(|k| k.version() != r.version);
         if stale || st.force.contains(name) {
             wanted(st, r).cloned()
         } else {
@@ -162,7 +165,11 @@ fn upserts(st: &TypeState, ty: TypeUrl, snap: &Snapshot) -> Vec<Arc<Resource>> {
         Dirty::All => st
             .names
             .iter()
-            .filter_map(|n| resources.get(n).and_then(|r| consider(n, r)))
+            .filter_map(|n| {
+                resources
+                    .get_key_value(&**n)
+                    .and_then(|(n, r)| consider(n, r))
+            })
             .collect(),
     }
 }
@@ -177,7 +184,7 @@ fn removals(
     let resources = snap.resources(ty);
     let mut out = BTreeSet::new();
     let mut kept = Vec::new();
-    let mut consider = |name: &String| {
+    let mut consider = |name: &str| {
         if resources.contains_key(name) {
             return;
         }
@@ -186,22 +193,22 @@ fn removals(
                 return;
             }
             if held(name) {
-                kept.push(name.clone());
+                kept.push(name.to_string());
             } else {
-                out.insert(name.clone());
+                out.insert(name.to_string());
             }
         } else if st.names.contains(name) && !st.told_missing.contains(name) {
             // Tell the client once that a name it asked for does not exist.
-            out.insert(name.clone());
+            out.insert(name.to_string());
         }
     };
     match &st.dirty {
-        Dirty::Names(dirty) => dirty.iter().for_each(&mut consider),
+        Dirty::Names(dirty) => dirty.iter().for_each(|n| consider(n)),
         Dirty::All => st
             .known
             .keys()
             .chain(st.names.iter())
-            .for_each(&mut consider),
+            .for_each(|n| consider(n)),
     }
     (out.into_iter().collect(), kept)
 }
@@ -216,7 +223,7 @@ pub(super) fn sotw_version(st: &TypeState, sent: &[Arc<Resource>], full: bool) -
             st.known
                 .iter()
                 .filter(|(n, _)| st.in_scope(n))
-                .map(|(n, k)| (n.as_str(), k.version.as_str())),
+                .map(|(n, k)| (&**n, k.version())),
         )
     }
 }
