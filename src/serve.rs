@@ -109,7 +109,8 @@ pub async fn run(
     // Saved rollouts load before the first publish, so their weights are
     // in the very first snapshot (DESIGN.md invariant 7).
     let canary = rollouts::start(&opts.rollouts, registry.clone(), stop_rx.clone()).await?;
-    let out = Outputs {
+    let mut out = Outputs {
+        compiler: compile::Compiler::default(),
         snapshots: snap_tx,
         metrics: metrics.clone(),
         config_slot: config_slot.clone(),
@@ -221,6 +222,8 @@ fn publish(
 
 /// Where the publisher's results go.
 struct Outputs {
+    /// Keeps encoded endpoints between compiles.
+    compiler: compile::Compiler,
     snapshots: watch::Sender<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
     config_slot: Arc<Mutex<Option<Arc<Config>>>>,
@@ -242,7 +245,7 @@ struct Inputs {
 async fn publish_loop(
     inputs: Inputs,
     mut supervisor: Supervisor,
-    out: Outputs,
+    mut out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let Inputs {
@@ -320,7 +323,13 @@ async fn publish_loop(
 impl Outputs {
     /// Resolves discovered endpoints, applies the drain and rollout
     /// overlays, compiles and publishes.
-    fn publish_resolved(&self, config: &Config, view: &View, drains: &Drains, overlays: &Overlays) {
+    fn publish_resolved(
+        &mut self,
+        config: &Config,
+        view: &View,
+        drains: &Drains,
+        overlays: &Overlays,
+    ) {
         let mut resolved = match view.resolve(config) {
             Ok(c) => c,
             Err(e) => {
@@ -330,7 +339,7 @@ impl Outputs {
         };
         drains.apply(&mut resolved);
         overlays.apply(&mut resolved);
-        match compile::compile(&resolved) {
+        match self.compiler.compile(&resolved) {
             Ok(snapshots) => {
                 let snapshots = publish(&self.snapshots, &self.metrics, snapshots);
                 *lock(&self.config_slot) = Some(Arc::new(resolved));
