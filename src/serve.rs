@@ -308,8 +308,10 @@ async fn publish_loop(
                 let view = view_rx.borrow().clone();
                 let drains = drains_rx.borrow().clone();
                 let overlays = overlay_rx.borrow().clone();
+                let started = Instant::now();
                 out.publish_resolved(&config, &view, &drains, &overlays);
-                coalescer.published(Instant::now());
+                let ended = Instant::now();
+                coalescer.published(ended, ended - started);
                 false
             }
         };
