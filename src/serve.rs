@@ -43,6 +43,7 @@ use crate::drain::store::DrainStore;
 use crate::drain::Drains;
 use crate::metrics::Metrics;
 use crate::model::Config;
+use crate::xds::admission::Limits;
 use crate::xds::registry::Registry;
 use crate::xds::resource::content_hash;
 use crate::xds::server::{serve_on, AdsService, Published, Shared};
@@ -145,6 +146,7 @@ pub async fn run(
         registry: registry.clone(),
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
+        limits: Limits::default(),
     });
     let xds = tokio::spawn(serve_on(xds_listener, ads, stop_rx.clone()));
 

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use sluice::metrics::Metrics;
+use sluice::xds::admission::Limits;
 use sluice::xds::registry::Registry;
 use sluice::xds::server::{serve_on, AdsService, Published, Shared};
 use sluice::xds::{Resource, Snapshot, Snapshots, TypeUrl};
@@ -31,6 +32,7 @@ struct Server {
     addr: SocketAddr,
     publish: watch::Sender<Option<Arc<Published>>>,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     _stop: watch::Sender<bool>,
 }
 
@@ -72,6 +74,10 @@ impl Server {
 }
 
 async fn start(initial: Option<Snapshots>) -> Server {
+    start_with(initial, Limits::default()).await
+}
+
+async fn start_with(initial: Option<Snapshots>, limits: Limits) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -79,17 +85,20 @@ async fn start(initial: Option<Snapshots>) -> Server {
     let (publish, rx) = watch::channel(initial.and_then(published));
     let (stop, stop_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
+    let metrics = Arc::new(Metrics::new());
     let svc = AdsService::new(Shared {
         snapshots: rx,
         registry: registry.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
+        limits,
     });
     tokio::spawn(serve_on(listener, svc, stop_rx));
     Server {
         addr,
         publish,
         registry,
+        metrics,
         _stop: stop,
     }
 }
@@ -301,4 +310,110 @@ async fn other_discovery_services_are_unimplemented() {
         .await
         .expect_err("must fail");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
+}
+
+/// Opens a SotW stream that sends `first`; returns its request sender and
+/// response stream.
+async fn sotw_stream(
+    addr: SocketAddr,
+    first: DiscoveryRequest,
+) -> (mpsc::Sender<DiscoveryRequest>, Streaming<DiscoveryResponse>) {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.expect("send");
+    let stream = client(addr)
+        .await
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
+    (tx, stream)
+}
+
+fn lds_request(version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: TypeUrl::Listener.as_str().into(),
+        ..cds_request(version, nonce)
+    }
+}
+
+/// Waits until the admission queue holds `n` streams.
+async fn waiting(server: &Server, n: i64) {
+    let deadline = Instant::now() + WAIT;
+    while server.metrics.admission_waiting.get() != n {
+        assert!(Instant::now() < deadline, "queue never reached {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn reconnect_storm_is_admitted_a_few_streams_at_a_time() {
+    let limits = Limits {
+        max_initial_pushes: 1,
+        max_waiting: 1,
+        ..Limits::default()
+    };
+    let server = start_with(Some(mk_snapshots(&[("a", "v1")])), limits).await;
+
+    // The first proxy gets the only slot and its clusters.
+    let (tx_a, mut a) = sotw_stream(server.addr, cds_request("", "")).await;
+    let cds = next(&mut a).await;
+    assert_eq!(cluster_names(&cds), [("a".into(), "v1".into())]);
+
+    // The second waits in line: nothing yet.
+    let (_tx_b, mut b) = sotw_stream(server.addr, cds_request("", "")).await;
+    waiting(&server, 1).await;
+    quiet(&mut b).await;
+
+    // The line is full: the third is told to retry.
+    let (_tx_c, mut c) = sotw_stream(server.addr, cds_request("", "")).await;
+    let status = tokio::time::timeout(WAIT, c.message())
+        .await
+        .expect("answer in time")
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("retry"), "{}", status.message());
+    assert_eq!(server.metrics.admission_rejected.get(), 1);
+
+    // Once the first is configured (clusters and listeners ACKed), the
+    // second is let in.
+    tx_a.send(cds_request(&cds.version_info, &cds.nonce))
+        .await
+        .expect("ack");
+    tx_a.send(lds_request("", "")).await.expect("lds");
+    let lds = next(&mut a).await;
+    tx_a.send(lds_request(&lds.version_info, &lds.nonce))
+        .await
+        .expect("ack");
+    let first_b = next(&mut b).await;
+    assert_eq!(cluster_names(&first_b), [("a".into(), "v1".into())]);
+    waiting(&server, 0).await;
+}
+
+#[tokio::test]
+async fn a_response_over_the_message_limit_is_withheld_with_a_clear_error() {
+    let limits = Limits {
+        max_message_bytes: 2048,
+        ..Limits::default()
+    };
+    let big = "x".repeat(4096);
+    let server = start_with(Some(mk_snapshots(&[("a", "v1"), ("b", &big)])), limits).await;
+    let (tx, mut stream) = sotw_stream(server.addr, cds_request("", "")).await;
+    quiet(&mut stream).await;
+    let proxies = server.registry.list();
+    let nack = proxies[0].types["cds"].nack.as_ref().expect("error shown");
+    assert!(
+        nack.error.contains("2 cds resources") && nack.error.contains("2048-byte"),
+        "{}",
+        nack.error
+    );
+    assert!(server
+        .metrics
+        .encode()
+        .contains("sluice_xds_oversized_responses_total{type=\"cds\"} 1"));
+
+    // The stream stays up and a config that fits is sent.
+    server.republish(mk_snapshots(&[("a", "v2")]));
+    let resp = next(&mut stream).await;
+    assert_eq!(cluster_names(&resp), [("a".into(), "v2".into())]);
+    drop(tx);
 }

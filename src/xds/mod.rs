@@ -2,6 +2,7 @@
 //! state machine (SotW and delta), and the tonic service that moves messages
 //! between a stream and a session.
 
+pub mod admission;
 pub mod history;
 pub mod resource;
 

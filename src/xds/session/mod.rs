@@ -91,6 +91,16 @@ pub enum Event {
         nonce: String,
         error: String,
     },
+    /// A response the server could not send (it is larger than the
+    /// stream's message limit). Treated as a NACK of its resources: they
+    /// are not offered again until the config changes, the proxy keeps
+    /// what it has, and `error` is shown in status.
+    Withheld {
+        ty: TypeUrl,
+        version: String,
+        nonce: String,
+        error: String,
+    },
     /// A request for a type sluice does not serve; it is answered with
     /// nothing, as the protocol allows.
     UnknownType { type_url: String },
@@ -334,7 +344,7 @@ impl Session {
         if !nonce.is_empty() {
             if st.pending.as_ref().is_some_and(|p| p.nonce == nonce) {
                 let error = req.error_detail.as_ref().map(|e| e.message.clone());
-                self.settle(ty, error, &mut out);
+                out.events.extend(self.settle(ty, error));
             } else if nonce != st.last_nonce {
                 // Stale: a newer response is already on its way.
                 return Ok(out);
@@ -365,7 +375,7 @@ impl Session {
                 .is_some_and(|p| p.nonce == req.response_nonce)
         {
             let error = req.error_detail.as_ref().map(|e| e.message.clone());
-            self.settle(ty, error, &mut out);
+            out.events.extend(self.settle(ty, error));
         }
         self.delta_subscribe(
             ty,
@@ -393,21 +403,61 @@ impl Session {
         Ok(())
     }
 
+    /// The response `nonce` of `ty` (the one in flight) was not sent: the
+    /// driver found it too large for the stream. It is settled like a NACK
+    /// with `error`, so the proxy stays on what it has and the same
+    /// resources are not offered again until the config changes; what the
+    /// later types need is sent.
+    pub fn withhold(&mut self, ty: TypeUrl, nonce: &str, error: String) -> Output {
+        let mut out = Output::default();
+        let st = &self.types[ty.index()];
+        if st.pending.as_ref().is_none_or(|p| p.nonce != nonce) {
+            return out;
+        }
+        let event = self.settle(ty, Some(error)).map(|e| match e {
+            Event::Nacked {
+                ty,
+                version,
+                nonce,
+                error,
+            } => Event::Withheld {
+                ty,
+                version,
+                nonce,
+                error,
+            },
+            other => other,
+        });
+        out.events.extend(event);
+        self.flush(&mut out);
+        out
+    }
+
+    /// Whether the proxy holds its configuration: it asked for listeners
+    /// (Envoy does, after clusters and endpoints) and every type it asked
+    /// for has been answered (ACK or NACK) with nothing in flight.
+    pub fn configured(&self) -> bool {
+        self.types[TypeUrl::Listener.index()].requested
+            && self.types.iter().filter(|st| st.requested).all(|st| {
+                st.pending.is_none() && (st.status.acked.is_some() || st.status.nack.is_some())
+            })
+    }
+
     /// ACK (no error) or NACK of the response in flight for `ty`.
-    fn settle(&mut self, ty: TypeUrl, error: Option<String>, out: &mut Output) {
+    fn settle(&mut self, ty: TypeUrl, error: Option<String>) -> Option<Event> {
         let st = &mut self.types[ty.index()];
-        let Some(p) = st.pending.take() else { return };
-        match error {
+        let p = st.pending.take()?;
+        let event = match error {
             None => {
                 st.status.acked = Some(p.version.clone());
                 if st.status.nack.is_some() && st.status.sent.as_deref() == Some(&p.version) {
                     st.status.nack = None;
                 }
-                out.events.push(Event::Acked {
+                Event::Acked {
                     ty,
                     version: p.version,
                     nonce: p.nonce,
-                });
+                }
             }
             Some(message) => {
                 let error = truncate(&message, MAX_ERROR_DETAIL);
@@ -428,15 +478,16 @@ impl Session {
                     version: p.version.clone(),
                     error: error.clone(),
                 });
-                out.events.push(Event::Nacked {
+                Event::Nacked {
                     ty,
                     version: p.version,
                     nonce: p.nonce,
                     error,
-                });
+                }
             }
-        }
+        };
         st.status.in_flight = false;
+        Some(event)
     }
 
     /// Sends what each type needs, in make-before-break order.
