@@ -14,8 +14,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use m1::m1;
-use sluice::compile::compile;
 use sluice::compile::eds::{load_assignment, EndpointCache};
+use sluice::compile::{compile, Compiler};
 use sluice::model::Backend;
 use sluice::xds::history::SnapshotDiff;
 use sluice::xds::server::Published;
@@ -28,6 +28,20 @@ fn bench_compile(c: &mut Criterion) {
     let config = m1(1000, 10);
     g.bench_function("m1_1000x10", |b| {
         b.iter(|| compile(&config).expect("compiles"))
+    });
+    // As the publisher compiles: encoded endpoints kept from the last
+    // compile, one endpoint's weight changing each time.
+    let mut compiler = Compiler::default();
+    let mut changed = config.clone();
+    let mut weight = 1;
+    g.bench_function("m1_1000x10_one_endpoint_changed", |b| {
+        b.iter(|| {
+            weight = weight % 100 + 1;
+            if let Some(s) = changed.services.get_mut("svc-0500") {
+                s.endpoints[0].weight = weight;
+            }
+            compiler.compile(&changed).expect("compiles")
+        })
     });
     g.finish();
 }

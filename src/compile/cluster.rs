@@ -98,12 +98,24 @@ pub(super) fn endpoint_groups<'a>(
     service: &'a model::Service,
     backend: &model::Backend,
 ) -> Groups<'a> {
+    type Key<'a> = (u32, Option<&'a model::Locality>);
     let mut groups: Groups<'a> = BTreeMap::new();
+    // Registries list endpoints of one locality together: collect runs
+    // of the same key and touch the map once per run.
+    let mut run: Option<(Key<'a>, Vec<&'a model::Endpoint>)> = None;
     for ep in service.endpoints_for(backend.subset.as_deref()) {
-        groups
-            .entry((ep.priority, ep.locality.as_ref()))
-            .or_default()
-            .push(ep);
+        let key = (ep.priority, ep.locality.as_ref());
+        match &mut run {
+            Some((k, eps)) if *k == key => eps.push(ep),
+            _ => {
+                if let Some((k, eps)) = run.replace((key, vec![ep])) {
+                    groups.entry(k).or_default().extend(eps);
+                }
+            }
+        }
+    }
+    if let Some((k, eps)) = run {
+        groups.entry(k).or_default().extend(eps);
     }
     groups
 }

@@ -13,14 +13,15 @@
 //! message (a property test compares the two), and versions do not
 //! depend on what the cache held.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::cluster::{endpoint_groups, lb_endpoint, locality_group};
 use crate::model;
@@ -32,15 +33,46 @@ const REPEATED_FIELD: u32 = 2;
 
 /// Encoded `lb_endpoints` records by endpoint. What one compile does not
 /// use is dropped by the next, so the cache holds at most the endpoints
-/// of two consecutive configs.
+/// of two consecutive configs. A hash map, only ever looked up (never
+/// iterated into output), so the output does not depend on its order.
 #[derive(Debug, Default)]
 pub struct EndpointCache {
-    current: BTreeMap<EndpointKey, Bytes>,
-    previous: BTreeMap<EndpointKey, Bytes>,
+    current: HashMap<EndpointKey, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
+    previous: HashMap<EndpointKey, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
 }
 
-/// Everything [`lb_endpoint`] reads from a `model::Endpoint`.
-type EndpointKey = (IpAddr, u16, model::Health, u32);
+/// Everything [`lb_endpoint`] reads from a `model::Endpoint`, packed:
+/// address (16 bytes, IPv4 mapped), port, weight, health, family.
+type EndpointKey = [u8; 24];
+
+fn key(ep: &model::Endpoint) -> EndpointKey {
+    let mut k = [0u8; 24];
+    let (ip, family) = match ep.address {
+        IpAddr::V4(a) => (a.to_ipv6_mapped().octets(), 4),
+        IpAddr::V6(a) => (a.octets(), 6),
+    };
+    k[..16].copy_from_slice(&ip);
+    k[16..18].copy_from_slice(&ep.port.to_le_bytes());
+    k[18..22].copy_from_slice(&ep.weight.to_le_bytes());
+    k[22] = ep.health as u8;
+    k[23] = family;
+    k
+}
+
+/// One-shot XXH3 of the packed key: the default SipHash was a third of
+/// a cached CLA's time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxh3_64_with_seed(bytes, self.0);
+    }
+}
 
 impl EndpointCache {
     /// Starts a compile: entries the last compile did not use go.
@@ -48,23 +80,24 @@ impl EndpointCache {
         self.previous = mem::take(&mut self.current);
     }
 
-    /// The `lb_endpoints` record of `ep`.
-    fn record(&mut self, ep: &model::Endpoint) -> Bytes {
-        let key = (ep.address, ep.port, ep.health, ep.weight);
+    /// Appends the `lb_endpoints` record of `ep` to `buf`.
+    fn append(&mut self, ep: &model::Endpoint, buf: &mut Vec<u8>) {
+        let key = key(ep);
         if let Some(b) = self.current.get(&key) {
-            return b.clone();
+            buf.extend_from_slice(b);
+            return;
         }
-        let bytes = self.previous.remove(&key).unwrap_or_else(|| {
+        let record = self.previous.remove(&key).unwrap_or_else(|| {
             let msg = lb_endpoint(ep);
-            let mut buf = Vec::with_capacity(msg.encoded_len() + 3);
+            let mut rec = Vec::with_capacity(msg.encoded_len() + 3);
             // A complete record: key, length, message.
-            encode_key(REPEATED_FIELD, WireType::LengthDelimited, &mut buf);
-            encode_varint(msg.encoded_len() as u64, &mut buf);
-            msg.encode_raw(&mut buf);
-            Bytes::from(buf)
+            encode_key(REPEATED_FIELD, WireType::LengthDelimited, &mut rec);
+            encode_varint(msg.encoded_len() as u64, &mut rec);
+            msg.encode_raw(&mut rec);
+            rec.into_boxed_slice()
         });
-        self.current.insert(key, bytes.clone());
-        bytes
+        buf.extend_from_slice(&record);
+        self.current.insert(key, record);
     }
 
     /// How many encoded endpoints are held.
@@ -90,32 +123,29 @@ pub fn load_assignment(
         ..Default::default()
     };
     let groups = endpoint_groups(service, backend);
-    let mut parts = Vec::with_capacity(groups.len());
-    let mut total = head.encoded_len();
+    let mut buf = Vec::with_capacity(head.encoded_len() + 64 * service.endpoints.len());
+    head.encode_raw(&mut buf);
+    let mut records = Vec::new();
     for ((priority, locality), eps) in groups {
         // prost writes `locality` (1) and `metadata` (9, unused), then
         // `lb_endpoints` (2), then the rest: split the group there.
-        let mut group = locality_group(service, priority, locality);
-        let before = mem::take(&mut group.locality);
-        let prefix = before
+        let mut rest = locality_group(service, priority, locality);
+        let locality = rest.locality.take();
+        records.clear();
+        for ep in eps {
+            cache.append(ep, &mut records);
+        }
+        let len = locality
             .as_ref()
-            .map_or(0, |l| prost::encoding::message::encoded_len(1, l));
-        let records: Vec<Bytes> = eps.into_iter().map(|ep| cache.record(ep)).collect();
-        let len = prefix + records.iter().map(Bytes::len).sum::<usize>() + group.encoded_len();
-        total += 1 + prost::encoding::encoded_len_varint(len as u64) + len;
-        parts.push((before, records, group, len));
-    }
-    let mut buf = Vec::with_capacity(total);
-    head.encode_raw(&mut buf);
-    for (locality, records, rest, len) in parts {
+            .map_or(0, |l| prost::encoding::message::encoded_len(1, l))
+            + records.len()
+            + rest.encoded_len();
         encode_key(REPEATED_FIELD, WireType::LengthDelimited, &mut buf);
         encode_varint(len as u64, &mut buf);
         if let Some(l) = locality {
             prost::encoding::message::encode(1, &l, &mut buf);
         }
-        for r in records {
-            buf.extend_from_slice(&r);
-        }
+        buf.extend_from_slice(&records);
         rest.encode_raw(&mut buf);
     }
     Resource::from_bytes(name, buf)
