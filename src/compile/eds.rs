@@ -5,7 +5,10 @@
 //! 1,000 endpoints). Here each distinct endpoint (address, port, health,
 //! weight: all an `LbEndpoint` holds) is encoded once, as a complete
 //! record of the repeated `lb_endpoints` field (key, length, message), and
-//! kept in an [`EndpointCache`] that lives across compiles. A CLA is then
+//! kept in an [`EndpointCache`] that lives across compiles, as are the
+//! concatenated records of each (priority, locality) group, so that an
+//! unchanged group costs one lookup and a changed one re-encodes only its
+//! changed endpoints. A CLA is then
 //! the prost encoding of its other fields with those records spliced in
 //! at the place prost puts that field. Protobuf encodes a repeated field
 //! as a sequence of such records and prost writes fields in a fixed
@@ -31,14 +34,24 @@ use crate::xds::Resource;
 /// `LocalityLbEndpoints.lb_endpoints`: both are 2.
 const REPEATED_FIELD: u32 = 2;
 
-/// Encoded `lb_endpoints` records by endpoint. What one compile does not
-/// use is dropped by the next, so the cache holds at most the endpoints
-/// of two consecutive configs. A hash map, only ever looked up (never
-/// iterated into output), so the output does not depend on its order.
+/// Encoded `lb_endpoints` records, per endpoint and per group. Hash
+/// maps, only ever looked up (never iterated into output), so the output
+/// does not depend on their order or content.
 #[derive(Debug, Default)]
 pub struct EndpointCache {
-    current: HashMap<EndpointKey, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
-    previous: HashMap<EndpointKey, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
+    /// Records by endpoint. Kept across compiles so that a changed group
+    /// re-encodes only its changed endpoints; cleared when it holds more
+    /// than twice what the last compile used.
+    endpoints: HashMap<EndpointKey, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
+    /// Endpoint records the last compile appended (an upper bound of the
+    /// distinct endpoints it used).
+    used: usize,
+    /// The records of a whole (priority, locality) group, keyed by its
+    /// endpoints' packed keys in order: one lookup for an unchanged group
+    /// instead of one per endpoint. What one compile does not use is
+    /// dropped by the next.
+    groups: HashMap<Box<[u8]>, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
+    previous_groups: HashMap<Box<[u8]>, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
 }
 
 /// Everything [`lb_endpoint`] reads from a `model::Endpoint`, packed:
@@ -77,17 +90,45 @@ impl Hasher for KeyHasher {
 impl EndpointCache {
     /// Starts a compile: entries the last compile did not use go.
     pub(super) fn start(&mut self) {
-        self.previous = mem::take(&mut self.current);
+        if self.endpoints.len() > 2 * self.used.max(1024) {
+            self.endpoints.clear();
+        }
+        self.used = 0;
+        self.previous_groups = mem::take(&mut self.groups);
+    }
+
+    /// Appends the records of a group's endpoints to `buf`.
+    fn append_group(&mut self, eps: &[&model::Endpoint], buf: &mut Vec<u8>) {
+        self.used += eps.len();
+        let mut keys = Vec::with_capacity(eps.len() * 24);
+        for ep in eps {
+            keys.extend_from_slice(&key(ep));
+        }
+        if let Some(records) = self.groups.get(keys.as_slice()) {
+            buf.extend_from_slice(records);
+            return;
+        }
+        let start = buf.len();
+        match self.previous_groups.remove(keys.as_slice()) {
+            Some(records) => buf.extend_from_slice(&records),
+            None => {
+                for ep in eps {
+                    self.append(ep, buf);
+                }
+            }
+        }
+        let records = buf[start..].into();
+        self.groups.insert(keys.into_boxed_slice(), records);
     }
 
     /// Appends the `lb_endpoints` record of `ep` to `buf`.
     fn append(&mut self, ep: &model::Endpoint, buf: &mut Vec<u8>) {
         let key = key(ep);
-        if let Some(b) = self.current.get(&key) {
+        if let Some(b) = self.endpoints.get(&key) {
             buf.extend_from_slice(b);
             return;
         }
-        let record = self.previous.remove(&key).unwrap_or_else(|| {
+        let record = {
             let msg = lb_endpoint(ep);
             let mut rec = Vec::with_capacity(msg.encoded_len() + 3);
             // A complete record: key, length, message.
@@ -95,14 +136,14 @@ impl EndpointCache {
             encode_varint(msg.encoded_len() as u64, &mut rec);
             msg.encode_raw(&mut rec);
             rec.into_boxed_slice()
-        });
+        };
         buf.extend_from_slice(&record);
-        self.current.insert(key, record);
+        self.endpoints.insert(key, record);
     }
 
-    /// How many encoded endpoints are held.
+    /// How many endpoint records are held.
     pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+        self.endpoints.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,9 +173,7 @@ pub fn load_assignment(
         let mut rest = locality_group(service, priority, locality);
         let locality = rest.locality.take();
         records.clear();
-        for ep in eps {
-            cache.append(ep, &mut records);
-        }
+        cache.append_group(&eps, &mut records);
         let len = locality
             .as_ref()
             .map_or(0, |l| prost::encoding::message::encoded_len(1, l))

@@ -111,9 +111,15 @@ proptest! {
         second in prop::collection::vec(ep(), 0..40),
         weighted in any::<bool>(),
     ) {
-        // The same cache through two configs, as a publisher uses it.
+        // The same cache through several configs, as a publisher uses
+        // it: a repeat (whole groups cached), one endpoint changed (its
+        // group re-assembled from cached endpoints), another config.
+        let mut tweaked = first.clone();
+        if let Some(e) = tweaked.first_mut() {
+            e.3 = e.3 % 1000 + 1;
+        }
         let mut cache = EndpointCache::default();
-        for eps in [&first, &second, &first] {
+        for eps in [&first, &first, &tweaked, &second, &first] {
             cache_start(&mut cache);
             let svc = service(eps, weighted);
             for backend in backends_of(&svc) {
@@ -132,7 +138,7 @@ fn cache_start(cache: &mut EndpointCache) {
 
 #[test]
 fn a_large_assignment_matches_prost_and_the_cache_forgets_unused_endpoints() {
-    let eps: Vec<Ep> = (0..1500u32)
+    let eps: Vec<Ep> = (0..3000u32)
         .map(|i| {
             (
                 i,
@@ -152,10 +158,14 @@ fn a_large_assignment_matches_prost_and_the_cache_forgets_unused_endpoints() {
         let got = eds::load_assignment(&svc, &backend, &mut cache);
         assert_eq!(got.body, load_assignment(&svc, &backend).encode_to_vec());
     }
-    assert_eq!(cache.len(), 1500, "one record per distinct endpoint");
-    cache_start(&mut cache);
+    assert_eq!(cache.len(), 3000, "one record per distinct endpoint");
+    // Far fewer endpoints for a while: the records of the old ones go.
     let small = service(&eps[..10], true);
-    eds::load_assignment(&small, &backends_of(&small)[0], &mut cache);
+    for _ in 0..2 {
+        cache_start(&mut cache);
+        eds::load_assignment(&small, &backends_of(&small)[0], &mut cache);
+    }
     cache_start(&mut cache);
-    assert_eq!(cache.len(), 10, "only what the last compile used is kept");
+    // (The small group itself came whole from the group cache.)
+    assert_eq!(cache.len(), 0, "cleared once over twice what was used");
 }
