@@ -45,6 +45,12 @@ pub struct Metrics {
     /// Seconds from a snapshot's publication to the proxy's ACK of the
     /// response that carried it.
     pub push_latency: Family<TypeLabel, Histogram>,
+    /// Streams queued for an initial-configuration slot (admission).
+    pub admission_waiting: Gauge,
+    /// Streams turned away with UNAVAILABLE because the queue was full.
+    pub admission_rejected: Counter,
+    /// Responses not sent because they exceed the message size limit.
+    pub oversized_responses: Family<TypeLabel, Counter>,
     pub snapshots_published: Counter,
     pub rules_reload_errors: Counter,
     pub tls_reload_errors: Counter,
@@ -84,6 +90,9 @@ impl Metrics {
         let tls_reload_errors = Counter::default();
         let tls_certificate_expiry = Family::<ListenerLabel, Gauge>::default();
         let ready = Gauge::default();
+        let admission_waiting = Gauge::default();
+        let admission_rejected = Counter::default();
+        let oversized_responses = Family::<TypeLabel, Counter>::default();
         let source_up = Family::<SourceLabel, Gauge>::default();
         let source_last_sync_age = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
         let source_rejected_entries = Family::<SourceLabel, Gauge>::default();
@@ -114,6 +123,21 @@ impl Metrics {
             "xds_push_latency_seconds",
             "Snapshot publication to proxy ACK",
             push_latency.clone(),
+        );
+        registry.register(
+            "xds_admission_waiting",
+            "Streams waiting for an initial-configuration slot",
+            admission_waiting.clone(),
+        );
+        registry.register(
+            "xds_admission_rejected",
+            "Streams refused with UNAVAILABLE because the admission queue was full",
+            admission_rejected.clone(),
+        );
+        registry.register(
+            "xds_oversized_responses",
+            "Responses withheld because they exceed the gRPC message size limit",
+            oversized_responses.clone(),
         );
         registry.register(
             "snapshots_published",
@@ -147,6 +171,9 @@ impl Metrics {
             acks,
             nacks,
             push_latency,
+            admission_waiting,
+            admission_rejected,
+            oversized_responses,
             snapshots_published,
             rules_reload_errors,
             tls_reload_errors,
