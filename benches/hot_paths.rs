@@ -7,98 +7,20 @@
 //! docs/benchmarks.md. Under `cargo test` each benchmark runs once, as a
 //! smoke test.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
-use std::time::Duration;
+#[path = "support/m1.rs"]
+mod m1;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use sluice::compile::compile;
-use sluice::model::*;
+use m1::m1;
+use sluice::compile::eds::{load_assignment, EndpointCache};
+use sluice::compile::{compile, Compiler};
+use sluice::model::Backend;
+use sluice::xds::history::SnapshotDiff;
+use sluice::xds::server::Published;
 use sluice::xds::session::{Mode, Session};
 use sluice::xds::{Resource, TypeUrl};
-
-fn endpoint(i: usize) -> Endpoint {
-    Endpoint {
-        address: IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8)),
-        port: 8080,
-        labels: BTreeMap::from([("version".to_string(), format!("v{}", i % 2))]),
-        weight: 1,
-        health: Health::Healthy,
-        locality: None,
-        priority: 0,
-    }
-}
-
-fn service(name: &str, endpoints: usize) -> Service {
-    Service {
-        name: name.to_string(),
-        connect_timeout: Duration::from_secs(1),
-        lb_policy: LbPolicy::RoundRobin,
-        endpoints: (0..endpoints).map(endpoint).collect(),
-        subsets: BTreeMap::from([
-            (
-                "stable".to_string(),
-                BTreeMap::from([("version".to_string(), "v0".to_string())]),
-            ),
-            (
-                "canary".to_string(),
-                BTreeMap::from([("version".to_string(), "v1".to_string())]),
-            ),
-        ]),
-        discovery: Vec::new(),
-        policy: Default::default(),
-    }
-}
-
-/// Topology M1: `services` services × `per` endpoints, one listener with a
-/// route per service.
-fn m1(services: usize, per: usize) -> Config {
-    let svcs: BTreeMap<String, Service> = (0..services)
-        .map(|i| {
-            let name = format!("svc-{i:04}");
-            (name.clone(), service(&name, per))
-        })
-        .collect();
-    let routes = (0..services)
-        .map(|i| Route {
-            name: format!("r-{i:04}"),
-            matcher: RouteMatch {
-                path: PathMatch::Prefix(format!("/svc-{i:04}/")),
-                headers: vec![],
-                query: vec![],
-            },
-            action: RouteAction::Backend(Backend {
-                service: format!("svc-{i:04}"),
-                subset: None,
-            }),
-            timeout: None,
-            retry: None,
-            filters: Default::default(),
-            policy: Default::default(),
-        })
-        .collect();
-    Config {
-        services: svcs,
-        listeners: vec![Listener {
-            name: "http".into(),
-            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 10000,
-            groups: None,
-            virtual_hosts: vec![VirtualHost {
-                name: "all".into(),
-                domains: vec!["*".into()],
-                routes,
-                filters: Default::default(),
-            }],
-            access_log: Default::default(),
-            tls: None,
-        }],
-        sources: Default::default(),
-    }
-}
 
 fn bench_compile(c: &mut Criterion) {
     let mut g = c.benchmark_group("compile");
@@ -106,6 +28,20 @@ fn bench_compile(c: &mut Criterion) {
     let config = m1(1000, 10);
     g.bench_function("m1_1000x10", |b| {
         b.iter(|| compile(&config).expect("compiles"))
+    });
+    // As the publisher compiles: encoded endpoints kept from the last
+    // compile, one endpoint's weight changing each time.
+    let mut compiler = Compiler::default();
+    let mut changed = config.clone();
+    let mut weight = 1;
+    g.bench_function("m1_1000x10_one_endpoint_changed", |b| {
+        b.iter(|| {
+            weight = weight % 100 + 1;
+            if let Some(s) = changed.services.get_mut("svc-0500") {
+                s.endpoints[0].weight = weight;
+            }
+            compiler.compile(&changed).expect("compiles")
+        })
     });
     g.finish();
 }
@@ -125,6 +61,18 @@ fn bench_encode(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("cla_endpoints", n), &msg, |b, m| {
             b.iter(|| Resource::encode("svc-0000", m))
+        });
+        // What compile does: the same bytes from endpoint records cached
+        // by earlier compiles (the steady state of a publisher).
+        let service = &config.services["svc-0000"];
+        let backend = Backend {
+            service: service.name.clone(),
+            subset: None,
+        };
+        let mut cache = EndpointCache::default();
+        load_assignment(service, &backend, &mut cache);
+        g.bench_function(BenchmarkId::new("cla_endpoints_cached", n), |b| {
+            b.iter(|| load_assignment(service, &backend, &mut cache))
         });
     }
     for n in [1_000usize, 10_000] {
@@ -148,50 +96,75 @@ fn bench_encode(c: &mut Criterion) {
 
 fn bench_delta_push(c: &mut Criterion) {
     let config = m1(1000, 10);
-    let base = Arc::new(compile(&config).expect("compiles"));
+    let base = compile(&config).expect("compiles");
     let mut changed = config.clone();
     if let Some(s) = changed.services.get_mut("svc-0500") {
         s.endpoints[0].weight = 2;
     }
-    let next = Arc::new(compile(&changed).expect("compiles"));
+    // As `serve` publishes: the second set is diffed against the first.
+    let first = Published::after(None, base, std::time::Instant::now());
+    let next = Published::after(
+        Some(&first),
+        compile(&changed).expect("compiles"),
+        std::time::Instant::now(),
+    );
+    let (from, to) = (&first.snapshots.fallback, &next.snapshots.fallback);
+    let diff = next.history.diff("default", from, to).expect("one step");
     let node = Node {
         id: "bench".into(),
         cluster: "default".into(),
         ..Default::default()
     };
-    let names: Vec<String> = base
-        .fallback
-        .resources(TypeUrl::Endpoint)
-        .keys()
-        .cloned()
-        .collect();
+    let names: Vec<String> = from.resources(TypeUrl::Endpoint).keys().cloned().collect();
+    // A delta session holding M1 with every EDS resource ACKed.
+    let started = || {
+        let mut s = Session::new(Mode::Delta);
+        s.on_snapshot(from.clone());
+        let req = DeltaDiscoveryRequest {
+            node: Some(node.clone()),
+            type_url: TypeUrl::Endpoint.as_str().into(),
+            resource_names_subscribe: names.clone(),
+            ..Default::default()
+        };
+        let out = s.on_delta_request(req).expect("req");
+        let nonce = match &out.responses[0] {
+            sluice::xds::session::Response::Delta(r) => r.nonce.clone(),
+            sluice::xds::session::Response::Sotw(r) => r.nonce.clone(),
+        };
+        let ack = DeltaDiscoveryRequest {
+            type_url: TypeUrl::Endpoint.as_str().into(),
+            response_nonce: nonce,
+            ..Default::default()
+        };
+        s.on_delta_request(ack).expect("ack");
+        s
+    };
+    // Sessions are set up outside the timed loop and dropped after it.
+    let timed = |b: &mut criterion::Bencher, push: &dyn Fn(&mut Session)| {
+        b.iter_custom(|iters| {
+            let mut sessions: Vec<Session> = (0..iters).map(|_| started()).collect();
+            let t = std::time::Instant::now();
+            for s in &mut sessions {
+                push(s);
+            }
+            t.elapsed()
+        })
+    };
+    // Every resource compared (a stream without a usable diff).
     c.bench_function("delta_push_one_endpoint_change_m1", |b| {
-        b.iter_batched(
-            || {
-                let mut s = Session::new(Mode::Delta);
-                s.on_snapshot(base.fallback.clone());
-                let req = DeltaDiscoveryRequest {
-                    node: Some(node.clone()),
-                    type_url: TypeUrl::Endpoint.as_str().into(),
-                    resource_names_subscribe: names.clone(),
-                    ..Default::default()
-                };
-                let out = s.on_delta_request(req).expect("req");
-                let nonce = match &out.responses[0] {
-                    sluice::xds::session::Response::Delta(r) => r.nonce.clone(),
-                    sluice::xds::session::Response::Sotw(r) => r.nonce.clone(),
-                };
-                let ack = DeltaDiscoveryRequest {
-                    type_url: TypeUrl::Endpoint.as_str().into(),
-                    response_nonce: nonce,
-                    ..Default::default()
-                };
-                s.on_delta_request(ack).expect("ack");
-                s
-            },
-            |mut s| s.on_snapshot(next.fallback.clone()),
-            criterion::BatchSize::LargeInput,
-        )
+        timed(b, &|s| {
+            std::hint::black_box(s.on_snapshot(to.clone()));
+        })
+    });
+    // Only the diff's names compared (the normal case).
+    c.bench_function("delta_push_one_endpoint_change_m1_diff", |b| {
+        timed(b, &|s| {
+            std::hint::black_box(s.on_snapshot_diff(to.clone(), &diff));
+        })
+    });
+    // The diff itself, made once per publish for all streams.
+    c.bench_function("snapshot_diff_m1", |b| {
+        b.iter(|| SnapshotDiff::between(from, to))
     });
 }
 

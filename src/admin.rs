@@ -55,6 +55,12 @@ pub struct RulesStatus {
 pub struct CertStatus {
     /// SHA-256 of the served leaf certificate (DER), hex.
     pub fingerprint: String,
+    /// The served leaf certificate's notAfter, RFC 3339 UTC.
+    #[serde(default)]
+    pub not_after: String,
+    /// The same instant, seconds since the Unix epoch.
+    #[serde(default)]
+    pub not_after_seconds: u64,
     /// Why the files' current content was rejected; cleared by the next
     /// good reload.
     pub last_error: Option<String>,
@@ -122,6 +128,9 @@ fn sources(state: &AdminState) -> Vec<SourceStatus> {
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     // Ages move with the clock, so they are computed when asked.
     state.metrics.observe_sources(&sources(&state));
+    state
+        .metrics
+        .observe_certificates(&lock(&state.rules).certificates);
     (
         [(
             header::CONTENT_TYPE,

@@ -9,8 +9,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 
+use crate::admin::CertStatus;
 use crate::discovery::status::SourceStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -21,6 +24,11 @@ pub struct TypeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,9 +45,20 @@ pub struct Metrics {
     /// Seconds from a snapshot's publication to the proxy's ACK of the
     /// response that carried it.
     pub push_latency: Family<TypeLabel, Histogram>,
+    /// Streams queued for an initial-configuration slot (admission).
+    pub admission_waiting: Gauge,
+    /// Streams turned away with UNAVAILABLE because the queue was full.
+    pub admission_rejected: Counter,
+    /// Responses not sent because they exceed the message size limit.
+    pub oversized_responses: Family<TypeLabel, Counter>,
     pub snapshots_published: Counter,
     pub rules_reload_errors: Counter,
     pub tls_reload_errors: Counter,
+    /// Per TLS listener: the served certificate's notAfter (Unix seconds).
+    /// Set from the rules status at scrape time.
+    pub tls_certificate_expiry: Family<ListenerLabel, Gauge>,
+    /// The listeners `tls_certificate_expiry` has a series for.
+    certificate_listeners: Mutex<BTreeSet<String>>,
     pub ready: Gauge,
     /// Per discovery source: 1 when every feed is synced and not failing.
     pub source_up: Family<SourceLabel, Gauge>,
@@ -69,7 +88,11 @@ impl Metrics {
         let snapshots_published = Counter::default();
         let rules_reload_errors = Counter::default();
         let tls_reload_errors = Counter::default();
+        let tls_certificate_expiry = Family::<ListenerLabel, Gauge>::default();
         let ready = Gauge::default();
+        let admission_waiting = Gauge::default();
+        let admission_rejected = Counter::default();
+        let oversized_responses = Family::<TypeLabel, Counter>::default();
         let source_up = Family::<SourceLabel, Gauge>::default();
         let source_last_sync_age = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
         let source_rejected_entries = Family::<SourceLabel, Gauge>::default();
@@ -102,6 +125,21 @@ impl Metrics {
             push_latency.clone(),
         );
         registry.register(
+            "xds_admission_waiting",
+            "Streams waiting for an initial-configuration slot",
+            admission_waiting.clone(),
+        );
+        registry.register(
+            "xds_admission_rejected",
+            "Streams refused with UNAVAILABLE because the admission queue was full",
+            admission_rejected.clone(),
+        );
+        registry.register(
+            "xds_oversized_responses",
+            "Responses withheld because they exceed the gRPC message size limit",
+            oversized_responses.clone(),
+        );
+        registry.register(
             "snapshots_published",
             "Config snapshots published to the xDS server",
             snapshots_published.clone(),
@@ -117,6 +155,11 @@ impl Metrics {
             tls_reload_errors.clone(),
         );
         registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the certificate a TLS listener serves, in Unix seconds",
+            tls_certificate_expiry.clone(),
+        );
+        registry.register(
             "ready",
             "1 once the first complete snapshot is published",
             ready.clone(),
@@ -128,9 +171,14 @@ impl Metrics {
             acks,
             nacks,
             push_latency,
+            admission_waiting,
+            admission_rejected,
+            oversized_responses,
             snapshots_published,
             rules_reload_errors,
             tls_reload_errors,
+            tls_certificate_expiry,
+            certificate_listeners: Mutex::default(),
             ready,
             source_up,
             source_last_sync_age,
@@ -154,6 +202,30 @@ impl Metrics {
         }
     }
 
+    /// Sets the certificate expiry gauges from the rules status; listeners
+    /// no longer serving TLS lose theirs.
+    pub fn observe_certificates(&self, certificates: &BTreeMap<String, CertStatus>) {
+        let mut shown = self
+            .certificate_listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for gone in shown.iter().filter(|l| !certificates.contains_key(*l)) {
+            self.tls_certificate_expiry.remove(&ListenerLabel {
+                listener: gone.clone(),
+            });
+        }
+        *shown = certificates.keys().cloned().collect();
+        for (listener, c) in certificates {
+            let label = ListenerLabel {
+                listener: listener.clone(),
+            };
+            let seconds = i64::try_from(c.not_after_seconds).unwrap_or(i64::MAX);
+            self.tls_certificate_expiry
+                .get_or_create(&label)
+                .set(seconds);
+        }
+    }
+
     pub fn type_label(ty: crate::xds::TypeUrl) -> TypeLabel {
         TypeLabel {
             r#type: ty.short().to_string(),
@@ -166,5 +238,48 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(not_after_seconds: u64) -> CertStatus {
+        CertStatus {
+            not_after_seconds,
+            ..CertStatus::default()
+        }
+    }
+
+    #[test]
+    fn certificate_expiry_follows_the_listeners_serving_tls() {
+        let metrics = Metrics::new();
+        let mut certs = BTreeMap::from([
+            ("a".to_owned(), cert(1_936_742_400)),
+            ("b".to_owned(), cert(1_577_836_800)),
+        ]);
+        metrics.observe_certificates(&certs);
+        let text = metrics.encode();
+        let name = "sluice_tls_certificate_expiry_timestamp_seconds";
+        assert!(
+            text.contains(&format!("{name}{{listener=\"a\"}} 1936742400\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}{{listener=\"b\"}} 1577836800\n")),
+            "{text}"
+        );
+        certs.remove("b");
+        metrics.observe_certificates(&certs);
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!("{name}{{listener=\"a\"}}")),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&format!("{name}{{listener=\"b\"}}")),
+            "{text}"
+        );
     }
 }

@@ -47,6 +47,7 @@ use crate::drain::store::DrainStore;
 use crate::drain::Drains;
 use crate::metrics::Metrics;
 use crate::model::Config;
+use crate::xds::admission::Limits;
 use crate::xds::registry::Registry;
 use crate::xds::resource::content_hash;
 use crate::xds::server::{serve_on, AdsService, Published, Shared};
@@ -129,7 +130,8 @@ pub async fn run(
     // Saved rollouts load before the first publish, so their weights are
     // in the very first snapshot (DESIGN.md invariant 7).
     let canary = rollouts::start(&opts.rollouts, registry.clone(), stop_rx.clone()).await?;
-    let out = Outputs {
+    let mut out = Outputs {
+        compiler: compile::Compiler::default(),
         snapshots: snap_tx,
         metrics: metrics.clone(),
         config_slot: config_slot.clone(),
@@ -164,6 +166,7 @@ pub async fn run(
         registry: registry.clone(),
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
+        limits: Limits::default(),
     });
     let xds = tokio::spawn(serve_on(xds_listener, ads, stop_rx.clone()));
 
@@ -228,12 +231,9 @@ fn publish(
             served = Some(p.snapshots.clone());
             return false;
         }
-        let snapshots = Arc::new(snapshots);
-        served = Some(snapshots.clone());
-        *current = Some(Arc::new(Published {
-            snapshots,
-            at: Instant::now(),
-        }));
+        let next = Published::after(current.as_deref(), snapshots, Instant::now());
+        served = Some(next.snapshots.clone());
+        *current = Some(Arc::new(next));
         true
     });
     if changed {
@@ -244,6 +244,8 @@ fn publish(
 
 /// Where the publisher's results go.
 struct Outputs {
+    /// Keeps encoded endpoints between compiles.
+    compiler: compile::Compiler,
     snapshots: watch::Sender<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
     config_slot: Arc<Mutex<Option<Arc<Config>>>>,
@@ -265,7 +267,7 @@ struct Inputs {
 async fn publish_loop(
     inputs: Inputs,
     mut supervisor: Supervisor,
-    out: Outputs,
+    mut out: Outputs,
     mut stop: watch::Receiver<bool>,
 ) {
     let Inputs {
@@ -328,8 +330,10 @@ async fn publish_loop(
                 let view = view_rx.borrow().clone();
                 let drains = drains_rx.borrow().clone();
                 let overlays = overlay_rx.borrow().clone();
+                let started = Instant::now();
                 out.publish_resolved(&config, &view, &drains, &overlays);
-                coalescer.published(Instant::now());
+                let ended = Instant::now();
+                coalescer.published(ended, ended - started);
                 false
             }
         };
@@ -343,7 +347,13 @@ async fn publish_loop(
 impl Outputs {
     /// Resolves discovered endpoints, applies the drain and rollout
     /// overlays, compiles and publishes.
-    fn publish_resolved(&self, config: &Config, view: &View, drains: &Drains, overlays: &Overlays) {
+    fn publish_resolved(
+        &mut self,
+        config: &Config,
+        view: &View,
+        drains: &Drains,
+        overlays: &Overlays,
+    ) {
         let mut resolved = match view.resolve(config) {
             Ok(c) => c,
             Err(e) => {
@@ -353,7 +363,7 @@ impl Outputs {
         };
         drains.apply(&mut resolved);
         overlays.apply(&mut resolved);
-        match compile::compile(&resolved) {
+        match self.compiler.compile(&resolved) {
             Ok(snapshots) => {
                 let snapshots = publish(&self.snapshots, &self.metrics, snapshots);
                 *lock(&self.config_slot) = Some(Arc::new(resolved));

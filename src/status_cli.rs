@@ -104,8 +104,8 @@ pub fn render(doc: &StatusDoc) -> String {
     for (listener, c) in &doc.rules.certificates {
         let _ = writeln!(
             s,
-            "certificate {listener}: sha256 {}  reloads={} rejected={}",
-            c.fingerprint, c.reloads, c.rejected_reloads
+            "certificate {listener}: sha256 {}  not_after={}  reloads={} rejected={}",
+            c.fingerprint, c.not_after, c.reloads, c.rejected_reloads
         );
         if let Some(e) = &c.last_error {
             let _ = writeln!(s, "  last reload REJECTED: {e}");

@@ -6,9 +6,11 @@
 //! [`ListenerTls::pair`], reporting a bad file as a diagnostic at the rules
 //! line that names it; compile then needs no I/O. [`parse_pair`] is the
 //! check itself: both files parse as PEM, the certificates as X.509, and
-//! the key belongs to the leaf certificate (rustls compares the key's
-//! public half with the certificate's), so sluice never pushes a secret
-//! Envoy would reject.
+//! the key is of a type Envoy 1.40 serves and belongs to the leaf
+//! certificate (rustls compares the key's public half with the
+//! certificate's; see `x509` for P-521), so sluice never pushes a secret
+//! Envoy would reject. It also reads the leaf's notAfter: an expiring
+//! certificate is warned about ([`expiry_warning`]) but served.
 //!
 //! Rotation ([`Rotation`]) is decided without I/O: the watcher reads the
 //! files and reports what it saw; a change is acted on once the same
@@ -19,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -27,6 +30,11 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{CertPair, Config, ListenerTls, Origin, PemFile};
 use crate::rules::{Diagnostic, RulesError};
+
+mod x509;
+
+/// How long before its notAfter a served certificate is warned about.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Why a certificate/key pair was refused. Never holds key material.
 #[derive(Debug, thiserror::Error)]
@@ -106,16 +114,27 @@ pub fn resolve(base: &Path, file: &PemFile) -> PathBuf {
 /// field that names it.
 pub fn load(config: &mut Config, base: &Path) -> Result<(), RulesError> {
     let mut diagnostics = Vec::new();
+    let mut warnings = Vec::new();
     for listener in &mut config.listeners {
         let Some(tls) = listener.tls.as_mut() else {
             continue;
         };
         match read_pair(base, tls) {
-            Ok(pair) => tls.pair = Some(Arc::new(pair)),
+            Ok(pair) => {
+                if let Some(w) = expiry_warning(&pair, SystemTime::now()) {
+                    warnings.push((listener.name.clone(), pair.fingerprint().to_owned(), w));
+                }
+                tls.pair = Some(Arc::new(pair));
+            }
             Err(e) => diagnostics.push(diagnostic(origin_of(tls, &e), &e)),
         }
     }
     if diagnostics.is_empty() {
+        // Only for a load that succeeds: a failed one is retried every
+        // poll, and would repeat the warning each time.
+        for (listener, fingerprint, w) in warnings {
+            tracing::warn!(%listener, %fingerprint, "{w}");
+        }
         Ok(())
     } else {
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -157,12 +176,40 @@ pub fn parse_pair(
         return Err(TlsError::NoCertificate { file: cert_file });
     };
     let fingerprint = hex(&Sha256::digest(leaf.as_ref()));
+    let bad_cert = |e: der::Error| TlsError::BadCertificate {
+        file: cert_file.clone(),
+        reason: e.to_string(),
+    };
+    let info = x509::leaf(leaf.as_ref()).map_err(bad_cert)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
         pem::Error::NoItemsFound => TlsError::NoKey {
             file: key_file.clone(),
         },
         e => pem_error(Part::Key, &key_file, e),
     })?;
+    let bad_key = |e: der::Error| TlsError::BadKey {
+        file: key_file.clone(),
+        reason: e.to_string(),
+    };
+    if x509::pkcs8_v2(&key).map_err(bad_key)? {
+        return Err(TlsError::BadKey {
+            file: key_file.clone(),
+            reason: "PKCS#8 v2 keys (with the public key) cannot be read by Envoy; \
+                     write it as PKCS#8 v1, as `openssl genpkey` does"
+                .to_owned(),
+        });
+    }
+    let ec_key = x509::ec_key(&key).map_err(bad_key)?;
+    let p521 = Some(x509::P521);
+    if info.curve == p521 || ec_key.as_ref().is_some_and(|k| k.curve == p521) {
+        check_p521(&info, ec_key, &cert_file, &key_file)?;
+        return Ok(CertPair::new(
+            cert_pem,
+            key_pem,
+            fingerprint,
+            info.not_after,
+        ));
+    }
     let provider = rustls::crypto::ring::default_provider();
     let key = provider
         .key_provider
@@ -171,21 +218,30 @@ pub fn parse_pair(
             file: key_file.clone(),
             reason: e.to_string(),
         })?;
-    // Envoy (BoringSSL) serves RSA and ECDSA certificates only.
+    // What Envoy 1.40 (BoringSSL) serves: RSA of 2048 bits or more (ring
+    // refuses smaller ones too), ECDSA on P-256, P-384 (here) and P-521
+    // (above), and Ed25519.
     if !matches!(
         key.algorithm(),
-        rustls::SignatureAlgorithm::RSA | rustls::SignatureAlgorithm::ECDSA
+        rustls::SignatureAlgorithm::RSA
+            | rustls::SignatureAlgorithm::ECDSA
+            | rustls::SignatureAlgorithm::ED25519
     ) {
         return Err(TlsError::BadKey {
             file: key_file,
             reason: format!(
-                "{:?} keys are not supported; Envoy serves RSA and ECDSA certificates",
+                "{:?} keys are not supported; Envoy serves RSA, ECDSA and Ed25519 certificates",
                 key.algorithm()
             ),
         });
     }
     match CertifiedKey::new(chain, key).keys_match() {
-        Ok(()) => Ok(CertPair::new(cert_pem, key_pem, fingerprint)),
+        Ok(()) => Ok(CertPair::new(
+            cert_pem,
+            key_pem,
+            fingerprint,
+            info.not_after,
+        )),
         Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
             cert: cert_file,
             key: key_file,
@@ -193,6 +249,59 @@ pub fn parse_pair(
         Err(e) => Err(TlsError::BadCertificate {
             file: cert_file,
             reason: e.to_string(),
+        }),
+    }
+}
+
+/// A warning to log when `pair` expires within [`EXPIRY_WARNING`] of
+/// `now`, or has expired. Such a certificate is still served: refusing it
+/// would take TLS away from every proxy, which is worse than an expired
+/// certificate that clients may still accept.
+pub fn expiry_warning(pair: &CertPair, now: SystemTime) -> Option<String> {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let not_after = pair.not_after();
+    if not_after < now {
+        Some(format!(
+            "certificate expired at {}; still serving it",
+            pair.not_after_rfc3339()
+        ))
+    } else if not_after - now <= EXPIRY_WARNING.as_secs() {
+        Some(format!(
+            "certificate expires at {} (in {} hours)",
+            pair.not_after_rfc3339(),
+            (not_after - now) / 3600
+        ))
+    } else {
+        None
+    }
+}
+
+/// ring cannot load P-521 keys, so the pair is matched by the public key
+/// the key file carries, on the certificate's curve.
+fn check_p521(
+    info: &x509::Leaf,
+    key: Option<x509::EcKey>,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<(), TlsError> {
+    let mismatch = || TlsError::KeyMismatch {
+        cert: cert_file.to_owned(),
+        key: key_file.to_owned(),
+    };
+    let Some(key) = key else {
+        return Err(mismatch());
+    };
+    if key.curve != info.curve {
+        return Err(mismatch());
+    }
+    match key.public_key {
+        Some(public) if public == info.public_key => Ok(()),
+        Some(_) => Err(mismatch()),
+        None => Err(TlsError::BadKey {
+            file: key_file.to_owned(),
+            reason: "this P-521 key does not carry its public key, so it cannot be matched \
+                     to the certificate; write it with the public key (openssl pkey does)"
+                .to_owned(),
         }),
     }
 }

@@ -28,6 +28,7 @@ fn rules(consul_url: &str, listen: u16, token: bool) -> String {
     } else {
         String::new()
     };
+    let listener = common::rules::http_listener(listen, "web");
     format!(
         r#"sources:
   consul: {{address: "{consul_url}", datacenter: {DC}, wait: 1s{token}}}
@@ -36,15 +37,7 @@ services:
     discovery: {{consul: {{service: web}}}}
   - name: canary
     discovery: {{consul: {{service: web, tag: canary}}}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: {listen}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{prefix: /canary}}
+{listener}          - match: {{prefix: /canary}}
             to: {{service: canary}}
           - match: {{prefix: /}}
             to: {{service: web}}

@@ -8,21 +8,14 @@ use common::etcd::Etcd;
 use common::*;
 
 fn rules(etcd_url: &str) -> String {
+    let listener = common::rules::http_listener(0, "web");
     format!(
         r#"sources:
   etcd: {{endpoints: ["{etcd_url}"]}}
 services:
   - name: web
     discovery: {{etcd: {{prefix: /services/web/}}}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{prefix: /}}
+{listener}          - match: {{prefix: /}}
             to: {{service: web}}
 "#
     )
@@ -52,12 +45,8 @@ async fn etcd_registered_backends_receive_traffic_through_envoy() {
         .await
         .expect("put");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("rules.yaml");
-    std::fs::write(&path, rules(&etcd.url)).expect("write");
-    let sluice = Sluice::start(&path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-etcd", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
+    let rules = RulesFile::new(&rules(&etcd.url));
+    let (sluice, _envoy, listen) = sluice_and_envoy(&rules.path, "envoy-etcd", "http").await;
     let url = format!("http://127.0.0.1:{listen}/");
 
     served_by(&url, &["a"]).await;

@@ -14,21 +14,14 @@ use common::etcd::Etcd;
 use common::*;
 
 fn rules(etcd_url: &str, listen: u16) -> String {
+    let listener = common::rules::http_listener(listen, "web");
     format!(
         r#"sources:
   etcd: {{endpoints: ["{etcd_url}"]}}
 services:
   - name: web
     discovery: {{etcd: {{prefix: /services/web/}}}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: {listen}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{prefix: /}}
+{listener}          - match: {{prefix: /}}
             to: {{service: web}}
 "#
     )
@@ -136,7 +129,7 @@ async fn etcd_changes_outage_and_restart() {
         last(&eds),
         set(&["127.0.0.1:8081 HEALTHY", "127.0.0.1:8083 HEALTHY"])
     );
-    let shown = status_text(&sluice).await;
+    let shown = sluice.status_text().await;
     assert!(shown.contains("source etcd: DOWN"), "{shown}");
 
     // Restart: converges, including changes made right after.
@@ -201,17 +194,4 @@ async fn etcd_compaction_during_a_gap_is_relisted() {
         sluice.metric("sluice_source_up{source=\"etcd\"}").await == 1.0
     })
     .await;
-}
-
-async fn status_text(sluice: &Sluice) -> String {
-    let admin = sluice.admin.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["status", "--admin", &admin])
-            .output()
-            .expect("sluice status")
-    })
-    .await
-    .expect("join");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

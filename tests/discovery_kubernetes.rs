@@ -15,21 +15,14 @@ use common::kube::FakeKube;
 use common::*;
 
 fn rules(kubeconfig: &str, namespace: &str, service: &str, port: &str, listen: u16) -> String {
+    let listener = common::rules::http_listener(listen, "web");
     format!(
         r#"sources:
   kubernetes: {{kubeconfig: "{kubeconfig}"}}
 services:
   - name: web
     discovery: {{kubernetes: {{namespace: {namespace}, service: {service}, port: "{port}"}}}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: {listen}
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{prefix: /}}
+{listener}          - match: {{prefix: /}}
             to: {{service: web}}
 "#
     )

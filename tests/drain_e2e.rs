@@ -26,6 +26,7 @@ fn drain_cli(admin: SocketAddr, args: &[&str]) -> (bool, String, String) {
 }
 
 fn rules(a: &Backend, b: &Backend) -> String {
+    let listener = common::rules::http_listener(0, "all");
     format!(
         r#"services:
   - name: geo
@@ -33,15 +34,7 @@ fn rules(a: &Backend, b: &Backend) -> String {
     endpoints:
       - {{address: 127.0.0.1, port: {a}, locality: {{region: eu, zone: eu-1a}}}}
       - {{address: 127.0.0.1, port: {b}, locality: {{region: eu, zone: eu-1b}}}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - {{match: {{prefix: /}}, to: {{service: geo}}}}
+{listener}          - {{match: {{prefix: /}}, to: {{service: geo}}}}
 "#,
         a = a.addr.port(),
         b = b.addr.port(),
@@ -52,10 +45,8 @@ listeners:
 async fn draining_a_locality_keeps_in_flight_requests_and_survives_restart() {
     let a = backend("a").await;
     let b = backend("b").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules(&a, &b)).expect("write rules");
-    let mut sluice = Sluice::start(&rules_path, "127.0.0.1:0");
+    let rules = RulesFile::new(&rules(&a, &b));
+    let mut sluice = Sluice::start(&rules.path, "127.0.0.1:0");
     let xds = sluice.xds;
     let envoy = Envoy::start("envoy-drain", "default", xds, &[]).await;
     let url = format!("http://127.0.0.1:{}/", envoy.listener_port("http").await);
@@ -130,7 +121,7 @@ async fn draining_a_locality_keeps_in_flight_requests_and_survives_restart() {
     let acked_eds = |s: serde_json::Value| s["proxies"][0]["types"]["eds"]["acked"].clone();
     let before = acked_eds(sluice.status().await);
     sluice.kill();
-    let sluice = Sluice::start(&rules_path, &xds.to_string());
+    let sluice = Sluice::start(&rules.path, &xds.to_string());
     let sluice_ref = &sluice;
     eventually("envoy reconnects and ACKs EDS", || async {
         !acked_eds(sluice_ref.status().await).is_null()

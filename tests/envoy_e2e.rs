@@ -9,24 +9,11 @@ mod common;
 use common::*;
 
 fn rules(web_v1: u16, web_v2: u16, stable: u32, canary: u32) -> String {
+    let web = common::rules::web_v1_v2(web_v1, web_v2);
+    let listener = common::rules::http_listener(0, "web");
     format!(
         r#"services:
-  - name: web
-    endpoints:
-      - {{address: 127.0.0.1, port: {web_v1}, labels: {{version: v1}}}}
-      - {{address: 127.0.0.1, port: {web_v2}, labels: {{version: v2}}}}
-    subsets:
-      stable: {{version: v1}}
-      canary: {{version: v2}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{prefix: /v2}}
+{web}{listener}          - match: {{prefix: /v2}}
             to: {{service: web, subset: canary}}
           - match: {{prefix: /}}
             split:
@@ -55,11 +42,9 @@ async fn rds_acked_everywhere(sluice: &Sluice) -> Option<String> {
 async fn scenario(delta: bool) {
     let v1 = backend("v1").await;
     let v2 = backend("v2").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
-    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 80, 20));
+    let rules_file = RulesFile::new(&rules(v1.addr.port(), v2.addr.port(), 80, 20));
 
-    let mut sluice = Sluice::start(&rules_path, "127.0.0.1:0");
+    let mut sluice = Sluice::start(&rules_file.path, "127.0.0.1:0");
     let xds = sluice.xds;
     let extra: &[&str] = if delta { &["--ads", "delta"] } else { &[] };
     let envoy = Envoy::start("envoy-e2e", "default", xds, extra).await;
@@ -97,16 +82,7 @@ async fn scenario(delta: bool) {
     );
 
     let first_rds = rds_acked_everywhere(&sluice).await.expect("rds acked");
-    let admin = sluice.admin.to_string();
-    let shown = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["status", "--admin", &admin])
-            .output()
-            .expect("sluice status")
-    })
-    .await
-    .expect("join");
-    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let shown = sluice.status_text().await;
     let mode = if delta { "mode=delta" } else { "mode=sotw" };
     assert!(
         shown.contains("envoy-e2e  group=default") && shown.contains(mode),
@@ -119,7 +95,7 @@ async fn scenario(delta: bool) {
     let lds_modified = envoy.stat("listener_manager.listener_modified").await;
 
     // Edit to 50/50: pushed without restarting Envoy, listener untouched.
-    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 50, 50));
+    rules_file.write(&rules(v1.addr.port(), v2.addr.port(), 50, 50));
     eventually("new routes ACKed", || async {
         rds_acked_everywhere(&sluice)
             .await
@@ -142,7 +118,7 @@ async fn scenario(delta: bool) {
     let rejected = sluice.status().await["rules"]["rejected_reloads"]
         .as_u64()
         .unwrap_or(0);
-    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 50, 40));
+    rules_file.write(&rules(v1.addr.port(), v2.addr.port(), 50, 40));
     eventually("bad edit rejected", || async {
         sluice.status().await["rules"]["rejected_reloads"]
             .as_u64()
@@ -173,7 +149,7 @@ async fn scenario(delta: bool) {
     );
 
     // Put the good file back, then kill sluice: Envoy keeps serving.
-    write_atomically(&rules_path, &rules(v1.addr.port(), v2.addr.port(), 50, 50));
+    rules_file.write(&rules(v1.addr.port(), v2.addr.port(), 50, 50));
     let before = sluice.status().await["proxies"][0]["types"].clone();
     sluice.kill();
     let during = distribution(&format!("{url}/"), 300).await;
@@ -184,7 +160,7 @@ async fn scenario(delta: bool) {
     );
 
     // Restart on the same address: Envoy reconnects to the same versions.
-    let sluice = Sluice::start(&rules_path, &xds.to_string());
+    let sluice = Sluice::start(&rules_file.path, &xds.to_string());
     eventually("envoy reconnects and ACKs", || async {
         let s = sluice.status().await;
         let types = &s["proxies"][0]["types"];

@@ -13,31 +13,9 @@ fn rules(free: u16, pro: u16, alice_key: &str) -> String {
         .lines()
         .map(|l| format!("                      {l}\n"))
         .collect();
+    let head = common::rules::api_key_gateway(free, pro, alice_key);
     format!(
-        r#"services:
-  - name: free
-    endpoints: [{{address: 127.0.0.1, port: {free}}}]
-  - name: pro
-    endpoints: [{{address: 127.0.0.1, port: {pro}}}]
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: api
-        domains: ["*"]
-        auth:
-          api_key:
-            header: x-api-key
-            keys:
-              - {{key: {alice_key}, consumer: alice, plan: pro}}
-              - {{key: bob-key, consumer: bob, plan: free}}
-        transform:
-          response:
-            set_headers: {{x-served-for: "${{consumer}}"}}
-            remove_headers: [x-backend-secret]
-        routes:
-          - match: {{prefix: /jwt}}
+        r#"{head}          - match: {{prefix: /jwt}}
             to: {{service: free}}
             auth:
               jwt:
@@ -110,15 +88,8 @@ async fn call(url: &str, key: Option<&str>, extra: &[(&str, &str)], body: Option
 async fn lua_auth_routing_and_transforms_in_real_envoy() {
     let free = echo_backend("free").await;
     let pro = echo_backend("pro").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
-    write_atomically(
-        &rules_path,
-        &rules(free.addr.port(), pro.addr.port(), "alice-key"),
-    );
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-lua", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
+    let rules_file = RulesFile::new(&rules(free.addr.port(), pro.addr.port(), "alice-key"));
+    let (sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-lua", "http").await;
     let url = format!("http://127.0.0.1:{listen}/orders");
 
     eventually("envoy serves the listener", || async {
@@ -276,10 +247,7 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
     // Rotate alice's key: RDS only — no restart, no listener change.
     let modified = envoy.stat("listener_manager.listener_modified").await;
     let lds_updates = envoy.stat("listener_manager.lds.update_success").await;
-    write_atomically(
-        &rules_path,
-        &rules(free.addr.port(), pro.addr.port(), "alice-key-2"),
-    );
+    rules_file.write(&rules(free.addr.port(), pro.addr.port(), "alice-key-2"));
     eventually("the new key works", || async {
         call(&url, Some("alice-key-2"), &[], None).await.status == 200
     })

@@ -35,6 +35,7 @@ fn rules(b: &Backends) -> String {
         .iter()
         .map(|s| format!("      - {}", ep(s)))
         .collect();
+    let listener = common::rules::http_listener(0, "all");
     format!(
         r#"services:
   - name: hc
@@ -58,15 +59,7 @@ fn rules(b: &Backends) -> String {
     endpoints: [{plain}]
   - name: shadow
     endpoints: [{shadow}]
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - {{match: {{prefix: /hc}}, to: {{service: hc}}}}
+{listener}          - {{match: {{prefix: /hc}}, to: {{service: hc}}}}
           - {{match: {{prefix: /tiers}}, to: {{service: tiers}}}}
           - {{match: {{prefix: /slow}}, to: {{service: slow}}}}
           - match: {{prefix: /sticky}}
@@ -115,12 +108,8 @@ async fn traffic_policy_on_real_envoy() {
         plain: backend("plain").await,
         shadow: backend("shadow").await,
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules(&b)).expect("write rules");
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-policy", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
+    let rules = RulesFile::new(&rules(&b));
+    let (_sluice, envoy, listen) = sluice_and_envoy(&rules.path, "envoy-policy", "http").await;
     let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
     let client = http();
 
@@ -160,8 +149,15 @@ async fn traffic_policy_on_real_envoy() {
     // Circuit breaker (one connection, one pending request): with one
     // request in flight (held 3s by the backend) and one queued, the next
     // is refused by Envoy itself.
+    // The queued request waits out the held one's 3s: a client timeout of
+    // WAIT, not http()'s 5s, so a loaded machine cannot make it fail.
+    let patient = reqwest::Client::builder()
+        .timeout(WAIT)
+        .no_proxy()
+        .build()
+        .expect("client");
     let send = |delay: &'static str| {
-        let (client, u) = (client.clone(), url("/slow"));
+        let (client, u) = (patient.clone(), url("/slow"));
         tokio::spawn(async move { client.get(u).header("x-delay-ms", delay).send().await })
     };
     let held = send("3000");

@@ -28,6 +28,7 @@ fn only(counts: &BTreeMap<String, usize>, name: &str) -> bool {
 fn balance_rules(flaky: &[Backend], ring: &[Backend]) -> String {
     let flaky: Vec<String> = flaky.iter().map(|b| ep(b.addr)).collect();
     let ring: Vec<String> = ring.iter().map(|b| ep(b.addr)).collect();
+    let listener = common::rules::http_listener(0, "all");
     format!(
         r#"services:
   - name: flaky
@@ -37,15 +38,7 @@ fn balance_rules(flaky: &[Backend], ring: &[Backend]) -> String {
   - name: ring
     lb_policy: ring_hash
     endpoints: [{ring}]
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - {{match: {{prefix: /flaky}}, to: {{service: flaky}}}}
+{listener}          - {{match: {{prefix: /flaky}}, to: {{service: flaky}}}}
           - {{match: {{prefix: /ring}}, to: {{service: ring}}, hash: [{{header: x-key}}]}}
 "#,
         flaky = flaky.join(", "),
@@ -75,12 +68,8 @@ async fn ejection_and_ring_hash_on_real_envoy() {
     for i in 0..4 {
         ring.push(backend(&format!("ring-{i}")).await);
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, balance_rules(&flaky, &ring)).expect("write rules");
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-balance", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
+    let rules = RulesFile::new(&balance_rules(&flaky, &ring));
+    let (_sluice, envoy, listen) = sluice_and_envoy(&rules.path, "envoy-balance", "http").await;
     let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
 
     // Outlier detection: three 5xx in a row eject flaky-b (health checks
@@ -122,7 +111,7 @@ async fn ejection_and_ring_hash_on_real_envoy() {
     // With 400 keys its share is about Binomial(400, 0.25): mean 100,
     // sd 8.7, plus the ring's own unevenness; 40..=160 is far outside both.
     assert!((40..=160).contains(&on_removed), "ring-3 held {on_removed}");
-    write_atomically(&rules_path, &balance_rules(&flaky, &ring[..3]));
+    rules.write(&balance_rules(&flaky, &ring[..3]));
     eventually("envoy drops ring-3", || async {
         envoy_ref.stat("cluster.ring.membership_total").await == 3.0
     })
@@ -253,20 +242,13 @@ async fn protocols_and_access_log_on_real_envoy() {
         .expect("bind")
         .local_addr()
         .expect("addr");
+    let listener = common::rules::http_listener(0, "all");
     let rules = format!(
         r#"services:
   - {{name: ws, endpoints: [{ws}]}}
   - {{name: h2, protocol: http2, endpoints: [{h2}]}}
   - {{name: dead, endpoints: [{dead}]}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - {{name: ws, match: {{prefix: /ws}}, to: {{service: ws}}, websocket: true}}
+{listener}          - {{name: ws, match: {{prefix: /ws}}, to: {{service: ws}}, websocket: true}}
           - {{name: no-ws, match: {{prefix: /plain}}, to: {{service: ws}}}}
           - {{name: h2, match: {{prefix: /h2}}, to: {{service: h2}}}}
           - {{name: dead, match: {{prefix: /dead}}, to: {{service: dead}}}}
@@ -275,12 +257,8 @@ listeners:
         h2 = ep(h2),
         dead = ep(dead),
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules).expect("write rules");
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-protocols", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
+    let rules = RulesFile::new(&rules);
+    let (_sluice, envoy, listen) = sluice_and_envoy(&rules.path, "envoy-protocols", "http").await;
     let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
     let client = http();
 

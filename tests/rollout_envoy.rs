@@ -18,24 +18,11 @@ use common::rollout::*;
 use common::*;
 
 fn rules(v1: u16, v2: u16) -> String {
+    let web = common::rules::web_v1_v2(v1, v2);
+    let listener = common::rules::http_listener(0, "web");
     format!(
         r#"services:
-  - name: web
-    endpoints:
-      - {{address: 127.0.0.1, port: {v1}, labels: {{version: v1}}}}
-      - {{address: 127.0.0.1, port: {v2}, labels: {{version: v2}}}}
-    subsets:
-      stable: {{version: v1}}
-      canary: {{version: v2}}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {{prefix: /}}
+{web}{listener}          - match: {{prefix: /}}
             to: {{service: web, subset: stable}}
 "#
     )

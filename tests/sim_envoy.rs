@@ -18,19 +18,13 @@ use sluice::sim::route::Request;
 use sluice::sim::state::Mode;
 
 fn rules(a: u16, b: u16, c: u16) -> String {
+    let web = common::rules::web_v1_v2(b, c);
     format!(
         r#"services:
   - name: api
     endpoints:
       - {{address: 127.0.0.1, port: {a}}}
-  - name: web
-    endpoints:
-      - {{address: 127.0.0.1, port: {b}, labels: {{version: v1}}}}
-      - {{address: 127.0.0.1, port: {c}, labels: {{version: v2}}}}
-    subsets:
-      stable: {{version: v1}}
-      canary: {{version: v2}}
-listeners:
+{web}listeners:
   - name: http
     address: 127.0.0.1
     port: 0

@@ -24,31 +24,9 @@ use sluice::sim::route::Request;
 use sluice::sim::state::{Mode, View};
 
 fn rules(free: u16, pro: u16) -> String {
+    let head = common::rules::api_key_gateway(free, pro, "alice-key");
     format!(
-        r#"services:
-  - name: free
-    endpoints: [{{address: 127.0.0.1, port: {free}}}]
-  - name: pro
-    endpoints: [{{address: 127.0.0.1, port: {pro}}}]
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 0
-    virtual_hosts:
-      - name: api
-        domains: ["*"]
-        auth:
-          api_key:
-            header: x-api-key
-            keys:
-              - {{key: alice-key, consumer: alice, plan: pro}}
-              - {{key: bob-key, consumer: bob, plan: free}}
-        transform:
-          response:
-            set_headers: {{x-served-for: "${{consumer}}"}}
-            remove_headers: [x-backend-secret]
-        routes:
-          - match: {{prefix: /orders}}
+        r#"{head}          - match: {{prefix: /orders}}
             to: {{service: free}}
             validate: {{methods: [GET, POST], required_headers: [x-tag]}}
             transform: {{request: {{set_headers: {{x-tag-copy: "t-${{header.x-tag}}"}}}}}}

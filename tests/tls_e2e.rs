@@ -3,6 +3,9 @@
 //! an atomic rename (a Kubernetes-style symlink swap) — Envoy then presents
 //! the new certificate without the listener being modified or drained. A
 //! garbage key is refused and the last good certificate stays served.
+//! The check lets through the key types Envoy serves (P-521, Ed25519) and
+//! refuses a key Envoy cannot read; an expired certificate is still
+//! served, its notAfter shown.
 
 mod common;
 
@@ -42,10 +45,12 @@ fn mk_ca() -> Ca {
     }
 }
 
+/// A leaf valid until 2031-05-17T00:00:00Z.
 fn mk_leaf(ca: &Ca, serial: [u8; 4]) -> Leaf {
     let key = KeyPair::generate().expect("leaf key");
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
     params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.not_after = rcgen::date_time_ymd(2031, 5, 17);
     let cert = params.signed_by(&key, &ca.issuer).expect("leaf cert");
     Leaf {
         cert_pem: cert.pem(),
@@ -168,20 +173,27 @@ async fn listener_stats(envoy: &Envoy) -> Vec<f64> {
     out
 }
 
+/// Envoy accepted every push: no `sluice_xds_nacks_total` series above 0.
+async fn assert_no_nacks(sluice: &Sluice) {
+    let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
+    let nacks: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     let web = backend("web").await;
     let ca = Arc::new(mk_ca());
     let a = mk_leaf(&ca, [0x1a, 0x00, 0x00, 0x0a]);
     let b = mk_leaf(&ca, [0x1b, 0x00, 0x00, 0x0b]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    install(dir.path(), &a);
-    let rules_path = dir.path().join("rules.yaml");
-    std::fs::write(&rules_path, rules(&web)).expect("write rules");
+    let rules = RulesFile::new(&rules(&web));
+    let dir = rules.dir();
+    install(dir, &a);
 
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-tls", "default", sluice.xds, &[]).await;
-    let port = envoy.listener_port("https").await;
+    let (sluice, envoy, port) = sluice_and_envoy(&rules.path, "envoy-tls", "https").await;
 
     eventually("envoy answers over TLS", || async {
         get(&ca, port).await.is_ok()
@@ -205,9 +217,14 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
         status["rules"]["certificates"]["https"]["fingerprint"],
         fingerprint(&a.der)
     );
+    let cert_status = &status["rules"]["certificates"]["https"];
+    assert_eq!(cert_status["not_after"], "2031-05-17T00:00:00Z");
+    assert_eq!(cert_status["not_after_seconds"], 1_936_742_400);
+    let expiry = r#"sluice_tls_certificate_expiry_timestamp_seconds{listener="https"}"#;
+    assert_eq!(sluice.metric(expiry).await, 1_936_742_400.0);
 
     // Rotate to B.
-    install(dir.path(), &b);
+    install(dir, &b);
     eventually("envoy presents certificate B", || async {
         matches!(get(&ca, port).await, Ok((leaf, _)) if leaf == b.der)
     })
@@ -227,7 +244,7 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
 
     // A garbage key (renamed over the file, as certbot replaces files) is
     // refused; B stays served.
-    write_atomically(&dir.path().join("certs/server.key"), "not a key\n");
+    write_atomically(&dir.join("certs/server.key"), "not a key\n");
     eventually("sluice rejects the garbage key", || async {
         let status = sluice.status().await;
         status["rules"]["certificates"]["https"]["last_error"]
@@ -241,25 +258,11 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     assert_eq!(response, "HTTP/1.1 200 OK web");
     assert_eq!(envoy_serials(&envoy).await, [b.serial.as_str()]);
     assert_eq!(listener_stats(&envoy).await, before);
-    let metrics = get_text(&format!("http://{}/metrics", sluice.admin)).await;
-    let nacks: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("sluice_xds_nacks_total{") && !l.ends_with(" 0"))
-        .collect();
-    assert!(nacks.is_empty(), "Envoy rejected a push: {nacks:?}");
+    assert_no_nacks(&sluice).await;
 
-    let admin = sluice.admin.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["status", "--admin", &admin])
-            .output()
-            .expect("run sluice status")
-    })
-    .await
-    .expect("join");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = sluice.status_text().await;
     let line = format!(
-        "certificate https: sha256 {}  reloads=1 rejected=1\n  last reload REJECTED: ",
+        "certificate https: sha256 {}  not_after=2031-05-17T00:00:00Z  reloads=1 rejected=1\n  last reload REJECTED: ",
         fingerprint(&b.der)
     );
     assert!(text.contains(&line), "{text}");
@@ -279,8 +282,6 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
     let web = backend("web").await;
     let ca = mk_ca();
     let a = mk_leaf(&ca, [0x2a, 0x00, 0x00, 0x0a]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules_path = dir.path().join("rules.yaml");
     let tls_rules = rules(&web);
     let (plain, _) = tls_rules.split_once("    tls:\n").expect("tls block");
     let plain = format!(
@@ -290,10 +291,10 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
             .expect("tls end")
             .1
     );
-    std::fs::write(&rules_path, &plain).expect("write rules");
-    let sluice = Sluice::start(&rules_path, "127.0.0.1:0");
+    let rules_file = RulesFile::new(&plain);
+    let sluice = Sluice::start(&rules_file.path, "127.0.0.1:0");
 
-    write_atomically(&rules_path, &tls_rules);
+    rules_file.write(&tls_rules);
     eventually("the missing certificate is reported", || async {
         let status = sluice.status().await;
         status["rules"]["last_error"]
@@ -305,7 +306,7 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
         .as_object()
         .is_none_or(|c| c.is_empty()));
 
-    install(dir.path(), &a);
+    install(rules_file.dir(), &a);
     eventually("the listener is served with its certificate", || async {
         let status = sluice.status().await;
         status["rules"]["certificates"]["https"]["fingerprint"].is_string()
@@ -319,4 +320,78 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
     let tls = &debug["rules"]["listeners"][0]["tls"];
     assert_eq!(tls["cert_file"]["path"], "certs/server.pem");
     assert_eq!(tls["pair"]["key"], "<redacted>");
+}
+
+/// Key types ring cannot check the usual way (P-521) or that were once
+/// thought unsupported (Ed25519) are pushed and Envoy serves them; a key
+/// Envoy cannot read (PKCS#8 v2) is refused before it is pushed; an
+/// expired certificate is served, its notAfter in status and metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_serves_what_the_check_accepts() {
+    let web = backend("web").await;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let fixture = |name: &str, serial: &str| Leaf {
+        cert_pem: std::fs::read_to_string(fixtures.join(format!("{name}.crt"))).expect("cert"),
+        key_pem: std::fs::read_to_string(fixtures.join(format!("{name}.key"))).expect("key"),
+        der: CertificateDer::from(Vec::new()),
+        serial: serial.to_owned(),
+    };
+    // `openssl x509 -noout -serial` of the fixtures.
+    let p521 = fixture("p521", "24ef450dab141c7aa995e77b182278fdfcac6927");
+    let ed25519 = fixture("ed25519", "568a4423f5c559af09e88d7fd44448ca4a64e0b3");
+    let self_signed = |alg, serial: [u8; 2], not_after: (i32, u8, u8)| {
+        let key = KeyPair::generate_for(alg).expect("key");
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let cert = params.self_signed(&key).expect("cert");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+            serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    };
+    // ring writes Ed25519 keys as PKCS#8 v2.
+    let ed25519_v2 = self_signed(&rcgen::PKCS_ED25519, [0x3e, 0xd2], (2031, 5, 17));
+    let expired = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256, [0x3e, 0xc0], (2020, 1, 1));
+
+    let rules = RulesFile::new(&rules(&web));
+    let dir = rules.dir();
+    install(dir, &p521);
+    let (sluice, envoy, _) = sluice_and_envoy(&rules.path, "envoy-tls", "https").await;
+    eventually("envoy serves the P-521 certificate", || async {
+        envoy_serials(&envoy).await == [p521.serial.as_str()]
+    })
+    .await;
+
+    install(dir, &ed25519_v2);
+    eventually("sluice refuses the PKCS#8 v2 key", || async {
+        let status = sluice.status().await;
+        status["rules"]["certificates"]["https"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PKCS#8 v2"))
+    })
+    .await;
+    assert_eq!(envoy_serials(&envoy).await, [p521.serial.as_str()]);
+
+    install(dir, &ed25519);
+    eventually("envoy serves the Ed25519 certificate", || async {
+        envoy_serials(&envoy).await == [ed25519.serial.as_str()]
+    })
+    .await;
+
+    install(dir, &expired);
+    eventually("envoy serves the expired certificate", || async {
+        envoy_serials(&envoy).await == [expired.serial.as_str()]
+    })
+    .await;
+    let status = sluice.status().await;
+    let cert_status = &status["rules"]["certificates"]["https"];
+    assert_eq!(cert_status["not_after"], "2020-01-01T00:00:00Z");
+    assert_eq!(cert_status["last_error"], serde_json::Value::Null);
+    let expiry = r#"sluice_tls_certificate_expiry_timestamp_seconds{listener="https"}"#;
+    assert_eq!(sluice.metric(expiry).await, 1_577_836_800.0);
+    assert_no_nacks(&sluice).await;
 }

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use sluice::metrics::Metrics;
+use sluice::xds::admission::Limits;
 use sluice::xds::registry::Registry;
 use sluice::xds::server::{serve_on, AdsService, Published, Shared};
 use sluice::xds::{Resource, Snapshot, Snapshots, TypeUrl};
@@ -31,6 +32,7 @@ struct Server {
     addr: SocketAddr,
     publish: watch::Sender<Option<Arc<Published>>>,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     _stop: watch::Sender<bool>,
 }
 
@@ -54,13 +56,28 @@ fn mk_snapshots(clusters: &[(&str, &str)]) -> Snapshots {
 }
 
 fn published(s: Snapshots) -> Option<Arc<Published>> {
-    Some(Arc::new(Published {
-        snapshots: Arc::new(s),
-        at: Instant::now(),
-    }))
+    Some(Arc::new(Published::after(None, s, Instant::now())))
+}
+
+impl Server {
+    /// Publishes `s` after what is served, as `serve` does (with the diff
+    /// that lets each stream look only at what changed).
+    fn republish(&self, s: Snapshots) {
+        self.publish.send_modify(|cur| {
+            *cur = Some(Arc::new(Published::after(
+                cur.as_deref(),
+                s,
+                Instant::now(),
+            )));
+        });
+    }
 }
 
 async fn start(initial: Option<Snapshots>) -> Server {
+    start_with(initial, Limits::default()).await
+}
+
+async fn start_with(initial: Option<Snapshots>, limits: Limits) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -68,17 +85,20 @@ async fn start(initial: Option<Snapshots>) -> Server {
     let (publish, rx) = watch::channel(initial.and_then(published));
     let (stop, stop_rx) = watch::channel(false);
     let registry = Arc::new(Registry::default());
+    let metrics = Arc::new(Metrics::new());
     let svc = AdsService::new(Shared {
         snapshots: rx,
         registry: registry.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
+        limits,
     });
     tokio::spawn(serve_on(listener, svc, stop_rx));
     Server {
         addr,
         publish,
         registry,
+        metrics,
         _stop: stop,
     }
 }
@@ -164,9 +184,7 @@ async fn sotw_push_ack_update_and_nack() {
     );
 
     // A change is pushed.
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v2"), ("b", "v1")]));
     let second = next(&mut stream).await;
     assert_eq!(cluster_names(&second)[0], ("a".into(), "v2".into()));
     assert_ne!(second.version_info, first.version_info);
@@ -190,13 +208,9 @@ async fn sotw_push_ack_update_and_nack() {
     );
 
     // Republishing the same config sends nothing; a new one does.
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v2"), ("b", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v2"), ("b", "v1")]));
     quiet(&mut stream).await;
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v3"), ("b", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v3"), ("b", "v1")]));
     assert_eq!(
         cluster_names(&next(&mut stream).await)[0],
         ("a".into(), "v3".into())
@@ -227,9 +241,7 @@ async fn nothing_is_sent_before_the_first_snapshot() {
         .expect("rpc")
         .into_inner();
     quiet(&mut stream).await;
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v1")]));
     let first = next(&mut stream).await;
     assert_eq!(cluster_names(&first), [("a".into(), "v1".into())]);
 }
@@ -262,9 +274,7 @@ async fn delta_add_remove_and_reconnect() {
     tx.send(req(&first.nonce)).await.expect("ack");
     quiet(&mut stream).await;
 
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v1")]));
     let second = next(&mut stream).await;
     assert!(second.resources.is_empty());
     assert_eq!(second.removed_resources, ["b"]);
@@ -273,9 +283,7 @@ async fn delta_add_remove_and_reconnect() {
     drop(stream);
 
     // Reconnect announcing what we hold: only the difference comes back.
-    server
-        .publish
-        .send_replace(published(mk_snapshots(&[("a", "v1"), ("c", "v1")])));
+    server.republish(mk_snapshots(&[("a", "v1"), ("c", "v1")]));
     let (tx, rx) = mpsc::channel(16);
     let mut first_req = req("");
     first_req.initial_resource_versions = [("a".to_string(), versions["a"].clone())].into();
@@ -302,4 +310,110 @@ async fn other_discovery_services_are_unimplemented() {
         .await
         .expect_err("must fail");
     assert_eq!(err.code(), tonic::Code::Unimplemented);
+}
+
+/// Opens a SotW stream that sends `first`; returns its request sender and
+/// response stream.
+async fn sotw_stream(
+    addr: SocketAddr,
+    first: DiscoveryRequest,
+) -> (mpsc::Sender<DiscoveryRequest>, Streaming<DiscoveryResponse>) {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.expect("send");
+    let stream = client(addr)
+        .await
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
+    (tx, stream)
+}
+
+fn lds_request(version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: TypeUrl::Listener.as_str().into(),
+        ..cds_request(version, nonce)
+    }
+}
+
+/// Waits until the admission queue holds `n` streams.
+async fn waiting(server: &Server, n: i64) {
+    let deadline = Instant::now() + WAIT;
+    while server.metrics.admission_waiting.get() != n {
+        assert!(Instant::now() < deadline, "queue never reached {n}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn reconnect_storm_is_admitted_a_few_streams_at_a_time() {
+    let limits = Limits {
+        max_initial_pushes: 1,
+        max_waiting: 1,
+        ..Limits::default()
+    };
+    let server = start_with(Some(mk_snapshots(&[("a", "v1")])), limits).await;
+
+    // The first proxy gets the only slot and its clusters.
+    let (tx_a, mut a) = sotw_stream(server.addr, cds_request("", "")).await;
+    let cds = next(&mut a).await;
+    assert_eq!(cluster_names(&cds), [("a".into(), "v1".into())]);
+
+    // The second waits in line: nothing yet.
+    let (_tx_b, mut b) = sotw_stream(server.addr, cds_request("", "")).await;
+    waiting(&server, 1).await;
+    quiet(&mut b).await;
+
+    // The line is full: the third is told to retry.
+    let (_tx_c, mut c) = sotw_stream(server.addr, cds_request("", "")).await;
+    let status = tokio::time::timeout(WAIT, c.message())
+        .await
+        .expect("answer in time")
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("retry"), "{}", status.message());
+    assert_eq!(server.metrics.admission_rejected.get(), 1);
+
+    // Once the first is configured (clusters and listeners ACKed), the
+    // second is let in.
+    tx_a.send(cds_request(&cds.version_info, &cds.nonce))
+        .await
+        .expect("ack");
+    tx_a.send(lds_request("", "")).await.expect("lds");
+    let lds = next(&mut a).await;
+    tx_a.send(lds_request(&lds.version_info, &lds.nonce))
+        .await
+        .expect("ack");
+    let first_b = next(&mut b).await;
+    assert_eq!(cluster_names(&first_b), [("a".into(), "v1".into())]);
+    waiting(&server, 0).await;
+}
+
+#[tokio::test]
+async fn a_response_over_the_message_limit_is_withheld_with_a_clear_error() {
+    let limits = Limits {
+        max_message_bytes: 2048,
+        ..Limits::default()
+    };
+    let big = "x".repeat(4096);
+    let server = start_with(Some(mk_snapshots(&[("a", "v1"), ("b", &big)])), limits).await;
+    let (tx, mut stream) = sotw_stream(server.addr, cds_request("", "")).await;
+    quiet(&mut stream).await;
+    let proxies = server.registry.list();
+    let nack = proxies[0].types["cds"].nack.as_ref().expect("error shown");
+    assert!(
+        nack.error.contains("2 cds resources") && nack.error.contains("2048-byte"),
+        "{}",
+        nack.error
+    );
+    assert!(server
+        .metrics
+        .encode()
+        .contains("sluice_xds_oversized_responses_total{type=\"cds\"} 1"));
+
+    // The stream stays up and a config that fits is sent.
+    server.republish(mk_snapshots(&[("a", "v2")]));
+    let resp = next(&mut stream).await;
+    assert_eq!(cluster_names(&resp), [("a".into(), "v2".into())]);
+    drop(tx);
 }

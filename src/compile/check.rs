@@ -33,7 +33,7 @@ pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), Compil
     let eds = unique_names(
         group,
         TypeUrl::Endpoint,
-        res.endpoints.iter().map(|c| &c.cluster_name),
+        res.endpoints.iter().map(|r| &r.name),
     )?;
     unique_names(
         group,

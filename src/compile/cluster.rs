@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality};
 use envoy_types::pb::envoy::config::endpoint::v3::{
-    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+    lb_endpoint, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
@@ -90,43 +90,82 @@ fn lb_policy(policy: model::LbPolicy) -> cluster::LbPolicy {
     }
 }
 
-/// Endpoints grouped by (priority, locality), in that order, each group's
-/// endpoints in the order the service lists them.
+/// A service's endpoints for `backend`, grouped by (priority, locality) in
+/// that order, each group's endpoints in the order the service lists them.
+pub(super) type Groups<'a> = BTreeMap<(u32, Option<&'a model::Locality>), Vec<&'a model::Endpoint>>;
+
+pub(super) fn endpoint_groups<'a>(
+    service: &'a model::Service,
+    backend: &model::Backend,
+) -> Groups<'a> {
+    type Key<'a> = (u32, Option<&'a model::Locality>);
+    let mut groups: Groups<'a> = BTreeMap::new();
+    // Registries list endpoints of one locality together: collect runs
+    // of the same key and touch the map once per run.
+    let mut run: Option<(Key<'a>, Vec<&'a model::Endpoint>)> = None;
+    for ep in service.endpoints_for(backend.subset.as_deref()) {
+        let key = (ep.priority, ep.locality.as_ref());
+        match &mut run {
+            Some((k, eps)) if *k == key => eps.push(ep),
+            _ => {
+                if let Some((k, eps)) = run.replace((key, vec![ep])) {
+                    groups.entry(k).or_default().extend(eps);
+                }
+            }
+        }
+    }
+    if let Some((k, eps)) = run {
+        groups.entry(k).or_default().extend(eps);
+    }
+    groups
+}
+
+pub(super) fn lb_endpoint(ep: &model::Endpoint) -> LbEndpoint {
+    LbEndpoint {
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(socket_address(ep.address, ep.port)),
+            ..Default::default()
+        })),
+        health_status: health_status(ep.health) as i32,
+        load_balancing_weight: Some(UInt32Value { value: ep.weight }),
+        ..Default::default()
+    }
+}
+
+/// One (priority, locality) group without its endpoints.
+pub(super) fn locality_group(
+    service: &model::Service,
+    priority: u32,
+    locality: Option<&model::Locality>,
+) -> LocalityLbEndpoints {
+    LocalityLbEndpoints {
+        locality: locality.map(|l| Locality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            sub_zone: l.sub_zone.clone(),
+        }),
+        load_balancing_weight: locality_weight(service, locality),
+        priority,
+        ..Default::default()
+    }
+}
+
+/// The load assignment as a prost message. `compile` encodes it faster
+/// from cached endpoint bytes (`eds`); this is the reference that
+/// encoding is tested against.
+#[cfg(test)]
 pub(super) fn load_assignment(
     service: &model::Service,
     backend: &model::Backend,
-) -> ClusterLoadAssignment {
-    let mut groups: BTreeMap<(u32, Option<&model::Locality>), Vec<LbEndpoint>> = BTreeMap::new();
-    for ep in service.endpoints_for(backend.subset.as_deref()) {
-        let lb = LbEndpoint {
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                address: Some(socket_address(ep.address, ep.port)),
-                ..Default::default()
-            })),
-            health_status: health_status(ep.health) as i32,
-            load_balancing_weight: Some(UInt32Value { value: ep.weight }),
-            ..Default::default()
-        };
-        groups
-            .entry((ep.priority, ep.locality.as_ref()))
-            .or_default()
-            .push(lb);
-    }
-    let endpoints = groups
+) -> envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
+    let endpoints = endpoint_groups(service, backend)
         .into_iter()
-        .map(|((priority, locality), lb_endpoints)| LocalityLbEndpoints {
-            locality: locality.map(|l| Locality {
-                region: l.region.clone(),
-                zone: l.zone.clone(),
-                sub_zone: l.sub_zone.clone(),
-            }),
-            load_balancing_weight: locality_weight(service, locality),
-            lb_endpoints,
-            priority,
-            ..Default::default()
+        .map(|((priority, locality), eps)| LocalityLbEndpoints {
+            lb_endpoints: eps.into_iter().map(lb_endpoint).collect(),
+            ..locality_group(service, priority, locality)
         })
         .collect();
-    ClusterLoadAssignment {
+    envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
         cluster_name: backend.cluster_name(),
         endpoints,
         ..Default::default()

@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use envoy_types::util::pack_any;
 
+use super::route::EffectiveFilters;
 use super::route_policy::{CORS_FILTER, FAULT_FILTER};
 use super::{access_log, ads_config_source, socket_address, CompileError};
 use crate::model;
@@ -26,13 +27,11 @@ use crate::model;
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const ROUTER_FILTER: &str = "envoy.filters.http.router";
 
-pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
+pub(super) fn listener(
+    l: &model::Listener,
+    effective: &EffectiveFilters,
+) -> Result<Listener, CompileError> {
     let routes = || l.virtual_hosts.iter().flat_map(|vh| &vh.routes);
-    let effective: Vec<model::Filters> = l
-        .virtual_hosts
-        .iter()
-        .flat_map(|vh| vh.routes.iter().map(|r| r.filters.over(&vh.filters)))
-        .collect();
     let mut http_filters = Vec::new();
     // Filters run in this order, each listed only when a route configures
     // it (per route, through `typed_per_filter_config`, so changing a key, a
@@ -45,18 +44,18 @@ pub(super) fn listener(l: &model::Listener) -> Result<Listener, CompileError> {
         http_filters.push(http_filter(CORS_FILTER, pack_any(Cors::default())));
     }
     if effective
-        .iter()
+        .all()
         .any(|f| f.auth.as_ref().is_some_and(|a| a.ip.is_some()))
     {
         http_filters.push(super::rbac::http_filter());
     }
-    if effective.iter().any(model::Filters::uses_lua) {
+    if effective.all().any(model::Filters::uses_lua) {
         http_filters.push(super::lua::http_filter()?);
     }
-    if effective.iter().any(|f| f.lua.is_some()) {
+    if effective.all().any(|f| f.lua.is_some()) {
         http_filters.push(super::lua::user_http_filter());
     }
-    if effective.iter().any(|f| f.rate_limit.is_some()) {
+    if effective.all().any(|f| f.rate_limit.is_some()) {
         http_filters.push(super::ratelimit::http_filter());
     }
     if routes().any(|r| r.policy.fault.is_some()) {

@@ -31,6 +31,7 @@ mod canonical;
 mod check;
 mod cluster;
 mod cluster_policy;
+pub mod eds;
 mod listener;
 mod lua;
 mod ratelimit;
@@ -120,6 +121,30 @@ const FALLBACK: &str = "(fallback)";
 
 /// Compile `config` into one snapshot per node group plus the fallback.
 pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
+    Compiler::default().compile(config)
+}
+
+/// [`compile`] with memory: encoded endpoints are kept from one compile to
+/// the next ([`eds::EndpointCache`]), so a publisher that compiles on
+/// every endpoint change re-encodes only endpoints that changed. The
+/// output does not depend on what was cached: the same config gives the
+/// same bytes as [`compile`].
+#[derive(Debug, Default)]
+pub struct Compiler {
+    endpoints: eds::EndpointCache,
+}
+
+impl Compiler {
+    pub fn compile(&mut self, config: &model::Config) -> Result<Snapshots, CompileError> {
+        self.endpoints.start();
+        compile_with(config, &mut self.endpoints)
+    }
+}
+
+fn compile_with(
+    config: &model::Config,
+    cache: &mut eds::EndpointCache,
+) -> Result<Snapshots, CompileError> {
     let groups: BTreeSet<&str> = config
         .listeners
         .iter()
@@ -134,7 +159,7 @@ pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
             .iter()
             .filter(|l| l.serves_group(group))
             .collect();
-        let snapshot = compile_group(config, group, &listeners)?;
+        let snapshot = compile_group(config, group, &listeners, cache)?;
         out.insert(group.to_owned(), Arc::new(snapshot));
     }
 
@@ -143,7 +168,7 @@ pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
         .iter()
         .filter(|l| l.groups.is_none())
         .collect();
-    let fallback = compile_group(config, FALLBACK, &fallback)?;
+    let fallback = compile_group(config, FALLBACK, &fallback, cache)?;
 
     Ok(Snapshots {
         groups: out,
@@ -155,7 +180,8 @@ pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
 #[derive(Debug, Default)]
 struct GroupResources {
     clusters: Vec<envoy_types::pb::envoy::config::cluster::v3::Cluster>,
-    endpoints: Vec<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
+    /// Already encoded (see [`eds`]).
+    endpoints: Vec<Resource>,
     listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
     routes: Vec<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>,
     secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
@@ -165,34 +191,36 @@ fn compile_group(
     config: &model::Config,
     group: &str,
     listeners: &[&model::Listener],
+    cache: &mut eds::EndpointCache,
 ) -> Result<Snapshot, CompileError> {
     let mut res = GroupResources::default();
     for service in cluster::referenced_services(config, listeners)? {
         for backend in cluster::backends_of(service) {
             res.clusters.push(cluster::cluster(service, &backend)?);
             res.endpoints
-                .push(cluster::load_assignment(service, &backend));
+                .push(eds::load_assignment(service, &backend, cache));
         }
     }
     for l in listeners {
-        res.listeners.push(listener::listener(l)?);
+        let filters = route::EffectiveFilters::of(l);
+        res.listeners.push(listener::listener(l, &filters)?);
         if let Some(t) = &l.tls {
             res.secrets.push(tls::secret(&l.name, t)?);
         }
-        res.routes.push(route::route_configuration(l)?);
+        res.routes.push(route::route_configuration(l, &filters)?);
     }
     check::invariants(group, &res)?;
 
     let sds = encode_all(&res.secrets, |s| &s.name);
     let cds = encode_all(&res.clusters, |c| &c.name);
-    let eds = encode_all(&res.endpoints, |c| &c.cluster_name);
+
     let lds = encode_all(&res.listeners, |l| &l.name);
     let rds = res
         .routes
         .iter()
         .map(|r| Resource::from_bytes(r.name.clone(), canonical::route_configuration(r)))
         .collect();
-    Ok(Snapshot::new([sds, cds, eds, lds, rds]))
+    Ok(Snapshot::new([sds, cds, res.endpoints, lds, rds]))
 }
 
 fn encode_all<M: prost::Message>(msgs: &[M], name: impl Fn(&M) -> &String) -> Vec<Resource> {

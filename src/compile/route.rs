@@ -17,19 +17,51 @@ use super::{pb_duration, route_policy, CompileError};
 use crate::lua::FILTER_NAME;
 use crate::model;
 
-pub(super) fn route_configuration(l: &model::Listener) -> Result<RouteConfiguration, CompileError> {
+/// Each route's filters with its virtual host's filled in
+/// ([`model::Filters::over`]), by virtual host then route in file order.
+/// Computed once per listener: the listener's HTTP filter list and the
+/// routes' per-filter configs both read it.
+pub(super) struct EffectiveFilters(Vec<Vec<model::Filters>>);
+
+impl EffectiveFilters {
+    pub(super) fn of(l: &model::Listener) -> EffectiveFilters {
+        EffectiveFilters(
+            l.virtual_hosts
+                .iter()
+                .map(|vh| {
+                    vh.routes
+                        .iter()
+                        .map(|r| r.filters.over(&vh.filters))
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
+    /// Every route's, across the listener's virtual hosts.
+    pub(super) fn all(&self) -> impl Iterator<Item = &model::Filters> {
+        self.0.iter().flatten()
+    }
+}
+
+pub(super) fn route_configuration(
+    l: &model::Listener,
+    filters: &EffectiveFilters,
+) -> Result<RouteConfiguration, CompileError> {
     let virtual_hosts = l
         .virtual_hosts
         .iter()
-        .map(|vh| {
-            let clear_cache = routes_on_identity(vh);
+        .zip(&filters.0)
+        .map(|(vh, filters)| {
+            let clear_cache = routes_on_identity(vh, filters);
             Ok(VirtualHost {
                 name: vh.name.clone(),
                 domains: vh.domains.clone(),
                 routes: vh
                     .routes
                     .iter()
-                    .map(|r| route_with_filters(l, vh, r, clear_cache))
+                    .zip(filters)
+                    .map(|(r, filters)| route_with_filters(l, r, filters, clear_cache))
                     .collect::<Result<_, CompileError>>()?,
                 ..Default::default()
             })
@@ -46,14 +78,13 @@ pub(super) fn route_configuration(l: &model::Listener) -> Result<RouteConfigurat
 /// `LuaPerRoute` and the local rate limit's config.
 fn route_with_filters(
     l: &model::Listener,
-    vh: &model::VirtualHost,
     r: &model::Route,
+    filters: &model::Filters,
     clear_cache: bool,
 ) -> Result<Route, CompileError> {
     let mut route = self::route(l, r)?;
-    let filters = r.filters.over(&vh.filters);
     if filters.uses_lua() {
-        let any = super::lua::per_route(&filters, clear_cache);
+        let any = super::lua::per_route(filters, clear_cache);
         route
             .typed_per_filter_config
             .insert(FILTER_NAME.to_string(), any);
@@ -71,7 +102,7 @@ fn route_with_filters(
             .insert(crate::lua::USER_FILTER_NAME.to_string(), any);
     }
     let context = || format!("listener {:?} route {:?}", l.name, r.name);
-    if let Some(any) = super::ratelimit::per_route(&filters, context)? {
+    if let Some(any) = super::ratelimit::per_route(filters, context)? {
         let name = super::ratelimit::FILTER_NAME.to_string();
         route.typed_per_filter_config.insert(name, any);
     }
@@ -221,9 +252,10 @@ fn retry_policy(
 /// Whether a virtual host routes on the identity headers auth sets: then
 /// the Lua must clear the route cache after auth so Envoy matches again
 /// with the authenticated consumer and plan.
-fn routes_on_identity(vh: &model::VirtualHost) -> bool {
-    vh.routes.iter().any(|r| {
-        let Some(auth) = r.filters.over(&vh.filters).auth else {
+/// `filters` are the virtual host's routes' effective filters.
+fn routes_on_identity(vh: &model::VirtualHost, filters: &[model::Filters]) -> bool {
+    vh.routes.iter().zip(filters).any(|(r, filters)| {
+        let Some(auth) = &filters.auth else {
             return false;
         };
         r.matcher.headers.iter().any(|h| {

@@ -1,18 +1,25 @@
-//! When to publish after endpoint changes: a sans-io debouncer.
+//! When to publish after changes: a sans-io debouncer paced by what
+//! publishing costs.
 //!
-//! `serve` tells the [`Coalescer`] about every change and every publish and
-//! sleeps until [`Coalescer::deadline`]. The rule:
+//! `serve` tells the [`Coalescer`] about every change and, after each
+//! publish, when it ended and how long it took; it sleeps until
+//! [`Coalescer::deadline`]. The rule:
 //!
 //! - a change waits until the sources have been `quiet` for a moment (a
 //!   registry usually sends a burst: a deploy moves many instances), but
 //!   never more than `max_delay` after the first pending change;
-//! - publishes are at least `interval` apart. The interval is 0 while
-//!   publishes are rare, doubles (from `quiet`) each time a publish follows
-//!   the previous one within `calm`, and is capped at `max_interval`.
+//! - the next publish starts no earlier than `cost_factor` × the duration
+//!   of the last one after it ended (capped at `max_interval`), so the
+//!   publisher (resolve, compile, diff, hand-off) is busy at most
+//!   1 / (1 + `cost_factor`) of the time, however fast changes arrive.
 //!
-//! So one change after a calm period goes out after `quiet` (5 ms), and a
-//! registry that flaps without end gives at most one publish per
-//! `max_interval`.
+//! A change that arrives after that gap — an isolated change, or changes
+//! every few hundred milliseconds when a publish takes a few — goes out
+//! after `quiet` alone. A flood is batched: each publish carries every
+//! change since the previous one, and publishes come as often as their
+//! cost allows. The pacing used to be a fixed doubling up to 500 ms for
+//! any two publishes within 2 s, which made a registry changing every
+//! 500 ms wait up to 500 ms per change even when publishing took 1 ms.
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +27,10 @@ use std::time::{Duration, Instant};
 pub struct CoalesceConfig {
     pub quiet: Duration,
     pub max_delay: Duration,
+    /// The longest gap pacing may impose after a publish.
     pub max_interval: Duration,
-    pub calm: Duration,
+    /// The gap after a publish, as a multiple of its duration.
+    pub cost_factor: u32,
 }
 
 impl Default for CoalesceConfig {
@@ -30,7 +39,7 @@ impl Default for CoalesceConfig {
             quiet: Duration::from_millis(5),
             max_delay: Duration::from_millis(100),
             max_interval: Duration::from_millis(500),
-            calm: Duration::from_secs(2),
+            cost_factor: 3,
         }
     }
 }
@@ -40,6 +49,7 @@ pub struct Coalescer {
     cfg: CoalesceConfig,
     first_pending: Option<Instant>,
     last_change: Option<Instant>,
+    /// When the last publish ended.
     last_publish: Option<Instant>,
     interval: Duration,
 }
@@ -71,21 +81,18 @@ impl Coalescer {
         })
     }
 
-    /// Records a publish at `now`; pending changes are gone.
-    pub fn published(&mut self, now: Instant) {
-        self.interval = match self.last_publish {
-            Some(prev) if now.saturating_duration_since(prev) < self.cfg.calm => (self.interval
-                * 2)
-            .max(self.cfg.quiet)
-            .min(self.cfg.max_interval),
-            _ => Duration::ZERO,
-        };
+    /// Records a publish that ended at `now` and took `cost`; pending
+    /// changes are gone.
+    pub fn published(&mut self, now: Instant, cost: Duration) {
+        self.interval = cost
+            .saturating_mul(self.cfg.cost_factor)
+            .min(self.cfg.max_interval);
         self.last_publish = Some(now);
         self.first_pending = None;
         self.last_change = None;
     }
 
-    /// The current minimum gap between publishes.
+    /// The current minimum gap after the last publish.
     pub fn interval(&self) -> Duration {
         self.interval
     }
@@ -96,6 +103,35 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// Drives a coalescer with a change every `every` for `total`, each
+    /// publish costing `cost`; returns the publish start times and the
+    /// delay from each change to the publish that carried it.
+    fn simulate(every: Duration, total: Duration, cost: Duration) -> (Vec<Instant>, Vec<Duration>) {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(CoalesceConfig::default());
+        let mut publishes = Vec::new();
+        let mut delays = Vec::new();
+        let mut waiting: Vec<Instant> = Vec::new();
+        let mut next_change = t0;
+        let mut busy_until = t0;
+        let mut now = t0;
+        while now < t0 + total {
+            if now >= next_change {
+                c.changed(now);
+                waiting.push(now);
+                next_change += every;
+            }
+            if now >= busy_until && c.deadline().is_some_and(|d| d <= now) {
+                publishes.push(now);
+                delays.extend(waiting.drain(..).map(|w| now - w));
+                busy_until = now + cost;
+                c.published(busy_until, cost);
+            }
+            now += MS / 4;
+        }
+        (publishes, delays)
+    }
 
     #[test]
     fn one_change_goes_out_after_quiet() {
@@ -118,45 +154,45 @@ mod tests {
     }
 
     #[test]
-    fn endless_flapping_is_rate_bounded() {
-        let cfg = CoalesceConfig::default();
-        let mut c = Coalescer::new(cfg);
-        let mut now = Instant::now();
-        let mut publishes = Vec::new();
-        // A change every millisecond for 10 s; publish at each deadline.
-        let end = now + Duration::from_secs(10);
-        while now < end {
-            c.changed(now);
-            if let Some(d) = c.deadline() {
-                if d <= now {
-                    c.published(now);
-                    publishes.push(now);
-                }
-            }
-            now += MS;
-        }
-        let gaps: Vec<Duration> = publishes.windows(2).map(|w| w[1] - w[0]).collect();
-        let late = &gaps[gaps.len() / 2..];
-        assert!(late.iter().all(|g| *g >= cfg.max_interval), "{late:?}");
-        assert!(
-            publishes.len() <= 10 * 2 + 8,
-            "{} publishes",
-            publishes.len()
-        );
+    fn steady_changes_every_500ms_each_go_out_after_quiet() {
+        // Publishing costs 20 ms (compile of M1): far below the spacing.
+        let (publishes, delays) = simulate(500 * MS, Duration::from_secs(10), 20 * MS);
+        assert_eq!(publishes.len(), 20);
+        assert!(delays.iter().all(|d| *d <= 6 * MS), "{delays:?}");
     }
 
     #[test]
-    fn calm_resets_the_interval() {
+    fn frequent_cheap_changes_are_not_slowed_down() {
+        // A change every 50 ms, publishing costs 2 ms: every change alone.
+        let (publishes, delays) = simulate(50 * MS, Duration::from_secs(5), 2 * MS);
+        assert_eq!(publishes.len(), 100);
+        assert!(delays.iter().all(|d| *d <= 6 * MS), "{delays:?}");
+    }
+
+    #[test]
+    fn a_flood_is_batched_by_the_cost_of_publishing() {
+        let cost = 20 * MS;
+        // A change every millisecond for 10 s.
+        let (publishes, delays) = simulate(MS, Duration::from_secs(10), cost);
+        let gaps: Vec<Duration> = publishes.windows(2).map(|w| w[1] - w[0]).collect();
+        // Each publish starts at least cost × (1 + factor) after the last.
+        assert!(gaps.iter().all(|g| *g >= 4 * cost), "{gaps:?}");
+        assert!(publishes.len() <= 10_000 / 80 + 1, "{}", publishes.len());
+        // Nothing waits longer than max_delay plus one paced gap.
+        let worst = delays.iter().max().copied().unwrap_or_default();
+        assert!(worst <= 100 * MS + 4 * cost, "{worst:?}");
+    }
+
+    #[test]
+    fn pacing_is_capped_for_very_slow_publishes() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(CoalesceConfig::default());
-        c.published(t0);
-        c.published(t0 + 10 * MS);
-        c.published(t0 + 20 * MS);
-        assert!(c.interval() > Duration::ZERO);
-        let later = t0 + Duration::from_secs(5);
-        c.published(later);
-        assert_eq!(c.interval(), Duration::ZERO);
-        c.changed(later + Duration::from_secs(5));
-        assert_eq!(c.deadline(), Some(later + Duration::from_secs(5) + 5 * MS));
+        c.published(t0, Duration::from_secs(2));
+        assert_eq!(c.interval(), 500 * MS);
+        c.changed(t0 + MS);
+        assert_eq!(c.deadline(), Some(t0 + 500 * MS));
+        // A cheap publish brings the gap back down at once.
+        c.published(t0 + 500 * MS, MS);
+        assert_eq!(c.interval(), 3 * MS);
     }
 }

@@ -64,6 +64,7 @@ pub struct CertPair {
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
     fingerprint: String,
+    not_after: u64,
 }
 
 impl ListenerTls {
@@ -84,11 +85,17 @@ impl fmt::Display for Origin {
 
 impl CertPair {
     /// Only `tls::parse_pair` builds these, after checking both parts.
-    pub(crate) fn new(cert_pem: Vec<u8>, key_pem: Vec<u8>, fingerprint: String) -> CertPair {
+    pub(crate) fn new(
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+        fingerprint: String,
+        not_after: u64,
+    ) -> CertPair {
         CertPair {
             cert_pem,
             key_pem,
             fingerprint,
+            not_after,
         }
     }
 
@@ -105,6 +112,21 @@ impl CertPair {
     /// `openssl x509 -noout -fingerprint -sha256` prints, without colons).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The leaf certificate's notAfter, seconds since the Unix epoch.
+    pub fn not_after(&self) -> u64 {
+        self.not_after
+    }
+
+    /// The leaf certificate's notAfter as RFC 3339 UTC
+    /// (`2027-01-31T23:59:59Z`).
+    pub fn not_after_rfc3339(&self) -> String {
+        let since_epoch = std::time::Duration::from_secs(self.not_after);
+        // Every X.509 time (years up to 9999) converts back.
+        der::DateTime::from_unix_duration(since_epoch)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| format!("{} seconds after the epoch", self.not_after))
     }
 }
 

@@ -5,16 +5,21 @@
 //! A pair that fails its check (see [`tls::parse_pair`]) is logged once,
 //! counted (`sluice_tls_reload_errors_total`) and shown in `/status` under
 //! the rules' `certificates`; the previous pair stays served (fail-static).
+//! A pair that expires within [`tls::EXPIRY_WARNING`] (or has expired) is
+//! served all the same, with a warning; `/status` and
+//! `sluice_tls_certificate_expiry_timestamp_seconds` show its notAfter.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use std::time::SystemTime;
 use tokio::sync::watch;
-use tracing::{error, info};
 
-use crate::admin::{lock, RulesStatus};
+use tracing::{error, info, warn};
+
+use crate::admin::{lock, CertStatus, RulesStatus};
 use crate::metrics::Metrics;
-use crate::model::Config;
+use crate::model::{CertPair, Config};
 use crate::tls::{self, Rotation, Verdict};
 
 /// Records the certificates a freshly loaded config serves; forgets
@@ -26,7 +31,7 @@ pub(super) fn loaded(st: &mut RulesStatus, config: &Config) {
             continue;
         };
         let mut entry = st.certificates.remove(&l.name).unwrap_or_default();
-        entry.fingerprint = pair.fingerprint().to_owned();
+        serving(&mut entry, pair);
         entry.last_error = None;
         next.insert(l.name.clone(), entry);
     }
@@ -61,10 +66,13 @@ pub(super) fn poll(
         match verdict {
             Verdict::Unchanged | Verdict::Settling | Verdict::StillRejected => {}
             Verdict::Accept(pair) => {
-                info!(listener = %l.name, fingerprint = pair.fingerprint(), "certificate reloaded");
+                info!(listener = %l.name, fingerprint = pair.fingerprint(), not_after = %pair.not_after_rfc3339(), "certificate reloaded");
+                if let Some(w) = tls::expiry_warning(&pair, SystemTime::now()) {
+                    warn!(listener = %l.name, fingerprint = pair.fingerprint(), "{w}");
+                }
                 let mut st = lock(status);
                 let entry = st.certificates.entry(l.name.clone()).or_default();
-                entry.fingerprint = pair.fingerprint().to_owned();
+                serving(entry, &pair);
                 entry.last_error = None;
                 entry.reloads += 1;
                 let config = next.get_or_insert_with(|| (*current).clone());
@@ -85,4 +93,11 @@ pub(super) fn poll(
     if let Some(config) = next {
         tx.send_replace(Arc::new(config));
     }
+}
+
+/// Records `pair` as what `entry`'s listener serves.
+fn serving(entry: &mut CertStatus, pair: &CertPair) {
+    entry.fingerprint = pair.fingerprint().to_owned();
+    entry.not_after = pair.not_after_rfc3339();
+    entry.not_after_seconds = pair.not_after();
 }

@@ -134,15 +134,125 @@ fn an_unsupported_key_type_is_refused() {
     assert!(matches!(err, TlsError::BadKey { .. }), "{err:?}");
 }
 
-#[test]
-fn ed25519_keys_are_refused_as_envoy_would() {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("ed25519 key");
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+/// A self-signed `localhost` certificate on `alg`, valid until `not_after`.
+fn mk_cert_with(
+    alg: &'static rcgen::SignatureAlgorithm,
+    not_after: (i32, u8, u8),
+) -> (Vec<u8>, Vec<u8>) {
+    let key = KeyPair::generate_for(alg).expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
     let cert = params.self_signed(&key).expect("cert");
-    let err = check(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).expect_err("ed25519");
+    (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+}
+
+/// Keys made by `openssl req` (P-521 and the like, which rcgen cannot make
+/// with ring); the certificates are valid until 2126.
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// Envoy 1.40 (BoringSSL) serves each of these as a listener certificate;
+// tried with `envoy --mode validate` and a TLS handshake.
+#[test]
+fn the_key_types_envoy_serves_are_accepted() {
+    for alg in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+    ] {
+        let (cert, key) = mk_cert_with(alg, (2031, 5, 17));
+        check(&cert, &key).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+    }
+    let cert = fixture("p521.crt");
+    for key in ["p521.key", "p521-sec1.key"] {
+        check(&cert, &fixture(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    for name in ["ed25519", "rsa2048"] {
+        check(
+            &fixture(&format!("{name}.crt")),
+            &fixture(&format!("{name}.key")),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+// Envoy refuses these: "Failed to load certificate chain" (secp256k1),
+// "only RSA certificates with 2048-bit or larger keys are supported".
+#[test]
+fn the_key_types_envoy_refuses_are_refused() {
+    for name in ["secp256k1", "rsa1024"] {
+        let err = check(
+            &fixture(&format!("{name}.crt")),
+            &fixture(&format!("{name}.key")),
+        )
+        .expect_err(name);
+        assert!(matches!(err, TlsError::BadKey { .. }), "{name}: {err:?}");
+    }
+    // ring writes Ed25519 keys as PKCS#8 v2; Envoy cannot read those
+    // ("Failed to load private key ... SEQUENCE_LENGTH_MISMATCH").
+    let (cert, key) = mk_cert_with(&rcgen::PKCS_ED25519, (2031, 5, 17));
+    let err = check(&cert, &key).expect_err("pkcs#8 v2");
     assert!(
-        matches!(&err, TlsError::BadKey { reason, .. } if reason.contains("ED25519 keys are not supported")),
+        matches!(&err, TlsError::BadKey { reason, .. } if reason.contains("PKCS#8 v2")),
         "{err:?}"
+    );
+}
+
+#[test]
+fn p521_pairs_are_matched_by_public_key() {
+    let cert = fixture("p521.crt");
+    let err = check(&cert, &fixture("other-p521.key")).expect_err("other key");
+    assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
+    // A key of another curve for a P-521 certificate, and the reverse.
+    let (p256_cert, p256_key) = mk_cert_with(&rcgen::PKCS_ECDSA_P256_SHA256, (2031, 5, 17));
+    let err = check(&cert, &p256_key).expect_err("p-256 key");
+    assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
+    let err = check(&p256_cert, &fixture("p521.key")).expect_err("p-521 key");
+    assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
+    // Without its public key the pair cannot be matched without P-521
+    // arithmetic: refused, saying why.
+    let err = check(&cert, &fixture("p521-nopublic.key")).expect_err("no public key");
+    assert!(
+        matches!(&err, TlsError::BadKey { reason, .. } if reason.contains("does not carry its public key")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn the_leaf_not_after_is_read() {
+    let (cert, key) = mk_cert_with(&rcgen::PKCS_ECDSA_P256_SHA256, (2031, 5, 17));
+    let pair = check(&cert, &key).expect("pair");
+    // 2031-05-17T00:00:00Z
+    assert_eq!(pair.not_after(), 1_936_742_400);
+    assert_eq!(pair.not_after_rfc3339(), "2031-05-17T00:00:00Z");
+    // After 2049 X.509 switches from UTCTime to GeneralizedTime.
+    let (cert, key) = mk_cert_with(&rcgen::PKCS_ECDSA_P256_SHA256, (2126, 1, 2));
+    let pair = check(&cert, &key).expect("pair");
+    assert_eq!(pair.not_after_rfc3339(), "2126-01-02T00:00:00Z");
+    let pair = check(&fixture("p521.crt"), &fixture("p521.key")).expect("p-521");
+    assert!(pair.not_after_rfc3339().starts_with("2126-"), "{pair:?}");
+}
+
+#[test]
+fn certificates_near_or_past_expiry_are_warned_about() {
+    let (cert, key) = mk_cert_with(&rcgen::PKCS_ECDSA_P256_SHA256, (2031, 5, 17));
+    let pair = check(&cert, &key).expect("pair");
+    let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    let day = 24 * 3600;
+    let not_after = pair.not_after();
+    assert_eq!(expiry_warning(&pair, at(not_after - 15 * day)), None);
+    let soon = expiry_warning(&pair, at(not_after - 14 * day)).expect("14 days");
+    assert_eq!(
+        soon,
+        "certificate expires at 2031-05-17T00:00:00Z (in 336 hours)"
+    );
+    let past = expiry_warning(&pair, at(not_after + 1)).expect("expired");
+    assert_eq!(
+        past,
+        "certificate expired at 2031-05-17T00:00:00Z; still serving it"
     );
 }
 
@@ -212,7 +322,7 @@ fn the_private_key_never_shows_in_debug_or_json() {
 
 /// A pair that "parses" whatever it is given, for the rotation tests.
 fn accept(cert: Vec<u8>, key: Vec<u8>) -> Result<CertPair, TlsError> {
-    Ok(CertPair::new(cert, key, "fp".into()))
+    Ok(CertPair::new(cert, key, "fp".into(), 0))
 }
 
 fn reject(_: Vec<u8>, _: Vec<u8>) -> Result<CertPair, TlsError> {
@@ -228,7 +338,7 @@ fn files(cert: &str, key: &str) -> Observed {
 
 #[test]
 fn rotation_acts_once_new_content_is_seen_twice() {
-    let served = CertPair::new(b"A".to_vec(), b"a".to_vec(), "fp-a".into());
+    let served = CertPair::new(b"A".to_vec(), b"a".to_vec(), "fp-a".into(), 0);
     let mut r = Rotation::default();
     assert!(matches!(
         r.observe("l", &served, files("A", "a"), accept),
@@ -251,7 +361,7 @@ fn rotation_acts_once_new_content_is_seen_twice() {
 
 #[test]
 fn rotation_reports_a_bad_pair_once_and_forgets_it_when_fixed() {
-    let served = CertPair::new(b"A".to_vec(), b"a".to_vec(), "fp-a".into());
+    let served = CertPair::new(b"A".to_vec(), b"a".to_vec(), "fp-a".into(), 0);
     let mut r = Rotation::default();
     assert!(matches!(
         r.observe("l", &served, files("A", "x"), reject),

@@ -2,6 +2,8 @@
 //! state machine (SotW and delta), and the tonic service that moves messages
 //! between a stream and a session.
 
+pub mod admission;
+pub mod history;
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};

@@ -88,6 +88,9 @@ impl fmt::Display for TypeUrl {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     pub name: String,
+    /// `name` again, shared: every session keys what it knows about this
+    /// resource by this `Arc` instead of a copy of the name.
+    pub key: Arc<str>,
     /// Content hash of `body`.
     pub version: String,
     /// The protobuf encoding of the Envoy message.
@@ -103,8 +106,10 @@ impl Resource {
     /// for messages with map fields).
     pub fn from_bytes(name: impl Into<String>, body: impl Into<Bytes>) -> Resource {
         let body = body.into();
+        let name = name.into();
         Resource {
-            name: name.into(),
+            key: Arc::from(name.as_str()),
+            name,
             version: content_hash(&[&body]),
             body,
         }

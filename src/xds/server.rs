@@ -16,14 +16,16 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::{Status, Streaming};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::admission::{Admission, Limits};
+use super::history::History;
 use super::registry::Registry;
-use super::resource::{Snapshot, Snapshots};
+use super::resource::{Snapshot, Snapshots, TypeUrl};
 use super::session::{Event, Mode, Output, ProtocolError, Response, Session};
 use super::wire;
 use crate::metrics::{Metrics, ModeLabel};
@@ -37,15 +39,31 @@ const DELTA_PATH: &str =
 /// Responses queued per stream before the task waits for the client.
 const STREAM_BUFFER: usize = 8;
 
-/// Largest message accepted from or sent to a proxy.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// A snapshot set as published, with the time it was published (for the
-/// publication → ACK latency metric).
+/// publication → ACK latency metric) and the diffs from the last few
+/// publishes, so that each stream only looks at what changed.
 #[derive(Debug)]
 pub struct Published {
     pub snapshots: Arc<Snapshots>,
     pub at: Instant,
+    pub history: History,
+}
+
+impl Published {
+    /// `snapshots` published after `prev`: diffs each group against it
+    /// (once, here, for all streams) and keeps `prev`'s `Arc` for groups
+    /// whose content did not change.
+    pub fn after(prev: Option<&Published>, mut snapshots: Snapshots, at: Instant) -> Published {
+        let history = match prev {
+            Some(p) => p.history.advance(&p.snapshots, &mut snapshots),
+            None => History::default(),
+        };
+        Published {
+            snapshots: Arc::new(snapshots),
+            at,
+            history,
+        }
+    }
 }
 
 /// `None` until the first complete snapshot: until then streams are held
@@ -57,16 +75,19 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
+    pub limits: Limits,
 }
 
 #[derive(Clone)]
 pub struct AdsService {
     shared: Arc<Shared>,
+    admission: Arc<Admission>,
 }
 
 impl AdsService {
     pub fn new(shared: Shared) -> AdsService {
         AdsService {
+            admission: Arc::new(Admission::new(&shared.limits)),
             shared: Arc::new(shared),
         }
     }
@@ -91,18 +112,19 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = self.shared.clone();
+        let admission = self.admission.clone();
+        let max = Some(shared.limits.max_message_bytes);
         match req.uri().path() {
             SOTW_PATH => Box::pin(async move {
                 let codec =
                     tonic_prost::ProstCodec::<wire::DiscoveryResponse, DiscoveryRequest>::default();
-                let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(
-                    Some(MAX_MESSAGE_BYTES),
-                    Some(MAX_MESSAGE_BYTES),
-                );
+                let mut grpc =
+                    tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
                 Ok(grpc
                     .streaming(
                         StreamHandler {
                             shared,
+                            admission,
                             mode: Mode::Sotw,
                         },
                         req,
@@ -114,14 +136,13 @@ where
                     wire::DeltaDiscoveryResponse,
                     DeltaDiscoveryRequest,
                 >::default();
-                let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(
-                    Some(MAX_MESSAGE_BYTES),
-                    Some(MAX_MESSAGE_BYTES),
-                );
+                let mut grpc =
+                    tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
                 Ok(grpc
                     .streaming(
                         StreamHandler {
                             shared,
+                            admission,
                             mode: Mode::Delta,
                         },
                         req,
@@ -139,14 +160,17 @@ where
 
 struct StreamHandler {
     shared: Arc<Shared>,
+    admission: Arc<Admission>,
     mode: Mode,
 }
 
 /// Glue between one protocol variant's message types and the session.
 trait Variant: Send + 'static {
-    type Resp: Send + 'static;
+    type Resp: Send + prost::Message + 'static;
     fn handle(session: &mut Session, req: Self) -> Result<Output, ProtocolError>;
     fn unwrap(resp: Response) -> Option<Self::Resp>;
+    /// Type, nonce and number of resources (upserts and removals).
+    fn summary(resp: &Self::Resp) -> (&str, &str, usize);
 }
 
 impl Variant for DiscoveryRequest {
@@ -160,6 +184,9 @@ impl Variant for DiscoveryRequest {
             Response::Delta(_) => None,
         }
     }
+    fn summary(r: &Self::Resp) -> (&str, &str, usize) {
+        (&r.type_url, &r.nonce, r.resources.len())
+    }
 }
 
 impl Variant for DeltaDiscoveryRequest {
@@ -172,6 +199,13 @@ impl Variant for DeltaDiscoveryRequest {
             Response::Delta(r) => Some(r),
             Response::Sotw(_) => None,
         }
+    }
+    fn summary(r: &Self::Resp) -> (&str, &str, usize) {
+        (
+            &r.type_url,
+            &r.nonce,
+            r.resources.len() + r.removed_resources.len(),
+        )
     }
 }
 
@@ -188,11 +222,21 @@ where
     fn call(&mut self, request: tonic::Request<Streaming<Req>>) -> Self::Future {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.shared.clone();
+        let admission = self.admission.clone();
         let mode = self.mode;
         let incoming = request.into_inner();
         tokio::spawn(async move {
-            let stream = StreamTask::new(shared, mode, tx);
-            stream.run(incoming).await;
+            let mut shutdown = shared.shutdown.clone();
+            let slot = tokio::select! {
+                slot = admission.admit(&shared.metrics) => slot,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match slot {
+                Ok(slot) => StreamTask::new(shared, mode, tx, slot).run(incoming).await,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
         });
         Box::pin(async move { Ok(tonic::Response::new(ReceiverStream::new(rx))) })
     }
@@ -209,10 +253,18 @@ struct StreamTask<Resp> {
     sent_at: HashMap<String, Instant>,
     published_at: Option<Instant>,
     registered: bool,
+    /// The admission slot, until the proxy is configured or the hold
+    /// time is up (see `admission`).
+    slot: Option<OwnedSemaphorePermit>,
 }
 
-impl<Resp: Send + 'static> StreamTask<Resp> {
-    fn new(shared: Arc<Shared>, mode: Mode, tx: mpsc::Sender<Result<Resp, Status>>) -> Self {
+impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
+    fn new(
+        shared: Arc<Shared>,
+        mode: Mode,
+        tx: mpsc::Sender<Result<Resp, Status>>,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
         let id = shared.registry.next_stream_id();
         StreamTask {
             shared,
@@ -223,6 +275,7 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
             sent_at: HashMap::new(),
             published_at: None,
             registered: false,
+            slot: Some(slot),
         }
     }
 
@@ -232,9 +285,14 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
     {
         let mut snapshots = self.shared.snapshots.clone();
         let mut shutdown = self.shared.shutdown.clone();
+        let hold_until = tokio::time::Instant::now() + self.shared.limits.admission_hold;
         loop {
             let keep_going = tokio::select! {
                 _ = shutdown.changed() => false,
+                _ = tokio::time::sleep_until(hold_until), if self.slot.is_some() => {
+                    self.slot = None;
+                    true
+                }
                 msg = incoming.message() => match msg {
                     Ok(Some(req)) => self.on_request(req, &mut snapshots).await,
                     Ok(None) => false,
@@ -304,76 +362,126 @@ impl<Resp: Send + 'static> StreamTask<Resp> {
             return true;
         };
         let snap = published.snapshots.for_group(&node.group).clone();
-        if self
-            .current
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, &snap) || **c == *snap)
-        {
-            return true;
-        }
+        // The publisher keeps the `Arc` of an unchanged group, and a diff
+        // says what changed since the snapshot this stream has.
+        let diff = match &self.current {
+            Some(c) if Arc::ptr_eq(c, &snap) => return true,
+            Some(c) => published.history.diff(&node.group, c, &snap),
+            None => None,
+        };
         self.current = Some(snap.clone());
         self.published_at = Some(published.at);
-        let out = self.session.on_snapshot(snap);
+        let out = match diff {
+            Some(diff) => self.session.on_snapshot_diff(snap, &diff),
+            None => self.session.on_snapshot(snap),
+        };
         self.deliver::<Req>(out).await
     }
 
     /// Sends the responses, records events; false once the client is gone.
+    /// A response larger than the message limit is withheld instead (the
+    /// session settles it like a NACK, which may free later types).
     async fn deliver<Req>(&mut self, out: Output) -> bool
     where
         Req: Variant<Resp = Resp>,
     {
-        let metrics = &self.shared.metrics;
-        for event in &out.events {
-            match event {
-                Event::Sent { ty, nonce, .. } => {
-                    metrics
-                        .pushes
-                        .get_or_create(&Metrics::type_label(*ty))
-                        .inc();
-                    if let Some(at) = self.published_at {
-                        self.sent_at.insert(nonce.clone(), at);
-                    }
+        let mut queue = std::collections::VecDeque::from([out]);
+        while let Some(out) = queue.pop_front() {
+            for event in &out.events {
+                self.record(event);
+            }
+            for resp in out.responses {
+                let Some(resp) = Req::unwrap(resp) else {
+                    continue;
+                };
+                let size = resp.encoded_len();
+                let limit = self.shared.limits.max_message_bytes;
+                if size > limit {
+                    queue.push_back(self.withhold::<Req>(&resp, size, limit));
+                    continue;
                 }
-                Event::Acked { ty, nonce, .. } => {
-                    metrics.acks.get_or_create(&Metrics::type_label(*ty)).inc();
-                    if let Some(at) = self.sent_at.remove(nonce) {
-                        metrics
-                            .push_latency
-                            .get_or_create(&Metrics::type_label(*ty))
-                            .observe(at.elapsed().as_secs_f64());
-                    }
-                }
-                Event::Nacked {
-                    ty,
-                    version,
-                    nonce,
-                    error,
-                } => {
-                    metrics.nacks.get_or_create(&Metrics::type_label(*ty)).inc();
-                    self.sent_at.remove(nonce);
-                    let node = self.session.node().map(|n| n.id.as_str()).unwrap_or("");
-                    warn!(stream = self.id, node, r#type = %ty, version, error, "proxy rejected config");
-                }
-                Event::UnknownType { type_url } => {
-                    debug!(
-                        stream = self.id,
-                        type_url, "request for a type sluice does not serve"
-                    );
+                if self.tx.send(Ok(resp)).await.is_err() {
+                    return false;
                 }
             }
         }
         if self.registered {
             self.shared.registry.update(self.id, self.session.status());
-        }
-        for resp in out.responses {
-            let Some(resp) = Req::unwrap(resp) else {
-                continue;
-            };
-            if self.tx.send(Ok(resp)).await.is_err() {
-                return false;
+            if self.slot.is_some() && self.session.configured() {
+                // The initial configuration is done: let the next stream in.
+                self.slot = None;
             }
         }
         true
+    }
+
+    /// Settles a response too large to send; see [`Session::withhold`].
+    fn withhold<Req>(&mut self, resp: &Resp, size: usize, limit: usize) -> Output
+    where
+        Req: Variant<Resp = Resp>,
+    {
+        let (type_url, nonce, count) = Req::summary(resp);
+        let Some(ty) = TypeUrl::parse(type_url) else {
+            return Output::default();
+        };
+        let error = format!(
+            "sluice: {count} {ty} resources encode to {size} bytes, over the {limit}-byte gRPC message limit; not sent"
+        );
+        self.session.withhold(ty, nonce, error)
+    }
+
+    fn record(&mut self, event: &Event) {
+        let metrics = &self.shared.metrics;
+        let node = self.session.node().map(|n| n.id.as_str()).unwrap_or("");
+        match event {
+            Event::Sent { ty, nonce, .. } => {
+                metrics
+                    .pushes
+                    .get_or_create(&Metrics::type_label(*ty))
+                    .inc();
+                if let Some(at) = self.published_at {
+                    self.sent_at.insert(nonce.clone(), at);
+                }
+            }
+            Event::Acked { ty, nonce, .. } => {
+                metrics.acks.get_or_create(&Metrics::type_label(*ty)).inc();
+                if let Some(at) = self.sent_at.remove(nonce) {
+                    metrics
+                        .push_latency
+                        .get_or_create(&Metrics::type_label(*ty))
+                        .observe(at.elapsed().as_secs_f64());
+                }
+            }
+            Event::Nacked {
+                ty,
+                version,
+                nonce,
+                error,
+            } => {
+                metrics.nacks.get_or_create(&Metrics::type_label(*ty)).inc();
+                self.sent_at.remove(nonce);
+                warn!(stream = self.id, node, r#type = %ty, version, error, "proxy rejected config");
+            }
+            Event::Withheld {
+                ty,
+                version,
+                nonce,
+                error,
+            } => {
+                metrics
+                    .oversized_responses
+                    .get_or_create(&Metrics::type_label(*ty))
+                    .inc();
+                self.sent_at.remove(nonce);
+                error!(stream = self.id, node, r#type = %ty, version, error, "response withheld; the proxy keeps its config");
+            }
+            Event::UnknownType { type_url } => {
+                debug!(
+                    stream = self.id,
+                    type_url, "request for a type sluice does not serve"
+                );
+            }
+        }
     }
 
     fn mode_label(&self) -> ModeLabel {

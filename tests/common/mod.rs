@@ -220,6 +220,20 @@ impl Sluice {
         get_json(&format!("http://{}/status", self.admin)).await
     }
 
+    /// What `sluice status --admin ADMIN` prints.
+    pub async fn status_text(&self) -> String {
+        let admin = self.admin.to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["status", "--admin", &admin])
+                .output()
+                .expect("run sluice status")
+        })
+        .await
+        .expect("join");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub async fn metric(&self, name_and_labels: &str) -> f64 {
         let text = get_text(&format!("http://{}/metrics", self.admin)).await;
         metric_value(&text, name_and_labels).unwrap_or(0.0)
@@ -488,12 +502,49 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+/// A rules file, `rules.yaml`, in a fresh temporary directory that is
+/// removed when this value is dropped. Certificate files and other state
+/// the rules name can go beside it ([`RulesFile::dir`]).
+pub struct RulesFile {
+    pub path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl RulesFile {
+    pub fn new(text: &str) -> RulesFile {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rules.yaml");
+        write_atomically(&path, text);
+        RulesFile { path, dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces the rules, atomically (see [`write_atomically`]).
+    pub fn write(&self, text: &str) {
+        write_atomically(&self.path, text);
+    }
+}
+
+/// sluice serving `rules` (xDS on a free port) and one Envoy, node
+/// `node_id` in group `default`, fed by it; with the port Envoy bound for
+/// its listener `listener` (the rules give port 0).
+pub async fn sluice_and_envoy(rules: &Path, node_id: &str, listener: &str) -> (Sluice, Envoy, u16) {
+    let sluice = Sluice::start(rules, "127.0.0.1:0");
+    let envoy = Envoy::start(node_id, "default", sluice.xds, &[]).await;
+    let port = envoy.listener_port(listener).await;
+    (sluice, envoy, port)
+}
+
 pub mod consul;
 pub mod eds;
 pub mod etcd;
 pub mod jwt;
 pub mod kube;
 pub mod rollout;
+pub mod rules;
 
 /// The two-proportion z statistic (pooled standard error) of `x1` hits in
 /// `n1` trials against `x2` in `n2`: |z| < 4 is a false alarm about once

@@ -70,13 +70,18 @@ fn mk_resources() -> GroupResources {
     for backend in crate::compile::cluster::backends_of(api) {
         res.clusters
             .push(crate::compile::cluster::cluster(api, &backend).expect("cluster"));
-        res.endpoints
-            .push(crate::compile::cluster::load_assignment(api, &backend));
+        res.endpoints.push(crate::compile::eds::load_assignment(
+            api,
+            &backend,
+            &mut Default::default(),
+        ));
     }
+    let l = &config.listeners[0];
+    let filters = crate::compile::route::EffectiveFilters::of(l);
     res.listeners
-        .push(crate::compile::listener::listener(&config.listeners[0]).expect("listener"));
+        .push(crate::compile::listener::listener(l, &filters).expect("listener"));
     res.routes
-        .push(crate::compile::route::route_configuration(&config.listeners[0]).expect("routes"));
+        .push(crate::compile::route::route_configuration(l, &filters).expect("routes"));
     res
 }
 
@@ -91,7 +96,7 @@ fn untampered_resources_pass() {
 #[test]
 fn eds_cluster_without_load_assignment_fails() {
     let mut res = mk_resources();
-    res.endpoints.retain(|cla| cla.cluster_name != "api~v2");
+    res.endpoints.retain(|cla| cla.name != "api~v2");
     assert_eq!(
         crate::compile::check::invariants("g", &res),
         Err(CompileError::MissingEndpoints {

@@ -26,6 +26,7 @@ use super::*;
 use crate::model::*;
 
 mod checks;
+mod eds;
 mod lua;
 mod policy;
 mod routes;

@@ -27,6 +27,7 @@ fn mk_tls(cert: &str, key: &str) -> ListenerTls {
             cert.as_bytes().to_vec(),
             key.as_bytes().to_vec(),
             format!("fp-{cert}"),
+            0,
         ))),
     }
 }

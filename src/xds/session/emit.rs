@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::plan::{sotw_version, Plan};
-use super::{Event, Known, Mode, Output, Pending, Response, Session, TypeState};
+use super::{Event, Known, Mode, Name, Output, Pending, Response, Session, TypeState};
 use crate::xds::resource::{Resource, Snapshot, TypeUrl};
 use crate::xds::wire;
 
@@ -25,10 +25,10 @@ impl Session {
         if full {
             // A full SotW set: whatever is not in it is gone from the client.
             let keep: BTreeSet<&str> = upserts.iter().map(|r| r.name.as_str()).collect();
-            let gone: Vec<String> = st
+            let gone: Vec<Name> = st
                 .known
                 .keys()
-                .filter(|n| !keep.contains(n.as_str()))
+                .filter(|n| !keep.contains(&***n))
                 .cloned()
                 .collect();
             for name in gone {
@@ -37,9 +37,11 @@ impl Session {
             }
         }
         for name in &removals {
-            let prev = st.known.remove(name);
-            previous.entry(name.clone()).or_insert(prev);
-            if !snap.resources(ty).contains_key(name) && st.names.contains(name) {
+            match st.known.remove_entry(name.as_str()) {
+                Some((key, prev)) => previous.entry(key).or_insert(Some(prev)),
+                None => previous.entry(Name::from(name.as_str())).or_insert(None),
+            };
+            if !snap.resources(ty).contains_key(name) && st.names.contains(name.as_str()) {
                 st.told_missing.insert(name.clone());
             }
         }
@@ -92,7 +94,11 @@ impl Session {
         st.status.in_flight = true;
         if ty == TypeUrl::Cluster {
             // Envoy re-warms a changed cluster and waits for its endpoints.
-            self.types[TypeUrl::Endpoint.index()].force.extend(changed);
+            let eds = &mut self.types[TypeUrl::Endpoint.index()];
+            for name in &changed {
+                eds.dirty.insert(name);
+            }
+            eds.force.extend(changed);
         }
         let resources = upserts.len() + removals.len();
         out.events.push(Event::Sent {
@@ -110,20 +116,15 @@ impl Session {
 fn record_upserts(
     st: &mut TypeState,
     upserts: &[Arc<Resource>],
-    previous: &mut BTreeMap<String, Option<Known>>,
+    previous: &mut BTreeMap<Name, Option<Known>>,
 ) -> Vec<String> {
     let mut changed = Vec::new();
     for r in upserts {
-        let prev = st.known.get(&r.name).cloned();
-        if prev.as_ref().map(|k| &k.version) != Some(&r.version) {
+        let prev = st.known.insert(r.key.clone(), Known::Sent(r.clone()));
+        if prev.as_ref().map(Known::version) != Some(r.version.as_str()) {
             changed.push(r.name.clone());
         }
-        previous.entry(r.name.clone()).or_insert(prev);
-        let known = Known {
-            version: r.version.clone(),
-            resource: Some(r.clone()),
-        };
-        st.known.insert(r.name.clone(), known);
+        previous.entry(r.key.clone()).or_insert(prev);
     }
     changed
 }

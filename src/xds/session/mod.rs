@@ -20,6 +20,8 @@
 //!   are removed only once LDS and RDS are up to date and ACKed, and a
 //!   cluster that changed has its endpoints sent again.
 
+#[cfg(test)]
+mod diff_tests;
 mod emit;
 mod plan;
 #[cfg(test)]
@@ -35,6 +37,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use serde::Serialize;
 
+use super::history::SnapshotDiff;
 use super::resource::{Resource, Snapshot, TypeUrl};
 use super::wire;
 
@@ -88,6 +91,16 @@ pub enum Event {
         nonce: String,
         error: String,
     },
+    /// A response the server could not send (it is larger than the
+    /// stream's message limit). Treated as a NACK of its resources: they
+    /// are not offered again until the config changes, the proxy keeps
+    /// what it has, and `error` is shown in status.
+    Withheld {
+        ty: TypeUrl,
+        version: String,
+        nonce: String,
+        error: String,
+    },
     /// A request for a type sluice does not serve; it is answered with
     /// nothing, as the protocol allows.
     UnknownType { type_url: String },
@@ -124,20 +137,41 @@ pub struct NackInfo {
 }
 
 /// What the proxy holds of one resource, as far as this stream knows.
+/// One pointer: a stream keeps one of these per resource it holds, so it
+/// shares the snapshot's resource instead of copying its version.
 #[derive(Clone, Debug)]
-struct Known {
-    version: String,
-    /// The body, when sluice sent it on this stream (not when the client
-    /// only announced it in `initial_resource_versions`).
-    resource: Option<Arc<Resource>>,
+enum Known {
+    /// Sent on this stream.
+    Sent(Arc<Resource>),
+    /// Only announced by the client (`initial_resource_versions`).
+    Announced(Box<str>),
 }
+
+impl Known {
+    fn version(&self) -> &str {
+        match self {
+            Known::Sent(r) => &r.version,
+            Known::Announced(v) => v,
+        }
+    }
+
+    fn resource(&self) -> Option<&Arc<Resource>> {
+        match self {
+            Known::Sent(r) => Some(r),
+            Known::Announced(_) => None,
+        }
+    }
+}
+
+/// Per-resource maps are keyed by shared names (see [`Resource::key`]).
+type Name = Arc<str>;
 
 #[derive(Debug)]
 struct Pending {
     nonce: String,
     version: String,
     /// `known` entries before this response, restored on NACK.
-    previous: BTreeMap<String, Option<Known>>,
+    previous: BTreeMap<Name, Option<Known>>,
     /// (name, version) of every resource in the response.
     sent: Vec<(String, String)>,
 }
@@ -150,8 +184,8 @@ struct TypeState {
     /// A SotW client has named resources at least once (ends legacy
     /// wildcard semantics of an empty list).
     ever_named: bool,
-    names: BTreeSet<String>,
-    known: BTreeMap<String, Known>,
+    names: BTreeSet<Name>,
+    known: BTreeMap<Name, Known>,
     pending: Option<Pending>,
     last_nonce: String,
     /// The first wildcard request gets an answer even when empty, so the
@@ -164,7 +198,42 @@ struct TypeState {
     rejected: BTreeSet<(String, String)>,
     /// Delta: explicitly subscribed names already reported as absent.
     told_missing: BTreeSet<String>,
+    /// What the next plan must look at.
+    dirty: Dirty,
     status: TypeStatus,
+}
+
+/// The names whose plan may have changed since the type was last planned:
+/// what a snapshot diff, a subscription change, a NACK or a changed
+/// cluster touched. Every other name would plan to nothing, so a plan
+/// looks only at these, and per-stream work follows what changed rather
+/// than what the proxy holds. `All` after anything that is not tracked by
+/// name (a snapshot without a diff, a wildcard change, the first request).
+#[derive(Debug, Default)]
+enum Dirty {
+    #[default]
+    All,
+    Names(BTreeSet<String>),
+}
+
+impl Dirty {
+    /// Beyond this many names, one full plan is cheaper to keep than the set.
+    const MAX_NAMES: usize = 4096;
+
+    fn insert(&mut self, name: &str) {
+        if let Dirty::Names(set) = self {
+            if set.len() >= Dirty::MAX_NAMES {
+                *self = Dirty::All;
+            } else if !set.contains(name) {
+                set.insert(name.to_string());
+            }
+        }
+    }
+
+    /// After a plan: only the names it had to hold back stay dirty.
+    fn settle(&mut self, held: Vec<String>) {
+        *self = Dirty::Names(held.into_iter().collect());
+    }
 }
 
 impl TypeState {
@@ -212,8 +281,40 @@ impl Session {
             .collect()
     }
 
-    /// A new snapshot for this proxy's group.
+    /// A new snapshot for this proxy's group: every resource is compared
+    /// with what the proxy holds.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output {
+        for st in &mut self.types {
+            st.dirty = Dirty::All;
+        }
+        self.take_snapshot(snapshot)
+    }
+
+    /// A new snapshot with the diff from the one this session has: only the
+    /// names in the diff (and what was already pending) are compared, so
+    /// the work follows the size of the change, not of the config. A diff
+    /// that does not lead from this session's snapshot to `snapshot` (the
+    /// stream lagged, or it is the first snapshot) is ignored and every
+    /// resource is compared, as in [`Session::on_snapshot`].
+    pub fn on_snapshot_diff(&mut self, snapshot: Arc<Snapshot>, diff: &SnapshotDiff) -> Output {
+        let connected = self
+            .snapshot
+            .as_ref()
+            .is_some_and(|cur| diff.connects(cur, &snapshot));
+        for ty in TypeUrl::ALL {
+            let st = &mut self.types[ty.index()];
+            if !connected {
+                st.dirty = Dirty::All;
+                continue;
+            }
+            for name in diff.changed(ty) {
+                st.dirty.insert(name);
+            }
+        }
+        self.take_snapshot(snapshot)
+    }
+
+    fn take_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output {
         for ty in TypeUrl::ALL {
             let st = &mut self.types[ty.index()];
             let res = snapshot.resources(ty);
@@ -243,7 +344,7 @@ impl Session {
         if !nonce.is_empty() {
             if st.pending.as_ref().is_some_and(|p| p.nonce == nonce) {
                 let error = req.error_detail.as_ref().map(|e| e.message.clone());
-                self.settle(ty, error, &mut out);
+                out.events.extend(self.settle(ty, error));
             } else if nonce != st.last_nonce {
                 // Stale: a newer response is already on its way.
                 return Ok(out);
@@ -274,7 +375,7 @@ impl Session {
                 .is_some_and(|p| p.nonce == req.response_nonce)
         {
             let error = req.error_detail.as_ref().map(|e| e.message.clone());
-            self.settle(ty, error, &mut out);
+            out.events.extend(self.settle(ty, error));
         }
         self.delta_subscribe(
             ty,
@@ -302,24 +403,70 @@ impl Session {
         Ok(())
     }
 
+    /// The response `nonce` of `ty` (the one in flight) was not sent: the
+    /// driver found it too large for the stream. It is settled like a NACK
+    /// with `error`, so the proxy stays on what it has and the same
+    /// resources are not offered again until the config changes; what the
+    /// later types need is sent.
+    pub fn withhold(&mut self, ty: TypeUrl, nonce: &str, error: String) -> Output {
+        let mut out = Output::default();
+        let st = &self.types[ty.index()];
+        if st.pending.as_ref().is_none_or(|p| p.nonce != nonce) {
+            return out;
+        }
+        let event = self.settle(ty, Some(error)).map(|e| match e {
+            Event::Nacked {
+                ty,
+                version,
+                nonce,
+                error,
+            } => Event::Withheld {
+                ty,
+                version,
+                nonce,
+                error,
+            },
+            other => other,
+        });
+        out.events.extend(event);
+        self.flush(&mut out);
+        out
+    }
+
+    /// Whether the proxy holds its configuration: it asked for listeners
+    /// (Envoy does, after clusters and endpoints) and every type it asked
+    /// for has been answered (ACK or NACK) with nothing in flight.
+    pub fn configured(&self) -> bool {
+        self.types[TypeUrl::Listener.index()].requested
+            && self.types.iter().filter(|st| st.requested).all(|st| {
+                st.pending.is_none() && (st.status.acked.is_some() || st.status.nack.is_some())
+            })
+    }
+
     /// ACK (no error) or NACK of the response in flight for `ty`.
-    fn settle(&mut self, ty: TypeUrl, error: Option<String>, out: &mut Output) {
+    fn settle(&mut self, ty: TypeUrl, error: Option<String>) -> Option<Event> {
         let st = &mut self.types[ty.index()];
-        let Some(p) = st.pending.take() else { return };
-        match error {
+        let p = st.pending.take()?;
+        let event = match error {
             None => {
                 st.status.acked = Some(p.version.clone());
                 if st.status.nack.is_some() && st.status.sent.as_deref() == Some(&p.version) {
                     st.status.nack = None;
                 }
-                out.events.push(Event::Acked {
+                Event::Acked {
                     ty,
                     version: p.version,
                     nonce: p.nonce,
-                });
+                }
             }
             Some(message) => {
                 let error = truncate(&message, MAX_ERROR_DETAIL);
+                for name in p.previous.keys() {
+                    st.dirty.insert(name);
+                }
+                for (name, _) in &p.sent {
+                    st.dirty.insert(name);
+                }
                 for (name, prev) in p.previous {
                     match prev {
                         Some(k) => st.known.insert(name, k),
@@ -331,15 +478,16 @@ impl Session {
                     version: p.version.clone(),
                     error: error.clone(),
                 });
-                out.events.push(Event::Nacked {
+                Event::Nacked {
                     ty,
                     version: p.version,
                     nonce: p.nonce,
                     error,
-                });
+                }
             }
-        }
+        };
         st.status.in_flight = false;
+        Some(event)
     }
 
     /// Sends what each type needs, in make-before-break order.
@@ -348,35 +496,50 @@ impl Session {
             return;
         };
         // Stale clusters go only once listeners and routes are settled.
-        let hold = [TypeUrl::Listener, TypeUrl::Route].iter().any(|&ty| {
-            let st = &self.types[ty.index()];
-            st.pending.is_some() || !self.plan(ty, &snap, false).is_empty()
+        // Their plans depend neither on `hold` nor on what the earlier
+        // types send below, so each is made once and used twice.
+        let mut early = [TypeUrl::Listener, TypeUrl::Route].map(|ty| {
+            let planned = self.plan(ty, &snap, false);
+            let busy = self.types[ty.index()].pending.is_some() || !planned.plan.is_empty();
+            (Some(planned), busy)
         });
+        let hold = early.iter().any(|(_, busy)| *busy);
         let mut blocked = false;
         for ty in TypeUrl::ALL {
-            let st = &self.types[ty.index()];
-            if !st.requested {
+            if !self.types[ty.index()].requested {
+                // Its first request plans everything anyway.
+                self.types[ty.index()].dirty = Dirty::All;
                 continue;
             }
-            let plan = self.plan(ty, &snap, hold);
-            if plan.is_empty() && !st.must_reply {
+            let precomputed = match ty {
+                TypeUrl::Listener => early[0].0.take(),
+                TypeUrl::Route => early[1].0.take(),
+                _ => None,
+            };
+            let planned = precomputed.unwrap_or_else(|| self.plan(ty, &snap, hold));
+            let st = &mut self.types[ty.index()];
+            if planned.plan.is_empty() && !st.must_reply {
+                st.dirty.settle(planned.held);
                 if self.mode == Mode::Delta && st.pending.is_none() && st.rejected.is_empty() {
                     // The proxy holds exactly this snapshot's resources (e.g.
                     // it reconnected announcing current versions): it is at
                     // this version without any response.
-                    let st = &mut self.types[ty.index()];
-                    let version = snap.version(ty).to_string();
-                    st.status.sent.get_or_insert_with(|| version.clone());
-                    st.status.acked = Some(version);
+                    let version = snap.version(ty);
+                    if st.status.acked.as_deref() != Some(version) {
+                        st.status.sent.get_or_insert_with(|| version.to_string());
+                        st.status.acked = Some(version.to_string());
+                    }
                 }
                 continue;
             }
             if blocked || st.pending.is_some() {
-                // Later types must not overtake this one.
+                // Later types must not overtake this one; what is dirty
+                // stays dirty until it can be sent.
                 blocked = true;
                 continue;
             }
-            self.emit(ty, &snap, plan, out);
+            st.dirty.settle(planned.held);
+            self.emit(ty, &snap, planned.plan, out);
         }
     }
 }

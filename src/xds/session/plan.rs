@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Mode, Session, TypeState};
+use super::{Dirty, Known, Mode, Session, TypeState};
 use crate::xds::resource::{set_version, Resource, Snapshot, TypeUrl};
 
 #[derive(Debug)]
@@ -34,21 +34,34 @@ impl Plan {
     }
 }
 
+/// A plan and the names it had to hold back (stale clusters while routes
+/// may still use them, endpoints of clusters the proxy still has): those
+/// stay dirty for the next plan.
+#[derive(Debug)]
+pub(super) struct Planned {
+    pub(super) plan: Plan,
+    pub(super) held: Vec<String>,
+}
+
 impl Session {
     /// `hold` keeps clusters that left the snapshot (and their endpoints)
     /// on the client until listeners and routes no longer need them.
-    pub(super) fn plan(&self, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
+    /// Only the type's dirty names are looked at (see [`Dirty`]).
+    pub(super) fn plan(&self, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planned {
         let st = &self.types[ty.index()];
         if !st.requested {
-            return Plan::nothing();
+            return Planned {
+                plan: Plan::nothing(),
+                held: Vec::new(),
+            };
         }
         let full_state = self.mode == Mode::Sotw && ty.wildcard_capable();
         if full_state {
             return full_plan(st, ty, snap, hold);
         }
         let upserts = upserts(st, ty, snap);
-        let removals = match self.mode {
-            Mode::Sotw => Vec::new(),
+        let (removals, held) = match self.mode {
+            Mode::Sotw => (Vec::new(), Vec::new()),
             Mode::Delta => {
                 let cds_known = &self.types[TypeUrl::Cluster.index()].known;
                 removals(st, ty, snap, |name| match ty {
@@ -59,17 +72,30 @@ impl Session {
                 })
             }
         };
-        Plan::Partial { upserts, removals }
+        Planned {
+            plan: Plan::Partial { upserts, removals },
+            held,
+        }
     }
 }
 
 /// What the client should get now for `name`: the snapshot's resource,
 /// unless the client rejected that exact version.
 fn wanted<'a>(st: &TypeState, r: &'a Arc<Resource>) -> Option<&'a Arc<Resource>> {
-    (!st.rejected.contains(&(r.name.clone(), r.version.clone()))).then_some(r)
+    let rejected =
+        !st.rejected.is_empty() && st.rejected.contains(&(r.name.clone(), r.version.clone()));
+    (!rejected).then_some(r)
 }
 
-fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
+fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planned {
+    let nothing = |held| Planned {
+        plan: Plan::nothing(),
+        held,
+    };
+    if matches!(&st.dirty, Dirty::Names(d) if d.is_empty()) && !st.must_reply {
+        // Nothing changed since the last plan: the set is still the same.
+        return nothing(Vec::new());
+    }
     let mut desired: Vec<Arc<Resource>> = Vec::new();
     for (name, r) in snap.resources(ty) {
         if !st.in_scope(name) {
@@ -79,17 +105,19 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
             Some(r) => desired.push(r.clone()),
             // Keep the client on the version it accepted.
             None => {
-                if let Some(prev) = st.known.get(name).and_then(|k| k.resource.clone()) {
-                    desired.push(prev);
+                if let Some(prev) = st.known.get(name.as_str()).and_then(Known::resource) {
+                    desired.push(prev.clone());
                 }
             }
         }
     }
+    let mut held = Vec::new();
     if hold && ty == TypeUrl::Cluster {
         for (name, k) in &st.known {
-            if !snap.resources(ty).contains_key(name) {
-                if let Some(r) = &k.resource {
+            if !snap.resources(ty).contains_key(&**name) {
+                if let Some(r) = k.resource() {
                     desired.push(r.clone());
+                    held.push(name.to_string());
                 }
             }
         }
@@ -98,62 +126,91 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Plan {
     let unchanged = desired.len() == st.known.len()
         && desired.iter().all(|r| {
             st.known
-                .get(&r.name)
-                .is_some_and(|k| k.version == r.version)
+                .get(&*r.key)
+                .is_some_and(|k| k.version() == r.version)
         });
     if unchanged {
-        Plan::nothing()
+        nothing(held)
     } else {
-        Plan::Full(desired)
+        Planned {
+            plan: Plan::Full(desired),
+            held,
+        }
     }
 }
 
 fn upserts(st: &TypeState, ty: TypeUrl, snap: &Snapshot) -> Vec<Arc<Resource>> {
     let resources = snap.resources(ty);
     let consider = |name: &String, r: &Arc<Resource>| -> Option<Arc<Resource>> {
-        let stale = st.known.get(name).is_none_or(|k| k.version != r.version);
+        let stale = st
+            .known
+            .get(name.as_str())
+            .is_none_or(|k| k.version() != r.version);
         if stale || st.force.contains(name) {
             wanted(st, r).cloned()
         } else {
             None
         }
     };
-    if st.wildcard {
-        resources
+    match &st.dirty {
+        Dirty::Names(dirty) => dirty
+            .iter()
+            .filter(|n| st.in_scope(n))
+            .filter_map(|n| resources.get(n).and_then(|r| consider(n, r)))
+            .collect(),
+        Dirty::All if st.wildcard => resources
             .iter()
             .filter_map(|(n, r)| consider(n, r))
-            .collect()
-    } else {
-        st.names
+            .collect(),
+        Dirty::All => st
+            .names
             .iter()
-            .filter_map(|n| resources.get(n).and_then(|r| consider(n, r)))
-            .collect()
+            .filter_map(|n| {
+                resources
+                    .get_key_value(&**n)
+                    .and_then(|(n, r)| consider(n, r))
+            })
+            .collect(),
     }
 }
 
+/// Names to remove from the client, and those held back by `held`.
 fn removals(
     st: &TypeState,
     ty: TypeUrl,
     snap: &Snapshot,
     held: impl Fn(&str) -> bool,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<String>) {
     let resources = snap.resources(ty);
-    let mut out: BTreeSet<String> = st
-        .known
-        .keys()
-        .filter(|n| !resources.contains_key(*n) && st.in_scope(n) && !held(n))
-        .cloned()
-        .collect();
-    // Tell the client once that a name it asked for does not exist.
-    for name in &st.names {
-        if !resources.contains_key(name)
-            && !st.known.contains_key(name)
-            && !st.told_missing.contains(name)
-        {
-            out.insert(name.clone());
+    let mut out = BTreeSet::new();
+    let mut kept = Vec::new();
+    let mut consider = |name: &str| {
+        if resources.contains_key(name) {
+            return;
         }
+        if st.known.contains_key(name) {
+            if !st.in_scope(name) {
+                return;
+            }
+            if held(name) {
+                kept.push(name.to_string());
+            } else {
+                out.insert(name.to_string());
+            }
+        } else if st.names.contains(name) && !st.told_missing.contains(name) {
+            // Tell the client once that a name it asked for does not exist.
+            out.insert(name.to_string());
+        }
+    };
+    match &st.dirty {
+        Dirty::Names(dirty) => dirty.iter().for_each(|n| consider(n)),
+        Dirty::All => st
+            .known
+            .keys()
+            .chain(st.names.iter())
+            .for_each(|n| consider(n)),
     }
-    out.into_iter().collect()
+    (out.into_iter().collect(), kept)
 }
 
 /// `version_info` of a SotW response: the hash of the full set sent (LDS,
@@ -166,7 +223,7 @@ pub(super) fn sotw_version(st: &TypeState, sent: &[Arc<Resource>], full: bool) -
             st.known
                 .iter()
                 .filter(|(n, _)| st.in_scope(n))
-                .map(|(n, k)| (n.as_str(), k.version.as_str())),
+                .map(|(n, k)| (&**n, k.version())),
         )
     }
 }

@@ -5,27 +5,37 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{Known, Session};
-use crate::xds::resource::TypeUrl;
+use super::{Dirty, Known, Name, Session};
+use crate::xds::resource::{Snapshot, TypeUrl};
 
 impl Session {
     pub(super) fn sotw_subscribe(&mut self, ty: TypeUrl, names: Vec<String>) {
+        let snap = self.snapshot.as_deref();
+        let names: BTreeSet<Name> = names.into_iter().map(|n| intern(snap, ty, n)).collect();
         let st = &mut self.types[ty.index()];
         let first = !st.requested;
         st.requested = true;
-        let mut names: BTreeSet<String> = names.into_iter().collect();
+        let mut names = names;
         let explicit_wildcard = names.remove("*");
         if !names.is_empty() {
             st.ever_named = true;
         }
+        let was_wildcard = st.wildcard;
         st.wildcard =
             ty.wildcard_capable() && (explicit_wildcard || (names.is_empty() && !st.ever_named));
         if first && st.wildcard {
             st.must_reply = true;
         }
+        if first || was_wildcard != st.wildcard {
+            st.dirty = Dirty::All;
+        } else {
+            for name in st.names.symmetric_difference(&names) {
+                st.dirty.insert(name);
+            }
+        }
         // The client drops what it no longer subscribes to; if it asks again
         // it must be sent again.
-        let dropped: Vec<String> = st.names.difference(&names).cloned().collect();
+        let dropped: Vec<Name> = st.names.difference(&names).cloned().collect();
         for name in dropped {
             if !st.wildcard {
                 st.known.remove(&name);
@@ -41,20 +51,18 @@ impl Session {
         unsubscribe: Vec<String>,
         initial: HashMap<String, String>,
     ) {
+        let snap = self.snapshot.clone();
         let st = &mut self.types[ty.index()];
         let first = !st.requested;
         st.requested = true;
+        let was_wildcard = st.wildcard;
         if first {
+            st.dirty = Dirty::All;
             // Sorted so the state is the same whatever the map's order.
             let initial: BTreeMap<String, String> = initial.into_iter().collect();
             for (name, version) in initial {
-                st.known.insert(
-                    name,
-                    Known {
-                        version,
-                        resource: None,
-                    },
-                );
+                let name = intern(snap.as_deref(), ty, name);
+                st.known.insert(name, Known::Announced(version.into()));
             }
             if subscribe.is_empty() && ty.wildcard_capable() {
                 st.wildcard = true;
@@ -66,31 +74,47 @@ impl Session {
         for name in subscribe {
             if name == "*" {
                 st.wildcard = true;
+                st.dirty = Dirty::All;
                 continue;
             }
+            st.dirty.insert(&name);
             // Every name in a subscribe list gets an answer: forget what we
             // think the client has, unless it just told us (reconnect).
             if !first {
-                st.known.remove(&name);
+                st.known.remove(name.as_str());
             }
             st.told_missing.remove(&name);
-            st.names.insert(name);
+            st.names.insert(intern(snap.as_deref(), ty, name));
         }
         for name in unsubscribe {
             if name == "*" {
                 st.wildcard = false;
+                st.dirty = Dirty::All;
                 continue;
             }
-            st.names.remove(&name);
+            st.dirty.insert(&name);
+            st.names.remove(name.as_str());
             st.told_missing.remove(&name);
             st.force.remove(&name);
             if !st.wildcard {
-                st.known.remove(&name);
+                st.known.remove(name.as_str());
             }
         }
-        if !st.wildcard {
+        // Only the first request (initial versions) and the end of a
+        // wildcard can leave known names outside the subscription; a
+        // plain ACK must not cost a walk over everything.
+        if !st.wildcard && (first || was_wildcard) {
             let names = &st.names;
             st.known.retain(|name, _| names.contains(name));
         }
+    }
+}
+
+/// A name as a shared string: the snapshot's own when it has the resource,
+/// so that a subscription to what exists costs no copy of the name.
+fn intern(snap: Option<&Snapshot>, ty: TypeUrl, name: String) -> Name {
+    match snap.and_then(|s| s.get(ty, &name)) {
+        Some(r) => r.key.clone(),
+        None => Name::from(name),
     }
 }
