@@ -38,7 +38,7 @@ impl Session {
         let dropped: Vec<Name> = st.names.difference(&names).cloned().collect();
         for name in dropped {
             if !st.wildcard {
-                st.known.remove(&name);
+                st.known.remove(&*name);
             }
         }
         st.names = names;
@@ -62,7 +62,7 @@ impl Session {
             let initial: BTreeMap<String, String> = initial.into_iter().collect();
             for (name, version) in initial {
                 let name = intern(snap.as_deref(), ty, name);
-                st.known.insert(name, Known::Announced(version.into()));
+                st.known.replace(Known::announced(name, version.into()));
             }
             if subscribe.is_empty() && ty.wildcard_capable() {
                 st.wildcard = true;
@@ -105,7 +105,7 @@ impl Session {
         // plain ACK must not cost a walk over everything.
         if !st.wildcard && (first || was_wildcard) {
             let names = &st.names;
-            st.known.retain(|name, _| names.contains(name));
+            st.known.retain(|k| names.contains(k.name()));
         }
     }
 }
