@@ -239,7 +239,9 @@ struct TypeState {
     /// A SotW client has named resources at least once (ends legacy
     /// wildcard semantics of an empty list).
     ever_named: bool,
-    names: BTreeSet<Name>,
+    /// Explicitly subscribed names; streams that subscribe to the same set
+    /// share one copy (see `subscribe::share`).
+    names: Arc<BTreeSet<Name>>,
     /// What the proxy holds, by name (see [`Known`]).
     known: BTreeSet<Known>,
     pending: Option<Pending>,
