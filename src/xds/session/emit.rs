@@ -27,18 +27,18 @@ impl Session {
             let keep: BTreeSet<&str> = upserts.iter().map(|r| r.name.as_str()).collect();
             let gone: Vec<Name> = st
                 .known
-                .keys()
-                .filter(|n| !keep.contains(&***n))
-                .cloned()
+                .iter()
+                .filter(|k| !keep.contains(k.name()))
+                .map(|k| k.key().clone())
                 .collect();
             for name in gone {
-                let prev = st.known.remove(&name);
+                let prev = st.known.take(&*name);
                 previous.entry(name).or_insert(prev);
             }
         }
         for name in &removals {
-            match st.known.remove_entry(name.as_str()) {
-                Some((key, prev)) => previous.entry(key).or_insert(Some(prev)),
+            match st.known.take(name.as_str()) {
+                Some(prev) => previous.entry(prev.key().clone()).or_insert(Some(prev)),
                 None => previous.entry(Name::from(name.as_str())).or_insert(None),
             };
             if !snap.resources(ty).contains_key(name) && st.names.contains(name.as_str()) {
@@ -120,7 +120,7 @@ fn record_upserts(
 ) -> Vec<String> {
     let mut changed = Vec::new();
     for r in upserts {
-        let prev = st.known.insert(r.key.clone(), Known::Sent(r.clone()));
+        let prev = st.known.replace(Known::Sent(r.clone()));
         if prev.as_ref().map(Known::version) != Some(r.version.as_str()) {
             changed.push(r.name.clone());
         }

@@ -137,21 +137,48 @@ pub struct NackInfo {
 }
 
 /// What the proxy holds of one resource, as far as this stream knows.
-/// One pointer: a stream keeps one of these per resource it holds, so it
-/// shares the snapshot's resource instead of copying its version.
+/// Two words, and its own key: a stream keeps one of these per resource
+/// it holds, in a set ordered by name, so it shares the snapshot's
+/// resource (name and version) instead of copying either, and stores no
+/// separate key.
 #[derive(Clone, Debug)]
 enum Known {
     /// Sent on this stream.
     Sent(Arc<Resource>),
     /// Only announced by the client (`initial_resource_versions`).
-    Announced(Box<str>),
+    Announced(Box<Announced>),
+}
+
+#[derive(Clone, Debug)]
+struct Announced {
+    name: Name,
+    version: Box<str>,
 }
 
 impl Known {
+    fn announced(name: Name, version: Box<str>) -> Known {
+        Known::Announced(Box::new(Announced { name, version }))
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Known::Sent(r) => &r.name,
+            Known::Announced(a) => &a.name,
+        }
+    }
+
+    /// The shared name, for maps keyed by [`Name`].
+    fn key(&self) -> &Name {
+        match self {
+            Known::Sent(r) => &r.key,
+            Known::Announced(a) => &a.name,
+        }
+    }
+
     fn version(&self) -> &str {
         match self {
             Known::Sent(r) => &r.version,
-            Known::Announced(v) => v,
+            Known::Announced(a) => &a.version,
         }
     }
 
@@ -160,6 +187,34 @@ impl Known {
             Known::Sent(r) => Some(r),
             Known::Announced(_) => None,
         }
+    }
+}
+
+// Identity and order are the name's, so a `BTreeSet<Known>` is a map from
+// name to what the proxy holds, looked up by `&str`.
+impl PartialEq for Known {
+    fn eq(&self, other: &Known) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Known {}
+
+impl PartialOrd for Known {
+    fn partial_cmp(&self, other: &Known) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Known {
+    fn cmp(&self, other: &Known) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl std::borrow::Borrow<str> for Known {
+    fn borrow(&self) -> &str {
+        self.name()
     }
 }
 
@@ -184,8 +239,11 @@ struct TypeState {
     /// A SotW client has named resources at least once (ends legacy
     /// wildcard semantics of an empty list).
     ever_named: bool,
-    names: BTreeSet<Name>,
-    known: BTreeMap<Name, Known>,
+    /// Explicitly subscribed names; streams that subscribe to the same set
+    /// share one copy (see `subscribe::share`).
+    names: Arc<BTreeSet<Name>>,
+    /// What the proxy holds, by name (see [`Known`]).
+    known: BTreeSet<Known>,
     pending: Option<Pending>,
     last_nonce: String,
     /// The first wildcard request gets an answer even when empty, so the
@@ -469,9 +527,13 @@ impl Session {
                 }
                 for (name, prev) in p.previous {
                     match prev {
-                        Some(k) => st.known.insert(name, k),
-                        None => st.known.remove(&name),
-                    };
+                        Some(k) => {
+                            st.known.replace(k);
+                        }
+                        None => {
+                            st.known.remove(&*name);
+                        }
+                    }
                 }
                 st.rejected.extend(p.sent);
                 st.status.nack = Some(NackInfo {

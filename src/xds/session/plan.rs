@@ -67,7 +67,7 @@ impl Session {
                 removals(st, ty, snap, |name| match ty {
                     TypeUrl::Cluster => hold,
                     // Endpoints go with their cluster, not before it.
-                    TypeUrl::Endpoint => cds_known.contains_key(name),
+                    TypeUrl::Endpoint => cds_known.contains(name),
                     _ => false,
                 })
             }
@@ -113,11 +113,11 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
     }
     let mut held = Vec::new();
     if hold && ty == TypeUrl::Cluster {
-        for (name, k) in &st.known {
-            if !snap.resources(ty).contains_key(&**name) {
+        for k in &st.known {
+            if !snap.resources(ty).contains_key(k.name()) {
                 if let Some(r) = k.resource() {
                     desired.push(r.clone());
-                    held.push(name.to_string());
+                    held.push(k.name().to_string());
                 }
             }
         }
@@ -126,7 +126,7 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
     let unchanged = desired.len() == st.known.len()
         && desired.iter().all(|r| {
             st.known
-                .get(&*r.key)
+                .get(r.name.as_str())
                 .is_some_and(|k| k.version() == r.version)
         });
     if unchanged {
@@ -188,7 +188,7 @@ fn removals(
         if resources.contains_key(name) {
             return;
         }
-        if st.known.contains_key(name) {
+        if st.known.contains(name) {
             if !st.in_scope(name) {
                 return;
             }
@@ -206,9 +206,10 @@ fn removals(
         Dirty::Names(dirty) => dirty.iter().for_each(|n| consider(n)),
         Dirty::All => st
             .known
-            .keys()
-            .chain(st.names.iter())
-            .for_each(|n| consider(n)),
+            .iter()
+            .map(Known::name)
+            .chain(st.names.iter().map(|n| &**n))
+            .for_each(&mut consider),
     }
     (out.into_iter().collect(), kept)
 }
@@ -222,8 +223,8 @@ pub(super) fn sotw_version(st: &TypeState, sent: &[Arc<Resource>], full: bool) -
         set_version(
             st.known
                 .iter()
-                .filter(|(n, _)| st.in_scope(n))
-                .map(|(n, k)| (&**n, k.version())),
+                .filter(|k| st.in_scope(k.name()))
+                .map(|k| (k.name(), k.version())),
         )
     }
 }

@@ -4,6 +4,8 @@
 //! `initial_resource_versions`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use super::{Dirty, Known, Name, Session};
 use crate::xds::resource::{Snapshot, TypeUrl};
@@ -38,10 +40,12 @@ impl Session {
         let dropped: Vec<Name> = st.names.difference(&names).cloned().collect();
         for name in dropped {
             if !st.wildcard {
-                st.known.remove(&name);
+                st.known.remove(&*name);
             }
         }
-        st.names = names;
+        if *st.names != names {
+            st.names = share(names);
+        }
     }
 
     pub(super) fn delta_subscribe(
@@ -56,13 +60,14 @@ impl Session {
         let first = !st.requested;
         st.requested = true;
         let was_wildcard = st.wildcard;
+        let mut renamed = false;
         if first {
             st.dirty = Dirty::All;
             // Sorted so the state is the same whatever the map's order.
             let initial: BTreeMap<String, String> = initial.into_iter().collect();
             for (name, version) in initial {
                 let name = intern(snap.as_deref(), ty, name);
-                st.known.insert(name, Known::Announced(version.into()));
+                st.known.replace(Known::announced(name, version.into()));
             }
             if subscribe.is_empty() && ty.wildcard_capable() {
                 st.wildcard = true;
@@ -84,7 +89,10 @@ impl Session {
                 st.known.remove(name.as_str());
             }
             st.told_missing.remove(&name);
-            st.names.insert(intern(snap.as_deref(), ty, name));
+            if !st.names.contains(name.as_str()) {
+                Arc::make_mut(&mut st.names).insert(intern(snap.as_deref(), ty, name));
+                renamed = true;
+            }
         }
         for name in unsubscribe {
             if name == "*" {
@@ -93,19 +101,25 @@ impl Session {
                 continue;
             }
             st.dirty.insert(&name);
-            st.names.remove(name.as_str());
+            if st.names.contains(name.as_str()) {
+                Arc::make_mut(&mut st.names).remove(name.as_str());
+                renamed = true;
+            }
             st.told_missing.remove(&name);
             st.force.remove(&name);
             if !st.wildcard {
                 st.known.remove(name.as_str());
             }
         }
+        if renamed {
+            st.names = share(Arc::unwrap_or_clone(std::mem::take(&mut st.names)));
+        }
         // Only the first request (initial versions) and the end of a
         // wildcard can leave known names outside the subscription; a
         // plain ACK must not cost a walk over everything.
         if !st.wildcard && (first || was_wildcard) {
             let names = &st.names;
-            st.known.retain(|name, _| names.contains(name));
+            st.known.retain(|k| names.contains(k.name()));
         }
     }
 }
@@ -117,4 +131,57 @@ fn intern(snap: Option<&Snapshot>, ty: TypeUrl, name: String) -> Name {
         Some(r) => r.key.clone(),
         None => Name::from(name),
     }
+}
+
+/// Below this many names a set is not worth a look-up in the pool.
+const SHARE_MIN: usize = 16;
+
+/// Subscription sets in use, by content hash. Proxies of one group
+/// subscribe to the same names (Envoy asks for the endpoints of every EDS
+/// cluster it has), so at M1 each delta stream would otherwise keep its own
+/// copy of 3,000 names. Holds no set alive; dead entries are swept as the
+/// pool grows.
+struct Pool {
+    hasher: RandomState,
+    sets: HashMap<u64, Vec<Weak<BTreeSet<Name>>>>,
+    sweep_at: usize,
+}
+
+static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
+    Mutex::new(Pool {
+        hasher: RandomState::new(),
+        sets: HashMap::new(),
+        sweep_at: 64,
+    })
+});
+
+/// `names` as a shared set: the pool's copy when a live stream already
+/// has an equal set, else `names`, registered for the streams after it.
+/// Only memory changes: an equal set is the same set, and a stream that
+/// changes it later gets its own copy first (`Arc::make_mut`).
+pub(super) fn share(names: BTreeSet<Name>) -> Arc<BTreeSet<Name>> {
+    if names.len() < SHARE_MIN {
+        return Arc::new(names);
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let hash = pool.hasher.hash_one(&names);
+    let bucket = pool.sets.entry(hash).or_default();
+    bucket.retain(|w| w.strong_count() > 0);
+    if let Some(same) = bucket
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|s| **s == names)
+    {
+        return same;
+    }
+    let names = Arc::new(names);
+    bucket.push(Arc::downgrade(&names));
+    if pool.sets.len() >= pool.sweep_at {
+        pool.sets.retain(|_, b| {
+            b.retain(|w| w.strong_count() > 0);
+            !b.is_empty()
+        });
+        pool.sweep_at = (pool.sets.len() * 2).max(64);
+    }
+    names
 }

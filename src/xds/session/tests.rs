@@ -648,3 +648,70 @@ fn every_stream_shares_one_encoding_of_a_resource() {
         );
     }
 }
+
+/// ACKs every delta response in `out` (and what the ACKs bring) and
+/// returns the names of the endpoint resources sent.
+fn ack_all_delta(s: &mut Session, out: Output) -> Vec<String> {
+    let mut eds = Vec::new();
+    let mut queue = out.responses;
+    while let Some(Response::Delta(r)) = queue.pop() {
+        let ty = TypeUrl::parse(&r.type_url).expect("known type");
+        if ty == EDS {
+            eds.extend(r.resources.iter().map(|r| r.name.clone()));
+        }
+        let out = s
+            .on_delta_request(delta(ty, &[], &[], &r.nonce))
+            .expect("ack");
+        queue.extend(out.responses);
+    }
+    eds
+}
+
+#[test]
+fn streams_with_the_same_subscription_stay_independent() {
+    let names: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let snap = |c00: u64| {
+        let clusters: Vec<(&str, u64)> = refs
+            .iter()
+            .map(|n| (*n, if *n == "c00" { c00 } else { 1 }))
+            .collect();
+        mk_snapshot(&clusters, "r")
+    };
+    let start = || {
+        let mut s = Session::new(Mode::Delta);
+        s.on_snapshot(snap(1));
+        let out = s.on_delta_request(delta(CDS, &[], &[], "")).expect("cds");
+        ack_all_delta(&mut s, out);
+        let out = s.on_delta_request(delta(EDS, &refs, &[], "")).expect("eds");
+        assert_eq!(ack_all_delta(&mut s, out).len(), 20);
+        s
+    };
+    let (mut a, mut b) = (start(), start());
+    // One copy of the names for both streams.
+    assert!(Arc::ptr_eq(
+        &a.types[EDS.index()].names,
+        &b.types[EDS.index()].names
+    ));
+
+    // a drops c00; b must still get its changes, a must not.
+    let out = a
+        .on_delta_request(delta(EDS, &[], &["c00"], ""))
+        .expect("unsub");
+    assert!(out.responses.is_empty());
+    assert!(b.types[EDS.index()].names.contains("c00"));
+    let out = a.on_snapshot(snap(2));
+    assert!(ack_all_delta(&mut a, out).is_empty(), "a unsubscribed c00");
+    let out = b.on_snapshot(snap(2));
+    assert_eq!(ack_all_delta(&mut b, out), ["c00"]);
+
+    // Subscribing again makes the sets equal again: shared once more.
+    let out = a
+        .on_delta_request(delta(EDS, &["c00"], &[], ""))
+        .expect("sub");
+    assert_eq!(ack_all_delta(&mut a, out), ["c00"]);
+    assert!(Arc::ptr_eq(
+        &a.types[EDS.index()].names,
+        &b.types[EDS.index()].names
+    ));
+}
