@@ -56,9 +56,15 @@ pub struct Feed {
 }
 
 /// An immutable picture of every feed, as published.
+///
+/// Keys are shared (`Arc`) between the index and every view: a view is
+/// published on each confirmation (an etcd progress report, every few
+/// seconds per feed), so with 1,000 feeds cloning the keys' strings each
+/// time cost most of a core's worth of allocation (see
+/// docs/benchmarks.md, "Where sluice's CPU goes in B1").
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct View {
-    pub feeds: BTreeMap<FeedKey, Feed>,
+    pub feeds: BTreeMap<Arc<FeedKey>, Feed>,
 }
 
 /// Why a config cannot be resolved against a view yet.
@@ -75,7 +81,7 @@ pub enum ResolveError {
 /// method is short and never awaits.
 #[derive(Debug)]
 pub struct Index {
-    feeds: BTreeMap<FeedKey, Feed>,
+    feeds: BTreeMap<Arc<FeedKey>, Feed>,
     tx: watch::Sender<Arc<View>>,
 }
 
@@ -97,14 +103,20 @@ impl Index {
     /// Makes `keys` the set of feeds: new ones start [`SyncState::NeverSynced`],
     /// feeds no longer wanted are dropped with their endpoints.
     pub fn set_feeds(&mut self, keys: &BTreeSet<FeedKey>) {
-        self.feeds.retain(|k, _| keys.contains(k));
+        self.feeds.retain(|k, _| keys.contains(&**k));
         for key in keys {
-            self.feeds.entry(key.clone()).or_insert_with(|| Feed {
-                endpoints: Arc::default(),
-                sync: SyncState::NeverSynced { last_error: None },
-                bad_entries: 0,
-                last_bad_entry: None,
-            });
+            if self.feeds.contains_key(key) {
+                continue;
+            }
+            self.feeds.insert(
+                Arc::new(key.clone()),
+                Feed {
+                    endpoints: Arc::default(),
+                    sync: SyncState::NeverSynced { last_error: None },
+                    bad_entries: 0,
+                    last_bad_entry: None,
+                },
+            );
         }
         self.publish();
     }
