@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use sluice::sim::dataplane::{DataPlane, Decision};
-use sluice::sim::fleet::{Fleet, FleetConfig};
 use sluice::sim::route::Request;
-use sluice::sim::state::Mode;
 
 fn rules(a: u16, b: u16, c: u16) -> String {
     let web = common::rules::web_v1_v2(b, c);
@@ -137,24 +135,14 @@ async fn simulator_routes_like_envoy() {
         .into_iter()
         .map(|(k, v)| (k, v.to_string()))
         .collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("rules.yaml");
-    std::fs::write(&path, rules(a.addr.port(), b.addr.port(), c.addr.port())).expect("write");
-    let sluice = Sluice::start(&path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-diff", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
-    let fleet = Fleet::start(&FleetConfig {
-        xds: sluice.xds.to_string(),
-        proxies: 1,
-        mode: Mode::Sotw,
-        group: "default".into(),
-        node_prefix: "sim-diff".into(),
-        faults: Default::default(),
-    });
-    fleet
-        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
-        .await
-        .expect("sim configured");
+    // `_sluice` and `_rules` keep sluice and its rules file alive.
+    let SideBySide {
+        fleet,
+        envoy,
+        listen,
+        sluice: _sluice,
+        rules: _rules,
+    } = side_by_side(&rules(a.addr.port(), b.addr.port(), c.addr.port()), "diff").await;
     let client = http();
     eventually("envoy routes", || async {
         client

@@ -19,9 +19,8 @@ use sluice::sim::backend::{BackendSpec, Backends};
 use sluice::sim::dataplane::DataPlane;
 use sluice::sim::engine::{Engine, SimProxy};
 use sluice::sim::filters::chain::{serve, Response};
-use sluice::sim::fleet::{Fleet, FleetConfig};
 use sluice::sim::route::Request;
-use sluice::sim::state::{Mode, View};
+use sluice::sim::state::View;
 
 fn rules(free: u16, pro: u16) -> String {
     let head = common::rules::api_key_gateway(free, pro, "alice-key");
@@ -146,24 +145,14 @@ async fn simulator_runs_the_lua_filters_like_envoy() {
         .into_iter()
         .map(|(k, v)| (k, v.to_string()))
         .collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("rules.yaml");
-    std::fs::write(&path, rules(free.addr.port(), pro.addr.port())).expect("write");
-    let sluice = Sluice::start(&path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-lua-diff", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
-    let fleet = Fleet::start(&FleetConfig {
-        xds: sluice.xds.to_string(),
-        proxies: 1,
-        mode: Mode::Sotw,
-        group: "default".into(),
-        node_prefix: "sim-lua-diff".into(),
-        faults: Default::default(),
-    });
-    fleet
-        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
-        .await
-        .expect("sim configured");
+    // `_sluice` and `_rules` keep sluice and its rules file alive.
+    let SideBySide {
+        fleet,
+        envoy,
+        listen,
+        sluice: _sluice,
+        rules: _rules,
+    } = side_by_side(&rules(free.addr.port(), pro.addr.port()), "lua-diff").await;
     let report = &fleet.reports()[0];
     assert_eq!(report.nacks, 0, "{:?}", report.last_nack);
     eventually("envoy runs the Lua filter", || async {

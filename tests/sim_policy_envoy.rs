@@ -23,9 +23,8 @@ use sluice::sim::backend::{BackendSpec, Backends};
 use sluice::sim::dataplane::DataPlane;
 use sluice::sim::engine::{Engine, SimProxy};
 use sluice::sim::filters::chain::{serve, Response};
-use sluice::sim::fleet::{Fleet, FleetConfig};
 use sluice::sim::route::Request;
-use sluice::sim::state::{Mode, View};
+use sluice::sim::state::View;
 
 fn rules(api: u16) -> String {
     format!(
@@ -218,24 +217,14 @@ const STATS: [&str; 10] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_runs_rate_limit_rbac_cors_and_fault_like_envoy() {
     let api = echo_backend("api").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("rules.yaml");
-    std::fs::write(&path, rules(api.addr.port())).expect("write");
-    let sluice = Sluice::start(&path, "127.0.0.1:0");
-    let envoy = Envoy::start("envoy-policy-diff", "default", sluice.xds, &[]).await;
-    let listen = envoy.listener_port("http").await;
-    let fleet = Fleet::start(&FleetConfig {
-        xds: sluice.xds.to_string(),
-        proxies: 1,
-        mode: Mode::Sotw,
-        group: "default".into(),
-        node_prefix: "sim-policy-diff".into(),
-        faults: Default::default(),
-    });
-    fleet
-        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
-        .await
-        .expect("sim configured");
+    // `_sluice` and `_rules` keep sluice and its rules file alive.
+    let SideBySide {
+        fleet,
+        envoy,
+        listen,
+        sluice: _sluice,
+        rules: _rules,
+    } = side_by_side(&rules(api.addr.port()), "policy-diff").await;
     let report = &fleet.reports()[0];
     assert_eq!(report.nacks, 0, "{:?}", report.last_nack);
     eventually("envoy routes", || async {

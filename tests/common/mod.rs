@@ -538,6 +538,46 @@ pub async fn sluice_and_envoy(rules: &Path, node_id: &str, listener: &str) -> (S
     (sluice, envoy, port)
 }
 
+/// The differential tests' set-up: one sluice serving `rules`, a real
+/// Envoy (node `envoy-{name}`) and one simulated proxy (`sim-{name}-0`) fed
+/// by it, the simulator already holding the `http` listener.
+/// Fields drop in order: the fleet and Envoy stop before sluice, and the
+/// rules directory goes last.
+pub struct SideBySide {
+    pub fleet: sluice::sim::fleet::Fleet,
+    pub envoy: Envoy,
+    pub sluice: Sluice,
+    /// The port Envoy bound for its listener `http`.
+    pub listen: u16,
+    pub rules: RulesFile,
+}
+
+pub async fn side_by_side(rules: &str, name: &str) -> SideBySide {
+    use sluice::sim::fleet::{Fleet, FleetConfig};
+    let rules = RulesFile::new(rules);
+    let (sluice, envoy, listen) =
+        sluice_and_envoy(&rules.path, &format!("envoy-{name}"), "http").await;
+    let fleet = Fleet::start(&FleetConfig {
+        xds: sluice.xds.to_string(),
+        proxies: 1,
+        mode: sluice::sim::state::Mode::Sotw,
+        group: "default".into(),
+        node_prefix: format!("sim-{name}"),
+        faults: Default::default(),
+    });
+    fleet
+        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
+        .await
+        .expect("sim configured");
+    SideBySide {
+        fleet,
+        envoy,
+        sluice,
+        listen,
+        rules,
+    }
+}
+
 pub mod consul;
 pub mod eds;
 pub mod etcd;
