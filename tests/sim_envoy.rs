@@ -142,15 +142,11 @@ async fn simulator_routes_like_envoy() {
         listen,
         sluice: _sluice,
         rules: _rules,
-    } = side_by_side(&rules(a.addr.port(), b.addr.port(), c.addr.port()), "diff").await;
-    let client = http();
-    eventually("envoy routes", || async {
-        client
-            .get(format!("http://127.0.0.1:{listen}/exact"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
+    } = side_by_side(
+        &rules(a.addr.port(), b.addr.port(), c.addr.port()),
+        "diff",
+        ("/exact", 200),
+    )
     .await;
     let view = fleet.reports()[0].view.clone();
     let mut dp = DataPlane::new(7);

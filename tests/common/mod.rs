@@ -540,7 +540,8 @@ pub async fn sluice_and_envoy(rules: &Path, node_id: &str, listener: &str) -> (S
 
 /// The differential tests' set-up: one sluice serving `rules`, a real
 /// Envoy (node `envoy-{name}`) and one simulated proxy (`sim-{name}-0`) fed
-/// by it, the simulator already holding the `http` listener.
+/// by it. On return the simulator holds the `http` listener without having
+/// NACKed anything, and Envoy answers `GET {ready.0}` with status `ready.1`.
 /// Fields drop in order: the fleet and Envoy stop before sluice, and the
 /// rules directory goes last.
 pub struct SideBySide {
@@ -552,7 +553,7 @@ pub struct SideBySide {
     pub rules: RulesFile,
 }
 
-pub async fn side_by_side(rules: &str, name: &str) -> SideBySide {
+pub async fn side_by_side(rules: &str, name: &str, ready: (&str, u16)) -> SideBySide {
     use sluice::sim::fleet::{Fleet, FleetConfig};
     let rules = RulesFile::new(rules);
     let (sluice, envoy, listen) =
@@ -569,6 +570,17 @@ pub async fn side_by_side(rules: &str, name: &str) -> SideBySide {
         .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
         .await
         .expect("sim configured");
+    let report = &fleet.reports()[0];
+    assert_eq!(report.nacks, 0, "{:?}", report.last_nack);
+    let (path, status) = ready;
+    eventually(&format!("envoy answers {path} with {status}"), || async {
+        http()
+            .get(format!("http://127.0.0.1:{listen}{path}"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == status)
+    })
+    .await;
     SideBySide {
         fleet,
         envoy,
