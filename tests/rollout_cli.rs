@@ -100,6 +100,23 @@ fn human_and_json_output() {
         "{paused:?}"
     );
     assert!(paused.stdout.contains("(paused by operator)"), "{paused:?}");
+    // A paused rollout waits for an operator: `--watch --timeout` gives a
+    // pipeline its exit (6) instead of hanging.
+    let waited = run(&["status", "web", "--watch", "--timeout", "1s"]);
+    assert_eq!(waited.code, 6, "{waited:?}");
+    assert!(
+        waited.stdout.starts_with("web: paused step 1/3"),
+        "{waited:?}"
+    );
+    assert!(
+        waited.stderr.contains("web is still paused after 1s"),
+        "{waited:?}"
+    );
+    assert_eq!(
+        run(&["status", "web", "--timeout", "1s"]).code,
+        2,
+        "needs --watch"
+    );
     let aborted = run(&["abort", "web"]);
     assert!(
         aborted.stdout.starts_with(

@@ -11,6 +11,7 @@
 //! | 3 | refused: unknown rollout or cluster, invalid spec, already active, not paused, already ended |
 //! | 4 | unauthenticated: missing or wrong token |
 //! | 5 | `status --watch`: the rollout ended rolled back or aborted |
+//! | 6 | `status --watch --timeout`: the rollout had not ended in time (e.g. it is paused) |
 
 mod render;
 
@@ -120,6 +121,11 @@ pub enum RolloutCommand {
         service: Option<String>,
         #[arg(long)]
         watch: bool,
+        /// With --watch: give up (exit 6) if the rollout has not ended by
+        /// then. A paused rollout waits for an operator, so a pipeline
+        /// that watches one should set this. 0 waits forever.
+        #[arg(long, default_value = "0", value_parser = duration, requires = "watch")]
+        timeout: Duration,
     },
     Pause {
         service: String,
@@ -180,6 +186,7 @@ pub mod exit {
     pub const REFUSED: u8 = 3;
     pub const UNAUTHENTICATED: u8 = 4;
     pub const FAILED: u8 = 5;
+    pub const TIMED_OUT: u8 = 6;
 }
 
 /// Adds the bearer token to every call.
@@ -302,11 +309,13 @@ async fn run(args: RolloutArgs) -> Result<u8, tonic::Status> {
         RolloutCommand::Status {
             service: Some(service),
             watch: false,
+            ..
         } => one(&client.get(svc(service)).await?.into_inner()),
         RolloutCommand::Status {
             service: Some(service),
             watch: true,
-        } => return watch(&mut client, service, out).await,
+            timeout,
+        } => return watch(&mut client, service, *timeout, out).await,
         RolloutCommand::Pause { service } => one(&client.pause(svc(service)).await?.into_inner()),
         RolloutCommand::Resume { service } => one(&client.resume(svc(service)).await?.into_inner()),
         RolloutCommand::Promote { service, full } => {
@@ -332,10 +341,17 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Follows one rollout until it ends: a redrawn progress bar on a
-/// terminal, else one line (or JSON document) per change.
-async fn watch(client: &mut Client, service: &str, out: Output) -> Result<u8, tonic::Status> {
+/// Follows one rollout until it ends, or until `timeout` (unless zero)
+/// has passed: a redrawn progress bar on a terminal, else one line (or
+/// JSON document) per change.
+async fn watch(
+    client: &mut Client,
+    service: &str,
+    timeout: Duration,
+    out: Output,
+) -> Result<u8, tonic::Status> {
     let tty = out == Output::Text && std::io::stdout().is_terminal();
+    let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
     let mut last = None;
     loop {
         let r = client
@@ -364,6 +380,16 @@ async fn watch(client: &mut Client, service: &str, out: Output) -> Result<u8, to
             } else {
                 exit::FAILED
             });
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            if tty {
+                println!();
+            }
+            eprintln!(
+                "sluice rollout: {service} is still {} after {timeout:?}",
+                r.phase.replace('_', " ")
+            );
+            return Ok(exit::TIMED_OUT);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
