@@ -18,24 +18,34 @@ const INTERVAL: Duration = Duration::from_millis(500);
 /// Where a change is written.
 pub enum Target<'a> {
     Etcd(Box<etcd_client::Client>),
+    /// The floor, pushing each change at once.
     Floor(&'a Peer),
+    /// The floor, pushing what was staged only on [`Target::flush`].
+    FloorBatched(&'a Peer),
 }
 
 impl Target<'_> {
     pub async fn apply(&mut self, changes: &[Change]) -> anyhow::Result<()> {
-        match self {
-            Target::Etcd(kv) => setup::put_changes(kv, changes).await,
-            Target::Floor(peer) => {
-                for c in changes {
-                    peer.send(format!(
-                        "set {} {} {}",
-                        topo::service(c.service),
-                        topo::address(c.service, c.k),
-                        c.port
-                    ));
-                }
-                Ok(())
-            }
+        let (peer, cmd) = match self {
+            Target::Etcd(kv) => return setup::put_changes(kv, changes).await,
+            Target::Floor(peer) => (peer, "set"),
+            Target::FloorBatched(peer) => (peer, "stage"),
+        };
+        for c in changes {
+            peer.send(format!(
+                "{cmd} {} {} {}",
+                topo::service(c.service),
+                topo::address(c.service, c.k),
+                c.port
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pushes what a batched floor has staged; nothing for the others.
+    pub fn flush(&self) {
+        if let Target::FloorBatched(peer) = self {
+            peer.send("push".into());
         }
     }
 }
@@ -80,14 +90,14 @@ struct FloorRun {
     fleet_setup_cpu: f64,
 }
 
-/// The floor, `proxies` in `mode`, the same kind of moves, `n` of them.
-async fn floor_run(
+/// The floor serving M1, and a configured fleet of `proxies` on it.
+pub async fn start_floor(
     env: &Env,
+    tag: &str,
     t: topo::Topology,
     proxies: usize,
     mode: sluice::sim::state::Mode,
-    n: u64,
-) -> anyhow::Result<FloorRun> {
+) -> anyhow::Result<(Peer, FleetProc, Duration)> {
     let static_rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
     let args = [
         "floor".to_string(),
@@ -99,9 +109,19 @@ async fn floor_run(
         .expect("floor listening on ", Duration::from_secs(60), |_| {})
         .await?;
     let addr = line.trim_start_matches("floor listening on ").parse()?;
-    let (mut ffleet, ready) = env
-        .configured_fleet("b1 floor", addr, proxies, mode)
-        .await?;
+    let (fleet, ready) = env.configured_fleet(tag, addr, proxies, mode).await?;
+    Ok((floor, fleet, ready))
+}
+
+/// The floor, `proxies` in `mode`, the same kind of moves, `n` of them.
+async fn floor_run(
+    env: &Env,
+    t: topo::Topology,
+    proxies: usize,
+    mode: sluice::sim::state::Mode,
+    n: u64,
+) -> anyhow::Result<FloorRun> {
+    let (floor, mut ffleet, ready) = start_floor(env, "b1 floor", t, proxies, mode).await?;
     let fleet_setup_cpu = procs::cpu_seconds(ffleet.pid())?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut fmover = Mover::new(t);

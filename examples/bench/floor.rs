@@ -6,7 +6,10 @@
 //! sessions, no versions per proxy, no diffing, no discovery, no
 //! coalescing. What sluice costs above this is sluice.
 //!
-//! Commands (stdin): `set SERVICE IP PORT` moves that endpoint; `quit`.
+//! Commands (stdin): `set SERVICE IP PORT` moves that endpoint and pushes
+//! its CLA at once; `stage SERVICE IP PORT` moves it without a push, and
+//! `push` then sends every staged CLA in one response per stream (B2's
+//! floor batches like a control plane must under churn); `quit`.
 //! Prints `floor listening on ADDR` once serving.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,8 +38,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 type Encoded = BTreeMap<String, Vec<u8>>;
 
-/// One pushed change: type, name, encoding, version.
-type Change = Arc<(TypeUrl, String, Vec<u8>, String)>;
+/// One push: type, the changed resources (name, encoding), version.
+type Change = Arc<(TypeUrl, Vec<(String, Vec<u8>)>, String)>;
 
 struct State {
     /// Encoded resources by type index, then name.
@@ -109,10 +112,10 @@ impl AggregatedDiscoveryService for Floor {
                     }
                     c = changes.recv() => {
                         let Ok(c) = c else { return };
-                        let (ty, _, body, version) = &*c;
+                        let (ty, items, version) = &*c;
                         DiscoveryResponse {
                             version_info: version.clone(),
-                            resources: vec![any(*ty, body)],
+                            resources: items.iter().map(|(_, b)| any(*ty, b)).collect(),
                             type_url: ty.as_str().into(),
                             ..Default::default()
                         }
@@ -170,15 +173,18 @@ impl AggregatedDiscoveryService for Floor {
                     }
                     c = changes.recv() => {
                         let Ok(c) = c else { return };
-                        let (ty, name, body, version) = &*c;
+                        let (ty, items, version) = &*c;
                         DeltaDiscoveryResponse {
                             system_version_info: version.clone(),
-                            resources: vec![Resource {
-                                version: version.clone(),
-                                resource: Some(any(*ty, body)),
-                                name: name.clone(),
-                                ..Default::default()
-                            }],
+                            resources: items
+                                .iter()
+                                .map(|(name, body)| Resource {
+                                    version: version.clone(),
+                                    resource: Some(any(*ty, body)),
+                                    name: name.clone(),
+                                    ..Default::default()
+                                })
+                                .collect(),
                             type_url: ty.as_str().into(),
                             ..Default::default()
                         }
@@ -274,29 +280,39 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             }
         });
         let mut version = 0u64;
+        // Staged CLAs by service, pushed together by `push`.
+        let mut staged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         while let Some(line) = rx.recv().await {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.as_slice() {
-                ["set", service, ip, port] => {
+                [cmd @ ("set" | "stage"), service, ip, port] => {
                     let ty = TypeUrl::Endpoint;
-                    let body = {
-                        let mut all = state.by_type.write().unwrap_or_else(|e| e.into_inner());
-                        let old = all[ty.index()].get(*service).context("no such service")?;
-                        let body = moved(old, ip.parse()?, port.parse()?)?;
-                        all[ty.index()].insert(service.to_string(), body.clone());
-                        body
-                    };
-                    version += 1;
-                    let _ = state.changes.send(Arc::new((
-                        ty,
-                        service.to_string(),
-                        body,
-                        format!("floor-{version}"),
-                    )));
+                    let mut all = state.by_type.write().unwrap_or_else(|e| e.into_inner());
+                    let old = all[ty.index()].get(*service).context("no such service")?;
+                    let body = moved(old, ip.parse()?, port.parse()?)?;
+                    all[ty.index()].insert(service.to_string(), body.clone());
+                    staged.insert(service.to_string(), body);
+                    if *cmd == "stage" {
+                        continue;
+                    }
                 }
+                ["push"] => {}
                 ["quit"] => break,
-                _ => eprintln!("floor: bad command {line:?}"),
+                _ => {
+                    eprintln!("floor: bad command {line:?}");
+                    continue;
+                }
             }
+            if staged.is_empty() {
+                continue;
+            }
+            version += 1;
+            let items = std::mem::take(&mut staged).into_iter().collect();
+            let _ = state.changes.send(Arc::new((
+                TypeUrl::Endpoint,
+                items,
+                format!("floor-{version}"),
+            )));
         }
         anyhow::Ok(())
     })

@@ -27,7 +27,8 @@ pub struct Opts {
     pub delta: bool,
     pub rates: Option<Vec<u64>>,
     pub out: Option<PathBuf>,
-    /// B1: run only the floor half (isolates the fleet's own cost).
+    /// B1: run only the floor half (isolates the fleet's own cost); B2: run
+    /// the rates against the floor instead of sluice.
     pub floor_only: bool,
 }
 
