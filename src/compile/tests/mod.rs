@@ -27,6 +27,7 @@ use crate::model::*;
 
 mod checks;
 mod eds;
+mod incremental;
 mod lua;
 mod policy;
 mod routes;
