@@ -42,7 +42,7 @@ fn bench_compile(c: &mut Criterion) {
                 weight = weight % 100 + 1;
                 let mut changed = config.clone();
                 if let Some(s) = changed.services.get_mut("svc-0500") {
-                    s.endpoints[0].weight = weight;
+                    Arc::make_mut(&mut s.endpoints)[0].weight = weight;
                 }
                 Arc::new(changed)
             },
@@ -123,7 +123,7 @@ fn bench_delta_push(c: &mut Criterion) {
     let base = compile(&config).expect("compiles");
     let mut changed = config.clone();
     if let Some(s) = changed.services.get_mut("svc-0500") {
-        s.endpoints[0].weight = 2;
+        Arc::make_mut(&mut s.endpoints)[0].weight = 2;
     }
     // As `serve` publishes: the second set is diffed against the first.
     let first = Published::after(None, base, std::time::Instant::now());

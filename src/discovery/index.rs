@@ -327,7 +327,7 @@ impl View {
             }
             let sources = self.sources_of(service)?;
             let maps: Vec<&BTreeMap<String, Endpoint>> = sources.iter().map(|s| &***s).collect();
-            service.endpoints = merge(&service.endpoints, &maps);
+            service.endpoints = Arc::new(merge(&service.endpoints, &maps));
         }
         Ok(out)
     }

@@ -27,9 +27,9 @@ pub struct Resolver {
 /// One service's last merge: its inputs and the result.
 #[derive(Debug)]
 struct Merged {
-    statics: Vec<Endpoint>,
+    statics: Arc<Vec<Endpoint>>,
     sources: Vec<Arc<BTreeMap<String, Endpoint>>>,
-    endpoints: Vec<Endpoint>,
+    endpoints: Arc<Vec<Endpoint>>,
 }
 
 impl Resolver {
@@ -56,7 +56,7 @@ impl Resolver {
                     let maps: Vec<&BTreeMap<String, Endpoint>> =
                         sources.iter().map(|s| &***s).collect();
                     Merged {
-                        endpoints: merge(&service.endpoints, &maps),
+                        endpoints: Arc::new(merge(&service.endpoints, &maps)),
                         statics: service.endpoints.clone(),
                         sources: sources.into_iter().cloned().collect(),
                     }

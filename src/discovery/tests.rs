@@ -1,6 +1,7 @@
 //! The index driven directly: merging, fail-static, readiness, resolve.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::index::SyncState;
@@ -295,7 +296,7 @@ fn a_resolver_gives_what_a_fresh_resolve_gives_through_changes() {
     check(&mut index, &config, &|i| i.delete(&etcd_key("web"), "1", t));
     // A rules edit: the static endpoints change, the feeds do not.
     if let Some(web) = config.services.get_mut("web") {
-        web.endpoints.push(ep(7, Health::Degraded));
+        Arc::make_mut(&mut web.endpoints).push(ep(7, Health::Degraded));
     }
     check(&mut index, &config, &|_| {});
     check(&mut index, &config, &|i| {

@@ -88,13 +88,20 @@ fn base() -> Config {
     mk_config(services, listeners)
 }
 
+fn service(config: &mut Config, s: usize) -> &mut Service {
+    config
+        .services
+        .get_mut(SERVICES[s])
+        .expect("fixture service")
+}
+
+/// Service `s`'s endpoints, to edit (copied if shared, as the publisher's
+/// resolve and drains do).
+fn endpoints(config: &mut Config, s: usize) -> &mut Vec<Endpoint> {
+    Arc::make_mut(&mut service(config, s).endpoints)
+}
+
 fn apply(config: &mut Config, step: &Step) {
-    let service = |config: &mut Config, s: usize| -> &mut Service {
-        config
-            .services
-            .get_mut(SERVICES[s])
-            .expect("fixture service")
-    };
     match *step {
         Step::Move {
             s,
@@ -103,7 +110,7 @@ fn apply(config: &mut Config, step: &Step) {
             weight,
             v2,
         } => {
-            if let Some(ep) = service(config, s).endpoints.get_mut(i) {
+            if let Some(ep) = endpoints(config, s).get_mut(i) {
                 ep.port = 9000 + port;
                 ep.weight = weight;
                 let version = if v2 { "v2" } else { "v1" };
@@ -111,7 +118,7 @@ fn apply(config: &mut Config, step: &Step) {
             }
         }
         Step::Health { s, i, h } => {
-            if let Some(ep) = service(config, s).endpoints.get_mut(i) {
+            if let Some(ep) = endpoints(config, s).get_mut(i) {
                 ep.health = [
                     Health::Healthy,
                     Health::Degraded,
@@ -123,10 +130,10 @@ fn apply(config: &mut Config, step: &Step) {
         }
         Step::Add { s, octet } => {
             let ep = mk_endpoint(octet, 8080, &[], 2);
-            service(config, s).endpoints.push(ep);
+            endpoints(config, s).push(ep);
         }
         Step::Remove { s, i } => {
-            let eps = &mut service(config, s).endpoints;
+            let eps = endpoints(config, s);
             if i < eps.len() {
                 eps.remove(i);
             }
