@@ -10,7 +10,9 @@
 #[path = "support/m1.rs"]
 mod m1;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use m1::m1;
@@ -29,19 +31,41 @@ fn bench_compile(c: &mut Criterion) {
     g.bench_function("m1_1000x10", |b| {
         b.iter(|| compile(&config).expect("compiles"))
     });
-    // As the publisher compiles: encoded endpoints kept from the last
-    // compile, one endpoint's weight changing each time.
+    // As the publisher compiles: the last snapshots and encoded endpoints
+    // kept, one endpoint's weight changing each time (the config is
+    // copied outside the measurement, as the publisher's resolve does).
     let mut compiler = Compiler::default();
-    let mut changed = config.clone();
     let mut weight = 1;
     g.bench_function("m1_1000x10_one_endpoint_changed", |b| {
-        b.iter(|| {
-            weight = weight % 100 + 1;
-            if let Some(s) = changed.services.get_mut("svc-0500") {
-                s.endpoints[0].weight = weight;
-            }
-            compiler.compile(&changed).expect("compiles")
-        })
+        b.iter_batched(
+            || {
+                weight = weight % 100 + 1;
+                let mut changed = config.clone();
+                if let Some(s) = changed.services.get_mut("svc-0500") {
+                    Arc::make_mut(&mut s.endpoints)[0].weight = weight;
+                }
+                Arc::new(changed)
+            },
+            |changed| compiler.compile(&changed).expect("compiles"),
+            BatchSize::LargeInput,
+        )
+    });
+    // The same through a rules change each time (a route's timeout):
+    // everything is compiled again, endpoints from the cache.
+    let mut timeout = 1;
+    g.bench_function("m1_1000x10_one_route_changed", |b| {
+        b.iter_batched(
+            || {
+                timeout = timeout % 100 + 1;
+                let mut changed = config.clone();
+                if let Some(r) = changed.listeners[0].virtual_hosts[0].routes.first_mut() {
+                    r.timeout = Some(std::time::Duration::from_secs(timeout));
+                }
+                Arc::new(changed)
+            },
+            |changed| compiler.compile(&changed).expect("compiles"),
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }
@@ -99,7 +123,7 @@ fn bench_delta_push(c: &mut Criterion) {
     let base = compile(&config).expect("compiles");
     let mut changed = config.clone();
     if let Some(s) = changed.services.get_mut("svc-0500") {
-        s.endpoints[0].weight = 2;
+        Arc::make_mut(&mut s.endpoints)[0].weight = 2;
     }
     // As `serve` publishes: the second set is diffed against the first.
     let first = Published::after(None, base, std::time::Instant::now());

@@ -42,6 +42,7 @@ use crate::canary::driver::Applied;
 use crate::canary::overlay::Overlays;
 use crate::canary::wiring::{self as rollouts, RolloutOptions};
 use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
+use crate::discovery::resolve::Resolver;
 use crate::discovery::{Index, SourceOptions, Supervisor, View};
 use crate::drain::store::DrainStore;
 use crate::drain::Drains;
@@ -131,6 +132,7 @@ pub async fn run(
     // in the very first snapshot (DESIGN.md invariant 7).
     let canary = rollouts::start(&opts.rollouts, registry.clone(), stop_rx.clone()).await?;
     let mut out = Outputs {
+        resolver: Resolver::default(),
         compiler: compile::Compiler::default(),
         snapshots: snap_tx,
         metrics: metrics.clone(),
@@ -244,7 +246,9 @@ fn publish(
 
 /// Where the publisher's results go.
 struct Outputs {
-    /// Keeps encoded endpoints between compiles.
+    /// Keeps the last merge of each service's endpoints.
+    resolver: Resolver,
+    /// Keeps the last snapshots and encoded endpoints between compiles.
     compiler: compile::Compiler,
     snapshots: watch::Sender<Option<Arc<Published>>>,
     metrics: Arc<Metrics>,
@@ -354,7 +358,7 @@ impl Outputs {
         drains: &Drains,
         overlays: &Overlays,
     ) {
-        let mut resolved = match view.resolve(config) {
+        let mut resolved = match self.resolver.resolve(view, config) {
             Ok(c) => c,
             Err(e) => {
                 debug!(reason = %e, "not publishing: waiting for discovery sources");
@@ -363,10 +367,11 @@ impl Outputs {
         };
         drains.apply(&mut resolved);
         overlays.apply(&mut resolved);
+        let resolved = Arc::new(resolved);
         match self.compiler.compile(&resolved) {
             Ok(snapshots) => {
                 let snapshots = publish(&self.snapshots, &self.metrics, snapshots);
-                *lock(&self.config_slot) = Some(Arc::new(resolved));
+                *lock(&self.config_slot) = Some(resolved);
                 self.metrics.ready.set(1);
                 self.applied.send_replace(Some(Arc::new(Applied {
                     overlays: overlays.clone(),

@@ -25,7 +25,7 @@ fn service(name: &str, endpoints: usize) -> Service {
         name: name.to_string(),
         connect_timeout: Duration::from_secs(1),
         lb_policy: LbPolicy::RoundRobin,
-        endpoints: (0..endpoints).map(endpoint).collect(),
+        endpoints: std::sync::Arc::new((0..endpoints).map(endpoint).collect()),
         subsets: BTreeMap::from([
             (
                 "stable".to_string(),

@@ -43,9 +43,13 @@ pub struct EndpointCache {
     /// re-encodes only its changed endpoints; cleared when it holds more
     /// than twice what the last compile used.
     endpoints: HashMap<EndpointKey, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
-    /// Endpoint records the last compile appended (an upper bound of the
-    /// distinct endpoints it used).
+    /// Endpoint records the last full compile appended (an upper bound of
+    /// the distinct endpoints it used).
     used: usize,
+    /// The current compile encodes only changed assignments ([`resume`]).
+    ///
+    /// [`resume`]: EndpointCache::resume
+    partial: bool,
     /// The records of a whole (priority, locality) group, keyed by its
     /// endpoints' packed keys in order: one lookup for an unchanged group
     /// instead of one per endpoint. What one compile does not use is
@@ -94,12 +98,34 @@ impl EndpointCache {
             self.endpoints.clear();
         }
         self.used = 0;
+        self.partial = false;
         self.previous_groups = mem::take(&mut self.groups);
+    }
+
+    /// Starts a compile that encodes only the assignments that changed
+    /// and reuses the others whole (`compile::incremental`): what the last
+    /// full compile used stays, since the next one will want it. What
+    /// such compiles add (a moved endpoint's new record, its group's new
+    /// records) accumulates until the next full compile, so it is bounded
+    /// here: past twice what a full compile used, the records go (they
+    /// are only a speed-up).
+    pub(super) fn resume(&mut self) {
+        self.partial = true;
+        let bound = 2 * self.used.max(1024);
+        if self.endpoints.len() > bound {
+            self.endpoints.clear();
+        }
+        if self.groups.len() + self.previous_groups.len() > bound {
+            self.groups.clear();
+            self.previous_groups.clear();
+        }
     }
 
     /// Appends the records of a group's endpoints to `buf`.
     fn append_group(&mut self, eps: &[&model::Endpoint], buf: &mut Vec<u8>) {
-        self.used += eps.len();
+        if !self.partial {
+            self.used += eps.len();
+        }
         let mut keys = Vec::with_capacity(eps.len() * 24);
         for ep in eps {
             keys.extend_from_slice(&key(ep));

@@ -6,7 +6,9 @@
 //! has already read into the model) → an
 //! invariant check on those protos (`check`) → [`Resource::encode`] →
 //! [`Snapshot`]s, one per node group named in the rules plus a fallback for
-//! proxies whose group the rules never name.
+//! proxies whose group the rules never name. A [`Compiler`] that compiled
+//! the previous config re-encodes only changed load assignments when
+//! nothing but endpoints changed (`incremental`).
 //!
 //! Node groups are the names that appear in any listener's `groups`. A group
 //! receives every listener that [`model::Listener::serves_group`] says it
@@ -32,6 +34,7 @@ mod check;
 mod cluster;
 mod cluster_policy;
 pub mod eds;
+mod incremental;
 mod listener;
 mod lua;
 mod ratelimit;
@@ -121,23 +124,38 @@ const FALLBACK: &str = "(fallback)";
 
 /// Compile `config` into one snapshot per node group plus the fallback.
 pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
-    Compiler::default().compile(config)
+    compile_with(config, &mut eds::EndpointCache::default())
 }
 
-/// [`compile`] with memory: encoded endpoints are kept from one compile to
-/// the next ([`eds::EndpointCache`]), so a publisher that compiles on
-/// every endpoint change re-encodes only endpoints that changed. The
-/// output does not depend on what was cached: the same config gives the
-/// same bytes as [`compile`].
+/// [`compile`] with memory, for a publisher that compiles on every
+/// change. Encoded endpoints are kept from one compile to the next
+/// ([`eds::EndpointCache`]), so only endpoints that changed are encoded
+/// again; and when a config differs from the last one in endpoints alone,
+/// the last snapshots are reused and only the changed load assignments
+/// are encoded (`incremental`). The output does not depend on what was
+/// kept: the same config gives the same bytes as [`compile`].
 #[derive(Debug, Default)]
 pub struct Compiler {
     endpoints: eds::EndpointCache,
+    /// The last config compiled and its snapshots.
+    last: Option<(Arc<model::Config>, Snapshots)>,
 }
 
 impl Compiler {
-    pub fn compile(&mut self, config: &model::Config) -> Result<Snapshots, CompileError> {
-        self.endpoints.start();
-        compile_with(config, &mut self.endpoints)
+    pub fn compile(&mut self, config: &Arc<model::Config>) -> Result<Snapshots, CompileError> {
+        let snapshots = match &self.last {
+            Some((prev, out)) if Arc::ptr_eq(prev, config) => out.clone(),
+            Some((prev, out)) if incremental::endpoints_only(prev, config) => {
+                self.endpoints.resume();
+                incremental::recompile_endpoints(prev, out, config, &mut self.endpoints)
+            }
+            _ => {
+                self.endpoints.start();
+                compile_with(config, &mut self.endpoints)?
+            }
+        };
+        self.last = Some((config.clone(), snapshots.clone()));
+        Ok(snapshots)
     }
 }
 

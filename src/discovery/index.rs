@@ -10,15 +10,22 @@
 //! Fail-static lives in the API: [`Index::fail`] only changes a feed's sync
 //! state, never its endpoints. The only way to empty a feed is a `reset`
 //! with no entries (a healthy registry saying "zero instances") or deletes.
+//!
+//! A view is published only when something a reader acts on changed: a
+//! feed's endpoints, its sync state, its rejected entries. When the
+//! registry last answered ([`Feed::last_sync`]) is not part of that: it is
+//! a [`LastSync`] cell the index and all its views share and move in place,
+//! so the steady stream of progress reports (every feed, every few
+//! seconds) costs a lock each instead of a copy of the feed map each.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::model::{Config, Discovery, Endpoint, Health};
+use super::resolve::merge;
+use crate::model::{Config, Discovery, Endpoint, Service};
 
 /// One service's watch on one registry.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,15 +39,42 @@ pub struct FeedKey {
 pub enum SyncState {
     /// No complete listing yet; `last_error` says why, if the source tried.
     NeverSynced { last_error: Option<String> },
-    /// The registry answered and its answer is what the feed holds.
-    Synced { at: Instant },
+    /// The registry answered and its answer is what the feed holds (when it
+    /// last did: [`Feed::last_sync`]).
+    Synced,
     /// Synced before, but the registry now errors, times out or has no
     /// leader; the feed keeps the endpoints it had (fail-static).
-    Failing {
-        error: String,
-        since: Instant,
-        last_sync: Instant,
-    },
+    Failing { error: String, since: Instant },
+}
+
+/// When the registry last answered for a feed: a listing, a watch event or
+/// a progress report.
+///
+/// Shared by the index and every view it published, and moved in place
+/// without publishing: with 1,000 etcd feeds each confirmed every 2.5 s, a
+/// new view per confirmation (a copy of the whole feed map, compared and
+/// dropped) was 12 % of sluice's CPU in B1 (docs/benchmarks.md, "Where
+/// sluice's CPU goes in B1"). So an older view also reads the latest
+/// time, which is what `/status` wants: the age of the last answer now.
+#[derive(Clone, Debug, Default)]
+pub struct LastSync(Arc<Mutex<Option<Instant>>>);
+
+impl LastSync {
+    pub fn get(&self) -> Option<Instant> {
+        // An `Option<Instant>` cannot be left half-written: a poisoned
+        // lock still holds a whole value.
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, at: Instant) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
+    }
+}
+
+impl PartialEq for LastSync {
+    fn eq(&self, other: &LastSync) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.get() == other.get()
+    }
 }
 
 /// One feed's endpoints (by registry entry id) and state.
@@ -53,15 +87,26 @@ pub struct Feed {
     /// Registry entries skipped because they could not be understood.
     pub bad_entries: u64,
     pub last_bad_entry: Option<String>,
+    /// Moved in place, never published: see [`LastSync`].
+    pub heard: LastSync,
 }
 
-/// An immutable picture of every feed, as published.
+impl Feed {
+    /// When the registry last answered, once the feed has synced (a
+    /// failing feed keeps the time of its last answer).
+    pub fn last_sync(&self) -> Option<Instant> {
+        self.sync.has_synced().then(|| self.heard.get()).flatten()
+    }
+}
+
+/// An immutable picture of every feed, as published (but for each feed's
+/// [`LastSync`], which moves in place).
 ///
-/// Keys are shared (`Arc`) between the index and every view: a view is
-/// published on each confirmation (an etcd progress report, every few
-/// seconds per feed), so with 1,000 feeds cloning the keys' strings each
-/// time cost most of a core's worth of allocation (see
-/// docs/benchmarks.md, "Where sluice's CPU goes in B1").
+/// Keys are shared (`Arc`) between the index and every view, so a
+/// publication copies no strings: when a view was published on every
+/// confirmation, cloning the keys' strings cost most of a core's worth of
+/// allocation with 1,000 feeds (docs/benchmarks.md, "Where sluice's CPU
+/// goes in B1").
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct View {
     pub feeds: BTreeMap<Arc<FeedKey>, Feed>,
@@ -115,6 +160,7 @@ impl Index {
                     sync: SyncState::NeverSynced { last_error: None },
                     bad_entries: 0,
                     last_bad_entry: None,
+                    heard: LastSync::default(),
                 },
             );
         }
@@ -128,7 +174,8 @@ impl Index {
             if *feed.endpoints != entries {
                 feed.endpoints = Arc::new(entries);
             }
-            feed.sync = SyncState::Synced { at };
+            feed.sync = SyncState::Synced;
+            feed.heard.set(at);
         });
     }
 
@@ -165,17 +212,10 @@ impl Index {
                 SyncState::NeverSynced { .. } => SyncState::NeverSynced {
                     last_error: Some(error),
                 },
-                SyncState::Synced { at: last_sync } => SyncState::Failing {
-                    error,
-                    since: at,
-                    last_sync: *last_sync,
-                },
-                SyncState::Failing {
-                    since, last_sync, ..
-                } => SyncState::Failing {
+                SyncState::Synced => SyncState::Failing { error, since: at },
+                SyncState::Failing { since, .. } => SyncState::Failing {
                     error,
                     since: *since,
-                    last_sync: *last_sync,
                 },
             };
         });
@@ -195,7 +235,8 @@ impl Index {
     }
 
     /// Calls for a feed that is no longer wanted (a watcher racing its own
-    /// removal) are ignored.
+    /// removal) are ignored. `before` shares the feed's [`LastSync`], so a
+    /// call that only moves the sync time publishes nothing.
     fn update(&mut self, key: &FeedKey, f: impl FnOnce(&mut Feed)) {
         let Some(feed) = self.feeds.get_mut(key) else {
             return;
@@ -224,8 +265,9 @@ impl Index {
 /// A watch event or confirmation proves the registry answers again; it
 /// does not make a never-listed feed complete.
 fn mark_live(feed: &mut Feed, at: Instant) {
-    if !matches!(feed.sync, SyncState::NeverSynced { .. }) {
-        feed.sync = SyncState::Synced { at };
+    if feed.sync.has_synced() {
+        feed.sync = SyncState::Synced;
+        feed.heard.set(at);
     }
 }
 
@@ -234,18 +276,10 @@ impl SyncState {
         !matches!(self, SyncState::NeverSynced { .. })
     }
 
-    pub fn last_sync(&self) -> Option<Instant> {
-        match self {
-            SyncState::NeverSynced { .. } => None,
-            SyncState::Synced { at } => Some(*at),
-            SyncState::Failing { last_sync, .. } => Some(*last_sync),
-        }
-    }
-
     pub fn error(&self) -> Option<&str> {
         match self {
             SyncState::NeverSynced { last_error } => last_error.as_deref(),
-            SyncState::Synced { .. } => None,
+            SyncState::Synced => None,
             SyncState::Failing { error, .. } => Some(error),
         }
     }
@@ -283,77 +317,43 @@ impl View {
     /// `config` with each discovered service's endpoints filled in: its
     /// static endpoints merged with every feed's, by [`merge`]. Fails until
     /// every feed the config needs has synced once (DESIGN invariant 5).
+    /// ([`Resolver`](super::resolve::Resolver) gives the same, merging
+    /// only services whose feeds changed since its last call.)
     pub fn resolve(&self, config: &Config) -> Result<Config, ResolveError> {
         let mut out = config.clone();
         for service in out.services.values_mut() {
             if service.discovery.is_empty() {
                 continue;
             }
-            let mut sources: Vec<&BTreeMap<String, Endpoint>> = Vec::new();
-            for d in &service.discovery {
+            let sources = self.sources_of(service)?;
+            let maps: Vec<&BTreeMap<String, Endpoint>> = sources.iter().map(|s| &***s).collect();
+            service.endpoints = Arc::new(merge(&service.endpoints, &maps));
+        }
+        Ok(out)
+    }
+
+    /// The endpoints of each of `service`'s feeds, in its discovery order;
+    /// an error if one has never synced.
+    pub(super) fn sources_of(
+        &self,
+        service: &Service,
+    ) -> Result<Vec<&Arc<BTreeMap<String, Endpoint>>>, ResolveError> {
+        service
+            .discovery
+            .iter()
+            .map(|d| {
                 let key = FeedKey {
                     service: service.name.clone(),
                     discovery: d.clone(),
                 };
                 match self.feeds.get(&key) {
-                    Some(feed) if feed.sync.has_synced() => sources.push(&feed.endpoints),
-                    _ => {
-                        return Err(ResolveError::NotSynced {
-                            service: service.name.clone(),
-                            discovery: d.clone(),
-                        })
-                    }
+                    Some(feed) if feed.sync.has_synced() => Ok(&feed.endpoints),
+                    _ => Err(ResolveError::NotSynced {
+                        service: service.name.clone(),
+                        discovery: d.clone(),
+                    }),
                 }
-            }
-            service.endpoints = merge(&service.endpoints, &sources);
-        }
-        Ok(out)
-    }
-}
-
-/// Merges endpoints that may name the same address:port more than once.
-///
-/// The rule, chosen so that the result never depends on arrival order:
-/// candidates are taken static endpoints first, then each source in the
-/// service's discovery order (consul, etcd, kubernetes, file), each by
-/// entry id. For one address:port the candidate with the best health wins
-/// (healthy, degraded, unknown, draining, unhealthy — a registry that still
-/// sees the instance serving is believed over one that does not); on a tie
-/// the earlier candidate wins. The winner's labels are completed with the
-/// other candidates' labels it lacks. Output is ordered by address:port.
-pub fn merge(statics: &[Endpoint], sources: &[&BTreeMap<String, Endpoint>]) -> Vec<Endpoint> {
-    let mut by_addr: BTreeMap<SocketAddr, Endpoint> = BTreeMap::new();
-    let candidates = statics
-        .iter()
-        .chain(sources.iter().flat_map(|s| s.values()));
-    for ep in candidates {
-        let addr = SocketAddr::new(ep.address, ep.port);
-        match by_addr.get_mut(&addr) {
-            None => {
-                by_addr.insert(addr, ep.clone());
-            }
-            Some(current) => {
-                let (mut winner, loser) = if rank(ep.health) < rank(current.health) {
-                    (ep.clone(), &*current)
-                } else {
-                    (current.clone(), ep)
-                };
-                for (k, v) in &loser.labels {
-                    winner.labels.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                *current = winner;
-            }
-        }
-    }
-    by_addr.into_values().collect()
-}
-
-fn rank(h: Health) -> u8 {
-    match h {
-        Health::Healthy => 0,
-        Health::Degraded => 1,
-        Health::Unknown => 2,
-        Health::Draining => 3,
-        Health::Unhealthy => 4,
+            })
+            .collect()
     }
 }

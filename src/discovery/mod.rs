@@ -21,6 +21,7 @@ pub mod file;
 pub mod index;
 pub mod kubernetes;
 pub mod record;
+pub mod resolve;
 pub mod status;
 
 #[cfg(test)]

@@ -46,12 +46,11 @@ pub fn summarize(view: &View, now: Instant) -> Vec<SourceStatus> {
     for (key, feed) in &view.feeds {
         let (kind, target) = source_name(&key.discovery);
         let age = feed
-            .sync
             .last_sync()
             .map(|t| now.saturating_duration_since(t).as_secs_f64());
         let state = match feed.sync {
             SyncState::NeverSynced { .. } => "pending",
-            SyncState::Synced { .. } => "synced",
+            SyncState::Synced => "synced",
             SyncState::Failing { .. } => "failing",
         };
         let fs = FeedStatus {

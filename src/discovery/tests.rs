@@ -1,9 +1,11 @@
 //! The index driven directly: merging, fail-static, readiness, resolve.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::index::{merge, SyncState};
+use super::index::SyncState;
+use super::resolve::{merge, Resolver};
 use super::status::summarize;
 use super::*;
 use crate::model::{Endpoint, Health};
@@ -72,7 +74,8 @@ fn apply_delete_reset_publish_views() {
     index.apply(&key, "/services/web/b".into(), b.clone(), t);
     let feed = rx.borrow().feeds[&key].clone();
     assert_eq!(feed.endpoints.len(), 2);
-    assert_eq!(feed.sync, SyncState::Synced { at: t });
+    assert_eq!(feed.sync, SyncState::Synced);
+    assert_eq!(feed.last_sync(), Some(t));
     index.delete(&key, "/services/web/a", t);
     let feed = rx.borrow().feeds[&key].clone();
     assert_eq!(*feed.endpoints, entries(&[("/services/web/b", b)]));
@@ -96,8 +99,12 @@ fn a_failing_source_keeps_its_endpoints_and_only_a_real_empty_listing_empties() 
         SyncState::Failing {
             error: "still refused".into(),
             since: t1,
-            last_sync: t0
         }
+    );
+    assert_eq!(
+        feed.last_sync(),
+        Some(t0),
+        "the last answer, not the failure"
     );
     let st = summarize(&rx.borrow(), t1 + Duration::from_secs(2));
     assert!(!st[0].up && st[0].synced);
@@ -215,4 +222,84 @@ fn bad_entries_are_counted_per_source() {
     assert_eq!(st[0].bad_entries, 2);
     assert_eq!(st[0].last_sync_age_seconds, None, "never synced");
     assert!(!st[0].synced);
+}
+
+#[test]
+fn confirmations_of_a_synced_feed_publish_nothing_yet_status_sees_them() {
+    let (mut index, mut rx) = Index::new();
+    let key = etcd_key("web");
+    index.set_feeds(&BTreeSet::from([key.clone()]));
+    let t0 = Instant::now();
+    // Before the first listing a confirmation proves nothing.
+    index.confirm(&key, t0);
+    assert_eq!(rx.borrow().feeds[&key].last_sync(), None);
+    let a = mk_endpoint("10.0.0.1", 80, Health::Healthy, &[]);
+    index.reset(&key, entries(&[("a", a)]), t0);
+    rx.mark_unchanged();
+    let t1 = t0 + Duration::from_secs(10);
+    index.confirm(&key, t1);
+    assert!(!rx.has_changed().expect("open"), "only the time moved");
+    // The view published before the confirmation reads the new time.
+    let st = summarize(&rx.borrow(), t1 + Duration::from_secs(1));
+    assert_eq!(st[0].last_sync_age_seconds, Some(1.0));
+
+    // A failure and the recovery change the state: both are published.
+    index.fail(&key, "timeout".into(), t1 + Duration::from_secs(2));
+    assert!(rx.has_changed().expect("open"));
+    rx.mark_unchanged();
+    let failing = summarize(&rx.borrow(), t1 + Duration::from_secs(4));
+    assert!(!failing[0].up);
+    assert_eq!(failing[0].last_sync_age_seconds, Some(4.0));
+    index.confirm(&key, t1 + Duration::from_secs(5));
+    assert!(rx.has_changed().expect("open"), "failing → synced");
+    let back = summarize(&rx.borrow(), t1 + Duration::from_secs(5));
+    assert!(back[0].up);
+    assert_eq!(back[0].last_sync_age_seconds, Some(0.0));
+}
+
+#[test]
+fn a_resolver_gives_what_a_fresh_resolve_gives_through_changes() {
+    let (mut index, rx) = Index::new();
+    let mut config = mk_config();
+    index.set_feeds(&View::feeds_of(&config));
+    let mut resolver = Resolver::default();
+    let t = Instant::now();
+    let ep = |last: u8, health| mk_endpoint(&format!("10.0.0.{last}"), 80, health, &[]);
+    assert!(
+        resolver.resolve(&rx.borrow(), &config).is_err(),
+        "not synced"
+    );
+    index.reset(
+        &etcd_key("web"),
+        entries(&[("1", ep(1, Health::Healthy))]),
+        t,
+    );
+    index.reset(
+        &file_key("web"),
+        entries(&[("1", ep(1, Health::Draining))]),
+        t,
+    );
+    let mut check = |index: &mut Index, config: &Config, change: &dyn Fn(&mut Index)| {
+        change(index);
+        let view = rx.borrow().clone();
+        let want = view.resolve(config).expect("ready");
+        assert_eq!(resolver.resolve(&view, config).expect("ready"), want);
+    };
+    check(&mut index, &config, &|_| {});
+    check(&mut index, &config, &|i| {
+        i.apply(&etcd_key("web"), "2".into(), ep(2, Health::Healthy), t)
+    });
+    check(&mut index, &config, &|i| i.confirm(&file_key("web"), t));
+    check(&mut index, &config, &|i| {
+        i.apply(&file_key("web"), "1".into(), ep(1, Health::Healthy), t)
+    });
+    check(&mut index, &config, &|i| i.delete(&etcd_key("web"), "1", t));
+    // A rules edit: the static endpoints change, the feeds do not.
+    if let Some(web) = config.services.get_mut("web") {
+        Arc::make_mut(&mut web.endpoints).push(ep(7, Health::Degraded));
+    }
+    check(&mut index, &config, &|_| {});
+    check(&mut index, &config, &|i| {
+        i.fail(&etcd_key("web"), "down".into(), t)
+    });
 }

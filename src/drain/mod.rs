@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +130,12 @@ impl Drains {
                 .iter()
                 .filter(|d| d.service == service.name)
                 .collect();
-            for e in &mut service.endpoints {
+            // Endpoints are shared with the undrained config: copy only
+            // those of a service that has drains.
+            if drains.is_empty() {
+                continue;
+            }
+            for e in Arc::make_mut(&mut service.endpoints) {
                 if e.health != Health::Unhealthy && drains.iter().any(|d| d.matches(e)) {
                     e.health = Health::Draining;
                 }

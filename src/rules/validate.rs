@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
 use marked_yaml::Spanned;
@@ -159,7 +160,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         name,
         connect_timeout,
         lb_policy,
-        endpoints,
+        endpoints: Arc::new(endpoints),
         discovery,
         subsets,
         policy,

@@ -39,8 +39,12 @@ impl SnapshotDiff {
     /// merge walk per type.
     pub fn between(from: &Arc<Snapshot>, to: &Arc<Snapshot>) -> SnapshotDiff {
         let changed = TypeUrl::ALL.map(|ty| {
-            let (a, b) = (from.resources(ty), to.resources(ty));
             let mut out = Vec::new();
+            // An endpoint-only compile shares the other types' maps.
+            if from.shares(to, ty) {
+                return out;
+            }
+            let (a, b) = (from.resources(ty), to.resources(ty));
             let (mut ia, mut ib) = (a.iter().peekable(), b.iter().peekable());
             loop {
                 match (ia.peek(), ib.peek()) {

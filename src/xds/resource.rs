@@ -117,9 +117,13 @@ impl Resource {
 }
 
 /// The resources one node group gets, per type, with a version per type.
+///
+/// Each type's map is shared (`Arc`): a compile that changes only
+/// endpoints reuses the previous snapshot's other maps, and comparing or
+/// diffing two snapshots skips a shared map by pointer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    resources: [BTreeMap<String, Arc<Resource>>; TypeUrl::COUNT],
+    resources: [Arc<BTreeMap<String, Arc<Resource>>>; TypeUrl::COUNT],
     versions: [String; TypeUrl::COUNT],
 }
 
@@ -132,11 +136,45 @@ impl Snapshot {
                 .into_iter()
                 .map(|r| (r.name.clone(), Arc::new(r)))
                 .collect();
-            snap.versions[i] =
-                set_version(map.values().map(|r| (r.name.as_str(), r.version.as_str())));
-            snap.resources[i] = map;
+            snap.versions[i] = version_of(&map);
+            snap.resources[i] = Arc::new(map);
         }
         snap
+    }
+
+    /// This snapshot with the resources of `ty` that `updates` names
+    /// replaced by the new ones; names it does not hold are ignored. `None`
+    /// when that changes no resource's version. Every other type's map is
+    /// shared with `self`, and so is every resource not replaced.
+    pub fn with_replaced(
+        &self,
+        ty: TypeUrl,
+        updates: &BTreeMap<String, Arc<Resource>>,
+    ) -> Option<Snapshot> {
+        let held = &self.resources[ty.index()];
+        let differs = |(name, new): (&String, &Arc<Resource>)| {
+            held.get(name).is_some_and(|old| old.version != new.version)
+        };
+        if !updates.iter().any(differs) {
+            return None;
+        }
+        let mut next = self.clone();
+        let map = Arc::make_mut(&mut next.resources[ty.index()]);
+        for (name, new) in updates {
+            if let Some(old) = map.get_mut(name) {
+                if old.version != new.version {
+                    *old = new.clone();
+                }
+            }
+        }
+        next.versions[ty.index()] = version_of(map);
+        Some(next)
+    }
+
+    /// Whether `self` and `other` hold the very same map of `ty` (then
+    /// they hold the same resources of it).
+    pub fn shares(&self, other: &Snapshot, ty: TypeUrl) -> bool {
+        Arc::ptr_eq(&self.resources[ty.index()], &other.resources[ty.index()])
     }
 
     pub fn resources(&self, ty: TypeUrl) -> &BTreeMap<String, Arc<Resource>> {
@@ -150,6 +188,10 @@ impl Snapshot {
     pub fn get(&self, ty: TypeUrl, name: &str) -> Option<&Arc<Resource>> {
         self.resources[ty.index()].get(name)
     }
+}
+
+fn version_of(map: &BTreeMap<String, Arc<Resource>>) -> String {
+    set_version(map.values().map(|r| (r.name.as_str(), r.version.as_str())))
 }
 
 /// The version of a set of resources: a hash over their names and versions

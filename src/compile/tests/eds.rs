@@ -63,7 +63,8 @@ fn service(eps: &[Ep], weighted: bool) -> Service {
             locality: locality(loc),
             priority: u32::from(prio % 3),
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     let mut policy = crate::model::ServicePolicy::default();
     if weighted {
         policy.locality_lb = Some(crate::model::LocalityLb::Weighted(

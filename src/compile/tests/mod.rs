@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
@@ -27,6 +28,7 @@ use crate::model::*;
 
 mod checks;
 mod eds;
+mod incremental;
 mod lua;
 mod policy;
 mod routes;
@@ -56,7 +58,7 @@ fn mk_service(name: &str, endpoints: Vec<Endpoint>, subsets: &[Selector<'_>]) ->
         name: name.to_owned(),
         connect_timeout: Duration::from_millis(250),
         lb_policy: LbPolicy::RoundRobin,
-        endpoints,
+        endpoints: Arc::new(endpoints),
         discovery: Vec::new(),
         subsets: subsets
             .iter()
@@ -410,7 +412,7 @@ fn endpoints_group_by_priority_and_locality_with_health() {
             sub_zone: String::new(),
         })
     };
-    api.endpoints = vec![
+    api.endpoints = Arc::new(vec![
         Endpoint {
             locality: zone("b"),
             priority: 1,
@@ -426,7 +428,7 @@ fn endpoints_group_by_priority_and_locality_with_health() {
             health: Health::Degraded,
             ..mk_endpoint(3, 80, &[], 1)
         },
-    ];
+    ]);
     let snaps = compile(&config).expect("compiles");
     let cla: ClusterLoadAssignment = decode(&snaps.fallback, TypeUrl::Endpoint, "api");
     let groups: Vec<(u32, String, Vec<i32>)> = cla
