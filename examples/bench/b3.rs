@@ -5,6 +5,7 @@
 //! one reconnect per proxy: refused or broken ones) and NACKs; the peak
 //! RSS of the new sluice (VmHWM). SotW unless `--delta`.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -60,6 +61,9 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let peak_rss = procs::status_kb(sluice.pid(), "VmHWM")?;
     fleet.quit();
     let failed = (s1.streams - s0.streams).saturating_sub(proxies as u64);
+    // Why streams ended, from the fleet's log: the kill ends one per
+    // proxy; anything beyond that is what `failed` counts.
+    let ends = stream_ends(&env.path("fleet.log"));
     let nacks = s1.nacks - s0.nacks;
     let secs = |d: Option<f64>| d.map_or("never".into(), |s| format!("{s:.2}"));
     println!("\nB3 reconnect storm: {proxies} {mode:?} proxies holding M1 {}x{}; sluice SIGKILLed and restarted", t.services, t.per);
@@ -72,6 +76,9 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         secs(all_acked_s),
         peak_rss as f64 / 1048576.0
     );
+    for (reason, n) in &ends {
+        println!("stream ends in the fleet: {n} × {reason}");
+    }
     Ok(json!({
         "scenario": "b3",
         "mode": format!("{mode:?}").to_lowercase(),
@@ -86,5 +93,24 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         "failed_streams": failed,
         "nacks": nacks,
         "peak_rss_bytes": peak_rss,
+        "stream_ends": ends,
     }))
+}
+
+/// The fleet's `sim: stream ...` warnings, tallied by what they say
+/// (without the node and the timestamp).
+fn stream_ends(log: &std::path::Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut ends = BTreeMap::new();
+    for line in text.lines() {
+        let Some(at) = line.find("sim: stream") else {
+            continue;
+        };
+        let reason: Vec<&str> = line[at..]
+            .split(' ')
+            .filter(|w| !w.starts_with("node="))
+            .collect();
+        *ends.entry(reason.join(" ")).or_insert(0) += 1;
+    }
+    ends
 }

@@ -10,4 +10,5 @@ pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};
 pub mod registry;
 pub mod server;
 pub mod session;
+mod stream;
 pub mod wire;
