@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod history;
+pub mod listener;
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};
