@@ -1,7 +1,10 @@
 //! Prometheus metrics, served as text on the admin listener's `/metrics`.
 //!
 //! One `Metrics` value is shared by the xDS streams and the rules watcher;
-//! everything is a lock-free counter, gauge or histogram.
+//! everything is a lock-free counter, gauge or histogram. The per-type xDS
+//! series are created up front ([`Metrics::xds`]): a stream counts each
+//! push and ACK with one atomic add instead of a label lookup (a `String`
+//! label built, hashed and looked up under the family's lock) per event.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,10 +18,22 @@ use std::sync::Mutex;
 
 use crate::admin::CertStatus;
 use crate::discovery::status::SourceStatus;
+use crate::xds::TypeUrl;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     pub r#type: String,
+}
+
+/// The xDS series of one resource type (each is a handle on the series in
+/// its family, which is what `/metrics` shows).
+#[derive(Clone, Debug)]
+pub struct XdsTypeMetrics {
+    pub pushes: Counter,
+    pub acks: Counter,
+    pub nacks: Counter,
+    pub push_latency: Histogram,
+    pub oversized_responses: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +82,8 @@ pub struct Metrics {
     pub source_last_sync_age: Family<SourceLabel, Gauge<f64, AtomicU64>>,
     /// Per discovery source: registry entries skipped as invalid, since start.
     pub source_rejected_entries: Family<SourceLabel, Gauge>,
+    /// Indexed by `TypeUrl::index`.
+    xds_types: [XdsTypeMetrics; TypeUrl::COUNT],
 }
 
 impl Default for Metrics {
@@ -164,6 +181,16 @@ impl Metrics {
             "1 once the first complete snapshot is published",
             ready.clone(),
         );
+        let xds_types = TypeUrl::ALL.map(|ty| {
+            let label = Metrics::type_label(ty);
+            XdsTypeMetrics {
+                pushes: pushes.get_or_create(&label).clone(),
+                acks: acks.get_or_create(&label).clone(),
+                nacks: nacks.get_or_create(&label).clone(),
+                push_latency: push_latency.get_or_create(&label).clone(),
+                oversized_responses: oversized_responses.get_or_create(&label).clone(),
+            }
+        });
         Metrics {
             registry,
             connected_proxies,
@@ -183,7 +210,13 @@ impl Metrics {
             source_up,
             source_last_sync_age,
             source_rejected_entries,
+            xds_types,
         }
+    }
+
+    /// The xDS series of `ty`.
+    pub fn xds(&self, ty: TypeUrl) -> &XdsTypeMetrics {
+        &self.xds_types[ty.index()]
     }
 
     /// Sets the per-source gauges from a fresh summary of the index.
@@ -226,7 +259,7 @@ impl Metrics {
         }
     }
 
-    pub fn type_label(ty: crate::xds::TypeUrl) -> TypeLabel {
+    pub fn type_label(ty: TypeUrl) -> TypeLabel {
         TypeLabel {
             r#type: ty.short().to_string(),
         }
@@ -249,6 +282,24 @@ mod tests {
         CertStatus {
             not_after_seconds,
             ..CertStatus::default()
+        }
+    }
+
+    #[test]
+    fn per_type_handles_count_in_the_exposed_series() {
+        let metrics = Metrics::new();
+        metrics.xds(TypeUrl::Route).pushes.inc();
+        metrics.xds(TypeUrl::Route).pushes.inc();
+        metrics.xds(TypeUrl::Cluster).nacks.inc();
+        metrics.xds(TypeUrl::Endpoint).push_latency.observe(0.2);
+        let text = metrics.encode();
+        for line in [
+            "sluice_xds_pushes_total{type=\"rds\"} 2\n",
+            "sluice_xds_pushes_total{type=\"cds\"} 0\n",
+            "sluice_xds_nacks_total{type=\"cds\"} 1\n",
+            "sluice_xds_push_latency_seconds_count{type=\"eds\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
         }
     }
 

@@ -147,8 +147,8 @@ pub async fn run(
     out.publish_resolved(&config, &empty_view, &current_drains, &overlays);
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
 
-    let xds_listener = TcpListener::bind(opts.xds_addr)
-        .await
+    // A reconnect storm must wait in the accept queue, not overflow it.
+    let xds_listener = crate::xds::listener::bind(opts.xds_addr)
         .with_context(|| format!("binding xDS listener {}", opts.xds_addr))?;
     let admin_listener = TcpListener::bind(opts.admin_addr)
         .await

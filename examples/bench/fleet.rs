@@ -255,6 +255,15 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         _ => Mode::Delta,
     };
     crate::procs::raise_nofile(proxies as u64 + 1024);
+    // The proxies' warnings (why a stream ended: B3 tallies them) go to
+    // the fleet's log, plain text.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
     // Go with the runner, however it ends.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -170,7 +170,7 @@ async fn stream(
     let mut inbound = match opened {
         Ok(s) => s,
         Err(e) => {
-            tracing::debug!(node = %cfg.node_id, error = %e, "sim: stream refused");
+            tracing::warn!(node = %cfg.node_id, code = ?e.code(), message = e.message(), "sim: stream refused");
             return End::Reconnect;
         }
     };
@@ -187,8 +187,17 @@ async fn stream(
             _ = &mut disconnect => return End::Reconnect,
             m = inbound.next() => m,
         };
-        let Some(msg) = msg else {
-            return End::Reconnect;
+        let msg = match msg {
+            Ok(Some(msg)) => msg,
+            Ok(None) => {
+                tracing::warn!(node = %cfg.node_id, "sim: stream ended by the server");
+                return End::Reconnect;
+            }
+            Err(status) => {
+                // Benchmarks count streams; this says why one ended.
+                tracing::warn!(node = %cfg.node_id, code = ?status.code(), message = status.message(), "sim: stream failed");
+                return End::Reconnect;
+            }
         };
         if cfg.faults.stall {
             continue;
@@ -258,11 +267,11 @@ enum Msg {
 }
 
 impl Inbound {
-    /// The next response; `None` when the stream ended or failed.
-    async fn next(&mut self) -> Option<Msg> {
-        match self {
-            Inbound::Sotw(s) => s.message().await.ok().flatten().map(Msg::Sotw),
-            Inbound::Delta(s) => s.message().await.ok().flatten().map(Msg::Delta),
-        }
+    /// The next response; `None` when the server ended the stream.
+    async fn next(&mut self) -> Result<Option<Msg>, tonic::Status> {
+        Ok(match self {
+            Inbound::Sotw(s) => s.message().await?.map(Msg::Sotw),
+            Inbound::Delta(s) => s.message().await?.map(Msg::Delta),
+        })
     }
 }

@@ -4,10 +4,12 @@
 
 pub mod admission;
 pub mod history;
+pub mod listener;
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};
 pub mod registry;
 pub mod server;
 pub mod session;
+mod stream;
 pub mod wire;
