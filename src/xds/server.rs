@@ -23,6 +23,7 @@ use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
 use super::admission::{Admission, Limits};
+use super::grpc_body;
 use super::history::History;
 use super::registry::Registry;
 use super::resource::{Snapshot, Snapshots, TypeUrl};
@@ -113,41 +114,24 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let admission = self.admission.clone();
-        let max = Some(shared.limits.max_message_bytes);
+        let max = shared.limits.max_message_bytes;
         match req.uri().path() {
+            // Not tonic's `Grpc::streaming`: see `grpc_body` (memory).
             SOTW_PATH => Box::pin(async move {
-                let codec =
-                    tonic_prost::ProstCodec::<wire::DiscoveryResponse, DiscoveryRequest>::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
-                Ok(grpc
-                    .streaming(
-                        StreamHandler {
-                            shared,
-                            admission,
-                            mode: Mode::Sotw,
-                        },
-                        req,
-                    )
-                    .await)
+                let handler = StreamHandler {
+                    shared,
+                    admission,
+                    mode: Mode::Sotw,
+                };
+                Ok(grpc_body::streaming::<_, DiscoveryRequest, _>(handler, req, max).await)
             }),
             DELTA_PATH => Box::pin(async move {
-                let codec = tonic_prost::ProstCodec::<
-                    wire::DeltaDiscoveryResponse,
-                    DeltaDiscoveryRequest,
-                >::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
-                Ok(grpc
-                    .streaming(
-                        StreamHandler {
-                            shared,
-                            admission,
-                            mode: Mode::Delta,
-                        },
-                        req,
-                    )
-                    .await)
+                let handler = StreamHandler {
+                    shared,
+                    admission,
+                    mode: Mode::Delta,
+                };
+                Ok(grpc_body::streaming::<_, DeltaDiscoveryRequest, _>(handler, req, max).await)
             }),
             _ => {
                 Box::pin(
