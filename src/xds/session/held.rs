@@ -135,7 +135,7 @@ impl Default for Held {
 
 impl Held {
     /// What the base says the proxy holds of `name`.
-    fn from_base(&self, name: &str) -> Option<HeldRef<'_>> {
+    fn in_base(&self, name: &str) -> Option<HeldRef<'_>> {
         let base = self.base.as_ref()?;
         if !base.scope.contains(name) {
             return None;
@@ -146,7 +146,7 @@ impl Held {
     pub(super) fn get(&self, name: &str) -> Option<HeldRef<'_>> {
         match self.except.get(name) {
             Some(k) => k.as_ref().map(HeldRef::of),
-            None => self.from_base(name),
+            None => self.in_base(name),
         }
     }
 
@@ -193,7 +193,7 @@ impl Held {
     /// held before.
     pub(super) fn set(&mut self, name: &Name, value: Option<Known>) -> Option<Known> {
         let prev = self.get(name).map(HeldRef::to_known);
-        if same(self.from_base(name), value.as_ref().map(HeldRef::of)) {
+        if same(self.in_base(name), value.as_ref().map(HeldRef::of)) {
             self.except.remove(&**name);
         } else {
             self.except.insert(name.clone(), value);
@@ -249,7 +249,7 @@ impl Held {
             .into_iter()
             .filter(|n| !self.except.contains_key(&**n))
             .map(|n| {
-                let held = self.from_base(&n).map(HeldRef::to_known);
+                let held = self.in_base(&n).map(HeldRef::to_known);
                 (n, held)
             })
             .collect();

@@ -40,7 +40,7 @@ impl Session {
         let dropped: Vec<Name> = st.names.difference(&names).cloned().collect();
         for name in dropped {
             if !st.wildcard {
-                st.known.remove(&*name);
+                st.known.remove(&name);
             }
         }
         if *st.names != names {
