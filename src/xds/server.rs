@@ -19,11 +19,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{debug, error, info, warn};
 
 use super::admission::{Admission, Limits};
-use super::grpc_body;
+use super::grpc_body::{self, Requests};
 use super::history::History;
 use super::registry::Registry;
 use super::resource::{Snapshot, Snapshots, TypeUrl};
@@ -123,7 +123,10 @@ where
                     admission,
                     mode: Mode::Sotw,
                 };
-                Ok(grpc_body::streaming::<_, DiscoveryRequest, _>(handler, req, max).await)
+                Ok(
+                    grpc_body::streaming(req, max, |r: Requests<DiscoveryRequest>| handler.call(r))
+                        .await,
+                )
             }),
             DELTA_PATH => Box::pin(async move {
                 let handler = StreamHandler {
@@ -131,7 +134,12 @@ where
                     admission,
                     mode: Mode::Delta,
                 };
-                Ok(grpc_body::streaming::<_, DeltaDiscoveryRequest, _>(handler, req, max).await)
+                Ok(
+                    grpc_body::streaming(req, max, |r: Requests<DeltaDiscoveryRequest>| {
+                        handler.call(r)
+                    })
+                    .await,
+                )
             }),
             _ => {
                 Box::pin(
@@ -195,20 +203,19 @@ impl Variant for DeltaDiscoveryRequest {
 
 type RespStream<T> = ReceiverStream<Result<T, Status>>;
 
-impl<Req> tonic::server::StreamingService<Req> for StreamHandler
-where
-    Req: Variant + prost::Message + Default,
-{
-    type Response = Req::Resp;
-    type ResponseStream = RespStream<Req::Resp>;
-    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: tonic::Request<Streaming<Req>>) -> Self::Future {
+impl StreamHandler {
+    /// Starts the stream's task on `incoming`; its responses come out of
+    /// the returned stream.
+    async fn call<Req>(self, incoming: Requests<Req>) -> Result<RespStream<Req::Resp>, Status>
+    where
+        Req: Variant + prost::Message + Default,
+    {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let shared = self.shared.clone();
-        let admission = self.admission.clone();
-        let mode = self.mode;
-        let incoming = request.into_inner();
+        let StreamHandler {
+            shared,
+            admission,
+            mode,
+        } = self;
         tokio::spawn(async move {
             let mut shutdown = shared.shutdown.clone();
             let slot = tokio::select! {
@@ -222,7 +229,7 @@ where
                 }
             }
         });
-        Box::pin(async move { Ok(tonic::Response::new(ReceiverStream::new(rx))) })
+        Ok(ReceiverStream::new(rx))
     }
 }
 
@@ -263,9 +270,9 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         }
     }
 
-    async fn run<Req>(mut self, mut incoming: Streaming<Req>)
+    async fn run<Req>(mut self, mut incoming: Requests<Req>)
     where
-        Req: Variant<Resp = Resp>,
+        Req: Variant<Resp = Resp> + prost::Message + Default,
     {
         let mut snapshots = self.shared.snapshots.clone();
         let mut shutdown = self.shared.shutdown.clone();
