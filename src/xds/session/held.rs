@@ -113,6 +113,36 @@ impl<'a> HeldRef<'a> {
     }
 }
 
+/// The resources whose name is in only one of the two maps or whose
+/// version differs (one of each pair): one merge walk over both.
+fn differing<'a>(
+    old: &'a BTreeMap<String, Arc<Resource>>,
+    new: &'a BTreeMap<String, Arc<Resource>>,
+) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+    let (mut a, mut b) = (old.values().peekable(), new.values().peekable());
+    std::iter::from_fn(move || loop {
+        let r = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (Some(x), Some(y)) => match x.name.cmp(&y.name) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    let same = x.version == y.version;
+                    let r = a.next();
+                    b.next();
+                    if same {
+                        continue;
+                    }
+                    r
+                }
+            },
+        };
+        return r;
+    })
+}
+
 /// Whether holding `a` is holding `b`: the same version of the name
 /// (versions are content hashes, so the same version is the same bytes).
 fn same(a: Option<HeldRef<'_>>, b: Option<HeldRef<'_>>) -> bool {
@@ -237,10 +267,7 @@ impl Held {
                 .filter(|n| base.scope.contains(n))
                 .filter_map(|n| old.get(n).or_else(|| new.get(n)).map(|r| r.key.clone()))
                 .collect(),
-            None => old
-                .values()
-                .filter(|r| new.get(&r.name).is_none_or(|n| n.version != r.version))
-                .chain(new.values().filter(|r| !old.contains_key(&r.name)))
+            None => differing(old, new)
                 .filter(|r| base.scope.contains(&r.name))
                 .map(|r| r.key.clone())
                 .collect(),
