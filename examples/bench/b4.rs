@@ -1,6 +1,7 @@
 //! B4 memory: N idle delta streams, each proxy holding full M1 (static
 //! rules). A fresh sluice per N: RSS before any stream, RSS once every
-//! proxy is configured and things settled; per proxy = difference / N.
+//! proxy is configured and things settled (`--duration SECS`, default 3);
+//! per proxy = difference / N.
 
 use std::time::Duration;
 
@@ -30,7 +31,9 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             procs::cpu_seconds(sluice.pid())? - cpu0,
             procs::cpu_seconds(fleet.pid())?,
         );
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Settle (`--duration`, default 3 s; longer leaves time to look at
+        // the idle process, e.g. with gdb or /proc/PID/smaps).
+        tokio::time::sleep(o.duration.unwrap_or(Duration::from_secs(3))).await;
         let rss1 = procs::status_kb(sluice.pid(), "VmRSS")?;
         let fleet_rss = procs::status_kb(fleet.pid(), "VmRSS")?;
         let stats = fleet.stats().await?;

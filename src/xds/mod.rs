@@ -3,6 +3,7 @@
 //! between a stream and a session.
 
 pub mod admission;
+mod grpc_body;
 pub mod history;
 pub mod listener;
 pub mod resource;

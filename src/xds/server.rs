@@ -2,31 +2,36 @@
 //!
 //! Each stream gets a task ([`stream`](super::stream)) that owns a
 //! `Session` and moves messages between it, the client and the published
-//! snapshots; it computes nothing itself. A slow client only blocks its own task (its responses
-//! wait on its own bounded channel), never another stream or the publisher.
+//! snapshots; it computes nothing itself. A slow client only blocks its
+//! own task (its responses wait on its own bounded channel), never another
+//! stream or the publisher.
 //!
 //! The service is written against tonic's server API directly rather than
 //! `envoy-types`' generated server, because the generated response types
-//! hold `Vec<u8>` payloads; ours ([`wire`]) share one `Bytes` per resource.
-//! Methods other than the two ADS streams answer UNIMPLEMENTED.
+//! hold `Vec<u8>` payloads; ours ([`wire`](super::wire)) share one `Bytes`
+//! per resource. The two ADS streams are framed by
+//! [`grpc_body`](super::grpc_body) rather than tonic's codec, whose
+//! per-stream buffers keep the largest message's capacity. Methods other
+//! than the two ADS streams answer UNIMPLEMENTED.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 use super::admission::{Admission, Limits};
+use super::grpc_body::{self, Requests};
 use super::history::History;
 use super::registry::Registry;
 use super::resource::Snapshots;
 use super::session::Mode;
-use super::stream::{StreamTask, Variant};
-use super::wire;
+use super::stream::{Outgoing, StreamTask, Variant};
 use crate::metrics::Metrics;
 
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -112,41 +117,32 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let admission = self.admission.clone();
-        let max = Some(shared.limits.max_message_bytes);
+        let max = shared.limits.max_message_bytes;
         match req.uri().path() {
+            // Not tonic's `Grpc::streaming`: see `grpc_body` (memory).
             SOTW_PATH => Box::pin(async move {
-                let codec =
-                    tonic_prost::ProstCodec::<wire::DiscoveryResponse, DiscoveryRequest>::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
-                Ok(grpc
-                    .streaming(
-                        StreamHandler {
-                            shared,
-                            admission,
-                            mode: Mode::Sotw,
-                        },
-                        req,
-                    )
-                    .await)
+                let handler = StreamHandler {
+                    shared,
+                    admission,
+                    mode: Mode::Sotw,
+                };
+                Ok(
+                    grpc_body::streaming(req, max, |r: Requests<DiscoveryRequest>| handler.call(r))
+                        .await,
+                )
             }),
             DELTA_PATH => Box::pin(async move {
-                let codec = tonic_prost::ProstCodec::<
-                    wire::DeltaDiscoveryResponse,
-                    DeltaDiscoveryRequest,
-                >::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(max, max);
-                Ok(grpc
-                    .streaming(
-                        StreamHandler {
-                            shared,
-                            admission,
-                            mode: Mode::Delta,
-                        },
-                        req,
-                    )
-                    .await)
+                let handler = StreamHandler {
+                    shared,
+                    admission,
+                    mode: Mode::Delta,
+                };
+                Ok(
+                    grpc_body::streaming(req, max, |r: Requests<DeltaDiscoveryRequest>| {
+                        handler.call(r)
+                    })
+                    .await,
+                )
             }),
             _ => {
                 Box::pin(
@@ -163,22 +159,23 @@ struct StreamHandler {
     mode: Mode,
 }
 
-type RespStream<T> = ReceiverStream<Result<T, Status>>;
+type Unbox<T> = fn(Outgoing<T>) -> Result<T, Status>;
 
-impl<Req> tonic::server::StreamingService<Req> for StreamHandler
-where
-    Req: Variant + prost::Message + Default,
-{
-    type Response = Req::Resp;
-    type ResponseStream = RespStream<Req::Resp>;
-    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
+type RespStream<T> = futures::stream::Map<ReceiverStream<Outgoing<T>>, Unbox<T>>;
 
-    fn call(&mut self, request: tonic::Request<Streaming<Req>>) -> Self::Future {
+impl StreamHandler {
+    /// Starts the stream's task on `incoming`; its responses come out of
+    /// the returned stream.
+    async fn call<Req>(self, incoming: Requests<Req>) -> Result<RespStream<Req::Resp>, Status>
+    where
+        Req: Variant + prost::Message + Default,
+    {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let shared = self.shared.clone();
-        let admission = self.admission.clone();
-        let mode = self.mode;
-        let incoming = request.into_inner();
+        let StreamHandler {
+            shared,
+            admission,
+            mode,
+        } = self;
         tokio::spawn(async move {
             let mut shutdown = shared.shutdown.clone();
             let slot = tokio::select! {
@@ -188,11 +185,12 @@ where
             match slot {
                 Ok(slot) => StreamTask::new(shared, mode, tx, slot).run(incoming).await,
                 Err(status) => {
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tx.send(Box::new(Err(status))).await;
                 }
             }
         });
-        Box::pin(async move { Ok(tonic::Response::new(ReceiverStream::new(rx))) })
+        let unbox: Unbox<Req::Resp> = |item| *item;
+        Ok(ReceiverStream::new(rx).map(unbox))
     }
 }
 

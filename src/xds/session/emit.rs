@@ -32,13 +32,17 @@ impl Session {
                 .map(|k| k.key().clone())
                 .collect();
             for name in gone {
-                let prev = st.known.take(&*name);
+                let prev = st.known.set(&name, None);
                 previous.entry(name).or_insert(prev);
             }
         }
         for name in &removals {
-            match st.known.take(name.as_str()) {
-                Some(prev) => previous.entry(prev.key().clone()).or_insert(Some(prev)),
+            let key = st.known.get(name).map(|k| k.key().clone());
+            match key {
+                Some(key) => {
+                    let prev = st.known.set(&key, None);
+                    previous.entry(key).or_insert(prev)
+                }
                 None => previous.entry(Name::from(name.as_str())).or_insert(None),
             };
             if !snap.resources(ty).contains_key(name) && st.names.contains(name.as_str()) {
@@ -120,8 +124,13 @@ fn record_upserts(
 ) -> Vec<String> {
     let mut changed = Vec::new();
     for r in upserts {
-        let prev = st.known.replace(Known::Sent(r.clone()));
-        if prev.as_ref().map(Known::version) != Some(r.version.as_str()) {
+        let prev = st.known.set(&r.key, Some(Known::Sent(r.clone())));
+        let prev_version = match &prev {
+            Some(Known::Sent(p)) => Some(p.version.as_str()),
+            Some(Known::Announced(a)) => Some(&*a.version),
+            None => None,
+        };
+        if prev_version != Some(r.version.as_str()) {
             changed.push(r.name.clone());
         }
         previous.entry(r.key.clone()).or_insert(prev);

@@ -23,6 +23,9 @@
 #[cfg(test)]
 mod diff_tests;
 mod emit;
+mod held;
+#[cfg(test)]
+mod held_tests;
 mod plan;
 #[cfg(test)]
 mod sds_tests;
@@ -37,6 +40,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use serde::Serialize;
 
+use self::held::{Held, Scope};
 use super::history::SnapshotDiff;
 use super::resource::{Resource, Snapshot, TypeUrl};
 use super::wire;
@@ -136,11 +140,9 @@ pub struct NackInfo {
     pub error: String,
 }
 
-/// What the proxy holds of one resource, as far as this stream knows.
-/// Two words, and its own key: a stream keeps one of these per resource
-/// it holds, in a set ordered by name, so it shares the snapshot's
-/// resource (name and version) instead of copying either, and stores no
-/// separate key.
+/// What the proxy holds of one resource, as far as this stream knows,
+/// where it differs from the snapshot (see [`held`]): the snapshot's
+/// resource (name and version) shared, not copied.
 #[derive(Clone, Debug)]
 enum Known {
     /// Sent on this stream.
@@ -158,63 +160,6 @@ struct Announced {
 impl Known {
     fn announced(name: Name, version: Box<str>) -> Known {
         Known::Announced(Box::new(Announced { name, version }))
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            Known::Sent(r) => &r.name,
-            Known::Announced(a) => &a.name,
-        }
-    }
-
-    /// The shared name, for maps keyed by [`Name`].
-    fn key(&self) -> &Name {
-        match self {
-            Known::Sent(r) => &r.key,
-            Known::Announced(a) => &a.name,
-        }
-    }
-
-    fn version(&self) -> &str {
-        match self {
-            Known::Sent(r) => &r.version,
-            Known::Announced(a) => &a.version,
-        }
-    }
-
-    fn resource(&self) -> Option<&Arc<Resource>> {
-        match self {
-            Known::Sent(r) => Some(r),
-            Known::Announced(_) => None,
-        }
-    }
-}
-
-// Identity and order are the name's, so a `BTreeSet<Known>` is a map from
-// name to what the proxy holds, looked up by `&str`.
-impl PartialEq for Known {
-    fn eq(&self, other: &Known) -> bool {
-        self.name() == other.name()
-    }
-}
-
-impl Eq for Known {}
-
-impl PartialOrd for Known {
-    fn partial_cmp(&self, other: &Known) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Known {
-    fn cmp(&self, other: &Known) -> std::cmp::Ordering {
-        self.name().cmp(other.name())
-    }
-}
-
-impl std::borrow::Borrow<str> for Known {
-    fn borrow(&self) -> &str {
-        self.name()
     }
 }
 
@@ -242,8 +187,8 @@ struct TypeState {
     /// Explicitly subscribed names; streams that subscribe to the same set
     /// share one copy (see `subscribe::share`).
     names: Arc<BTreeSet<Name>>,
-    /// What the proxy holds, by name (see [`Known`]).
-    known: BTreeSet<Known>,
+    /// What the proxy holds, by name (see [`held`]).
+    known: Held,
     pending: Option<Pending>,
     last_nonce: String,
     /// The first wildcard request gets an answer even when empty, so the
@@ -345,7 +290,7 @@ impl Session {
         for st in &mut self.types {
             st.dirty = Dirty::All;
         }
-        self.take_snapshot(snapshot)
+        self.take_snapshot(snapshot, None)
     }
 
     /// A new snapshot with the diff from the one this session has: only the
@@ -369,12 +314,14 @@ impl Session {
                 st.dirty.insert(name);
             }
         }
-        self.take_snapshot(snapshot)
+        self.take_snapshot(snapshot, connected.then_some(diff))
     }
 
-    fn take_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output {
+    /// `diff`, when given, leads from this session's snapshot to `snapshot`.
+    fn take_snapshot(&mut self, snapshot: Arc<Snapshot>, diff: Option<&SnapshotDiff>) -> Output {
         for ty in TypeUrl::ALL {
             let st = &mut self.types[ty.index()];
+            st.known.advance(&snapshot, diff.map(|d| d.changed(ty)));
             let res = snapshot.resources(ty);
             // A rejected version stays rejected only while it is current;
             // a later config that returns to it is a new push.
@@ -385,7 +332,25 @@ impl Session {
         self.snapshot = Some(snapshot);
         let mut out = Output::default();
         self.flush(&mut out);
+        self.compact();
         out
+    }
+
+    /// Folds what each type holds back into a base where it has piled up
+    /// as exceptions (see [`held`]); changes only memory.
+    fn compact(&mut self) {
+        let Some(snap) = &self.snapshot else {
+            return;
+        };
+        for ty in TypeUrl::ALL {
+            let st = &mut self.types[ty.index()];
+            let scope = if st.wildcard {
+                Scope::All
+            } else {
+                Scope::Names(st.names.clone())
+            };
+            st.known.compact(ty, snap, scope);
+        }
     }
 
     pub fn on_sotw_request(&mut self, req: DiscoveryRequest) -> Result<Output, ProtocolError> {
@@ -410,6 +375,7 @@ impl Session {
         }
         self.sotw_subscribe(ty, req.resource_names);
         self.flush(&mut out);
+        self.compact();
         Ok(out)
     }
 
@@ -442,6 +408,7 @@ impl Session {
             req.initial_resource_versions,
         );
         self.flush(&mut out);
+        self.compact();
         Ok(out)
     }
 
@@ -488,6 +455,7 @@ impl Session {
         });
         out.events.extend(event);
         self.flush(&mut out);
+        self.compact();
         out
     }
 
@@ -526,14 +494,7 @@ impl Session {
                     st.dirty.insert(name);
                 }
                 for (name, prev) in p.previous {
-                    match prev {
-                        Some(k) => {
-                            st.known.replace(k);
-                        }
-                        None => {
-                            st.known.remove(&*name);
-                        }
-                    }
+                    st.known.set(&name, prev);
                 }
                 st.rejected.extend(p.sent);
                 st.status.nack = Some(NackInfo {

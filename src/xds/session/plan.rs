@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{Dirty, Known, Mode, Session, TypeState};
+use super::held::HeldRef;
+use super::{Dirty, Mode, Session, TypeState};
 use crate::xds::resource::{set_version, Resource, Snapshot, TypeUrl};
 
 #[derive(Debug)]
@@ -105,7 +106,7 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
             Some(r) => desired.push(r.clone()),
             // Keep the client on the version it accepted.
             None => {
-                if let Some(prev) = st.known.get(name.as_str()).and_then(Known::resource) {
+                if let Some(prev) = st.known.get(name.as_str()).and_then(HeldRef::resource) {
                     desired.push(prev.clone());
                 }
             }
@@ -113,7 +114,7 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
     }
     let mut held = Vec::new();
     if hold && ty == TypeUrl::Cluster {
-        for k in &st.known {
+        for k in st.known.iter() {
             if !snap.resources(ty).contains_key(k.name()) {
                 if let Some(r) = k.resource() {
                     desired.push(r.clone());
@@ -123,7 +124,7 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
         }
         desired.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    let unchanged = desired.len() == st.known.len()
+    let unchanged = desired.len() == st.known.iter().count()
         && desired.iter().all(|r| {
             st.known
                 .get(r.name.as_str())
@@ -207,7 +208,7 @@ fn removals(
         Dirty::All => st
             .known
             .iter()
-            .map(Known::name)
+            .map(HeldRef::name)
             .chain(st.names.iter().map(|n| &**n))
             .for_each(&mut consider),
     }

@@ -40,7 +40,7 @@ impl Session {
         let dropped: Vec<Name> = st.names.difference(&names).cloned().collect();
         for name in dropped {
             if !st.wildcard {
-                st.known.remove(&*name);
+                st.known.remove(&name);
             }
         }
         if *st.names != names {
@@ -67,7 +67,8 @@ impl Session {
             let initial: BTreeMap<String, String> = initial.into_iter().collect();
             for (name, version) in initial {
                 let name = intern(snap.as_deref(), ty, name);
-                st.known.replace(Known::announced(name, version.into()));
+                let announced = Known::announced(name.clone(), version.into());
+                st.known.set(&name, Some(announced));
             }
             if subscribe.is_empty() && ty.wildcard_capable() {
                 st.wildcard = true;
@@ -119,7 +120,7 @@ impl Session {
         // plain ACK must not cost a walk over everything.
         if !st.wildcard && (first || was_wildcard) {
             let names = &st.names;
-            st.known.retain(|k| names.contains(k.name()));
+            st.known.retain(|name| names.contains(name));
         }
     }
 }

@@ -1,0 +1,338 @@
+//! What the proxy holds of one type, stored as a base plus exceptions.
+//!
+//! An up-to-date proxy holds exactly its snapshot's resources of the type
+//! within its subscription, so instead of one entry per held resource a
+//! stream keeps a *base* — "the resources of snapshot S in scope Q" (two
+//! shared pointers) — and a sparse map of *exceptions*: the names whose
+//! held value differs from the base (in flight, NACKed, announced on
+//! reconnect, just subscribed, left the snapshot). An idle stream that is
+//! up to date costs O(1) per type, whatever the size of the config.
+//!
+//! The held set it represents is exactly the map a stream used to keep
+//! (name → what was sent or announced); every reader goes through
+//! [`Held::get`] and [`Held::iter`], which merge base and exceptions.
+//! When the session takes a new snapshot the base moves with it
+//! ([`Held::advance`]): each name that differs between the two snapshots
+//! first becomes an exception keeping the old value, so what the proxy
+//! holds does not change. Writes keep the exception map minimal (a value
+//! equal to the base's is not stored), and when exceptions pile up (the
+//! first push, a changed subscription) [`Held::compact`] rebuilds the base
+//! from the current snapshot and scope.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Announced, Known, Name};
+use crate::xds::resource::{Resource, Snapshot, TypeUrl};
+
+/// The names a base covers: every name, or a subscription set (frozen:
+/// later subscription changes are written as exceptions).
+#[derive(Clone, Debug)]
+pub(super) enum Scope {
+    All,
+    Names(Arc<std::collections::BTreeSet<Name>>),
+}
+
+impl Scope {
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Names(names) => names.contains(name),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Base {
+    ty: TypeUrl,
+    snap: Arc<Snapshot>,
+    scope: Scope,
+}
+
+/// Below this many exceptions a stream does not rebuild its base.
+const COMPACT_MIN: usize = 32;
+
+#[derive(Debug)]
+pub(super) struct Held {
+    base: Option<Base>,
+    /// Names whose held value is not the base's: `None` holds nothing.
+    except: BTreeMap<Name, Option<Known>>,
+    /// Rebuild the base once `except` has more entries than this.
+    compact_at: usize,
+}
+
+/// One held resource, borrowed from the base's snapshot or an exception.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum HeldRef<'a> {
+    Sent(&'a Arc<Resource>),
+    Announced(&'a Announced),
+}
+
+impl<'a> HeldRef<'a> {
+    fn of(k: &'a Known) -> HeldRef<'a> {
+        match k {
+            Known::Sent(r) => HeldRef::Sent(r),
+            Known::Announced(a) => HeldRef::Announced(a),
+        }
+    }
+
+    pub(super) fn name(self) -> &'a str {
+        match self {
+            HeldRef::Sent(r) => &r.name,
+            HeldRef::Announced(a) => &a.name,
+        }
+    }
+
+    pub(super) fn key(self) -> &'a Name {
+        match self {
+            HeldRef::Sent(r) => &r.key,
+            HeldRef::Announced(a) => &a.name,
+        }
+    }
+
+    pub(super) fn version(self) -> &'a str {
+        match self {
+            HeldRef::Sent(r) => &r.version,
+            HeldRef::Announced(a) => &a.version,
+        }
+    }
+
+    /// The resource itself, when it was sent on this stream.
+    pub(super) fn resource(self) -> Option<&'a Arc<Resource>> {
+        match self {
+            HeldRef::Sent(r) => Some(r),
+            HeldRef::Announced(_) => None,
+        }
+    }
+
+    fn to_known(self) -> Known {
+        match self {
+            HeldRef::Sent(r) => Known::Sent(r.clone()),
+            HeldRef::Announced(a) => Known::Announced(Box::new(a.clone())),
+        }
+    }
+}
+
+/// The resources whose name is in only one of the two maps or whose
+/// version differs (one of each pair): one merge walk over both.
+fn differing<'a>(
+    old: &'a BTreeMap<String, Arc<Resource>>,
+    new: &'a BTreeMap<String, Arc<Resource>>,
+) -> impl Iterator<Item = &'a Arc<Resource>> + 'a {
+    let (mut a, mut b) = (old.values().peekable(), new.values().peekable());
+    std::iter::from_fn(move || loop {
+        let r = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (Some(x), Some(y)) => match x.name.cmp(&y.name) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    let same = x.version == y.version;
+                    let r = a.next();
+                    b.next();
+                    if same {
+                        continue;
+                    }
+                    r
+                }
+            },
+        };
+        return r;
+    })
+}
+
+/// Whether holding `a` is holding `b`: the same version of the name
+/// (versions are content hashes, so the same version is the same bytes).
+fn same(a: Option<HeldRef<'_>>, b: Option<HeldRef<'_>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.version() == b.version(),
+        _ => false,
+    }
+}
+
+impl Default for Held {
+    fn default() -> Held {
+        Held {
+            base: None,
+            except: BTreeMap::new(),
+            compact_at: COMPACT_MIN,
+        }
+    }
+}
+
+impl Held {
+    /// What the base says the proxy holds of `name`.
+    fn in_base(&self, name: &str) -> Option<HeldRef<'_>> {
+        let base = self.base.as_ref()?;
+        if !base.scope.contains(name) {
+            return None;
+        }
+        base.snap.get(base.ty, name).map(HeldRef::Sent)
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<HeldRef<'_>> {
+        match self.except.get(name) {
+            Some(k) => k.as_ref().map(HeldRef::of),
+            None => self.in_base(name),
+        }
+    }
+
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Everything held, in name order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = HeldRef<'_>> + '_ {
+        let base = self.base.as_ref().map(|b| {
+            b.snap
+                .resources(b.ty)
+                .iter()
+                .filter(move |(n, _)| b.scope.contains(n))
+        });
+        let mut base = base.into_iter().flatten().peekable();
+        let mut except = self.except.iter().peekable();
+        std::iter::from_fn(move || loop {
+            let from_base = match (base.peek(), except.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((b, _)), Some((e, _))) => b.as_str() < &***e,
+            };
+            if from_base {
+                let (_, r) = base.next()?;
+                return Some(HeldRef::Sent(r));
+            }
+            let (e, k) = except.next()?;
+            if base.peek().is_some_and(|(b, _)| b.as_str() == &**e) {
+                base.next();
+            }
+            if let Some(k) = k {
+                return Some(HeldRef::of(k));
+            }
+        })
+    }
+
+    /// Records that the proxy now holds `value` for `name`; returns what it
+    /// held before.
+    pub(super) fn set(&mut self, name: &Name, value: Option<Known>) -> Option<Known> {
+        let prev = self.get(name).map(HeldRef::to_known);
+        if same(self.in_base(name), value.as_ref().map(HeldRef::of)) {
+            self.except.remove(&**name);
+        } else {
+            self.except.insert(name.clone(), value);
+        }
+        prev
+    }
+
+    /// The proxy no longer holds `name`; returns what it held.
+    pub(super) fn remove(&mut self, name: &str) -> Option<Known> {
+        let key = self.get(name)?.key().clone();
+        self.set(&key, None)
+    }
+
+    /// Keeps only the held names for which `keep` is true.
+    pub(super) fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<Name> = self
+            .iter()
+            .filter(|h| !keep(h.name()))
+            .map(|h| h.key().clone())
+            .collect();
+        for name in gone {
+            self.set(&name, None);
+        }
+    }
+
+    /// The session moves from its snapshot to `snap`; `changed` are the
+    /// names of this type that differ between the two, when known (else
+    /// every name is compared). What the proxy holds does not change.
+    pub(super) fn advance(&mut self, snap: &Arc<Snapshot>, changed: Option<&[String]>) {
+        let Some(base) = self.base.as_ref() else {
+            return;
+        };
+        if Arc::ptr_eq(&base.snap, snap) {
+            return;
+        }
+        let old = base.snap.resources(base.ty);
+        let new = snap.resources(base.ty);
+        let differ: Vec<Name> = match changed {
+            Some(names) => names
+                .iter()
+                .filter(|n| base.scope.contains(n))
+                .filter_map(|n| old.get(n).or_else(|| new.get(n)).map(|r| r.key.clone()))
+                .collect(),
+            None => differing(old, new)
+                .filter(|r| base.scope.contains(&r.name))
+                .map(|r| r.key.clone())
+                .collect(),
+        };
+        let pinned: Vec<(Name, Option<Known>)> = differ
+            .into_iter()
+            .filter(|n| !self.except.contains_key(&**n))
+            .map(|n| {
+                let held = self.in_base(&n).map(HeldRef::to_known);
+                (n, held)
+            })
+            .collect();
+        if let Some(base) = self.base.as_mut() {
+            base.snap = snap.clone();
+        }
+        for (name, held) in pinned {
+            self.set(&name, held);
+        }
+    }
+
+    /// Rebuilds the base from `snap` and `scope` once exceptions pile up
+    /// (see [`Held::rebuild`]). Amortised: the next rebuild waits until
+    /// the exceptions left after this one have doubled.
+    pub(super) fn compact(&mut self, ty: TypeUrl, snap: &Arc<Snapshot>, scope: Scope) {
+        if self.except.len() > self.compact_at {
+            self.rebuild(ty, snap, scope);
+            self.compact_at = (self.except.len() * 2).max(COMPACT_MIN);
+        }
+    }
+
+    /// Makes "`snap`'s resources of `ty` in `scope`" the base, keeping what
+    /// the proxy holds: afterwards only the names that really differ from
+    /// it are exceptions.
+    pub(super) fn rebuild(&mut self, ty: TypeUrl, snap: &Arc<Snapshot>, scope: Scope) {
+        let held: Vec<(Name, Known)> = self
+            .iter()
+            .map(|h| (h.key().clone(), h.to_known()))
+            .collect();
+        let mut rebuilt = Held {
+            base: Some(Base {
+                ty,
+                snap: snap.clone(),
+                scope,
+            }),
+            except: BTreeMap::new(),
+            compact_at: self.compact_at,
+        };
+        // Names the new base covers that the proxy does not hold.
+        let missing: Vec<Name> = rebuilt
+            .iter()
+            .filter(|h| !self.contains(h.name()))
+            .map(|h| h.key().clone())
+            .collect();
+        for (name, value) in held {
+            rebuilt.set(&name, Some(value));
+        }
+        for name in missing {
+            rebuilt.set(&name, None);
+        }
+        *self = rebuilt;
+    }
+
+    /// How many names are stored as exceptions (what the stream pays for).
+    #[cfg(test)]
+    pub(super) fn exceptions(&self) -> usize {
+        self.except.len()
+    }
+}

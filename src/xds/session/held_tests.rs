@@ -1,0 +1,168 @@
+//! [`Held`] must represent exactly the map from name to held version that
+//! its operations describe, whatever its base and exceptions look like:
+//! random writes, snapshot moves (with and without a diff), rebuilt bases
+//! and retains are checked against a plain map after every step.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::held::{Held, Scope};
+use super::{Known, Name};
+use crate::xds::resource::{Resource, Snapshot, TypeUrl};
+
+const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+/// A snapshot with, per name, no cluster or one of a few contents.
+fn snapshot(contents: &[Option<u8>; 6]) -> Arc<Snapshot> {
+    let clusters: Vec<Resource> = NAMES
+        .iter()
+        .zip(contents)
+        .filter_map(|(n, c)| c.map(|c| Resource::from_bytes(*n, format!("{n}{c}").into_bytes())))
+        .collect();
+    Arc::new(Snapshot::new(TypeUrl::ALL.map(|ty| {
+        if ty == TypeUrl::Cluster {
+            clusters.clone()
+        } else {
+            Vec::new()
+        }
+    })))
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Hold the current snapshot's resource (or nothing if it has none).
+    SetCurrent(usize),
+    /// Hold a version only announced by the client.
+    Announce(usize, u8),
+    Remove(usize),
+    /// Move to a new snapshot, with the diff or without.
+    Advance([Option<u8>; 6], bool),
+    /// Rebuild the base on the current snapshot for these names (all if
+    /// none).
+    Rebuild(Option<Vec<usize>>),
+    Retain(Vec<usize>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let name = 0..NAMES.len();
+    let contents = [(); 6].map(|_| proptest::option::of(0u8..3));
+    prop_oneof![
+        name.clone().prop_map(Op::SetCurrent),
+        (name.clone(), 0u8..3).prop_map(|(n, v)| Op::Announce(n, v)),
+        name.clone().prop_map(Op::Remove),
+        (contents, any::<bool>()).prop_map(|(c, d)| Op::Advance(c, d)),
+        proptest::option::of(proptest::collection::vec(name.clone(), 0..6)).prop_map(Op::Rebuild),
+        proptest::collection::vec(name, 0..6).prop_map(Op::Retain),
+    ]
+}
+
+fn check(held: &Held, model: &BTreeMap<String, String>) {
+    let listed: Vec<(String, String)> = held
+        .iter()
+        .map(|h| (h.name().to_string(), h.version().to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = model.clone().into_iter().collect();
+    assert_eq!(listed, expected);
+    for n in NAMES {
+        assert_eq!(
+            held.get(n).map(|h| h.version()),
+            model.get(n).map(String::as_str)
+        );
+        assert_eq!(held.contains(n), model.contains_key(n));
+    }
+    assert_eq!(held.is_empty(), model.is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn held_is_the_map_its_writes_describe(
+        first in [(); 6].map(|_| proptest::option::of(0u8..3)),
+        ops in proptest::collection::vec(op(), 0..40),
+    ) {
+        let ty = TypeUrl::Cluster;
+        let mut snap = snapshot(&first);
+        let mut held = Held::default();
+        let mut model: BTreeMap<String, String> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::SetCurrent(i) => {
+                    let name: Name = NAMES[i].into();
+                    let value = snap.get(ty, NAMES[i]).map(|r| Known::Sent(r.clone()));
+                    match &value {
+                        Some(Known::Sent(r)) => model.insert(NAMES[i].into(), r.version.clone()),
+                        _ => model.remove(NAMES[i]),
+                    };
+                    held.set(&name, value);
+                }
+                Op::Announce(i, v) => {
+                    let version = format!("announced-{v}");
+                    model.insert(NAMES[i].into(), version.clone());
+                    held.set(&NAMES[i].into(), Some(Known::announced(NAMES[i].into(), version.into())));
+                }
+                Op::Remove(i) => {
+                    let before = held.get(NAMES[i]).map(|h| h.version().to_string());
+                    let removed = held.remove(NAMES[i]);
+                    assert_eq!(removed.is_some(), before.is_some());
+                    model.remove(NAMES[i]);
+                }
+                Op::Advance(contents, with_diff) => {
+                    let next = snapshot(&contents);
+                    let changed: Vec<String> = NAMES
+                        .iter()
+                        .filter(|n| {
+                            snap.get(ty, n).map(|r| &r.version) != next.get(ty, n).map(|r| &r.version)
+                        })
+                        .map(|n| n.to_string())
+                        .collect();
+                    held.advance(&next, with_diff.then_some(changed.as_slice()));
+                    snap = next;
+                }
+                Op::Rebuild(names) => {
+                    let scope = match names {
+                        None => Scope::All,
+                        Some(ix) => Scope::Names(Arc::new(
+                            ix.iter().map(|&i| Name::from(NAMES[i])).collect::<BTreeSet<Name>>(),
+                        )),
+                    };
+                    held.rebuild(TypeUrl::Cluster, &snap, scope);
+                }
+                Op::Retain(ix) => {
+                    let keep: BTreeSet<&str> = ix.iter().map(|&i| NAMES[i]).collect();
+                    held.retain(|n| keep.contains(n));
+                    model.retain(|n, _| keep.contains(n.as_str()));
+                }
+            }
+            check(&held, &model);
+        }
+    }
+}
+
+/// The point of the representation: a proxy that holds its snapshot
+/// costs no exception, however many resources it holds.
+#[test]
+fn an_up_to_date_proxy_is_only_a_base() {
+    let snap = snapshot(&[Some(0), Some(1), Some(2), Some(0), Some(1), Some(2)]);
+    let mut held = Held::default();
+    for r in snap.resources(TypeUrl::Cluster).values() {
+        held.set(&r.key, Some(Known::Sent(r.clone())));
+    }
+    assert_eq!(held.exceptions(), 6);
+    held.rebuild(TypeUrl::Cluster, &snap, Scope::All);
+    assert_eq!(held.exceptions(), 0);
+    // One resource changes and is sent: one exception while the proxy is
+    // behind, none once it holds the new snapshot again.
+    let next = snapshot(&[Some(1), Some(1), Some(2), Some(0), Some(1), Some(2)]);
+    held.advance(&next, Some(&["a".to_string()]));
+    assert_eq!(held.exceptions(), 1);
+    assert_eq!(
+        held.get("a").map(|h| h.version()),
+        snap.get(TypeUrl::Cluster, "a").map(|r| r.version.as_str())
+    );
+    let a = next.get(TypeUrl::Cluster, "a").expect("a").clone();
+    held.set(&a.key.clone(), Some(Known::Sent(a)));
+    assert_eq!(held.exceptions(), 0);
+}
