@@ -391,24 +391,33 @@ impl Task {
         // publisher has compiled them no proxy can hold them.
         let current = applied.overlays.0.get(service) == wanted.0.get(service);
         let cluster = canary_cluster(r);
-        let (mut acked, mut targeted, mut nack) = (0, 0, None);
-        for p in self.io.registry.list() {
-            let snap = applied.snapshots.for_group(&p.node.group);
+        let (mut acked, mut targeted) = (0, 0);
+        // The NACK reported is that of the first node id, whatever the
+        // order streams connected in.
+        let mut nack: Option<(String, String)> = None;
+        self.io.registry.visit_type(TypeUrl::Route, |node, rds| {
+            let snap = applied.snapshots.for_group(&node.group);
             if snap.get(TypeUrl::Cluster, &cluster).is_none() {
-                continue;
+                return;
             }
             targeted += 1;
             let want = snap.version(TypeUrl::Route);
-            let Some(rds) = p.types.get(TypeUrl::Route.short()) else {
-                continue;
+            let Some(rds) = rds else {
+                return;
             };
             if current && rds.acked.as_deref() == Some(want) {
                 acked += 1;
             } else if let Some(n) = rds.nack.as_ref().filter(|n| current && n.version == want) {
-                nack.get_or_insert_with(|| format!("{}: {}", p.node.id, n.error));
+                if nack.as_ref().is_none_or(|(id, _)| node.id < *id) {
+                    nack = Some((node.id.clone(), n.error.clone()));
+                }
             }
-        }
-        (acked, targeted, nack)
+        });
+        (
+            acked,
+            targeted,
+            nack.map(|(id, error)| format!("{id}: {error}")),
+        )
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::session::{Mode, NodeInfo, Session, TypeStatus};
+use super::TypeUrl;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ProxyStatus {
@@ -82,12 +83,7 @@ impl Registry {
 
     /// Every connected proxy, ordered by node id then stream.
     pub fn list(&self) -> Vec<ProxyStatus> {
-        // The entries are copied out first, so that no stream waits on the
-        // process-wide lock while each session's status is built.
-        let entries: Vec<(u64, Entry)> = lock(&self.proxies)
-            .iter()
-            .map(|(id, e)| (*id, e.clone()))
-            .collect();
+        let entries = self.entries();
         let mut all: Vec<ProxyStatus> = entries
             .into_iter()
             .map(|(stream, e)| ProxyStatus {
@@ -100,6 +96,28 @@ impl Registry {
             .collect();
         all.sort_by(|a, b| (&a.node.id, a.stream).cmp(&(&b.node.id, b.stream)));
         all
+    }
+}
+
+impl Registry {
+    /// Calls `f` with each connected proxy's node and its status of `ty`
+    /// (`None` until it asks for the type), in stream order. A rollout
+    /// checks the route ACKs of every proxy this way every 100 ms while a
+    /// step spreads; building every type's status for every proxy
+    /// ([`Registry::list`]) was ~12 % of sluice's CPU in B5.
+    pub fn visit_type(&self, ty: TypeUrl, mut f: impl FnMut(&NodeInfo, Option<&TypeStatus>)) {
+        for (_, e) in self.entries() {
+            f(&e.node, lock(&e.session).type_status(ty));
+        }
+    }
+
+    /// The entries, copied out so that no stream waits on the
+    /// process-wide lock while sessions are read.
+    fn entries(&self) -> Vec<(u64, Entry)> {
+        lock(&self.proxies)
+            .iter()
+            .map(|(id, e)| (*id, e.clone()))
+            .collect()
     }
 }
 
@@ -160,6 +178,43 @@ mod tests {
         assert_eq!(
             all[0].types.keys().copied().collect::<Vec<_>>(),
             ["cds", "lds"]
+        );
+    }
+
+    #[test]
+    fn visit_type_reads_one_type_of_every_session_as_it_is_now() {
+        let registry = Registry::default();
+        let (a, sa) = session("a");
+        let (b, sb) = session("b");
+        registry.connect(1, a, sa);
+        registry.connect(2, b, sb.clone());
+        let seen = |ty| {
+            let mut v = Vec::new();
+            registry.visit_type(ty, |node, st| {
+                v.push((node.id.clone(), st.map(|s| s.in_flight)));
+            });
+            v
+        };
+        // Both asked for clusters and are waiting for their first answer
+        // (no snapshot yet): asked, nothing in flight. Nobody asked for
+        // listeners.
+        let none_in_flight = vec![
+            ("a".to_string(), Some(false)),
+            ("b".to_string(), Some(false)),
+        ];
+        assert_eq!(seen(TypeUrl::Cluster), none_in_flight);
+        assert_eq!(
+            seen(TypeUrl::Listener),
+            [("a".to_string(), None), ("b".to_string(), None)]
+        );
+        let lds = DiscoveryRequest {
+            type_url: TypeUrl::Listener.as_str().into(),
+            ..DiscoveryRequest::default()
+        };
+        lock(&sb).on_sotw_request(lds).expect("valid request");
+        assert_eq!(
+            seen(TypeUrl::Listener),
+            [("a".to_string(), None), ("b".to_string(), Some(false))]
         );
     }
 }

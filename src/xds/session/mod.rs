@@ -276,6 +276,12 @@ impl Session {
         self.snapshot.as_ref()
     }
 
+    /// The status of one type, if the proxy has asked for it.
+    pub fn type_status(&self, ty: TypeUrl) -> Option<&TypeStatus> {
+        let st = &self.types[ty.index()];
+        st.requested.then_some(&st.status)
+    }
+
     pub fn status(&self) -> BTreeMap<&'static str, TypeStatus> {
         TypeUrl::ALL
             .iter()
