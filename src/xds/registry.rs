@@ -106,8 +106,17 @@ impl Registry {
     /// step spreads; building every type's status for every proxy
     /// ([`Registry::list`]) was ~12 % of sluice's CPU in B5.
     pub fn visit_type(&self, ty: TypeUrl, mut f: impl FnMut(&NodeInfo, Option<&TypeStatus>)) {
-        for (_, e) in self.entries() {
-            f(&e.node, lock(&e.session).type_status(ty));
+        // Only the sessions are copied out (a reference count each), not
+        // the entries' node strings: the session has its node.
+        let sessions: Vec<Arc<Mutex<Session>>> = lock(&self.proxies)
+            .values()
+            .map(|e| e.session.clone())
+            .collect();
+        for session in sessions {
+            let session = lock(&session);
+            if let Some(node) = session.node() {
+                f(node, session.type_status(ty));
+            }
         }
     }
 
