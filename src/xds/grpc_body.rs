@@ -13,7 +13,12 @@
 //! as soon as h2 has written it, and a request buffer that has grown is
 //! dropped once it has been decoded. The wire format is gRPC's (5-byte
 //! message header, status in trailers); nothing is compressed.
+//!
+//! A large resource payload is not copied at all: a response goes out as
+//! the chunks [`Chunked`] writes, the shared payload `Bytes` among them
+//! (`wire::SHARE_AT`).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -24,6 +29,8 @@ use futures::{Stream, StreamExt};
 use http_body::Frame;
 use tonic::codegen::{http, Body, StdError};
 use tonic::Status;
+
+use super::wire::{Chunked, Chunks};
 
 /// gRPC's length-prefixed message header: compressed flag + u32 length.
 const HEADER_SIZE: usize = 5;
@@ -47,7 +54,7 @@ where
     F: FnOnce(Requests<Req>) -> Fut,
     Fut: Future<Output = Result<S, Status>>,
     S: Stream<Item = Result<M, Status>> + Unpin + Send + 'static,
-    M: prost::Message + 'static,
+    M: Chunked + 'static,
 {
     // Nothing is compressed: a client that compresses its requests is
     // told so, as tonic does when no encoding is enabled.
@@ -63,6 +70,7 @@ where
     let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
         stream,
         max,
+        pending: VecDeque::new(),
         done: false,
     }));
     response.headers_mut().insert(
@@ -72,19 +80,21 @@ where
     response
 }
 
-/// A stream of messages as a gRPC response body: one DATA frame per
-/// message, then the status as trailers (OK when the stream ends, or the
-/// stream's error).
+/// A stream of messages as a gRPC response body: each message's chunks
+/// as data frames, then the status as trailers (OK when the stream ends,
+/// or the stream's error).
 struct ResponseBody<S> {
     stream: S,
     max: usize,
+    /// The rest of the message being sent.
+    pending: VecDeque<Bytes>,
     done: bool,
 }
 
 impl<S, M> Body for ResponseBody<S>
 where
     S: Stream<Item = Result<M, Status>> + Unpin,
-    M: prost::Message,
+    M: Chunked,
 {
     type Data = Bytes;
     type Error = Status;
@@ -93,12 +103,22 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(chunk) = self.pending.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
         let status = match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
             Some(Ok(msg)) => match encode(&msg, self.max) {
-                Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Ok(mut chunks) => {
+                    if let Some(first) = chunks.pop_front() {
+                        self.pending = chunks;
+                        return Poll::Ready(Some(Ok(Frame::data(first))));
+                    }
+                    // encode always gives at least the header.
+                    Status::internal("encoding: no bytes")
+                }
                 Err(status) => status,
             },
             Some(Err(status)) => status,
@@ -114,7 +134,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.pending.is_empty()
     }
 }
 
@@ -208,8 +228,10 @@ impl<Req: prost::Message + Default> Requests<Req> {
     }
 }
 
-/// One length-prefixed gRPC message in an allocation of exactly its size.
-fn encode<M: prost::Message>(msg: &M, max: usize) -> Result<Bytes, Status> {
+/// One length-prefixed gRPC message as chunks ([`Chunks`]): the copied
+/// parts in one allocation of exactly their size, the large payloads
+/// shared.
+fn encode<M: Chunked>(msg: &M, max: usize) -> Result<VecDeque<Bytes>, Status> {
     let len = msg.encoded_len();
     let too_large = || {
         Status::out_of_range(format!(
@@ -220,27 +242,26 @@ fn encode<M: prost::Message>(msg: &M, max: usize) -> Result<Bytes, Status> {
     if len > max {
         return Err(too_large());
     }
-    let mut buf = Vec::with_capacity(HEADER_SIZE + len);
-    buf.put_u8(0);
-    buf.put_u32(header_len);
-    msg.encode(&mut buf)
-        .map_err(|e| Status::internal(format!("encoding: {e}")))?;
-    Ok(Bytes::from(buf))
+    let mut out = Chunks::with_capacity(HEADER_SIZE + len.saturating_sub(msg.shared_len()));
+    out.buf().put_u8(0);
+    out.buf().put_u32(header_len);
+    msg.encode_chunks(&mut out);
+    Ok(out.finish())
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
 
-    use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-    use prost::Message;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
     use super::*;
+    use crate::xds::wire::{self, SHARE_AT};
 
     /// A request body delivered in the given chunks.
-    struct Chunks(VecDeque<Bytes>);
+    struct InChunks(VecDeque<Bytes>);
 
-    impl Body for Chunks {
+    impl Body for InChunks {
         type Data = Bytes;
         type Error = std::convert::Infallible;
 
@@ -260,16 +281,22 @@ mod tests {
         }
     }
 
+    /// The whole framed message, as the client receives it.
+    fn framed<M: prost::Message>(msg: &M) -> Bytes {
+        let mut buf = vec![0u8];
+        buf.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+        buf.extend_from_slice(&msg.encode_to_vec());
+        buf.into()
+    }
+
     fn requests(chunks: Vec<Bytes>) -> Requests<DiscoveryRequest> {
-        Requests::new(Chunks(chunks.into()), 1 << 20)
+        Requests::new(InChunks(chunks.into()), 1 << 20)
     }
 
     #[tokio::test]
     async fn requests_are_decoded_whatever_the_chunking() {
         let (a, b) = (request(3), request(2000));
-        let wire = [encode(&a, 1 << 20), encode(&b, 1 << 20)]
-            .map(|m| m.expect("fits"))
-            .concat();
+        let wire = [framed(&a), framed(&b)].concat();
         // One chunk with both, byte by byte, and split inside the header.
         for sizes in [
             vec![wire.len()],
@@ -291,7 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_request_leaves_no_large_buffer_behind() {
-        let big = encode(&request(5000), 1 << 20).expect("fits");
+        let big = framed(&request(5000));
         assert!(big.len() > 10 * KEEP_REQUEST_BUFFER);
         let mut reqs = requests(vec![big]);
         assert!(reqs.message().await.expect("decodes").is_some());
@@ -300,8 +327,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_over_the_limit_or_cut_short_is_an_error() {
-        let wire = encode(&request(100), 1 << 20).expect("fits");
-        let mut reqs = Requests::<DiscoveryRequest>::new(Chunks(vec![wire.clone()].into()), 100);
+        let wire = framed(&request(100));
+        let mut reqs = Requests::<DiscoveryRequest>::new(InChunks(vec![wire.clone()].into()), 100);
         let err = reqs.message().await.expect_err("over the limit");
         assert_eq!(err.code(), tonic::Code::OutOfRange);
         let mut reqs = requests(vec![wire.slice(..wire.len() - 1)]);
@@ -310,26 +337,47 @@ mod tests {
 
     #[test]
     fn a_message_is_framed_as_grpc() {
-        let msg = DiscoveryResponse {
+        let msg = wire::DiscoveryResponse {
             version_info: "v1".into(),
             nonce: "7".into(),
             ..Default::default()
         };
-        let framed = encode(&msg, 1024).expect("fits");
-        assert_eq!(framed[0], 0, "not compressed");
-        let len = u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize;
-        assert_eq!(len, framed.len() - HEADER_SIZE);
-        let back = DiscoveryResponse::decode(&framed[HEADER_SIZE..]).expect("decodes");
-        assert_eq!(back, msg);
+        let chunks = encode(&msg, 1024).expect("fits");
+        assert_eq!(chunks.len(), 1, "small: one allocation");
+        assert_eq!(chunks[0], framed(&msg));
     }
 
     #[test]
     fn a_message_over_the_limit_is_an_error() {
-        let msg = DiscoveryResponse {
+        let msg = wire::DiscoveryResponse {
             version_info: "x".repeat(100),
             ..Default::default()
         };
         let err = encode(&msg, 10).expect_err("too large");
         assert_eq!(err.code(), tonic::Code::OutOfRange);
+    }
+
+    #[test]
+    fn a_large_payload_is_sent_without_a_copy() {
+        let big = Bytes::from(vec![7u8; SHARE_AT + 1]);
+        let small = Bytes::from(vec![9u8; SHARE_AT - 1]);
+        let any = |value: &Bytes| wire::Any {
+            type_url: "type.googleapis.com/x".into(),
+            value: value.clone(),
+        };
+        let msg = wire::DiscoveryResponse {
+            version_info: "v1".into(),
+            resources: vec![any(&small), any(&big), any(&small)],
+            nonce: "3".into(),
+            ..Default::default()
+        };
+        let chunks = encode(&msg, 1 << 20).expect("fits");
+        // Copied prefix (header, version, first resource), the shared
+        // payload itself, copied suffix.
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[1].as_ptr(), big.as_ptr(), "the payload is shared");
+        assert_eq!(chunks[1].len(), big.len());
+        // The client sees exactly the gRPC frame of prost's encoding.
+        assert_eq!(Vec::from(chunks).concat(), framed(&msg));
     }
 }
