@@ -18,14 +18,16 @@
 //! corrupt file refuses the start), changed through the admin API, and
 //! every change is coalesced and published like any other.
 //!
-//! The file is polled (content hash, every `watch_interval`) rather than
-//! watched with inotify: one small file is cheap to hash, and polling also
+//! The file is polled (content hash, every `watch_interval`, read only
+//! when its metadata says it may have changed: `stamp`) rather than
+//! watched with inotify: one file is cheap to check, and polling also
 //! sees editors that replace the file and Kubernetes ConfigMap symlink swaps,
 //! which inotify watches on the old inode miss. Between rules changes the
 //! same poll reads the TLS listeners' certificate files (`certs`): a new
 //! valid pair is published as an SDS secret update, a bad one is refused.
 
 mod certs;
+mod stamp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -402,6 +404,7 @@ async fn watch_rules(
     let mut seen = Seen {
         hash: lock(&status).served_hash.clone(),
         waiting_for_certs: false,
+        last_read: stamp::LastRead::default(),
     };
     let mut rotation = tls::Rotation::default();
     let base = base_dir(&opts.rules);
@@ -425,6 +428,8 @@ struct Seen {
     /// The last load failed only on a certificate file: try again even
     /// though the rules did not change (the files may appear later).
     waiting_for_certs: bool,
+    /// The file's metadata when it was last read, to skip unchanged reads.
+    last_read: stamp::LastRead,
 }
 
 /// Loads the rules file if its content changed (or its certificates were
@@ -437,6 +442,16 @@ async fn reload_rules(
     status: &Mutex<RulesStatus>,
     seen: &mut Seen,
 ) -> bool {
+    // Taken before the read, so a write during the read changes it.
+    let stamp = tokio::fs::metadata(&opts.rules)
+        .await
+        .ok()
+        .map(|m| (stamp::Stamp::of(&m), std::time::SystemTime::now()));
+    if let Some((stamp, _)) = &stamp {
+        if seen.last_read.unchanged(stamp) && !seen.waiting_for_certs {
+            return false;
+        }
+    }
     let text = match tokio::fs::read_to_string(&opts.rules).await {
         Ok(t) => t,
         Err(e) => {
@@ -451,6 +466,9 @@ async fn reload_rules(
             return false;
         }
     };
+    if let Some((stamp, at)) = stamp {
+        seen.last_read.read(stamp, at);
+    }
     let hash = content_hash(&[text.as_bytes()]);
     let unchanged = seen.hash.as_deref() == Some(hash.as_str());
     if unchanged && !seen.waiting_for_certs {
