@@ -10,7 +10,7 @@ use crate::procs::Exes;
 use crate::setup::{Env, Opts};
 
 const USAGE: &str = "usage: bench SCENARIO [--proxies N] [--services N] [--endpoints N] \
-[--duration SECS] [--sotw | --delta] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2)]
+[--duration SECS] [--sotw | --delta] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)]
 scenarios: b1 (convergence), b2 (churn), b3 (reconnect storm), b4 (memory), b5 (canary step)";
 
 /// Runs `args`; `sluice` overrides where the sluice binary is looked for.

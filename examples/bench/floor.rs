@@ -9,7 +9,9 @@
 //! Commands (stdin): `set SERVICE IP PORT` moves that endpoint and pushes
 //! its CLA at once; `stage SERVICE IP PORT` moves it without a push, and
 //! `push` then sends every staged CLA in one response per stream (B2's
-//! floor batches like a control plane must under churn); `quit`.
+//! floor batches like a control plane must under churn); `stage-file
+//! TYPE_URL NAME FILE` stages a resource encoded beforehand (B5's route
+//! configurations, one per canary weight), for the next `push`; `quit`.
 //! Prints `floor listening on ADDR` once serving.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -280,8 +282,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             }
         });
         let mut version = 0u64;
-        // Staged CLAs by service, pushed together by `push`.
-        let mut staged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Staged resources by type and name, pushed together by `push`.
+        let mut staged: BTreeMap<TypeUrl, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
         while let Some(line) = rx.recv().await {
             let f: Vec<&str> = line.split_whitespace().collect();
             match f.as_slice() {
@@ -291,10 +293,21 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                     let old = all[ty.index()].get(*service).context("no such service")?;
                     let body = moved(old, ip.parse()?, port.parse()?)?;
                     all[ty.index()].insert(service.to_string(), body.clone());
-                    staged.insert(service.to_string(), body);
+                    staged
+                        .entry(ty)
+                        .or_default()
+                        .insert(service.to_string(), body);
                     if *cmd == "stage" {
                         continue;
                     }
+                }
+                ["stage-file", ty, name, file] => {
+                    let ty = TypeUrl::parse(ty).context("no such type")?;
+                    let body = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+                    let mut all = state.by_type.write().unwrap_or_else(|e| e.into_inner());
+                    all[ty.index()].insert(name.to_string(), body.clone());
+                    staged.entry(ty).or_default().insert(name.to_string(), body);
+                    continue;
                 }
                 ["push"] => {}
                 ["quit"] => break,
@@ -307,12 +320,12 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 continue;
             }
             version += 1;
-            let items = std::mem::take(&mut staged).into_iter().collect();
-            let _ = state.changes.send(Arc::new((
-                TypeUrl::Endpoint,
-                items,
-                format!("floor-{version}"),
-            )));
+            for (ty, items) in std::mem::take(&mut staged) {
+                let items = items.into_iter().collect();
+                let _ = state
+                    .changes
+                    .send(Arc::new((ty, items, format!("floor-{version}"))));
+            }
         }
         anyhow::Ok(())
     })
