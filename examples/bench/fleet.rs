@@ -25,13 +25,14 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use sluice::sim::client::Report;
 use sluice::sim::fleet::{Fleet, FleetConfig};
-use sluice::sim::route::{Action, Clusters, Request};
+use sluice::sim::resources::SimEndpoints;
+use sluice::sim::route::{Action, Clusters, Request, RouteTable};
 use sluice::sim::state::Mode;
 use sluice::xds::TypeUrl;
 
@@ -74,6 +75,18 @@ struct Tracker {
     eds: HashMap<String, Vec<u64>>,
     rds: Vec<u64>,
     all: Vec<u64>,
+}
+
+/// What one proxy's tracker last looked at, to skip what has not changed
+/// (the decoder shares one `Arc` per distinct encoding). Weak handles,
+/// not addresses: once a value is freed its address can be reused by the
+/// next one decoded, which then looked unchanged and was never checked
+/// (a B5 floor step stayed incomplete that way). A `Weak` keeps the
+/// allocation, so its address cannot be reused while it is remembered.
+#[derive(Default)]
+struct Seen {
+    eds: HashMap<String, Weak<SimEndpoints>>,
+    rds: Vec<Weak<RouteTable>>,
 }
 
 struct Clock {
@@ -122,24 +135,21 @@ fn weight_of(r: &Report, path: &str, cluster: &str) -> Option<u64> {
 impl Tracker {
     /// Checks proxy `p`'s new report against the open expectations;
     /// returns the ones it completed.
-    fn observe(
-        &mut self,
-        p: usize,
-        r: &Report,
-        seen: &mut HashMap<String, usize>,
-        clock: &Clock,
-    ) -> Vec<(u64, u64)> {
+    fn observe(&mut self, p: usize, r: &Report, seen: &mut Seen, clock: &Clock) -> Vec<(u64, u64)> {
         let mut hits: Vec<(u64, u64)> = Vec::new();
         let at = |ty: TypeUrl| r.acked_at[ty.index()].map(|t| clock.unix_ns(t));
         for (cluster, ids) in &self.eds {
             let Some(cla) = r.view.endpoints.get(cluster) else {
                 continue;
             };
-            // Unchanged since last look (the decoder shares one Arc per
-            // distinct encoding): nothing new can hold.
-            let ptr = Arc::as_ptr(cla) as usize;
-            if seen.insert(cluster.clone(), ptr) == Some(ptr) {
-                continue;
+            // Unchanged since last look: nothing new can hold.
+            let now = Arc::downgrade(cla);
+            match seen.eds.get_mut(cluster) {
+                Some(last) if Weak::ptr_eq(last, &now) => continue,
+                Some(last) => *last = now,
+                None => {
+                    seen.eds.insert(cluster.clone(), now);
+                }
             }
             for id in ids {
                 let Some(e) = self.exps.get(id) else { continue };
@@ -159,13 +169,11 @@ impl Tracker {
             }
         }
         if !self.rds.is_empty() {
-            let ptrs: usize = r
-                .view
-                .routes
-                .values()
-                .map(|a| Arc::as_ptr(a) as usize)
-                .sum();
-            if seen.insert(String::new(), ptrs) != Some(ptrs) {
+            let now: Vec<Weak<RouteTable>> = r.view.routes.values().map(Arc::downgrade).collect();
+            let same = now.len() == seen.rds.len()
+                && now.iter().zip(&seen.rds).all(|(a, b)| Weak::ptr_eq(a, b));
+            if !same {
+                seen.rds = now;
                 for id in &self.rds {
                     let Some(e) = self.exps.get(id) else { continue };
                     if let (
@@ -301,7 +309,7 @@ async fn run(xds: SocketAddr, proxies: usize, mode: Mode) -> anyhow::Result<()> 
         receivers.push(rx.clone());
         let (tracker, clock, out) = (tracker.clone(), clock.clone(), out_tx.clone());
         tokio::spawn(async move {
-            let mut seen = HashMap::new();
+            let mut seen = Seen::default();
             while rx.changed().await.is_ok() {
                 let r = rx.borrow_and_update();
                 let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
