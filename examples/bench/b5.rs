@@ -52,7 +52,13 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let (mut fleet, ready) = env
         .configured_fleet("b5", sluice.xds, proxies, mode)
         .await?;
+    // Idle over the 2 s before the first step, so a step's CPU can be told
+    // from what sluice burns with no change at all.
+    let idle0 = procs::cpu_seconds(sluice.pid())?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu0 = procs::cpu_seconds(sluice.pid())?;
+    let idle_cores = (cpu0 - idle0) / 2.0;
+    let fleet0 = procs::cpu_seconds(fleet.pid())?;
 
     let service = topo::CANARY_SERVICE.to_string();
     let canary = format!("{service}~canary");
@@ -105,6 +111,12 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     }
     let ids: Vec<u64> = writes.iter().map(|(id, ..)| *id).collect();
     let got = fleet.results(&ids, Duration::from_secs(30)).await?;
+    // From the first step's call to the last step's last ACK (or the wait's
+    // end), idle included: spread over the steps.
+    let cpu_ms = (procs::cpu_seconds(sluice.pid())? - cpu0) * 1e3;
+    let fleet_cpu_ms = (procs::cpu_seconds(fleet.pid())? - fleet0) * 1e3;
+    let steps_n = writes.len().max(1) as f64;
+    let window_s = start.elapsed().as_secs_f64();
     let stats = fleet.stats().await?;
     fleet.quit();
     let mut all = Latencies::default();
@@ -117,16 +129,19 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         per_step.push(json!({"canary_weight": w, "all_acked_ms": setup::num(one.quantile(1.0)), "proxies_acked": r.0}));
     }
     println!("\nB5 canary step: {proxies} {mode:?} proxies, M1 {}x{}; rollout via admin gRPC, a step every 2 s, then abort", t.services, t.per);
-    println!("| steps | p50 ms | p99 ms | max ms | incomplete | NACKs |");
-    println!("|---|---|---|---|---|---|");
+    println!("| steps | p50 ms | p99 ms | max ms | incomplete | NACKs | sluice CPU ms/step | fleet CPU ms/step | sluice idle cores |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} |",
         writes.len(),
         fmt_ms(all.quantile(0.5)),
         fmt_ms(all.quantile(0.99)),
         fmt_ms(all.quantile(1.0)),
         all.incomplete,
-        stats.nacks
+        stats.nacks,
+        cpu_ms / steps_n,
+        fleet_cpu_ms / steps_n,
+        idle_cores,
     );
     Ok(json!({
         "scenario": "b5",
@@ -138,5 +153,9 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         "latency": all.json(),
         "steps": per_step,
         "nacks": stats.nacks,
+        "cpu_ms_per_step": setup::num(cpu_ms / steps_n),
+        "fleet_cpu_ms_per_step": setup::num(fleet_cpu_ms / steps_n),
+        "idle_cpu_cores": setup::num(idle_cores),
+        "cpu_window_s": setup::num(window_s),
     }))
 }
