@@ -11,6 +11,7 @@
 mod m1;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -18,7 +19,7 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use m1::m1;
 use sluice::compile::eds::{load_assignment, EndpointCache};
 use sluice::compile::{compile, Compiler};
-use sluice::model::Backend;
+use sluice::model::{Backend, Config};
 use sluice::xds::history::SnapshotDiff;
 use sluice::xds::server::Published;
 use sluice::xds::session::{Mode, Session};
@@ -32,40 +33,44 @@ fn bench_compile(c: &mut Criterion) {
         b.iter(|| compile(&config).expect("compiles"))
     });
     // As the publisher compiles: the last snapshots and encoded endpoints
-    // kept, one endpoint's weight changing each time (the config is
-    // copied outside the measurement, as the publisher's resolve does).
+    // kept, the config changed by `edit(n)` with a new `n` each time (the
+    // config is copied outside the measurement, as the publisher's
+    // resolve does).
     let mut compiler = Compiler::default();
-    let mut weight = 1;
-    g.bench_function("m1_1000x10_one_endpoint_changed", |b| {
-        b.iter_batched(
-            || {
-                weight = weight % 100 + 1;
-                let mut changed = config.clone();
-                if let Some(s) = changed.services.get_mut("svc-0500") {
-                    Arc::make_mut(&mut s.endpoints)[0].weight = weight;
-                }
-                Arc::new(changed)
-            },
-            |changed| compiler.compile(&changed).expect("compiles"),
-            BatchSize::LargeInput,
-        )
+    let mut changed_by = |name: &str, edit: &dyn Fn(&mut Config, u32)| {
+        let mut n = 1;
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    n = n % 100 + 1;
+                    let mut changed = config.clone();
+                    edit(&mut changed, n);
+                    Arc::new(changed)
+                },
+                |changed| compiler.compile(&changed).expect("compiles"),
+                BatchSize::LargeInput,
+            )
+        });
+    };
+    // One endpoint's weight: only its CLA is encoded again.
+    changed_by("m1_1000x10_one_endpoint_changed", &|c, n| {
+        if let Some(s) = c.services.get_mut("svc-0500") {
+            Arc::make_mut(&mut s.endpoints)[0].weight = n;
+        }
     });
-    // The same through a rules change each time (a route's timeout):
-    // everything is compiled again, endpoints from the cache.
-    let mut timeout = 1;
-    g.bench_function("m1_1000x10_one_route_changed", |b| {
-        b.iter_batched(
-            || {
-                timeout = timeout % 100 + 1;
-                let mut changed = config.clone();
-                if let Some(r) = changed.listeners[0].virtual_hosts[0].routes.first_mut() {
-                    r.timeout = Some(std::time::Duration::from_secs(timeout));
-                }
-                Arc::new(changed)
-            },
-            |changed| compiler.compile(&changed).expect("compiles"),
-            BatchSize::LargeInput,
-        )
+    // One route's timeout, as a canary weight step is a route change: only
+    // the route configuration is built again.
+    changed_by("m1_1000x10_one_route_changed", &|c, n| {
+        if let Some(r) = c.listeners[0].virtual_hosts[0].routes.first_mut() {
+            r.timeout = Some(Duration::from_secs(n.into()));
+        }
+    });
+    // One service's connect timeout, a cluster change: everything is
+    // compiled again, endpoints from the cache.
+    changed_by("m1_1000x10_one_cluster_changed", &|c, n| {
+        if let Some(s) = c.services.get_mut("svc-0500") {
+            s.connect_timeout = Duration::from_millis(n.into());
+        }
     });
     g.finish();
 }

@@ -117,6 +117,8 @@ struct Run {
     per_step: Vec<Value>,
     server_cpu: f64,
     fleet_cpu: f64,
+    /// The server's CPU over the 2 s before the first step, in cores.
+    idle_cores: f64,
     nacks: u64,
     ready: Duration,
 }
@@ -132,6 +134,7 @@ impl Run {
             "latency": self.lat.json(),
             "cpu_ms_per_step": setup::num(self.cpu_ms_per_step(self.server_cpu)),
             "fleet_cpu_ms_per_step": setup::num(self.cpu_ms_per_step(self.fleet_cpu)),
+            "idle_cpu_cores": setup::num(self.idle_cores),
             "steps": self.per_step,
             "nacks": self.nacks,
         })
@@ -139,7 +142,10 @@ impl Run {
 }
 
 /// Every step, 2 s apart, against one server; the fleet is told first
-/// what each step's route configuration carries.
+/// what each step's route configuration carries. CPU is counted from the
+/// first step to the last ACK (or the wait's end), idle included, so the
+/// idle rate is measured over the 2 s before, to tell a step's cost from
+/// what the server burns with no change at all.
 async fn drive(
     fleet: &mut FleetProc,
     driver: &mut Driver<'_>,
@@ -148,6 +154,8 @@ async fn drive(
     ready: Duration,
 ) -> anyhow::Result<Run> {
     let canary = format!("{}~canary", topo::CANARY_SERVICE);
+    let idle0 = procs::cpu_seconds(server_pid)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let (s0, f0) = (
         procs::cpu_seconds(server_pid)?,
         procs::cpu_seconds(fleet.pid())?,
@@ -170,6 +178,7 @@ async fn drive(
         procs::cpu_seconds(server_pid)? - s0,
         procs::cpu_seconds(fleet.pid())? - f0,
     );
+    let idle_cores = (s0 - idle0) / 2.0;
     let stats = fleet.stats().await?;
     let mut lat = Latencies::default();
     let mut per_step = Vec::new();
@@ -185,6 +194,7 @@ async fn drive(
         per_step,
         server_cpu,
         fleet_cpu,
+        idle_cores,
         nacks: stats.nacks,
         ready,
     })
@@ -213,7 +223,6 @@ async fn sluice_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Res
     let (mut fleet, ready) = env
         .configured_fleet("b5", sluice.xds, proxies, o.mode())
         .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let run = drive(
         &mut fleet,
         &mut Driver::Api(api),
@@ -258,7 +267,6 @@ async fn floor_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Resu
     let files = floor_routes(env, rules)?;
     let (floor, mut fleet, ready) =
         crate::b1::start_floor(env, "b5 floor", o.topology(), proxies, o.mode()).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = floor.pid();
     let run = drive(
         &mut fleet,
@@ -284,15 +292,15 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let floor = floor_run(env, o, &rules).await?;
 
     println!("\nB5 canary step: {proxies} {mode:?} proxies, M1 {}x{}; a step every 2 s, then abort (sluice: rollout via admin gRPC; floor: the same route configurations, pre-encoded)", t.services, t.per);
-    println!("| server | steps | p50 ms | p99 ms | max ms | incomplete | NACKs | CPU ms/step | fleet CPU ms/step |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| server | steps | p50 ms | p99 ms | max ms | incomplete | NACKs | CPU ms/step | fleet CPU ms/step | idle cores |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, r) in [
         ("sluice", sluice.as_ref()),
         ("transport floor", Some(&floor)),
     ] {
         let Some(r) = r else { continue };
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} |",
             r.per_step.len(),
             fmt_ms(r.lat.quantile(0.5)),
             fmt_ms(r.lat.quantile(0.99)),
@@ -301,6 +309,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             r.nacks,
             r.cpu_ms_per_step(r.server_cpu),
             r.cpu_ms_per_step(r.fleet_cpu),
+            r.idle_cores,
         );
     }
     let ratio = |q: f64| {

@@ -1,8 +1,9 @@
 //! The last check before a group's resources are encoded (DESIGN.md
 //! invariant 1): no duplicate names per type, no domain in two virtual hosts
-//! of one route configuration, every RDS name a listener uses exists, every cluster a route uses is in the group's CDS, every EDS
-//! cluster has a `ClusterLoadAssignment`, and every SDS secret a listener's
-//! TLS context names is in the group's secrets.
+//! of one route configuration, every RDS name a listener uses exists, every
+//! cluster a route uses is in the group's CDS, every EDS cluster has a
+//! `ClusterLoadAssignment`, and every SDS secret a listener's TLS context
+//! names is in the group's secrets.
 //!
 //! It reads the produced protos, not the model, so it catches a compiler bug
 //! as well as a config the validator should have rejected. It must run before
@@ -66,16 +67,7 @@ pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), Compil
         }
     }
     for rc in &res.routes {
-        unique_domains(group, rc)?;
-        for name in route_clusters(rc) {
-            if !cds.contains(name) {
-                return Err(CompileError::MissingCluster {
-                    group: group.to_owned(),
-                    route_config: rc.name.clone(),
-                    cluster: name.to_owned(),
-                });
-            }
-        }
+        route_configuration(group, rc, |name| cds.contains(name))?;
     }
     let eds_type = Some(cluster::ClusterDiscoveryType::Type(
         cluster::DiscoveryType::Eds as i32,
@@ -93,6 +85,28 @@ pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), Compil
             return Err(CompileError::MissingEndpoints {
                 group: group.to_owned(),
                 cluster: c.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The checks on one route configuration: no domain in two of its virtual
+/// hosts, and every cluster its routes use is one the group has
+/// (`has_cluster`). `compile::incremental` runs them on a route
+/// configuration it rebuilds alone.
+pub(super) fn route_configuration(
+    group: &str,
+    rc: &RouteConfiguration,
+    has_cluster: impl Fn(&str) -> bool,
+) -> Result<(), CompileError> {
+    unique_domains(group, rc)?;
+    for name in route_clusters(rc) {
+        if !has_cluster(name) {
+            return Err(CompileError::MissingCluster {
+                group: group.to_owned(),
+                route_config: rc.name.clone(),
+                cluster: name.to_owned(),
             });
         }
     }

@@ -1,48 +1,139 @@
-//! Re-compiling after an endpoint-only change.
+//! Re-compiling after a change to endpoints or routes alone.
 //!
-//! Most publishes under discovery change endpoints and nothing else: one
-//! instance moved, a drain marked some as draining. Clusters, listeners,
-//! route configurations and secrets are functions of everything *but*
-//! endpoints, and which load assignments a group holds depends only on
-//! which services its routes reach and their subsets. So when two configs
-//! differ in endpoints alone ([`endpoints_only`]), the previous snapshots
-//! are kept and only the load assignments of services whose endpoints
-//! changed are encoded again ([`recompile_endpoints`]); every other
-//! resource, and every type but EDS, stays the same `Arc`. A group none of
-//! whose assignments changed keeps its `Arc<Snapshot>`.
+//! Most publishes change very little. Under discovery, endpoints and
+//! nothing else: one instance moved, a drain marked some as draining.
+//! Under a canary rollout, the weights of one route split (the rollout
+//! overlay, `canary::overlay`, rewrites route actions inside listeners).
+//! [`recompile`] handles any mix of the two from the previous snapshots
+//! when two configs differ in nothing else ([`delta`]: same sources, every
+//! service the same but for its endpoints, every listener the same but
+//! for its virtual hosts); anything more is a full compile.
 //!
-//! The invariant checks of a full compile are not repeated: they are about
-//! names and references (`check`), which the endpoints do not touch, and
-//! the previous snapshots passed them. The result is the full compile's,
-//! byte for byte (a property test compares the two over random sequences
-//! of endpoint and rules changes).
+//! **Endpoints.** Clusters, listeners, route configurations and secrets
+//! are functions of everything *but* endpoints, and which load
+//! assignments a group holds depends only on which services its routes
+//! reach and their subsets. So only the load assignments of services
+//! whose endpoints changed are encoded again ([`recompile_endpoints`]).
+//!
+//! **Routes.** Only listeners whose virtual hosts changed are looked at
+//! (`routes`); each is taken further only when what its routes feed into
+//! other types is unchanged: the set of services its routes (and mirrors)
+//! reach, which decides the group's clusters and load assignments, and
+//! its encoded `Listener`, which its routes shape through the HTTP filters
+//! they need (CORS, RBAC, Lua, rate limit, fault, websocket upgrades).
+//! The listener is rebuilt and compared byte for byte rather than judged
+//! from the model, so a new way routes feed LDS cannot be missed. Then
+//! only its route configuration is rebuilt, for every group that holds
+//! it. Otherwise it is a full compile.
+//!
+//! In both cases every other resource, and every type not rebuilt, stays
+//! the same `Arc`, and a group none of whose resources changed keeps its
+//! `Arc<Snapshot>`.
+//!
+//! **Checks.** Of the invariant checks of a full compile (`check`),
+//! endpoints touch none: they are about names and references, and the
+//! previous snapshots passed them. A rebuilt route configuration gets the
+//! ones it could fail, in every group that holds it: no domain in two
+//! virtual hosts, and every cluster a route names is in the group's CDS
+//! (a split may name a subset the service does not declare). The others
+//! cannot change: resource names (listener and route configuration names
+//! are the listener's, and no listener was renamed), which RDS and SDS
+//! names a listener uses (its bytes are unchanged), and the clusters,
+//! load assignments and secrets a group holds.
+//!
+//! The result is the full compile's, byte for byte and versions included
+//! (a property test compares the two over random sequences of endpoint,
+//! route, weight and other rules changes).
+
+mod routes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::cluster::backends_of;
 use super::eds::{self, EndpointCache};
-use crate::model::{Config, Service};
+use super::CompileError;
+use crate::model::{Config, Listener, Service};
 use crate::xds::{Resource, Snapshot, Snapshots, TypeUrl};
 
-/// Whether `a` and `b` differ at most in their services' endpoints.
-pub(super) fn endpoints_only(a: &Config, b: &Config) -> bool {
+/// How two configs differ, when it is in endpoints and routes alone.
+#[derive(Debug)]
+struct Delta {
+    /// Some service's endpoints differ.
+    endpoints: bool,
+    /// Indices of the listeners whose virtual hosts differ.
+    listeners: Vec<usize>,
+}
+
+/// `config`'s snapshots from `prev_out`, the snapshots of `prev`, or
+/// `None` when `config` needs a full compile. An error is one a full
+/// compile of `config` gives too.
+pub(super) fn recompile(
+    prev: &Config,
+    prev_out: &Snapshots,
+    config: &Config,
+    cache: &mut EndpointCache,
+) -> Result<Option<Snapshots>, CompileError> {
+    let Some(delta) = delta(prev, config) else {
+        return Ok(None);
+    };
+    // Routes first: they may still call for a full compile, and must do so
+    // before the endpoint cache is told this compile is a partial one.
+    let out = if delta.listeners.is_empty() {
+        prev_out.clone()
+    } else {
+        match routes::recompile(prev, prev_out, config, &delta.listeners)? {
+            Some(out) => out,
+            None => return Ok(None),
+        }
+    };
+    if !delta.endpoints {
+        return Ok(Some(out));
+    }
+    cache.resume();
+    Ok(Some(recompile_endpoints(prev, &out, config, cache)))
+}
+
+/// How `a` and `b` differ, if at most in their services' endpoints and
+/// their listeners' virtual hosts. Destructured so that a new field is
+/// not silently left out of the comparison.
+fn delta(a: &Config, b: &Config) -> Option<Delta> {
     let Config {
         services,
         listeners,
         sources,
     } = a;
-    *listeners == b.listeners
-        && *sources == b.sources
-        && services.len() == b.services.len()
-        && services
-            .iter()
-            .zip(&b.services)
-            .all(|((ka, sa), (kb, sb))| ka == kb && same_but_endpoints(sa, sb))
+    if *sources != b.sources
+        || services.len() != b.services.len()
+        || listeners.len() != b.listeners.len()
+    {
+        return None;
+    }
+    let mut endpoints = false;
+    for ((ka, sa), (kb, sb)) in services.iter().zip(&b.services) {
+        if ka != kb || !same_but_endpoints(sa, sb) {
+            return None;
+        }
+        // `Arc` compares by pointer first: an unchanged service costs one
+        // comparison.
+        endpoints |= sa.endpoints != sb.endpoints;
+    }
+    let mut changed = Vec::new();
+    for (i, (la, lb)) in listeners.iter().zip(&b.listeners).enumerate() {
+        if !same_but_virtual_hosts(la, lb) {
+            return None;
+        }
+        if la.virtual_hosts != lb.virtual_hosts {
+            changed.push(i);
+        }
+    }
+    Some(Delta {
+        endpoints,
+        listeners: changed,
+    })
 }
 
-/// Every field but `endpoints`, destructured so that a new field is not
-/// silently left out of the comparison.
+/// Every field but `endpoints`.
 fn same_but_endpoints(a: &Service, b: &Service) -> bool {
     let Service {
         name,
@@ -61,9 +152,30 @@ fn same_but_endpoints(a: &Service, b: &Service) -> bool {
         && *policy == b.policy
 }
 
-/// `config`'s snapshots from `prev_out`, the snapshots of `prev`, when
-/// [`endpoints_only`] holds between the two configs.
-pub(super) fn recompile_endpoints(
+/// Every field but `virtual_hosts`: the name (also the route
+/// configuration's), address, groups (which groups hold it), access log
+/// and TLS (the secret) are the listener's own.
+fn same_but_virtual_hosts(a: &Listener, b: &Listener) -> bool {
+    let Listener {
+        name,
+        address,
+        port,
+        groups,
+        virtual_hosts: _,
+        access_log,
+        tls,
+    } = a;
+    *name == b.name
+        && *address == b.address
+        && *port == b.port
+        && *groups == b.groups
+        && *access_log == b.access_log
+        && *tls == b.tls
+}
+
+/// `config`'s snapshots from `prev_out`, when `prev` and `config` differ
+/// in endpoints at most and `prev_out` holds everything else of `config`.
+fn recompile_endpoints(
     prev: &Config,
     prev_out: &Snapshots,
     config: &Config,
@@ -79,18 +191,28 @@ pub(super) fn recompile_endpoints(
             }
         }
     }
+    replace_in_all(prev_out, TypeUrl::Endpoint, &changed)
+}
+
+/// `out` with the resources of `ty` that `updates` names replaced in every
+/// snapshot that holds them; a snapshot where that changes nothing is kept.
+fn replace_in_all(
+    out: &Snapshots,
+    ty: TypeUrl,
+    updates: &BTreeMap<String, Arc<Resource>>,
+) -> Snapshots {
     let update = |snap: &Arc<Snapshot>| -> Arc<Snapshot> {
-        match snap.with_replaced(TypeUrl::Endpoint, &changed) {
+        match snap.with_replaced(ty, updates) {
             Some(next) => Arc::new(next),
             None => snap.clone(),
         }
     };
     Snapshots {
-        groups: prev_out
+        groups: out
             .groups
             .iter()
             .map(|(group, snap)| (group.clone(), update(snap)))
             .collect(),
-        fallback: update(&prev_out.fallback),
+        fallback: update(&out.fallback),
     }
 }

@@ -8,7 +8,9 @@
 //! [`Snapshot`]s, one per node group named in the rules plus a fallback for
 //! proxies whose group the rules never name. A [`Compiler`] that compiled
 //! the previous config re-encodes only changed load assignments when
-//! nothing but endpoints changed (`incremental`).
+//! nothing but endpoints changed, and rebuilds only the changed route
+//! configurations when nothing but routes changed (a canary weight step),
+//! or both (`incremental`).
 //!
 //! Node groups are the names that appear in any listener's `groups`. A group
 //! receives every listener that [`model::Listener::serves_group`] says it
@@ -130,10 +132,11 @@ pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
 /// [`compile`] with memory, for a publisher that compiles on every
 /// change. Encoded endpoints are kept from one compile to the next
 /// ([`eds::EndpointCache`]), so only endpoints that changed are encoded
-/// again; and when a config differs from the last one in endpoints alone,
-/// the last snapshots are reused and only the changed load assignments
-/// are encoded (`incremental`). The output does not depend on what was
-/// kept: the same config gives the same bytes as [`compile`].
+/// again; and when a config differs from the last one in endpoints and
+/// routes alone, the last snapshots are reused and only the changed load
+/// assignments and route configurations are built (`incremental`). The
+/// output does not depend on what was kept: the same config gives the
+/// same bytes as [`compile`].
 #[derive(Debug, Default)]
 pub struct Compiler {
     endpoints: eds::EndpointCache,
@@ -143,13 +146,14 @@ pub struct Compiler {
 
 impl Compiler {
     pub fn compile(&mut self, config: &Arc<model::Config>) -> Result<Snapshots, CompileError> {
-        let snapshots = match &self.last {
-            Some((prev, out)) if Arc::ptr_eq(prev, config) => out.clone(),
-            Some((prev, out)) if incremental::endpoints_only(prev, config) => {
-                self.endpoints.resume();
-                incremental::recompile_endpoints(prev, out, config, &mut self.endpoints)
-            }
-            _ => {
+        let reused = match &self.last {
+            Some((prev, out)) if Arc::ptr_eq(prev, config) => Some(out.clone()),
+            Some((prev, out)) => incremental::recompile(prev, out, config, &mut self.endpoints)?,
+            None => None,
+        };
+        let snapshots = match reused {
+            Some(snapshots) => snapshots,
+            None => {
                 self.endpoints.start();
                 compile_with(config, &mut self.endpoints)?
             }

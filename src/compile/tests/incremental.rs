@@ -1,6 +1,7 @@
-//! A compiler that reuses its last snapshots for endpoint-only changes
-//! (`compile::incremental`) must give exactly what a compile from scratch
-//! gives, through any sequence of endpoint and rules changes.
+//! A compiler that reuses its last snapshots for endpoint and route
+//! changes (`compile::incremental`) must give exactly what a compile from
+//! scratch gives, through any sequence of endpoint, route, canary weight
+//! and other rules changes.
 
 use std::sync::Arc;
 
@@ -46,6 +47,27 @@ enum Step {
         s: usize,
         ms: u64,
     },
+    /// A canary step, as the rollout overlay writes it: listener `l`'s
+    /// route `r` sends `w` % to its service's `v2` subset (when the
+    /// service has one).
+    Weight {
+        l: usize,
+        w: u32,
+    },
+    /// The overlay's header route before route `r` of listener `l` comes
+    /// or goes (a rollout with a header starts or ends).
+    Header {
+        l: usize,
+    },
+    /// A rules edit of route `r`'s timeout: route configuration only.
+    RouteTimeout {
+        l: usize,
+        ms: u64,
+    },
+    /// A route edit that changes the listener too (its upgrade configs).
+    Websocket {
+        l: usize,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -58,6 +80,10 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (s.clone(), 0..4usize).prop_map(|(s, i)| Step::Remove { s, i }),
         1 => (0..3usize, s.clone()).prop_map(|(l, s)| Step::Reroute { l, s }),
         1 => (s, 1u64..4).prop_map(|(s, ms)| Step::Timeout { s, ms: ms * 100 }),
+        3 => (0..3usize, 0..=20u32).prop_map(|(l, w)| Step::Weight { l, w: w * 5 }),
+        1 => (0..3usize).prop_map(|l| Step::Header { l }),
+        1 => (0..3usize, 1u64..4).prop_map(|(l, ms)| Step::RouteTimeout { l, ms: ms * 100 }),
+        1 => (0..3usize).prop_map(|l| Step::Websocket { l }),
     ]
 }
 
@@ -99,6 +125,35 @@ fn service(config: &mut Config, s: usize) -> &mut Service {
 /// resolve and drains do).
 fn endpoints(config: &mut Config, s: usize) -> &mut Vec<Endpoint> {
     Arc::make_mut(&mut service(config, s).endpoints)
+}
+
+const HEADER_ROUTE: &str = "r~canary-header";
+
+/// Listener `l`'s route `r` (the fixture's only one, after the header
+/// route when there is one).
+fn route_r(config: &mut Config, l: usize) -> &mut Route {
+    config.listeners[l].virtual_hosts[0]
+        .routes
+        .iter_mut()
+        .find(|r| r.name == "r")
+        .expect("fixture route")
+}
+
+/// The service a route sends to (the fixture's routes name one).
+fn service_of(route: &Route) -> String {
+    route.action.backends()[0].service.clone()
+}
+
+/// To `service`'s `v2` subset when it has one, else to the service.
+fn to_v2(config: &Config, service: &str) -> Backend {
+    let subset = config.services[service]
+        .subsets
+        .contains_key("v2")
+        .then(|| "v2".to_owned());
+    Backend {
+        service: service.to_owned(),
+        subset,
+    }
 }
 
 fn apply(config: &mut Config, step: &Step) {
@@ -144,24 +199,74 @@ fn apply(config: &mut Config, step: &Step) {
         Step::Timeout { s, ms } => {
             service(config, s).connect_timeout = Duration::from_millis(ms);
         }
+        Step::Weight { l, w } => {
+            let name = service_of(route_r(config, l));
+            let canary = to_v2(config, &name);
+            if canary.subset.is_some() {
+                let stable = mk_backend(&name, None);
+                route_r(config, l).action = match w {
+                    0 => RouteAction::Backend(stable),
+                    100 => RouteAction::Backend(canary),
+                    w => RouteAction::Split(vec![
+                        WeightedBackend {
+                            backend: stable,
+                            weight: 100 - w,
+                        },
+                        WeightedBackend {
+                            backend: canary,
+                            weight: w,
+                        },
+                    ]),
+                };
+            }
+        }
+        Step::Header { l } => {
+            let route = route_r(config, l).clone();
+            let to = to_v2(config, &service_of(&route));
+            let routes = &mut config.listeners[l].virtual_hosts[0].routes;
+            if routes[0].name == HEADER_ROUTE {
+                routes.remove(0);
+            } else {
+                let mut header = route;
+                header.name = HEADER_ROUTE.to_owned();
+                header.matcher.headers.push(HeaderMatch {
+                    name: "x-canary".to_owned(),
+                    value: ValueMatch::Exact("yes".to_owned()),
+                    invert: false,
+                });
+                header.action = RouteAction::Backend(to);
+                routes.insert(0, header);
+            }
+        }
+        Step::RouteTimeout { l, ms } => {
+            route_r(config, l).timeout = Some(Duration::from_millis(ms));
+        }
+        Step::Websocket { l } => {
+            let policy = &mut route_r(config, l).policy;
+            policy.websocket = !policy.websocket;
+        }
     }
 }
 
 proptest! {
+    /// Each compile follows one to three steps, so that one compile may see
+    /// endpoints and routes change together.
     #[test]
     fn incremental_compiles_equal_compiles_from_scratch(
-        steps in prop::collection::vec(step(), 1..16),
+        batches in prop::collection::vec(prop::collection::vec(step(), 1..4), 1..16),
     ) {
         let mut compiler = Compiler::default();
         let mut config = base();
         let first = Arc::new(config.clone());
         let got = compiler.compile(&first).expect("compiles");
         prop_assert_eq!(got, compile(&first).expect("compiles"));
-        for step in &steps {
-            apply(&mut config, step);
+        for batch in &batches {
+            for step in batch {
+                apply(&mut config, step);
+            }
             let config = Arc::new(config.clone());
             let got = compiler.compile(&config).expect("compiles");
-            prop_assert_eq!(got, compile(&config).expect("compiles"), "after {:?}", step);
+            prop_assert_eq!(got, compile(&config).expect("compiles"), "after {:?}", batch);
         }
     }
 }
@@ -204,4 +309,87 @@ fn an_endpoint_change_keeps_every_other_resource_and_untouched_groups() {
     let eds = |s: &Snapshot, name: &str| s.get(TypeUrl::Endpoint, name).expect("cla").clone();
     assert!(!Arc::ptr_eq(&eds(g1, "a"), &eds(was, "a")));
     assert!(Arc::ptr_eq(&eds(g1, "c"), &eds(was, "c")));
+}
+
+#[test]
+fn a_weight_change_rebuilds_only_the_changed_route_configuration() {
+    let mut compiler = Compiler::default();
+    let first = compiler.compile(&Arc::new(base())).expect("compiles");
+    let mut config = base();
+    apply(&mut config, &Step::Weight { l: 0, w: 20 });
+    let config = Arc::new(config);
+    let after = compiler.compile(&config).expect("compiles");
+    assert_eq!(after, compile(&config).expect("compiles"));
+    // `edge` is g1's alone: g2 and the fallback are untouched.
+    assert!(Arc::ptr_eq(&after.groups["g2"], &first.groups["g2"]));
+    assert!(Arc::ptr_eq(&after.fallback, &first.fallback));
+    let (g1, was) = (&after.groups["g1"], &first.groups["g1"]);
+    for ty in [
+        TypeUrl::Cluster,
+        TypeUrl::Endpoint,
+        TypeUrl::Listener,
+        TypeUrl::Secret,
+    ] {
+        assert!(g1.shares(was, ty), "{ty} rebuilt for a weight change");
+    }
+    assert_ne!(g1.version(TypeUrl::Route), was.version(TypeUrl::Route));
+    let rds = |s: &Snapshot, name: &str| s.get(TypeUrl::Route, name).expect("rds").clone();
+    assert!(!Arc::ptr_eq(&rds(g1, "edge"), &rds(was, "edge")));
+    assert!(Arc::ptr_eq(&rds(g1, "mesh"), &rds(was, "mesh")));
+    let rc: RouteConfiguration = decode(g1, TypeUrl::Route, "edge");
+    let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) =
+        &first_route_action(&rc, 0).cluster_specifier
+    else {
+        panic!("edge's route is not a split");
+    };
+    let weights: Vec<(&str, u32)> = wc
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.as_ref().map_or(0, |w| w.value)))
+        .collect();
+    assert_eq!(weights, [("a", 80), ("a~v2", 20)]);
+}
+
+#[test]
+fn a_route_change_that_shapes_the_listener_rebuilds_the_listener() {
+    let mut compiler = Compiler::default();
+    let first = compiler.compile(&Arc::new(base())).expect("compiles");
+    let mut config = base();
+    apply(&mut config, &Step::Websocket { l: 0 });
+    let config = Arc::new(config);
+    let after = compiler.compile(&config).expect("compiles");
+    assert_eq!(after, compile(&config).expect("compiles"));
+    let (g1, was) = (&after.groups["g1"], &first.groups["g1"]);
+    assert_ne!(
+        g1.version(TypeUrl::Listener),
+        was.version(TypeUrl::Listener)
+    );
+}
+
+#[test]
+fn a_split_to_an_undeclared_subset_is_refused_after_a_weight_change() {
+    let mut compiler = Compiler::default();
+    compiler.compile(&Arc::new(base())).expect("compiles");
+    let mut config = base();
+    route_r(&mut config, 1).action = RouteAction::Split(vec![
+        WeightedBackend {
+            backend: mk_backend("b", None),
+            weight: 90,
+        },
+        WeightedBackend {
+            backend: mk_backend("b", Some("v2")),
+            weight: 10,
+        },
+    ]);
+    let err = compiler
+        .compile(&Arc::new(config))
+        .expect_err("b has no v2");
+    assert_eq!(
+        err,
+        CompileError::MissingCluster {
+            group: "g2".to_owned(),
+            route_config: "side".to_owned(),
+            cluster: "b~v2".to_owned(),
+        }
+    );
 }
