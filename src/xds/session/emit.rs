@@ -1,7 +1,7 @@
 //! Turning a [`Plan`] into a response: nonce, version, what the client now
 //! holds (with the previous state kept for a NACK), and the events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::plan::{sotw_version, Plan};
@@ -20,9 +20,22 @@ impl Session {
             Plan::Partial { upserts, removals } => (upserts, removals, false),
         };
 
-        let mut previous = BTreeMap::new();
-        let changed = record_upserts(st, &upserts, &mut previous);
-        if full {
+        let mut previous = Vec::new();
+        // A stream's first response of a type usually sends everything in
+        // its scope: record that as the base at once, not name by name.
+        let first = removals.is_empty()
+            && st.known.is_empty()
+            && self
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| st.known.hold_first(ty, s, st.scope(), &upserts));
+        let changed = if first {
+            previous.extend(upserts.iter().map(|r| (r.key.clone(), None)));
+            upserts.iter().map(|r| r.name.clone()).collect()
+        } else {
+            record_upserts(st, &upserts, &mut previous)
+        };
+        if full && !first {
             // A full SotW set: whatever is not in it is gone from the client.
             let keep: BTreeSet<&str> = upserts.iter().map(|r| r.name.as_str()).collect();
             let gone: Vec<Name> = st
@@ -33,7 +46,7 @@ impl Session {
                 .collect();
             for name in gone {
                 let prev = st.known.set(&name, None);
-                previous.entry(name).or_insert(prev);
+                previous.push((name, prev));
             }
         }
         for name in &removals {
@@ -41,10 +54,10 @@ impl Session {
             match key {
                 Some(key) => {
                     let prev = st.known.set(&key, None);
-                    previous.entry(key).or_insert(prev)
+                    previous.push((key, prev));
                 }
-                None => previous.entry(Name::from(name.as_str())).or_insert(None),
-            };
+                None => previous.push((Name::from(name.as_str()), None)),
+            }
             if !snap.resources(ty).contains_key(name) && st.names.contains(name.as_str()) {
                 st.told_missing.insert(name.clone());
             }
@@ -79,18 +92,15 @@ impl Session {
             }
         };
 
-        let sent: Vec<(String, String)> = upserts
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect();
-        for (name, _) in &sent {
-            st.force.remove(name);
+        for r in &upserts {
+            st.force.remove(&r.name);
         }
+        let resources = upserts.len() + removals.len();
         st.pending = Some(Pending {
             nonce: nonce.clone(),
             version: version.clone(),
             previous,
-            sent,
+            sent: upserts,
         });
         st.last_nonce = nonce.clone();
         st.must_reply = false;
@@ -104,7 +114,6 @@ impl Session {
             }
             eds.force.extend(changed);
         }
-        let resources = upserts.len() + removals.len();
         out.events.push(Event::Sent {
             ty,
             version,
@@ -120,7 +129,7 @@ impl Session {
 fn record_upserts(
     st: &mut TypeState,
     upserts: &[Arc<Resource>],
-    previous: &mut BTreeMap<Name, Option<Known>>,
+    previous: &mut Vec<(Name, Option<Known>)>,
 ) -> Vec<String> {
     let mut changed = Vec::new();
     for r in upserts {
@@ -133,7 +142,7 @@ fn record_upserts(
         if prev_version != Some(r.version.as_str()) {
             changed.push(r.name.clone());
         }
-        previous.entry(r.key.clone()).or_insert(prev);
+        previous.push((r.key.clone(), prev));
     }
     changed
 }

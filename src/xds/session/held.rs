@@ -231,6 +231,46 @@ impl Held {
         prev
     }
 
+    /// The proxy, which held nothing of this type, now holds `sent`. When
+    /// that is exactly `snap`'s resources of `ty` in `scope` (a stream's
+    /// first response, usually), they become the base with no exceptions
+    /// and this returns true: one pass over the names instead of an
+    /// exception per name and a rebuild. Otherwise nothing changes.
+    pub(super) fn hold_first(
+        &mut self,
+        ty: TypeUrl,
+        snap: &Arc<Snapshot>,
+        scope: Scope,
+        sent: &[Arc<Resource>],
+    ) -> bool {
+        if !self.is_empty() {
+            return false;
+        }
+        let mut base = snap
+            .resources(ty)
+            .iter()
+            .filter(|(n, _)| scope.contains(n))
+            .map(|(_, r)| r);
+        let mut sent = sent.iter();
+        loop {
+            match (base.next(), sent.next()) {
+                (None, None) => break,
+                (Some(b), Some(s)) if Arc::ptr_eq(b, s) => {}
+                _ => return false,
+            }
+        }
+        *self = Held {
+            base: Some(Base {
+                ty,
+                snap: snap.clone(),
+                scope,
+            }),
+            except: BTreeMap::new(),
+            compact_at: COMPACT_MIN,
+        };
+        true
+    }
+
     /// The proxy no longer holds `name`; returns what it held.
     pub(super) fn remove(&mut self, name: &str) -> Option<Known> {
         let key = self.get(name)?.key().clone();

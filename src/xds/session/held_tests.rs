@@ -43,6 +43,9 @@ enum Op {
     /// none).
     Rebuild(Option<Vec<usize>>),
     Retain(Vec<usize>),
+    /// A first response: everything in scope (all names if none), or all
+    /// but the first of it.
+    HoldFirst(Option<Vec<usize>>, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -54,8 +57,25 @@ fn op() -> impl Strategy<Value = Op> {
         name.clone().prop_map(Op::Remove),
         (contents, any::<bool>()).prop_map(|(c, d)| Op::Advance(c, d)),
         proptest::option::of(proptest::collection::vec(name.clone(), 0..6)).prop_map(Op::Rebuild),
-        proptest::collection::vec(name, 0..6).prop_map(Op::Retain),
+        proptest::collection::vec(name.clone(), 0..6).prop_map(Op::Retain),
+        (
+            proptest::option::of(proptest::collection::vec(name, 0..6)),
+            any::<bool>()
+        )
+            .prop_map(|(names, all)| Op::HoldFirst(names, all)),
     ]
+}
+
+/// All names, or the named ones.
+fn scope_of(names: Option<Vec<usize>>) -> Scope {
+    match names {
+        None => Scope::All,
+        Some(ix) => Scope::Names(Arc::new(
+            ix.iter()
+                .map(|&i| Name::from(NAMES[i]))
+                .collect::<BTreeSet<Name>>(),
+        )),
+    }
 }
 
 fn check(held: &Held, model: &BTreeMap<String, String>) {
@@ -122,13 +142,27 @@ proptest! {
                     snap = next;
                 }
                 Op::Rebuild(names) => {
-                    let scope = match names {
-                        None => Scope::All,
-                        Some(ix) => Scope::Names(Arc::new(
-                            ix.iter().map(|&i| Name::from(NAMES[i])).collect::<BTreeSet<Name>>(),
-                        )),
-                    };
-                    held.rebuild(TypeUrl::Cluster, &snap, scope);
+                    held.rebuild(TypeUrl::Cluster, &snap, scope_of(names));
+                }
+                Op::HoldFirst(names, all) => {
+                    let scope = scope_of(names.clone());
+                    let in_scope: Vec<Arc<Resource>> = snap
+                        .resources(ty)
+                        .values()
+                        .filter(|r| names.as_ref().is_none_or(|ix| ix.iter().any(|&i| NAMES[i] == r.name)))
+                        .cloned()
+                        .collect();
+                    let sent = if all { &in_scope[..] } else { &in_scope[in_scope.len().min(1)..] };
+                    let was_empty = model.is_empty();
+                    let took = held.hold_first(ty, &snap, scope, sent);
+                    // Taken exactly when nothing was held and all of the
+                    // scope is sent (sending nothing of an empty scope
+                    // is both).
+                    assert_eq!(took, was_empty && sent.len() == in_scope.len());
+                    if took {
+                        model = sent.iter().map(|r| (r.name.clone(), r.version.clone())).collect();
+                        assert_eq!(held.exceptions(), 0);
+                    }
                 }
                 Op::Retain(ix) => {
                     let keep: BTreeSet<&str> = ix.iter().map(|&i| NAMES[i]).collect();

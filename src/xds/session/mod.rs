@@ -170,10 +170,11 @@ type Name = Arc<str>;
 struct Pending {
     nonce: String,
     version: String,
-    /// `known` entries before this response, restored on NACK.
-    previous: BTreeMap<Name, Option<Known>>,
-    /// (name, version) of every resource in the response.
-    sent: Vec<(String, String)>,
+    /// `known` entries before this response, restored on NACK: the first
+    /// entry of a name is what it held before (restored last).
+    previous: Vec<(Name, Option<Known>)>,
+    /// Every resource in the response.
+    sent: Vec<Arc<Resource>>,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +243,15 @@ impl Dirty {
 impl TypeState {
     fn in_scope(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
+    }
+
+    /// The names a base of `known` covers: what `in_scope` says.
+    fn scope(&self) -> Scope {
+        if self.wildcard {
+            Scope::All
+        } else {
+            Scope::Names(self.names.clone())
+        }
     }
 }
 
@@ -350,11 +360,7 @@ impl Session {
         };
         for ty in TypeUrl::ALL {
             let st = &mut self.types[ty.index()];
-            let scope = if st.wildcard {
-                Scope::All
-            } else {
-                Scope::Names(st.names.clone())
-            };
+            let scope = st.scope();
             st.known.compact(ty, snap, scope);
         }
     }
@@ -493,16 +499,17 @@ impl Session {
             }
             Some(message) => {
                 let error = truncate(&message, MAX_ERROR_DETAIL);
-                for name in p.previous.keys() {
+                for (name, _) in &p.previous {
                     st.dirty.insert(name);
                 }
-                for (name, _) in &p.sent {
-                    st.dirty.insert(name);
+                for r in &p.sent {
+                    st.dirty.insert(&r.name);
                 }
-                for (name, prev) in p.previous {
+                for (name, prev) in p.previous.into_iter().rev() {
                     st.known.set(&name, prev);
                 }
-                st.rejected.extend(p.sent);
+                st.rejected
+                    .extend(p.sent.iter().map(|r| (r.name.clone(), r.version.clone())));
                 st.status.nack = Some(NackInfo {
                     version: p.version.clone(),
                     error: error.clone(),

@@ -131,6 +131,37 @@ fn nack_is_recorded_and_the_version_is_never_resent() {
 }
 
 #[test]
+fn a_nacked_first_response_leaves_nothing_held_and_is_not_resent() {
+    let snap = mk_snapshot(&[("a", 1), ("b", 1)], "r1");
+    let mut s = Session::new(Mode::Sotw);
+    s.on_snapshot(snap.clone());
+    let out = s.on_sotw_request(sotw(CDS, &[], "", "")).expect("request");
+    let first = sotw_responses(&out)[0].clone();
+    assert_eq!(names(&first), ["a", "b"]);
+    assert!(s.status()["cds"].in_flight);
+
+    let out = s
+        .on_sotw_request(nack(sotw(CDS, &[], "", &first.nonce), "bad cluster"))
+        .expect("nack");
+    assert!(
+        out.responses.is_empty(),
+        "a NACK must not trigger a re-send"
+    );
+    assert_eq!(s.status()["cds"].acked, None, "nothing was ever accepted");
+    // The same config again: the rejected versions stay unsent.
+    assert!(s
+        .on_snapshot(mk_snapshot(&[("a", 1), ("b", 1)], "r1"))
+        .responses
+        .is_empty());
+    // A new cluster: sent, without the rejected versions.
+    let out = s.on_snapshot(mk_snapshot(&[("a", 1), ("b", 1), ("c", 1)], "r1"));
+    let resp = sotw_responses(&out);
+    assert_eq!(resp.len(), 1);
+    assert_eq!(ty_of(&out.responses[0]), CDS);
+    assert_eq!(names(resp[0]), ["c"]);
+}
+
+#[test]
 fn long_nack_errors_are_truncated() {
     let (mut s, _) = sotw_started(mk_snapshot(&[("a", 1)], "r1"), &["a"]);
     let out = s.on_snapshot(mk_snapshot(&[("a", 1)], "r2"));
