@@ -162,6 +162,33 @@ fn a_nacked_first_response_leaves_nothing_held_and_is_not_resent() {
 }
 
 #[test]
+fn a_repeated_subscription_in_any_order_changes_nothing() {
+    let mut s = Session::new(Mode::Sotw);
+    s.on_snapshot(mk_snapshot(&[("a", 1), ("b", 1), ("c", 1)], "r1"));
+    let out = s
+        .on_sotw_request(sotw(CDS, &["a", "b"], "", ""))
+        .expect("request");
+    let r = sotw_responses(&out)[0].clone();
+    assert_eq!(names(&r), ["a", "b"]);
+    // The ACK names the same clusters in another order: nothing to send.
+    let out = s
+        .on_sotw_request(sotw(CDS, &["b", "a"], &r.version_info, &r.nonce))
+        .expect("ack");
+    assert!(out.responses.is_empty());
+    // The same number of names, one different: `c` is sent.
+    let out = s
+        .on_sotw_request(sotw(CDS, &["c", "a"], &r.version_info, &r.nonce))
+        .expect("request");
+    let r = sotw_responses(&out)[0].clone();
+    assert_eq!(names(&r), ["a", "c"]);
+    // A duplicate does not pass for the old set either.
+    let out = s
+        .on_sotw_request(sotw(CDS, &["b", "b"], &r.version_info, &r.nonce))
+        .expect("request");
+    assert_eq!(names(sotw_responses(&out)[0]), ["b"]);
+}
+
+#[test]
 fn long_nack_errors_are_truncated() {
     let (mut s, _) = sotw_started(mk_snapshot(&[("a", 1)], "r1"), &["a"]);
     let out = s.on_snapshot(mk_snapshot(&[("a", 1)], "r2"));
