@@ -195,3 +195,81 @@ async fn etcd_compaction_during_a_gap_is_relisted() {
     })
     .await;
 }
+
+/// The ESTABLISHED TCP connections process `pid` holds to `port` on
+/// loopback: its socket inodes (`/proc/PID/fd`) matched against the
+/// kernel's table (`/proc/PID/net/tcp`).
+fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).expect("tcp table");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = f[2]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            f[3] == "01" && remote_port == Some(port) && inodes.contains(f[9])
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_etcd_services_share_one_connection() {
+    let etcd = Etcd::start().await;
+    let mut kv = etcd.client().await.expect("client");
+    let services = 12;
+    let mut rules = format!(
+        "sources:\n  etcd: {{endpoints: [\"{}\"]}}\nservices:\n",
+        etcd.url
+    );
+    for i in 0..services {
+        rules += &format!("  - name: s{i}\n    discovery: {{etcd: {{prefix: /services/s{i}/}}}}\n");
+        kv.put(
+            format!("/services/s{i}/a"),
+            record(9000 + i, "healthy"),
+            None,
+        )
+        .await
+        .expect("put");
+    }
+    rules += &common::rules::http_listener(free_port(), "all");
+    rules += "          - match: {prefix: /}\n            to: {service: s0}\n";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, rules).expect("write rules");
+    let sluice = Sluice::start(&path, "127.0.0.1:0");
+    let ready = format!("http://{}/readyz", sluice.admin);
+    eventually("ready after every feed's first listing", || async {
+        http()
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // Every feed listed and is watching, all over one connection.
+    let port: u16 = etcd
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert_eq!(connections_to(sluice.child.id(), port), 1);
+    // And the watches on it work: a change arrives.
+    let eds = eds::subscribe(sluice.xds, "s0");
+    eds_is(&eds, &["127.0.0.1:9000 HEALTHY"]).await;
+    kv.put("/services/s0/b", record(9100, "healthy"), None)
+        .await
+        .expect("put");
+    eds_is(&eds, &["127.0.0.1:9000 HEALTHY", "127.0.0.1:9100 HEALTHY"]).await;
+}

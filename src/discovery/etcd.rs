@@ -15,8 +15,14 @@
 //!
 //! A value that is not a valid record is skipped, logged and counted; the
 //! key keeps the endpoint it had, if any (garbage never removes a server).
+//!
+//! The feeds of one endpoint list share one client ([`Clients`]): one
+//! HTTP/2 connection to etcd, on which each feed's requests and watch are
+//! streams. A client connection per feed meant 1,000 connections (each
+//! with its own keep-alive pings) for 1,000 etcd-backed services.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
@@ -50,12 +56,51 @@ enum WatchEnd {
     },
 }
 
+/// The etcd clients of a supervisor's feeds, one per endpoint list.
+/// `etcd_client::Client::connect` does no I/O (its channel connects, and
+/// reconnects, on use), so taking a client never waits for etcd.
+#[derive(Clone, Default)]
+pub struct Clients(Arc<Mutex<BTreeMap<Vec<String>, Client>>>);
+
+impl Clients {
+    async fn get(&self, endpoints: &[String], opts: &SourceOptions) -> Result<Client, String> {
+        if let Some(c) = self.lock().get(endpoints) {
+            return Ok(c.clone());
+        }
+        let connect = ConnectOptions::new()
+            .with_require_leader(true)
+            .with_connect_timeout(opts.request_timeout)
+            .with_keep_alive(Duration::from_secs(5), opts.request_timeout);
+        let client = Client::connect(endpoints, Some(connect))
+            .await
+            .map_err(|e| format!("etcd connect: {e}"))?;
+        // Two feeds may have connected at once: both keep the first.
+        Ok(self
+            .lock()
+            .entry(endpoints.to_vec())
+            .or_insert(client)
+            .clone())
+    }
+
+    /// Drops the clients of endpoint lists no feed uses any more.
+    pub fn retain(&self, used: Option<&EtcdSource>) {
+        self.lock()
+            .retain(|endpoints, _| used.is_some_and(|s| s.endpoints == *endpoints));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<String>, Client>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Runs one feed until the feeder is stopped.
-pub async fn run(feeder: Feeder, src: EtcdSource, prefix: String, opts: SourceOptions) {
-    let connect = ConnectOptions::new()
-        .with_require_leader(true)
-        .with_connect_timeout(opts.request_timeout)
-        .with_keep_alive(Duration::from_secs(5), opts.request_timeout);
+pub async fn run(
+    feeder: Feeder,
+    src: EtcdSource,
+    prefix: String,
+    opts: SourceOptions,
+    clients: Clients,
+) {
     let mut client: Option<Client> = None;
     let mut state = State::Listing;
     let mut delay = opts.retry_min;
@@ -66,13 +111,13 @@ pub async fn run(feeder: Feeder, src: EtcdSource, prefix: String, opts: SourceOp
         }
         let c = match &client {
             Some(c) => c.clone(),
-            None => match Client::connect(&src.endpoints, Some(connect.clone())).await {
+            None => match clients.get(&src.endpoints, &opts).await {
                 Ok(c) => {
                     client = Some(c.clone());
                     c
                 }
                 Err(e) => {
-                    feeder.fail(format!("etcd connect: {e}"));
+                    feeder.fail(e);
                     state = backoff(&mut delay, &opts, state);
                     continue;
                 }

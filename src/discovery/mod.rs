@@ -151,6 +151,8 @@ pub struct Supervisor {
     options: SourceOptions,
     stop: watch::Receiver<bool>,
     running: BTreeMap<FeedKey, Running>,
+    /// One etcd connection for all etcd feeds (per endpoint list).
+    etcd_clients: etcd::Clients,
 }
 
 impl Supervisor {
@@ -166,6 +168,7 @@ impl Supervisor {
             options,
             stop,
             running: BTreeMap::new(),
+            etcd_clients: etcd::Clients::default(),
         }
     }
 
@@ -195,6 +198,7 @@ impl Supervisor {
         // A feed restarted with new settings stays in the index with its
         // endpoints (fail-static) until the new task's first listing.
         lock(&self.index).set_feeds(&wanted);
+        self.etcd_clients.retain(config.sources.etcd.as_ref());
         for key in wanted {
             if self.running.contains_key(&key) {
                 continue;
@@ -206,9 +210,13 @@ impl Supervisor {
                 (Settings::File(path), _) => {
                     tokio::spawn(file::run(feeder, path.clone(), opts.file_interval))
                 }
-                (Settings::Etcd(Some(src)), Discovery::Etcd { prefix }) => {
-                    tokio::spawn(etcd::run(feeder, src.clone(), prefix.clone(), opts))
-                }
+                (Settings::Etcd(Some(src)), Discovery::Etcd { prefix }) => tokio::spawn(etcd::run(
+                    feeder,
+                    src.clone(),
+                    prefix.clone(),
+                    opts,
+                    self.etcd_clients.clone(),
+                )),
                 (Settings::Consul(Some(src)), Discovery::Consul { service, tag }) => {
                     let query = consul::Query {
                         service: service.clone(),
