@@ -4,7 +4,7 @@
 //! `initial_resource_versions`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use super::{Dirty, Known, Name, Session};
@@ -20,13 +20,27 @@ impl Session {
         if st.requested && !st.wildcard && !names.is_empty() && repeats(&st.names, &mut names) {
             return;
         }
-        let snap = self.snapshot.as_deref();
-        let names: BTreeSet<Name> = names.into_iter().map(|n| intern(snap, ty, n)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let explicit_wildcard = match names.binary_search_by(|n| n.as_str().cmp("*")) {
+            Ok(i) => {
+                names.remove(i);
+                true
+            }
+            Err(_) => false,
+        };
+        // The streams of one group subscribe to the same names: take the
+        // set another stream already has, else intern the names into one.
+        let names = match pooled(&names) {
+            Some(set) => set,
+            None => {
+                let snap = self.snapshot.as_deref();
+                share(names.into_iter().map(|n| intern(snap, ty, n)).collect())
+            }
+        };
         let st = &mut self.types[ty.index()];
         let first = !st.requested;
         st.requested = true;
-        let mut names = names;
-        let explicit_wildcard = names.remove("*");
         if !names.is_empty() {
             st.ever_named = true;
         }
@@ -51,8 +65,8 @@ impl Session {
                 st.known.remove(&name);
             }
         }
-        if *st.names != names {
-            st.names = share(names);
+        if *st.names != *names {
+            st.names = names;
         }
     }
 
@@ -153,6 +167,31 @@ fn intern(snap: Option<&Snapshot>, ty: TypeUrl, name: String) -> Name {
     }
 }
 
+/// The pool's live set of exactly `names` (sorted, no duplicates), if a
+/// stream has one: taken without interning or collecting anything.
+fn pooled(names: &[String]) -> Option<Arc<BTreeSet<Name>>> {
+    if names.len() < SHARE_MIN {
+        return None;
+    }
+    let pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let hash = hash_names(&pool.hasher, names.iter().map(String::as_str));
+    pool.sets
+        .get(&hash)?
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|set| set.len() == names.len() && set.iter().zip(names).all(|(a, b)| **a == **b))
+}
+
+/// The pool's hash of a set of names, given in order.
+fn hash_names<'a>(hasher: &RandomState, names: impl Iterator<Item = &'a str>) -> u64 {
+    let mut h = hasher.build_hasher();
+    for n in names {
+        h.write(n.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
 /// Below this many names a set is not worth a look-up in the pool.
 const SHARE_MIN: usize = 16;
 
@@ -184,7 +223,7 @@ pub(super) fn share(names: BTreeSet<Name>) -> Arc<BTreeSet<Name>> {
         return Arc::new(names);
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let hash = pool.hasher.hash_one(&names);
+    let hash = hash_names(&pool.hasher, names.iter().map(|n| &**n));
     let bucket = pool.sets.entry(hash).or_default();
     bucket.retain(|w| w.strong_count() > 0);
     if let Some(same) = bucket

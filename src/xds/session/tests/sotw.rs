@@ -189,6 +189,43 @@ fn a_repeated_subscription_in_any_order_changes_nothing() {
 }
 
 #[test]
+fn sotw_streams_naming_the_same_clusters_share_one_set() {
+    let names: Vec<String> = (0..20).map(|i| format!("c{i:02}")).collect();
+    let clusters: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let snap = mk_snapshot(&clusters, "r");
+    let start = |order: &[&str]| {
+        let mut s = Session::new(Mode::Sotw);
+        s.on_snapshot(snap.clone());
+        let out = s.on_sotw_request(sotw(CDS, order, "", "")).expect("cds");
+        let mut want: Vec<&str> = order.to_vec();
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(names_of(&out), want, "every named cluster is sent");
+        s
+    };
+    let mut forward: Vec<&str> = names.iter().map(String::as_str).collect();
+    let a = start(&forward);
+    forward.reverse();
+    forward.push("c03"); // a duplicate changes nothing
+    let b = start(&forward);
+    assert!(Arc::ptr_eq(
+        &a.types[CDS.index()].names,
+        &b.types[CDS.index()].names
+    ));
+    // One name fewer is another set.
+    let c = start(&forward[1..20]);
+    assert_eq!(c.types[CDS.index()].names.len(), 19);
+    assert!(!c.types[CDS.index()].names.contains("c19"));
+}
+
+fn names_of(out: &Output) -> Vec<String> {
+    sotw_responses(out)
+        .first()
+        .map(|r| names(r))
+        .unwrap_or_default()
+}
+
+#[test]
 fn long_nack_errors_are_truncated() {
     let (mut s, _) = sotw_started(mk_snapshot(&[("a", 1)], "r1"), &["a"]);
     let out = s.on_snapshot(mk_snapshot(&[("a", 1)], "r2"));
