@@ -19,7 +19,7 @@
 //! first push, a changed subscription) [`Held::compact`] rebuilds the base
 //! from the current snapshot and scope.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, btree_set, BTreeMap};
 use std::sync::Arc;
 
 use super::{Announced, Known, Name};
@@ -47,6 +47,57 @@ struct Base {
     ty: TypeUrl,
     snap: Arc<Snapshot>,
     scope: Scope,
+}
+
+/// The resources a base covers, in name order. For a subscription scope
+/// the snapshot's resources and the names are walked together (both are
+/// sorted) rather than each resource looked up in the names: at M1 an EDS
+/// scope of 1,000 names costs 2,000 steps instead of ~10,000 string
+/// comparisons.
+enum BaseIter<'a> {
+    All(btree_map::Values<'a, String, Arc<Resource>>),
+    Names {
+        resources: std::iter::Peekable<btree_map::Values<'a, String, Arc<Resource>>>,
+        names: std::iter::Peekable<btree_set::Iter<'a, Name>>,
+    },
+}
+
+impl<'a> BaseIter<'a> {
+    fn new(b: &'a Base) -> BaseIter<'a> {
+        let resources = b.snap.resources(b.ty).values();
+        match &b.scope {
+            Scope::All => BaseIter::All(resources),
+            Scope::Names(names) => BaseIter::Names {
+                resources: resources.peekable(),
+                names: names.iter().peekable(),
+            },
+        }
+    }
+}
+
+impl<'a> Iterator for BaseIter<'a> {
+    type Item = &'a Arc<Resource>;
+
+    fn next(&mut self) -> Option<&'a Arc<Resource>> {
+        match self {
+            BaseIter::All(resources) => resources.next(),
+            BaseIter::Names { resources, names } => loop {
+                let (r, n) = (resources.peek()?, names.peek()?);
+                match r.name.as_str().cmp(&***n) {
+                    std::cmp::Ordering::Less => {
+                        resources.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        names.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        names.next();
+                        return resources.next();
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// Below this many exceptions a stream does not rebuild its base.
@@ -190,31 +241,52 @@ impl Held {
 
     /// Everything held, in name order.
     pub(super) fn iter(&self) -> impl Iterator<Item = HeldRef<'_>> + '_ {
-        let base = self.base.as_ref().map(|b| {
-            b.snap
-                .resources(b.ty)
-                .iter()
-                .filter(move |(n, _)| b.scope.contains(n))
+        self.tagged().map(|(h, _)| h)
+    }
+
+    /// Everything held whose name `in_scope` accepts, in name order. A name
+    /// held through a base whose scope is `scope` needs no check.
+    pub(super) fn iter_within<'a>(
+        &'a self,
+        scope: &Scope,
+        in_scope: impl Fn(&str) -> bool + 'a,
+    ) -> impl Iterator<Item = HeldRef<'a>> + 'a {
+        let base_in_scope = self.base.as_ref().is_some_and(|b| match (&b.scope, scope) {
+            (_, Scope::All) => true,
+            (Scope::Names(a), Scope::Names(b)) => Arc::ptr_eq(a, b),
+            (Scope::All, Scope::Names(_)) => false,
         });
-        let mut base = base.into_iter().flatten().peekable();
+        self.tagged()
+            .filter(move |(h, from_base)| (*from_base && base_in_scope) || in_scope(h.name()))
+            .map(|(h, _)| h)
+    }
+
+    /// Everything held, in name order, each with whether it is the base's.
+    fn tagged(&self) -> impl Iterator<Item = (HeldRef<'_>, bool)> + '_ {
+        let mut base = self
+            .base
+            .as_ref()
+            .map(BaseIter::new)
+            .into_iter()
+            .flatten()
+            .peekable();
         let mut except = self.except.iter().peekable();
         std::iter::from_fn(move || loop {
             let from_base = match (base.peek(), except.peek()) {
                 (None, None) => return None,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some((b, _)), Some((e, _))) => b.as_str() < &***e,
+                (Some(b), Some((e, _))) => b.name.as_str() < &***e,
             };
             if from_base {
-                let (_, r) = base.next()?;
-                return Some(HeldRef::Sent(r));
+                return base.next().map(|r| (HeldRef::Sent(r), true));
             }
             let (e, k) = except.next()?;
-            if base.peek().is_some_and(|(b, _)| b.as_str() == &**e) {
+            if base.peek().is_some_and(|b| b.name.as_str() == &**e) {
                 base.next();
             }
             if let Some(k) = k {
-                return Some(HeldRef::of(k));
+                return Some((HeldRef::of(k), false));
             }
         })
     }

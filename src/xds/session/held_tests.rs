@@ -78,6 +78,24 @@ fn scope_of(names: Option<Vec<usize>>) -> Scope {
     }
 }
 
+/// `iter_within(scope)` lists exactly the model's names in `scope`.
+fn check_within(held: &Held, model: &BTreeMap<String, String>, scope: &Scope) {
+    let inside = |n: &str| match scope {
+        Scope::All => true,
+        Scope::Names(names) => names.contains(n),
+    };
+    let listed: Vec<(String, String)> = held
+        .iter_within(scope, inside)
+        .map(|h| (h.name().to_string(), h.version().to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = model
+        .iter()
+        .filter(|(n, _)| inside(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    assert_eq!(listed, expected);
+}
+
 fn check(held: &Held, model: &BTreeMap<String, String>) {
     let listed: Vec<(String, String)> = held
         .iter()
@@ -142,7 +160,11 @@ proptest! {
                     snap = next;
                 }
                 Op::Rebuild(names) => {
-                    held.rebuild(TypeUrl::Cluster, &snap, scope_of(names));
+                    let scope = scope_of(names.clone());
+                    held.rebuild(TypeUrl::Cluster, &snap, scope.clone());
+                    check_within(&held, &model, &scope);
+                    // An equal set that is not the base's own: checked name by name.
+                    check_within(&held, &model, &scope_of(names));
                 }
                 Op::HoldFirst(names, all) => {
                     let scope = scope_of(names.clone());
@@ -163,6 +185,7 @@ proptest! {
                         model = sent.iter().map(|r| (r.name.clone(), r.version.clone())).collect();
                         assert_eq!(held.exceptions(), 0);
                     }
+                    check_within(&held, &model, &scope_of(names));
                 }
                 Op::Retain(ix) => {
                     let keep: BTreeSet<&str> = ix.iter().map(|&i| NAMES[i]).collect();

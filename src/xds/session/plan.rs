@@ -223,8 +223,7 @@ pub(super) fn sotw_version(st: &TypeState, sent: &[Arc<Resource>], full: bool) -
     } else {
         set_version(
             st.known
-                .iter()
-                .filter(|k| st.in_scope(k.name()))
+                .iter_within(&st.scope(), |n| st.in_scope(n))
                 .map(|k| (k.name(), k.version())),
         )
     }
