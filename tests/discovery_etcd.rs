@@ -56,15 +56,9 @@ async fn etcd_changes_outage_and_restart() {
         .expect("put");
     let dir = tempfile::tempdir().expect("tempdir");
     let sluice = start(&etcd, dir.path()).await;
-    let ready = format!("http://{}/readyz", sluice.admin);
-    eventually("ready after the first etcd listing", || async {
-        http()
-            .get(&ready)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    sluice
+        .wait_ready("ready after the first etcd listing")
+        .await;
     let eds = eds::subscribe(sluice.xds, "web");
     eds_is(&eds, &["127.0.0.1:8081 HEALTHY"]).await;
 
@@ -248,15 +242,9 @@ async fn many_etcd_services_share_one_connection() {
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, rules).expect("write rules");
     let sluice = Sluice::start(&path, "127.0.0.1:0");
-    let ready = format!("http://{}/readyz", sluice.admin);
-    eventually("ready after every feed's first listing", || async {
-        http()
-            .get(&ready)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    sluice
+        .wait_ready("ready after every feed's first listing")
+        .await;
     // Every feed listed and is watching, all over one connection.
     let port: u16 = etcd
         .url

@@ -53,14 +53,7 @@ async fn file_source_readiness_edits_and_fail_static() {
     assert_eq!(sluice.status().await["ready"], false);
 
     write(&eps, "endpoints:\n  - {address: 127.0.0.1, port: 7001}\n");
-    eventually("ready once the file is read", || async {
-        http()
-            .get(&readyz)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    sluice.wait_ready("ready once the file is read").await;
     let eds = eds::subscribe(sluice.xds, "web");
     eds_is(&eds, &["127.0.0.1:7001 HEALTHY"]).await;
 

@@ -216,6 +216,19 @@ impl Sluice {
         }
     }
 
+    /// Waits until `/readyz` answers 200 (`what` names the wait).
+    pub async fn wait_ready(&self, what: &str) {
+        let ready = format!("http://{}/readyz", self.admin);
+        eventually(what, || async {
+            http()
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
     pub async fn status(&self) -> serde_json::Value {
         get_json(&format!("http://{}/status", self.admin)).await
     }
