@@ -108,8 +108,9 @@ impl DeltaResource {
 /// size, a shared payload costs no more frames than a copied one would,
 /// while a response of many small resources (CDS, EDS) is still one chunk.
 /// A canary step sends the same ~100 KB route configuration to every
-/// proxy; copying it per stream was an allocation, a copy and a free per
-/// proxy, the allocator alone ~20 % of sluice's CPU in benchmark B5.
+/// proxy; copying it per stream cost an allocation, a copy and a free per
+/// proxy (small next to h2 and the kernel: sluice's CPU per B5 step did
+/// not measurably change, docs/benchmarks.md).
 pub const SHARE_AT: usize = 16 * 1024;
 
 /// An encoded message as chunks: copied parts, cut from one allocation,
