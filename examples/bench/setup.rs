@@ -255,6 +255,9 @@ impl Latencies {
             "p50_ms": num(self.quantile(0.5)),
             "p99_ms": num(self.quantile(0.99)),
             "max_ms": num(self.quantile(1.0)),
+            // In the order of the changes (incomplete ones left out), to
+            // see when the slow ones happen.
+            "complete_ms": self.ms.iter().map(|x| num(*x)).collect::<Vec<_>>(),
         })
     }
 }
