@@ -90,6 +90,20 @@ mod tests {
         Stamp::of(&std::fs::metadata(path).expect("metadata"))
     }
 
+    fn mtime(path: &std::path::Path) -> SystemTime {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    }
+
+    fn set_mtime(path: &std::path::Path, at: SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(at))
+            .expect("set mtime");
+    }
+
     #[test]
     fn a_settled_file_is_not_read_again_until_it_changes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -100,15 +114,13 @@ mod tests {
         last.read(stamp.clone(), SystemTime::now() + SETTLED);
         assert!(last.unchanged(&stamp_of(&path)));
         // Same size, new content, a later modification time.
-        let mtime = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .expect("mtime");
-        std::fs::write(&path, "a: 2\n").expect("rewrite");
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_modified(mtime + Duration::from_secs(1)))
-            .expect("set mtime");
+        let before = mtime(&path);
+        std::fs::write(
+            &path, "a: 2
+",
+        )
+        .expect("rewrite");
+        set_mtime(&path, before + Duration::from_secs(1));
         assert!(!last.unchanged(&stamp_of(&path)));
     }
 
@@ -118,14 +130,7 @@ mod tests {
         let (path, other) = (dir.path().join("rules.yaml"), dir.path().join("next"));
         std::fs::write(&path, "a: 1\n").expect("write");
         std::fs::write(&other, "a: 2\n").expect("write");
-        let mtime = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .expect("mtime");
-        std::fs::File::options()
-            .write(true)
-            .open(&other)
-            .and_then(|f| f.set_modified(mtime))
-            .expect("set mtime");
+        set_mtime(&other, mtime(&path));
         let mut last = LastRead::default();
         let stamp = stamp_of(&path);
         last.read(stamp, SystemTime::now() + SETTLED);
