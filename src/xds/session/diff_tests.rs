@@ -9,7 +9,9 @@ use std::sync::Arc;
 use envoy_types::pb::google::rpc::Status;
 use proptest::prelude::*;
 
-use super::tests::{delta, delta_responses, mk_snapshot, mk_snapshot_with_secret, sotw, CDS, EDS};
+use super::tests::{
+    delta, delta_responses, mk_snapshot, mk_snapshot_with_secret, sotw, ty_of, CDS, EDS, RDS,
+};
 use super::*;
 use crate::xds::history::History;
 use crate::xds::Snapshots;
@@ -137,6 +139,74 @@ fn a_pending_nack_is_still_honoured_on_the_diff_path() {
     // Only b changes next: a's rejected version is not sent again.
     p.publish(mk_snapshot(&[("a", 2), ("b", 2)], "r"));
     assert_eq!(eds_names(&p.deliver(&mut s)), ["b"]);
+}
+
+#[test]
+fn changes_made_while_a_response_awaits_its_ack_go_out_together_after_it() {
+    let names: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let snap = |changed: usize| {
+        let clusters: Vec<(&str, u64)> = refs
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, u64::from(i < changed) + 1))
+            .collect();
+        mk_snapshot(&clusters, "r")
+    };
+    let mut p = Publisher::new(snap(0));
+    let mut s = delta_started(snap(0), &refs);
+    p.publish(snap(1));
+    let first = p.deliver(&mut s);
+    assert_eq!(eds_names(&first), ["c0"]);
+    // Not ACKed yet: every later publish only piles up.
+    for changed in 2..=5 {
+        p.publish(snap(changed));
+        assert!(p.deliver(&mut s).responses.is_empty(), "one EDS in flight");
+    }
+    let nonce = delta_responses(&first)[0].nonce.clone();
+    let out = s
+        .on_delta_request(delta(EDS, &[], &[], &nonce))
+        .expect("ack");
+    assert_eq!(eds_names(&out), ["c1", "c2", "c3", "c4"]);
+}
+
+#[test]
+fn a_type_awaiting_its_ack_holds_later_types_back_only_with_something_to_send() {
+    let s0 = mk_snapshot(&[("a", 1), ("b", 1)], "r1");
+    let mut p = Publisher::new(s0.clone());
+    let mut s = delta_started(s0, &["a"]);
+    let out = s
+        .on_delta_request(delta(RDS, &["l"], &[], ""))
+        .expect("rds");
+    let nonce = delta_responses(&out)[0].nonce.clone();
+    s.on_delta_request(delta(RDS, &[], &[], &nonce))
+        .expect("ack");
+
+    p.publish(mk_snapshot(&[("a", 2), ("b", 1)], "r1"));
+    let eds = p.deliver(&mut s);
+    assert_eq!(eds_names(&eds), ["a"]);
+    // b is not subscribed: EDS has nothing more to send, routes may go.
+    p.publish(mk_snapshot(&[("a", 2), ("b", 2)], "r2"));
+    let out = p.deliver(&mut s);
+    assert_eq!(out.responses.iter().map(ty_of).collect::<Vec<_>>(), [RDS]);
+    let rds_nonce = delta_responses(&out)[0].nonce.clone();
+    s.on_delta_request(delta(RDS, &[], &[], &rds_nonce))
+        .expect("ack");
+    // a changes again: routes wait behind the EDS update still to come.
+    p.publish(mk_snapshot(&[("a", 3), ("b", 2)], "r3"));
+    assert!(
+        p.deliver(&mut s).responses.is_empty(),
+        "RDS waits behind EDS"
+    );
+    let nonce = delta_responses(&eds)[0].nonce.clone();
+    let out = s
+        .on_delta_request(delta(EDS, &[], &[], &nonce))
+        .expect("ack");
+    assert_eq!(
+        out.responses.iter().map(ty_of).collect::<Vec<_>>(),
+        [EDS, RDS]
+    );
+    assert_eq!(eds_names(&out), ["a"]);
 }
 
 /// One step of a random script.

@@ -533,18 +533,32 @@ impl Session {
         };
         // Stale clusters go only once listeners and routes are settled.
         // Their plans depend neither on `hold` nor on what the earlier
-        // types send below, so each is made once and used twice.
+        // types send below, so each is made once and used twice. One
+        // awaiting its ACK is busy whatever it would send.
         let mut early = [TypeUrl::Listener, TypeUrl::Route].map(|ty| {
+            if self.types[ty.index()].pending.is_some() {
+                return (None, true);
+            }
             let planned = self.plan(ty, &snap, false);
-            let busy = self.types[ty.index()].pending.is_some() || !planned.plan.is_empty();
+            let busy = !planned.plan.is_empty();
             (Some(planned), busy)
         });
         let hold = early.iter().any(|(_, busy)| *busy);
         let mut blocked = false;
         for ty in TypeUrl::ALL {
-            if !self.types[ty.index()].requested {
+            let st = &self.types[ty.index()];
+            if !st.requested {
                 // Its first request plans everything anyway.
                 self.types[ty.index()].dirty = Dirty::All;
+                continue;
+            }
+            if blocked || st.pending.is_some() {
+                // It cannot be sent now; what is dirty stays dirty until
+                // it can, and is planned then. Later types must not
+                // overtake it if it has something to send.
+                if !blocked && (st.must_reply || self.would_send(ty, &snap, hold)) {
+                    blocked = true;
+                }
                 continue;
             }
             let precomputed = match ty {
@@ -556,7 +570,7 @@ impl Session {
             let st = &mut self.types[ty.index()];
             if planned.plan.is_empty() && !st.must_reply {
                 st.dirty.settle(planned.held);
-                if self.mode == Mode::Delta && st.pending.is_none() && st.rejected.is_empty() {
+                if self.mode == Mode::Delta && st.rejected.is_empty() {
                     // The proxy holds exactly this snapshot's resources (e.g.
                     // it reconnected announcing current versions): it is at
                     // this version without any response.
@@ -566,12 +580,6 @@ impl Session {
                         st.status.acked = Some(version.to_string());
                     }
                 }
-                continue;
-            }
-            if blocked || st.pending.is_some() {
-                // Later types must not overtake this one; what is dirty
-                // stays dirty until it can be sent.
-                blocked = true;
                 continue;
             }
             st.dirty.settle(planned.held);

@@ -60,22 +60,61 @@ impl Session {
         if full_state {
             return full_plan(st, ty, snap, hold);
         }
-        let upserts = upserts(st, ty, snap);
+        let upserts = upserts(st, ty, snap).collect();
         let (removals, held) = match self.mode {
             Mode::Sotw => (Vec::new(), Vec::new()),
             Mode::Delta => {
-                let cds_known = &self.types[TypeUrl::Cluster.index()].known;
-                removals(st, ty, snap, |name| match ty {
-                    TypeUrl::Cluster => hold,
-                    // Endpoints go with their cluster, not before it.
-                    TypeUrl::Endpoint => cds_known.contains(name),
-                    _ => false,
-                })
+                let (mut out, mut kept) = (BTreeSet::new(), Vec::new());
+                let keeps = self.keeps(ty, hold);
+                for name in dirty_or_held(st) {
+                    match removal(st, ty, snap, name, &keeps) {
+                        Some(Removal::Remove) => {
+                            out.insert(name.to_string());
+                        }
+                        Some(Removal::Keep) => kept.push(name.to_string()),
+                        None => {}
+                    }
+                }
+                (out.into_iter().collect(), kept)
             }
         };
         Planned {
             plan: Plan::Partial { upserts, removals },
             held,
+        }
+    }
+
+    /// Whether [`Session::plan`] would send anything for `ty` now, found
+    /// without building the plan: it stops at the first resource to send
+    /// or name to remove. A type awaiting its ACK needs only this (does it
+    /// hold later types back?), and its dirty names pile up meanwhile, so
+    /// planning it in full on every publish costs the whole pile each time.
+    pub(super) fn would_send(&self, ty: TypeUrl, snap: &Snapshot, hold: bool) -> bool {
+        let st = &self.types[ty.index()];
+        if !st.requested {
+            return false;
+        }
+        if self.mode == Mode::Sotw && ty.wildcard_capable() {
+            return !full_plan(st, ty, snap, hold).plan.is_empty();
+        }
+        if upserts(st, ty, snap).next().is_some() {
+            return true;
+        }
+        let keeps = self.keeps(ty, hold);
+        self.mode == Mode::Delta
+            && dirty_or_held(st)
+                .any(|name| removal(st, ty, snap, name, &keeps) == Some(Removal::Remove))
+    }
+
+    /// Whether a delta removal of `name` of `ty` must wait: stale clusters
+    /// while `hold`, endpoints while their cluster is still on the proxy.
+    fn keeps(&self, ty: TypeUrl, hold: bool) -> impl Fn(&str) -> bool + '_ {
+        let cds_known = &self.types[TypeUrl::Cluster.index()].known;
+        move |name| match ty {
+            TypeUrl::Cluster => hold,
+            // Endpoints go with their cluster, not before it.
+            TypeUrl::Endpoint => cds_known.contains(name),
+            _ => false,
         }
     }
 }
@@ -140,9 +179,14 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
     }
 }
 
-fn upserts(st: &TypeState, ty: TypeUrl, snap: &Snapshot) -> Vec<Arc<Resource>> {
+/// The resources to send for the type's dirty names, lazily.
+fn upserts<'a>(
+    st: &'a TypeState,
+    ty: TypeUrl,
+    snap: &'a Snapshot,
+) -> Box<dyn Iterator<Item = Arc<Resource>> + 'a> {
     let resources = snap.resources(ty);
-    let consider = |name: &String, r: &Arc<Resource>| -> Option<Arc<Resource>> {
+    let consider = move |name: &String, r: &Arc<Resource>| -> Option<Arc<Resource>> {
         let stale = st
             .known
             .get(name.as_str())
@@ -154,65 +198,70 @@ fn upserts(st: &TypeState, ty: TypeUrl, snap: &Snapshot) -> Vec<Arc<Resource>> {
         }
     };
     match &st.dirty {
-        Dirty::Names(dirty) => dirty
-            .iter()
-            .filter(|n| st.in_scope(n))
-            .filter_map(|n| resources.get(n).and_then(|r| consider(n, r)))
-            .collect(),
-        Dirty::All if st.wildcard => resources
-            .iter()
-            .filter_map(|(n, r)| consider(n, r))
-            .collect(),
-        Dirty::All => st
-            .names
-            .iter()
-            .filter_map(|n| {
-                resources
-                    .get_key_value(&**n)
-                    .and_then(|(n, r)| consider(n, r))
-            })
-            .collect(),
+        Dirty::Names(dirty) => Box::new(
+            dirty
+                .iter()
+                .filter(|n| st.in_scope(n))
+                .filter_map(move |n| resources.get(n).and_then(|r| consider(n, r))),
+        ),
+        Dirty::All if st.wildcard => {
+            Box::new(resources.iter().filter_map(move |(n, r)| consider(n, r)))
+        }
+        Dirty::All => Box::new(st.names.iter().filter_map(move |n| {
+            resources
+                .get_key_value(&**n)
+                .and_then(|(n, r)| consider(n, r))
+        })),
     }
 }
 
-/// Names to remove from the client, and those held back by `held`.
-fn removals(
+/// The names a delta plan looks at for removals: the dirty ones, or
+/// everything the client holds or asked for. May repeat a name.
+fn dirty_or_held(st: &TypeState) -> Box<dyn Iterator<Item = &str> + '_> {
+    match &st.dirty {
+        Dirty::Names(dirty) => Box::new(dirty.iter().map(String::as_str)),
+        Dirty::All => Box::new(
+            st.known
+                .iter()
+                .map(HeldRef::name)
+                .chain(st.names.iter().map(|n| &**n)),
+        ),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Removal {
+    Remove,
+    /// Held back by `keeps`: stays dirty for the next plan.
+    Keep,
+}
+
+/// Whether the client should lose `name` now.
+fn removal(
     st: &TypeState,
     ty: TypeUrl,
     snap: &Snapshot,
-    held: impl Fn(&str) -> bool,
-) -> (Vec<String>, Vec<String>) {
-    let resources = snap.resources(ty);
-    let mut out = BTreeSet::new();
-    let mut kept = Vec::new();
-    let mut consider = |name: &str| {
-        if resources.contains_key(name) {
-            return;
-        }
-        if st.known.contains(name) {
-            if !st.in_scope(name) {
-                return;
-            }
-            if held(name) {
-                kept.push(name.to_string());
-            } else {
-                out.insert(name.to_string());
-            }
-        } else if st.names.contains(name) && !st.told_missing.contains(name) {
-            // Tell the client once that a name it asked for does not exist.
-            out.insert(name.to_string());
-        }
-    };
-    match &st.dirty {
-        Dirty::Names(dirty) => dirty.iter().for_each(|n| consider(n)),
-        Dirty::All => st
-            .known
-            .iter()
-            .map(HeldRef::name)
-            .chain(st.names.iter().map(|n| &**n))
-            .for_each(&mut consider),
+    name: &str,
+    keeps: impl Fn(&str) -> bool,
+) -> Option<Removal> {
+    if snap.resources(ty).contains_key(name) {
+        return None;
     }
-    (out.into_iter().collect(), kept)
+    if st.known.contains(name) {
+        if !st.in_scope(name) {
+            return None;
+        }
+        Some(if keeps(name) {
+            Removal::Keep
+        } else {
+            Removal::Remove
+        })
+    } else if st.names.contains(name) && !st.told_missing.contains(name) {
+        // Tell the client once that a name it asked for does not exist.
+        Some(Removal::Remove)
+    } else {
+        None
+    }
 }
 
 /// `version_info` of a SotW response: the hash of the full set sent (LDS,
