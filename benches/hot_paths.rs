@@ -54,21 +54,21 @@ fn bench_compile(c: &mut Criterion) {
     };
     // One endpoint's weight: only its CLA is encoded again.
     changed_by("m1_1000x10_one_endpoint_changed", &|c, n| {
-        if let Some(s) = c.services.get_mut("svc-0500") {
+        if let Some(s) = c.service_mut("svc-0500") {
             Arc::make_mut(&mut s.endpoints)[0].weight = n;
         }
     });
     // One route's timeout, as a canary weight step is a route change: only
     // the route configuration is built again.
     changed_by("m1_1000x10_one_route_changed", &|c, n| {
-        if let Some(r) = c.listeners[0].virtual_hosts[0].routes.first_mut() {
+        if let Some(r) = c.listeners_mut()[0].virtual_hosts[0].routes.first_mut() {
             r.timeout = Some(Duration::from_secs(n.into()));
         }
     });
     // One service's connect timeout, a cluster change: everything is
     // compiled again, endpoints from the cache.
     changed_by("m1_1000x10_one_cluster_changed", &|c, n| {
-        if let Some(s) = c.services.get_mut("svc-0500") {
+        if let Some(s) = c.service_mut("svc-0500") {
             s.connect_timeout = Duration::from_millis(n.into());
         }
     });
@@ -127,7 +127,7 @@ fn bench_delta_push(c: &mut Criterion) {
     let config = m1(1000, 10);
     let base = compile(&config).expect("compiles");
     let mut changed = config.clone();
-    if let Some(s) = changed.services.get_mut("svc-0500") {
+    if let Some(s) = changed.service_mut("svc-0500") {
         Arc::make_mut(&mut s.endpoints)[0].weight = 2;
     }
     // As `serve` publishes: the second set is diffed against the first.

@@ -22,12 +22,28 @@ pub use tls::*;
 /// A whole, validated configuration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
-    /// Services by name.
-    pub services: BTreeMap<String, Service>,
+    /// Services by name. Shared (`Arc`), as are the listeners: the
+    /// publisher resolves a copy of the whole config on every endpoint
+    /// change, and copying 1,000 services and routes (and dropping the
+    /// last copy) was most of a publish; now only what changed is copied
+    /// (`Config::service_mut`, `Config::listeners_mut`).
+    pub services: BTreeMap<String, Arc<Service>>,
     /// Listeners in file order.
-    pub listeners: Vec<Listener>,
+    pub listeners: Arc<Vec<Listener>>,
     /// Connection settings of the registries that services discover from.
     pub sources: Sources,
+}
+
+impl Config {
+    /// The listeners to edit: copied first if another config shares them.
+    pub fn listeners_mut(&mut self) -> &mut Vec<Listener> {
+        Arc::make_mut(&mut self.listeners)
+    }
+
+    /// The service `name` to edit: copied first if another config shares it.
+    pub fn service_mut(&mut self, name: &str) -> Option<&mut Service> {
+        self.services.get_mut(name).map(Arc::make_mut)
+    }
 }
 
 /// An upstream service: becomes one Envoy cluster, plus one per subset.

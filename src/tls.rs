@@ -115,7 +115,10 @@ pub fn resolve(base: &Path, file: &PemFile) -> PathBuf {
 pub fn load(config: &mut Config, base: &Path) -> Result<(), RulesError> {
     let mut diagnostics = Vec::new();
     let mut warnings = Vec::new();
-    for listener in &mut config.listeners {
+    if config.listeners.iter().all(|l| l.tls.is_none()) {
+        return Ok(());
+    }
+    for listener in Arc::make_mut(&mut config.listeners) {
         let Some(tls) = listener.tls.as_mut() else {
             continue;
         };

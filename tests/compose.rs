@@ -98,7 +98,7 @@ fn compose_files_agree_with_each_other() {
         .iter()
         .map(s)
         .collect();
-    for l in &config.listeners {
+    for l in config.listeners.iter() {
         assert!(
             published.contains(&format!("{0}:{0}", l.port)),
             "listener {} not published",

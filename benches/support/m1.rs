@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice::model::*;
@@ -44,10 +45,10 @@ fn service(name: &str, endpoints: usize) -> Service {
 /// Topology M1: `services` services × `per` endpoints, one listener with a
 /// route per service.
 pub fn m1(services: usize, per: usize) -> Config {
-    let svcs: BTreeMap<String, Service> = (0..services)
+    let svcs: BTreeMap<String, Arc<Service>> = (0..services)
         .map(|i| {
             let name = format!("svc-{i:04}");
-            (name.clone(), service(&name, per))
+            (name.clone(), Arc::new(service(&name, per)))
         })
         .collect();
     let routes = (0..services)
@@ -70,7 +71,7 @@ pub fn m1(services: usize, per: usize) -> Config {
         .collect();
     Config {
         services: svcs,
-        listeners: vec![Listener {
+        listeners: Arc::new(vec![Listener {
             name: "http".into(),
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 10000,
@@ -83,7 +84,7 @@ pub fn m1(services: usize, per: usize) -> Config {
             }],
             access_log: Default::default(),
             tls: None,
-        }],
+        }]),
         sources: Default::default(),
     }
 }

@@ -10,6 +10,7 @@
 //! service are left alone.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -59,8 +60,7 @@ impl Overlays {
         if self.0.is_empty() {
             return;
         }
-        for vh in config
-            .listeners
+        for vh in Arc::make_mut(&mut config.listeners)
             .iter_mut()
             .flat_map(|l| l.virtual_hosts.iter_mut())
         {

@@ -111,6 +111,10 @@ fn delta(a: &Config, b: &Config) -> Option<Delta> {
     }
     let mut endpoints = false;
     for ((ka, sa), (kb, sb)) in services.iter().zip(&b.services) {
+        // A service the resolver did not touch is the same `Arc`.
+        if Arc::ptr_eq(sa, sb) {
+            continue;
+        }
         if ka != kb || !same_but_endpoints(sa, sb) {
             return None;
         }
@@ -119,7 +123,13 @@ fn delta(a: &Config, b: &Config) -> Option<Delta> {
         endpoints |= sa.endpoints != sb.endpoints;
     }
     let mut changed = Vec::new();
-    for (i, (la, lb)) in listeners.iter().zip(&b.listeners).enumerate() {
+    // Listeners no overlay or rules change touched are shared.
+    let listeners = if Arc::ptr_eq(listeners, &b.listeners) {
+        &[][..]
+    } else {
+        &listeners[..]
+    };
+    for (i, (la, lb)) in listeners.iter().zip(b.listeners.iter()).enumerate() {
         if !same_but_virtual_hosts(la, lb) {
             return None;
         }

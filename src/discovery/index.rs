@@ -327,7 +327,8 @@ impl View {
             }
             let sources = self.sources_of(service)?;
             let maps: Vec<&BTreeMap<String, Endpoint>> = sources.iter().map(|s| &***s).collect();
-            service.endpoints = Arc::new(merge(&service.endpoints, &maps));
+            let merged = Arc::new(merge(&service.endpoints, &maps));
+            Arc::make_mut(service).endpoints = merged;
         }
         Ok(out)
     }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::index::{ResolveError, View};
-use crate::model::{Config, Endpoint, Health};
+use crate::model::{Config, Endpoint, Health, Service};
 
 /// [`View::resolve`] with memory of the last merges.
 #[derive(Debug, Default)]
@@ -27,46 +27,63 @@ pub struct Resolver {
 /// One service's last merge: its inputs and the result.
 #[derive(Debug)]
 struct Merged {
-    statics: Arc<Vec<Endpoint>>,
+    /// The service as the rules give it (static endpoints only).
+    rules: Arc<Service>,
     sources: Vec<Arc<BTreeMap<String, Endpoint>>>,
-    endpoints: Arc<Vec<Endpoint>>,
+    /// `rules` with the merged endpoints: handed out again, the same
+    /// `Arc`, while the inputs stay, so the compiler sees an unchanged
+    /// service by pointer and the copy of the config costs a count.
+    resolved: Arc<Service>,
 }
 
 impl Resolver {
     /// What [`View::resolve`] gives for `view` and `config`.
     pub fn resolve(&mut self, view: &View, config: &Config) -> Result<Config, ResolveError> {
         let mut out = config.clone();
-        let mut merged = BTreeMap::new();
-        for service in out.services.values_mut() {
+        for (name, service) in out.services.iter_mut() {
             if service.discovery.is_empty() {
                 continue;
             }
             let sources = view.sources_of(service)?;
-            let last = self.merged.remove(&service.name).filter(|m| {
-                m.statics == service.endpoints
-                    && m.sources.len() == sources.len()
+            let same_sources = |m: &Merged| {
+                m.sources.len() == sources.len()
                     && m.sources
                         .iter()
                         .zip(&sources)
                         .all(|(a, b)| Arc::ptr_eq(a, b))
-            });
-            let m = match last {
-                Some(m) => m,
-                None => {
+            };
+            match self.merged.get_mut(name) {
+                // A rules reload makes new `Arc`s of equal services.
+                Some(m)
+                    if same_sources(m)
+                        && (Arc::ptr_eq(&m.rules, service) || m.rules == *service) =>
+                {
+                    m.rules = service.clone();
+                }
+                _ => {
                     let maps: Vec<&BTreeMap<String, Endpoint>> =
                         sources.iter().map(|s| &***s).collect();
-                    Merged {
-                        endpoints: Arc::new(merge(&service.endpoints, &maps)),
-                        statics: service.endpoints.clone(),
+                    let mut resolved = Service::clone(service);
+                    resolved.endpoints = Arc::new(merge(&service.endpoints, &maps));
+                    let m = Merged {
+                        rules: service.clone(),
                         sources: sources.into_iter().cloned().collect(),
-                    }
+                        resolved: Arc::new(resolved),
+                    };
+                    self.merged.insert(name.clone(), m);
                 }
-            };
-            service.endpoints = m.endpoints.clone();
-            merged.insert(service.name.clone(), m);
+            }
+            if let Some(m) = self.merged.get(name) {
+                *service = m.resolved.clone();
+            }
         }
-        // Services no longer in the rules are forgotten.
-        self.merged = merged;
+        // Services no longer discovered (or in the rules) are forgotten.
+        self.merged.retain(|name, _| {
+            config
+                .services
+                .get(name)
+                .is_some_and(|s| !s.discovery.is_empty())
+        });
         Ok(out)
     }
 }

@@ -295,11 +295,41 @@ fn a_resolver_gives_what_a_fresh_resolve_gives_through_changes() {
     });
     check(&mut index, &config, &|i| i.delete(&etcd_key("web"), "1", t));
     // A rules edit: the static endpoints change, the feeds do not.
-    if let Some(web) = config.services.get_mut("web") {
+    if let Some(web) = config.service_mut("web") {
         Arc::make_mut(&mut web.endpoints).push(ep(7, Health::Degraded));
     }
     check(&mut index, &config, &|_| {});
     check(&mut index, &config, &|i| {
         i.fail(&etcd_key("web"), "down".into(), t)
     });
+}
+
+#[test]
+fn a_resolver_hands_out_an_unchanged_service_again() {
+    let (mut index, rx) = Index::new();
+    let config = mk_config();
+    index.set_feeds(&View::feeds_of(&config));
+    let t = Instant::now();
+    let ep = |last: u8| mk_endpoint(&format!("10.0.0.{last}"), 80, Health::Healthy, &[]);
+    index.reset(&etcd_key("web"), entries(&[("1", ep(1))]), t);
+    index.reset(&file_key("web"), entries(&[("1", ep(1))]), t);
+    let mut resolver = Resolver::default();
+    let view = rx.borrow().clone();
+    let first = resolver.resolve(&view, &config).expect("ready");
+    // The same `Arc` again, so compiling skips the service by pointer; a
+    // rules reload with an equal service keeps it too.
+    let reloaded = Config {
+        services: (config.services.iter())
+            .map(|(n, s)| (n.clone(), Arc::new(crate::model::Service::clone(s))))
+            .collect(),
+        ..config.clone()
+    };
+    let again = resolver.resolve(&view, &reloaded).expect("ready");
+    assert!(Arc::ptr_eq(&first.services["web"], &again.services["web"]));
+    // An endpoint moves: a new service with the new endpoints.
+    index.apply(&etcd_key("web"), "2".into(), ep(2), t);
+    let view = rx.borrow().clone();
+    let moved = resolver.resolve(&view, &config).expect("ready");
+    assert!(!Arc::ptr_eq(&first.services["web"], &moved.services["web"]));
+    assert_eq!(moved, view.resolve(&config).expect("ready"));
 }

@@ -135,7 +135,7 @@ impl Drains {
             if drains.is_empty() {
                 continue;
             }
-            for e in Arc::make_mut(&mut service.endpoints) {
+            for e in Arc::make_mut(&mut Arc::make_mut(service).endpoints) {
                 if e.health != Health::Unhealthy && drains.iter().any(|d| d.matches(e)) {
                     e.health = Health::Draining;
                 }

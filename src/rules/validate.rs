@@ -27,7 +27,7 @@ pub(crate) const MAX_NAME_LEN: usize = 60;
 
 /// The services a route may point at.
 pub(crate) struct Catalog<'a> {
-    pub services: &'a BTreeMap<String, Service>,
+    pub services: &'a BTreeMap<String, Arc<Service>>,
     /// Services whose entry was malformed: already reported, so references
     /// to them are not reported again.
     pub broken: &'a BTreeSet<String>,
@@ -53,7 +53,7 @@ pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
         let service = service(item, &sources, d);
         let path = format!("services[{}].name", item.index);
         if seen.first(d, &item.raw.name, &path, "service name") {
-            services.insert(service.name.clone(), service);
+            services.insert(service.name.clone(), Arc::new(service));
         }
     }
     let catalog = Catalog {
@@ -63,7 +63,7 @@ pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
     let listeners = listeners(&raw.listeners, &catalog, d);
     Config {
         services,
-        listeners,
+        listeners: Arc::new(listeners),
         sources,
     }
 }

@@ -26,7 +26,7 @@ use crate::tls::{self, Rotation, Verdict};
 /// listeners that no longer have TLS.
 pub(super) fn loaded(st: &mut RulesStatus, config: &Config) {
     let mut next = std::collections::BTreeMap::new();
-    for l in &config.listeners {
+    for l in config.listeners.iter() {
         let Some(pair) = l.tls.as_ref().and_then(|t| t.pair.as_ref()) else {
             continue;
         };
@@ -76,7 +76,7 @@ pub(super) fn poll(
                 entry.last_error = None;
                 entry.reloads += 1;
                 let config = next.get_or_insert_with(|| (*current).clone());
-                if let Some(t) = config.listeners[i].tls.as_mut() {
+                if let Some(t) = Arc::make_mut(&mut config.listeners)[i].tls.as_mut() {
                     t.pair = Some(Arc::new(pair));
                 }
             }

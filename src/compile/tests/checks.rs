@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn unknown_service_is_an_error() {
     let mut config = mk_simple();
-    config.listeners[0].virtual_hosts[0].routes[0].action = mk_to("ghost");
+    config.listeners_mut()[0].virtual_hosts[0].routes[0].action = mk_to("ghost");
     assert_eq!(
         compile(&config),
         Err(CompileError::UnknownService {
@@ -19,7 +19,7 @@ fn unknown_service_is_an_error() {
 #[test]
 fn undeclared_subset_is_a_missing_cluster() {
     let mut config = mk_simple();
-    config.listeners[0].virtual_hosts[0].routes[0].action =
+    config.listeners_mut()[0].virtual_hosts[0].routes[0].action =
         RouteAction::Backend(mk_backend("api", Some("nope")));
     assert_eq!(
         compile(&config),
@@ -37,7 +37,7 @@ fn duplicate_listener_names_in_a_group_are_an_error() {
     let mut dup = config.listeners[0].clone();
     dup.port = 10001;
     dup.groups = Some(vec!["edge".into()]);
-    config.listeners.push(dup);
+    config.listeners_mut().push(dup);
     // The fallback only has the first; `edge` has both.
     assert_eq!(
         compile(&config),
@@ -52,7 +52,8 @@ fn duplicate_listener_names_in_a_group_are_an_error() {
 #[test]
 fn out_of_range_duration_is_an_error() {
     let mut config = mk_simple();
-    config.listeners[0].virtual_hosts[0].routes[0].timeout = Some(Duration::from_secs(u64::MAX));
+    config.listeners_mut()[0].virtual_hosts[0].routes[0].timeout =
+        Some(Duration::from_secs(u64::MAX));
     assert!(matches!(
         compile(&config),
         Err(CompileError::DurationOutOfRange {
@@ -139,7 +140,7 @@ fn duplicate_cluster_fails() {
 fn domain_in_two_virtual_hosts_fails() {
     let mut config = mk_simple();
     let vh = config.listeners[0].virtual_hosts[0].clone();
-    config.listeners[0].virtual_hosts.push(VirtualHost {
+    config.listeners_mut()[0].virtual_hosts.push(VirtualHost {
         name: "again".into(),
         ..vh
     });

@@ -115,10 +115,7 @@ fn base() -> Config {
 }
 
 fn service(config: &mut Config, s: usize) -> &mut Service {
-    config
-        .services
-        .get_mut(SERVICES[s])
-        .expect("fixture service")
+    config.service_mut(SERVICES[s]).expect("fixture service")
 }
 
 /// Service `s`'s endpoints, to edit (copied if shared, as the publisher's
@@ -132,7 +129,7 @@ const HEADER_ROUTE: &str = "r~canary-header";
 /// Listener `l`'s route `r` (the fixture's only one, after the header
 /// route when there is one).
 fn route_r(config: &mut Config, l: usize) -> &mut Route {
-    config.listeners[l].virtual_hosts[0]
+    config.listeners_mut()[l].virtual_hosts[0]
         .routes
         .iter_mut()
         .find(|r| r.name == "r")
@@ -194,7 +191,7 @@ fn apply(config: &mut Config, step: &Step) {
             }
         }
         Step::Reroute { l, s } => {
-            config.listeners[l].virtual_hosts[0].routes[0].action = mk_to(SERVICES[s]);
+            config.listeners_mut()[l].virtual_hosts[0].routes[0].action = mk_to(SERVICES[s]);
         }
         Step::Timeout { s, ms } => {
             service(config, s).connect_timeout = Duration::from_millis(ms);
@@ -223,7 +220,7 @@ fn apply(config: &mut Config, step: &Step) {
         Step::Header { l } => {
             let route = route_r(config, l).clone();
             let to = to_v2(config, &service_of(&route));
-            let routes = &mut config.listeners[l].virtual_hosts[0].routes;
+            let routes = &mut config.listeners_mut()[l].virtual_hosts[0].routes;
             if routes[0].name == HEADER_ROUTE {
                 routes.remove(0);
             } else {

@@ -34,7 +34,7 @@ fn struct_json(s: &Struct) -> Value {
 
 fn mk_lua_config() -> Config {
     let mut config = mk_simple();
-    let vh = &mut config.listeners[0].virtual_hosts[0];
+    let vh = &mut config.listeners_mut()[0].virtual_hosts[0];
     vh.filters.auth = Some(Auth {
         ip: Some(IpRule {
             allow: vec!["10.0.0.0/8".into()],
@@ -124,7 +124,7 @@ fn changing_a_key_changes_routes_but_not_listeners() {
     if let Some(Auth {
         method: Some(AuthMethod::ApiKey(k)),
         ..
-    }) = &mut config.listeners[0].virtual_hosts[0].filters.auth
+    }) = &mut config.listeners_mut()[0].virtual_hosts[0].filters.auth
     {
         k.keys[0].sha256 = "cd".repeat(32);
     }
@@ -203,7 +203,7 @@ fn struct_encoding_round_trips() {
 fn plan_rate_limits_get_one_bucket_per_known_plan() {
     use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
     let mut config = mk_lua_config();
-    config.listeners[0].virtual_hosts[0].routes[0]
+    config.listeners_mut()[0].virtual_hosts[0].routes[0]
         .filters
         .rate_limit = Some(RateLimit {
         key: RateLimitKey::Plan,
@@ -288,7 +288,7 @@ mod injection {
         ) {
             let baseline = compile(&mk_lua_config()).expect("compiles");
             let mut config = mk_lua_config();
-            let vh = &mut config.listeners[0].virtual_hosts[0];
+            let vh = &mut config.listeners_mut()[0].virtual_hosts[0];
             if let Some(Auth { method: Some(AuthMethod::ApiKey(k)), .. }) = &mut vh.filters.auth {
                 k.keys[0].consumer = consumer.clone();
                 k.keys[0].plan = Some(plan.clone());
@@ -323,7 +323,7 @@ fn ip_rules_become_native_rbac_per_route() {
     use envoy_types::pb::envoy::config::rbac::v3::principal::Identifier;
     use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute;
     let mut config = mk_lua_config();
-    if let Some(a) = &mut config.listeners[0].virtual_hosts[0].filters.auth {
+    if let Some(a) = &mut config.listeners_mut()[0].virtual_hosts[0].filters.auth {
         a.ip = Some(IpRule {
             allow: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
             deny: vec!["10.9.9.9".into()],

@@ -117,8 +117,11 @@ fn mk_listener(name: &str, port: u16, groups: Option<&[&str]>, routes: Vec<Route
 
 fn mk_config(services: Vec<Service>, listeners: Vec<Listener>) -> Config {
     Config {
-        services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
-        listeners,
+        services: services
+            .into_iter()
+            .map(|s| (s.name.clone(), Arc::new(s)))
+            .collect(),
+        listeners: Arc::new(listeners),
         sources: Default::default(),
     }
 }
@@ -228,7 +231,7 @@ fn lb_policies_map_to_the_enum() {
     ];
     for (model, envoy) in cases {
         let mut config = mk_simple();
-        config.services.get_mut("api").expect("api").lb_policy = model;
+        config.service_mut("api").expect("api").lb_policy = model;
         let snaps = compile(&config).expect("compiles");
         let c: Cluster = decode(&snaps.fallback, TypeUrl::Cluster, "api");
         assert_eq!(c.lb_policy, envoy as i32, "{model:?}");
@@ -278,19 +281,21 @@ fn load_assignments_select_subset_endpoints_with_weights() {
 #[test]
 fn clusters_without_endpoints_still_get_an_empty_load_assignment() {
     let mut config = mk_simple();
-    let api = config.services.get_mut("api").expect("api");
+    let api = config.service_mut("api").expect("api");
     api.subsets.insert(
         "canary".into(),
         BTreeMap::from([("version".into(), "v3".into())]),
     );
     config
         .services
-        .insert("idle".into(), mk_service("idle", vec![], &[]));
-    config.listeners[0].virtual_hosts[0].routes.push(mk_route(
-        "idle",
-        PathMatch::Exact("/idle".into()),
-        mk_to("idle"),
-    ));
+        .insert("idle".into(), Arc::new(mk_service("idle", vec![], &[])));
+    config.listeners_mut()[0].virtual_hosts[0]
+        .routes
+        .push(mk_route(
+            "idle",
+            PathMatch::Exact("/idle".into()),
+            mk_to("idle"),
+        ));
     let snaps = compile(&config).expect("compiles");
     for name in ["api~canary", "idle"] {
         let cla: ClusterLoadAssignment = decode(&snaps.fallback, TypeUrl::Endpoint, name);
@@ -304,7 +309,7 @@ fn unreferenced_services_get_no_cluster() {
     let mut config = mk_simple();
     config
         .services
-        .insert("unused".into(), mk_service("unused", vec![], &[]));
+        .insert("unused".into(), Arc::new(mk_service("unused", vec![], &[])));
     let snaps = compile(&config).expect("compiles");
     assert_eq!(names(&snaps.fallback, TypeUrl::Cluster), ["api", "api~v2"]);
 }
@@ -404,7 +409,7 @@ fn empty_config_gives_an_empty_fallback() {
 #[test]
 fn endpoints_group_by_priority_and_locality_with_health() {
     let mut config = mk_simple();
-    let api = config.services.get_mut("api").expect("api");
+    let api = config.service_mut("api").expect("api");
     let zone = |z: &str| {
         Some(Locality {
             region: "r".into(),

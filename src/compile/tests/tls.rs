@@ -35,7 +35,7 @@ fn mk_tls(cert: &str, key: &str) -> ListenerTls {
 /// [`mk_simple`] with TLS on its listener `http`.
 fn mk_tls_config(cert: &str, key: &str) -> Config {
     let mut config = mk_simple();
-    config.listeners[0].tls = Some(mk_tls(cert, key));
+    config.listeners_mut()[0].tls = Some(mk_tls(cert, key));
     config
 }
 
@@ -100,7 +100,7 @@ fn a_tls_listener_fetches_its_certificate_over_ads() {
 #[test]
 fn min_version_and_alpn_reach_the_context() {
     let mut config = mk_tls_config("C", "K");
-    let tls = config.listeners[0].tls.as_mut().expect("tls");
+    let tls = config.listeners_mut()[0].tls.as_mut().expect("tls");
     tls.min_version = TlsVersion::Tls13;
     tls.alpn = vec!["http/1.1".into()];
     let snaps = compile(&config).expect("compiles");
@@ -156,12 +156,12 @@ fn plain_listeners_have_no_transport_socket_and_no_secrets() {
 #[test]
 fn a_group_gets_only_the_secrets_of_its_listeners() {
     let mut config = mk_tls_config("C", "K");
-    config.listeners[0].groups = Some(vec!["edge".into()]);
+    config.listeners_mut()[0].groups = Some(vec!["edge".into()]);
     let mut other = config.listeners[0].clone();
     other.name = "internal".into();
     other.port = 10001;
     other.groups = Some(vec!["core".into()]);
-    config.listeners.push(other);
+    config.listeners_mut().push(other);
     let snaps = compile(&config).expect("compiles");
     let names = |g: &str| -> Vec<String> {
         snaps.groups[g]
@@ -178,7 +178,7 @@ fn a_group_gets_only_the_secrets_of_its_listeners() {
 #[test]
 fn a_certificate_that_was_never_read_does_not_compile() {
     let mut config = mk_tls_config("C", "K");
-    config.listeners[0].tls.as_mut().expect("tls").pair = None;
+    config.listeners_mut()[0].tls.as_mut().expect("tls").pair = None;
     assert_eq!(
         compile(&config),
         Err(CompileError::MissingCertificate {
