@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use super::resources::Decoder;
-use super::state::{Applied, ClientState, Mode, Outbound, View};
+use super::state::{Applied, ChangeLog, ClientState, Mode, Outbound, View};
 use crate::xds::TypeUrl;
 
 /// Largest response accepted (sluice's own limit).
@@ -70,6 +70,8 @@ pub struct Report {
     pub last_nack: Option<String>,
     pub streams: u64,
     pub view: View,
+    /// What the last updates of `view` changed.
+    pub changes: ChangeLog,
 }
 
 /// Run one proxy until `shutdown` turns true.
@@ -253,6 +255,7 @@ fn record(report: &watch::Sender<Report>, state: &mut ClientState, a: &Applied) 
             }
         }
         r.view.update_from(state.view(), &touched);
+        r.changes.push(&touched);
     });
 }
 

@@ -87,6 +87,66 @@ pub enum Touched {
     All,
 }
 
+/// The latest changes to a published [`View`], numbered, so a watcher that
+/// remembers the last number it saw can look at only what changed since
+/// (a benchmark tracker watching 1,000 proxies would otherwise compare
+/// every entry it waits for on every response). Bounded: a watcher that
+/// falls further behind is told to look at everything.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeLog {
+    /// Number of the last change logged (0: none yet).
+    last: u64,
+    /// Every change numbered above this one is in `entries`.
+    complete_after: u64,
+    /// (number, part, name), oldest first.
+    entries: std::collections::VecDeque<(u64, Part, String)>,
+}
+
+impl ChangeLog {
+    /// How many changes are kept.
+    pub const KEEP: usize = 256;
+
+    /// Logs what one update of the view touched.
+    pub fn push(&mut self, touched: &Touched) {
+        match touched {
+            Touched::Some(list) if list.len() < ChangeLog::KEEP => {
+                for (part, name) in list {
+                    self.last += 1;
+                    if self.entries.len() == ChangeLog::KEEP {
+                        if let Some((n, _, _)) = self.entries.pop_front() {
+                            self.complete_after = n;
+                        }
+                    }
+                    self.entries.push_back((self.last, *part, name.clone()));
+                }
+            }
+            // Too much at once to list: the whole view counts as changed.
+            _ => {
+                self.last += 1;
+                self.complete_after = self.last;
+                self.entries.clear();
+            }
+        }
+    }
+
+    /// Number of the last change: pass it to [`ChangeLog::since`] next.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// What changed after change `seen` (a name may repeat), or `None`
+    /// when the log no longer reaches back that far: then anything may
+    /// have changed.
+    pub fn since(&self, seen: u64) -> Option<impl Iterator<Item = (Part, &str)>> {
+        (seen >= self.complete_after).then(|| {
+            self.entries
+                .iter()
+                .filter(move |(n, _, _)| *n > seen)
+                .map(|(_, part, name)| (*part, name.as_str()))
+        })
+    }
+}
+
 /// Past this many untaken changes, [`Touched::All`] replaces the list.
 const TOUCHED_CAP: usize = 16_384;
 

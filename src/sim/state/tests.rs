@@ -457,3 +457,49 @@ fn a_copy_kept_up_to_date_from_touched_entries_matches_the_view() {
     // Nothing changed since the last take: nothing to copy.
     assert_eq!(s.take_touched(), Touched::Some(vec![]));
 }
+
+#[test]
+fn a_change_log_tells_a_watcher_what_changed_since_its_last_look() {
+    let some = |names: &[&str]| {
+        Touched::Some(
+            names
+                .iter()
+                .map(|n| (Part::Endpoints, n.to_string()))
+                .collect(),
+        )
+    };
+    let since = |log: &ChangeLog, seen| -> Option<Vec<String>> {
+        log.since(seen)
+            .map(|it| it.map(|(_, n)| n.to_string()).collect())
+    };
+    let mut log = ChangeLog::default();
+    assert_eq!(since(&log, 0), Some(vec![]));
+    log.push(&some(&["a", "b"]));
+    let seen = log.last();
+    log.push(&some(&["c"]));
+    log.push(&some(&["a"]));
+    assert_eq!(
+        since(&log, 0),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    assert_eq!(since(&log, seen), Some(vec!["c".into(), "a".into()]));
+    assert_eq!(since(&log, log.last()), Some(vec![]));
+
+    // Older changes fall out: a watcher from before them must look at all.
+    let seen = log.last();
+    for i in 0..ChangeLog::KEEP {
+        log.push(&some(&[&format!("x{i}")]));
+    }
+    assert_eq!(since(&log, 0), None);
+    assert_eq!(since(&log, seen).map(|v| v.len()), Some(ChangeLog::KEEP));
+    // So does a whole new view, however it came.
+    let seen = log.last();
+    log.push(&Touched::All);
+    assert_eq!(since(&log, seen), None);
+    assert_eq!(since(&log, log.last()), Some(vec![]));
+    let seen = log.last();
+    let many: Vec<String> = (0..ChangeLog::KEEP).map(|i| format!("y{i}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    log.push(&some(&refs));
+    assert_eq!(since(&log, seen), None, "too many at once to list");
+}
