@@ -31,9 +31,13 @@ impl Session {
                 .is_some_and(|s| st.known.hold_first(ty, s, st.scope(), &upserts));
         let changed = if first {
             previous.extend(upserts.iter().map(|r| (r.key.clone(), None)));
-            upserts.iter().map(|r| r.name.clone()).collect()
+            if ty == TypeUrl::Cluster {
+                upserts.iter().map(|r| r.name.clone()).collect()
+            } else {
+                Vec::new()
+            }
         } else {
-            record_upserts(st, &upserts, &mut previous)
+            record_upserts(st, &upserts, &mut previous, ty == TypeUrl::Cluster)
         };
         if full && !first {
             // A full SotW set: whatever is not in it is gone from the client.
@@ -125,11 +129,13 @@ impl Session {
 }
 
 /// Records `upserts` as held by the client, remembering the previous
-/// entries; returns the names whose version changed.
+/// entries; returns the names whose version changed if `list_changed`
+/// (only a cluster's change matters to other types).
 fn record_upserts(
     st: &mut TypeState,
     upserts: &[Arc<Resource>],
     previous: &mut Vec<(Name, Option<Known>)>,
+    list_changed: bool,
 ) -> Vec<String> {
     let mut changed = Vec::new();
     for r in upserts {
@@ -139,7 +145,7 @@ fn record_upserts(
             Some(Known::Announced(a)) => Some(&*a.version),
             None => None,
         };
-        if prev_version != Some(r.version.as_str()) {
+        if list_changed && prev_version != Some(r.version.as_str()) {
             changed.push(r.name.clone());
         }
         previous.push((r.key.clone(), prev));

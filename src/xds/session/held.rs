@@ -294,8 +294,15 @@ impl Held {
     /// Records that the proxy now holds `value` for `name`; returns what it
     /// held before.
     pub(super) fn set(&mut self, name: &Name, value: Option<Known>) -> Option<Known> {
-        let prev = self.get(name).map(HeldRef::to_known);
-        if same(self.in_base(name), value.as_ref().map(HeldRef::of)) {
+        // The base is looked up once, for what was held and for whether
+        // `value` needs an exception.
+        let base = self.in_base(name);
+        let prev = match self.except.get(&**name) {
+            Some(k) => k.as_ref().map(HeldRef::of),
+            None => base,
+        }
+        .map(HeldRef::to_known);
+        if same(base, value.as_ref().map(HeldRef::of)) {
             self.except.remove(&**name);
         } else {
             self.except.insert(name.clone(), value);
@@ -373,30 +380,30 @@ impl Held {
         }
         let old = base.snap.resources(base.ty);
         let new = snap.resources(base.ty);
-        let differ: Vec<Name> = match changed {
-            Some(names) => names
-                .iter()
-                .filter(|n| base.scope.contains(n))
-                .filter_map(|n| old.get(n).or_else(|| new.get(n)).map(|r| r.key.clone()))
-                .collect(),
-            None => differing(old, new)
-                .filter(|r| base.scope.contains(&r.name))
-                .map(|r| r.key.clone())
-                .collect(),
+        // Each name in scope whose old and new base values differ keeps its
+        // old value (what the base held) as an exception, unless it is one
+        // already: one lookup in each map per name.
+        let pin = |name: &str, except: &mut BTreeMap<Name, Option<Known>>| {
+            if !base.scope.contains(name) {
+                return;
+            }
+            let (was, now) = (old.get(name), new.get(name));
+            let Some(key) = was.or(now).map(|r| &r.key) else {
+                return;
+            };
+            if same(was.map(HeldRef::Sent), now.map(HeldRef::Sent)) {
+                return;
+            }
+            if let btree_map::Entry::Vacant(slot) = except.entry(key.clone()) {
+                slot.insert(was.map(|r| Known::Sent(r.clone())));
+            }
         };
-        let pinned: Vec<(Name, Option<Known>)> = differ
-            .into_iter()
-            .filter(|n| !self.except.contains_key(&**n))
-            .map(|n| {
-                let held = self.in_base(&n).map(HeldRef::to_known);
-                (n, held)
-            })
-            .collect();
+        match changed {
+            Some(names) => names.iter().for_each(|n| pin(n, &mut self.except)),
+            None => differing(old, new).for_each(|r| pin(&r.name, &mut self.except)),
+        }
         if let Some(base) = self.base.as_mut() {
             base.snap = snap.clone();
-        }
-        for (name, held) in pinned {
-            self.set(&name, held);
         }
     }
 
