@@ -23,6 +23,11 @@ mod procs;
 mod setup;
 mod topo;
 
+/// The fleet is thousands of small maps rebuilt on every response; glibc's
+/// allocator spent ~40 % of its CPU in B3 (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     cli::main(&args, None)
