@@ -118,7 +118,7 @@ pub fn load(config: &mut Config, base: &Path) -> Result<(), RulesError> {
     if config.listeners.iter().all(|l| l.tls.is_none()) {
         return Ok(());
     }
-    for listener in Arc::make_mut(&mut config.listeners) {
+    for listener in config.listeners_mut() {
         let Some(tls) = listener.tls.as_mut() else {
             continue;
         };

@@ -10,7 +10,6 @@
 //! service are left alone.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -60,7 +59,8 @@ impl Overlays {
         if self.0.is_empty() {
             return;
         }
-        for vh in Arc::make_mut(&mut config.listeners)
+        for vh in config
+            .listeners_mut()
             .iter_mut()
             .flat_map(|l| l.virtual_hosts.iter_mut())
         {

@@ -273,9 +273,9 @@ async fn watch(
     let mut next = from;
     let probe_every = (opts.request_timeout / 2).max(Duration::from_millis(200));
     // Each feed asks at one of `PROBE_SLOTS` phases of the interval (a
-    // hash of its prefix picks which). Feeds started
-    // together (every feed at start-up, on one shared connection) would
-    // otherwise all ask at once: 1,000 requests and answers at M1 that
+    // hash of its prefix picks which). Feeds started together (every feed
+    // at start-up, on one shared connection) would otherwise all ask at
+    // once: 1,000 requests and answers at M1 that
     // etcd and sluice handle in one burst every interval, delaying any
     // change that arrives then (B1: every fifth move, 2.5 s apart, took
     // 60-170 ms instead of ~45).

@@ -52,30 +52,31 @@ impl Resolver {
                         .zip(&sources)
                         .all(|(a, b)| Arc::ptr_eq(a, b))
             };
-            match self.merged.get_mut(name) {
+            let resolved = match self.merged.get_mut(name) {
                 // A rules reload makes new `Arc`s of equal services.
                 Some(m)
                     if same_sources(m)
                         && (Arc::ptr_eq(&m.rules, service) || m.rules == *service) =>
                 {
                     m.rules = service.clone();
+                    m.resolved.clone()
                 }
                 _ => {
                     let maps: Vec<&BTreeMap<String, Endpoint>> =
                         sources.iter().map(|s| &***s).collect();
                     let mut resolved = Service::clone(service);
                     resolved.endpoints = Arc::new(merge(&service.endpoints, &maps));
+                    let resolved = Arc::new(resolved);
                     let m = Merged {
                         rules: service.clone(),
                         sources: sources.into_iter().cloned().collect(),
-                        resolved: Arc::new(resolved),
+                        resolved: resolved.clone(),
                     };
                     self.merged.insert(name.clone(), m);
+                    resolved
                 }
-            }
-            if let Some(m) = self.merged.get(name) {
-                *service = m.resolved.clone();
-            }
+            };
+            *service = resolved;
         }
         // Services no longer discovered (or in the rules) are forgotten.
         self.merged.retain(|name, _| {

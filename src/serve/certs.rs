@@ -76,7 +76,7 @@ pub(super) fn poll(
                 entry.last_error = None;
                 entry.reloads += 1;
                 let config = next.get_or_insert_with(|| (*current).clone());
-                if let Some(t) = Arc::make_mut(&mut config.listeners)[i].tls.as_mut() {
+                if let Some(t) = config.listeners_mut()[i].tls.as_mut() {
                     t.pair = Some(Arc::new(pair));
                 }
             }
