@@ -85,6 +85,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
         group: "default".into(),
         node_prefix: "bench".into(),
         faults: Default::default(),
+        runtime_layer: None,
     });
     let wait = Duration::from_secs(120);
     let ready = fleet

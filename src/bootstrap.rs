@@ -7,6 +7,13 @@
 //! defines the single static cluster `sluice_xds` that stream runs over
 //! (HTTP/2 with keepalives, so a dead control plane is noticed).
 //!
+//! The runtime is two layers: sluice's RTDS layer
+//! ([`crate::model::RUNTIME_LAYER`], over the same ADS stream), through
+//! which rollouts with `--rollout-weights runtime` move weights, then the
+//! admin layer, so `/runtime_modify` still overrides anything. Envoy loads
+//! RTDS layers before it asks for clusters; sluice always serves the layer
+//! (empty without such rollouts), so that costs one round trip.
+//!
 //! The JSON is built with `serde_json::json!`, never by formatting strings,
 //! so any user string (a node id with quotes or newlines) is escaped.
 //! `serde_json`'s `preserve_order` keeps keys in the order written here, so
@@ -144,7 +151,16 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
                 "set_node_on_first_message_only": true,
             },
             "cds_config": ads.clone(),
-            "lds_config": ads,
+            "lds_config": ads.clone(),
+        },
+        "layered_runtime": {
+            "layers": [
+                {
+                    "name": crate::model::RUNTIME_LAYER,
+                    "rtds_layer": { "name": crate::model::RUNTIME_LAYER, "rtds_config": ads },
+                },
+                { "name": "admin", "admin_layer": {} },
+            ],
         },
         "static_resources": { "clusters": clusters },
     });
@@ -248,6 +264,19 @@ mod tests {
         );
         assert_eq!(dynamic["cds_config"], dynamic["lds_config"]);
         assert_eq!(dynamic["cds_config"]["resource_api_version"], "V3");
+    }
+
+    #[test]
+    fn runtime_is_sluices_rtds_layer_then_the_admin_layer() {
+        let b = bootstrap(&mk_opts()).expect("valid");
+        let layers = &b["layered_runtime"]["layers"];
+        assert_eq!(layers[0]["rtds_layer"]["name"], crate::model::RUNTIME_LAYER);
+        assert_eq!(
+            layers[0]["rtds_layer"]["rtds_config"], b["dynamic_resources"]["cds_config"],
+            "over the ADS stream"
+        );
+        assert_eq!(layers[1], json!({ "name": "admin", "admin_layer": {} }));
+        assert!(layers.get(2).is_none());
     }
 
     #[test]

@@ -126,6 +126,7 @@ pub fn main(cli: Cli) -> ExitCode {
                     token,
                     envoy_admin: rollouts.metrics_envoy_admin,
                     prometheus: rollouts.metrics_prometheus,
+                    weights: rollouts.rollout_weights,
                 },
             };
             run_serve(opts)

@@ -32,6 +32,20 @@ pub struct Config {
     pub listeners: Arc<Vec<Listener>>,
     /// Connection settings of the registries that services discover from.
     pub sources: Sources,
+    /// The keys of the runtime layer sluice serves over RTDS
+    /// ([`RUNTIME_LAYER`]): the weights of rollouts that move traffic
+    /// through the runtime (`canary::overlay`). Empty otherwise; the rules
+    /// never set them.
+    #[serde(skip_serializing_if = "runtime_is_empty")]
+    pub runtime: Arc<BTreeMap<String, u32>>,
+}
+
+/// The name of the RTDS runtime layer sluice serves, and that
+/// `sluice bootstrap` subscribes every Envoy to.
+pub const RUNTIME_LAYER: &str = "sluice";
+
+fn runtime_is_empty(runtime: &Arc<BTreeMap<String, u32>>) -> bool {
+    runtime.is_empty()
 }
 
 impl Config {
@@ -278,6 +292,14 @@ pub enum RouteAction {
     Backend(Backend),
     /// Weighted split; weights are percentages that sum to 100.
     Split(Vec<WeightedBackend>),
+    /// A weighted split whose weights Envoy reads, on every request, from
+    /// the runtime keys `<key_prefix>.<cluster name>` ([`Config::runtime`]),
+    /// falling back to `split`'s weight for a key it does not hold. Set by
+    /// rollouts that move weights through the runtime, never by the rules.
+    RuntimeSplit {
+        key_prefix: String,
+        split: Vec<WeightedBackend>,
+    },
     /// Envoy answers with a redirect; no upstream is involved.
     Redirect(Redirect),
     /// Envoy answers with a fixed response; no upstream is involved.
@@ -333,7 +355,9 @@ impl RouteAction {
     pub fn backends(&self) -> Vec<&Backend> {
         match self {
             RouteAction::Backend(b) => vec![b],
-            RouteAction::Split(split) => split.iter().map(|wb| &wb.backend).collect(),
+            RouteAction::Split(split) | RouteAction::RuntimeSplit { split, .. } => {
+                split.iter().map(|wb| &wb.backend).collect()
+            }
             RouteAction::Redirect(_) | RouteAction::DirectResponse(_) => Vec::new(),
         }
     }

@@ -41,7 +41,7 @@ use tracing::{debug, error, info};
 
 use crate::admin::{self, lock, AdminState, RulesStatus};
 use crate::canary::driver::Applied;
-use crate::canary::overlay::Overlays;
+use crate::canary::overlay::{Overlays, WeightsVia};
 use crate::canary::wiring::{self as rollouts, RolloutOptions};
 use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
 use crate::discovery::resolve::Resolver;
@@ -140,6 +140,7 @@ pub async fn run(
         metrics: metrics.clone(),
         config_slot: config_slot.clone(),
         applied: canary.applied.clone(),
+        weights: opts.rollouts.weights,
     };
     // A config without discovery is complete now: serve it from the first
     // connection, as before discovery existed.
@@ -257,6 +258,8 @@ struct Outputs {
     config_slot: Arc<Mutex<Option<Arc<Config>>>>,
     /// Tells the rollout controller which weights were compiled into what.
     applied: watch::Sender<Option<Arc<Applied>>>,
+    /// How rollout weights reach Envoy.
+    weights: WeightsVia,
 }
 
 /// What the published config is made of; a change to any is published.
@@ -368,7 +371,7 @@ impl Outputs {
             }
         };
         drains.apply(&mut resolved);
-        overlays.apply(&mut resolved);
+        overlays.apply(&mut resolved, self.weights);
         let resolved = Arc::new(resolved);
         match self.compiler.compile(&resolved) {
             Ok(snapshots) => {

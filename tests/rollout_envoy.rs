@@ -1,7 +1,10 @@
 //! A rollout against a real Envoy (1.40) and two real HTTP backends: the
 //! controller reads Envoy's admin `/stats`, each step waits for Envoy's
 //! ACK, and the split measured through Envoy follows the steps; `abort`
-//! sends everything back to stable.
+//! sends everything back to stable. Twice: with the weights in the routes,
+//! and with `--rollout-weights runtime`, where the routes keep sending
+//! everything to stable unless Envoy reads the weights from sluice's RTDS
+//! layer, so the split itself shows Envoy took them from there.
 //!
 //! Bounds: each step's canary share is measured over 400 requests while
 //! the rollout is paused at that step (so the weights cannot move during
@@ -37,6 +40,34 @@ fn v2_share(counts: &std::collections::BTreeMap<String, usize>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_steps_real_envoy_and_abort_returns_to_stable() {
+    rollout_steps(Weights::Routes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_steps_real_envoy_through_rtds_runtime_weights() {
+    rollout_steps(Weights::Runtime).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Weights {
+    Routes,
+    Runtime,
+}
+
+/// The number Envoy's runtime holds for `key` (admin `/runtime`), if any.
+async fn runtime_value(admin: std::net::SocketAddr, key: &str) -> Option<f64> {
+    let v: serde_json::Value = http()
+        .get(format!("http://{admin}/runtime"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["entries"][key]["final_value"].as_str()?.parse().ok()
+}
+
+async fn rollout_steps(weights: Weights) {
     let v1 = backend("v1").await;
     let v2 = backend("v2").await;
     let files = ControllerFiles::new();
@@ -49,7 +80,12 @@ async fn rollout_steps_real_envoy_and_abort_returns_to_stable() {
         .local_addr()
         .expect("addr");
     let envoy = Envoy::start("envoy-rollout", "default", xds, &[]).await;
-    let sluice = files.sluice(&rules_path, &xds.to_string(), &[envoy.admin]);
+    let extra: &[&str] = match weights {
+        Weights::Routes => &[],
+        Weights::Runtime => &["--rollout-weights", "runtime"],
+    };
+    let sluice = files.sluice_with(&rules_path, &xds.to_string(), &[envoy.admin], extra);
+    let key = "sluice.rollout.web.web~canary";
     let port = envoy.listener_port("http").await;
     let url = format!("http://127.0.0.1:{port}/");
     eventually("envoy routes", || async {
@@ -98,6 +134,10 @@ async fn rollout_steps_real_envoy_and_abort_returns_to_stable() {
         })
         .await;
         assert_eq!(run(&["pause", "web"]).code, 0);
+        if weights == Weights::Runtime {
+            // The step counted as reached only once Envoy ACKed the layer.
+            assert_eq!(runtime_value(envoy.admin, key).await, Some(weight));
+        }
         let share = v2_share(&distribution(&url, 400).await);
         assert!(
             (share - weight).abs() <= 10.0,
@@ -138,6 +178,11 @@ async fn rollout_steps_real_envoy_and_abort_returns_to_stable() {
     })
     .await;
     assert_eq!(v2_share(&distribution(&url, 400).await), 0.0);
+    let expected = match weights {
+        Weights::Routes => None,
+        Weights::Runtime => Some(0.0),
+    };
+    assert_eq!(runtime_value(envoy.admin, key).await, expected);
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
 }

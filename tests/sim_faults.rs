@@ -41,6 +41,7 @@ fn fleet(sluice: &Sluice, name: &str, proxies: usize, faults: Faults) -> Fleet {
         group: "default".into(),
         node_prefix: name.into(),
         faults,
+        runtime_layer: None,
     })
 }
 

@@ -78,6 +78,7 @@ async fn converge(mode: Mode, proxies: usize) {
         group: "default".into(),
         node_prefix: format!("sim-{mode:?}"),
         faults: Default::default(),
+        runtime_layer: None,
     });
     fleet
         .wait_all(WAIT, configured)
@@ -158,6 +159,7 @@ async fn fleet_watch_wakes_on_a_proxys_new_ack() {
         group: "default".into(),
         node_prefix: "watch".into(),
         faults: Default::default(),
+        runtime_layer: None,
     });
     assert!(fleet.watch(3).is_none());
     let mut rx = fleet.watch(2).expect("proxy 2");

@@ -48,7 +48,7 @@ fn mk_snapshots(clusters: &[(&str, &str)]) -> Snapshots {
             Resource::encode(*name, &c)
         })
         .collect();
-    let snap = Arc::new(Snapshot::new([vec![], cds, vec![], vec![], vec![]]));
+    let snap = Arc::new(Snapshot::new([vec![], vec![], cds, vec![], vec![], vec![]]));
     Snapshots {
         groups: Default::default(),
         fallback: snap,

@@ -86,5 +86,6 @@ pub fn m1(services: usize, per: usize) -> Config {
             tls: None,
         }]),
         sources: Default::default(),
+        runtime: Default::default(),
     }
 }

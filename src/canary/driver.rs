@@ -28,7 +28,7 @@ use super::analysis::{measure, Sample};
 use super::handle::Request;
 pub use super::handle::{DriverError, Handle, Status};
 use super::metrics::MetricsSource;
-use super::overlay::Overlays;
+use super::overlay::{Overlays, WeightsVia};
 use super::plan::{self, Action, Command, Observation};
 use super::store::{StateStore, StoreError};
 use super::{Rollout, Spec, State};
@@ -50,6 +50,9 @@ pub struct Driver {
     pub registry: Arc<Registry>,
     pub overlays: watch::Sender<Overlays>,
     pub applied: watch::Receiver<Option<Arc<Applied>>>,
+    /// How weights reach Envoy: which types a proxy must have ACKed to
+    /// hold a step.
+    pub weights: WeightsVia,
 }
 
 /// Per-rollout memory that is not persisted.
@@ -395,23 +398,33 @@ impl Task {
         // The NACK reported is that of the first node id, whatever the
         // order streams connected in.
         let mut nack: Option<(String, String)> = None;
-        self.io.registry.visit_type(TypeUrl::Route, |node, rds| {
+        // With runtime weights a proxy holds a step once it has ACKed both
+        // the routes (which read the runtime keys) and the runtime layer.
+        let types: &[TypeUrl] = match self.io.weights {
+            WeightsVia::Routes => &[TypeUrl::Route],
+            WeightsVia::Runtime => &[TypeUrl::Route, TypeUrl::Runtime],
+        };
+        self.io.registry.visit(|node, status| {
             let snap = applied.snapshots.for_group(&node.group);
             if snap.get(TypeUrl::Cluster, &cluster).is_none() {
                 return;
             }
             targeted += 1;
-            let want = snap.version(TypeUrl::Route);
-            let Some(rds) = rds else {
-                return;
-            };
-            if current && rds.acked.as_deref() == Some(want) {
-                acked += 1;
-            } else if let Some(n) = rds.nack.as_ref().filter(|n| current && n.version == want) {
-                if nack.as_ref().is_none_or(|(id, _)| node.id < *id) {
-                    nack = Some((node.id.clone(), n.error.clone()));
+            let mut all_acked = current;
+            for &ty in types {
+                let want = snap.version(ty);
+                let st = status(ty);
+                all_acked &= st.is_some_and(|s| s.acked.as_deref() == Some(want));
+                let nacked = st
+                    .and_then(|s| s.nack.as_ref())
+                    .filter(|n| current && n.version == want);
+                if let Some(n) = nacked {
+                    if nack.as_ref().is_none_or(|(id, _)| node.id < *id) {
+                        nack = Some((node.id.clone(), n.error.clone()));
+                    }
                 }
             }
+            acked += u32::from(all_acked);
         });
         (
             acked,

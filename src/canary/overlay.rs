@@ -3,6 +3,11 @@
 //! routes of each service under rollout. Compile stays pure; the weights are
 //! input like the rules, so the same rules and rollouts give the same bytes.
 //!
+//! [`WeightsVia::Routes`] writes each step's weights into the routes.
+//! [`WeightsVia::Runtime`] writes routes that read their weights from
+//! runtime keys, the same at every step, and the step's weights into
+//! [`Config::runtime`], which compile serves as sluice's RTDS layer.
+//!
 //! A route is governed by a rollout of service S when every backend it
 //! names is S and one of them is the stable subset (the usual
 //! `split: [stable, canary]` or a plain route to the stable subset). Routes
@@ -10,6 +15,7 @@
 //! service are left alone.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -25,6 +31,30 @@ pub struct Overlay {
     pub canary_weight: u32,
     /// While the rollout runs: requests with this header go to the canary.
     pub header: Option<HeaderRoute>,
+}
+
+/// How rollouts move traffic weights to Envoy (`sluice serve
+/// --rollout-weights`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightsVia {
+    /// Each step rewrites the governed routes: a step is a route
+    /// configuration push (the whole route configuration of every listener
+    /// that routes to the service). Works with any bootstrap.
+    #[default]
+    Routes,
+    /// The governed routes read their weights from runtime keys, and a
+    /// step changes only sluice's RTDS runtime layer (a few bytes). The
+    /// routes change once, when the rollout starts. Needs Envoys whose
+    /// bootstrap has sluice's RTDS layer (`sluice bootstrap` adds it); a
+    /// proxy without it keeps all governed traffic on the stable subset
+    /// and never counts as having reached a step.
+    Runtime,
+}
+
+/// The runtime key prefix of the governed routes of `service`'s rollout;
+/// each subset's weight is under `<prefix>.<service>~<subset>`.
+pub fn runtime_key_prefix(service: &str) -> String {
+    format!("sluice.rollout.{service}")
 }
 
 /// Every service's overlay, by service name (ordered: output is
@@ -54,10 +84,23 @@ impl Overlays {
         Overlays(out)
     }
 
-    /// Rewrites the governed routes of `config` in place.
-    pub fn apply(&self, config: &mut Config) {
+    /// Rewrites the governed routes of `config` in place; with
+    /// [`WeightsVia::Runtime`], also sets the weights as runtime keys.
+    pub fn apply(&self, config: &mut Config, via: WeightsVia) {
         if self.0.is_empty() {
             return;
+        }
+        if via == WeightsVia::Runtime {
+            let mut keys = BTreeMap::new();
+            for (service, o) in &self.0 {
+                let prefix = runtime_key_prefix(service);
+                let w = o.canary_weight.min(100);
+                let stable = backend(service, &o.stable).cluster_name();
+                let canary = backend(service, &o.canary).cluster_name();
+                keys.insert(format!("{prefix}.{stable}"), 100 - w);
+                keys.insert(format!("{prefix}.{canary}"), w);
+            }
+            config.runtime = Arc::new(keys);
         }
         for vh in config
             .listeners_mut()
@@ -74,7 +117,10 @@ impl Overlays {
                     routes.push(header_route(&route, service, o, h));
                 }
                 let mut route = route;
-                route.action = split(service, o);
+                route.action = match via {
+                    WeightsVia::Routes => split(service, o),
+                    WeightsVia::Runtime => runtime_split(service, o),
+                };
                 routes.push(route);
             }
             vh.routes = routes;
@@ -84,7 +130,9 @@ impl Overlays {
     fn governing(&self, route: &Route) -> Option<(&str, &Overlay)> {
         let backends = match &route.action {
             RouteAction::Backend(b) => vec![b],
-            RouteAction::Split(s) => s.iter().map(|w| &w.backend).collect(),
+            RouteAction::Split(s) | RouteAction::RuntimeSplit { split: s, .. } => {
+                s.iter().map(|w| &w.backend).collect()
+            }
             RouteAction::Redirect(_) | RouteAction::DirectResponse(_) => return None,
         };
         let first = backends.first()?;
@@ -120,6 +168,26 @@ fn split(service: &str, o: &Overlay) -> RouteAction {
                 weight: w,
             },
         ]),
+    }
+}
+
+/// The split whose weights Envoy reads from the runtime keys
+/// [`Overlays::apply`] sets. Its own weights, used by a proxy that holds no
+/// such key, send everything to the stable subset; they do not change
+/// from step to step, so neither do the routes.
+fn runtime_split(service: &str, o: &Overlay) -> RouteAction {
+    RouteAction::RuntimeSplit {
+        key_prefix: runtime_key_prefix(service),
+        split: vec![
+            WeightedBackend {
+                backend: backend(service, &o.stable),
+                weight: 100,
+            },
+            WeightedBackend {
+                backend: backend(service, &o.canary),
+                weight: 0,
+            },
+        ],
     }
 }
 

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::driver::{Applied, Driver};
 use super::metrics::{EnvoyAdmin, MetricsSource, Prometheus, Unavailable};
-use super::overlay::Overlays;
+use super::overlay::{Overlays, WeightsVia};
 use super::store::FileStore;
 use crate::xds::registry::Registry;
 
@@ -33,6 +33,8 @@ pub struct RolloutOptions {
     pub envoy_admin: Vec<String>,
     /// A Prometheus base URL (takes precedence over `envoy_admin`).
     pub prometheus: Option<String>,
+    /// How rollout weights reach Envoy.
+    pub weights: WeightsVia,
 }
 
 /// The controller's channels to the publisher, and its tasks.
@@ -102,6 +104,7 @@ pub async fn start(
         registry,
         overlays: overlay_tx,
         applied: applied_rx,
+        weights: opts.weights,
     };
     let (run, handle) = driver
         .start(stop.clone())

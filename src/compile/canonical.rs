@@ -7,10 +7,11 @@
 //! Protobuf allows fields in any order and keeps repeated fields in the
 //! order they appear, so the result decodes to the very same message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::service::runtime::v3::Runtime;
+use envoy_types::pb::google::protobuf::{value, Any, Value};
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 
@@ -19,6 +20,31 @@ const RC_TYPED_PER_FILTER_CONFIG: u32 = 16;
 const VH_ROUTES: u32 = 3;
 const VH_TYPED_PER_FILTER_CONFIG: u32 = 15;
 const ROUTE_TYPED_PER_FILTER_CONFIG: u32 = 13;
+const RUNTIME_LAYER: u32 = 2;
+const STRUCT_FIELDS: u32 = 1;
+
+/// An RTDS `Runtime` resource whose layer (a `google.protobuf.Struct`,
+/// itself a map) holds `keys` as numbers, in key order. The layer is
+/// present even when empty.
+pub(super) fn runtime(name: &str, keys: &BTreeMap<String, u32>) -> Vec<u8> {
+    let head = Runtime {
+        name: name.to_owned(),
+        layer: None,
+    };
+    let mut out = head.encode_to_vec();
+    let mut layer = Vec::new();
+    for (k, v) in keys {
+        let value = Value {
+            kind: Some(value::Kind::NumberValue(f64::from(*v))),
+        };
+        let mut entry = Vec::new();
+        prost::encoding::string::encode(1, k, &mut entry);
+        prost::encoding::message::encode(2, &value, &mut entry);
+        nested(STRUCT_FIELDS, &entry, &mut layer);
+    }
+    nested(RUNTIME_LAYER, &layer, &mut out);
+    out
+}
 
 pub(super) fn route_configuration(rc: &RouteConfiguration) -> Vec<u8> {
     let mut head = rc.clone();

@@ -1,4 +1,4 @@
-//! Re-compiling after a change to endpoints or routes alone.
+//! Re-compiling after a change to endpoints, routes or runtime keys alone.
 //!
 //! Most publishes change very little. Under discovery, endpoints and
 //! nothing else: one instance moved, a drain marked some as draining.
@@ -26,7 +26,10 @@
 //! only its route configuration is rebuilt, for every group that holds
 //! it. Otherwise it is a full compile.
 //!
-//! In both cases every other resource, and every type not rebuilt, stays
+//! **Runtime keys** (rollout weights moved through RTDS) are one
+//! resource, in every snapshot: it is encoded again and replaced.
+//!
+//! In all cases every other resource, and every type not rebuilt, stays
 //! the same `Arc`, and a group none of whose resources changed keeps its
 //! `Arc<Snapshot>`.
 //!
@@ -56,11 +59,14 @@ use super::CompileError;
 use crate::model::{Config, Listener, Service};
 use crate::xds::{Resource, Snapshot, Snapshots, TypeUrl};
 
-/// How two configs differ, when it is in endpoints and routes alone.
+/// How two configs differ, when it is in endpoints, routes and runtime
+/// keys alone.
 #[derive(Debug)]
 struct Delta {
     /// Some service's endpoints differ.
     endpoints: bool,
+    /// The runtime layer's keys differ.
+    runtime: bool,
     /// Indices of the listeners whose virtual hosts differ.
     listeners: Vec<usize>,
 }
@@ -79,7 +85,7 @@ pub(super) fn recompile(
     };
     // Routes first: they may still call for a full compile, and must do so
     // before the endpoint cache is told this compile is a partial one.
-    let out = if delta.listeners.is_empty() {
+    let mut out = if delta.listeners.is_empty() {
         prev_out.clone()
     } else {
         match routes::recompile(prev, prev_out, config, &delta.listeners)? {
@@ -87,6 +93,14 @@ pub(super) fn recompile(
             None => return Ok(None),
         }
     };
+    if delta.runtime {
+        let layer = Arc::new(super::runtime_layer(config));
+        out = replace_in_all(
+            &out,
+            TypeUrl::Runtime,
+            &[(layer.name.clone(), layer)].into(),
+        );
+    }
     if !delta.endpoints {
         return Ok(Some(out));
     }
@@ -102,6 +116,7 @@ fn delta(a: &Config, b: &Config) -> Option<Delta> {
         services,
         listeners,
         sources,
+        runtime,
     } = a;
     if *sources != b.sources
         || services.len() != b.services.len()
@@ -139,6 +154,7 @@ fn delta(a: &Config, b: &Config) -> Option<Delta> {
     }
     Some(Delta {
         endpoints,
+        runtime: *runtime != b.runtime,
         listeners: changed,
     })
 }

@@ -26,9 +26,17 @@
 //! or `BTreeMap`/`BTreeSet`s in key order. prost encodes protobuf `map` fields
 //! (`HashMap`s such as `Metadata.filter_metadata`, `Struct.fields`,
 //! `typed_per_filter_config`) in the `HashMap`'s random iteration order, so
-//! this module **never emits a map field with more than one entry**; today it
-//! emits none at all. Whoever adds one must keep it to a single entry or
-//! change the encoding. `tests/determinism.rs` checks this across processes.
+//! messages with map fields are encoded by `canonical`, which writes map
+//! entries in key order: route configurations (`typed_per_filter_config`)
+//! and the RTDS runtime layer (a `Struct`). Whoever adds another map field
+//! must encode it there too. `tests/determinism.rs` checks this across
+//! processes.
+//!
+//! Every snapshot holds the one RTDS runtime layer
+//! ([`model::RUNTIME_LAYER`], from [`model::Config::runtime`]), empty when
+//! no rollout moves weights through the runtime: Envoy waits for its RTDS
+//! layers before it initialises clusters, so the layer `sluice bootstrap`
+//! names must always exist.
 
 mod access_log;
 mod canonical;
@@ -174,6 +182,7 @@ fn compile_with(
         .map(String::as_str)
         .collect();
 
+    let runtime = runtime_layer(config);
     let mut out = BTreeMap::new();
     for group in groups {
         let listeners: Vec<&model::Listener> = config
@@ -181,7 +190,7 @@ fn compile_with(
             .iter()
             .filter(|l| l.serves_group(group))
             .collect();
-        let snapshot = compile_group(config, group, &listeners, cache)?;
+        let snapshot = compile_group(config, group, &listeners, &runtime, cache)?;
         out.insert(group.to_owned(), Arc::new(snapshot));
     }
 
@@ -190,7 +199,7 @@ fn compile_with(
         .iter()
         .filter(|l| l.groups.is_none())
         .collect();
-    let fallback = compile_group(config, FALLBACK, &fallback, cache)?;
+    let fallback = compile_group(config, FALLBACK, &fallback, &runtime, cache)?;
 
     Ok(Snapshots {
         groups: out,
@@ -213,6 +222,7 @@ fn compile_group(
     config: &model::Config,
     group: &str,
     listeners: &[&model::Listener],
+    runtime: &Resource,
     cache: &mut eds::EndpointCache,
 ) -> Result<Snapshot, CompileError> {
     let mut res = GroupResources::default();
@@ -242,7 +252,16 @@ fn compile_group(
         .iter()
         .map(|r| Resource::from_bytes(r.name.clone(), canonical::route_configuration(r)))
         .collect();
-    Ok(Snapshot::new([sds, cds, res.endpoints, lds, rds]))
+    let rtds = vec![runtime.clone()];
+    Ok(Snapshot::new([rtds, sds, cds, res.endpoints, lds, rds]))
+}
+
+/// The RTDS runtime layer of `config`.
+fn runtime_layer(config: &model::Config) -> Resource {
+    Resource::from_bytes(
+        model::RUNTIME_LAYER,
+        canonical::runtime(model::RUNTIME_LAYER, &config.runtime),
+    )
 }
 
 fn encode_all<M: prost::Message>(msgs: &[M], name: impl Fn(&M) -> &String) -> Vec<Resource> {

@@ -127,7 +127,9 @@ fn route(l: &model::Listener, r: &model::Route) -> Result<Route, CompileError> {
         model::RouteAction::DirectResponse(dr) => {
             route::Action::DirectResponse(route_policy::direct_response(dr))
         }
-        model::RouteAction::Backend(_) | model::RouteAction::Split(_) => {
+        model::RouteAction::Backend(_)
+        | model::RouteAction::Split(_)
+        | model::RouteAction::RuntimeSplit { .. } => {
             let mut action = RouteAction {
                 cluster_specifier: Some(cluster_specifier(&r.action)),
                 timeout,
@@ -210,25 +212,37 @@ pub(super) fn regex(re: &str) -> RegexMatcher {
 fn cluster_specifier(action: &model::RouteAction) -> route_action::ClusterSpecifier {
     match action {
         model::RouteAction::Backend(b) => route_action::ClusterSpecifier::Cluster(b.cluster_name()),
-        model::RouteAction::Split(split) => {
-            route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
-                clusters: split
-                    .iter()
-                    .map(|wb| ClusterWeight {
-                        name: wb.backend.cluster_name(),
-                        weight: Some(UInt32Value { value: wb.weight }),
-                        ..Default::default()
-                    })
-                    .collect(),
-                // total_weight left unset: Envoy sums the weights.
-                ..Default::default()
-            })
+        model::RouteAction::Split(split) => weighted_clusters(split, String::new()),
+        model::RouteAction::RuntimeSplit { key_prefix, split } => {
+            weighted_clusters(split, key_prefix.clone())
         }
         // Local actions have no cluster; `route` never asks for one.
         model::RouteAction::Redirect(_) | model::RouteAction::DirectResponse(_) => {
             route_action::ClusterSpecifier::Cluster(String::new())
         }
     }
+}
+
+/// Envoy reads each cluster's weight from the runtime key
+/// `<runtime_key_prefix>.<cluster name>` when the prefix is set, and sums
+/// the weights on every request.
+fn weighted_clusters(
+    split: &[model::WeightedBackend],
+    runtime_key_prefix: String,
+) -> route_action::ClusterSpecifier {
+    route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+        clusters: split
+            .iter()
+            .map(|wb| ClusterWeight {
+                name: wb.backend.cluster_name(),
+                weight: Some(UInt32Value { value: wb.weight }),
+                ..Default::default()
+            })
+            .collect(),
+        runtime_key_prefix,
+        // total_weight left unset: Envoy sums the weights.
+        ..Default::default()
+    })
 }
 
 fn retry_policy(

@@ -27,6 +27,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::canary::overlay::WeightsVia;
 use crate::canary::pb::{self, rollout_service_client::RolloutServiceClient};
 use crate::cli::Output;
 
@@ -51,6 +52,12 @@ pub struct ServeArgs {
     /// A Prometheus base URL to analyse rollouts with instead.
     #[arg(long)]
     pub metrics_prometheus: Option<String>,
+    /// How a rollout step reaches Envoy: `routes` rewrites the routes to
+    /// the service (works with any bootstrap); `runtime` changes only
+    /// sluice's RTDS runtime layer, a few bytes per step, and needs Envoys
+    /// bootstrapped with that layer (`sluice bootstrap` adds it).
+    #[arg(long, env = "SLUICE_ROLLOUT_WEIGHTS", value_enum, default_value_t = WeightsVia::Routes)]
+    pub rollout_weights: WeightsVia,
 }
 
 #[derive(Debug, Args)]

@@ -65,6 +65,7 @@ pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
         services,
         listeners: Arc::new(listeners),
         sources,
+        runtime: Arc::default(),
     }
 }
 

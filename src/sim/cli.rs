@@ -207,6 +207,8 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
         group: opts.group.clone(),
         node_prefix: node_prefix.into(),
         faults,
+        // `sluice sim` models Envoys bootstrapped by `sluice bootstrap`.
+        runtime_layer: Some(crate::model::RUNTIME_LAYER.to_string()),
     };
     let faulty = opts.faulty.min(opts.proxies);
     let fleet = Fleets {

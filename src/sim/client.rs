@@ -55,6 +55,9 @@ pub struct ClientConfig {
     pub group: String,
     pub mode: Mode,
     pub faults: Faults,
+    /// The RTDS layer the proxy's bootstrap names (`sluice bootstrap`
+    /// names [`crate::model::RUNTIME_LAYER`]); `None`: no RTDS.
+    pub runtime_layer: Option<String>,
 }
 
 /// Where one proxy stands, published after every response.
@@ -90,7 +93,8 @@ pub async fn run(
         user_agent_name: "sluice-sim".into(),
         ..Default::default()
     };
-    let mut state = ClientState::new(cfg.mode, node, decoder);
+    let mut state =
+        ClientState::new(cfg.mode, node, decoder).with_runtime_layer(cfg.runtime_layer.clone());
     let mut storm = cfg.faults.reconnect_storm;
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -248,7 +252,7 @@ fn record(report: &watch::Sender<Report>, state: &mut ClientState, a: &Applied) 
                 r.last_nack = Some(e.clone());
             }
         }
-        for ty in crate::sim::SIM_TYPES {
+        for ty in TypeUrl::ALL {
             let v = state.version(ty);
             if r.versions[ty.index()] != v {
                 r.versions[ty.index()] = v.to_string();

@@ -103,7 +103,7 @@ impl DataPlane {
             Action::Direct(status) => return local(*status, "DR"),
             Action::Redirect => return local(301, "RD"),
         };
-        let cluster_name = fwd.pick_cluster(self.rng.random());
+        let cluster_name = fwd.pick_cluster(self.rng.random(), &|key| view.runtime_integer(key));
         let Some(cluster) = view.clusters.get(cluster_name) else {
             return local(503, "NC");
         };

@@ -24,6 +24,9 @@ pub struct FleetConfig {
     /// Node ids are `<prefix>-<n>`.
     pub node_prefix: String,
     pub faults: Faults,
+    /// The RTDS layer every proxy subscribes to (see
+    /// [`ClientConfig::runtime_layer`]).
+    pub runtime_layer: Option<String>,
 }
 
 pub struct Fleet {
@@ -49,6 +52,7 @@ impl Fleet {
                 group: cfg.group.clone(),
                 mode: cfg.mode,
                 faults: cfg.faults.clone(),
+                runtime_layer: cfg.runtime_layer.clone(),
             };
             let (decoder, stop_rx) = (decoder.clone(), stop_rx.clone());
             tasks.spawn(async move {

@@ -15,8 +15,9 @@
 //! The simulator is a client: it speaks xDS over gRPC and never reaches into
 //! the server. It shares only [`crate::xds::TypeUrl`] with it.
 
-/// The resource types a simulated proxy subscribes to (it models no TLS,
-/// so no secrets), in the order Envoy starts them.
+/// The resource types every simulated proxy subscribes to (it models no
+/// TLS, so no secrets), in the order Envoy starts them. A proxy given an
+/// RTDS layer (`ClientConfig::runtime_layer`) asks for that first.
 pub const SIM_TYPES: [crate::xds::TypeUrl; 4] = [
     crate::xds::TypeUrl::Cluster,
     crate::xds::TypeUrl::Endpoint,

@@ -1,7 +1,8 @@
 //! What the simulated proxy keeps of each xDS resource, decoded once.
 //!
 //! Bytes from the wire become [`SimCluster`], [`SimEndpoints`],
-//! [`SimListener`] (decoded in [`super::listener`]) and [`RouteTable`](super::route::RouteTable) here, with the
+//! [`SimListener`] (decoded in [`super::listener`]), [`RouteTable`](super::route::RouteTable)
+//! and [`SimRuntime`] (an RTDS layer) here, with the
 //! checks Envoy itself makes before it accepts a resource (a failed check is
 //! a NACK). Decoding goes through a [`Decoder`] that a whole fleet shares: the
 //! same bytes decode once and every proxy holds the same `Arc`.
@@ -10,7 +11,7 @@
 //! rather than silently ignored, so a config the simulator cannot judge is
 //! never reported as routed correctly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
+use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 use prost::Message;
 
 use super::route::RouteTable;
@@ -112,6 +114,17 @@ pub enum DecodeError {
     Unsupported(String),
 }
 
+/// One RTDS runtime layer: the keys Envoy's `Snapshot::getInteger` finds
+/// in it. Envoy reads a number that is a whole, non-negative value, or a
+/// string that parses as one, as an integer; other values (fractions,
+/// booleans, nested structs) have no integer and `getInteger` returns its
+/// default for them, so they are not kept.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimRuntime {
+    pub name: String,
+    pub integers: BTreeMap<String, u64>,
+}
+
 /// One decoded resource of any type.
 #[derive(Clone, Debug)]
 pub enum Decoded {
@@ -119,6 +132,7 @@ pub enum Decoded {
     Endpoints(Arc<SimEndpoints>),
     Listener(Arc<SimListener>),
     Routes(Arc<RouteTable>),
+    Runtime(Arc<SimRuntime>),
 }
 
 impl Decoded {
@@ -128,6 +142,7 @@ impl Decoded {
             Decoded::Endpoints(e) => &e.cluster_name,
             Decoded::Listener(l) => &l.name,
             Decoded::Routes(r) => &r.name,
+            Decoded::Runtime(r) => &r.name,
         }
     }
 }
@@ -179,6 +194,7 @@ fn still_shared(d: &Decoded) -> bool {
         Decoded::Endpoints(a) => Arc::strong_count(a) > 1,
         Decoded::Listener(a) => Arc::strong_count(a) > 1,
         Decoded::Routes(a) => Arc::strong_count(a) > 1,
+        Decoded::Runtime(a) => Arc::strong_count(a) > 1,
     }
 }
 
@@ -197,6 +213,7 @@ pub fn decode(ty: TypeUrl, bytes: &[u8]) -> Entry {
             bytes,
             "RouteConfiguration",
         )?)?)),
+        TypeUrl::Runtime => Decoded::Runtime(Arc::new(runtime_of(&proto(bytes, "Runtime")?)?)),
         // The simulator never subscribes to secrets (it models no TLS).
         TypeUrl::Secret => {
             return Err(DecodeError::Unsupported(
@@ -204,6 +221,53 @@ pub fn decode(ty: TypeUrl, bytes: &[u8]) -> Entry {
             ))
         }
     })
+}
+
+fn runtime_of(r: &Runtime) -> Result<SimRuntime, DecodeError> {
+    if r.name.is_empty() {
+        return Err(DecodeError::Invalid("runtime name cannot be empty".into()));
+    }
+    let mut integers = BTreeMap::new();
+    for (key, value) in r.layer.iter().flat_map(|l| &l.fields) {
+        runtime_entry(key.clone(), value, &mut integers)?;
+    }
+    Ok(SimRuntime {
+        name: r.name.clone(),
+        integers,
+    })
+}
+
+/// One layer entry, as Envoy's proto layer walks it: a struct's fields
+/// become `key.field` entries; a list, a null or an unset value is an
+/// error.
+fn runtime_entry(
+    key: String,
+    value: &envoy_types::pb::google::protobuf::Value,
+    integers: &mut BTreeMap<String, u64>,
+) -> Result<(), DecodeError> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let integer = match &value.kind {
+        Some(Kind::NumberValue(n)) if *n >= 0.0 && n.fract() == 0.0 && *n < u64::MAX as f64 => {
+            Some(*n as u64)
+        }
+        Some(Kind::NumberValue(_)) | Some(Kind::BoolValue(_)) => None,
+        Some(Kind::StringValue(s)) => s.parse().ok(),
+        Some(Kind::StructValue(st)) => {
+            for (field, v) in &st.fields {
+                runtime_entry(format!("{key}.{field}"), v, integers)?;
+            }
+            return Ok(());
+        }
+        Some(Kind::ListValue(_)) | Some(Kind::NullValue(_)) | None => {
+            return Err(DecodeError::Invalid(format!(
+                "Invalid runtime entry value for {key}"
+            )))
+        }
+    };
+    if let Some(i) = integer {
+        integers.insert(key, i);
+    }
+    Ok(())
 }
 
 pub(super) fn proto<M: Message + Default>(

@@ -224,6 +224,7 @@ mod tests {
         Arc::new(Snapshot::new([
             Vec::new(),
             Vec::new(),
+            Vec::new(),
             eds,
             Vec::new(),
             Vec::new(),

@@ -12,12 +12,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use xxhash_rust::xxh3::Xxh3;
 
-/// The five resource types sluice serves, in make-before-break order:
-/// SDS, then CDS, EDS, LDS, RDS. Secrets come first because clusters
-/// (upstream TLS) and listeners (TLS termination) reference them by name;
-/// a proxy asks for a secret only once it holds what references it.
+/// The six resource types sluice serves, in the order pushes follow:
+/// the RTDS runtime layer, then make-before-break SDS, CDS, EDS, LDS, RDS.
+/// Runtime comes first because Envoy asks for its RTDS layers before it
+/// initialises clusters, and runtime keys reference nothing. Secrets come
+/// before clusters (upstream TLS) and listeners (TLS termination), which
+/// reference them by name; a proxy asks for a secret only once it holds
+/// what references it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TypeUrl {
+    Runtime,
     Secret,
     Cluster,
     Endpoint,
@@ -28,6 +32,7 @@ pub enum TypeUrl {
 impl TypeUrl {
     /// All types in the order pushes must follow.
     pub const ALL: [TypeUrl; TypeUrl::COUNT] = [
+        TypeUrl::Runtime,
         TypeUrl::Secret,
         TypeUrl::Cluster,
         TypeUrl::Endpoint,
@@ -36,10 +41,11 @@ impl TypeUrl {
     ];
 
     /// How many types there are.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     pub const fn as_str(self) -> &'static str {
         match self {
+            TypeUrl::Runtime => "type.googleapis.com/envoy.service.runtime.v3.Runtime",
             TypeUrl::Secret => {
                 "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
@@ -59,6 +65,7 @@ impl TypeUrl {
     /// Short name used in logs, metrics and status (`cds`, `eds`, ...).
     pub const fn short(self) -> &'static str {
         match self {
+            TypeUrl::Runtime => "rtds",
             TypeUrl::Secret => "sds",
             TypeUrl::Cluster => "cds",
             TypeUrl::Endpoint => "eds",
@@ -67,8 +74,8 @@ impl TypeUrl {
         }
     }
 
-    /// LDS and CDS may be subscribed to as a wildcard; SDS, EDS and RDS
-    /// are always requested by name.
+    /// LDS and CDS may be subscribed to as a wildcard; RTDS, SDS, EDS and
+    /// RDS are always requested by name.
     pub const fn wildcard_capable(self) -> bool {
         matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
     }

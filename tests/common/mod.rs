@@ -578,6 +578,7 @@ pub async fn side_by_side(rules: &str, name: &str, ready: (&str, u16)) -> SideBy
         group: "default".into(),
         node_prefix: format!("sim-{name}"),
         faults: Default::default(),
+        runtime_layer: None,
     });
     fleet
         .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))

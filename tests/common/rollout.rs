@@ -42,6 +42,17 @@ impl ControllerFiles {
 
     /// Starts sluice with the controller, reading metrics from `stats`.
     pub fn sluice(&self, rules: &Path, xds: &str, stats: &[SocketAddr]) -> Sluice {
+        self.sluice_with(rules, xds, stats, &[])
+    }
+
+    /// [`ControllerFiles::sluice`] with more arguments.
+    pub fn sluice_with(
+        &self,
+        rules: &Path,
+        xds: &str,
+        stats: &[SocketAddr],
+        extra: &[&str],
+    ) -> Sluice {
         let mut args: Vec<String> = vec![
             "--state-dir".into(),
             self.state_dir.display().to_string(),
@@ -54,6 +65,7 @@ impl ControllerFiles {
             args.push("--metrics-envoy-admin".into());
             args.push(s.to_string());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let s = Sluice::start_with(rules, xds, &args);
         assert!(
@@ -204,6 +216,7 @@ fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
         group: "default".into(),
         node_prefix: prefix.into(),
         faults,
+        runtime_layer: None,
     })
 }
 

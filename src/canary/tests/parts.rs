@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::canary::analysis::{measure, parse_envoy_stats, Sample};
-use crate::canary::overlay::{Overlay, Overlays};
+use crate::canary::overlay::{Overlay, Overlays, WeightsVia};
 use crate::canary::store::{FileStore, StateStore};
 use crate::canary::{HeaderRoute, Rollout, Spec, Strategy};
 use crate::model::{Backend, Config, RouteAction, ValueMatch};
@@ -61,7 +61,7 @@ fn to(subset: &str) -> RouteAction {
 #[test]
 fn overlay_rewrites_governed_routes_only() {
     let mut c = config();
-    overlay(25, false).apply(&mut c);
+    overlay(25, false).apply(&mut c, WeightsVia::Routes);
     let routes = &c.listeners[0].virtual_hosts[0].routes;
     assert_eq!(routes.len(), 2);
     assert_eq!(routes[0].action, to("canary"), "preview route untouched");
@@ -83,11 +83,11 @@ fn overlay_rewrites_governed_routes_only() {
 fn overlay_ends_are_single_clusters_and_header_routes_go_first() {
     for (w, want) in [(0, "stable"), (100, "canary")] {
         let mut c = config();
-        overlay(w, false).apply(&mut c);
+        overlay(w, false).apply(&mut c, WeightsVia::Routes);
         assert_eq!(c.listeners[0].virtual_hosts[0].routes[1].action, to(want));
     }
     let mut c = config();
-    overlay(10, true).apply(&mut c);
+    overlay(10, true).apply(&mut c, WeightsVia::Routes);
     let routes = &c.listeners[0].virtual_hosts[0].routes;
     assert_eq!(routes.len(), 3);
     assert_eq!(routes[1].action, to("canary"));
@@ -99,11 +99,66 @@ fn overlay_ends_are_single_clusters_and_header_routes_go_first() {
     assert!(matches!(routes[2].action, RouteAction::Split(_)));
     // Same input, same bytes: rollout weights are input like the rules.
     let mut again = config();
-    overlay(10, true).apply(&mut again);
+    overlay(10, true).apply(&mut again, WeightsVia::Routes);
     assert_eq!(
         crate::compile::compile(&c).ok(),
         crate::compile::compile(&again).ok()
     );
+}
+
+#[test]
+fn runtime_weights_change_the_runtime_layer_and_never_the_routes() {
+    use crate::xds::TypeUrl;
+    let compiled = |w: u32| {
+        let mut c = config();
+        overlay(w, false).apply(&mut c, WeightsVia::Runtime);
+        (c.clone(), crate::compile::compile(&c).expect("compiles"))
+    };
+    let (c0, s0) = compiled(0);
+    let (c10, s10) = compiled(10);
+    let (c100, s100) = compiled(100);
+    // The governed route reads the runtime keys; its own weights (what a
+    // proxy without the layer uses) keep everything on stable.
+    let routes = &c10.listeners[0].virtual_hosts[0].routes;
+    assert_eq!(routes[0].action, to("canary"), "preview route untouched");
+    let RouteAction::RuntimeSplit { key_prefix, split } = &routes[1].action else {
+        panic!("not a runtime split: {:?}", routes[1].action);
+    };
+    assert_eq!(key_prefix, "sluice.rollout.web");
+    let defaults: Vec<(String, u32)> = split
+        .iter()
+        .map(|w| (w.backend.cluster_name(), w.weight))
+        .collect();
+    assert_eq!(
+        defaults,
+        vec![("web~stable".into(), 100), ("web~canary".into(), 0)]
+    );
+    let keys = |c: &Config| {
+        c.runtime
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(&c10),
+        vec![
+            ("sluice.rollout.web.web~canary".to_string(), 10),
+            ("sluice.rollout.web.web~stable".to_string(), 90)
+        ]
+    );
+    assert_eq!(c0.runtime["sluice.rollout.web.web~canary"], 0);
+    assert_eq!(c100.runtime["sluice.rollout.web.web~stable"], 0);
+    // Steps, the ends included, change the runtime layer alone.
+    for s in [&s0, &s100] {
+        assert_eq!(
+            s.fallback.version(TypeUrl::Route),
+            s10.fallback.version(TypeUrl::Route)
+        );
+        assert_ne!(
+            s.fallback.version(TypeUrl::Runtime),
+            s10.fallback.version(TypeUrl::Runtime)
+        );
+    }
 }
 
 #[test]

@@ -54,6 +54,13 @@ enum Step {
         l: usize,
         w: u32,
     },
+    /// A canary step as the overlay writes it with runtime weights:
+    /// listener `l`'s route reads its weights from runtime keys, which
+    /// send `w` % to the `v2` subset.
+    RuntimeWeight {
+        l: usize,
+        w: u32,
+    },
     /// The overlay's header route before route `r` of listener `l` comes
     /// or goes (a rollout with a header starts or ends).
     Header {
@@ -81,6 +88,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..3usize, s.clone()).prop_map(|(l, s)| Step::Reroute { l, s }),
         1 => (s, 1u64..4).prop_map(|(s, ms)| Step::Timeout { s, ms: ms * 100 }),
         3 => (0..3usize, 0..=20u32).prop_map(|(l, w)| Step::Weight { l, w: w * 5 }),
+        2 => (0..3usize, 0..=20u32).prop_map(|(l, w)| Step::RuntimeWeight { l, w: w * 5 }),
         1 => (0..3usize).prop_map(|l| Step::Header { l }),
         1 => (0..3usize, 1u64..4).prop_map(|(l, ms)| Step::RouteTimeout { l, ms: ms * 100 }),
         1 => (0..3usize).prop_map(|l| Step::Websocket { l }),
@@ -217,6 +225,30 @@ fn apply(config: &mut Config, step: &Step) {
                 };
             }
         }
+        Step::RuntimeWeight { l, w } => {
+            let name = service_of(route_r(config, l));
+            let canary = to_v2(config, &name);
+            if canary.subset.is_some() {
+                let stable = mk_backend(&name, None);
+                let prefix = format!("rollout.{name}");
+                let keys = Arc::make_mut(&mut config.runtime);
+                keys.insert(format!("{prefix}.{}", stable.cluster_name()), 100 - w);
+                keys.insert(format!("{prefix}.{}", canary.cluster_name()), w);
+                route_r(config, l).action = RouteAction::RuntimeSplit {
+                    key_prefix: prefix,
+                    split: vec![
+                        WeightedBackend {
+                            backend: stable,
+                            weight: 100,
+                        },
+                        WeightedBackend {
+                            backend: canary,
+                            weight: 0,
+                        },
+                    ],
+                };
+            }
+        }
         Step::Header { l } => {
             let route = route_r(config, l).clone();
             let to = to_v2(config, &service_of(&route));
@@ -306,6 +338,70 @@ fn an_endpoint_change_keeps_every_other_resource_and_untouched_groups() {
     let eds = |s: &Snapshot, name: &str| s.get(TypeUrl::Endpoint, name).expect("cla").clone();
     assert!(!Arc::ptr_eq(&eds(g1, "a"), &eds(was, "a")));
     assert!(Arc::ptr_eq(&eds(g1, "c"), &eds(was, "c")));
+}
+
+#[test]
+fn a_runtime_weight_step_replaces_only_the_runtime_layer_everywhere() {
+    let mut compiler = Compiler::default();
+    let mut config = base();
+    apply(&mut config, &Step::RuntimeWeight { l: 0, w: 20 });
+    let first = compiler
+        .compile(&Arc::new(config.clone()))
+        .expect("compiles");
+    apply(&mut config, &Step::RuntimeWeight { l: 0, w: 35 });
+    let config = Arc::new(config);
+    let after = compiler.compile(&config).expect("compiles");
+    assert_eq!(after, compile(&config).expect("compiles"));
+    let pairs = after
+        .groups
+        .values()
+        .zip(first.groups.values())
+        .chain([(&after.fallback, &first.fallback)]);
+    for (now, was) in pairs {
+        for ty in TypeUrl::ALL {
+            if ty != TypeUrl::Runtime {
+                assert!(now.shares(was, ty), "{ty} rebuilt for a runtime step");
+            }
+        }
+        assert_ne!(now.version(TypeUrl::Runtime), was.version(TypeUrl::Runtime));
+    }
+    // The route names the prefix and keeps the weights a proxy without the
+    // layer uses: all to the stable subset.
+    let g1 = &after.groups["g1"];
+    let rc: RouteConfiguration = decode(g1, TypeUrl::Route, "edge");
+    let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) =
+        &first_route_action(&rc, 0).cluster_specifier
+    else {
+        panic!("edge's route is not a split");
+    };
+    assert_eq!(wc.runtime_key_prefix, "rollout.a");
+    let defaults: Vec<u32> = wc
+        .clusters
+        .iter()
+        .map(|c| c.weight.as_ref().map_or(0, |w| w.value))
+        .collect();
+    assert_eq!(defaults, [100, 0]);
+    let rt: envoy_types::pb::envoy::service::runtime::v3::Runtime =
+        decode(g1, TypeUrl::Runtime, crate::model::RUNTIME_LAYER);
+    let keys: Vec<(String, f64)> = rt
+        .layer
+        .expect("layer")
+        .fields
+        .into_iter()
+        .map(|(k, v)| match v.kind {
+            Some(envoy_types::pb::google::protobuf::value::Kind::NumberValue(n)) => (k, n),
+            other => panic!("{k}: {other:?}"),
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("rollout.a.a".to_string(), 65.0),
+            ("rollout.a.a~v2".to_string(), 35.0)
+        ]
+    );
 }
 
 #[test]

@@ -123,6 +123,7 @@ fn mk_config(services: Vec<Service>, listeners: Vec<Listener>) -> Config {
             .collect(),
         listeners: Arc::new(listeners),
         sources: Default::default(),
+        runtime: Default::default(),
     }
 }
 
@@ -402,8 +403,24 @@ fn empty_config_gives_an_empty_fallback() {
     let snaps = compile(&mk_config(vec![], vec![])).expect("compiles");
     assert!(snaps.groups.is_empty());
     for ty in TypeUrl::ALL {
+        if ty == TypeUrl::Runtime {
+            continue;
+        }
         assert!(snaps.fallback.resources(ty).is_empty());
     }
+    // The RTDS layer bootstraps name is always there, empty: Envoy waits
+    // for it before it asks for clusters.
+    let rtds = snaps.fallback.resources(TypeUrl::Runtime);
+    let layer = rtds
+        .get(crate::model::RUNTIME_LAYER)
+        .expect("runtime layer");
+    let decoded =
+        <envoy_types::pb::envoy::service::runtime::v3::Runtime as prost::Message>::decode(
+            layer.body.clone(),
+        )
+        .expect("decodes");
+    assert_eq!(decoded.name, crate::model::RUNTIME_LAYER);
+    assert_eq!(decoded.layer.map(|l| l.fields.len()), Some(0));
 }
 
 #[test]

@@ -206,7 +206,13 @@ fn forward(
                     "Sum of weights in the weighted_cluster must be greater than 0.".into(),
                 ));
             }
-            Clusters::Weighted { clusters, total }
+            let runtime_key_prefix =
+                (!wc.runtime_key_prefix.is_empty()).then(|| wc.runtime_key_prefix.clone());
+            Clusters::Weighted {
+                clusters,
+                total,
+                runtime_key_prefix,
+            }
         }
         _ => return Err(unsupported("cluster specifier")),
     };

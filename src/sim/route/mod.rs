@@ -199,6 +199,10 @@ pub enum Clusters {
     Weighted {
         clusters: Vec<(String, u64)>,
         total: u64,
+        /// Envoy's `runtime_key_prefix`: each weight is read per request
+        /// from the runtime key `<prefix>.<cluster>`, the configured
+        /// weight being the default, and the total summed again.
+        runtime_key_prefix: Option<String>,
     },
 }
 
@@ -422,23 +426,61 @@ impl Route {
     }
 }
 
+/// The cluster whose cumulative weight range holds `random % total`.
+fn pick_weighted<'a>(
+    clusters: impl Iterator<Item = (&'a str, u64)>,
+    total: u64,
+    random: u64,
+) -> &'a str {
+    let selected = random % total;
+    let mut end = 0;
+    let mut last = "";
+    for (name, weight) in clusters {
+        end += weight;
+        last = name;
+        if selected < end {
+            return name;
+        }
+    }
+    // Unreachable while total is the sum of the weights.
+    last
+}
+
 impl Forward {
     /// The cluster for this request: Envoy picks `random % total` and walks
-    /// the cumulative weights in order.
-    pub fn pick_cluster(&self, random: u64) -> &str {
+    /// the cumulative weights in order. With a runtime key prefix the
+    /// weights come from `runtime` (a key's integer, if it has one) and
+    /// the total is their sum; Envoy picks no cluster when that is zero,
+    /// and neither does this (an empty name, which no cluster has).
+    pub fn pick_cluster(&self, random: u64, runtime: &dyn Fn(&str) -> Option<u64>) -> &str {
         match &self.clusters {
             Clusters::One(c) => c,
-            Clusters::Weighted { clusters, total } => {
-                let selected = random % total;
-                let mut end = 0;
-                for (name, weight) in clusters {
-                    end += weight;
-                    if selected < end {
-                        return name;
-                    }
+            Clusters::Weighted {
+                clusters,
+                total,
+                runtime_key_prefix: None,
+            } => pick_weighted(
+                clusters.iter().map(|(n, w)| (n.as_str(), *w)),
+                *total,
+                random,
+            ),
+            Clusters::Weighted {
+                clusters,
+                runtime_key_prefix: Some(prefix),
+                ..
+            } => {
+                let weight = |(name, default): &(String, u64)| {
+                    runtime(&format!("{prefix}.{name}")).unwrap_or(*default)
+                };
+                let total = clusters.iter().map(weight).sum();
+                if total == 0 {
+                    return "";
                 }
-                // Unreachable while total is the sum of the weights.
-                clusters.last().map_or("", |(n, _)| n.as_str())
+                pick_weighted(
+                    clusters.iter().map(|c| (c.0.as_str(), weight(c))),
+                    total,
+                    random,
+                )
             }
         }
     }

@@ -27,7 +27,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
-use super::resources::{Decoded, Decoder, SimCluster, SimEndpoints, SimListener};
+use super::resources::{Decoded, Decoder, SimCluster, SimEndpoints, SimListener, SimRuntime};
 use super::route::RouteTable;
 use crate::xds::TypeUrl;
 
@@ -67,6 +67,9 @@ pub struct View {
     pub endpoints: BTreeMap<String, Arc<SimEndpoints>>,
     pub listeners: BTreeMap<String, Arc<SimListener>>,
     pub routes: BTreeMap<String, Arc<RouteTable>>,
+    /// RTDS runtime layers by name (the simulator subscribes to one at
+    /// most).
+    pub runtime: BTreeMap<String, Arc<SimRuntime>>,
 }
 
 /// One of the [`View`]'s maps.
@@ -76,6 +79,7 @@ pub enum Part {
     Endpoints,
     Listeners,
     Routes,
+    Runtime,
 }
 
 /// The entries of the [`View`] changed since it was last taken.
@@ -151,6 +155,14 @@ impl ChangeLog {
 const TOUCHED_CAP: usize = 16_384;
 
 impl View {
+    /// The integer a runtime key holds in the RTDS layers, if any
+    /// (Envoy's `Snapshot::getInteger` without its default).
+    pub fn runtime_integer(&self, key: &str) -> Option<u64> {
+        self.runtime
+            .values()
+            .find_map(|layer| layer.integers.get(key).copied())
+    }
+
     /// Brings `self`, a copy of `src` as it was when the changes in
     /// `touched` began, up to date with `src`: work in proportion to the
     /// changes, not to the view.
@@ -178,6 +190,7 @@ impl View {
                 Part::Endpoints => copy(&mut self.endpoints, &src.endpoints, k),
                 Part::Listeners => copy(&mut self.listeners, &src.listeners, k),
                 Part::Routes => copy(&mut self.routes, &src.routes, k),
+                Part::Runtime => copy(&mut self.runtime, &src.runtime, k),
             }
         }
     }
@@ -216,6 +229,11 @@ pub struct ClientState {
     node_sent: bool,
     /// LDS waits for the first CDS update (Envoy's cluster manager init).
     cds_applied: bool,
+    /// The RTDS layer this proxy's bootstrap names, if any.
+    runtime_layer: Option<String>,
+    /// CDS waits for the first RTDS update (Envoy loads its RTDS layers
+    /// before it initialises clusters).
+    runtime_applied: bool,
 }
 
 impl ClientState {
@@ -234,7 +252,17 @@ impl ClientState {
             subs_dirty: false,
             node_sent: false,
             cds_applied: false,
+            runtime_layer: None,
+            runtime_applied: false,
         }
+    }
+
+    /// Subscribes to the RTDS layer `name` when the stream opens, as an
+    /// Envoy whose bootstrap has an `rtds_layer` of that name; clusters
+    /// are asked for once the layer arrived.
+    pub fn with_runtime_layer(mut self, name: Option<String>) -> ClientState {
+        self.runtime_layer = name;
+        self
     }
 
     pub fn view(&self) -> &View {
@@ -269,8 +297,16 @@ impl ClientState {
             t.nonce.clear();
         }
         let mut out = Vec::new();
-        self.types[TypeUrl::Cluster.index()].started = true;
-        for ty in crate::sim::SIM_TYPES {
+        if let Some(layer) = &self.runtime_layer {
+            let t = &mut self.types[TypeUrl::Runtime.index()];
+            t.names = BTreeSet::from([layer.clone()]);
+            t.started = true;
+        }
+        if self.runtime_layer.is_none() || self.runtime_applied {
+            self.types[TypeUrl::Cluster.index()].started = true;
+        }
+        // The RTDS layer, when there is one, is asked for first.
+        for ty in std::iter::once(TypeUrl::Runtime).chain(crate::sim::SIM_TYPES) {
             if self.types[ty.index()].started {
                 out.push(self.subscribe(ty, true));
             }
@@ -359,6 +395,7 @@ impl ClientState {
             TypeUrl::Listener => self.listeners.keys().cloned().collect(),
             TypeUrl::Endpoint => self.view.endpoints.keys().cloned().collect(),
             TypeUrl::Route => self.view.routes.keys().cloned().collect(),
+            TypeUrl::Runtime => self.view.runtime.keys().cloned().collect(),
             TypeUrl::Secret => Vec::new(),
         }
     }
@@ -366,6 +403,7 @@ impl ClientState {
     /// Apply accepted resources and removals of one type.
     pub(super) fn apply(&mut self, ty: TypeUrl, resources: Vec<Decoded>, removed: &[String]) {
         self.cds_applied |= ty == TypeUrl::Cluster;
+        self.runtime_applied |= ty == TypeUrl::Runtime;
         self.subs_dirty |= matches!(ty, TypeUrl::Cluster | TypeUrl::Listener);
         for name in removed {
             match ty {
@@ -389,6 +427,11 @@ impl ClientState {
                 TypeUrl::Route => {
                     if self.view.routes.remove(name).is_some() {
                         self.touch(Part::Routes, name);
+                    }
+                }
+                TypeUrl::Runtime => {
+                    if self.view.runtime.remove(name).is_some() {
+                        self.touch(Part::Runtime, name);
                     }
                 }
                 TypeUrl::Secret => {}
@@ -422,6 +465,13 @@ impl ClientState {
                 Decoded::Routes(r) => {
                     self.touch(Part::Routes, &r.name);
                     self.view.routes.insert(r.name.clone(), r);
+                }
+                Decoded::Runtime(r) => {
+                    if !self.types[TypeUrl::Runtime.index()].names.contains(&r.name) {
+                        continue; // not asked for: Envoy ignores it
+                    }
+                    self.touch(Part::Runtime, &r.name);
+                    self.view.runtime.insert(r.name.clone(), r);
                 }
             }
         }
@@ -498,6 +548,11 @@ impl ClientState {
     /// Subscription changes that follow from what was just applied.
     pub(super) fn follow_ups(&mut self) -> Vec<Outbound> {
         let mut out = Vec::new();
+        let cds = &self.types[TypeUrl::Cluster.index()];
+        if !cds.started && self.runtime_applied {
+            self.types[TypeUrl::Cluster.index()].started = true;
+            out.push(self.subscribe(TypeUrl::Cluster, true));
+        }
         if std::mem::take(&mut self.subs_dirty) {
             self.resubscribe(&mut out);
         }
@@ -629,6 +684,7 @@ pub(super) fn no_duplicates(ty: TypeUrl, resources: Vec<Decoded>) -> Result<Vec<
                 TypeUrl::Endpoint => "cluster load assignment",
                 TypeUrl::Listener => "listener",
                 TypeUrl::Route => "route configuration",
+                TypeUrl::Runtime => "runtime",
                 TypeUrl::Secret => "secret",
             };
             return Err(format!("duplicate {kind} {} found", d.name()));

@@ -503,3 +503,64 @@ fn a_change_log_tells_a_watcher_what_changed_since_its_last_look() {
     log.push(&some(&refs));
     assert_eq!(since(&log, seen), None, "too many at once to list");
 }
+
+#[test]
+fn with_an_rtds_layer_clusters_wait_for_it_and_it_is_asked_again_on_reconnect() {
+    use envoy_types::pb::envoy::service::runtime::v3::Runtime;
+    let mut s = mk_state(Mode::Sotw).with_runtime_layer(Some("sluice".into()));
+    let start = s.start();
+    let types: Vec<&str> = start
+        .iter()
+        .map(|o| sotw_req(o).type_url.as_str())
+        .collect();
+    assert_eq!(types, [TypeUrl::Runtime.as_str()], "RTDS alone first");
+    assert_eq!(sotw_req(&start[0]).resource_names, ["sluice"]);
+
+    let layer = |name: &str, w: f64| {
+        any(
+            TypeUrl::Runtime,
+            &Runtime {
+                name: name.into(),
+                layer: Some(envoy_types::pb::google::protobuf::Struct {
+                    fields: [(
+                        "k".to_string(),
+                        envoy_types::pb::google::protobuf::Value {
+                            kind: Some(
+                                envoy_types::pb::google::protobuf::value::Kind::NumberValue(w),
+                            ),
+                        },
+                    )]
+                    .into(),
+                }),
+            },
+        )
+    };
+    // A layer not asked for is ignored, as Envoy does.
+    let (out, _) = s.on_sotw(
+        &sotw(
+            TypeUrl::Runtime,
+            "r1",
+            "n1",
+            vec![layer("sluice", 5.0), layer("other", 1.0)],
+        ),
+        None,
+    );
+    assert_eq!(s.view().runtime_integer("k"), Some(5));
+    assert_eq!(s.view().runtime.len(), 1);
+    let next: Vec<&str> = out.iter().map(|o| sotw_req(o).type_url.as_str()).collect();
+    assert_eq!(
+        next,
+        [TypeUrl::Runtime.as_str(), TypeUrl::Cluster.as_str()],
+        "the ACK, then clusters"
+    );
+    // A reconnect asks for both at once, RTDS first.
+    let restart = s.start();
+    let again: Vec<&str> = restart
+        .iter()
+        .map(|o| sotw_req(o).type_url.as_str())
+        .collect();
+    assert_eq!(
+        again,
+        [TypeUrl::Runtime.as_str(), TypeUrl::Cluster.as_str()]
+    );
+}

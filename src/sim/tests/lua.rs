@@ -69,6 +69,7 @@ pub(crate) fn view_of(rules: &str) -> Result<View, DecodeError> {
                 }
                 Decoded::Listener(l) => view.listeners.insert(l.name.clone(), l).map(|_| ()),
                 Decoded::Routes(t) => view.routes.insert(t.name.clone(), t).map(|_| ()),
+                Decoded::Runtime(r) => view.runtime.insert(r.name.clone(), r).map(|_| ()),
             };
         }
     }

@@ -22,7 +22,7 @@ fn prefix(p: &str) -> PathSpecifier {
 fn cluster_of(t: &RouteTable, req: &Request) -> Result<String, NoRoute> {
     let r = t.route(req)?;
     match &r.action {
-        Action::Forward(f) => Ok(f.pick_cluster(0).to_string()),
+        Action::Forward(f) => Ok(f.pick_cluster(0, &|_| None).to_string()),
         other => panic!("{other:?}"),
     }
 }
@@ -243,7 +243,7 @@ fn weighted_clusters_use_random_mod_total_over_cumulative_weights() {
     };
     let picks: Vec<&str> = [0u64, 79, 80, 99, 100, 179, 180]
         .iter()
-        .map(|r| f.pick_cluster(*r))
+        .map(|r| f.pick_cluster(*r, &|_| None))
         .collect();
     assert_eq!(picks, ["a", "a", "c", "c", "a", "a", "c"]);
 }
@@ -279,5 +279,86 @@ fn envoy_rejections_are_decode_errors() {
     assert!(matches!(
         RouteTable::compile(&re),
         Err(DecodeError::Invalid(_))
+    ));
+}
+
+#[test]
+fn runtime_weights_override_the_configured_ones_and_the_total_follows() {
+    let mut route = weighted(&[("stable", 100), ("canary", 0)]);
+    if let Some(route::Action::Route(ra)) = &mut route.action {
+        if let Some(route_action::ClusterSpecifier::WeightedClusters(wc)) =
+            &mut ra.cluster_specifier
+        {
+            wc.runtime_key_prefix = "rollout.web".into();
+        }
+    }
+    let t = mk_table(vec![mk_vhost("v", &["*"], vec![route])]);
+    let route = t.route(&Request::get("h", "/")).expect("route");
+    let Action::Forward(f) = &route.action else {
+        panic!()
+    };
+    let picks = |runtime: &dyn Fn(&str) -> Option<u64>| -> Vec<String> {
+        [0u64, 2, 3, 4, 9]
+            .iter()
+            .map(|r| f.pick_cluster(*r, runtime).to_string())
+            .collect()
+    };
+    // No keys: the configured weights.
+    assert_eq!(picks(&|_| None), ["stable"; 5]);
+    // stable 3, canary 2: total 5, so 0..3 stable and 3..5 canary.
+    let layer = |k: &str| match k {
+        "rollout.web.stable" => Some(3),
+        "rollout.web.canary" => Some(2),
+        _ => None,
+    };
+    assert_eq!(
+        picks(&layer),
+        ["stable", "stable", "canary", "canary", "canary"]
+    );
+    // One key only: the other keeps its configured weight (100).
+    let canary_only = |k: &str| (k == "rollout.web.canary").then_some(100);
+    assert_eq!(picks(&canary_only)[..2], ["stable", "stable"]);
+    assert_eq!(f.pick_cluster(150, &canary_only), "canary");
+    // Every weight zero: Envoy picks no cluster.
+    assert_eq!(f.pick_cluster(0, &|_| Some(0)), "");
+}
+
+#[test]
+fn runtime_layers_decode_as_envoy_reads_integers() {
+    use crate::sim::resources::{decode, Decoded};
+    use crate::xds::TypeUrl;
+    use envoy_types::pb::envoy::service::runtime::v3::Runtime;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    use prost::Message;
+    let v = |k: Kind| Value { kind: Some(k) };
+    let nested = Struct {
+        fields: [("b".to_string(), v(Kind::NumberValue(7.0)))].into(),
+    };
+    let layer = |fields: Vec<(&str, Value)>| Runtime {
+        name: "sluice".into(),
+        layer: Some(Struct {
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }),
+    };
+    let ok = layer(vec![
+        ("whole", v(Kind::NumberValue(40.0))),
+        ("fraction", v(Kind::NumberValue(0.5))),
+        ("negative", v(Kind::NumberValue(-1.0))),
+        ("text", v(Kind::StringValue("12".into()))),
+        ("flag", v(Kind::BoolValue(true))),
+        ("a", v(Kind::StructValue(nested))),
+    ]);
+    let Ok(Decoded::Runtime(rt)) = decode(TypeUrl::Runtime, &ok.encode_to_vec()) else {
+        panic!("not decoded");
+    };
+    let got: Vec<(&str, u64)> = rt.integers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(got, [("a.b", 7), ("text", 12), ("whole", 40)]);
+    let bad = layer(vec![("l", v(Kind::NullValue(0)))]);
+    assert!(matches!(
+        decode(TypeUrl::Runtime, &bad.encode_to_vec()),
+        Err(DecodeError::Invalid(e)) if e.contains("l")
     ));
 }

@@ -270,6 +270,7 @@ fn mk(mask: u8, tags: [u8; 5], route: u8, secret: u8) -> Arc<Snapshot> {
     let list =
         |s: &Snapshot, ty: TypeUrl| s.resources(ty).values().map(|r| (**r).clone()).collect();
     Arc::new(Snapshot::new([
+        list(&base, TypeUrl::Runtime),
         list(&base, TypeUrl::Secret),
         cds,
         list(&with_eds, EDS),

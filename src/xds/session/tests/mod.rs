@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 use envoy_types::pb::google::rpc::Status;
 
 use super::*;
@@ -20,6 +21,7 @@ pub(super) const CDS: TypeUrl = TypeUrl::Cluster;
 pub(super) const EDS: TypeUrl = TypeUrl::Endpoint;
 pub(super) const LDS: TypeUrl = TypeUrl::Listener;
 pub(super) const RDS: TypeUrl = TypeUrl::Route;
+pub(super) const RTDS: TypeUrl = TypeUrl::Runtime;
 pub(super) const SDS: TypeUrl = TypeUrl::Secret;
 
 /// A snapshot with the given clusters (each with a CLA whose content is
@@ -77,7 +79,14 @@ pub(super) fn mk_snapshot_with_secret(
             ..Default::default()
         },
     )];
-    Arc::new(Snapshot::new([sds, cds, eds, lds, rds]))
+    let rtds = vec![Resource::encode(
+        "sluice",
+        &Runtime {
+            name: "sluice".into(),
+            layer: None,
+        },
+    )];
+    Arc::new(Snapshot::new([rtds, sds, cds, eds, lds, rds]))
 }
 
 fn mk_node() -> Node {
@@ -150,6 +159,7 @@ pub(super) fn names(resp: &wire::DiscoveryResponse) -> Vec<String> {
     resp.resources
         .iter()
         .map(|a| match TypeUrl::parse(&a.type_url).expect("known type") {
+            RTDS => Runtime::decode(a.value.clone()).expect("runtime").name,
             SDS => Secret::decode(a.value.clone()).expect("secret").name,
             CDS => Cluster::decode(a.value.clone()).expect("cluster").name,
             LDS => Listener::decode(a.value.clone()).expect("listener").name,

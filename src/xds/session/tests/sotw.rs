@@ -302,7 +302,14 @@ fn a_changed_cluster_gets_its_endpoints_again() {
         .collect();
     cds[0] = Resource::encode("a", &changed);
     let by_type = |ty: TypeUrl| snap.resources(ty).values().map(|r| (**r).clone()).collect();
-    snap = Snapshot::new([by_type(SDS), cds, by_type(EDS), by_type(LDS), by_type(RDS)]);
+    snap = Snapshot::new([
+        by_type(RTDS),
+        by_type(SDS),
+        cds,
+        by_type(EDS),
+        by_type(LDS),
+        by_type(RDS),
+    ]);
     let out = s.on_snapshot(Arc::new(snap));
     let resp = sotw_responses(&out);
     assert_eq!(
@@ -377,8 +384,60 @@ fn unknown_types_are_answered_with_nothing() {
     let mut s = Session::new(Mode::Sotw);
     s.on_snapshot(mk_snapshot(&[("a", 1)], "r"));
     let mut req = sotw(CDS, &[], "", "");
-    req.type_url = "type.googleapis.com/envoy.service.runtime.v3.Runtime".into();
+    req.type_url = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig".into();
     let out = s.on_sotw_request(req).expect("req");
     assert!(out.responses.is_empty());
     assert!(matches!(out.events[0], Event::UnknownType { .. }));
+}
+
+#[test]
+fn the_rtds_layer_is_served_by_name_and_a_runtime_change_pushes_it_alone() {
+    let snap = mk_snapshot(&[("a", 1)], "r1");
+    let mut s = Session::new(Mode::Sotw);
+    s.on_snapshot(snap.clone());
+    let out = s
+        .on_sotw_request(sotw(RTDS, &["sluice"], "", ""))
+        .expect("request");
+    let resp = sotw_responses(&out);
+    assert_eq!(names(resp[0]), ["sluice"]);
+    s.on_sotw_request(sotw(
+        RTDS,
+        &["sluice"],
+        &resp[0].version_info,
+        &resp[0].nonce,
+    ))
+    .expect("ack");
+    let out = s.on_sotw_request(sotw(CDS, &[], "", "")).expect("request");
+    let cds = sotw_responses(&out);
+    s.on_sotw_request(sotw(CDS, &[], &cds[0].version_info, &cds[0].nonce))
+        .expect("ack");
+
+    // A rollout step: the layer's keys change, nothing else.
+    let layer = Resource::encode(
+        "sluice",
+        &Runtime {
+            name: "sluice".into(),
+            layer: Some(envoy_types::pb::google::protobuf::Struct {
+                fields: [(
+                    "sluice.rollout.a.a~v2".to_string(),
+                    envoy_types::pb::google::protobuf::Value {
+                        kind: Some(envoy_types::pb::google::protobuf::value::Kind::NumberValue(
+                            10.0,
+                        )),
+                    },
+                )]
+                .into(),
+            }),
+        },
+    );
+    let next = snap
+        .with_replaced(RTDS, &[("sluice".to_string(), Arc::new(layer))].into())
+        .expect("changed");
+    let out = s.on_snapshot(Arc::new(next.clone()));
+    assert_eq!(out.responses.iter().map(ty_of).collect::<Vec<_>>(), [RTDS]);
+    let resp = sotw_responses(&out);
+    assert_eq!(resp[0].version_info, next.version(RTDS));
+    let rt =
+        <Runtime as prost::Message>::decode(resp[0].resources[0].value.clone()).expect("runtime");
+    assert_eq!(rt.layer.map(|l| l.fields.len()), Some(1));
 }
