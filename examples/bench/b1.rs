@@ -97,6 +97,7 @@ pub async fn start_floor(
     t: topo::Topology,
     proxies: usize,
     mode: sluice::sim::state::Mode,
+    runtime: bool,
 ) -> anyhow::Result<(Peer, FleetProc, Duration)> {
     let static_rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
     let args = [
@@ -109,7 +110,9 @@ pub async fn start_floor(
         .expect("floor listening on ", Duration::from_secs(60), |_| {})
         .await?;
     let addr = line.trim_start_matches("floor listening on ").parse()?;
-    let (fleet, ready) = env.configured_fleet(tag, addr, proxies, mode).await?;
+    let (fleet, ready) = env
+        .configured_fleet_rtds(tag, addr, proxies, mode, runtime)
+        .await?;
     Ok((floor, fleet, ready))
 }
 
@@ -121,7 +124,7 @@ async fn floor_run(
     mode: sluice::sim::state::Mode,
     n: u64,
 ) -> anyhow::Result<FloorRun> {
-    let (floor, mut ffleet, ready) = start_floor(env, "b1 floor", t, proxies, mode).await?;
+    let (floor, mut ffleet, ready) = start_floor(env, "b1 floor", t, proxies, mode, false).await?;
     let fleet_setup_cpu = procs::cpu_seconds(ffleet.pid())?;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut fmover = Mover::new(t);

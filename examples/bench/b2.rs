@@ -42,7 +42,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let floor;
     let _etcd_and_sluice;
     let (server, mut fleet, ready, mut target) = if o.floor_only {
-        let (f, fl, r) = b1::start_floor(env, "b2 floor", t, proxies, mode).await?;
+        let (f, fl, r) = b1::start_floor(env, "b2 floor", t, proxies, mode, false).await?;
         floor = f;
         (floor.pid(), fl, r, Target::FloorBatched(&floor))
     } else {

@@ -2,19 +2,28 @@
 //! gRPC API as `sluice rollout` does: `Start` (5 %), then `Promote` every
 //! 2 s to the next step (10 … 100 %; analysis is left to a one-hour
 //! interval, so only the operator moves it), then `Abort` (back to 0 %).
-//! Per step: from just before the API call to the last proxy's ACK of a
-//! route configuration carrying that weight.
+//! Per step: from just before the API call to the last proxy's ACK of
+//! what carries that weight.
 //!
-//! Then the transport floor, with the same fleet: the route configuration
-//! of each step (sluice's own compile of the rules with that weight) is
-//! encoded before the run, and each step pushes it to every stream.
-//! `--floor-only` runs that half alone.
+//! `--rollout-weights runtime` (the default) runs sluice with
+//! `--rollout-weights runtime` and a fleet subscribed to sluice's RTDS
+//! layer, as `sluice bootstrap` sets Envoy up: the first step changes the
+//! route configuration (its governed route now reads runtime keys) and
+//! the runtime layer, every later step the runtime layer alone; a step is
+//! complete when a proxy routes with that weight and has ACKed both.
+//! `--rollout-weights routes`: every step is a route configuration push.
+//!
+//! Then the transport floor, with the same fleet: what each step changes
+//! (sluice's own compile of the rules with that weight, the route
+//! configurations and runtime layer whose bytes differ from the step
+//! before) is encoded before the run, and each step pushes it to every
+//! stream. `--floor-only` runs that half alone.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sluice::canary::overlay::{Overlay, Overlays};
+use sluice::canary::overlay::{Overlay, Overlays, WeightsVia};
 use sluice::canary::pb::{self, rollout_service_client::RolloutServiceClient};
 use sluice::xds::TypeUrl;
 use tonic::metadata::MetadataValue;
@@ -49,18 +58,18 @@ fn steps() -> Vec<u32> {
 /// What moves the weight: sluice's rollout API, or the floor.
 enum Driver<'a> {
     Api(RolloutServiceClient<Channel>),
-    /// The floor, and each step's route configurations (name, file).
-    Floor(&'a Peer, Vec<Vec<(String, PathBuf)>>),
+    /// The floor, and what each step changes (type, name, file).
+    Floor(&'a Peer, Vec<Vec<(TypeUrl, String, PathBuf)>>),
 }
 
 impl Driver<'_> {
     /// Before the clock starts: the floor stages the step's resources.
     fn prepare(&self, step: usize) {
         if let Driver::Floor(floor, files) = self {
-            for (name, file) in &files[step] {
+            for (ty, name, file) in &files[step] {
                 floor.send(format!(
                     "stage-file {} {name} {}",
-                    TypeUrl::Route.as_str(),
+                    ty.as_str(),
                     file.display()
                 ));
             }
@@ -203,6 +212,7 @@ async fn drive(
 /// sluice with the admin gRPC API, its fleet, the rollout's steps.
 async fn sluice_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Result<Run> {
     let proxies = o.proxies.unwrap_or(1000);
+    let via = weights_via(o);
     let token = env.path("token");
     std::fs::write(&token, format!("{TOKEN}\n"))?;
     let extra: Vec<String> = [
@@ -212,6 +222,11 @@ async fn sluice_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Res
         "127.0.0.1:0",
         "--admin-token-file",
         &token.display().to_string(),
+        "--rollout-weights",
+        match via {
+            WeightsVia::Routes => "routes",
+            WeightsVia::Runtime => "runtime",
+        },
     ]
     .map(String::from)
     .to_vec();
@@ -221,7 +236,13 @@ async fn sluice_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("no admin gRPC address"))?;
     let api = RolloutServiceClient::connect(format!("http://{grpc}")).await?;
     let (mut fleet, ready) = env
-        .configured_fleet("b5", sluice.xds, proxies, o.mode())
+        .configured_fleet_rtds(
+            "b5",
+            sluice.xds,
+            proxies,
+            o.mode(),
+            via == WeightsVia::Runtime,
+        )
         .await?;
     let run = drive(
         &mut fleet,
@@ -235,10 +256,21 @@ async fn sluice_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Res
     run
 }
 
-/// Each step's route configurations as sluice compiles them from `rules`
-/// with the rollout's weight, encoded to files for the floor.
-fn floor_routes(env: &Env, rules: &std::path::Path) -> anyhow::Result<Vec<Vec<(String, PathBuf)>>> {
+fn weights_via(o: &Opts) -> WeightsVia {
+    o.rollout_weights.unwrap_or(WeightsVia::Runtime)
+}
+
+/// What each step changes as sluice compiles `rules` with the rollout's
+/// weight: the route configurations and runtime layer whose bytes differ
+/// from the step before (the first step: from the rules without a
+/// rollout, which the floor serves at start), encoded to files.
+fn floor_changes(
+    env: &Env,
+    rules: &std::path::Path,
+    via: WeightsVia,
+) -> anyhow::Result<Vec<Vec<(TypeUrl, String, PathBuf)>>> {
     let config = sluice::rules::load_file(rules).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut prev = sluice::compile::compile(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = Vec::new();
     for (i, w) in weights().into_iter().enumerate() {
         let mut c = config.clone();
@@ -248,15 +280,25 @@ fn floor_routes(env: &Env, rules: &std::path::Path) -> anyhow::Result<Vec<Vec<(S
             canary_weight: w,
             header: None,
         };
-        Overlays([(topo::CANARY_SERVICE.to_string(), overlay)].into()).apply(&mut c);
+        Overlays([(topo::CANARY_SERVICE.to_string(), overlay)].into()).apply(&mut c, via);
         let snaps = sluice::compile::compile(&c).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut files = Vec::new();
-        for (k, (name, r)) in snaps.fallback.resources(TypeUrl::Route).iter().enumerate() {
-            let file = env.path(&format!("b5-rds-{i}-{k}.pb"));
-            std::fs::write(&file, &r.body)?;
-            files.push((name.clone(), file));
+        for ty in [TypeUrl::Runtime, TypeUrl::Route] {
+            for (k, (name, r)) in snaps.fallback.resources(ty).iter().enumerate() {
+                if prev
+                    .fallback
+                    .get(ty, name)
+                    .is_some_and(|p| p.version == r.version)
+                {
+                    continue;
+                }
+                let file = env.path(&format!("b5-{}-{i}-{k}.pb", ty.short()));
+                std::fs::write(&file, &r.body)?;
+                files.push((ty, name.clone(), file));
+            }
         }
         out.push(files);
+        prev = snaps;
     }
     Ok(out)
 }
@@ -264,9 +306,11 @@ fn floor_routes(env: &Env, rules: &std::path::Path) -> anyhow::Result<Vec<Vec<(S
 /// The floor, the same fleet size and mode, the same steps.
 async fn floor_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Result<Run> {
     let proxies = o.proxies.unwrap_or(1000);
-    let files = floor_routes(env, rules)?;
+    let via = weights_via(o);
+    let files = floor_changes(env, rules, via)?;
+    let runtime = via == WeightsVia::Runtime;
     let (floor, mut fleet, ready) =
-        crate::b1::start_floor(env, "b5 floor", o.topology(), proxies, o.mode()).await?;
+        crate::b1::start_floor(env, "b5 floor", o.topology(), proxies, o.mode(), runtime).await?;
     let pid = floor.pid();
     let run = drive(
         &mut fleet,
@@ -291,7 +335,8 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     };
     let floor = floor_run(env, o, &rules).await?;
 
-    println!("\nB5 canary step: {proxies} {mode:?} proxies, M1 {}x{}; a step every 2 s, then abort (sluice: rollout via admin gRPC; floor: the same route configurations, pre-encoded)", t.services, t.per);
+    let via = weights_via(o);
+    println!("\nB5 canary step: {proxies} {mode:?} proxies, M1 {}x{}, weights via {via:?}; a step every 2 s, then abort (sluice: rollout via admin gRPC; floor: the same changes, pre-encoded)", t.services, t.per);
     println!("| server | steps | p50 ms | p99 ms | max ms | incomplete | NACKs | CPU ms/step | fleet CPU ms/step | idle cores |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, r) in [
@@ -323,6 +368,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     Ok(json!({
         "scenario": "b5",
         "floor_only": o.floor_only,
+        "rollout_weights": format!("{via:?}").to_lowercase(),
         "mode": format!("{mode:?}").to_lowercase(),
         "proxies": proxies,
         "services": t.services,

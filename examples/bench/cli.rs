@@ -10,7 +10,7 @@ use crate::procs::Exes;
 use crate::setup::{Env, Opts};
 
 const USAGE: &str = "usage: bench SCENARIO [--proxies N] [--services N] [--endpoints N] \
-[--duration SECS] [--sotw | --delta] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)]
+[--duration SECS] [--sotw | --delta] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)] [--rollout-weights routes|runtime (b5)]
 scenarios: b1 (convergence), b2 (churn), b3 (reconnect storm), b4 (memory), b5 (canary step)";
 
 /// Runs `args`; `sluice` overrides where the sluice binary is looked for.
@@ -122,6 +122,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
         rates: None,
         out: None,
         floor_only: false,
+        rollout_weights: None,
     };
     let mut sluice = None;
     let mut it = args.iter();
@@ -138,6 +139,13 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
             "--sotw" => o.sotw = true,
             "--delta" => o.delta = true,
             "--floor-only" => o.floor_only = true,
+            "--rollout-weights" => {
+                o.rollout_weights = Some(match val()?.as_str() {
+                    "routes" => sluice::canary::overlay::WeightsVia::Routes,
+                    "runtime" => sluice::canary::overlay::WeightsVia::Runtime,
+                    other => bail!("--rollout-weights: routes or runtime, not {other:?}"),
+                })
+            }
             "--rates" => {
                 o.rates = Some(
                     val()?

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use sluice::sim::client::Report;
 use sluice::sim::fleet::{Fleet, FleetConfig};
-use sluice::sim::resources::SimEndpoints;
+use sluice::sim::resources::{SimEndpoints, SimRuntime};
 use sluice::sim::route::{Action, Clusters, Request, RouteTable};
 use sluice::sim::state::{Mode, Part};
 use sluice::xds::TypeUrl;
@@ -75,6 +75,9 @@ struct Tracker {
     eds: HashMap<String, Vec<u64>>,
     rds: Vec<u64>,
     all: Vec<u64>,
+    /// The proxies subscribe to sluice's RTDS layer: weights may come from
+    /// it, and "all types ACKed" includes it.
+    runtime: bool,
 }
 
 /// What one proxy's tracker last looked at, to skip what has not changed
@@ -87,6 +90,7 @@ struct Tracker {
 struct Seen {
     eds: HashMap<String, Weak<SimEndpoints>>,
     rds: Vec<Weak<RouteTable>>,
+    runtime: Vec<Weak<SimRuntime>>,
     /// The last change of the report's log looked at.
     change: u64,
 }
@@ -115,7 +119,8 @@ impl Clock {
     }
 }
 
-/// The canary weight (percent) the route for `path` gives `cluster`.
+/// The canary weight (percent) the route for `path` gives `cluster`,
+/// with the weights read from the proxy's runtime where the route says so.
 fn weight_of(r: &Report, path: &str, cluster: &str) -> Option<u64> {
     let req = Request::get("bench", path);
     r.view.routes.values().find_map(|rt| {
@@ -123,11 +128,25 @@ fn weight_of(r: &Report, path: &str, cluster: &str) -> Option<u64> {
         match &route.action {
             Action::Forward(f) => Some(match &f.clusters {
                 Clusters::One(c) => u64::from(c == cluster) * 100,
-                Clusters::Weighted { clusters, total } => clusters
-                    .iter()
-                    .filter(|(c, _)| c == cluster)
-                    .map(|(_, w)| w * 100 / (*total).max(1))
-                    .sum(),
+                Clusters::Weighted {
+                    clusters,
+                    runtime_key_prefix,
+                    ..
+                } => {
+                    let weight = |(name, default): &(String, u64)| match runtime_key_prefix {
+                        Some(p) => r
+                            .view
+                            .runtime_integer(&format!("{p}.{name}"))
+                            .unwrap_or(*default),
+                        None => *default,
+                    };
+                    let total: u64 = clusters.iter().map(weight).sum();
+                    clusters
+                        .iter()
+                        .filter(|(c, _)| c == cluster)
+                        .map(|c| weight(c) * 100 / total.max(1))
+                        .sum()
+                }
             }),
             _ => None,
         }
@@ -192,10 +211,26 @@ impl Tracker {
         }
         if !self.rds.is_empty() {
             let now: Vec<Weak<RouteTable>> = r.view.routes.values().map(Arc::downgrade).collect();
+            let layers: Vec<Weak<SimRuntime>> =
+                r.view.runtime.values().map(Arc::downgrade).collect();
             let same = now.len() == seen.rds.len()
-                && now.iter().zip(&seen.rds).all(|(a, b)| Weak::ptr_eq(a, b));
+                && now.iter().zip(&seen.rds).all(|(a, b)| Weak::ptr_eq(a, b))
+                && layers.len() == seen.runtime.len()
+                && layers
+                    .iter()
+                    .zip(&seen.runtime)
+                    .all(|(a, b)| Weak::ptr_eq(a, b));
+            // A weight arrives with the routes, or with the runtime layer
+            // the routes read it from: the later of the two ACKs.
+            let acked = match self.runtime {
+                false => at(TypeUrl::Route),
+                true => at(TypeUrl::Route)
+                    .zip(at(TypeUrl::Runtime))
+                    .map(|(a, b)| a.max(b)),
+            };
             if !same {
                 seen.rds = now;
+                seen.runtime = layers;
                 for id in &self.rds {
                     let Some(e) = self.exps.get(id) else { continue };
                     if let (
@@ -208,7 +243,7 @@ impl Tracker {
                     ) = (e.acked[p], &e.kind)
                     {
                         if weight_of(r, path, cluster) == Some(*weight) {
-                            if let Some(t) = at(TypeUrl::Route) {
+                            if let Some(t) = acked {
                                 hits.push((*id, t));
                             }
                         }
@@ -219,8 +254,12 @@ impl Tracker {
         for id in &self.all {
             let Some(e) = self.exps.get(id) else { continue };
             if let (false, Kind::All { since_ns }) = (e.acked[p], &e.kind) {
-                let times: Option<Vec<u64>> =
-                    sluice::sim::SIM_TYPES.iter().map(|t| at(*t)).collect();
+                let rtds = self.runtime.then_some(TypeUrl::Runtime);
+                let times: Option<Vec<u64>> = sluice::sim::SIM_TYPES
+                    .into_iter()
+                    .chain(rtds)
+                    .map(at)
+                    .collect();
                 if let Some(times) = times {
                     if times.iter().all(|t| t >= since_ns) {
                         hits.push((*id, times.into_iter().max().unwrap_or(0)));
@@ -299,10 +338,20 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(xds, proxies, mode))
+    let runtime_layer = args
+        .iter()
+        .position(|a| a == "--runtime-layer")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    rt.block_on(run(xds, proxies, mode, runtime_layer))
 }
 
-async fn run(xds: SocketAddr, proxies: usize, mode: Mode) -> anyhow::Result<()> {
+async fn run(
+    xds: SocketAddr,
+    proxies: usize,
+    mode: Mode,
+    runtime_layer: Option<String>,
+) -> anyhow::Result<()> {
     let clock = Arc::new(Clock::now());
     let fleet = Fleet::start(&FleetConfig {
         xds: xds.to_string(),
@@ -311,6 +360,7 @@ async fn run(xds: SocketAddr, proxies: usize, mode: Mode) -> anyhow::Result<()> 
         group: "default".into(),
         node_prefix: "bench".into(),
         faults: Default::default(),
+        runtime_layer: runtime_layer.clone(),
     });
     let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
     let writer = std::thread::spawn(move || {
@@ -324,7 +374,10 @@ async fn run(xds: SocketAddr, proxies: usize, mode: Mode) -> anyhow::Result<()> 
             let _ = w.flush();
         }
     });
-    let tracker = Arc::new(Mutex::new(Tracker::default()));
+    let tracker = Arc::new(Mutex::new(Tracker {
+        runtime: runtime_layer.is_some(),
+        ..Tracker::default()
+    }));
     let mut receivers = Vec::with_capacity(proxies);
     for p in 0..proxies {
         let mut rx = fleet.watch(p).context("proxy report")?;

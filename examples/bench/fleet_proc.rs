@@ -34,10 +34,11 @@ impl FleetProc {
         xds: SocketAddr,
         proxies: usize,
         mode: Mode,
+        runtime: bool,
         log: &std::path::Path,
     ) -> anyhow::Result<FleetProc> {
         let mode = if mode == Mode::Sotw { "sotw" } else { "delta" };
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "fleet",
             "--xds",
             &xds.to_string(),
@@ -48,6 +49,13 @@ impl FleetProc {
         ]
         .map(String::from)
         .to_vec();
+        if runtime {
+            // As Envoys bootstrapped by `sluice bootstrap`.
+            args.extend([
+                "--runtime-layer".into(),
+                sluice::model::RUNTIME_LAYER.into(),
+            ]);
+        }
         let mut peer = Peer::spawn(exes, &args, log)?;
         peer.expect("ready", Duration::from_secs(60), |_| {})
             .await?;

@@ -30,6 +30,9 @@ pub struct Opts {
     /// B1: run only the floor half (isolates the fleet's own cost); B2: run
     /// the rates against the floor instead of sluice.
     pub floor_only: bool,
+    /// B5: how sluice moves the rollout's weights (`--rollout-weights`;
+    /// default runtime).
+    pub rollout_weights: Option<sluice::canary::overlay::WeightsVia>,
 }
 
 impl Opts {
@@ -89,7 +92,29 @@ impl Env {
         proxies: usize,
         mode: Mode,
     ) -> anyhow::Result<(FleetProc, Duration)> {
-        let mut fleet = self.fleet(xds, proxies, mode).await?;
+        self.configured_fleet_rtds(tag, xds, proxies, mode, false)
+            .await
+    }
+
+    /// [`Env::configured_fleet`], whose proxies subscribe to sluice's RTDS
+    /// runtime layer when `runtime` (B5 with runtime weights).
+    pub async fn configured_fleet_rtds(
+        &self,
+        tag: &str,
+        xds: std::net::SocketAddr,
+        proxies: usize,
+        mode: Mode,
+        runtime: bool,
+    ) -> anyhow::Result<(FleetProc, Duration)> {
+        let mut fleet = FleetProc::start(
+            &self.exes,
+            xds,
+            proxies,
+            mode,
+            runtime,
+            &self.path("fleet.log"),
+        )
+        .await?;
         let ready = fleet.wait_configured(Duration::from_secs(300)).await?;
         eprintln!(
             "{tag}: {proxies} {mode:?} proxies configured in {:.1}s",
@@ -122,7 +147,15 @@ impl Env {
         proxies: usize,
         mode: Mode,
     ) -> anyhow::Result<FleetProc> {
-        FleetProc::start(&self.exes, xds, proxies, mode, &self.path("fleet.log")).await
+        FleetProc::start(
+            &self.exes,
+            xds,
+            proxies,
+            mode,
+            false,
+            &self.path("fleet.log"),
+        )
+        .await
     }
 }
 
