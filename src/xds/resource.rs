@@ -15,10 +15,10 @@ use xxhash_rust::xxh3::Xxh3;
 /// The six resource types sluice serves, in the order pushes follow:
 /// the RTDS runtime layer, then make-before-break SDS, CDS, EDS, LDS, RDS.
 /// Runtime comes first because Envoy asks for its RTDS layers before it
-/// initialises clusters, and runtime keys reference nothing. Secrets come
-/// before clusters (upstream TLS) and listeners (TLS termination), which
-/// reference them by name; a proxy asks for a secret only once it holds
-/// what references it.
+/// initialises clusters; it is outside the ordering (see
+/// [`TypeUrl::ordered`]). Secrets come before clusters (upstream TLS) and
+/// listeners (TLS termination), which reference them by name; a proxy asks
+/// for a secret only once it holds what references it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TypeUrl {
     Runtime,
@@ -78,6 +78,15 @@ impl TypeUrl {
     /// RDS are always requested by name.
     pub const fn wildcard_capable(self) -> bool {
         matches!(self, TypeUrl::Cluster | TypeUrl::Listener)
+    }
+
+    /// Whether the type takes part in make-before-break ordering: while
+    /// it waits for an ACK with more to send, later types wait too. The
+    /// runtime layer does not: its keys reference nothing, and a route
+    /// that reads a key the proxy does not hold yet uses its own weight,
+    /// so a runtime step need not wait for routes nor routes for it.
+    pub const fn ordered(self) -> bool {
+        !matches!(self, TypeUrl::Runtime)
     }
 
     pub const fn index(self) -> usize {

@@ -15,8 +15,9 @@
 //!   ACK, newer changes coalesce into the next response;
 //! - a NACKed resource version is never sent again; the proxy keeps its last
 //!   accepted version and the next push happens when the config changes;
-//! - pushes go CDS → EDS → LDS → RDS; a type that must wait holds back the
-//!   types after it; clusters (and their endpoints) that left the snapshot
+//! - pushes go SDS → CDS → EDS → LDS → RDS; a type that must wait holds
+//!   back the types after it (the RTDS runtime layer goes first and
+//!   neither waits nor holds back: [`TypeUrl::ordered`]); clusters (and their endpoints) that left the snapshot
 //!   are removed only once LDS and RDS are up to date and ACKed, and a
 //!   cluster that changed has its endpoints sent again.
 
@@ -556,7 +557,7 @@ impl Session {
                 // It cannot be sent now; what is dirty stays dirty until
                 // it can, and is planned then. Later types must not
                 // overtake it if it has something to send.
-                if !blocked && (st.must_reply || self.would_send(ty, &snap, hold)) {
+                if !blocked && ty.ordered() && (st.must_reply || self.would_send(ty, &snap, hold)) {
                     blocked = true;
                 }
                 continue;

@@ -441,3 +441,47 @@ fn the_rtds_layer_is_served_by_name_and_a_runtime_change_pushes_it_alone() {
         <Runtime as prost::Message>::decode(resp[0].resources[0].value.clone()).expect("runtime");
     assert_eq!(rt.layer.map(|l| l.fields.len()), Some(1));
 }
+
+#[test]
+fn a_runtime_layer_awaiting_its_ack_holds_no_other_type_back() {
+    let runtime = |w: f64| {
+        Resource::encode(
+            "sluice",
+            &Runtime {
+                name: "sluice".into(),
+                layer: Some(envoy_types::pb::google::protobuf::Struct {
+                    fields: [(
+                        "k".to_string(),
+                        envoy_types::pb::google::protobuf::Value {
+                            kind: Some(
+                                envoy_types::pb::google::protobuf::value::Kind::NumberValue(w),
+                            ),
+                        },
+                    )]
+                    .into(),
+                }),
+            },
+        )
+    };
+    let with_layer = |snap: &Snapshot, w: f64| {
+        let layer = [("sluice".to_string(), Arc::new(runtime(w)))].into();
+        Arc::new(snap.with_replaced(RTDS, &layer).expect("changed"))
+    };
+    let mut s = Session::new(Mode::Sotw);
+    s.on_snapshot(mk_snapshot(&[("a", 1)], "r1"));
+    for (ty, names) in [(RTDS, &["sluice"][..]), (RDS, &["l"][..])] {
+        let out = s.on_sotw_request(sotw(ty, names, "", "")).expect("request");
+        let r = sotw_responses(&out);
+        s.on_sotw_request(sotw(ty, names, &r[0].version_info, &r[0].nonce))
+            .expect("ack");
+    }
+    // A runtime step goes out and is not ACKed yet,
+    let step = with_layer(&mk_snapshot(&[("a", 1)], "r1"), 10.0);
+    let out = s.on_snapshot(step);
+    assert_eq!(out.responses.iter().map(ty_of).collect::<Vec<_>>(), [RTDS]);
+    // ...when the next step comes with a route change: the step waits for
+    // that ACK, the routes go out at once.
+    let next = with_layer(&mk_snapshot(&[("a", 1)], "r2"), 20.0);
+    let out = s.on_snapshot(next);
+    assert_eq!(out.responses.iter().map(ty_of).collect::<Vec<_>>(), [RDS]);
+}
