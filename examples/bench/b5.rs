@@ -123,6 +123,9 @@ impl Driver<'_> {
 /// One half of the run: latencies and CPU over the steps.
 struct Run {
     lat: Latencies,
+    /// Every step but the first: with runtime weights, the steps that
+    /// change only the runtime layer (the first also changes the routes).
+    after_first: Latencies,
     per_step: Vec<Value>,
     server_cpu: f64,
     fleet_cpu: f64,
@@ -141,6 +144,7 @@ impl Run {
         json!({
             "configured_s": setup::num(self.ready.as_secs_f64()),
             "latency": self.lat.json(),
+            "latency_after_first_step": self.after_first.json(),
             "cpu_ms_per_step": setup::num(self.cpu_ms_per_step(self.server_cpu)),
             "fleet_cpu_ms_per_step": setup::num(self.cpu_ms_per_step(self.fleet_cpu)),
             "idle_cpu_cores": setup::num(self.idle_cores),
@@ -190,16 +194,21 @@ async fn drive(
     let idle_cores = (s0 - idle0) / 2.0;
     let stats = fleet.stats().await?;
     let mut lat = Latencies::default();
+    let mut after_first = Latencies::default();
     let mut per_step = Vec::new();
-    for (id, w, t0) in &writes {
+    for (i, (id, w, t0)) in writes.iter().enumerate() {
         let mut one = Latencies::default();
         let r = got.get(id).copied().unwrap_or((0, 0));
         one.push(*t0, r, proxies);
         lat.push(*t0, r, proxies);
+        if i > 0 {
+            after_first.push(*t0, r, proxies);
+        }
         per_step.push(json!({"canary_weight": w, "all_acked_ms": setup::num(one.quantile(1.0)), "proxies_acked": r.0}));
     }
     Ok(Run {
         lat,
+        after_first,
         per_step,
         server_cpu,
         fleet_cpu,
@@ -355,6 +364,17 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             r.cpu_ms_per_step(r.server_cpu),
             r.cpu_ms_per_step(r.fleet_cpu),
             r.idle_cores,
+        );
+    }
+    for (name, r) in [
+        ("sluice", sluice.as_ref()),
+        ("transport floor", Some(&floor)),
+    ] {
+        let Some(r) = r else { continue };
+        println!(
+            "{name}, steps after the first: p50 {} ms, max {} ms",
+            fmt_ms(r.after_first.quantile(0.5)),
+            fmt_ms(r.after_first.quantile(1.0)),
         );
     }
     let ratio = |q: f64| {
