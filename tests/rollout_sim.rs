@@ -20,7 +20,17 @@ fn start_args(interval: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_canary_walks_every_step_and_is_promoted() {
-    let s = Setup::start(0.0, None).await;
+    promoted(Setup::start(0.0, None).await).await;
+}
+
+/// The same through sluice's RTDS layer: the proxies' routes keep their
+/// all-stable weights, so the split each step shows comes from the layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_canary_is_promoted_with_runtime_weights() {
+    promoted(Setup::start_runtime(0.0).await).await;
+}
+
+async fn promoted(s: Setup) {
     let run = s.cli(&start_args("300ms"));
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["canary_weight"], 20);
@@ -43,7 +53,15 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_canary_is_rolled_back_and_traffic_returns_to_stable() {
-    let s = Setup::start(0.05, None).await;
+    rolled_back(Setup::start(0.05, None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_canary_is_rolled_back_with_runtime_weights() {
+    rolled_back(Setup::start_runtime(0.05).await).await;
+}
+
+async fn rolled_back(s: Setup) {
     let run = s.cli(&start_args("300ms"));
     assert_eq!(run.code, 0, "{run:?}");
     let last = s.wait("rollback", done).await;

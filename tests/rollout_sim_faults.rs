@@ -3,14 +3,17 @@
 //! NACKs the step's routes or never answers pauses the rollout at that
 //! step with the reason in `sluice rollout status`; the healthy proxies
 //! keep serving the step's split; `resume` re-checks the same step and
-//! `abort` returns everyone to stable. Asserts on states, weights, reasons
-//! and where simulated requests go, never on speed.
+//! `abort` returns everyone to stable. With runtime weights, a proxy
+//! without sluice's RTDS layer stays on stable and the pause names it.
+//! Asserts on states, weights, reasons and where simulated requests go,
+//! never on speed.
 
 mod common;
 
 use common::rollout::*;
 use common::*;
 use sluice::sim::client::Faults;
+use sluice::sim::route::{Action, Clusters};
 use sluice::xds::TypeUrl;
 
 const STABLE: &str = "web~stable";
@@ -164,4 +167,49 @@ async fn a_stalled_proxy_pauses_on_ack_timeout_and_abort_returns_to_stable() {
     let v = s.wait("promotion", done).await;
     assert_eq!(v["phase"], "promoted", "{v}");
     s.all_to(CANARY_CLUSTER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_runtime_weights_a_proxy_without_the_layer_stays_on_stable_and_is_named() {
+    let s = Setup::start_runtime(0.0).await;
+    let plain_envoy = s.extra_fleet_without_rtds("plain", 1);
+    eventually("plain-0 configured", || async {
+        plain_envoy.reports()[0].view.listeners.contains_key("http")
+    })
+    .await;
+    let mut start = canary_steps();
+    start.extend(["--ack-timeout", "2s"]);
+    let run = s.cli(&start);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    // The proxies with the layer serve the step; the pause names the one
+    // without it.
+    let (_, reason) = paused_at_first_step(&s).await;
+    assert!(
+        reason.starts_with("ACK timeout: 3/4 proxies ACKed canary 20%")
+            && reason.contains("plain-0 has not asked for sluice's RTDS layer sluice"),
+        "{reason}"
+    );
+    // It holds the routes of the step, which read the runtime keys it
+    // does not have: everything stays on stable, nothing fails.
+    let alone = route(&plain_envoy, backends(canary_addr(), 0.0), 400, 3);
+    assert_eq!(
+        alone.by_cluster.get(STABLE),
+        Some(&400),
+        "{:?}",
+        alone.by_cluster
+    );
+    let view = plain_envoy.reports()[0].view.clone();
+    let reads_runtime = view.routes.values().any(|t| {
+        t.route(&plain()).is_ok_and(|r| {
+            matches!(
+                &r.action,
+                Action::Forward(f) if matches!(
+                    &f.clusters,
+                    Clusters::Weighted { runtime_key_prefix: Some(p), .. } if p == "sluice.rollout.web"
+                )
+            )
+        })
+    });
+    assert!(reads_runtime, "it holds the step's routes");
 }

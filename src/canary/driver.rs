@@ -301,7 +301,7 @@ impl Task {
         let now = now_ms();
         let obs = match action {
             Action::SetWeights { .. } | Action::WaitAck { .. } => {
-                let (acked, targeted, nack) = self.acks(&r);
+                let (acked, targeted, nack, unreachable) = self.acks(&r);
                 if let Some(l) = self.live.get_mut(service) {
                     (l.acked, l.targeted) = (acked, targeted);
                 }
@@ -310,6 +310,7 @@ impl Task {
                     acked,
                     targeted,
                     nack,
+                    unreachable,
                 }
             }
             Action::QueryMetrics { since_ms } => {
@@ -382,11 +383,12 @@ impl Task {
         }
     }
 
-    /// (acked, targeted, first NACK) for the weights `r` asks for now.
-    fn acks(&self, r: &Rollout) -> (u32, u32, Option<String>) {
+    /// (acked, targeted, first NACK, first proxy the weights cannot
+    /// reach) for the weights `r` asks for now.
+    fn acks(&self, r: &Rollout) -> (u32, u32, Option<String>, Option<String>) {
         let applied = self.io.applied.borrow().clone();
         let Some(applied) = applied else {
-            return (0, 0, None);
+            return (0, 0, None, None);
         };
         let service = &r.spec.service;
         let wanted = Overlays::of([r]);
@@ -398,6 +400,10 @@ impl Task {
         // The NACK reported is that of the first node id, whatever the
         // order streams connected in.
         let mut nack: Option<(String, String)> = None;
+        // With runtime weights, a proxy that never asked for the RTDS layer
+        // cannot hold a step; named (the first node id) so the pause says
+        // why it waits.
+        let mut no_layer: Option<String> = None;
         // With runtime weights a proxy holds a step once it has ACKed both
         // the routes (which read the runtime keys) and the runtime layer.
         let types: &[TypeUrl] = match self.io.weights {
@@ -410,6 +416,12 @@ impl Task {
                 return;
             }
             targeted += 1;
+            if types.contains(&TypeUrl::Runtime)
+                && status(TypeUrl::Runtime).is_none()
+                && no_layer.as_ref().is_none_or(|id| node.id < *id)
+            {
+                no_layer = Some(node.id.clone());
+            }
             let mut all_acked = current;
             for &ty in types {
                 let want = snap.version(ty);
@@ -430,6 +442,12 @@ impl Task {
             acked,
             targeted,
             nack.map(|(id, error)| format!("{id}: {error}")),
+            no_layer.map(|id| {
+                format!(
+                    "{id} has not asked for sluice's RTDS layer {} (--rollout-weights runtime needs it in the bootstrap)",
+                    crate::model::RUNTIME_LAYER
+                )
+            }),
         )
     }
 }

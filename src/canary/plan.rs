@@ -33,12 +33,14 @@ pub enum Observation {
     /// baselines and ACK deadlines are gone, so windows restart now.
     Restarted { now_ms: u64 },
     /// Of the proxies the step's weights target, `acked` hold them; `nack`
-    /// is the first rejection seen, with Envoy's error.
+    /// is the first rejection seen, with Envoy's error; `unreachable`
+    /// names a proxy the weights cannot reach at all, and why.
     Acks {
         now_ms: u64,
         acked: u32,
         targeted: u32,
         nack: Option<String>,
+        unreachable: Option<String>,
     },
     /// The window ending now, or why it could not be measured.
     Metrics {
@@ -119,14 +121,13 @@ pub fn observe(r: &Rollout, obs: &Observation) -> (Rollout, Action) {
                 acked,
                 targeted,
                 nack,
+                unreachable,
             },
         ) => next.on_acks(
-            *step,
-            *since_ms,
-            *now_ms,
-            *acked,
-            *targeted,
+            (*step, *since_ms, *now_ms),
+            (*acked, *targeted),
             nack.as_deref(),
+            unreachable.as_deref(),
         ),
         (State::WaitingForAck { .. }, _) => Action::WaitAck {
             after: Duration::ZERO,
@@ -244,12 +245,10 @@ impl Rollout {
 
     fn on_acks(
         &mut self,
-        step: usize,
-        since_ms: u64,
-        now_ms: u64,
-        acked: u32,
-        targeted: u32,
+        (step, since_ms, now_ms): (usize, u64, u64),
+        (acked, targeted): (u32, u32),
         nack: Option<&str>,
+        unreachable: Option<&str>,
     ) -> Action {
         let canary = self.spec.steps.get(step).copied().unwrap_or(0);
         if let Some(error) = nack {
@@ -278,10 +277,14 @@ impl Rollout {
             return self.resume_action();
         }
         if now_ms.saturating_sub(since_ms) >= self.spec.ack_timeout_ms {
-            let reason = format!(
+            let mut reason = format!(
                 "ACK timeout: {acked}/{targeted} proxies ACKed canary {canary}% within {}ms",
                 self.spec.ack_timeout_ms
             );
+            if let Some(why) = unreachable {
+                reason.push_str("; ");
+                reason.push_str(why);
+            }
             return self.pause(step, now_ms, reason);
         }
         Action::WaitAck { after: ACK_POLL }

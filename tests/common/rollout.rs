@@ -115,9 +115,28 @@ impl Setup {
         .await
     }
 
+    /// [`Setup::start`] with sluice moving weights through its RTDS layer
+    /// (`--rollout-weights runtime`).
+    pub async fn start_runtime(error_rate: f64) -> Setup {
+        let canary = canary_addr();
+        Setup::start_full(None, &["--rollout-weights", "runtime"], move |f, seed| {
+            route(f, backends(canary, error_rate), 200, seed)
+        })
+        .await
+    }
+
     /// Traffic of whatever `batch` routes.
     pub async fn start_with(
         stats: Option<SocketAddr>,
+        batch: impl Fn(&Fleet, u64) -> Stats + Send + 'static,
+    ) -> Setup {
+        Setup::start_full(stats, &[], batch).await
+    }
+
+    /// [`Setup::start_with`], with more arguments for `sluice serve`.
+    pub async fn start_full(
+        stats: Option<SocketAddr>,
+        serve_args: &[&str],
         batch: impl Fn(&Fleet, u64) -> Stats + Send + 'static,
     ) -> Setup {
         let files = ControllerFiles::new();
@@ -132,10 +151,11 @@ impl Setup {
             .expect("addr");
         let fleet = Arc::new(sim_fleet(&xds.to_string(), "sim", 3, Faults::default()));
         let traffic = Traffic::start(fleet.clone(), batch).await;
-        let sluice = files.sluice(
+        let sluice = files.sluice_with(
             &rules,
             &xds.to_string(),
             &[stats.unwrap_or(traffic.stats_addr)],
+            serve_args,
         );
         fleet
             .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
@@ -206,8 +226,24 @@ impl Setup {
     pub fn extra_fleet(&self, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
         sim_fleet(&self.sluice.xds.to_string(), prefix, proxies, faults)
     }
+
+    /// More proxies whose bootstrap has no RTDS layer (not one `sluice
+    /// bootstrap` wrote), outside the traffic.
+    pub fn extra_fleet_without_rtds(&self, prefix: &str, proxies: usize) -> Fleet {
+        Fleet::start(&FleetConfig {
+            xds: self.sluice.xds.to_string(),
+            proxies,
+            mode: Mode::Sotw,
+            group: "default".into(),
+            node_prefix: prefix.into(),
+            faults: Faults::default(),
+            runtime_layer: None,
+        })
+    }
 }
 
+/// Simulated proxies set up as `sluice bootstrap` sets Envoy up: with
+/// sluice's RTDS layer, whichever way sluice moves rollout weights.
 fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
     Fleet::start(&FleetConfig {
         xds: xds.to_string(),
@@ -216,7 +252,7 @@ fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
         group: "default".into(),
         node_prefix: prefix.into(),
         faults,
-        runtime_layer: None,
+        runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
     })
 }
 

@@ -54,6 +54,7 @@ fn acks(now_ms: u64, acked: u32, targeted: u32) -> Observation {
         acked,
         targeted,
         nack: None,
+        unreachable: None,
     }
 }
 
@@ -146,6 +147,7 @@ fn nack_pauses_with_the_reason() {
         acked: 1,
         targeted: 3,
         nack: Some("envoy-2: bad route".into()),
+        unreachable: None,
     };
     let (r, a) = observe(&r, &obs);
     assert_eq!(a, Action::AwaitCommand);
@@ -174,6 +176,25 @@ fn ack_timeout_pauses() {
     };
     assert!(
         reason.contains("ACK timeout") && reason.contains("2/3"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_ack_timeout_names_a_proxy_the_weights_cannot_reach() {
+    let r = Rollout::new(mk_spec(), 0);
+    let (r, _) = observe(&r, &tick(0));
+    let mut obs = acks(5000, 2, 3);
+    if let Observation::Acks { unreachable, .. } = &mut obs {
+        *unreachable = Some("envoy-3 has not asked for sluice's RTDS layer".into());
+    }
+    let (r, _) = observe(&r, &obs);
+    let State::Paused { reason, .. } = &r.state else {
+        panic!("not paused");
+    };
+    assert!(
+        reason.starts_with("ACK timeout: 2/3")
+            && reason.ends_with("; envoy-3 has not asked for sluice's RTDS layer"),
         "{reason}"
     );
 }
