@@ -23,9 +23,22 @@ const TEST_NAME: &str = "compile_is_deterministic_across_processes";
 const BEGIN: &str = "---BEGIN DIGEST---";
 const END: &str = "---END DIGEST---";
 
+/// The rich fixture plus runtime keys, as rollouts with runtime weights
+/// set them: the RTDS layer is a protobuf map, which prost would encode
+/// in `HashMap` order.
+fn config() -> Config {
+    let mut c = mk_rich_config();
+    c.runtime = std::sync::Arc::new(
+        (0..40)
+            .map(|i| (format!("sluice.rollout.svc-{i}.svc-{i}~canary"), i * 2))
+            .collect(),
+    );
+    c
+}
+
 #[test]
 fn compile_is_deterministic_across_processes() {
-    let here = digest(&mk_rich_config());
+    let here = digest(&config());
     if std::env::var_os(DIGEST_ENV).is_some() {
         println!("{BEGIN}\n{here}{END}");
         return;

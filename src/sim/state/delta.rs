@@ -55,8 +55,10 @@ impl ClientState {
                     error_detail: Some(status(&error)),
                     ..Default::default()
                 });
+                let mut out = vec![nack];
+                out.extend(self.after_nack(ty));
                 (
-                    vec![nack],
+                    out,
                     Some(Applied {
                         ty,
                         version,

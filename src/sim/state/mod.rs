@@ -231,8 +231,8 @@ pub struct ClientState {
     cds_applied: bool,
     /// The RTDS layer this proxy's bootstrap names, if any.
     runtime_layer: Option<String>,
-    /// CDS waits for the first RTDS update (Envoy loads its RTDS layers
-    /// before it initialises clusters).
+    /// CDS waits for the first RTDS answer, accepted or not (Envoy loads
+    /// its RTDS layers before it initialises clusters).
     runtime_applied: bool,
 }
 
@@ -340,8 +340,10 @@ impl ClientState {
             Err(error) => {
                 let nack = self.sotw_request(ty, Some(error.clone()));
                 let version = resp.version_info.clone();
+                let mut out = vec![nack];
+                out.extend(self.after_nack(ty));
                 (
-                    vec![nack],
+                    out,
                     Some(Applied {
                         ty,
                         version,
@@ -543,6 +545,16 @@ impl ClientState {
         }
         self.touch(Part::Endpoints, &name);
         self.view.endpoints.insert(name, e);
+    }
+
+    /// What follows a rejected response: a rejected RTDS layer still ends
+    /// Envoy's wait for it, so clusters are asked for.
+    pub(super) fn after_nack(&mut self, ty: TypeUrl) -> Vec<Outbound> {
+        if ty != TypeUrl::Runtime || self.runtime_applied {
+            return Vec::new();
+        }
+        self.runtime_applied = true;
+        self.follow_ups()
     }
 
     /// Subscription changes that follow from what was just applied.

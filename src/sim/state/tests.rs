@@ -564,3 +564,20 @@ fn with_an_rtds_layer_clusters_wait_for_it_and_it_is_asked_again_on_reconnect() 
         [TypeUrl::Runtime.as_str(), TypeUrl::Cluster.as_str()]
     );
 }
+
+#[test]
+fn a_rejected_rtds_layer_still_lets_clusters_be_asked_for() {
+    let mut s = mk_state(Mode::Sotw).with_runtime_layer(Some("sluice".into()));
+    s.start();
+    let (out, applied) = s.on_sotw(
+        &sotw(TypeUrl::Runtime, "r1", "n1", vec![]),
+        Some("forced".into()),
+    );
+    assert_eq!(applied.and_then(|a| a.error).as_deref(), Some("forced"));
+    let types: Vec<&str> = out.iter().map(|o| sotw_req(o).type_url.as_str()).collect();
+    assert_eq!(
+        types,
+        [TypeUrl::Runtime.as_str(), TypeUrl::Cluster.as_str()]
+    );
+    assert!(sotw_req(&out[0]).error_detail.is_some(), "the NACK first");
+}
