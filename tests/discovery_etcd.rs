@@ -237,7 +237,10 @@ async fn many_etcd_services_share_one_connection() {
         .expect("put");
     }
     rules += &common::rules::http_listener(free_port(), "all");
-    rules += "          - match: {prefix: /}\n            to: {service: s0}\n";
+    for i in 0..services {
+        rules +=
+            &format!("          - match: {{prefix: /s{i}/}}\n            to: {{service: s{i}}}\n");
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, rules).expect("write rules");
@@ -253,11 +256,61 @@ async fn many_etcd_services_share_one_connection() {
         .and_then(|p| p.parse().ok())
         .expect("port");
     assert_eq!(connections_to(sluice.child.id(), port), 1);
-    // And the watches on it work: a change arrives.
-    let eds = eds::subscribe(sluice.xds, "s0");
-    eds_is(&eds, &["127.0.0.1:9000 HEALTHY"]).await;
-    kv.put("/services/s0/b", record(9100, "healthy"), None)
+    // Every feed's watcher is on one watch stream.
+    let watch_metrics = || async {
+        (
+            etcd_gauge(&etcd.url, "etcd_debugging_mvcc_watch_stream_total").await,
+            etcd_gauge(&etcd.url, "etcd_debugging_mvcc_watcher_total").await,
+        )
+    };
+    eventually("one stream, a watcher per feed", || async {
+        watch_metrics().await == (1.0, f64::from(services))
+    })
+    .await;
+    // And the watches on it work: a change arrives, for the first feed
+    // and the last.
+    for s in [0, services - 1] {
+        let eds = eds::subscribe(sluice.xds, &format!("s{s}"));
+        eds_is(&eds, &[&format!("127.0.0.1:{} HEALTHY", 9000 + s)]).await;
+        kv.put(format!("/services/s{s}/b"), record(9100, "healthy"), None)
+            .await
+            .expect("put");
+        eds_is(
+            &eds,
+            &[
+                &format!("127.0.0.1:{} HEALTHY", 9000 + s),
+                "127.0.0.1:9100 HEALTHY",
+            ],
+        )
+        .await;
+    }
+    // The stream's progress checks are answered: past two request
+    // timeouts (5 s) it is still the one stream, and no feed failed.
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    assert_eq!(watch_metrics().await, (1.0, f64::from(services)));
+    assert_eq!(
+        sluice.metric("sluice_source_up{source=\"etcd\"}").await,
+        1.0
+    );
+    // Every feed heard the stream's progress answers: the stalest one
+    // synced within the last probe intervals, not 11 s ago.
+    let age = sluice
+        .metric("sluice_source_last_sync_age_seconds{source=\"etcd\"}")
+        .await;
+    assert!(age < 5.0, "stalest etcd feed synced {age} s ago");
+}
+
+/// A gauge from etcd's own `/metrics`.
+async fn etcd_gauge(url: &str, name: &str) -> f64 {
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
         .await
-        .expect("put");
-    eds_is(&eds, &["127.0.0.1:9000 HEALTHY", "127.0.0.1:9100 HEALTHY"]).await;
+        .expect("etcd metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in etcd's metrics"))
 }

@@ -17,16 +17,18 @@
 //! key keeps the endpoint it had, if any (garbage never removes a server).
 //!
 //! The feeds of one endpoint list share one client ([`Clients`]): one
-//! HTTP/2 connection to etcd, on which each feed's requests and watch are
-//! streams. A client connection per feed meant 1,000 connections (each
-//! with its own keep-alive pings) for 1,000 etcd-backed services.
+//! HTTP/2 connection to etcd, on which each feed's requests are streams. A
+//! client connection per feed meant 1,000 connections (each with its own
+//! keep-alive pings) for 1,000 etcd-backed services. Their watchers share
+//! one watch stream too, and its liveness checks (`etcd_hub`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchStream};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions};
 
+use super::etcd_hub::{Heard, Hub};
 use super::record::Record;
 use super::{Feeder, SourceOptions};
 use crate::model::{Endpoint, EtcdSource};
@@ -56,14 +58,22 @@ enum WatchEnd {
     },
 }
 
-/// The etcd clients of a supervisor's feeds, one per endpoint list.
-/// `etcd_client::Client::connect` does no I/O (its channel connects, and
-/// reconnects, on use), so taking a client never waits for etcd.
+/// The etcd clients of a supervisor's feeds, and their watch hubs, one
+/// per endpoint list. `etcd_client::Client::connect` does no I/O (its
+/// channel connects, and reconnects, on use), so taking a client never
+/// waits for etcd.
 #[derive(Clone, Default)]
-pub struct Clients(Arc<Mutex<BTreeMap<Vec<String>, Client>>>);
+pub struct Clients(Arc<Mutex<ByEndpoints>>);
+
+/// A client and its watch hub per endpoint list.
+type ByEndpoints = BTreeMap<Vec<String>, (Client, Hub)>;
 
 impl Clients {
-    async fn get(&self, endpoints: &[String], opts: &SourceOptions) -> Result<Client, String> {
+    async fn get(
+        &self,
+        endpoints: &[String],
+        opts: &SourceOptions,
+    ) -> Result<(Client, Hub), String> {
         if let Some(c) = self.lock().get(endpoints) {
             return Ok(c.clone());
         }
@@ -78,7 +88,10 @@ impl Clients {
         Ok(self
             .lock()
             .entry(endpoints.to_vec())
-            .or_insert(client)
+            .or_insert_with(|| {
+                let hub = Hub::start(client.clone(), probe_interval(opts), opts.request_timeout);
+                (client, hub)
+            })
             .clone())
     }
 
@@ -88,7 +101,7 @@ impl Clients {
             .retain(|endpoints, _| used.is_some_and(|s| s.endpoints == *endpoints));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<String>, Client>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByEndpoints> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -101,7 +114,7 @@ pub async fn run(
     opts: SourceOptions,
     clients: Clients,
 ) {
-    let mut client: Option<Client> = None;
+    let mut client: Option<(Client, Hub)> = None;
     let mut state = State::Listing;
     let mut delay = opts.retry_min;
     let mut stop = feeder.stop.clone();
@@ -109,7 +122,7 @@ pub async fn run(
         if feeder.stopped() {
             return;
         }
-        let c = match &client {
+        let (c, hub) = match &client {
             Some(c) => c.clone(),
             None => match clients.get(&src.endpoints, &opts).await {
                 Ok(c) => {
@@ -161,7 +174,7 @@ pub async fn run(
             State::Watching {
                 from,
                 checked: true,
-            } => match watch(&c, &prefix, from, &feeder, &opts).await {
+            } => match watch(&hub, &prefix, from, &feeder, &opts).await {
                 WatchEnd::Stopped => return,
                 WatchEnd::Compacted(at) => {
                     tracing::info!(%prefix, from, compacted = at, "etcd history compacted; listing again");
@@ -249,68 +262,54 @@ async fn current_revision(
     Ok(resp.header().map_or(0, |h| h.revision()))
 }
 
-/// Watches from `from` until the stream ends. Asks etcd for a progress
-/// report every few seconds: the answer confirms the feed is current, and
-/// no answer means the stream hangs.
+/// How often the hub asks etcd for a progress report (the answer shows
+/// the stream is alive; none within the request timeout means it hangs).
+fn probe_interval(opts: &SourceOptions) -> Duration {
+    (opts.request_timeout / 2).max(Duration::from_millis(200))
+}
+
+/// Watches from `from` until the watch ends, on the hub's shared stream.
 async fn watch(
-    client: &Client,
+    hub: &Hub,
     prefix: &str,
     from: i64,
     feeder: &Feeder,
     opts: &SourceOptions,
 ) -> WatchEnd {
     let mut stop = feeder.stop.clone();
-    let mut wc = client.watch_client();
-    let options = WatchOptions::new().with_prefix().with_start_revision(from);
-    let created = tokio::time::timeout(opts.request_timeout, wc.watch(prefix, Some(options)));
-    let (mut watcher, mut stream): (_, WatchStream) = match created.await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return lost(from, format!("etcd watch of {prefix}: {e}")),
-        Err(_) => return lost(from, format!("etcd watch of {prefix}: timed out")),
-    };
-    // The watch exists: etcd answers and has a leader.
-    feeder.confirm();
+    let mut watch = hub.watch(prefix, from);
     let mut next = from;
-    let probe_every = (opts.request_timeout / 2).max(Duration::from_millis(200));
-    // Each feed asks at one of `PROBE_SLOTS` phases of the interval (a
-    // hash of its prefix picks which). Feeds started together (every feed
-    // at start-up, on one shared connection) would otherwise all ask at
-    // once: 1,000 requests and answers at M1 that
-    // etcd and sluice handle in one burst every interval, delaying any
-    // change that arrives then (B1: every fifth move, 2.5 s apart, took
-    // 60-170 ms instead of ~45).
-    let phase = probe_every.mul_f64(probe_phase(prefix));
-    let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + phase, probe_every);
-    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut awaiting: Option<Instant> = None;
+    let mut created = false;
+    let deadline = tokio::time::sleep(opts.request_timeout);
+    tokio::pin!(deadline);
     loop {
-        let wake = tokio::select! {
-            _ = stop.wait_for(|s| *s) => Wake::Stop,
-            _ = probe.tick() => Wake::Probe,
-            msg = stream.message() => Wake::Message(msg),
+        let heard = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return WatchEnd::Stopped,
+            _ = &mut deadline, if !created => {
+                return lost(from, format!("etcd watch of {prefix}: timed out"));
+            }
+            heard = watch.next() => heard,
         };
-        let msg = match wake {
-            Wake::Stop => return WatchEnd::Stopped,
-            Wake::Message(msg) => msg,
-            Wake::Probe => {
-                if awaiting.is_some_and(|t| t.elapsed() > opts.request_timeout) {
-                    return lost(next, format!("etcd watch of {prefix}: no progress report"));
-                }
-                if awaiting.is_none() {
-                    if let Err(e) = watcher.request_progress().await {
-                        return lost(next, format!("etcd watch of {prefix}: {e}"));
-                    }
-                    awaiting = Some(Instant::now());
+        let resp = match heard {
+            None => return lost(next, format!("etcd watch of {prefix}: stream closed")),
+            Some(Heard::Lost(error)) => return lost(next, error),
+            Some(Heard::Alive) => {
+                // etcd answers on the stream: every event sent so far has
+                // arrived (the resume revision stays with the events; see
+                // `etcd_hub`).
+                if created {
+                    feeder.confirm();
                 }
                 continue;
             }
+            Some(Heard::Created) => {
+                // The watch exists: etcd answers and has a leader.
+                created = true;
+                feeder.confirm();
+                continue;
+            }
+            Some(Heard::Response(resp)) => resp,
         };
-        let resp = match msg {
-            Ok(Some(resp)) => resp,
-            Ok(None) => return lost(next, format!("etcd watch of {prefix}: stream closed")),
-            Err(e) => return lost(next, format!("etcd watch of {prefix}: {e}")),
-        };
-        awaiting = None;
         if resp.compact_revision() > 0 {
             return WatchEnd::Compacted(resp.compact_revision());
         }
@@ -333,72 +332,9 @@ async fn watch(
                 },
             }
         }
-        if resp.events().is_empty() {
-            // A progress report: every event up to its header revision has
-            // been sent. (An event batch's header may be ahead of its
-            // events while etcd catches a watcher up, so only this counts.)
-            if let Some(h) = resp.header() {
-                next = next.max(h.revision() + 1);
-            }
-            feeder.confirm();
-        }
     }
-}
-
-/// How many phases the feeds' progress requests are spread over. Feeds of
-/// one phase ask together, so their requests share writes on the
-/// connection (one burst per feed cost sluice ~2 % of a core more than
-/// one burst for all); a tenth of the feeds at a time is a burst short
-/// enough not to delay a change noticeably.
-const PROBE_SLOTS: f64 = 10.0;
-
-/// When in the probe interval, as a fraction, the feed of `prefix` asks.
-fn probe_phase(prefix: &str) -> f64 {
-    (spread(prefix) * PROBE_SLOTS).floor() / PROBE_SLOTS
-}
-
-/// Where in [0, 1) `key` falls, the same in every process: FNV-1a, then
-/// MurmurHash3's finalizer so that keys differing in a digit land far apart.
-fn spread(key: &str) -> f64 {
-    let mut h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    (h >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// What woke the watch loop.
-enum Wake {
-    Stop,
-    Probe,
-    Message(Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
 }
 
 fn lost(from: i64, error: String) -> WatchEnd {
     WatchEnd::Lost { from, error }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{probe_phase, spread, PROBE_SLOTS};
-
-    #[test]
-    fn feeds_ask_for_progress_in_slots_spread_over_the_interval() {
-        let phases: Vec<f64> = (0..1000)
-            .map(|i| probe_phase(&format!("/services/svc-{i:04}/")))
-            .collect();
-        // Each slot of the interval gets about a tenth of the feeds, so no
-        // instant carries a burst of all of them.
-        for slot in 0..PROBE_SLOTS as u32 {
-            let at = f64::from(slot) / PROBE_SLOTS;
-            let n = phases.iter().filter(|p| **p == at).count();
-            assert!((60..=140).contains(&n), "slot {slot}: {n} feeds");
-        }
-        assert!(phases.iter().all(|p| (0.0..1.0).contains(p)));
-        assert_eq!(spread("/services/a/"), spread("/services/a/"));
-    }
 }

@@ -17,6 +17,7 @@
 pub mod coalesce;
 pub mod consul;
 pub mod etcd;
+mod etcd_hub;
 pub mod file;
 pub mod index;
 pub mod kubernetes;
