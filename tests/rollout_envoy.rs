@@ -6,6 +6,12 @@
 //! everything to stable unless Envoy reads the weights from sluice's RTDS
 //! layer, so the split itself shows Envoy took them from there.
 //!
+//! A simulated proxy (subscribed to the same layer) rides along: at each
+//! paused step its split must agree with Envoy's (two-proportion z-test,
+//! |z| < 4 over Envoy's 400 and the simulator's 4,000 requests), so the
+//! simulator's weighted and runtime-weighted routing is checked against
+//! the real thing.
+//!
 //! Bounds: each step's canary share is measured over 400 requests while
 //! the rollout is paused at that step (so the weights cannot move during
 //! the measurement) and must be within ±10 points of the step's weight
@@ -19,6 +25,9 @@ use std::sync::Arc;
 
 use common::rollout::*;
 use common::*;
+use sluice::sim::dataplane::{DataPlane, Decision};
+use sluice::sim::fleet::{Fleet, FleetConfig};
+use sluice::sim::route::Request;
 
 fn rules(v1: u16, v2: u16) -> String {
     let web = common::rules::web_v1_v2(v1, v2);
@@ -54,6 +63,29 @@ enum Weights {
     Runtime,
 }
 
+/// Canary answers of `n` requests routed by the simulated proxy.
+fn sim_canary(fleet: &Fleet, n: usize) -> usize {
+    let view = fleet.reports()[0].view.clone();
+    let mut dp = DataPlane::new(11);
+    let req = Request::get("x", "/");
+    (0..n)
+        .filter(
+            |_| match dp.decide(&view, Some("http"), &req, std::time::Duration::ZERO) {
+                Decision::Upstream(u) => {
+                    dp.finish(
+                        &view.clusters[&u.cluster],
+                        u.host,
+                        200,
+                        std::time::Duration::ZERO,
+                    );
+                    u.cluster == "web~canary"
+                }
+                other => panic!("simulator: {other:?}"),
+            },
+        )
+        .count()
+}
+
 /// The number Envoy's runtime holds for `key` (admin `/runtime`), if any.
 async fn runtime_value(admin: std::net::SocketAddr, key: &str) -> Option<f64> {
     let v: serde_json::Value = http()
@@ -86,6 +118,15 @@ async fn rollout_steps(weights: Weights) {
     };
     let sluice = files.sluice_with(&rules_path, &xds.to_string(), &[envoy.admin], extra);
     let key = "sluice.rollout.web.web~canary";
+    let sim = Fleet::start(&FleetConfig {
+        xds: xds.to_string(),
+        proxies: 1,
+        mode: sluice::sim::state::Mode::Delta,
+        group: "default".into(),
+        node_prefix: "sim-rollout".into(),
+        faults: Default::default(),
+        runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
+    });
     let port = envoy.listener_port("http").await;
     let url = format!("http://127.0.0.1:{port}/");
     eventually("envoy routes", || async {
@@ -142,6 +183,15 @@ async fn rollout_steps(weights: Weights) {
         assert!(
             (share - weight).abs() <= 10.0,
             "step {step}: canary {share}% for {weight}%"
+        );
+        // The simulated proxy holds the step too (the controller counted
+        // its ACK), and splits as Envoy does.
+        let sim_hits = sim_canary(&sim, 4000) as f64;
+        let z = two_proportion_z(share * 4.0, 400.0, sim_hits, 4000.0);
+        assert!(
+            z.abs() < 4.0,
+            "step {step}: envoy {share}%, simulator {}%, z = {z:.2}",
+            sim_hits / 40.0
         );
         assert_eq!(run(&["resume", "web"]).code, 0);
     }

@@ -578,7 +578,8 @@ pub async fn side_by_side(rules: &str, name: &str, ready: (&str, u16)) -> SideBy
         group: "default".into(),
         node_prefix: format!("sim-{name}"),
         faults: Default::default(),
-        runtime_layer: None,
+        // As the Envoy beside it, bootstrapped by `sluice bootstrap`.
+        runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
     });
     fleet
         .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
