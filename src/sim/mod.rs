@@ -42,4 +42,4 @@ pub mod state;
 pub mod stats;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use super::*;
-use crate::sim::tests::{healthy, mk_cla_pb, mk_cluster_pb};
+use crate::sim::tests::{healthy, mk_cla_pb, mk_cluster_pb, mk_runtime_pb};
 
 fn any(ty: TypeUrl, m: &impl Message) -> Any {
     Any {
@@ -506,7 +506,6 @@ fn a_change_log_tells_a_watcher_what_changed_since_its_last_look() {
 
 #[test]
 fn with_an_rtds_layer_clusters_wait_for_it_and_it_is_asked_again_on_reconnect() {
-    use envoy_types::pb::envoy::service::runtime::v3::Runtime;
     let mut s = mk_state(Mode::Sotw).with_runtime_layer(Some("sluice".into()));
     let start = s.start();
     let types: Vec<&str> = start
@@ -516,25 +515,7 @@ fn with_an_rtds_layer_clusters_wait_for_it_and_it_is_asked_again_on_reconnect() 
     assert_eq!(types, [TypeUrl::Runtime.as_str()], "RTDS alone first");
     assert_eq!(sotw_req(&start[0]).resource_names, ["sluice"]);
 
-    let layer = |name: &str, w: f64| {
-        any(
-            TypeUrl::Runtime,
-            &Runtime {
-                name: name.into(),
-                layer: Some(envoy_types::pb::google::protobuf::Struct {
-                    fields: [(
-                        "k".to_string(),
-                        envoy_types::pb::google::protobuf::Value {
-                            kind: Some(
-                                envoy_types::pb::google::protobuf::value::Kind::NumberValue(w),
-                            ),
-                        },
-                    )]
-                    .into(),
-                }),
-            },
-        )
-    };
+    let layer = |name: &str, w: f64| any(TypeUrl::Runtime, &mk_runtime_pb(name, &[("k", w)]));
     // A layer not asked for is ignored, as Envoy does.
     let (out, _) = s.on_sotw(
         &sotw(

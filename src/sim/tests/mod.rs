@@ -38,6 +38,28 @@ pub(crate) fn mk_addr(port: u16) -> Address {
     }
 }
 
+/// An RTDS layer `name` holding `keys` as numbers.
+pub(crate) fn mk_runtime_pb(
+    name: &str,
+    keys: &[(&str, f64)],
+) -> envoy_types::pb::envoy::service::runtime::v3::Runtime {
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    envoy_types::pb::envoy::service::runtime::v3::Runtime {
+        name: name.into(),
+        layer: Some(Struct {
+            fields: keys
+                .iter()
+                .map(|(k, v)| {
+                    let value = Value {
+                        kind: Some(Kind::NumberValue(*v)),
+                    };
+                    (k.to_string(), value)
+                })
+                .collect(),
+        }),
+    }
+}
+
 pub(crate) fn mk_cluster_pb(name: &str, lb: cluster::LbPolicy) -> Cluster {
     Cluster {
         name: name.into(),

@@ -1,6 +1,7 @@
 //! SotW: wildcards, ACK/NACK, stale nonces, push order and coalescing.
 
 use super::*;
+use crate::sim::tests::mk_runtime_pb;
 
 #[test]
 fn sotw_wildcard_cds_gets_every_cluster_and_ack_gets_no_reply() {
@@ -415,20 +416,7 @@ fn the_rtds_layer_is_served_by_name_and_a_runtime_change_pushes_it_alone() {
     // A rollout step: the layer's keys change, nothing else.
     let layer = Resource::encode(
         "sluice",
-        &Runtime {
-            name: "sluice".into(),
-            layer: Some(envoy_types::pb::google::protobuf::Struct {
-                fields: [(
-                    "sluice.rollout.a.a~v2".to_string(),
-                    envoy_types::pb::google::protobuf::Value {
-                        kind: Some(envoy_types::pb::google::protobuf::value::Kind::NumberValue(
-                            10.0,
-                        )),
-                    },
-                )]
-                .into(),
-            }),
-        },
+        &mk_runtime_pb("sluice", &[("sluice.rollout.a.a~v2", 10.0)]),
     );
     let next = snap
         .with_replaced(RTDS, &[("sluice".to_string(), Arc::new(layer))].into())
@@ -444,25 +432,7 @@ fn the_rtds_layer_is_served_by_name_and_a_runtime_change_pushes_it_alone() {
 
 #[test]
 fn a_runtime_layer_awaiting_its_ack_holds_no_other_type_back() {
-    let runtime = |w: f64| {
-        Resource::encode(
-            "sluice",
-            &Runtime {
-                name: "sluice".into(),
-                layer: Some(envoy_types::pb::google::protobuf::Struct {
-                    fields: [(
-                        "k".to_string(),
-                        envoy_types::pb::google::protobuf::Value {
-                            kind: Some(
-                                envoy_types::pb::google::protobuf::value::Kind::NumberValue(w),
-                            ),
-                        },
-                    )]
-                    .into(),
-                }),
-            },
-        )
-    };
+    let runtime = |w: f64| Resource::encode("sluice", &mk_runtime_pb("sluice", &[("k", w)]));
     let with_layer = |snap: &Snapshot, w: f64| {
         let layer = [("sluice".to_string(), Arc::new(runtime(w)))].into();
         Arc::new(snap.with_replaced(RTDS, &layer).expect("changed"))
