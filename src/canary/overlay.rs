@@ -128,13 +128,7 @@ impl Overlays {
     }
 
     fn governing(&self, route: &Route) -> Option<(&str, &Overlay)> {
-        let backends = match &route.action {
-            RouteAction::Backend(b) => vec![b],
-            RouteAction::Split(s) | RouteAction::RuntimeSplit { split: s, .. } => {
-                s.iter().map(|w| &w.backend).collect()
-            }
-            RouteAction::Redirect(_) | RouteAction::DirectResponse(_) => return None,
-        };
+        let backends = route.action.backends();
         let first = backends.first()?;
         let (service, o) = self.0.get_key_value(&first.service)?;
         let all_of_service = backends.iter().all(|b| b.service == *service);
