@@ -3,7 +3,8 @@
 //! keys added, updated, deleted and garbled reach the client; an etcd
 //! outage removes nothing and shows in metrics and status; a restart
 //! converges; a compaction past the watch revision is recovered by a
-//! re-list that applies the deletes made during the gap.
+//! re-list that applies the deletes made during the gap, while a quiet
+//! feed that etcd told of its progress resumes without one.
 
 mod common;
 
@@ -313,4 +314,56 @@ async fn etcd_gauge(url: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in etcd's metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_feed_resumes_from_its_progress_not_its_listing() {
+    // etcd tells each caught-up watcher its progress every second here
+    // (10 minutes by default).
+    let mut etcd = Etcd::start_with(&["--experimental-watch-progress-notify-interval=1s"]).await;
+    let mut kv = etcd.client().await.expect("client");
+    kv.put("/services/web/a", record(9001, "healthy"), None)
+        .await
+        .expect("put");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(&etcd, dir.path()).await;
+    let eds = eds::subscribe(sluice.xds, "web");
+    eds_is(&eds, &["127.0.0.1:9001 HEALTHY"]).await;
+
+    // Writes elsewhere move etcd's revision far past web's listing; web
+    // hears only its progress. Then the history up to now goes, and the
+    // watch stream with etcd's restart.
+    for i in 0..20 {
+        kv.put("/other/key", format!("{i}"), None)
+            .await
+            .expect("put");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let rev = kv
+        .get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    kv.compact(rev, None).await.expect("compact");
+    etcd.restart().await;
+
+    // The feed is back, resumed past the compaction: a change arrives...
+    let mut kv = etcd.client().await.expect("client");
+    kv.put("/services/web/b", record(9002, "healthy"), None)
+        .await
+        .expect("put");
+    eds_is(&eds, &["127.0.0.1:9001 HEALTHY", "127.0.0.1:9002 HEALTHY"]).await;
+    // ...and it never listed again.
+    let status = sluice.status().await;
+    let web = status["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["feeds"].as_array().into_iter().flatten())
+        .find(|f| f["service"] == "web")
+        .cloned()
+        .expect("web's feed in status");
+    assert_eq!(web["full_loads"], 1, "{web}");
 }

@@ -319,6 +319,15 @@ async fn watch(
                 format!("etcd watch of {prefix} canceled: {}", resp.cancel_reason()),
             );
         }
+        if resp.events().is_empty() {
+            // The watcher's own progress notification: etcd sends it only
+            // once the watcher has every event up to that revision.
+            if let Some(h) = resp.header() {
+                next = next.max(h.revision() + 1);
+            }
+            feeder.confirm();
+            continue;
+        }
         let now = Instant::now();
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };

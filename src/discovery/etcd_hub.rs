@@ -19,9 +19,13 @@
 //! A stream-wide progress report only confirms that etcd answers. It does
 //! not move a feed's resume revision: etcd 3.4 answers it without waiting
 //! for watchers that are still catching up, so its revision may be ahead
-//! of events a new watcher has yet to receive. A feed resumes from the
-//! revision after its last event; replaying events it has seen is
-//! harmless, and history compacted since makes it list again.
+//! of events a new watcher has yet to receive. What moves it is a
+//! watcher's own progress notification (`progress_notify`), which etcd
+//! sends a watcher only when it is caught up (every 10 minutes by default,
+//! etcd's `--experimental-watch-progress-notify-interval`). So a quiet
+//! feed resumes from a revision at most that old, not from its listing,
+//! and does not list again after a lost stream unless etcd compacted
+//! meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -161,9 +165,13 @@ async fn run(
                             }
                         }
                     }
+                    // Progress notifications of its own, which etcd sends
+                    // a watcher only once it is caught up, keep the feed's
+                    // resume revision fresh.
                     let options = WatchOptions::new()
                         .with_prefix()
                         .with_start_revision(from)
+                        .with_progress_notify()
                         .with_watch_id(id);
                     match &mut stream {
                         Some(s) => match s.watcher.watch(prefix.as_str(), Some(options)).await {

@@ -86,6 +86,10 @@ pub struct Feed {
     pub sync: SyncState,
     /// Registry entries skipped because they could not be understood.
     pub bad_entries: u64,
+    /// How often the feed's whole set was loaded (`reset`): an etcd
+    /// listing (the first, then one after each compaction or restored
+    /// cluster), a Consul or Kubernetes answer, a file read.
+    pub full_loads: u64,
     pub last_bad_entry: Option<String>,
     /// Moved in place, never published: see [`LastSync`].
     pub heard: LastSync,
@@ -159,6 +163,7 @@ impl Index {
                     endpoints: Arc::default(),
                     sync: SyncState::NeverSynced { last_error: None },
                     bad_entries: 0,
+                    full_loads: 0,
                     last_bad_entry: None,
                     heard: LastSync::default(),
                 },
@@ -176,6 +181,7 @@ impl Index {
             }
             feed.sync = SyncState::Synced;
             feed.heard.set(at);
+            feed.full_loads += 1;
         });
     }
 

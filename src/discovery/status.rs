@@ -22,6 +22,8 @@ pub struct SourceStatus {
     pub last_sync_age_seconds: Option<f64>,
     pub endpoints: usize,
     pub bad_entries: u64,
+    /// Whole-set loads of every feed (see [`FeedStatus::full_loads`]).
+    pub full_loads: u64,
     pub feeds: Vec<FeedStatus>,
 }
 
@@ -38,6 +40,10 @@ pub struct FeedStatus {
     pub last_error: Option<String>,
     pub bad_entries: u64,
     pub last_bad_entry: Option<String>,
+    /// How often the feed's whole set was loaded: an etcd listing (the
+    /// first, then one after each compaction or restored cluster), a
+    /// Consul or Kubernetes answer, a file read.
+    pub full_loads: u64,
 }
 
 /// Per source kind, in name order.
@@ -61,6 +67,7 @@ pub fn summarize(view: &View, now: Instant) -> Vec<SourceStatus> {
             last_sync_age_seconds: age,
             last_error: feed.sync.error().map(str::to_string),
             bad_entries: feed.bad_entries,
+            full_loads: feed.full_loads,
             last_bad_entry: feed.last_bad_entry.clone(),
         };
         let s = by_source.entry(kind).or_insert_with(|| SourceStatus {
@@ -78,6 +85,7 @@ pub fn summarize(view: &View, now: Instant) -> Vec<SourceStatus> {
         };
         s.endpoints += fs.endpoints;
         s.bad_entries += fs.bad_entries;
+        s.full_loads += fs.full_loads;
         s.feeds.push(fs);
     }
     by_source.into_values().collect()

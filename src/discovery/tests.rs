@@ -225,6 +225,32 @@ fn bad_entries_are_counted_per_source() {
 }
 
 #[test]
+fn whole_set_loads_are_counted_per_feed_and_source() {
+    let (mut index, rx) = Index::new();
+    let (web, api) = (etcd_key("web"), etcd_key("api"));
+    index.set_feeds(&BTreeSet::from([web.clone(), api.clone()]));
+    let t = Instant::now();
+    index.reset(&web, BTreeMap::new(), t);
+    index.reset(&web, BTreeMap::new(), t);
+    index.reset(&api, BTreeMap::new(), t);
+    // Watch events are not loads.
+    index.apply(
+        &api,
+        "a".into(),
+        mk_endpoint("10.0.0.1", 80, Health::Healthy, &[]),
+        t,
+    );
+    let st = summarize(&rx.borrow(), Instant::now());
+    let loads: Vec<(&str, u64)> = st[0]
+        .feeds
+        .iter()
+        .map(|f| (f.service.as_str(), f.full_loads))
+        .collect();
+    assert_eq!(loads, [("api", 1), ("web", 2)]);
+    assert_eq!(st[0].full_loads, 3);
+}
+
+#[test]
 fn confirmations_of_a_synced_feed_publish_nothing_yet_status_sees_them() {
     let (mut index, mut rx) = Index::new();
     let key = etcd_key("web");

@@ -13,6 +13,8 @@ pub struct Etcd {
     pub url: String,
     peer_port: u16,
     dir: tempfile::TempDir,
+    /// More flags, kept across restarts.
+    extra: Vec<String>,
 }
 
 /// `$ETCD_BIN`, else `etcd` on PATH. Fails loudly when missing: the test
@@ -32,11 +34,17 @@ pub fn etcd_bin() -> PathBuf {
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Etcd::start_with(&[]).await
+    }
+
+    /// [`Etcd::start`] with more flags for etcd.
+    pub async fn start_with(extra: &[&str]) -> Etcd {
         let mut etcd = Etcd {
             child: None,
             url: format!("http://127.0.0.1:{}", free_port()),
             peer_port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         etcd.spawn().await;
         etcd
@@ -60,6 +68,7 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=test={peer}"))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
