@@ -4,7 +4,9 @@
 //! outage removes nothing and shows in metrics and status; a restart
 //! converges; a compaction past the watch revision is recovered by a
 //! re-list that applies the deletes made during the gap, while a quiet
-//! feed that etcd told of its progress resumes without one.
+//! feed that etcd told of its progress resumes without one; an etcd that
+//! hangs (stopped, connections open) is noticed, keeps every endpoint, and
+//! the feeds come back on a new watch stream when it wakes.
 
 mod common;
 
@@ -366,4 +368,42 @@ async fn a_quiet_feed_resumes_from_its_progress_not_its_listing() {
         .cloned()
         .expect("web's feed in status");
     assert_eq!(web["full_loads"], 1, "{web}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_etcd_is_noticed_and_nothing_is_removed() {
+    let etcd = Etcd::start().await;
+    let mut kv = etcd.client().await.expect("client");
+    kv.put("/services/web/a", record(9001, "healthy"), None)
+        .await
+        .expect("put");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(&etcd, dir.path()).await;
+    let eds = eds::subscribe(sluice.xds, "web");
+    eds_is(&eds, &["127.0.0.1:9001 HEALTHY"]).await;
+
+    // Stopped, etcd keeps its connections but answers nothing, neither
+    // the connection's keep-alive pings nor the watch stream's progress
+    // request (either tells, within the 5 s request timeout).
+    let pid = etcd.pid().expect("etcd runs");
+    signal(pid, "-STOP");
+    eventually("source_up drops to 0", || async {
+        sluice.metric("sluice_source_up{source=\"etcd\"}").await == 0.0
+    })
+    .await;
+    assert_eq!(
+        last(&eds),
+        set(&["127.0.0.1:9001 HEALTHY"]),
+        "a hanging source removes nothing"
+    );
+
+    signal(pid, "-CONT");
+    eventually("source_up back to 1", || async {
+        sluice.metric("sluice_source_up{source=\"etcd\"}").await == 1.0
+    })
+    .await;
+    kv.put("/services/web/b", record(9002, "healthy"), None)
+        .await
+        .expect("put");
+    eds_is(&eds, &["127.0.0.1:9001 HEALTHY", "127.0.0.1:9002 HEALTHY"]).await;
 }

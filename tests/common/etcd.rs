@@ -98,6 +98,11 @@ impl Etcd {
     }
 
     /// SIGKILL: no goodbye to the watchers.
+    /// The etcd process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
