@@ -36,6 +36,43 @@ fn record(port: u16, health: &str) -> String {
     )
 }
 
+/// web's endpoints on `ports` in etcd, and sluice serving them to an xDS
+/// client that has seen them. The directory holds sluice's rules.
+async fn serving_web(
+    etcd: &Etcd,
+    ports: &[u16],
+) -> (tempfile::TempDir, Sluice, eds::History, etcd_client::Client) {
+    let mut kv = etcd.client().await.expect("client");
+    let mut want = Vec::new();
+    for (port, key) in ports.iter().zip('a'..) {
+        kv.put(
+            format!("/services/web/{key}"),
+            record(*port, "healthy"),
+            None,
+        )
+        .await
+        .expect("put");
+        want.push(format!("127.0.0.1:{port} HEALTHY"));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sluice = start(etcd, dir.path()).await;
+    let eds = eds::subscribe(sluice.xds, "web");
+    eds_is(&eds, &want.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    (dir, sluice, eds, kv)
+}
+
+/// Compacts etcd's history up to its current revision.
+async fn compact_now(kv: &mut etcd_client::Client) {
+    let rev = kv
+        .get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    kv.compact(rev, None).await.expect("compact");
+}
+
 async fn start(etcd: &Etcd, dir: &Path) -> Sluice {
     let path = dir.join("rules.yaml");
     std::fs::write(&path, rules(&etcd.url, free_port())).expect("write rules");
@@ -147,17 +184,7 @@ async fn etcd_changes_outage_and_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_compaction_during_a_gap_is_relisted() {
     let mut etcd = Etcd::start().await;
-    let mut kv = etcd.client().await.expect("client");
-    kv.put("/services/web/a", record(9001, "healthy"), None)
-        .await
-        .expect("put");
-    kv.put("/services/web/b", record(9002, "healthy"), None)
-        .await
-        .expect("put");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sluice = start(&etcd, dir.path()).await;
-    let eds = eds::subscribe(sluice.xds, "web");
-    eds_is(&eds, &["127.0.0.1:9001 HEALTHY", "127.0.0.1:9002 HEALTHY"]).await;
+    let (_dir, sluice, eds, _) = serving_web(&etcd, &[9001, 9002]).await;
 
     // Freeze sluice, restart etcd under it (its watch is gone), change the
     // data and compact past sluice's watch revision; then let sluice go on.
@@ -169,14 +196,7 @@ async fn etcd_compaction_during_a_gap_is_relisted() {
     kv.put("/services/web/c", record(9003, "healthy"), None)
         .await
         .expect("put");
-    let rev = kv
-        .get("/", None)
-        .await
-        .expect("get")
-        .header()
-        .expect("header")
-        .revision();
-    kv.compact(rev, None).await.expect("compact");
+    compact_now(&mut kv).await;
     signal(pid, "-CONT");
 
     eds_is(&eds, &["127.0.0.1:9002 HEALTHY", "127.0.0.1:9003 HEALTHY"]).await;
@@ -323,14 +343,7 @@ async fn a_quiet_feed_resumes_from_its_progress_not_its_listing() {
     // etcd tells each caught-up watcher its progress every second here
     // (10 minutes by default).
     let mut etcd = Etcd::start_with(&["--experimental-watch-progress-notify-interval=1s"]).await;
-    let mut kv = etcd.client().await.expect("client");
-    kv.put("/services/web/a", record(9001, "healthy"), None)
-        .await
-        .expect("put");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sluice = start(&etcd, dir.path()).await;
-    let eds = eds::subscribe(sluice.xds, "web");
-    eds_is(&eds, &["127.0.0.1:9001 HEALTHY"]).await;
+    let (_dir, sluice, eds, mut kv) = serving_web(&etcd, &[9001]).await;
 
     // Writes elsewhere move etcd's revision far past web's listing; web
     // hears only its progress. Then the history up to now goes, and the
@@ -341,14 +354,7 @@ async fn a_quiet_feed_resumes_from_its_progress_not_its_listing() {
             .expect("put");
     }
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let rev = kv
-        .get("/", None)
-        .await
-        .expect("get")
-        .header()
-        .expect("header")
-        .revision();
-    kv.compact(rev, None).await.expect("compact");
+    compact_now(&mut kv).await;
     etcd.restart().await;
 
     // The feed is back, resumed past the compaction: a change arrives...
@@ -373,14 +379,7 @@ async fn a_quiet_feed_resumes_from_its_progress_not_its_listing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_etcd_is_noticed_and_nothing_is_removed() {
     let etcd = Etcd::start().await;
-    let mut kv = etcd.client().await.expect("client");
-    kv.put("/services/web/a", record(9001, "healthy"), None)
-        .await
-        .expect("put");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sluice = start(&etcd, dir.path()).await;
-    let eds = eds::subscribe(sluice.xds, "web");
-    eds_is(&eds, &["127.0.0.1:9001 HEALTHY"]).await;
+    let (_dir, sluice, eds, mut kv) = serving_web(&etcd, &[9001]).await;
 
     // Stopped, etcd keeps its connections but answers nothing, neither
     // the connection's keep-alive pings nor the watch stream's progress
