@@ -32,7 +32,7 @@ use anyhow::{anyhow, Context};
 use sluice::sim::client::Report;
 use sluice::sim::fleet::{Fleet, FleetConfig};
 use sluice::sim::resources::{SimEndpoints, SimRuntime};
-use sluice::sim::route::{Action, Clusters, Request, RouteTable};
+use sluice::sim::route::{Action, Request, RouteTable};
 use sluice::sim::state::{Mode, Part};
 use sluice::xds::TypeUrl;
 
@@ -126,28 +126,17 @@ fn weight_of(r: &Report, path: &str, cluster: &str) -> Option<u64> {
     r.view.routes.values().find_map(|rt| {
         let route = rt.route(&req).ok()?;
         match &route.action {
-            Action::Forward(f) => Some(match &f.clusters {
-                Clusters::One(c) => u64::from(c == cluster) * 100,
-                Clusters::Weighted {
-                    clusters,
-                    runtime_key_prefix,
-                    ..
-                } => {
-                    let weight = |(name, default): &(String, u64)| match runtime_key_prefix {
-                        Some(p) => r
-                            .view
-                            .runtime_integer(&format!("{p}.{name}"))
-                            .unwrap_or(*default),
-                        None => *default,
-                    };
-                    let total: u64 = clusters.iter().map(weight).sum();
-                    clusters
+            Action::Forward(f) => {
+                let weights = f.clusters.weights(&|k| r.view.runtime_integer(k));
+                let total: u64 = weights.iter().map(|(_, w)| w).sum();
+                Some(
+                    weights
                         .iter()
-                        .filter(|(c, _)| c == cluster)
-                        .map(|c| weight(c) * 100 / total.max(1))
-                        .sum()
-                }
-            }),
+                        .filter(|(c, _)| *c == cluster)
+                        .map(|(_, w)| w * 100 / total.max(1))
+                        .sum(),
+                )
+            }
             _ => None,
         }
     })

@@ -446,6 +446,32 @@ fn pick_weighted<'a>(
     last
 }
 
+impl Clusters {
+    /// Each cluster's weight for one request, in order: the configured
+    /// weight, or with a runtime key prefix the integer `runtime` holds
+    /// for `<prefix>.<cluster>`, the configured weight its default. A
+    /// single cluster weighs 1.
+    pub fn weights(&self, runtime: &dyn Fn(&str) -> Option<u64>) -> Vec<(&str, u64)> {
+        match self {
+            Clusters::One(c) => vec![(c.as_str(), 1)],
+            Clusters::Weighted {
+                clusters,
+                runtime_key_prefix,
+                ..
+            } => clusters
+                .iter()
+                .map(|(name, default)| {
+                    let weight = match runtime_key_prefix {
+                        Some(p) => runtime(&format!("{p}.{name}")).unwrap_or(*default),
+                        None => *default,
+                    };
+                    (name.as_str(), weight)
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Forward {
     /// The cluster for this request: Envoy picks `random % total` and walks
     /// the cumulative weights in order. With a runtime key prefix the
@@ -464,23 +490,13 @@ impl Forward {
                 *total,
                 random,
             ),
-            Clusters::Weighted {
-                clusters,
-                runtime_key_prefix: Some(prefix),
-                ..
-            } => {
-                let weight = |(name, default): &(String, u64)| {
-                    runtime(&format!("{prefix}.{name}")).unwrap_or(*default)
-                };
-                let total = clusters.iter().map(weight).sum();
+            Clusters::Weighted { .. } => {
+                let weights = self.clusters.weights(runtime);
+                let total = weights.iter().map(|(_, w)| w).sum();
                 if total == 0 {
                     return "";
                 }
-                pick_weighted(
-                    clusters.iter().map(|c| (c.0.as_str(), weight(c))),
-                    total,
-                    random,
-                )
+                pick_weighted(weights.into_iter(), total, random)
             }
         }
     }
