@@ -41,7 +41,7 @@ use tracing::{debug, error, info};
 
 use crate::admin::{self, lock, AdminState, RulesStatus};
 use crate::canary::driver::Applied;
-use crate::canary::overlay::{Overlays, WeightsVia};
+use crate::canary::overlay::{self, Overlays, WeightsVia};
 use crate::canary::wiring::{self as rollouts, RolloutOptions};
 use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
 use crate::discovery::resolve::Resolver;
@@ -141,6 +141,7 @@ pub async fn run(
         config_slot: config_slot.clone(),
         applied: canary.applied.clone(),
         weights: opts.rollouts.weights,
+        overlaid: overlay::Memo::default(),
     };
     // A config without discovery is complete now: serve it from the first
     // connection, as before discovery existed.
@@ -260,6 +261,8 @@ struct Outputs {
     applied: watch::Sender<Option<Arc<Applied>>>,
     /// How rollout weights reach Envoy.
     weights: WeightsVia,
+    /// The rollout overlay's last result.
+    overlaid: overlay::Memo,
 }
 
 /// What the published config is made of; a change to any is published.
@@ -371,7 +374,7 @@ impl Outputs {
             }
         };
         drains.apply(&mut resolved);
-        overlays.apply(&mut resolved, self.weights);
+        self.overlaid.apply(overlays, &mut resolved, self.weights);
         let resolved = Arc::new(resolved);
         match self.compiler.compile(&resolved) {
             Ok(snapshots) => {

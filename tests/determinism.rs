@@ -30,7 +30,12 @@ fn config() -> Config {
     let mut c = mk_rich_config();
     c.runtime = std::sync::Arc::new(
         (0..40)
-            .map(|i| (format!("sluice.rollout.svc-{i}.svc-{i}~canary"), i * 2))
+            .map(|i| {
+                (
+                    format!("sluice.rollout.svc-{i}.from.stable.svc-{i}~canary"),
+                    i * 2,
+                )
+            })
             .collect(),
     );
     c

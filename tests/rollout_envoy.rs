@@ -86,6 +86,33 @@ fn sim_canary(fleet: &Fleet, n: usize) -> usize {
         .count()
 }
 
+/// The route configurations Envoy holds: (name, version) pairs.
+async fn route_versions(admin: std::net::SocketAddr) -> Vec<(String, String)> {
+    let v: serde_json::Value = http()
+        .get(format!(
+            "http://{admin}/config_dump?resource=dynamic_route_configs"
+        ))
+        .send()
+        .await
+        .expect("config_dump")
+        .json()
+        .await
+        .expect("config_dump json");
+    let mut out: Vec<(String, String)> = v["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .map(|c| {
+            (
+                c["route_config"]["name"].as_str().unwrap_or("").to_string(),
+                c["version_info"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The number Envoy's runtime holds for `key` (admin `/runtime`), if any.
 async fn runtime_value(admin: std::net::SocketAddr, key: &str) -> Option<f64> {
     let v: serde_json::Value = http()
@@ -117,7 +144,7 @@ async fn rollout_steps(weights: Weights) {
         Weights::Runtime => &["--rollout-weights", "runtime"],
     };
     let sluice = files.sluice_with(&rules_path, &xds.to_string(), &[envoy.admin], extra);
-    let key = "sluice.rollout.web.web~canary";
+    let key = "sluice.rollout.web.from.stable.web~canary";
     let sim = Fleet::start(&FleetConfig {
         xds: xds.to_string(),
         proxies: 1,
@@ -150,6 +177,13 @@ async fn rollout_steps(weights: Weights) {
     });
     let token = files.token_file.clone();
     let run = |args: &[&str]| cli(&sluice, Some(&token), args);
+    // With runtime weights the plain route to stable is armed before any
+    // rollout: starting one, and every step, pushes no route.
+    let routes_before = route_versions(envoy.admin).await;
+    assert!(
+        !routes_before.is_empty(),
+        "envoy holds no route configuration"
+    );
 
     let start = [
         "start",
@@ -178,6 +212,7 @@ async fn rollout_steps(weights: Weights) {
         if weights == Weights::Runtime {
             // The step counted as reached only once Envoy ACKed the layer.
             assert_eq!(runtime_value(envoy.admin, key).await, Some(weight));
+            assert_eq!(route_versions(envoy.admin).await, routes_before);
         }
         let share = v2_share(&distribution(&url, 400).await);
         assert!(

@@ -206,7 +206,7 @@ async fn with_runtime_weights_a_proxy_without_the_layer_stays_on_stable_and_is_n
                 &r.action,
                 Action::Forward(f) if matches!(
                     &f.clusters,
-                    Clusters::Weighted { runtime_key_prefix: Some(p), .. } if p == "sluice.rollout.web"
+                    Clusters::Weighted { runtime_key_prefix: Some(p), .. } if p == "sluice.rollout.web.from.stable"
                 )
             )
         })

@@ -100,11 +100,16 @@ pub async fn start_floor(
     runtime: bool,
 ) -> anyhow::Result<(Peer, FleetProc, Duration)> {
     let static_rules = env.write_rules("m1-static.yaml", t, Source::Static)?;
-    let args = [
+    let mut args = vec![
         "floor".to_string(),
         "--rules".into(),
         static_rules.display().to_string(),
     ];
+    // A fleet on sluice's runtime layer is served as `sluice serve
+    // --rollout-weights runtime` would, routes armed.
+    if runtime {
+        args.push("--armed".into());
+    }
     let mut floor = Peer::spawn(&env.exes, &args, &env.path("floor.log"))?;
     let line = floor
         .expect("floor listening on ", Duration::from_secs(60), |_| {})

@@ -7,17 +7,18 @@
 //!
 //! `--rollout-weights runtime` (the default) runs sluice with
 //! `--rollout-weights runtime` and a fleet subscribed to sluice's RTDS
-//! layer, as `sluice bootstrap` sets Envoy up: the first step changes the
-//! route configuration (its governed route now reads runtime keys) and
-//! the runtime layer, every later step the runtime layer alone; a step is
-//! complete when a proxy routes with that weight and has ACKed both.
+//! layer, as `sluice bootstrap` sets Envoy up. The governed route, a plain
+//! route to the stable subset, reads the runtime keys before the rollout
+//! starts (sluice arms it), so every step, the first included, changes
+//! the runtime layer alone; a step is complete when a proxy routes with
+//! that weight and has ACKed the routes and the layer.
 //! `--rollout-weights routes`: every step is a route configuration push.
 //!
 //! Then the transport floor, with the same fleet: what each step changes
 //! (sluice's own compile of the rules with that weight, the route
 //! configurations and runtime layer whose bytes differ from the step
-//! before) is encoded before the run, and each step pushes it to every
-//! stream. `--floor-only` runs that half alone.
+//! before; the floor starts from the armed routes too) is encoded before
+//! the run, and each step pushes it to every stream. `--floor-only` runs that half alone.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -123,8 +124,8 @@ impl Driver<'_> {
 /// One half of the run: latencies and CPU over the steps.
 struct Run {
     lat: Latencies,
-    /// Every step but the first: with runtime weights, the steps that
-    /// change only the runtime layer (the first also changes the routes).
+    /// Every step but the first (with route weights, the first can
+    /// change more routes than the others).
     after_first: Latencies,
     per_step: Vec<Value>,
     server_cpu: f64,
@@ -272,14 +273,16 @@ fn weights_via(o: &Opts) -> WeightsVia {
 /// What each step changes as sluice compiles `rules` with the rollout's
 /// weight: the route configurations and runtime layer whose bytes differ
 /// from the step before (the first step: from the rules without a
-/// rollout, which the floor serves at start), encoded to files.
+/// rollout, armed with runtime weights, which the floor serves at start),
+/// encoded to files.
 fn floor_changes(
     env: &Env,
     rules: &std::path::Path,
     via: WeightsVia,
 ) -> anyhow::Result<Vec<Vec<(TypeUrl, String, PathBuf)>>> {
     let config = sluice::rules::load_file(rules).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut prev = sluice::compile::compile(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let start = crate::floor::armed(config.clone(), via == WeightsVia::Runtime);
+    let mut prev = sluice::compile::compile(&start).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = Vec::new();
     for (i, w) in weights().into_iter().enumerate() {
         let mut c = config.clone();

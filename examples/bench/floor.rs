@@ -229,7 +229,9 @@ fn moved(body: &[u8], ip: IpAddr, port: u16) -> anyhow::Result<Vec<u8>> {
     Ok(cla.encode_to_vec())
 }
 
-/// `bench floor --rules FILE` (a static M1 rules file).
+/// `bench floor --rules FILE [--armed]` (a static M1 rules file; with
+/// `--armed`, its routes as `sluice serve --rollout-weights runtime` arms
+/// them before any rollout).
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let rules: PathBuf = args
         .iter()
@@ -239,7 +241,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("floor: missing --rules"))?;
     crate::procs::raise_nofile(65_536);
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    let config = sluice::rules::load_file(&rules).map_err(|e| anyhow!("{e}"))?;
+    let config = armed(
+        sluice::rules::load_file(&rules).map_err(|e| anyhow!("{e}"))?,
+        args.iter().any(|a| a == "--armed"),
+    );
     let snaps = sluice::compile::compile(&config).map_err(|e| anyhow!("{e}"))?;
     let by_type: Vec<Encoded> = TypeUrl::ALL
         .iter()
@@ -329,4 +334,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// `config` as sluice serves it with no rollout running: with runtime
+/// weights (`armed`), plain routes to a subset read rollout keys.
+pub fn armed(mut config: sluice::model::Config, armed: bool) -> sluice::model::Config {
+    use sluice::canary::overlay::{Overlays, WeightsVia};
+    if armed {
+        Overlays::default().apply(&mut config, WeightsVia::Runtime);
+    }
+    config
 }

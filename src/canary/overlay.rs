@@ -13,6 +13,15 @@
 //! `split: [stable, canary]` or a plain route to the stable subset). Routes
 //! that name only the canary subset (explicit preview routes) or the whole
 //! service are left alone.
+//!
+//! With [`WeightsVia::Runtime`] every plain route to one subset X of a
+//! service with more than one subset is *armed*, rollout or not: it reads
+//! the keys under `sluice.rollout.S.from.X` and its own weights send
+//! everything to X. A rollout from X governs that route in the very same
+//! form, so starting it changes only the runtime layer, and Envoy moves
+//! traffic on the first step without a route push. Routes whose rules name
+//! a split, and header rollouts, still change the routes when a rollout
+//! starts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +29,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{HeaderRoute, Rollout};
-use crate::model::{Backend, Config, HeaderMatch, Route, RouteAction, ValueMatch, WeightedBackend};
+use crate::model::{
+    Backend, Config, HeaderMatch, Listener, Route, RouteAction, Service, ValueMatch,
+    WeightedBackend,
+};
 
 /// The traffic split one rollout asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,18 +55,21 @@ pub enum WeightsVia {
     #[default]
     Routes,
     /// The governed routes read their weights from runtime keys, and a
-    /// step changes only sluice's RTDS runtime layer (a few bytes). The
-    /// routes change once, when the rollout starts. Needs Envoys whose
+    /// step changes only sluice's RTDS runtime layer (a few bytes). Plain
+    /// routes to a subset read those keys before any rollout starts, so
+    /// for them the routes never change; a split in the rules or a header
+    /// rollout changes them once, at the start. Needs Envoys whose
     /// bootstrap has sluice's RTDS layer (`sluice bootstrap` adds it); a
     /// proxy without it keeps all governed traffic on the stable subset
     /// and never counts as having reached a step.
     Runtime,
 }
 
-/// The runtime key prefix of the governed routes of `service`'s rollout;
-/// each subset's weight is under `<prefix>.<service>~<subset>`.
-pub fn runtime_key_prefix(service: &str) -> String {
-    format!("sluice.rollout.{service}")
+/// The runtime key prefix of the routes a rollout of `service` from its
+/// subset `from` governs; each subset's weight is under
+/// `<prefix>.<service>~<subset>`.
+pub fn runtime_key_prefix(service: &str, from: &str) -> String {
+    format!("sluice.rollout.{service}.from.{from}")
 }
 
 /// Every service's overlay, by service name (ordered: output is
@@ -85,15 +100,17 @@ impl Overlays {
     }
 
     /// Rewrites the governed routes of `config` in place; with
-    /// [`WeightsVia::Runtime`], also sets the weights as runtime keys.
+    /// [`WeightsVia::Runtime`], also arms the plain routes to a subset and
+    /// sets the weights as runtime keys.
     pub fn apply(&self, config: &mut Config, via: WeightsVia) {
-        if self.0.is_empty() {
+        let arm = via == WeightsVia::Runtime;
+        if self.0.is_empty() && !arm {
             return;
         }
-        if via == WeightsVia::Runtime {
+        if arm && !self.0.is_empty() {
             let mut keys = BTreeMap::new();
             for (service, o) in &self.0 {
-                let prefix = runtime_key_prefix(service);
+                let prefix = runtime_key_prefix(service, &o.stable);
                 let w = o.canary_weight.min(100);
                 let stable = backend(service, &o.stable).cluster_name();
                 let canary = backend(service, &o.canary).cluster_name();
@@ -102,15 +119,23 @@ impl Overlays {
             }
             config.runtime = Arc::new(keys);
         }
-        for vh in config
-            .listeners_mut()
+        let services = &config.services;
+        let listeners = Arc::make_mut(&mut config.listeners);
+        for vh in listeners
             .iter_mut()
             .flat_map(|l| l.virtual_hosts.iter_mut())
         {
             let mut routes = Vec::with_capacity(vh.routes.len());
             for route in vh.routes.drain(..) {
                 let Some((service, o)) = self.governing(&route) else {
-                    routes.push(route);
+                    let armed = match &route.action {
+                        RouteAction::Backend(b) if arm => armed(services, b, None),
+                        _ => None,
+                    };
+                    routes.push(match armed {
+                        Some(action) => Route { action, ..route },
+                        None => route,
+                    });
                     continue;
                 };
                 if let Some(h) = &o.header {
@@ -119,7 +144,11 @@ impl Overlays {
                 let mut route = route;
                 route.action = match via {
                     WeightsVia::Routes => split(service, o),
-                    WeightsVia::Runtime => runtime_split(service, o),
+                    WeightsVia::Runtime => {
+                        let stable = backend(service, &o.stable);
+                        armed(services, &stable, Some(&o.canary))
+                            .expect("a governed route names a subset")
+                    }
                 };
                 routes.push(route);
             }
@@ -137,6 +166,67 @@ impl Overlays {
             .any(|b| b.subset.as_deref() == Some(o.stable.as_str()));
         (all_of_service && names_stable).then_some((service.as_str(), o))
     }
+}
+
+/// [`Overlays::apply`] with its last result kept: while the rules'
+/// listeners, their services' subsets and the overlays stay the same (an
+/// endpoint change), the next config gets the same listeners and runtime
+/// `Arc`s. A publish then copies no route, and incremental compile sees
+/// unchanged listeners by pointer and skips the routes.
+#[derive(Default)]
+pub struct Memo {
+    last: Option<Last>,
+}
+
+struct Last {
+    /// The listeners applied to; held, so the pointer stays unique.
+    input: Arc<Vec<Listener>>,
+    subsets: Vec<(String, Vec<String>)>,
+    overlays: Overlays,
+    via: WeightsVia,
+    listeners: Arc<Vec<Listener>>,
+    runtime: Arc<BTreeMap<String, u32>>,
+}
+
+impl Memo {
+    pub fn apply(&mut self, overlays: &Overlays, config: &mut Config, via: WeightsVia) {
+        if overlays.0.is_empty() && via == WeightsVia::Routes {
+            return;
+        }
+        let subsets = subsets(config);
+        if let Some(last) = &self.last {
+            if Arc::ptr_eq(&last.input, &config.listeners)
+                && last.via == via
+                && last.overlays == *overlays
+                && last.subsets == subsets
+            {
+                config.listeners = last.listeners.clone();
+                config.runtime = last.runtime.clone();
+                return;
+            }
+        }
+        let input = config.listeners.clone();
+        overlays.apply(config, via);
+        self.last = Some(Last {
+            input,
+            subsets,
+            overlays: overlays.clone(),
+            via,
+            listeners: config.listeners.clone(),
+            runtime: config.runtime.clone(),
+        });
+    }
+}
+
+/// Every service with subsets, and their names: what arming reads besides
+/// the routes.
+fn subsets(config: &Config) -> Vec<(String, Vec<String>)> {
+    config
+        .services
+        .values()
+        .filter(|s| !s.subsets.is_empty())
+        .map(|s| (s.name.clone(), s.subsets.keys().cloned().collect()))
+        .collect()
 }
 
 fn backend(service: &str, subset: &str) -> Backend {
@@ -165,24 +255,40 @@ fn split(service: &str, o: &Overlay) -> RouteAction {
     }
 }
 
-/// The split whose weights Envoy reads from the runtime keys
-/// [`Overlays::apply`] sets. Its own weights, used by a proxy that holds no
-/// such key, send everything to the stable subset; they do not change
-/// from step to step, so neither do the routes.
-fn runtime_split(service: &str, o: &Overlay) -> RouteAction {
-    RouteAction::RuntimeSplit {
-        key_prefix: runtime_key_prefix(service),
-        split: vec![
-            WeightedBackend {
-                backend: backend(service, &o.stable),
-                weight: 100,
-            },
-            WeightedBackend {
-                backend: backend(service, &o.canary),
-                weight: 0,
-            },
-        ],
+/// The armed form of a route to `to`, one subset X of a service: a split
+/// that reads its weights from the keys under
+/// [`runtime_key_prefix`]`(service, X)` and whose own weights, used by a
+/// proxy that holds no such key, send everything to X. It names X first,
+/// then the service's other subsets (and `canary`, should the rules no
+/// longer name it) at 0 %. `None` for a whole service, or one with a
+/// single subset and no canary: there is nothing to roll out to.
+fn armed(
+    services: &BTreeMap<String, Arc<Service>>,
+    to: &Backend,
+    canary: Option<&str>,
+) -> Option<RouteAction> {
+    let from = to.subset.as_deref()?;
+    let mut others: Vec<&str> = services
+        .get(&to.service)
+        .map(|s| s.subsets.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    others.extend(canary);
+    others.sort_unstable();
+    others.dedup();
+    others.retain(|s| *s != from);
+    if others.is_empty() {
+        return None;
     }
+    let weighted = |subset: &str, weight| WeightedBackend {
+        backend: backend(&to.service, subset),
+        weight,
+    };
+    Some(RouteAction::RuntimeSplit {
+        key_prefix: runtime_key_prefix(&to.service, from),
+        split: std::iter::once(weighted(from, 100))
+            .chain(others.into_iter().map(|s| weighted(s, 0)))
+            .collect(),
+    })
 }
 
 /// The governed route, narrowed to the header and sent to the canary; it

@@ -120,18 +120,21 @@ fn runtime_weights_change_the_runtime_layer_and_never_the_routes() {
     // The governed route reads the runtime keys; its own weights (what a
     // proxy without the layer uses) keep everything on stable.
     let routes = &c10.listeners[0].virtual_hosts[0].routes;
-    assert_eq!(routes[0].action, to("canary"), "preview route untouched");
-    let RouteAction::RuntimeSplit { key_prefix, split } = &routes[1].action else {
-        panic!("not a runtime split: {:?}", routes[1].action);
-    };
-    assert_eq!(key_prefix, "sluice.rollout.web");
-    let defaults: Vec<(String, u32)> = split
-        .iter()
-        .map(|w| (w.backend.cluster_name(), w.weight))
-        .collect();
+    // The preview route is armed for a rollout from canary, whose keys
+    // this rollout does not set: it keeps all its traffic on canary.
     assert_eq!(
-        defaults,
-        vec![("web~stable".into(), 100), ("web~canary".into(), 0)]
+        runtime_split(&routes[0].action),
+        (
+            "sluice.rollout.web.from.canary",
+            vec![("web~canary".into(), 100), ("web~stable".into(), 0)]
+        )
+    );
+    assert_eq!(
+        runtime_split(&routes[1].action),
+        (
+            "sluice.rollout.web.from.stable",
+            vec![("web~stable".into(), 100), ("web~canary".into(), 0)]
+        )
     );
     let keys = |c: &Config| {
         c.runtime
@@ -142,12 +145,12 @@ fn runtime_weights_change_the_runtime_layer_and_never_the_routes() {
     assert_eq!(
         keys(&c10),
         vec![
-            ("sluice.rollout.web.web~canary".to_string(), 10),
-            ("sluice.rollout.web.web~stable".to_string(), 90)
+            ("sluice.rollout.web.from.stable.web~canary".to_string(), 10),
+            ("sluice.rollout.web.from.stable.web~stable".to_string(), 90)
         ]
     );
-    assert_eq!(c0.runtime["sluice.rollout.web.web~canary"], 0);
-    assert_eq!(c100.runtime["sluice.rollout.web.web~stable"], 0);
+    assert_eq!(c0.runtime["sluice.rollout.web.from.stable.web~canary"], 0);
+    assert_eq!(c100.runtime["sluice.rollout.web.from.stable.web~stable"], 0);
     // Steps, the ends included, change the runtime layer alone.
     for s in [&s0, &s100] {
         assert_eq!(
@@ -159,6 +162,146 @@ fn runtime_weights_change_the_runtime_layer_and_never_the_routes() {
             s10.fallback.version(TypeUrl::Runtime)
         );
     }
+}
+
+/// The key prefix and (cluster, own weight) pairs of a runtime split.
+fn runtime_split(action: &RouteAction) -> (&str, Vec<(String, u32)>) {
+    let RouteAction::RuntimeSplit { key_prefix, split } = action else {
+        panic!("not a runtime split: {action:?}");
+    };
+    let weights = split
+        .iter()
+        .map(|w| (w.backend.cluster_name(), w.weight))
+        .collect();
+    (key_prefix, weights)
+}
+
+/// `web` has three subsets and plain routes to two of them and to the
+/// whole service; `api` has one subset.
+const PLAIN_RULES: &str = r#"services:
+  - name: web
+    endpoints:
+      - {address: 127.0.0.1, port: 8081, labels: {version: v1}}
+      - {address: 127.0.0.1, port: 8082, labels: {version: v2}}
+    subsets:
+      stable: {version: v1}
+      canary: {version: v2}
+      old: {version: v0}
+  - name: api
+    endpoints:
+      - {address: 127.0.0.1, port: 8083, labels: {version: v1}}
+    subsets:
+      v1: {version: v1}
+listeners:
+  - name: http
+    address: 127.0.0.1
+    port: 10000
+    virtual_hosts:
+      - name: web
+        domains: ["*"]
+        routes:
+          - match: {prefix: /old}
+            to: {service: web, subset: old}
+          - match: {prefix: /all}
+            to: {service: web}
+          - match: {prefix: /api}
+            to: {service: api, subset: v1}
+          - match: {prefix: /}
+            to: {service: web, subset: stable}
+"#;
+
+#[test]
+fn runtime_weights_arm_plain_routes_so_a_rollout_starts_without_a_route_push() {
+    use crate::xds::TypeUrl;
+    let plain = || crate::rules::parse("rules.yaml", PLAIN_RULES).expect("rules");
+    let mut armed = plain();
+    Overlays::default().apply(&mut armed, WeightsVia::Runtime);
+    let routes = &armed.listeners[0].virtual_hosts[0].routes;
+    assert_eq!(
+        runtime_split(&routes[0].action),
+        (
+            "sluice.rollout.web.from.old",
+            vec![
+                ("web~old".into(), 100),
+                ("web~canary".into(), 0),
+                ("web~stable".into(), 0)
+            ]
+        )
+    );
+    let whole = RouteAction::Backend(Backend {
+        service: "web".into(),
+        subset: None,
+    });
+    assert_eq!(routes[1].action, whole, "the whole service: nothing to arm");
+    let api = RouteAction::Backend(Backend {
+        service: "api".into(),
+        subset: Some("v1".into()),
+    });
+    assert_eq!(routes[2].action, api, "one subset: nothing to roll out to");
+    assert_eq!(
+        runtime_split(&routes[3].action).0,
+        "sluice.rollout.web.from.stable"
+    );
+    assert!(armed.runtime.is_empty(), "no rollout, no keys");
+    // With route weights nothing is armed.
+    let mut routes_mode = plain();
+    Overlays::default().apply(&mut routes_mode, WeightsVia::Routes);
+    assert_eq!(routes_mode, plain());
+
+    // Starting a rollout from stable, and every step, change the runtime
+    // layer alone; the other armed routes keep their form.
+    let before = crate::compile::compile(&armed).expect("compiles");
+    for w in [5, 50, 100, 0] {
+        let mut c = plain();
+        overlay(w, false).apply(&mut c, WeightsVia::Runtime);
+        assert_eq!(c.listeners, armed.listeners, "{w}%");
+        let s = crate::compile::compile(&c).expect("compiles");
+        assert_eq!(
+            s.fallback.version(TypeUrl::Route),
+            before.fallback.version(TypeUrl::Route),
+            "{w}%"
+        );
+        assert_ne!(
+            s.fallback.version(TypeUrl::Runtime),
+            before.fallback.version(TypeUrl::Runtime),
+            "{w}%"
+        );
+    }
+}
+
+#[test]
+fn overlay_memo_reuses_its_result_until_an_input_changes() {
+    use crate::canary::overlay::Memo;
+    use std::sync::Arc;
+    let rules = crate::rules::parse("rules.yaml", PLAIN_RULES).expect("rules");
+    let mut memo = Memo::default();
+    let applied = |memo: &mut Memo, o: &Overlays, rules: &Config| {
+        let mut c = rules.clone();
+        memo.apply(o, &mut c, WeightsVia::Runtime);
+        c
+    };
+    let direct = |o: &Overlays, rules: &Config| {
+        let mut c = rules.clone();
+        o.apply(&mut c, WeightsVia::Runtime);
+        c
+    };
+    let a = applied(&mut memo, &overlay(10, false), &rules);
+    assert_eq!(a, direct(&overlay(10, false), &rules));
+    // An endpoint change: the same listeners, the same overlays.
+    let b = applied(&mut memo, &overlay(10, false), &rules);
+    assert!(Arc::ptr_eq(&a.listeners, &b.listeners));
+    assert!(Arc::ptr_eq(&a.runtime, &b.runtime));
+    // A step.
+    let c = applied(&mut memo, &overlay(20, false), &rules);
+    assert_eq!(c, direct(&overlay(20, false), &rules));
+    // A subset dropped by a rules change that kept the listeners.
+    let mut fewer = rules.clone();
+    Arc::make_mut(fewer.services.get_mut("web").expect("web"))
+        .subsets
+        .remove("old");
+    let d = applied(&mut memo, &overlay(20, false), &fewer);
+    assert_eq!(d, direct(&overlay(20, false), &fewer));
+    assert_ne!(d.listeners, c.listeners);
 }
 
 #[test]
