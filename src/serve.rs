@@ -322,8 +322,10 @@ async fn publish_loop(
                 seen_view = view;
                 changed.is_err()
             }
+            // Drains and rollout steps are operators' commands: one
+            // change each, published without waiting for a quiet moment.
             changed = drains_rx.changed() => {
-                coalescer.changed(Instant::now());
+                coalescer.commanded(Instant::now());
                 changed.is_err()
             }
             changed = overlay_rx.changed(), if overlays_open => {
@@ -331,7 +333,7 @@ async fn publish_loop(
                 // that only means no overlay will ever change.
                 if changed.is_ok() {
                     overlay_rx.borrow_and_update();
-                    coalescer.changed(Instant::now());
+                    coalescer.commanded(Instant::now());
                 } else {
                     overlays_open = false;
                 }

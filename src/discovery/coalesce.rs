@@ -13,6 +13,10 @@
 //!   publisher (resolve, compile, diff, hand-off) is busy at most
 //!   1 / (1 + `cost_factor`) of the time, however fast changes arrive.
 //!
+//! An operator's command (a rollout step, a drain) is one deliberate
+//! change, not the start of a burst: [`Coalescer::commanded`] skips the
+//! quiet wait for it, but not the pacing.
+//!
 //! A change that arrives after that gap — an isolated change, or changes
 //! every few hundred milliseconds when a publish takes a few — goes out
 //! after `quiet` alone. A flood is batched: each publish carries every
@@ -49,6 +53,8 @@ pub struct Coalescer {
     cfg: CoalesceConfig,
     first_pending: Option<Instant>,
     last_change: Option<Instant>,
+    /// A pending change is an operator's command: no quiet wait.
+    commanded: bool,
     /// When the last publish ended.
     last_publish: Option<Instant>,
     interval: Duration,
@@ -60,6 +66,7 @@ impl Coalescer {
             cfg,
             first_pending: None,
             last_change: None,
+            commanded: false,
             last_publish: None,
             interval: Duration::ZERO,
         }
@@ -70,11 +77,21 @@ impl Coalescer {
         self.last_change = Some(now);
     }
 
+    /// An operator's command at `now`: published as soon as pacing
+    /// allows, with whatever else is pending.
+    pub fn commanded(&mut self, now: Instant) {
+        self.changed(now);
+        self.commanded = true;
+    }
+
     /// When to publish the pending changes; `None` when nothing is pending.
     pub fn deadline(&self) -> Option<Instant> {
         let first = self.first_pending?;
         let last = self.last_change.unwrap_or(first);
-        let settle = (last + self.cfg.quiet).min(first + self.cfg.max_delay);
+        let settle = match self.commanded {
+            true => first,
+            false => (last + self.cfg.quiet).min(first + self.cfg.max_delay),
+        };
         Some(match self.last_publish {
             Some(p) => settle.max(p + self.interval),
             None => settle,
@@ -90,6 +107,7 @@ impl Coalescer {
         self.last_publish = Some(now);
         self.first_pending = None;
         self.last_change = None;
+        self.commanded = false;
     }
 
     /// The current minimum gap after the last publish.
@@ -181,6 +199,25 @@ mod tests {
         // Nothing waits longer than max_delay plus one paced gap.
         let worst = delays.iter().max().copied().unwrap_or_default();
         assert!(worst <= 100 * MS + 4 * cost, "{worst:?}");
+    }
+
+    #[test]
+    fn a_command_skips_the_quiet_wait_but_not_the_pacing() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(CoalesceConfig::default());
+        c.commanded(t0);
+        assert_eq!(c.deadline(), Some(t0));
+        // It takes pending source changes along at once.
+        c.changed(t0 + MS);
+        assert_eq!(c.deadline(), Some(t0));
+        c.published(t0 + 2 * MS, 10 * MS);
+        // After a publish that took 10 ms, a command waits out the gap.
+        c.commanded(t0 + 3 * MS);
+        assert_eq!(c.deadline(), Some(t0 + 32 * MS));
+        c.published(t0 + 32 * MS, MS);
+        // And a source change alone waits for quiet again.
+        c.changed(t0 + 100 * MS);
+        assert_eq!(c.deadline(), Some(t0 + 105 * MS));
     }
 
     #[test]
