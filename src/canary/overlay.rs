@@ -103,22 +103,44 @@ impl Overlays {
     /// [`WeightsVia::Runtime`], also arms the plain routes to a subset and
     /// sets the weights as runtime keys.
     pub fn apply(&self, config: &mut Config, via: WeightsVia) {
-        let arm = via == WeightsVia::Runtime;
-        if self.0.is_empty() && !arm {
+        if self.0.is_empty() && via == WeightsVia::Routes {
             return;
         }
-        if arm && !self.0.is_empty() {
-            let mut keys = BTreeMap::new();
-            for (service, o) in &self.0 {
-                let prefix = runtime_key_prefix(service, &o.stable);
-                let w = o.canary_weight.min(100);
-                let stable = backend(service, &o.stable).cluster_name();
-                let canary = backend(service, &o.canary).cluster_name();
-                keys.insert(format!("{prefix}.{stable}"), 100 - w);
-                keys.insert(format!("{prefix}.{canary}"), w);
-            }
-            config.runtime = Arc::new(keys);
+        self.set_runtime(config, via);
+        self.rewrite_routes(config, via);
+    }
+
+    /// With [`WeightsVia::Runtime`], the rollouts' weights as runtime keys.
+    fn set_runtime(&self, config: &mut Config, via: WeightsVia) {
+        if via != WeightsVia::Runtime || self.0.is_empty() {
+            return;
         }
+        let mut keys = BTreeMap::new();
+        for (service, o) in &self.0 {
+            let prefix = runtime_key_prefix(service, &o.stable);
+            let w = o.canary_weight.min(100);
+            let stable = backend(service, &o.stable).cluster_name();
+            let canary = backend(service, &o.canary).cluster_name();
+            keys.insert(format!("{prefix}.{stable}"), 100 - w);
+            keys.insert(format!("{prefix}.{canary}"), w);
+        }
+        config.runtime = Arc::new(keys);
+    }
+
+    /// What the routes depend on: with runtime weights, everything but
+    /// the weights.
+    fn route_shape(&self, via: WeightsVia) -> Overlays {
+        let mut shape = self.clone();
+        if via == WeightsVia::Runtime {
+            for o in shape.0.values_mut() {
+                o.canary_weight = 0;
+            }
+        }
+        shape
+    }
+
+    fn rewrite_routes(&self, config: &mut Config, via: WeightsVia) {
+        let arm = via == WeightsVia::Runtime;
         let services = &config.services;
         let listeners = Arc::make_mut(&mut config.listeners);
         for vh in listeners
@@ -168,11 +190,12 @@ impl Overlays {
     }
 }
 
-/// [`Overlays::apply`] with its last result kept: while the rules'
-/// listeners, their services' subsets and the overlays stay the same (an
-/// endpoint change), the next config gets the same listeners and runtime
-/// `Arc`s. A publish then copies no route, and incremental compile sees
-/// unchanged listeners by pointer and skips the routes.
+/// [`Overlays::apply`] with its last routes kept: while the rules'
+/// listeners, their services' subsets and what of the overlays shapes
+/// the routes stay the same (an endpoint change; with runtime weights, a
+/// step too), the next config gets the same listeners `Arc`. A publish
+/// then copies no route, and incremental compile sees unchanged listeners
+/// by pointer and skips the routes.
 #[derive(Default)]
 pub struct Memo {
     last: Option<Last>,
@@ -182,10 +205,9 @@ struct Last {
     /// The listeners applied to; held, so the pointer stays unique.
     input: Arc<Vec<Listener>>,
     subsets: Vec<(String, Vec<String>)>,
-    overlays: Overlays,
     via: WeightsVia,
+    shape: Overlays,
     listeners: Arc<Vec<Listener>>,
-    runtime: Arc<BTreeMap<String, u32>>,
 }
 
 impl Memo {
@@ -193,27 +215,27 @@ impl Memo {
         if overlays.0.is_empty() && via == WeightsVia::Routes {
             return;
         }
+        overlays.set_runtime(config, via);
         let subsets = subsets(config);
+        let shape = overlays.route_shape(via);
         if let Some(last) = &self.last {
             if Arc::ptr_eq(&last.input, &config.listeners)
                 && last.via == via
-                && last.overlays == *overlays
+                && last.shape == shape
                 && last.subsets == subsets
             {
                 config.listeners = last.listeners.clone();
-                config.runtime = last.runtime.clone();
                 return;
             }
         }
         let input = config.listeners.clone();
-        overlays.apply(config, via);
+        overlays.rewrite_routes(config, via);
         self.last = Some(Last {
             input,
             subsets,
-            overlays: overlays.clone(),
             via,
+            shape,
             listeners: config.listeners.clone(),
-            runtime: config.runtime.clone(),
         });
     }
 }

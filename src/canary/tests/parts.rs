@@ -290,10 +290,27 @@ fn overlay_memo_reuses_its_result_until_an_input_changes() {
     // An endpoint change: the same listeners, the same overlays.
     let b = applied(&mut memo, &overlay(10, false), &rules);
     assert!(Arc::ptr_eq(&a.listeners, &b.listeners));
-    assert!(Arc::ptr_eq(&a.runtime, &b.runtime));
-    // A step.
+    assert_eq!(a.runtime, b.runtime);
+    // A step: new keys, the very same routes.
     let c = applied(&mut memo, &overlay(20, false), &rules);
     assert_eq!(c, direct(&overlay(20, false), &rules));
+    assert!(Arc::ptr_eq(&a.listeners, &c.listeners));
+    assert_ne!(a.runtime, c.runtime);
+    // A header rollout reshapes the routes.
+    let h = applied(&mut memo, &overlay(20, true), &rules);
+    assert_eq!(h, direct(&overlay(20, true), &rules));
+    assert_ne!(h.listeners, c.listeners);
+    let c = applied(&mut memo, &overlay(20, false), &rules);
+    // With route weights a step is a route change.
+    let mut routes_memo = Memo::default();
+    let mut r10 = rules.clone();
+    routes_memo.apply(&overlay(10, false), &mut r10, WeightsVia::Routes);
+    let mut r20 = rules.clone();
+    routes_memo.apply(&overlay(20, false), &mut r20, WeightsVia::Routes);
+    let mut want = rules.clone();
+    overlay(20, false).apply(&mut want, WeightsVia::Routes);
+    assert_eq!(r20, want);
+    assert_ne!(r10.listeners, r20.listeners);
     // A subset dropped by a rules change that kept the listeners.
     let mut fewer = rules.clone();
     Arc::make_mut(fewer.services.get_mut("web").expect("web"))
