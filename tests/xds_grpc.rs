@@ -417,3 +417,109 @@ async fn a_response_over_the_message_limit_is_withheld_with_a_clear_error() {
     assert_eq!(cluster_names(&resp), [("a".into(), "v2".into())]);
     drop(tx);
 }
+
+/// CDS clusters and sluice's RTDS layer holding one key.
+fn mk_with_layer(clusters: &[(&str, &str)], weight: f64) -> Snapshots {
+    use envoy_types::pb::envoy::service::runtime::v3::Runtime;
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    let mut s = mk_snapshots(clusters);
+    let layer = Runtime {
+        name: "sluice".into(),
+        layer: Some(Struct {
+            fields: [(
+                "w".to_string(),
+                Value {
+                    kind: Some(Kind::NumberValue(weight)),
+                },
+            )]
+            .into(),
+        }),
+    };
+    let fallback = &s.fallback;
+    let by_type = TypeUrl::ALL.map(|ty| match ty {
+        TypeUrl::Runtime => vec![Resource::encode("sluice", &layer)],
+        ty => fallback
+            .resources(ty)
+            .values()
+            .map(|r| Resource::clone(r))
+            .collect(),
+    });
+    s.fallback = Arc::new(Snapshot::new(by_type));
+    s
+}
+
+/// (name, version) of each resource of a delta response.
+fn delta_versions(resp: &DeltaDiscoveryResponse) -> Vec<(String, String)> {
+    resp.resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn snapshots_published_while_a_response_awaits_its_ack_go_out_together_after_it() {
+    let server = start(Some(mk_with_layer(&[("a", "v1"), ("b", "v1")], 1.0))).await;
+    let req = |ty: TypeUrl, nonce: &str, subscribe: &[&str]| DeltaDiscoveryRequest {
+        node: Some(node()),
+        type_url: ty.as_str().into(),
+        response_nonce: nonce.into(),
+        resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let mut c = client(server.addr).await;
+    tx.send(req(TypeUrl::Runtime, "", &["sluice"]))
+        .await
+        .expect("send");
+    let mut stream = c
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
+    let layer = next(&mut stream).await;
+    assert_eq!(layer.type_url, TypeUrl::Runtime.as_str());
+    tx.send(req(TypeUrl::Runtime, &layer.nonce, &[]))
+        .await
+        .expect("ack");
+    tx.send(req(TypeUrl::Cluster, "", &[])).await.expect("send");
+    let cds = next(&mut stream).await;
+    assert_eq!(cds.type_url, TypeUrl::Cluster.as_str());
+    // The clusters are not ACKed yet. A layer change is not held back by
+    // that.
+    server.republish(mk_with_layer(&[("a", "v1"), ("b", "v1")], 2.0));
+    let layer2 = next(&mut stream).await;
+    assert_eq!(layer2.type_url, TypeUrl::Runtime.as_str());
+    assert_ne!(delta_versions(&layer2), delta_versions(&layer));
+    tx.send(req(TypeUrl::Runtime, &layer2.nonce, &[]))
+        .await
+        .expect("ack");
+    quiet(&mut stream).await;
+    // Three publishes change the clusters: nothing can go before the ACK.
+    let steps = [
+        mk_with_layer(&[("a", "v2"), ("b", "v1")], 2.0),
+        mk_with_layer(&[("a", "v3"), ("b", "v2")], 2.0),
+        mk_with_layer(&[("a", "v3"), ("b", "v2"), ("c", "v1")], 2.0),
+    ];
+    let want: Vec<(String, String)> = steps[2]
+        .fallback
+        .resources(TypeUrl::Cluster)
+        .iter()
+        .map(|(n, r)| (n.clone(), r.version.clone()))
+        .collect();
+    for s in steps {
+        server.republish(s);
+    }
+    quiet(&mut stream).await;
+    // The ACK lets every skipped change out, at its latest version, in
+    // one response.
+    tx.send(req(TypeUrl::Cluster, &cds.nonce, &[]))
+        .await
+        .expect("ack");
+    let cds2 = next(&mut stream).await;
+    assert_eq!(cds2.type_url, TypeUrl::Cluster.as_str());
+    assert_eq!(delta_versions(&cds2), want);
+    tx.send(req(TypeUrl::Cluster, &cds2.nonce, &[]))
+        .await
+        .expect("ack");
+    quiet(&mut stream).await;
+}
