@@ -51,15 +51,18 @@ impl Target<'_> {
 }
 
 /// Moves one endpoint per `INTERVAL`, `n` times; each move is registered
-/// with the fleet before it is written. Returns the latencies.
+/// with the fleet before it is written. Returns the latencies, and how
+/// long each write took to return (for etcd: until the change was
+/// committed, which the latencies include).
 pub async fn drive(
     fleet: &mut FleetProc,
     target: &mut Target<'_>,
     mover: &mut Mover,
     n: u64,
-) -> anyhow::Result<Latencies> {
+) -> anyhow::Result<(Latencies, Latencies)> {
     let start = Instant::now();
     let mut writes = Vec::new();
+    let mut write_ms = Latencies::default();
     for j in 0..n {
         tokio::time::sleep_until((start + INTERVAL * j as u32).into()).await;
         let c = mover.change(j);
@@ -67,6 +70,9 @@ pub async fn drive(
         fleet.sync().await?;
         let t0 = procs::unix_ns();
         target.apply(std::slice::from_ref(&c)).await?;
+        write_ms
+            .ms
+            .push(procs::unix_ns().saturating_sub(t0) as f64 / 1e6);
         writes.push((c.id, t0));
     }
     let ids: Vec<u64> = writes.iter().map(|(id, _)| *id).collect();
@@ -75,7 +81,7 @@ pub async fn drive(
     for (id, t0) in writes {
         lat.push(t0, got.get(&id).copied().unwrap_or((0, 0)), fleet.proxies);
     }
-    Ok(lat)
+    Ok((lat, write_ms))
 }
 
 /// What the floor half of B1 measured.
@@ -137,7 +143,7 @@ async fn floor_run(
         procs::cpu_seconds(ffleet.pid())?,
         procs::cpu_seconds(floor.pid())?,
     );
-    let lat = drive(&mut ffleet, &mut Target::Floor(&floor), &mut fmover, n).await?;
+    let (lat, _) = drive(&mut ffleet, &mut Target::Floor(&floor), &mut fmover, n).await?;
     let fleet_cpu = procs::cpu_seconds(ffleet.pid())? - ff0;
     let floor_cpu = procs::cpu_seconds(floor.pid())? - fl0;
     let fleet_rss = procs::status_kb(ffleet.pid(), "VmRSS")?;
@@ -226,7 +232,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let f0 = procs::cpu_seconds(fleet.pid())?;
     let mut mover = Mover::new(t);
     let mut target = Target::Etcd(Box::new(etcd.client().await?));
-    let lat = drive(&mut fleet, &mut target, &mut mover, n).await?;
+    let (lat, etcd_write) = drive(&mut fleet, &mut target, &mut mover, n).await?;
     let u1 = procs::usage(sluice.pid())?;
     let fleet_cpu = procs::cpu_seconds(fleet.pid())? - f0;
     let stats = fleet.stats().await?;
@@ -254,6 +260,11 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             l.incomplete
         );
     }
+    println!(
+        "etcd write (txn sent → committed, inside sluice's latency): p50 {} ms, p99 {} ms",
+        fmt_ms(etcd_write.quantile(0.5)),
+        fmt_ms(etcd_write.quantile(0.99)),
+    );
     println!(
         "sluice idle (no changes, 2.5 s): {:.0} % of a core",
         idle_cores * 100.0
@@ -284,6 +295,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
             "fleet_cpu_ms_per_change": per(fleet_cpu, n),
             "idle_cpu_cores": setup::num(idle_cores),
             "nacks": stats.nacks,
+            "etcd_write": etcd_write.json(),
         },
         "floor": floor_json(&f, proxies),
         "ratio_to_floor": {"p50": setup::num(ratio(0.5)), "p99": setup::num(ratio(0.99))},
