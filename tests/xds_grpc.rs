@@ -255,14 +255,7 @@ async fn delta_add_remove_and_reconnect() {
         response_nonce: nonce.into(),
         ..Default::default()
     };
-    let (tx, rx) = mpsc::channel(16);
-    let mut c = client(server.addr).await;
-    tx.send(req("")).await.expect("send");
-    let mut stream = c
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .expect("rpc")
-        .into_inner();
+    let (tx, mut stream) = delta_stream(server.addr, req("")).await;
     let first: DeltaDiscoveryResponse = next(&mut stream).await;
     let names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
@@ -284,15 +277,9 @@ async fn delta_add_remove_and_reconnect() {
 
     // Reconnect announcing what we hold: only the difference comes back.
     server.republish(mk_snapshots(&[("a", "v1"), ("c", "v1")]));
-    let (tx, rx) = mpsc::channel(16);
     let mut first_req = req("");
     first_req.initial_resource_versions = [("a".to_string(), versions["a"].clone())].into();
-    tx.send(first_req).await.expect("send");
-    let mut stream = c
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .expect("rpc")
-        .into_inner();
+    let (_tx, mut stream) = delta_stream(server.addr, first_req).await;
     let third = next(&mut stream).await;
     let names: Vec<&str> = third.resources.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["c"], "a is current and must not be re-sent");
@@ -323,6 +310,24 @@ async fn sotw_stream(
     let stream = client(addr)
         .await
         .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
+    (tx, stream)
+}
+
+async fn delta_stream(
+    addr: SocketAddr,
+    first: DeltaDiscoveryRequest,
+) -> (
+    mpsc::Sender<DeltaDiscoveryRequest>,
+    Streaming<DeltaDiscoveryResponse>,
+) {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.expect("send");
+    let stream = client(addr)
+        .await
+        .delta_aggregated_resources(ReceiverStream::new(rx))
         .await
         .expect("rpc")
         .into_inner();
@@ -466,16 +471,7 @@ async fn snapshots_published_while_a_response_awaits_its_ack_go_out_together_aft
         resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let (tx, rx) = mpsc::channel(16);
-    let mut c = client(server.addr).await;
-    tx.send(req(TypeUrl::Runtime, "", &["sluice"]))
-        .await
-        .expect("send");
-    let mut stream = c
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .expect("rpc")
-        .into_inner();
+    let (tx, mut stream) = delta_stream(server.addr, req(TypeUrl::Runtime, "", &["sluice"])).await;
     let layer = next(&mut stream).await;
     assert_eq!(layer.type_url, TypeUrl::Runtime.as_str());
     tx.send(req(TypeUrl::Runtime, &layer.nonce, &[]))

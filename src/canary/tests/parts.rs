@@ -10,15 +10,20 @@ use crate::canary::store::{FileStore, StateStore};
 use crate::canary::{HeaderRoute, Rollout, Spec, Strategy};
 use crate::model::{Backend, Config, RouteAction, ValueMatch};
 
-const RULES: &str = r#"services:
+/// Rules with the service `web` (subsets `stable`, `canary`, and
+/// `extra_subsets` YAML lines), `more_services`, and one listener whose
+/// virtual host has `routes` (YAML list items).
+fn rules(extra_subsets: &str, more_services: &str, routes: &str) -> Config {
+    let text = format!(
+        r#"services:
   - name: web
     endpoints:
-      - {address: 127.0.0.1, port: 8081, labels: {version: v1}}
-      - {address: 127.0.0.1, port: 8082, labels: {version: v2}}
+      - {{address: 127.0.0.1, port: 8081, labels: {{version: v1}}}}
+      - {{address: 127.0.0.1, port: 8082, labels: {{version: v2}}}}
     subsets:
-      stable: {version: v1}
-      canary: {version: v2}
-listeners:
+      stable: {{version: v1}}
+      canary: {{version: v2}}
+{extra_subsets}{more_services}listeners:
   - name: http
     address: 127.0.0.1
     port: 10000
@@ -26,16 +31,24 @@ listeners:
       - name: web
         domains: ["*"]
         routes:
-          - match: {prefix: /v2}
+{routes}"#
+    );
+    crate::rules::parse("rules.yaml", &text).expect("rules")
+}
+
+/// A preview route to `canary`, and a split of `stable` and `canary`.
+fn config() -> Config {
+    rules(
+        "",
+        "",
+        r#"          - match: {prefix: /v2}
             to: {service: web, subset: canary}
           - match: {prefix: /}
             split:
               - {service: web, subset: stable, weight: 100}
               - {service: web, subset: canary, weight: 0}
-"#;
-
-fn config() -> Config {
-    crate::rules::parse("rules.yaml", RULES).expect("rules")
+"#,
+    )
 }
 
 fn overlay(weight: u32, header: bool) -> Overlays {
@@ -178,29 +191,16 @@ fn runtime_split(action: &RouteAction) -> (&str, Vec<(String, u32)>) {
 
 /// `web` has three subsets and plain routes to two of them and to the
 /// whole service; `api` has one subset.
-const PLAIN_RULES: &str = r#"services:
-  - name: web
-    endpoints:
-      - {address: 127.0.0.1, port: 8081, labels: {version: v1}}
-      - {address: 127.0.0.1, port: 8082, labels: {version: v2}}
-    subsets:
-      stable: {version: v1}
-      canary: {version: v2}
-      old: {version: v0}
-  - name: api
+fn plain_config() -> Config {
+    rules(
+        "      old: {version: v0}\n",
+        r#"  - name: api
     endpoints:
       - {address: 127.0.0.1, port: 8083, labels: {version: v1}}
     subsets:
       v1: {version: v1}
-listeners:
-  - name: http
-    address: 127.0.0.1
-    port: 10000
-    virtual_hosts:
-      - name: web
-        domains: ["*"]
-        routes:
-          - match: {prefix: /old}
+"#,
+        r#"          - match: {prefix: /old}
             to: {service: web, subset: old}
           - match: {prefix: /all}
             to: {service: web}
@@ -208,12 +208,14 @@ listeners:
             to: {service: api, subset: v1}
           - match: {prefix: /}
             to: {service: web, subset: stable}
-"#;
+"#,
+    )
+}
 
 #[test]
 fn runtime_weights_arm_plain_routes_so_a_rollout_starts_without_a_route_push() {
     use crate::xds::TypeUrl;
-    let plain = || crate::rules::parse("rules.yaml", PLAIN_RULES).expect("rules");
+    let plain = plain_config;
     let mut armed = plain();
     Overlays::default().apply(&mut armed, WeightsVia::Runtime);
     let routes = &armed.listeners[0].virtual_hosts[0].routes;
@@ -273,7 +275,7 @@ fn runtime_weights_arm_plain_routes_so_a_rollout_starts_without_a_route_push() {
 fn overlay_memo_reuses_its_result_until_an_input_changes() {
     use crate::canary::overlay::Memo;
     use std::sync::Arc;
-    let rules = crate::rules::parse("rules.yaml", PLAIN_RULES).expect("rules");
+    let rules = plain_config();
     let mut memo = Memo::default();
     let applied = |memo: &mut Memo, o: &Overlays, rules: &Config| {
         let mut c = rules.clone();
