@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::{self, lock, AdminState, RulesStatus};
 use crate::canary::driver::Applied;
@@ -133,6 +133,17 @@ pub async fn run(
     // Saved rollouts load before the first publish, so their weights are
     // in the very first snapshot (DESIGN.md invariant 7).
     let canary = rollouts::start(&opts.rollouts, registry.clone(), stop_rx.clone()).await?;
+    // Without a rollout controller there are no rollouts, and no route to
+    // arm for one.
+    let weights = match opts.rollouts.state_dir {
+        Some(_) => opts.rollouts.weights,
+        None => {
+            if opts.rollouts.weights == WeightsVia::Runtime {
+                warn!("--rollout-weights runtime has no effect without --state-dir (no rollouts)");
+            }
+            WeightsVia::Routes
+        }
+    };
     let mut out = Outputs {
         resolver: Resolver::default(),
         compiler: compile::Compiler::default(),
@@ -140,7 +151,7 @@ pub async fn run(
         metrics: metrics.clone(),
         config_slot: config_slot.clone(),
         applied: canary.applied.clone(),
-        weights: opts.rollouts.weights,
+        weights,
         overlaid: overlay::Memo::default(),
     };
     // A config without discovery is complete now: serve it from the first
