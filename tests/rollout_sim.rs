@@ -153,3 +153,45 @@ async fn a_killed_sluice_resumes_at_the_same_step_and_abort_survives_restarts() 
         "step applied once:\n{history}"
     );
 }
+
+/// With runtime weights sluice arms the plain route to `stable` before any
+/// rollout (so starting one pushes no route); a sluice without a rollout
+/// controller (no `--state-dir`) has nothing to arm it for and serves the
+/// plain route as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_weights_arm_the_stable_route_only_under_a_rollout_controller() {
+    use common::{eventually, RulesFile, Sluice};
+    use sluice::sim::fleet::{Fleet, FleetConfig};
+    use sluice::sim::route::Clusters;
+
+    let armed = Setup::start_runtime(0.0).await;
+    eventually("the armed route", || async {
+        matches!(
+            plain_clusters(&armed.fleet),
+            Some(Clusters::Weighted { runtime_key_prefix: Some(p), clusters, .. })
+                if p == "sluice.rollout.web.from.stable"
+                    && clusters == [("web~stable".to_string(), 100), ("web~canary".to_string(), 0)]
+        )
+    })
+    .await;
+
+    let rules = RulesFile::new(RULES);
+    let plain_serve = Sluice::start_with(
+        &rules.path,
+        "127.0.0.1:0",
+        &["--rollout-weights", "runtime"],
+    );
+    let fleet = Fleet::start(&FleetConfig {
+        xds: plain_serve.xds.to_string(),
+        proxies: 1,
+        mode: sluice::sim::state::Mode::Delta,
+        group: "default".into(),
+        node_prefix: "no-controller".into(),
+        faults: Default::default(),
+        runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
+    });
+    eventually("the plain route", || async {
+        matches!(plain_clusters(&fleet), Some(Clusters::One(c)) if c == "web~stable")
+    })
+    .await;
+}

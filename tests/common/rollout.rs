@@ -285,6 +285,20 @@ pub fn plain() -> Request {
     Request::get("x", "/")
 }
 
+/// Where the first proxy of `fleet` sends a plain request, once it routes
+/// one: the cluster specifier of its route.
+pub fn plain_clusters(fleet: &Fleet) -> Option<sluice::sim::route::Clusters> {
+    use sluice::sim::route::Action;
+    let view = fleet.reports().first()?.view.clone();
+    view.routes.values().find_map(|t| match t.route(&plain()) {
+        Ok(r) => match &r.action {
+            Action::Forward(f) => Some(f.clusters.clone()),
+            _ => None,
+        },
+        Err(_) => None,
+    })
+}
+
 pub fn share(stats: &Stats, cluster: &str, n: usize) -> f64 {
     *stats.by_cluster.get(cluster).unwrap_or(&0) as f64 / n as f64
 }

@@ -193,7 +193,7 @@ pub struct Forward {
     pub hash_policy: Vec<HashPolicy>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Clusters {
     One(String),
     Weighted {
