@@ -18,7 +18,8 @@
 //! (sluice's own compile of the rules with that weight, the route
 //! configurations and runtime layer whose bytes differ from the step
 //! before; the floor starts from the armed routes too) is encoded before
-//! the run, and each step pushes it to every stream. `--floor-only` runs that half alone.
+//! the run, and each step pushes it to every stream. `--floor-only` runs
+//! that half alone.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -124,8 +125,9 @@ impl Driver<'_> {
 /// One half of the run: latencies and CPU over the steps.
 struct Run {
     lat: Latencies,
-    /// Every step but the first (with route weights, the first can
-    /// change more routes than the others).
+    /// Every step but the first (where a rollout that has to change the
+    /// routes at its start, a split in the rules or a header route,
+    /// differs from the others).
     after_first: Latencies,
     per_step: Vec<Value>,
     server_cpu: f64,
