@@ -13,22 +13,31 @@
 //!   matches), POST adds one, DELETE removes one; the body is one drain as
 //!   JSON (`{"service", "endpoint" | "locality"}`). `sluice drain` calls
 //!   these; the logic is in [`crate::drain`].
+//! - `/rules/diff`: POST a rules file's text (`?file=NAME` names it in
+//!   diagnostics); answers what serving it would change ([`DiffDoc`]),
+//!   400 with the diagnostics when it is invalid. `sluice diff` calls it.
+//! - `/rules/confirm`: POST `{"version"}` releases the edit the
+//!   mass-removal guard holds ([`crate::guard`]); needs the admin token
+//!   when one is set, and always off loopback. `sluice rules confirm`
+//!   calls it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+use crate::canary::grpc::Auth;
 use crate::discovery::status::{summarize, SourceStatus};
 use crate::discovery::View;
 use crate::drain::store::DrainStore;
 use crate::drain::{Drain, DrainError};
+use crate::guard::{DiffDoc, HeldEdit};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::{ProxyStatus, Registry};
@@ -45,6 +54,10 @@ pub struct RulesStatus {
     pub last_error: Option<String>,
     pub reloads: u64,
     pub rejected_reloads: u64,
+    /// An edit the mass-removal guard holds back, until it is confirmed
+    /// or the file changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldEdit>,
     /// Listener certificates by listener name (TLS listeners only).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub certificates: BTreeMap<String, CertStatus>,
@@ -79,6 +92,32 @@ pub struct AdminState {
     pub discovery: tokio::sync::watch::Receiver<Arc<View>>,
     /// Drains, persisted; changes are published to the compile loop.
     pub drains: Arc<DrainStore>,
+    /// `sluice diff` and `sluice rules confirm`.
+    pub rules_ops: RulesOps,
+}
+
+/// What a rules file would change, or its diagnostics: `(file name, text)`.
+pub type Planner = Arc<dyn Fn(&str, &str) -> Result<DiffDoc, String> + Send + Sync>;
+
+/// A request to publish the held edit `version`; the rules watcher answers
+/// on `reply` (why not, when it cannot).
+#[derive(Debug)]
+pub struct Confirm {
+    pub version: String,
+    pub reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// The rules endpoints' collaborators.
+#[derive(Clone)]
+pub struct RulesOps {
+    pub planner: Planner,
+    /// To the rules watcher, which holds the held edit.
+    pub confirm: tokio::sync::mpsc::Sender<Confirm>,
+    /// The admin token, when one is set.
+    pub auth: Option<Auth>,
+    /// Whether the admin listener is on loopback: without a token,
+    /// commands are taken only there.
+    pub loopback: bool,
 }
 
 /// The `/status` document.
@@ -102,6 +141,8 @@ pub fn router(state: AdminState) -> Router {
             "/drains",
             get(list_drains).post(add_drain).delete(remove_drain),
         )
+        .route("/rules/diff", post(diff_rules))
+        .route("/rules/confirm", post(confirm_rules))
         .with_state(state)
 }
 
@@ -269,6 +310,93 @@ fn drain_answer(result: Result<bool, DrainError>) -> Answer {
             (code, Json(serde_json::json!({ "error": e.to_string() })))
         }
     }
+}
+
+#[derive(Deserialize)]
+struct DiffQuery {
+    file: Option<String>,
+}
+
+/// The plan of the posted rules file; 400 with its diagnostics when it
+/// cannot be served.
+async fn diff_rules(
+    State(state): State<AdminState>,
+    Query(q): Query<DiffQuery>,
+    body: Bytes,
+) -> Answer {
+    let file = q.file.unwrap_or_else(|| "rules.yaml".to_string());
+    let text = match String::from_utf8(body.to_vec()) {
+        Ok(t) => t,
+        Err(e) => return error_answer(StatusCode::BAD_REQUEST, format!("{file}: {e}")),
+    };
+    let planner = state.rules_ops.planner.clone();
+    // Compiling a large file takes a while: not on the runtime's threads.
+    match tokio::task::spawn_blocking(move || planner(&file, &text)).await {
+        Ok(Ok(doc)) => (StatusCode::OK, Json(serde_json::json!(doc))),
+        Ok(Err(e)) => error_answer(StatusCode::BAD_REQUEST, e),
+        Err(e) => error_answer(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfirmBody {
+    version: String,
+}
+
+/// Publishes the held edit named by its version.
+async fn confirm_rules(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Answer {
+    if let Err(e) = authorize(&state.rules_ops, &headers) {
+        return e;
+    }
+    let version = match serde_json::from_slice::<ConfirmBody>(&body) {
+        Ok(b) => b.version,
+        Err(e) => {
+            let msg = format!("the body is {{\"version\": \"HASH\"}}: {e}");
+            return error_answer(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let asked = Confirm {
+        version: version.clone(),
+        reply,
+    };
+    let unavailable = || error_answer(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    if state.rules_ops.confirm.send(asked).await.is_err() {
+        return unavailable();
+    }
+    match answer.await {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "published": version })),
+        ),
+        Ok(Err(e)) => error_answer(StatusCode::CONFLICT, e),
+        Err(_) => unavailable(),
+    }
+}
+
+/// Commands need the admin token when one is set; without one, they are
+/// taken only on a loopback admin listener.
+fn authorize(ops: &RulesOps, headers: &HeaderMap) -> Result<(), Answer> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    match &ops.auth {
+        Some(auth) if auth.accepts(given) => Ok(()),
+        Some(_) => Err(error_answer(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token".into(),
+        )),
+        None if ops.loopback => Ok(()),
+        None => Err(error_answer(
+            StatusCode::FORBIDDEN,
+            "the admin listener is not on loopback: set an admin token (--admin-token-file or $SLUICE_ADMIN_TOKEN)".into(),
+        )),
+    }
+}
+
+fn error_answer(code: StatusCode, error: String) -> Answer {
+    (code, Json(serde_json::json!({ "error": error })))
 }
 
 /// Locks a mutex whose every update is a single assignment, so a panic

@@ -1,5 +1,5 @@
-//! Command-line interface: `serve`, `validate`, `bootstrap`, `status`,
-//! `sim`, `drain`, `rollout`.
+//! Command-line interface: `serve`, `validate`, `diff`, `rules`,
+//! `bootstrap`, `status`, `sim`, `drain`, `rollout`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,13 @@ pub enum Command {
         /// How often the rules file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 300)]
         watch_interval_ms: u64,
+        /// Hold a rules edit that removes more than this share (percent)
+        /// of a node group's listeners or clusters, or all of them, until
+        /// `sluice rules confirm`; 100 turns the guard off (an empty rules
+        /// file is held all the same).
+        #[arg(long, default_value_t = crate::guard::DEFAULT_MAX_REMOVAL_PERCENT,
+              value_parser = clap::value_parser!(u8).range(0..=100))]
+        max_removal_percent: u8,
         #[command(flatten)]
         rollouts: crate::rollout_cli::ServeArgs,
     },
@@ -42,6 +49,14 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Show what applying a rules file would change in what a running
+    /// sluice serves, per node group and type (exit 0: no change, 1:
+    /// changes, 2: the mass-removal guard would hold it, 3: invalid).
+    Diff(crate::rules_cli::DiffArgs),
+    /// Act on the running sluice's rules: `confirm` publishes an edit the
+    /// mass-removal guard holds.
+    #[command(subcommand)]
+    Rules(crate::rules_cli::RulesCommand),
     /// Write an Envoy bootstrap that points a proxy at sluice over ADS.
     Bootstrap {
         #[arg(long)]
@@ -105,6 +120,7 @@ pub fn main(cli: Cli) -> ExitCode {
             xds,
             admin,
             watch_interval_ms,
+            max_removal_percent,
             rollouts,
         } => {
             let token = match crate::canary::wiring::token(rollouts.admin_token_file.as_deref()) {
@@ -128,10 +144,15 @@ pub fn main(cli: Cli) -> ExitCode {
                     prometheus: rollouts.metrics_prometheus,
                     weights: rollouts.rollout_weights,
                 },
+                guard: crate::guard::Guard {
+                    max_removal_percent,
+                },
             };
             run_serve(opts)
         }
         Command::Validate { files } => validate(&files),
+        Command::Diff(args) => crate::rules_cli::diff(args),
+        Command::Rules(cmd) => crate::rules_cli::run(cmd),
         Command::Bootstrap {
             node_id,
             cluster,

@@ -117,7 +117,9 @@ fn url(admin: SocketAddr) -> String {
 
 /// Sends and decodes the answer; an error answer's `error` field becomes
 /// the message.
-async fn send<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, String> {
+pub(crate) async fn send<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+) -> Result<T, String> {
     let resp = req
         .send()
         .await

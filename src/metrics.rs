@@ -68,6 +68,10 @@ pub struct Metrics {
     pub oversized_responses: Family<TypeLabel, Counter>,
     pub snapshots_published: Counter,
     pub rules_reload_errors: Counter,
+    /// 1 while the mass-removal guard holds a rules edit.
+    pub rules_held: Gauge,
+    /// Rules edits the guard has held since start.
+    pub rules_held_total: Counter,
     pub tls_reload_errors: Counter,
     /// Per TLS listener: the served certificate's notAfter (Unix seconds).
     /// Set from the rules status at scrape time.
@@ -104,6 +108,8 @@ impl Metrics {
         );
         let snapshots_published = Counter::default();
         let rules_reload_errors = Counter::default();
+        let rules_held = Gauge::default();
+        let rules_held_total = Counter::default();
         let tls_reload_errors = Counter::default();
         let tls_certificate_expiry = Family::<ListenerLabel, Gauge>::default();
         let ready = Gauge::default();
@@ -167,6 +173,16 @@ impl Metrics {
             rules_reload_errors.clone(),
         );
         registry.register(
+            "rules_held",
+            "1 while the mass-removal guard holds a rules edit (sluice rules confirm releases it)",
+            rules_held.clone(),
+        );
+        registry.register(
+            "rules_held_edits",
+            "Rules edits held by the mass-removal guard",
+            rules_held_total.clone(),
+        );
+        registry.register(
             "tls_reload_errors",
             "Listener certificate reloads rejected (the previous certificate stays served)",
             tls_reload_errors.clone(),
@@ -203,6 +219,8 @@ impl Metrics {
             oversized_responses,
             snapshots_published,
             rules_reload_errors,
+            rules_held,
+            rules_held_total,
             tls_reload_errors,
             tls_certificate_expiry,
             certificate_listeners: Mutex::default(),

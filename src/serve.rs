@@ -25,8 +25,14 @@
 //! which inotify watches on the old inode miss. Between rules changes the
 //! same poll reads the TLS listeners' certificate files (`certs`): a new
 //! valid pair is published as an SDS secret update, a bad one is refused.
+//!
+//! A valid edit that would remove most of what a node group serves is held
+//! by the mass-removal guard ([`crate::guard`]) until `sluice rules
+//! confirm` releases it (the watcher answers the admin API's [`Confirm`]s),
+//! and an empty file is refused at start. `plan` answers `sluice diff`.
 
 mod certs;
+mod plan;
 mod stamp;
 
 use std::net::SocketAddr;
@@ -39,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::admin::{self, lock, AdminState, RulesStatus};
+use crate::admin::{self, lock, AdminState, Confirm, RulesOps, RulesStatus};
 use crate::canary::driver::Applied;
 use crate::canary::overlay::{self, Overlays, WeightsVia};
 use crate::canary::wiring::{self as rollouts, RolloutOptions};
@@ -48,6 +54,7 @@ use crate::discovery::resolve::Resolver;
 use crate::discovery::{Index, SourceOptions, Supervisor, View};
 use crate::drain::store::DrainStore;
 use crate::drain::Drains;
+use crate::guard::{self, Guard, HeldEdit};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::admission::Limits;
@@ -67,6 +74,8 @@ pub struct ServeOptions {
     pub state_dir: Option<PathBuf>,
     /// The rollout controller and its admin gRPC API.
     pub rollouts: RolloutOptions,
+    /// The mass-removal guard's limit.
+    pub guard: Guard,
 }
 
 /// Why a rules file could not be served.
@@ -99,7 +108,13 @@ pub async fn run(
     let text = std::fs::read_to_string(&opts.rules)
         .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
     // Compiling the static form checks the rules before anything starts.
-    let (config, _) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, accepted) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Proxies that reconnect to a restarted sluice would lose everything.
+    anyhow::ensure!(
+        !guard::is_empty_file(&text),
+        "rules file {} is empty (only whitespace or comments): refusing to serve nothing, which would remove every proxy's listeners and clusters when it connects; write `listeners: []` to serve nothing on purpose",
+        opts.rules.display()
+    );
     let base_dir = base_dir(&opts.rules);
     let state_dir = opts.state_dir.clone().unwrap_or_else(|| base_dir.clone());
     let drains = Arc::new(DrainStore::open(&state_dir)?);
@@ -126,7 +141,7 @@ pub async fn run(
     };
     let supervisor = Supervisor::new(
         Arc::new(Mutex::new(index)),
-        base_dir,
+        base_dir.clone(),
         sources,
         stop_rx.clone(),
     );
@@ -160,7 +175,19 @@ pub async fn run(
     let current_drains = drains.current();
     let overlays = canary.overlays.borrow().clone();
     out.publish_resolved(&config, &empty_view, &current_drains, &overlays);
+    let planner = plan::Planner {
+        base_dir: base_dir.clone(),
+        view: view_rx.clone(),
+        drains: drains.clone(),
+        overlays: canary.overlays.clone(),
+        weights,
+        served: snap_rx.clone(),
+        served_config: config_slot.clone(),
+        served_rules: rules_status.clone(),
+        guard: opts.guard,
+    };
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let (confirm_tx, confirm_rx) = tokio::sync::mpsc::channel(8);
 
     // A reconnect storm must wait in the accept queue, not overflow it.
     let xds_listener = crate::xds::listener::bind(opts.xds_addr)
@@ -195,6 +222,12 @@ pub async fn run(
         rules: rules_status.clone(),
         discovery: view_rx.clone(),
         drains,
+        rules_ops: RulesOps {
+            planner: Arc::new(move |file: &str, text: &str| planner.diff(file, text)),
+            confirm: confirm_tx,
+            auth: opts.rollouts.token.as_deref().map(canary_auth),
+            loopback: admin_local.ip().is_loopback(),
+        },
     };
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
@@ -218,7 +251,11 @@ pub async fn run(
     ));
     let watcher = tokio::spawn(watch_rules(
         opts.clone(),
-        config_tx,
+        Watched {
+            config: config_tx,
+            accepted,
+            confirms: confirm_rx,
+        },
         metrics,
         rules_status,
         stop_rx,
@@ -406,6 +443,64 @@ impl Outputs {
     }
 }
 
+fn canary_auth(token: &str) -> crate::canary::grpc::Auth {
+    crate::canary::grpc::Auth::new(token)
+}
+
+/// Publishes a config loaded from the rules file whose content hash is
+/// `hash`.
+fn accept(
+    tx: &watch::Sender<Arc<Config>>,
+    status: &Mutex<RulesStatus>,
+    seen: &mut Seen,
+    config: Config,
+    snapshots: Snapshots,
+    hash: String,
+) {
+    {
+        let mut st = lock(status);
+        certs::loaded(&mut st, &config);
+        st.served_hash = Some(hash);
+        st.last_error = None;
+        st.held = None;
+        st.reloads += 1;
+    }
+    seen.accepted = snapshots;
+    tx.send_replace(Arc::new(config));
+}
+
+/// Publishes the held edit if it is `version`; else says why not.
+fn confirm(
+    version: &str,
+    tx: &watch::Sender<Arc<Config>>,
+    metrics: &Metrics,
+    status: &Mutex<RulesStatus>,
+    seen: &mut Seen,
+) -> Result<(), String> {
+    let held = match seen.held.take() {
+        Some(h) if h.edit.version == version => h,
+        other => {
+            let why = match &other {
+                Some(h) => format!("the held edit is version {}, not {version}", h.edit.version),
+                None => format!("no edit is held (asked to confirm {version})"),
+            };
+            seen.held = other;
+            return Err(why);
+        }
+    };
+    warn!(version, removes = %held.edit.summary(), "held rules edit confirmed; publishing it");
+    metrics.rules_held.set(0);
+    accept(
+        tx,
+        status,
+        seen,
+        held.config,
+        held.snapshots,
+        held.edit.version,
+    );
+    Ok(())
+}
+
 /// The directory relative file names in the rules are resolved against.
 fn base_dir(rules: &std::path::Path) -> PathBuf {
     rules.parent().map(PathBuf::from).unwrap_or_default()
@@ -415,15 +510,22 @@ fn base_dir(rules: &std::path::Path) -> PathBuf {
 /// certificate files.
 async fn watch_rules(
     opts: ServeOptions,
-    tx: watch::Sender<Arc<Config>>,
+    watched: Watched,
     metrics: Arc<Metrics>,
     status: Arc<Mutex<RulesStatus>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Watched {
+        config: tx,
+        accepted,
+        confirms: mut confirm_rx,
+    } = watched;
     let mut seen = Seen {
         hash: lock(&status).served_hash.clone(),
         waiting_for_certs: false,
         last_read: stamp::LastRead::default(),
+        accepted,
+        held: None,
     };
     let mut rotation = tls::Rotation::default();
     let base = base_dir(&opts.rules);
@@ -432,12 +534,33 @@ async fn watch_rules(
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
+            Some(asked) = confirm_rx.recv() => {
+                let answer = confirm(&asked.version, &tx, &metrics, &status, &mut seen);
+                let _ = asked.reply.send(answer);
+                continue;
+            }
             _ = tick.tick() => {}
         }
         if !reload_rules(&opts, &tx, &metrics, &status, &mut seen).await {
             certs::poll(&base, &tx, &mut rotation, &metrics, &status);
         }
     }
+}
+
+/// What the rules watcher works on.
+struct Watched {
+    /// The accepted config, to the publisher.
+    config: watch::Sender<Arc<Config>>,
+    /// The static compile of the config `config` holds.
+    accepted: Snapshots,
+    confirms: tokio::sync::mpsc::Receiver<Confirm>,
+}
+
+/// An edit the guard holds, ready to publish once confirmed.
+struct Held {
+    edit: HeldEdit,
+    config: Config,
+    snapshots: Snapshots,
 }
 
 /// What the rules watcher last read.
@@ -449,6 +572,12 @@ struct Seen {
     waiting_for_certs: bool,
     /// The file's metadata when it was last read, to skip unchanged reads.
     last_read: stamp::LastRead,
+    /// The static compile of the accepted config: what the guard compares
+    /// an edit with (listener and cluster names do not depend on
+    /// endpoints, drains or rollouts).
+    accepted: Snapshots,
+    /// The edit the guard holds, if any; dropped when the file changes.
+    held: Option<Held>,
 }
 
 /// Loads the rules file if its content changed (or its certificates were
@@ -494,18 +623,34 @@ async fn reload_rules(
         return false;
     }
     seen.hash = Some(hash.clone());
+    if !unchanged && seen.held.take().is_some() {
+        // The held edit is no longer what the file says.
+        lock(status).held = None;
+        metrics.rules_held.set(0);
+    }
     match load(&opts.rules, &text) {
-        Ok((config, _)) => {
+        Ok((config, snapshots)) => {
             seen.waiting_for_certs = false;
-            info!(rules = %opts.rules.display(), hash, "rules reloaded");
-            {
-                let mut st = lock(status);
-                certs::loaded(&mut st, &config);
-                st.served_hash = Some(hash);
-                st.last_error = None;
-                st.reloads += 1;
+            if let Some(edit) = opts.guard.check(&seen.accepted, &snapshots, &hash, &text) {
+                warn!(
+                    rules = %opts.rules.display(),
+                    version = %edit.version,
+                    removes = %edit.summary(),
+                    "rules edit HELD by the mass-removal guard; still serving the previous config; publish it with `sluice rules confirm {}`",
+                    edit.version
+                );
+                metrics.rules_held.set(1);
+                metrics.rules_held_total.inc();
+                lock(status).held = Some(edit.clone());
+                seen.held = Some(Held {
+                    edit,
+                    config,
+                    snapshots,
+                });
+                return false;
             }
-            tx.send_replace(Arc::new(config));
+            info!(rules = %opts.rules.display(), hash, "rules reloaded");
+            accept(tx, status, seen, config, snapshots, hash);
             true
         }
         Err(e) => {

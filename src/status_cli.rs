@@ -101,6 +101,9 @@ pub fn render(doc: &StatusDoc) -> String {
             None => String::new(),
         }
     );
+    if let Some(held) = &doc.rules.held {
+        s.push_str(&crate::rules_cli::render_held(held));
+    }
     for (listener, c) in &doc.rules.certificates {
         let _ = writeln!(
             s,

@@ -38,6 +38,16 @@ impl Auth {
             expected: Arc::new(format!("Bearer {}", token.trim()).into_bytes()),
         }
     }
+
+    /// Whether `authorization` (the header's value) carries the token.
+    pub fn accepts(&self, authorization: &[u8]) -> bool {
+        authorization.len() == self.expected.len()
+            && authorization
+                .iter()
+                .zip(self.expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }
 
 impl tonic::service::Interceptor for Auth {
@@ -47,13 +57,7 @@ impl tonic::service::Interceptor for Auth {
             .get("authorization")
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        let same = given.len() == self.expected.len()
-            && given
-                .iter()
-                .zip(self.expected.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if self.accepts(given) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("missing or wrong admin token"))
