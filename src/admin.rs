@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
@@ -96,6 +96,9 @@ pub struct AdminState {
     pub rules_ops: RulesOps,
 }
 
+/// The largest rules file `/rules/diff` takes.
+const RULES_BODY_LIMIT: usize = 64 << 20;
+
 /// What a rules file would change, or its diagnostics: `(file name, text)`.
 pub type Planner = Arc<dyn Fn(&str, &str) -> Result<DiffDoc, String> + Send + Sync>;
 
@@ -141,7 +144,11 @@ pub fn router(state: AdminState) -> Router {
             "/drains",
             get(list_drains).post(add_drain).delete(remove_drain),
         )
-        .route("/rules/diff", post(diff_rules))
+        // Rules files can be larger than axum's default 2 MB body limit.
+        .route(
+            "/rules/diff",
+            post(diff_rules).layer(DefaultBodyLimit::max(RULES_BODY_LIMIT)),
+        )
         .route("/rules/confirm", post(confirm_rules))
         .with_state(state)
 }
