@@ -6,6 +6,15 @@
 -- streamInfo():downstreamRemoteAddress(), clearRouteCache(), timestamp(),
 -- importPublicKey()/verifySignature() (RS256), log*().
 --
+-- Scope, as in Envoy: the objects the handle gives out (headers(),
+-- streamInfo() and its dynamicMetadata()) die when the script yields, and
+-- body() yields while Envoy waits for the body of a message that has one.
+-- Any call on such an object after the first body() then raises Envoy's
+-- "object used outside of proper scope"; h:headers() after the wait gives a
+-- fresh, live one. A message without a body (nil or "") makes body()
+-- return nil at once, without a yield, as Envoy does when the headers end
+-- the stream.
+--
 -- make_handle(state) where state = {
 --   headers = { {name, value}, ... },   -- names are lower-cased, as in Envoy
 --   body = "..." or nil, context = {...} or nil, remote = "ip:port",
@@ -16,6 +25,25 @@
 -- state.route_cache_cleared.
 
 local RESPONDED = setmetatable({}, { __tostring = function() return "sluice-shim: responded" end })
+
+local DEAD = "object used outside of proper scope"
+
+-- Makes every method of `obj` raise Envoy's error once `alive()` is false.
+local function scoped(obj, alive)
+  local function guard(f)
+    return function(...)
+      if not alive() then error(DEAD, 2) end
+      return f(...)
+    end
+  end
+  -- `next`, not `pairs`: a header map's __pairs walks its headers.
+  for k, f in next, obj do
+    if type(f) == "function" then obj[k] = guard(f) end
+  end
+  local mt = getmetatable(obj)
+  if mt and mt.__pairs then mt.__pairs = guard(mt.__pairs) end
+  return obj
+end
 
 local function header_map(state)
   local m = {}
@@ -80,10 +108,25 @@ function make_handle(state)
   state.metadata = state.metadata or {}
   state.log = state.log or {}
   local h = {}
-  local headers = header_map(state)
-  function h:headers() return headers end
+  -- Bumped when the script yields for the body; an object is live while
+  -- the scope it was made in is the current one.
+  local scope, waited = 1, false
+  local function made_now()
+    local born = scope
+    return function() return born == scope end
+  end
+  local headers, info = nil, nil
+  function h:headers()
+    if headers == nil then headers = scoped(header_map(state), made_now()) end
+    return headers
+  end
   function h:body()
-    if state.body == nil then return nil end
+    if state.body == nil or state.body == "" then return nil end
+    if not waited then
+      waited = true
+      scope = scope + 1
+      headers, info = nil, nil
+    end
     return buffer(state)
   end
   function h:respond(hdrs, body)
@@ -98,18 +141,23 @@ function make_handle(state)
     local ctx = state.context or {}
     return { get = function(_, key) return ctx[key] end }
   end
-  local meta = {
-    set = function(_, ns, key, value)
-      state.metadata[ns] = state.metadata[ns] or {}
-      state.metadata[ns][key] = value
-    end,
-    get = function(_, ns) return state.metadata[ns] end,
-  }
-  local info = {
-    dynamicMetadata = function() return meta end,
-    downstreamRemoteAddress = function() return state.remote end,
-  }
-  function h:streamInfo() return info end
+  function h:streamInfo()
+    if info == nil then
+      local alive = made_now()
+      local meta = scoped({
+        set = function(_, ns, key, value)
+          state.metadata[ns] = state.metadata[ns] or {}
+          state.metadata[ns][key] = value
+        end,
+        get = function(_, ns) return state.metadata[ns] end,
+      }, alive)
+      info = scoped({
+        dynamicMetadata = function() return meta end,
+        downstreamRemoteAddress = function() return state.remote end,
+      }, alive)
+    end
+    return info
+  end
   function h:clearRouteCache() state.route_cache_cleared = true end
   function h:timestamp() return state.now_ms or 0 end
   -- RSA verification is done by the host (Rust), like Envoy does in C++.

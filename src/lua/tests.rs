@@ -63,3 +63,65 @@ fn check_rejects_forbidden_use_with_its_line() {
         }
     );
 }
+
+/// A script that reads `x-a` through a headers object taken before
+/// `body()` and one taken after, into `x-before` / `x-after`.
+const HANDLE_ACROSS_BODY: &str = r#"
+function envoy_on_request(h)
+  local early = h:headers()
+  h:body()
+  h:headers():add("x-after", h:headers():get("x-a") or "none")
+  h:headers():add("x-before", early:get("x-a") or "none")
+end
+"#;
+
+fn message(body: Option<&str>) -> runner::Message {
+    runner::Message {
+        headers: vec![(":path".into(), "/".into()), ("x-a".into(), "1".into())],
+        body: body.map(str::to_string),
+    }
+}
+
+#[test]
+fn the_shim_kills_handles_across_a_body_wait_like_envoy() {
+    let vm = runner::FilterVm::with_script(HANDLE_ACROSS_BODY).expect("load");
+    let ctx = serde_json::json!({});
+    // A body: body() waits for it, so the earlier headers object is dead;
+    // one asked for afterwards works.
+    let out = vm.on_request(&message(Some("{}")), &ctx, "").expect("run");
+    let err = out.error.as_deref().expect("dead handle raises");
+    assert!(err.contains("object used outside of proper scope"), "{err}");
+    assert_eq!(out.header("x-after"), Some("1"));
+    assert_eq!(out.header("x-before"), None);
+    // No body (or an empty one): the headers ended the stream, body()
+    // returns at once and nothing dies.
+    for body in [None, Some("")] {
+        let out = vm.on_request(&message(body), &ctx, "").expect("run");
+        assert_eq!(out.error, None, "{body:?}");
+        assert_eq!(out.header("x-before"), Some("1"), "{body:?}");
+    }
+}
+
+#[test]
+fn the_shim_kills_stream_info_across_a_body_wait() {
+    let script = r#"
+function envoy_on_request(h)
+  local meta = h:streamInfo():dynamicMetadata()
+  h:body()
+  h:streamInfo():dynamicMetadata():set("t", "fresh", "yes")
+  meta:set("t", "stale", "yes")
+end
+"#;
+    let vm = runner::FilterVm::with_script(script).expect("load");
+    let out = vm
+        .on_request(&message(Some("x")), &serde_json::json!({}), "")
+        .expect("run");
+    assert!(
+        out.error
+            .as_deref()
+            .is_some_and(|e| e.contains("object used outside of proper scope")),
+        "{:?}",
+        out.error
+    );
+    assert_eq!(out.metadata["t"], serde_json::json!({"fresh": "yes"}));
+}
