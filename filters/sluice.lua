@@ -16,6 +16,12 @@ local function route_config(h)
   return ctx:get("sluice")
 end
 
+-- Reads a header through a fresh handle: Envoy invalidates a headers
+-- object when the script yields for the body, so none is kept across steps.
+local function header_reader(h)
+  return function(name) return h:headers():get(name) end
+end
+
 local function request_info(h)
   local headers = h:headers()
   local full = headers:get(":path") or "/"
@@ -26,7 +32,7 @@ local function request_info(h)
     path = path,
     query = query,
     raw_query = raw_query,
-    headers = headers,
+    header = header_reader(h),
   }
   -- Buffers the body once, on first use.
   req.body = function(handle)
@@ -62,7 +68,7 @@ local function on_response(h)
     consumer = meta.consumer,
     plan = meta.plan,
     query = {},
-    headers = h:headers(),
+    header = header_reader(h),
   }
   transform.response(h, cfg.transform_response, vars)
 end

@@ -1,7 +1,9 @@
 //! The Lua filters in a real Envoy (1.40): API-key auth with consumer and
 //! plan passed upstream, plan-based routing that cannot be spoofed, JSON
 //! body and response header edits, and a key change that reaches Envoy
-//! over RDS without a restart or a listener drain.
+//! over RDS without a restart or a listener drain. Header templates still
+//! work once the filter has read the body (Envoy invalidates a headers
+//! object across the wait).
 
 mod common;
 
@@ -272,4 +274,53 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
         0.0
     );
     drop(sluice);
+}
+
+/// Routes on the shared API-key gateway (both services on `port`) whose
+/// key is looked for in the JSON body (`json_field`), so the filter waits
+/// for the body before their templates are filled.
+fn body_key_rules(port: u16) -> String {
+    let head = common::rules::api_key_gateway(port, port, "alice-key");
+    let auth =
+        "{api_key: {header: x-api-key, json_field: apiKey, keys: [{key: k1, consumer: c1}]}}";
+    format!(
+        r#"{head}          - match: {{prefix: /copy}}
+            to: {{service: free}}
+            auth: {auth}
+            transform: {{request: {{set_headers: {{x-copy: "${{header.x-src}}"}}}}}}
+          - match: {{prefix: /resp}}
+            to: {{service: free}}
+            auth: {auth}
+            transform: {{response: {{json: {{set: {{secret_seen: "${{header.x-backend-secret}}"}}}}}}}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_templates_after_a_body_read_in_real_envoy() {
+    let echo = echo_backend("echo").await;
+    let rules_file = RulesFile::new(&body_key_rules(echo.addr.port()));
+    let (_sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-body", "http").await;
+    let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
+    eventually("envoy serves the listener", || async {
+        http()
+            .get(url("/copy"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 401)
+    })
+    .await;
+    let key_body = Some(r#"{"apiKey":"k1"}"#);
+
+    // The issue's case: key in the body, then a request header template.
+    let r = call(&url("/copy"), None, &[("x-src", "v")], key_body).await;
+    assert_eq!(r.status, 200, "{:?}\n{}", r.body, envoy.log());
+    assert_eq!(r.body["headers"]["x-copy"], "v");
+    assert_eq!(r.body["headers"]["x-sluice-consumer"], "c1");
+
+    // A response JSON edit filled from a response header, after the
+    // response body was read.
+    let r = call(&url("/resp"), None, &[], key_body).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["secret_seen"], "s", "{}\n{}", r.body, envoy.log());
 }

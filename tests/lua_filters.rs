@@ -624,3 +624,76 @@ fn key_digest_cache_stays_correct_past_its_bound() {
     let out = vm.on_request(&good, &c, "1.2.3.4:5").expect("run");
     assert_eq!(out.header("x-sluice-consumer"), Some("alice"));
 }
+
+/// Envoy invalidates a headers object when the script waits for the body
+/// (the shim does too): templates and checks that run after the body was
+/// read must still see the headers. The issue's case: the API key in the
+/// body, then a header template.
+#[test]
+fn request_header_templates_work_after_the_body_was_read() {
+    let c = ctx(json!({
+        "auth": { "api_key": {
+            "header": "x-api-key",
+            "json_field": "apiKey",
+            "keys": { sha("k1"): { "consumer": "c1" } }
+        }},
+        "transform_request": {
+            "set": [["x-copy", "${header.x-src}"]],
+            "json": { "set": [["src", "${header.x-src}"]] }
+        }
+    }));
+    let r = req(
+        "POST",
+        "/",
+        &[("x-src", "v"), ("content-type", "application/json")],
+        Some(r#"{"apiKey":"k1"}"#),
+    );
+    let out = vm().on_request(&r, &c, "1.2.3.4:5").expect("run");
+    assert_eq!(out.response, None, "{:?} {:?}", out.error, out.log);
+    assert_eq!(out.header("x-copy"), Some("v"));
+    assert_eq!(out.header("x-sluice-consumer"), Some("c1"));
+    let doc: Value = serde_json::from_str(out.body.as_deref().expect("body")).expect("json");
+    assert_eq!(doc, json!({"apiKey": "k1", "src": "v"}));
+}
+
+#[test]
+fn response_json_templates_read_headers_after_the_body() {
+    let c = ctx(json!({ "transform_response": {
+        "json": { "set": [["served_by", "${header.x-up}"]] }
+    }}));
+    let resp = Message {
+        headers: [
+            (":status", "200"),
+            ("x-up", "u1"),
+            ("content-type", "application/json"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+        body: Some(r#"{"ok":true}"#.into()),
+    };
+    let out = vm()
+        .on_response(&resp, &c, &serde_json::Map::new())
+        .expect("run");
+    assert_eq!(out.error, None);
+    assert!(out.log.is_empty(), "{:?}", out.log);
+    let doc: Value = serde_json::from_str(out.body.as_deref().expect("body")).expect("json");
+    assert_eq!(doc, json!({"ok": true, "served_by": "u1"}));
+}
+
+#[test]
+fn validate_checks_the_content_type_after_measuring_a_chunked_body() {
+    let c = ctx(json!({ "validate": {
+        "content_types": ["application/json"],
+        "max_body_bytes": 100
+    }}));
+    for (ctype, want) in [("application/json", None), ("text/xml", Some(415))] {
+        let r = req(
+            "POST",
+            "/",
+            &[("transfer-encoding", "chunked"), ("content-type", ctype)],
+            Some("{}"),
+        );
+        let out = vm().on_request(&r, &c, "1.2.3.4:5").expect("run");
+        assert_eq!(out.response.as_ref().map(|r| r.status()), want, "{ctype}");
+    }
+}

@@ -1,11 +1,14 @@
 //! Differential fidelity of the Lua filters: the same requests to real Envoy
 //! 1.40 and to the simulator, both configured over xDS by the same sluice.
-//! API-key auth (no, wrong, good key), plan-based routing (and a spoofed
-//! plan header), validation (405, 400), a request header template, a
-//! response header edit and a user's own snippet must give the same status,
-//! the same backend, the same headers upstream and downstream, and the
-//! same error body; and Envoy's `http.<listener>.downstream_rq_<N>xx`
-//! counters must move as the simulator counts.
+//! API-key auth (no, wrong, good key; a key in a JSON body, and a body that
+//! is not an object), plan-based routing (and a spoofed plan header),
+//! validation (405, 400), request header templates (also after the body
+//! was read), a response header edit and user snippets (one keeps a headers
+//! object across `body()`, which Envoy invalidates when it waits for a body)
+//! must give the same status, the same backend, the same headers upstream
+//! and downstream, and the same error body; and Envoy's
+//! `http.<listener>.downstream_rq_<N>xx` counters must move as the
+//! simulator counts.
 
 mod common;
 
@@ -29,6 +32,21 @@ fn rules(free: u16, pro: u16) -> String {
             to: {{service: free}}
             validate: {{methods: [GET, POST], required_headers: [x-tag]}}
             transform: {{request: {{set_headers: {{x-tag-copy: "t-${{header.x-tag}}"}}}}}}
+          - match: {{prefix: /body-key}}
+            to: {{service: free}}
+            auth: {{api_key: {{json_field: apiKey, keys: [{{key: k1, consumer: c1}}]}}}}
+            transform: {{request: {{set_headers: {{x-tag-copy: "b-${{header.x-tag}}"}}}}}}
+          - match: {{prefix: /scope}}
+            to: {{service: free}}
+            lua:
+              source: |
+                function envoy_on_request(h)
+                  local early = h:headers()
+                  local body = h:body()
+                  h:headers():add("x-body-len", body and tostring(body:length()) or "nil")
+                  local live = pcall(function() return early:get("x-tag") end)
+                  h:headers():add("x-early-live", tostring(live))
+                end
           - match: {{prefix: /own-lua}}
             to: {{service: free}}
             lua:
@@ -66,6 +84,17 @@ fn cases() -> Vec<Request> {
             .header("x-tag", "7"),
         get("/own-lua").header("x-api-key", "bob-key"),
         get("/own-lua"),
+        get("/body-key")
+            .header("x-tag", "7")
+            .with_body("POST", r#"{"apiKey":"k1"}"#),
+        get("/body-key").with_body("POST", "[1]"),
+        get("/scope").header("x-api-key", "bob-key"),
+        get("/scope")
+            .header("x-api-key", "bob-key")
+            .with_body("POST", r#"{"n":1}"#),
+        get("/scope")
+            .header("x-api-key", "bob-key")
+            .with_body("POST", ""),
     ]
 }
 
@@ -79,7 +108,8 @@ fn summary(status: u16, headers: &HashMap<String, String>, body: &str) -> Value 
         "status": status,
         "backend": doc["backend"],
         "error": doc["error"],
-        "upstream": [up("x-sluice-consumer"), up("x-sluice-plan"), up("x-tag-copy"), up("x-own-lua")],
+        "upstream": [up("x-sluice-consumer"), up("x-sluice-plan"), up("x-tag-copy"), up("x-own-lua"),
+                     up("x-body-len"), up("x-early-live")],
         "downstream": [down("x-served-for"), down("x-backend-secret"), down("allow"),
                        down("www-authenticate"), down("x-own-lua-status")],
     })

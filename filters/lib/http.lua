@@ -67,13 +67,14 @@ function M.reject(h, status, err, message, extra_headers)
   h:respond(headers, body)
 end
 
--- Fills a template from `vars` (a table with method, path, query, headers
--- handle, consumer, plan). Unknown placeholders become empty strings.
+-- Fills a template from `vars` (a table with method, path, query,
+-- header(name) -> value or nil, consumer, plan). Unknown placeholders
+-- become empty strings.
 function M.expand(template, vars)
   return (template:gsub("%${([^}]*)}", function(key)
     local kind, name = key:match("^(%a+)%.(.+)$")
     if kind == "header" then
-      return vars.headers:get(name) or ""
+      return vars.header(name) or ""
     elseif kind == "query" then
       return vars.query[name] or ""
     elseif key == "method" or key == "path" or key == "consumer" or key == "plan" then

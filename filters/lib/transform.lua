@@ -86,6 +86,9 @@ local function edit_body(h, cfg, vars, what)
   return true
 end
 
+-- Header handles die when the script yields for the body (Envoy's rule):
+-- `headers` is not used past edit_body, and templates read headers through
+-- req.header, which asks for a fresh handle each time.
 function M.request(h, cfg, req)
   local headers = h:headers()
   for _, pair in ipairs(cfg.query_to_header or {}) do

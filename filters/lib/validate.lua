@@ -52,6 +52,8 @@ function M.request(h, cfg, req)
     end
   end
   if cfg.content_types and #cfg.content_types > 0 then
+    -- Again: reading the body above invalidated the earlier handle.
+    headers = h:headers()
     local has_body = (tonumber(headers:get("content-length") or "0") or 0) > 0
       or headers:get("transfer-encoding") ~= nil
     if has_body then
