@@ -3,7 +3,8 @@
 //! body and response header edits, and a key change that reaches Envoy
 //! over RDS without a restart or a listener drain. Header templates still
 //! work once the filter has read the body (Envoy invalidates a headers
-//! object across the wait).
+//! object across the wait), and a key looked for in a body that is not a
+//! JSON object is a 400.
 
 mod common;
 
@@ -323,4 +324,14 @@ async fn header_templates_after_a_body_read_in_real_envoy() {
     let r = call(&url("/resp"), None, &[], key_body).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["secret_seen"], "s", "{}\n{}", r.body, envoy.log());
+
+    // A body that is valid JSON but not an object: 400, not "missing key".
+    for body in ["[1,2]", "null"] {
+        let r = call(&url("/copy"), None, &[], Some(body)).await;
+        assert_eq!(
+            (r.status, r.body["message"].as_str()),
+            (400, Some("request body is not a JSON object")),
+            "{body}"
+        );
+    }
 }

@@ -141,6 +141,18 @@ fn api_key_in_a_json_body_field() {
         status(&vm.on_request(&none, &c, "1.2.3.4:5").expect("run")),
         401
     );
+    // Valid JSON that is not an object is malformed, not a missing key.
+    for body in ["[1,2]", "[]", "null", r#""k1""#, "7"] {
+        let out = vm
+            .on_request(&req("POST", "/", &[], Some(body)), &c, "1.2.3.4:5")
+            .expect("run");
+        assert_eq!(status(&out), 400, "{body}");
+        assert_eq!(
+            error_body(&out)["message"],
+            "request body is not a JSON object",
+            "{body}"
+        );
+    }
 }
 
 #[test]
@@ -317,10 +329,12 @@ fn request_transform_headers_path_query_and_json() {
         .on_request(&req("POST", "/", &[], Some(&huge)), &c, "1.2.3.4:5")
         .expect("run");
     assert_eq!(status(&out), 413);
-    let out = vm()
-        .on_request(&req("POST", "/", &[], Some("[1,2]")), &c, "1.2.3.4:5")
-        .expect("run");
-    assert_eq!(status(&out), 400);
+    for not_object in ["[1,2]", "null"] {
+        let out = vm()
+            .on_request(&req("POST", "/", &[], Some(not_object)), &c, "1.2.3.4:5")
+            .expect("run");
+        assert_eq!(status(&out), 400, "{not_object}");
+    }
 }
 
 #[test]

@@ -53,7 +53,7 @@ local function find_api_key(h, cfg, req)
     local body = req.body(h)
     if body ~= nil and body ~= "" then
       local doc = json.decode(body)
-      if type(doc) ~= "table" then return nil, 400, "request body is not a JSON object" end
+      if not json.is_object(doc) then return nil, 400, "request body is not a JSON object" end
       local v = doc[cfg.json_field]
       if type(v) == "string" and v ~= "" then return v end
     end

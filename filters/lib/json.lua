@@ -3,6 +3,7 @@
 -- json.decode(text) -> value | nil, err
 --   Objects become tables; arrays become tables marked with json.array_mt so
 --   that an empty array stays an array on re-encode; null becomes json.null.
+-- json.is_object(value) -> true for a decoded object only
 -- json.encode(value) -> text | nil, err
 --   Object keys are written in sorted order, so output is deterministic.
 -- Limits: nesting depth 64 (a hostile body cannot exhaust the C stack).
@@ -12,6 +13,12 @@ local M = {}
 M.null = setmetatable({}, { __tostring = function() return "null" end })
 M.array_mt = { __jsontype = "array" }
 M.max_depth = 64
+
+-- True for a decoded JSON object (arrays and null are tables too, but
+-- carry a metatable).
+function M.is_object(v)
+  return type(v) == "table" and getmetatable(v) == nil
+end
 
 local byte, char, sub, find = string.byte, string.char, string.sub, string.find
 local concat, floor = table.concat, math.floor

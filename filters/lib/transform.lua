@@ -54,7 +54,7 @@ end
 function M.json_body(text, cfg, vars)
   if cfg.max_bytes and #text > cfg.max_bytes then return nil, "too_large" end
   local doc = json.decode(text)
-  if type(doc) ~= "table" or getmetatable(doc) == json.array_mt then return nil, "not_object" end
+  if not json.is_object(doc) then return nil, "not_object" end
   for _, pair in ipairs(cfg.rename or {}) do
     local p, k = walk(doc, pair[1], false)
     if p ~= nil and p[k] ~= nil then
