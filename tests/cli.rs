@@ -1,5 +1,6 @@
 //! The `sluice` binary as a user runs it: `validate`, `bootstrap`, `serve`
-//! with its admin endpoints, `status`, and shutdown on SIGTERM.
+//! with its admin endpoints, `status`, shutdown on SIGTERM, and `sluice sim`
+//! sending request headers and bodies.
 
 mod common;
 
@@ -290,4 +291,152 @@ async fn drain_add_list_remove_persist_and_refuse_bad_input() {
     assert!(!listed.contains("locality eu"), "{listed}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The API-key gateway (x-api-key: alice-key → alice, plan pro) with a
+/// route matched on a header, and a route whose key is in the JSON body.
+fn sim_rules() -> String {
+    let head = common::rules::api_key_gateway(8081, 8082, "alice-key");
+    format!(
+        r#"{head}          - match: {{prefix: /orders, headers: [{{name: x-tenant, exact: acme}}]}}
+            to: {{service: pro}}
+            transform: {{request: {{set_headers: {{x-tenant-copy: "t-${{header.x-tenant}}"}}}}}}
+          - match: {{prefix: /body}}
+            to: {{service: free}}
+            auth: {{api_key: {{json_field: apiKey, keys: [{{key: k1, consumer: c1}}]}}}}
+          - to: {{service: free}}
+"#
+    )
+}
+
+/// `sluice sim` for one second at 10 requests per second against `xds`,
+/// with `args`; returns its `--json` summary.
+fn sim_summary(xds: &str, args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("summary.json");
+    let json_arg = json.to_str().expect("utf8");
+    let mut all = vec!["sim", "--xds", xds, "--rps", "10", "--duration", "1s"];
+    all.extend(["--json", json_arg]);
+    all.extend(args);
+    let out = sluice(&all);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).expect("summary")).expect("json")
+}
+
+/// The `[name, value]` pairs of a sample's upstream headers, as a map.
+fn upstream_headers(sample: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    sample["upstream_headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| Some((kv[0].as_str()?.to_string(), kv[1].as_str()?.to_string())))
+        .collect()
+}
+
+#[test]
+fn sim_sends_headers_and_bodies_and_shows_what_went_upstream() {
+    let rules = RulesFile::new(&sim_rules());
+    let server = Sluice::start(&rules.path, "127.0.0.1:0");
+    let xds = server.xds.to_string();
+
+    // The key and the tenant header: the header-matched route (`pro`),
+    // with the transform's header in what went upstream.
+    let s = sim_summary(
+        &xds,
+        &["--path", "/orders", "--header", "x-api-key:alice-key"],
+    );
+    assert_eq!(s["stats"]["downstream"]["200"], 10, "{s}");
+    assert_eq!(s["stats"]["by_cluster"]["free"], 10, "no tenant: {s}");
+    let s = sim_summary(
+        &xds,
+        &[
+            "--path",
+            "/orders",
+            "--header",
+            "x-api-key:alice-key",
+            "--header",
+            "X-Tenant: acme",
+        ],
+    );
+    assert_eq!(s["stats"]["downstream"]["200"], 10, "{s}");
+    assert_eq!(s["stats"]["by_cluster"]["pro"], 10, "{s}");
+    let sample = &s["samples"][0];
+    assert_eq!(
+        (sample["path"].as_str(), sample["cluster"].as_str()),
+        (Some("/orders"), Some("pro")),
+        "{s}"
+    );
+    let up = upstream_headers(sample);
+    assert_eq!(up.get("x-tenant-copy").map(String::as_str), Some("t-acme"));
+    assert_eq!(
+        up.get("x-sluice-consumer").map(String::as_str),
+        Some("alice")
+    );
+
+    // No key: refused. The key in a JSON body (from a file): let through.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, r#"{"apiKey":"k1"}"#).expect("write");
+    let s = sim_summary(
+        &xds,
+        &[
+            "--path",
+            "/orders",
+            "--path",
+            "/body",
+            "--header",
+            "content-type:application/json",
+            "--body-file",
+            body.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(s["stats"]["downstream"]["401"], 5, "{s}");
+    assert_eq!(s["stats"]["downstream"]["200"], 5, "{s}");
+    let (orders, posted) = (&s["samples"][0], &s["samples"][1]);
+    assert_eq!(orders["status"], 401, "{s}");
+    assert!(
+        orders["local_body"]
+            .as_str()
+            .is_some_and(|b| b.contains("missing API key")),
+        "{s}"
+    );
+    assert_eq!(
+        (posted["method"].as_str(), posted["cluster"].as_str()),
+        (Some("POST"), Some("free")),
+        "{s}"
+    );
+    assert_eq!(
+        upstream_headers(posted)
+            .get("x-sluice-consumer")
+            .map(String::as_str),
+        Some("c1")
+    );
+    assert_eq!(posted["upstream_body"], r#"{"apiKey":"k1"}"#);
+
+    // A wrong key in an inline body: refused.
+    let s = sim_summary(&xds, &["--path", "/body", "--body", r#"{"apiKey":"k2"}"#]);
+    assert_eq!(s["stats"]["downstream"]["403"], 10, "{s}");
+}
+
+#[test]
+fn sim_refuses_a_header_without_a_colon() {
+    let out = sluice(&["sim", "--header", "x-api-key"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--header") && stderr.contains("expected NAME:VALUE"),
+        "{stderr}"
+    );
+    let out = sluice(&["sim", "--header", ":authority:x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--host"),
+        "{}",
+        text(&out.stderr)
+    );
 }

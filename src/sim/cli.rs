@@ -5,6 +5,11 @@
 //! second, so each tick uses the configuration the proxies hold right then
 //! (an edit of the rules shows up in the next line of output).
 //!
+//! Every request carries the `--header`s and the `--body` (or
+//! `--body-file`) given; with `--json`, the summary also holds one
+//! [`Sample`] per `--path`: that request as it went upstream, so header
+//! edits by transforms can be checked.
+//!
 //! `--faulty K` makes the last K proxies misbehave with the fault knobs
 //! (`--slow-ack`, `--nack`, `--stall`, `--disconnect-after`,
 //! `--reconnect-storm`): they run as a second fleet next to the healthy
@@ -21,6 +26,7 @@ use super::client::{Faults, Report};
 use super::engine::{Engine, SimProxy};
 use super::fleet::{Fleet, FleetConfig};
 use super::route::Request;
+use super::sample::{sample, Sample};
 use super::state::Mode;
 use super::stats::Stats;
 
@@ -54,6 +60,18 @@ pub struct SimArgs {
     /// Request paths, used in turn (repeatable; default `/`).
     #[arg(long = "path")]
     pub paths: Vec<String>,
+    /// A request header, `NAME:VALUE`, sent with every request (repeatable).
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+    /// The request body (sent with a `content-length`).
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+    /// Read the request body from this file.
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    /// The request method (default GET, or POST with a body).
+    #[arg(long)]
+    pub method: Option<String>,
     /// Backend latency: `fixed:10ms`, `uniform:5ms:20ms`,
     /// `pareto:10ms:5s:1.1`, `lognormal:20ms:0.5`.
     #[arg(long, default_value = "fixed:1ms", value_parser = Latency::parse)]
@@ -85,6 +103,23 @@ pub struct SimArgs {
     pub reconnect_storm: u32,
 }
 
+/// `NAME:VALUE` (`Name: value` too, as curl takes it): the name is
+/// lower-cased, blanks around the value are dropped.
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = s.split_once(':') else {
+        return Err(format!("{s:?}: expected NAME:VALUE"));
+    };
+    let name = name.trim();
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!(
+            "{s:?}: expected NAME:VALUE with a header name before the colon \
+             (the host is --host, the path --path, the method --method)"
+        ));
+    }
+    Ok((name.to_ascii_lowercase(), value.trim().to_string()))
+}
+
 fn parse_type(s: &str) -> Result<crate::xds::TypeUrl, String> {
     crate::sim::SIM_TYPES
         .into_iter()
@@ -98,6 +133,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Run `sluice sim` on its own runtime.
 pub fn main(args: SimArgs) -> std::process::ExitCode {
+    let body = match (args.body, &args.body_file) {
+        (Some(b), _) => Some(b),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("error: --body-file {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        (None, None) => None,
+    };
     let Some(rt) = crate::cli::runtime() else {
         return std::process::ExitCode::FAILURE;
     };
@@ -111,6 +157,9 @@ pub fn main(args: SimArgs) -> std::process::ExitCode {
         group: args.group,
         host: args.host,
         paths: args.paths,
+        headers: args.headers,
+        body,
+        method: args.method,
         latency: args.latency,
         error_rate: args.error_rate,
         seed: args.seed,
@@ -143,6 +192,11 @@ pub struct SimOptions {
     pub group: String,
     pub host: String,
     pub paths: Vec<String>,
+    /// Sent with every request (lower-case names).
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// `None`: GET, or POST with a body.
+    pub method: Option<String>,
     pub latency: Latency,
     pub error_rate: f64,
     pub seed: u64,
@@ -171,6 +225,9 @@ pub struct Summary {
     pub versions: BTreeMap<&'static str, BTreeMap<String, usize>>,
     pub requests: u64,
     pub stats: Stats,
+    /// One request per path through the first proxy's configuration as
+    /// traffic started, as it went upstream (see [`crate::sim::sample`]).
+    pub samples: Vec<Sample>,
 }
 
 /// The healthy fleet and, with `--faulty`, the misbehaving one.
@@ -241,11 +298,14 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
         capacity: None,
     });
     let mut engine = Engine::new(proxies, backends, opts.seed);
-    let paths = if opts.paths.is_empty() {
-        vec!["/".to_string()]
-    } else {
-        opts.paths.clone()
-    };
+    let requests = requests(&opts);
+    let first = fleet.healthy.reports().into_iter().next();
+    let samples = first.map_or_else(Vec::new, |r| {
+        requests
+            .iter()
+            .map(|req| sample(&r.view, req, opts.seed))
+            .collect()
+    });
     let mut sent = 0u64;
     let start = Instant::now();
     let seconds = opts.duration.as_secs().max(1);
@@ -257,9 +317,9 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
         let t0 = Duration::from_secs(s);
         for k in 0..opts.rps {
             let proxy = (sent % fleet.len() as u64) as usize;
-            let path = &paths[(sent % paths.len() as u64) as usize];
+            let req = &requests[(sent % requests.len() as u64) as usize];
             let at = t0 + Duration::from_secs(1).mul_f64(k as f64 / opts.rps as f64);
-            engine.submit(proxy, Request::get(&opts.host, path), at);
+            engine.submit(proxy, req.clone(), at);
             sent += 1;
         }
         engine.run_until(t0 + Duration::from_secs(1));
@@ -287,6 +347,7 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
         versions,
         requests: sent,
         stats: engine.stats.clone(),
+        samples,
     };
     fleet.stop().await;
     println!("total  {}", line(&summary.stats));
@@ -297,6 +358,36 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
         std::fs::write(path, text).map_err(|e| SimCliError::Json(path.clone(), e.to_string()))?;
     }
     Ok(summary)
+}
+
+/// The request for each path (default `/`), with the headers and body.
+fn requests(opts: &SimOptions) -> Vec<Request> {
+    let paths = if opts.paths.is_empty() {
+        vec!["/".to_string()]
+    } else {
+        opts.paths.clone()
+    };
+    let method = match (&opts.method, &opts.body) {
+        (Some(m), _) => m.clone(),
+        (None, Some(_)) => "POST".to_string(),
+        (None, None) => "GET".to_string(),
+    };
+    let mut headers = opts.headers.clone();
+    if let Some(body) = &opts.body {
+        // As any HTTP/1 client sends it; the filters read it.
+        if !headers.iter().any(|(k, _)| k == "content-length") {
+            headers.push(("content-length".into(), body.len().to_string()));
+        }
+    }
+    paths
+        .iter()
+        .map(|path| Request {
+            method: method.clone(),
+            headers: headers.clone(),
+            body: opts.body.clone(),
+            ..Request::get(&opts.host, path)
+        })
+        .collect()
 }
 
 /// The downstream part of `now` that happened since `before`.
@@ -343,6 +434,22 @@ fn line(s: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_parse_like_curl_and_bad_ones_are_refused() {
+        let ok = |s: &str| parse_header(s).expect(s);
+        assert_eq!(ok("x-api-key:k1"), ("x-api-key".into(), "k1".into()));
+        assert_eq!(ok("X-Tenant: acme "), ("x-tenant".into(), "acme".into()));
+        assert_eq!(ok("x-empty:"), ("x-empty".into(), String::new()));
+        assert_eq!(
+            ok("x-url:http://a:1"),
+            ("x-url".into(), "http://a:1".into())
+        );
+        for bad in ["x-api-key", ":authority:x", "a b:c", ":v"] {
+            let err = parse_header(bad).expect_err(bad);
+            assert!(err.contains("expected NAME:VALUE"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn each_line_shows_only_that_seconds_requests() {

@@ -10,7 +10,8 @@
 //! back through the filters' response phase; the [`engine`] runs requests
 //! on virtual time against virtual [`backend`]s, recording Envoy-named
 //! [`stats`]. [`fleet`] runs many proxies in one
-//! process; [`cli`] is `sluice sim`.
+//! process; [`cli`] is `sluice sim`, and [`sample`] records one request as
+//! it leaves a proxy for its `--json` summary.
 //!
 //! The simulator is a client: it speaks xDS over gRPC and never reaches into
 //! the server. It shares only [`crate::xds::TypeUrl`] with it.
@@ -38,6 +39,7 @@ pub mod listener;
 pub mod resources;
 pub mod ring;
 pub mod route;
+pub mod sample;
 pub mod state;
 pub mod stats;
 
