@@ -4,7 +4,8 @@
 //! over RDS without a restart or a listener drain. Header templates still
 //! work once the filter has read the body (Envoy invalidates a headers
 //! object across the wait), and a key looked for in a body that is not a
-//! JSON object is a 400.
+//! JSON object is a 400. `validate` checks the type and size of bodies
+//! sent without `content-length` (HTTP/1.1 chunked, HTTP/2).
 
 mod common;
 
@@ -54,6 +55,19 @@ fn rules(free: u16, pro: u16, alice_key: &str) -> String {
     )
 }
 
+/// Waits until Envoy answers `GET url` with 401 (no key): the listener and
+/// its routes have arrived.
+async fn serving(url: &str) {
+    eventually(&format!("envoy answers {url} with 401"), || async {
+        http()
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 401)
+    })
+    .await;
+}
+
 struct Reply {
     status: u16,
     headers: reqwest::header::HeaderMap,
@@ -95,14 +109,7 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
     let (sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-lua", "http").await;
     let url = format!("http://127.0.0.1:{listen}/orders");
 
-    eventually("envoy serves the listener", || async {
-        http()
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 401)
-    })
-    .await;
+    serving(&url).await;
 
     // No key → 401; wrong key → 403; both with a JSON error body.
     let r = call(&url, None, &[], None).await;
@@ -279,7 +286,8 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
 
 /// Routes on the shared API-key gateway (both services on `port`) whose
 /// key is looked for in the JSON body (`json_field`), so the filter waits
-/// for the body before their templates are filled.
+/// for the body before their templates are filled; `/strict` also takes
+/// only JSON bodies of at most 100 bytes.
 fn body_key_rules(port: u16) -> String {
     let head = common::rules::api_key_gateway(port, port, "alice-key");
     let auth =
@@ -293,6 +301,10 @@ fn body_key_rules(port: u16) -> String {
             to: {{service: free}}
             auth: {auth}
             transform: {{response: {{json: {{set: {{secret_seen: "${{header.x-backend-secret}}"}}}}}}}}
+          - match: {{prefix: /strict}}
+            to: {{service: free}}
+            auth: {auth}
+            validate: {{content_types: [application/json], max_body_bytes: 100}}
 "#
     )
 }
@@ -303,14 +315,7 @@ async fn header_templates_after_a_body_read_in_real_envoy() {
     let rules_file = RulesFile::new(&body_key_rules(echo.addr.port()));
     let (_sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-body", "http").await;
     let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
-    eventually("envoy serves the listener", || async {
-        http()
-            .get(url("/copy"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 401)
-    })
-    .await;
+    serving(&url("/copy")).await;
     let key_body = Some(r#"{"apiKey":"k1"}"#);
 
     // The issue's case: key in the body, then a request header template.
@@ -334,4 +339,88 @@ async fn header_templates_after_a_body_read_in_real_envoy() {
             "{body}"
         );
     }
+}
+
+/// The `error` of a local answer's JSON body.
+fn error_of(r: &hyper::Response<String>) -> String {
+    let doc: Value = serde_json::from_str(r.body()).unwrap_or(Value::Null);
+    doc["error"].as_str().unwrap_or_default().to_string()
+}
+
+/// A body without `content-length` — HTTP/1.1 chunked (Envoy keeps
+/// `transfer-encoding` from the Lua) or HTTP/2 DATA frames — is checked for
+/// type and size like one that declares its length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_checks_bodies_without_content_length_in_real_envoy() {
+    let echo = echo_backend("echo").await;
+    let rules_file = RulesFile::new(&body_key_rules(echo.addr.port()));
+    let (_sluice, envoy, listen) =
+        sluice_and_envoy(&rules_file.path, "envoy-chunked", "http").await;
+    let url = format!("http://127.0.0.1:{listen}/strict");
+    serving(&url).await;
+    let padded = format!(r#"{{"apiKey":"k1","pad":"{}"}}"#, "x".repeat(200));
+
+    for h2 in [false, true] {
+        let proto = if h2 { "HTTP/2" } else { "HTTP/1.1 chunked" };
+        let send = |ctype: &'static str, chunks: Vec<&[u8]>| {
+            let chunks = chunks.into_iter().map(<[u8]>::to_vec).collect();
+            async move {
+                let headers = [("content-type", ctype)];
+                send_streamed(listen, h2, "POST", "/strict", &headers, chunks).await
+            }
+        };
+        // The issue's case: XML is refused before auth looks for the key.
+        let r = send("text/xml", vec![b"<a/>"]).await;
+        assert_eq!(
+            (r.status().as_u16(), error_of(&r)),
+            (415, "unsupported_media_type".into()),
+            "{proto}: {}\n{}",
+            r.body(),
+            envoy.log()
+        );
+        // A body must say what it is.
+        let r = send("", vec![br#"{"apiKey":"k1"}"#]).await;
+        assert_eq!(r.status().as_u16(), 415, "{proto}: {}", r.body());
+        // Over max_body_bytes (100), in two chunks.
+        let (a, b) = padded.as_bytes().split_at(20);
+        let r = send("application/json", vec![a, b]).await;
+        assert_eq!(
+            (r.status().as_u16(), error_of(&r)),
+            (413, "payload_too_large".into()),
+            "{proto}: {}",
+            r.body()
+        );
+        // Within the limit, in two chunks: on to auth, and upstream whole.
+        let r = send("application/json", vec![br#"{"apiKey":"#, br#""k1"}"#]).await;
+        assert_eq!(r.status().as_u16(), 200, "{proto}: {}", r.body());
+        let echoed: Value = serde_json::from_str(r.body()).expect("echo");
+        assert_eq!(echoed["headers"]["x-sluice-consumer"], "c1", "{proto}");
+        assert_eq!(echoed["body"], r#"{"apiKey":"k1"}"#, "{proto}");
+    }
+
+    // Far past Envoy's buffer limit (1 MiB by default): Envoy stops
+    // buffering for the script and answers 413 itself.
+    let chunk = vec![b'x'; 64 * 1024];
+    let r = send_streamed(
+        listen,
+        false,
+        "POST",
+        "/strict",
+        &[("content-type", "application/json")],
+        vec![chunk; 32],
+    )
+    .await;
+    assert_eq!(
+        (r.status().as_u16(), r.body().as_str()),
+        (413, "Payload Too Large")
+    );
+
+    // A request without a body is not held to the body rules.
+    let r = http()
+        .get(&url)
+        .header("content-type", "text/xml")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 401, "auth, not validate, answers");
 }

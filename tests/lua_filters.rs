@@ -711,3 +711,37 @@ fn validate_checks_the_content_type_after_measuring_a_chunked_body() {
         assert_eq!(out.response.as_ref().map(|r| r.status()), want, "{ctype}");
     }
 }
+
+#[test]
+fn validate_checks_bodies_without_content_length() {
+    // An HTTP/2 request need not declare its length, and a chunked HTTP/1
+    // one cannot (Envoy keeps its `transfer-encoding` from the script).
+    let c = ctx(json!({ "validate": {
+        "content_types": ["application/json"],
+        "max_body_bytes": 10
+    }}));
+    let vm = vm();
+    let padded = r#"{"pad":"xxxxxxxx"}"#;
+    for (ctype, body, want) in [
+        ("text/xml", Some("<a/>"), Some(415)),
+        ("", Some("{}"), Some(415)),
+        ("application/json", Some(padded), Some(413)),
+        ("application/json", Some("{}"), None),
+        // No body: the body rules do not apply.
+        ("text/xml", None, None),
+    ] {
+        for te in [&[][..], &[("transfer-encoding", "chunked")][..]] {
+            let mut headers = vec![("content-type", ctype)];
+            headers.extend_from_slice(te);
+            let method = if body.is_some() { "POST" } else { "GET" };
+            let out = vm
+                .on_request(&req(method, "/", &headers, body), &c, "1.2.3.4:5")
+                .expect("run");
+            assert_eq!(
+                out.response.as_ref().map(|r| r.status()),
+                want,
+                "{ctype} {body:?} {te:?}"
+            );
+        }
+    }
+}

@@ -6,6 +6,14 @@
 --      required_query = {"page", ...}    → 400 naming the missing parameter
 --      content_types = {"application/json", ...} → 415 when a body's type differs
 --      max_body_bytes = N                → 413 above N (Content-Length, else the body)
+--
+-- Whether a request has a body, and how large it is: Content-Length when
+-- declared. Otherwise the headers cannot tell — Envoy takes a chunked HTTP/1
+-- request's transfer-encoding off before any filter runs, and HTTP/2 needs
+-- no length — so the body itself is asked for: h:body() is nil at once when
+-- the headers ended the stream, and otherwise waits for the whole body in
+-- Envoy's buffer (a body past Envoy's buffer limit gets Envoy's own 413).
+-- The body is only waited for when an answer depends on it.
 
 local json, http = ...
 
@@ -38,30 +46,26 @@ function M.request(h, cfg, req)
       return false
     end
   end
-  if cfg.max_body_bytes then
-    local declared = tonumber(headers:get("content-length") or "")
-    local size = declared
-    if size == nil and headers:get("transfer-encoding") ~= nil then
-      local body = req.body(h)
-      size = body and #body or 0
+  -- The body's size, measured once, on first need.
+  local size = nil
+  local function body_size()
+    if size == nil then
+      size = tonumber(h:headers():get("content-length") or "") or #req.body(h)
     end
-    if size ~= nil and size > cfg.max_body_bytes then
-      http.reject(h, 413, "payload_too_large",
-        "body of " .. size .. " bytes exceeds " .. cfg.max_body_bytes)
-      return false
-    end
+    return size
+  end
+  if cfg.max_body_bytes and body_size() > cfg.max_body_bytes then
+    http.reject(h, 413, "payload_too_large",
+      "body of " .. size .. " bytes exceeds " .. cfg.max_body_bytes)
+    return false
   end
   if cfg.content_types and #cfg.content_types > 0 then
-    -- Again: reading the body above invalidated the earlier handle.
-    headers = h:headers()
-    local has_body = (tonumber(headers:get("content-length") or "0") or 0) > 0
-      or headers:get("transfer-encoding") ~= nil
-    if has_body then
-      local ctype = (headers:get("content-type") or ""):match("^%s*([^;%s]+)") or ""
-      if not contains(cfg.content_types, ctype:lower()) then
-        http.reject(h, 415, "unsupported_media_type", "content type " .. ctype .. " not accepted")
-        return false
-      end
+    -- A fresh handle: waiting for the body invalidated the earlier one.
+    local ctype = (h:headers():get("content-type") or ""):match("^%s*([^;%s]+)") or ""
+    -- An accepted type needs no look at the body.
+    if not contains(cfg.content_types, ctype:lower()) and body_size() > 0 then
+      http.reject(h, 415, "unsupported_media_type", "content type " .. ctype .. " not accepted")
+      return false
     end
   end
   return true

@@ -395,6 +395,69 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// Sends `method path` to Envoy's listener on 127.0.0.1:`port` with a body
+/// of unknown length made of `chunks`: HTTP/1.1 chunked transfer encoding,
+/// or with `h2` HTTP/2 DATA frames (prior knowledge, no TLS) — either way
+/// without a `content-length`, which reqwest always sends. Answers with
+/// the response, its body read as text.
+pub async fn send_streamed(
+    port: u16,
+    h2: bool,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: Vec<Vec<u8>>,
+) -> hyper::Response<String> {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let frames = chunks
+        .into_iter()
+        .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(c))));
+    let body = StreamBody::new(tokio_stream::iter(frames));
+    // HTTP/2 carries the host as `:authority`, from an absolute URI.
+    let uri = if h2 {
+        format!("http://127.0.0.1:{port}{path}")
+    } else {
+        path.to_string()
+    };
+    let mut req = hyper::Request::builder().method(method).uri(uri);
+    if !h2 && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", format!("127.0.0.1:{port}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body).expect("request");
+    let io = TokioIo::new(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect"),
+    );
+    let sent = async {
+        if h2 {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .expect("HTTP/2 handshake");
+            tokio::spawn(conn);
+            send.send_request(req).await
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("HTTP/1.1 handshake");
+            tokio::spawn(conn);
+            send.send_request(req).await
+        }
+    };
+    let resp = tokio::time::timeout(WAIT, sent)
+        .await
+        .expect("answer in time")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.expect("response body").to_bytes();
+    hyper::Response::from_parts(parts, String::from_utf8_lossy(&bytes).into_owned())
+}
+
 pub async fn get_text(url: &str) -> String {
     http()
         .get(url)
