@@ -745,3 +745,17 @@ fn validate_checks_bodies_without_content_length() {
         }
     }
 }
+
+#[test]
+fn a_script_never_sees_a_requests_transfer_encoding() {
+    // Envoy's HTTP/1 codec takes it off before any filter runs.
+    let vm = FilterVm::with_script(
+        r#"function envoy_on_request(h)
+             h:headers():add("x-te", h:headers():get("transfer-encoding") or "nil")
+           end"#,
+    )
+    .expect("script loads");
+    let r = req("POST", "/", &[("transfer-encoding", "chunked")], Some("{}"));
+    let out = vm.on_request(&r, &json!({}), "1.2.3.4:5").expect("run");
+    assert_eq!(out.header("x-te"), Some("nil"));
+}

@@ -2,11 +2,13 @@
 //! 1.40 and to the simulator, both configured over xDS by the same sluice.
 //! API-key auth (no, wrong, good key; a key in a JSON body, and a body that
 //! is not an object), plan-based routing (and a spoofed plan header),
-//! validation (405, 400), request header templates (also after the body
-//! was read), a response header edit and user snippets (one keeps a headers
-//! object across `body()`, which Envoy invalidates when it waits for a body)
-//! must give the same status, the same backend, the same headers upstream
-//! and downstream, and the same error body; and Envoy's
+//! validation (405, 400; 415 and 413 for chunked bodies, which carry no
+//! `content-length` and whose `transfer-encoding` Envoy keeps from the Lua),
+//! request header templates (also after the body was read), a response
+//! header edit and user snippets (one keeps a headers object across
+//! `body()`, which Envoy invalidates when it waits for a body) must give
+//! the same status, the same backend, the same headers upstream and
+//! downstream, and the same error body; and Envoy's
 //! `http.<listener>.downstream_rq_<N>xx` counters must move as the
 //! simulator counts.
 
@@ -32,6 +34,9 @@ fn rules(free: u16, pro: u16) -> String {
             to: {{service: free}}
             validate: {{methods: [GET, POST], required_headers: [x-tag]}}
             transform: {{request: {{set_headers: {{x-tag-copy: "t-${{header.x-tag}}"}}}}}}
+          - match: {{prefix: /strict}}
+            to: {{service: free}}
+            validate: {{content_types: [application/json], max_body_bytes: 100}}
           - match: {{prefix: /body-key}}
             to: {{service: free}}
             auth: {{api_key: {{json_field: apiKey, keys: [{{key: k1, consumer: c1}}]}}}}
@@ -42,7 +47,9 @@ fn rules(free: u16, pro: u16) -> String {
               source: |
                 function envoy_on_request(h)
                   local early = h:headers()
+                  local te = early:get("transfer-encoding") or "nil"
                   local body = h:body()
+                  h:headers():add("x-te", te)
                   h:headers():add("x-body-len", body and tostring(body:length()) or "nil")
                   local live = pcall(function() return early:get("x-tag") end)
                   h:headers():add("x-early-live", tostring(live))
@@ -66,7 +73,20 @@ fn rules(free: u16, pro: u16) -> String {
 
 fn cases() -> Vec<Request> {
     let get = |path: &str| Request::get("x", path);
+    // As an HTTP/1.1 client sends a body it does not know the length of.
+    let chunked = |path: &str, ctype: &str, body: &str| {
+        get(path)
+            .header("x-api-key", "bob-key")
+            .header("content-type", ctype)
+            .header("transfer-encoding", "chunked")
+            .with_body("POST", body)
+    };
+    let padded = format!(r#"{{"pad":"{}"}}"#, "x".repeat(200));
     vec![
+        chunked("/strict", "text/xml", "<a/>"),
+        chunked("/strict", "application/json", &padded),
+        chunked("/strict", "application/json", r#"{"n":1}"#),
+        chunked("/scope", "application/json", r#"{"n":1}"#),
         get("/a"),
         get("/a").header("x-api-key", "wrong"),
         get("/a").header("x-api-key", "bob-key"),
@@ -109,13 +129,26 @@ fn summary(status: u16, headers: &HashMap<String, String>, body: &str) -> Value 
         "backend": doc["backend"],
         "error": doc["error"],
         "upstream": [up("x-sluice-consumer"), up("x-sluice-plan"), up("x-tag-copy"), up("x-own-lua"),
-                     up("x-body-len"), up("x-early-live")],
+                     up("x-body-len"), up("x-early-live"), up("x-te")],
         "downstream": [down("x-served-for"), down("x-backend-secret"), down("allow"),
                        down("www-authenticate"), down("x-own-lua-status")],
     })
 }
 
+/// `req` with a `content-type` for its body when it names none.
+fn typed(req: &Request) -> Request {
+    let mut req = req.clone();
+    if req.body.is_some() && req.header_value("content-type").is_none() {
+        req = req.header("content-type", "application/json");
+    }
+    req
+}
+
 async fn envoy_answer(listen: u16, req: &Request) -> Value {
+    let req = &typed(req);
+    if req.header_value("transfer-encoding").is_some() {
+        return envoy_answer_chunked(listen, req).await;
+    }
     let url = format!("http://127.0.0.1:{listen}{}", req.path);
     let method = reqwest::Method::from_bytes(req.method().as_bytes()).expect("method");
     let mut b = http().request(method, url).header("host", &req.authority);
@@ -123,9 +156,7 @@ async fn envoy_answer(listen: u16, req: &Request) -> Value {
         b = b.header(k, v);
     }
     if let Some(body) = &req.body {
-        b = b
-            .header("content-type", "application/json")
-            .body(body.clone());
+        b = b.body(body.clone());
     }
     let r = b.send().await.expect("request to envoy");
     let status = r.status().as_u16();
@@ -137,6 +168,35 @@ async fn envoy_answer(listen: u16, req: &Request) -> Value {
     summary(status, &headers, &r.text().await.expect("body"))
 }
 
+/// Envoy's answer to `req` sent with chunked transfer encoding (the body
+/// in two chunks), as hyper frames it: no `content-length`.
+async fn envoy_answer_chunked(listen: u16, req: &Request) -> Value {
+    let mut headers = vec![("host", req.authority.as_str())];
+    headers.extend(
+        req.headers
+            .iter()
+            .filter(|(k, _)| k != "transfer-encoding")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let body = req.body.as_deref().unwrap_or_default().as_bytes();
+    let (a, b) = body.split_at(body.len() / 2);
+    let r = send_streamed(
+        listen,
+        false,
+        req.method(),
+        &req.path,
+        &headers,
+        vec![a.to_vec(), b.to_vec()],
+    )
+    .await;
+    let down = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    summary(r.status().as_u16(), &down, r.body())
+}
+
 /// The simulator's answer; its upstream echoes like `echo_backend`.
 fn sim_answer(
     dp: &mut DataPlane,
@@ -144,10 +204,7 @@ fn sim_answer(
     names: &HashMap<SocketAddr, String>,
     req: &Request,
 ) -> Value {
-    let mut req = req.clone();
-    if req.body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
+    let req = typed(req);
     let served = serve(dp, view, Some("http"), req, Duration::ZERO, |u, r| {
         let echoed: serde_json::Map<String, Value> = r
             .headers

@@ -173,6 +173,7 @@ impl FilterVm {
         if let Some(body) = &msg.body {
             state.set("body", body.as_str())?;
         }
+        state.set("request", entry == "envoy_on_request")?;
         state.set("context", lua.to_value(context)?)?;
         state.set("remote", remote)?;
         state.set("now_ms", self.clock.get().unwrap_or_else(now_ms))?;

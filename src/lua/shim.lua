@@ -15,8 +15,14 @@
 -- return nil at once, without a yield, as Envoy does when the headers end
 -- the stream.
 --
+-- A request's transfer-encoding is hidden, as Envoy's HTTP/1 codec takes it
+-- off before any filter runs (the upstream codec frames the body anew): a
+-- script sees a chunked request as one without a length, and only body()
+-- tells whether it has a body.
+--
 -- make_handle(state) where state = {
 --   headers = { {name, value}, ... },   -- names are lower-cased, as in Envoy
+--   request = true for the request phase,
 --   body = "..." or nil, context = {...} or nil, remote = "ip:port",
 --   now_ms = milliseconds since the epoch (for timestamp()),
 --   metadata = {}, log = {} }
@@ -104,9 +110,18 @@ local function buffer(state)
   return b
 end
 
+local function without_transfer_encoding(headers)
+  local kept = {}
+  for _, kv in ipairs(headers) do
+    if kv[1] ~= "transfer-encoding" then kept[#kept + 1] = kv end
+  end
+  return kept
+end
+
 function make_handle(state)
   state.metadata = state.metadata or {}
   state.log = state.log or {}
+  if state.request then state.headers = without_transfer_encoding(state.headers) end
   local h = {}
   -- Bumped when the script yields for the body; an object is live while
   -- the scope it was made in is the current one.
@@ -189,5 +204,6 @@ function run_with(fn, state)
   if next(state.metadata) == nil then state.metadata = nil end
   if next(state.log) == nil then state.log = nil end
   state.context = nil
+  state.request = nil
   return state
 end
