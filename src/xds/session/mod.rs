@@ -55,7 +55,9 @@ pub enum Mode {
 }
 
 /// NACK error details longer than this are cut (Envoy can send whole
-/// exception texts; status and metrics must stay bounded).
+/// exception texts; status and metrics must stay bounded). The first and
+/// the last half are kept: Envoy often echoes the offending value first
+/// and states the reason last.
 pub const MAX_ERROR_DETAIL: usize = 1024;
 
 /// Node metadata key that picks the node group; `node.cluster` otherwise.
@@ -499,7 +501,7 @@ impl Session {
                 }
             }
             Some(message) => {
-                let error = truncate(&message, MAX_ERROR_DETAIL);
+                let error = cut_middle(&message, MAX_ERROR_DETAIL);
                 for (name, _) in &p.previous {
                     st.dirty.insert(name);
                 }
@@ -606,13 +608,24 @@ pub fn group_of(node: &Node) -> String {
         .unwrap_or_else(|| "default".to_string())
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` if it is at most `max` bytes, else its first and last `max / 2`
+/// bytes (at char boundaries) around a marker that says how much was cut.
+fn cut_middle(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    let mut head = max / 2;
+    while !s.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}…", &s[..end])
+    let mut tail = s.len() - max / 2;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … [{} bytes cut] … {}",
+        &s[..head],
+        tail - head,
+        &s[tail..]
+    )
 }
