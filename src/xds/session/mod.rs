@@ -6,7 +6,9 @@
 //! in `server` only moves messages. The rules it follows are those of
 //! Envoy's xDS protocol doc:
 //!
-//! - the node comes from the first request; nonces are per stream;
+//! - the node comes from the first request; every request names its type
+//!   (ADS has no implied one: a request without `type_url` is an error
+//!   that ends the stream); nonces are per stream;
 //! - a request echoing the nonce of the response in flight is an ACK, or a
 //!   NACK when it carries `error_detail`; a request with an older nonce is
 //!   stale and ignored (SotW) or only its subscription changes are taken
@@ -125,6 +127,10 @@ pub enum ProtocolError {
     MissingNode,
     #[error("node id must not be empty")]
     EmptyNodeId,
+    /// ADS carries every type on one stream, so each request must say
+    /// which it is about (only the singleton xDS services imply it).
+    #[error("an ADS request must set type_url")]
+    MissingTypeUrl,
 }
 
 /// Per-type state shown by `sluice status`.
@@ -369,6 +375,7 @@ impl Session {
     }
 
     pub fn on_sotw_request(&mut self, req: DiscoveryRequest) -> Result<Output, ProtocolError> {
+        require_type_url(&req.type_url)?;
         self.take_node(req.node.as_ref())?;
         let mut out = Output::default();
         let Some(ty) = TypeUrl::parse(&req.type_url) else {
@@ -398,6 +405,7 @@ impl Session {
         &mut self,
         req: DeltaDiscoveryRequest,
     ) -> Result<Output, ProtocolError> {
+        require_type_url(&req.type_url)?;
         self.take_node(req.node.as_ref())?;
         let mut out = Output::default();
         let Some(ty) = TypeUrl::parse(&req.type_url) else {
@@ -589,6 +597,13 @@ impl Session {
             self.emit(ty, &snap, planned.plan, out);
         }
     }
+}
+
+fn require_type_url(type_url: &str) -> Result<(), ProtocolError> {
+    if type_url.is_empty() {
+        return Err(ProtocolError::MissingTypeUrl);
+    }
+    Ok(())
 }
 
 /// The node group of a proxy: node metadata `sluice_group` if it is a

@@ -413,6 +413,24 @@ fn unknown_types_are_answered_with_nothing() {
 }
 
 #[test]
+fn a_request_without_type_url_is_an_error_first_or_later() {
+    // ADS multiplexes every type on one stream: a request must say which
+    // it is about (only the singleton xDS services imply it).
+    let mut s = Session::new(Mode::Sotw);
+    s.on_snapshot(mk_snapshot(&[("a", 1)], "r"));
+    let mut req = sotw(CDS, &[], "", "");
+    req.type_url.clear();
+    assert_eq!(s.on_sotw_request(req), Err(ProtocolError::MissingTypeUrl));
+    assert!(s.node().is_none(), "a refused request changes nothing");
+
+    let (mut s, acks) = sotw_started(mk_snapshot(&[("a", 1)], "r1"), &["a"]);
+    let (version, nonce) = &acks[&CDS];
+    let mut req = sotw(CDS, &[], version, nonce);
+    req.type_url.clear();
+    assert_eq!(s.on_sotw_request(req), Err(ProtocolError::MissingTypeUrl));
+}
+
+#[test]
 fn the_rtds_layer_is_served_by_name_and_a_runtime_change_pushes_it_alone() {
     let snap = mk_snapshot(&[("a", 1)], "r1");
     let mut s = Session::new(Mode::Sotw);
