@@ -30,7 +30,7 @@ use etcd_client::{Client, ConnectOptions, EventType, GetOptions};
 
 use super::etcd_hub::{Heard, Hub};
 use super::record::Record;
-use super::{Feeder, SourceOptions};
+use super::{Backoff, Feeder, SourceOptions};
 use crate::model::{Endpoint, EtcdSource};
 
 /// Where a feed's watch stands.
@@ -116,7 +116,7 @@ pub async fn run(
 ) {
     let mut client: Option<(Client, Hub)> = None;
     let mut state = State::Listing;
-    let mut delay = opts.retry_min;
+    let mut backoff = Backoff::new(&opts);
     let mut stop = feeder.stop.clone();
     loop {
         if feeder.stopped() {
@@ -130,8 +130,7 @@ pub async fn run(
                     c
                 }
                 Err(e) => {
-                    feeder.fail(e);
-                    state = backoff(&mut delay, &opts, state);
+                    state = retry(&feeder, &e, &mut backoff, state);
                     continue;
                 }
             },
@@ -139,16 +138,13 @@ pub async fn run(
         state = match state {
             State::Listing => match list(&c, &prefix, &feeder, &opts).await {
                 Ok(revision) => {
-                    delay = opts.retry_min;
+                    backoff.reset();
                     State::Watching {
                         from: revision + 1,
                         checked: true,
                     }
                 }
-                Err(e) => {
-                    feeder.fail(e);
-                    backoff(&mut delay, &opts, State::Listing)
-                }
+                Err(e) => retry(&feeder, &e, &mut backoff, State::Listing),
             },
             State::Watching {
                 from,
@@ -162,12 +158,11 @@ pub async fn run(
                         checked: true,
                     },
                     Err(e) => {
-                        feeder.fail(e);
                         let next = State::Watching {
                             from,
                             checked: false,
                         };
-                        backoff(&mut delay, &opts, next)
+                        retry(&feeder, &e, &mut backoff, next)
                     }
                 }
             }
@@ -181,12 +176,11 @@ pub async fn run(
                     State::Listing
                 }
                 WatchEnd::Lost { from, error } => {
-                    feeder.fail(error);
                     let next = State::Watching {
                         from,
                         checked: false,
                     };
-                    backoff(&mut delay, &opts, next)
+                    retry(&feeder, &error, &mut backoff, next)
                 }
             },
             State::Backoff { delay: d, next } => {
@@ -199,11 +193,10 @@ pub async fn run(
     }
 }
 
-fn backoff(delay: &mut Duration, opts: &SourceOptions, next: State) -> State {
-    let d = *delay;
-    *delay = (*delay * 2).min(opts.retry_max);
+/// Marks the feed failing with `error` and waits before going to `next`.
+fn retry(feeder: &Feeder, error: &str, backoff: &mut Backoff, next: State) -> State {
     State::Backoff {
-        delay: d,
+        delay: feeder.retry_after(error, backoff),
         next: Box::new(next),
     }
 }
