@@ -47,7 +47,8 @@ enum State {
 }
 
 /// How a watch ended.
-enum WatchEnd {
+#[derive(Debug)]
+pub(super) enum WatchEnd {
     Stopped,
     /// History from the start revision is gone: list again.
     Compacted(i64),
@@ -169,7 +170,7 @@ pub async fn run(
             State::Watching {
                 from,
                 checked: true,
-            } => match watch(&hub, &prefix, from, &feeder, &opts).await {
+            } => match watch(&hub, &prefix, from, &feeder, &opts, &mut backoff).await {
                 WatchEnd::Stopped => return,
                 WatchEnd::Compacted(at) => {
                     tracing::info!(%prefix, from, compacted = at, "etcd history compacted; listing again");
@@ -268,64 +269,105 @@ async fn watch(
     from: i64,
     feeder: &Feeder,
     opts: &SourceOptions,
+    backoff: &mut Backoff,
 ) -> WatchEnd {
     let mut stop = feeder.stop.clone();
     let mut watch = hub.watch(prefix, from);
-    let mut next = from;
-    let mut created = false;
+    let mut progress = Progress::new(prefix, from);
     let deadline = tokio::time::sleep(opts.request_timeout);
     tokio::pin!(deadline);
     loop {
         let heard = tokio::select! {
             _ = stop.wait_for(|s| *s) => return WatchEnd::Stopped,
-            _ = &mut deadline, if !created => {
+            _ = &mut deadline, if !progress.created => {
                 return lost(from, format!("etcd watch of {prefix}: timed out"));
             }
             heard = watch.next() => heard,
         };
+        if let Some(end) = progress.hear(heard, feeder, backoff) {
+            return end;
+        }
+    }
+}
+
+/// What a watch has heard so far: where the feed would resume, and
+/// whether etcd created the watcher.
+pub(super) struct Progress<'a> {
+    prefix: &'a str,
+    /// The revision after the last event (or own progress report) seen.
+    next: i64,
+    created: bool,
+}
+
+impl<'a> Progress<'a> {
+    pub(super) fn new(prefix: &'a str, from: i64) -> Progress<'a> {
+        Progress {
+            prefix,
+            next: from,
+            created: false,
+        }
+    }
+
+    /// Takes one thing heard (`None`: the hub is gone) into the feed;
+    /// returns how the watch ended, if it did.
+    pub(super) fn hear(
+        &mut self,
+        heard: Option<Heard>,
+        feeder: &Feeder,
+        backoff: &mut Backoff,
+    ) -> Option<WatchEnd> {
+        let prefix = self.prefix;
         let resp = match heard {
-            None => return lost(next, format!("etcd watch of {prefix}: stream closed")),
-            Some(Heard::Lost(error)) => return lost(next, error),
+            None => {
+                return Some(lost(
+                    self.next,
+                    format!("etcd watch of {prefix}: stream closed"),
+                ))
+            }
+            Some(Heard::Lost(error)) => return Some(lost(self.next, error)),
             Some(Heard::Alive) => {
                 // etcd answers on the stream: every event sent so far has
                 // arrived (the resume revision stays with the events; see
                 // `etcd_hub`).
-                if created {
+                if self.created {
                     feeder.confirm();
                 }
-                continue;
+                return None;
             }
             Some(Heard::Created) => {
-                // The watch exists: etcd answers and has a leader.
-                created = true;
+                // The watch exists: etcd answers and has a leader. A loss
+                // after this starts a new outage, retried first after the
+                // shortest delay, whether this watch followed a listing or
+                // resumed after a loss.
+                self.created = true;
+                backoff.reset();
                 feeder.confirm();
-                continue;
+                return None;
             }
             Some(Heard::Response(resp)) => resp,
         };
         if resp.compact_revision() > 0 {
-            return WatchEnd::Compacted(resp.compact_revision());
+            return Some(WatchEnd::Compacted(resp.compact_revision()));
         }
         if resp.canceled() {
-            return lost(
-                next,
-                format!("etcd watch of {prefix} canceled: {}", resp.cancel_reason()),
-            );
+            let why = resp.cancel_reason();
+            let error = format!("etcd watch of {prefix} canceled: {why}");
+            return Some(lost(self.next, error));
         }
         if resp.events().is_empty() {
             // The watcher's own progress notification: etcd sends it only
             // once the watcher has every event up to that revision.
             if let Some(h) = resp.header() {
-                next = next.max(h.revision() + 1);
+                self.next = self.next.max(h.revision() + 1);
             }
             feeder.confirm();
-            continue;
+            return None;
         }
         let now = Instant::now();
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let id = String::from_utf8_lossy(kv.key()).into_owned();
-            next = next.max(kv.mod_revision() + 1);
+            self.next = self.next.max(kv.mod_revision() + 1);
             match event.event_type() {
                 EventType::Delete => feeder.with(|index, key| index.delete(key, &id, now)),
                 EventType::Put => match Record::from_json(kv.value()) {
@@ -334,6 +376,7 @@ async fn watch(
                 },
             }
         }
+        None
     }
 }
 
