@@ -1,5 +1,6 @@
 //! Bootstrap files are accepted by real Envoy, and the checked-in examples in
-//! `envoy-bootstrap/` are exactly what `render` produces today.
+//! `envoy-bootstrap/` are exactly what `render` produces today; an Envoy
+//! started from `sluice bootstrap` retries its ADS stream as configured.
 //!
 //! Regenerate the examples with `SLUICE_BLESS=1 cargo test --test
 //! bootstrap_envoy`. Envoy is found through `$ENVOY_BIN`, else `envoy` on
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use sluice::bootstrap::{render, BootstrapOptions};
 
+mod common;
 mod real_envoy;
 
 use real_envoy::assert_envoy_accepts;
@@ -107,5 +109,36 @@ fn envoy_accepts_a_local_cluster_for_zone_aware_routing() {
     assert!(
         !out.status.success() && text.contains("local cluster 'web' must be defined"),
         "Envoy needs the local cluster defined statically: {text}"
+    );
+}
+
+/// A running Envoy holds the ADS retry policy `sluice bootstrap` writes
+/// (250 ms growing to at most 5 s, where Envoy's default grows to 30 s
+/// and kept proxies away for up to 13 s after a sluice restart).
+#[tokio::test]
+async fn a_running_envoy_holds_the_ads_retry_policy() {
+    // Nothing needs to listen there: the policy is in the bootstrap.
+    let xds = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let envoy = common::Envoy::start("edge-1", "edge", xds, &[]).await;
+    let dump = common::get_json(&format!("http://{}/config_dump", envoy.admin)).await;
+    let bootstrap = dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(".BootstrapConfigDump"))
+        })
+        .map(|c| &c["bootstrap"])
+        .expect("the bootstrap in Envoy's config dump");
+    let grpc = &bootstrap["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"];
+    assert_eq!(
+        grpc["retry_policy"]["retry_back_off"],
+        serde_json::json!({ "base_interval": "0.250s", "max_interval": "5s" }),
+        "{grpc}"
     );
 }

@@ -6,7 +6,8 @@
 //! re-list that applies the deletes made during the gap, while a quiet
 //! feed that etcd told of its progress resumes without one; an etcd that
 //! hangs (stopped, connections open) is noticed, keeps every endpoint, and
-//! the feeds come back on a new watch stream when it wakes.
+//! the feeds come back on a new watch stream when it wakes; a resumed
+//! watch starts the retry delay over.
 
 mod common;
 
@@ -364,16 +365,72 @@ async fn a_quiet_feed_resumes_from_its_progress_not_its_listing() {
         .expect("put");
     eds_is(&eds, &["127.0.0.1:9001 HEALTHY", "127.0.0.1:9002 HEALTHY"]).await;
     // ...and it never listed again.
+    let web = web_feed(&sluice).await;
+    assert_eq!(web["full_loads"], 1, "{web}");
+}
+
+/// web's feed as `/status` shows it.
+async fn web_feed(sluice: &Sluice) -> serde_json::Value {
     let status = sluice.status().await;
-    let web = status["sources"]
+    status["sources"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|s| s["feeds"].as_array().into_iter().flatten())
         .find(|f| f["service"] == "web")
         .cloned()
-        .expect("web's feed in status");
-    assert_eq!(web["full_loads"], 1, "{web}");
+        .unwrap_or_else(|| panic!("web's feed in status: {status}"))
+}
+
+/// The delay a failing feed waits before its next try, as its error
+/// ends: `(retrying in 5s)`.
+fn retry_delay(feed: &serde_json::Value) -> Option<String> {
+    let error = feed["last_error"].as_str()?;
+    let (_, delay) = error.rsplit_once("(retrying in ")?;
+    Some(delay.strip_suffix(')')?.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_watch_starts_the_retry_delay_over() {
+    let mut etcd = Etcd::start().await;
+    let (_dir, sluice, _eds, _kv) = serving_web(&etcd, &[9001]).await;
+
+    // An outage long enough that every retry waits the longest delay.
+    etcd.kill();
+    eventually("the retry delay grows to its 5 s cap", || async {
+        retry_delay(&web_feed(&sluice).await).as_deref() == Some("5s")
+    })
+    .await;
+    // etcd is back: the feed resumes its watch (it does not list again).
+    etcd.restart().await;
+    eventually("the feed is synced again", || async {
+        web_feed(&sluice).await["state"] == "synced"
+    })
+    .await;
+    assert_eq!(web_feed(&sluice).await["full_loads"], 1);
+
+    // A new outage, etcd hanging this time: each try waits for the 5 s
+    // request timeout, so the first error stays shown that long. Its
+    // retry starts over at 100 ms (before, it kept the 5 s of the last
+    // outage: only a listing reset the delay).
+    let pid = etcd.pid().expect("etcd runs");
+    signal(pid, "-STOP");
+    eventually("the feed fails again", || async {
+        web_feed(&sluice).await["state"] == "failing"
+    })
+    .await;
+    let feed = web_feed(&sluice).await;
+    let delay = retry_delay(&feed);
+    assert!(
+        delay.is_some() && delay.as_deref() != Some("5s"),
+        "a new outage starts with a short retry: {feed}"
+    );
+
+    signal(pid, "-CONT");
+    eventually("the feed is synced after the hang", || async {
+        web_feed(&sluice).await["state"] == "synced"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

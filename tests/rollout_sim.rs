@@ -123,9 +123,14 @@ async fn a_killed_sluice_resumes_at_the_same_step_and_abort_survives_restarts() 
     assert_eq!(after["canary_weight"], 20, "no reset to 0%, no jump");
     assert_eq!(after["failures"], before["failures"]);
     // The proxies hold the same weights through the restart (the first
-    // snapshot after it carries them): 20 % ± 6 points on the canary.
-    s.wait("ACKs after restart", |v| v["phase"] == "analysing")
-        .await;
+    // snapshot after it carries them), and status counts them while the
+    // step is still analysed (it showed 0/0 until the next step, as the
+    // counts were remembered from before the restart's first ACK wait).
+    s.wait("all 3 proxies counted as holding step 1", |v| {
+        v["phase"] == "analysing" && v["step"] == 0 && v["acked"] == 3 && v["targeted"] == 3
+    })
+    .await;
+    // 20 % ± 6 points on the canary.
     let split = route(&s.fleet, backends(canary_addr(), 0.0), 3000, 11);
     let canary = *split.by_cluster.get("web~canary").unwrap_or(&0) as f64 / 3000.0;
     assert!((0.14..=0.26).contains(&canary), "canary share {canary}");

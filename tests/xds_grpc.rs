@@ -299,6 +299,54 @@ async fn other_discovery_services_are_unimplemented() {
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
 
+/// The error that ended `stream`, which must end without another message.
+async fn ended_with<T: std::fmt::Debug>(stream: &mut Streaming<T>) -> tonic::Status {
+    match tokio::time::timeout(WAIT, stream.message()).await {
+        Ok(Err(status)) => status,
+        other => panic!("expected the stream to end with an error, got {other:?}"),
+    }
+}
+
+/// ADS carries every type on one stream, so a request must name its type
+/// (only the singleton xDS services imply it, and sluice serves none):
+/// one without is refused with INVALID_ARGUMENT, first or later, as
+/// go-control-plane does, instead of being dropped unanswered.
+#[tokio::test]
+async fn a_request_without_type_url_ends_the_stream_with_invalid_argument() {
+    let server = start(Some(mk_snapshots(&[("a", "v1")]))).await;
+    let untyped = || DiscoveryRequest {
+        type_url: String::new(),
+        ..cds_request("", "")
+    };
+    let (_tx, mut stream) = sotw_stream(server.addr, untyped()).await;
+    let status = ended_with(&mut stream).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("type_url"), "{status:?}");
+
+    // After a normal exchange.
+    let (tx, mut stream) = sotw_stream(server.addr, cds_request("", "")).await;
+    let first = next(&mut stream).await;
+    tx.send(cds_request(&first.version_info, &first.nonce))
+        .await
+        .expect("ack");
+    tx.send(untyped()).await.expect("send");
+    let status = ended_with(&mut stream).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // Delta, first request.
+    let (_tx, mut stream) = delta_stream(
+        server.addr,
+        DeltaDiscoveryRequest {
+            node: Some(node()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let status = ended_with(&mut stream).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("type_url"), "{status:?}");
+}
+
 /// Opens a SotW stream that sends `first`; returns its request sender and
 /// response stream.
 async fn sotw_stream(

@@ -5,9 +5,9 @@
 //! - **Weights** go out as [`Overlays`] on a watch channel; `serve`'s
 //!   publisher applies them to the rules, compiles, publishes, and answers
 //!   on the [`Applied`] channel with the snapshots they produced.
-//! - **ACKs** are read from the xDS [`Registry`]: a proxy is targeted when
-//!   its group's snapshot has the canary cluster, and has ACKed when its
-//!   ACKed RDS version is that snapshot's RDS version.
+//! - **ACKs** are read from the xDS [`Registry`] ([`AckReader`]): a proxy
+//!   is targeted when its group's snapshot has the canary cluster, and has
+//!   ACKed when its ACKed RDS version is that snapshot's RDS version.
 //! - **Metrics** come from a [`MetricsSource`]: a cumulative sample when a
 //!   window opens (the baseline, in memory) and one when it closes.
 //! - **State** is saved to the [`StateStore`] before the weights it implies
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use super::acks::AckReader;
 use super::analysis::{measure, Sample};
 use super::handle::Request;
 pub use super::handle::{DriverError, Handle, Status};
@@ -62,15 +63,16 @@ struct Live {
     due: Option<(Instant, Action)>,
     /// The cumulative sample at the start of the window `since_ms`.
     baseline: Option<(u64, Result<Sample, String>)>,
-    acked: u32,
-    targeted: u32,
 }
 
 struct Task {
     io: Driver,
+    acks: AckReader,
     records: BTreeMap<String, Rollout>,
     live: BTreeMap<String, Live>,
-    status: watch::Sender<BTreeMap<String, Status>>,
+    /// The rollouts as they stand, for status reads (which count ACKs
+    /// themselves).
+    status: watch::Sender<BTreeMap<String, Rollout>>,
 }
 
 fn now_ms() -> u64 {
@@ -106,14 +108,16 @@ impl Driver {
         self.overlays.send_replace(Overlays::of(records.values()));
         let (status, status_rx) = watch::channel(BTreeMap::new());
         let (tx, rx) = mpsc::channel(16);
+        let acks = AckReader::new(self.registry.clone(), self.applied.clone(), self.weights);
         let mut task = Task {
             io: self,
+            acks: acks.clone(),
             records,
             live,
             status,
         };
         task.publish_status();
-        Ok((task.run(rx, stop), Handle::new(tx, status_rx)))
+        Ok((task.run(rx, stop), Handle::new(tx, status_rx, acks)))
     }
 }
 
@@ -208,11 +212,11 @@ impl Task {
     }
 
     fn status_of(&self, service: &str) -> Result<Status, DriverError> {
-        self.status
-            .borrow()
+        let r = self
+            .records
             .get(service)
-            .cloned()
-            .ok_or_else(|| DriverError::NotFound(service.to_string()))
+            .ok_or_else(|| DriverError::NotFound(service.to_string()))?;
+        Ok(Status::of(r.clone(), &self.acks))
     }
 
     /// Saves `next`, then publishes the weights it implies and schedules
@@ -251,20 +255,7 @@ impl Task {
     }
 
     fn publish_status(&mut self) {
-        let all = self
-            .records
-            .iter()
-            .map(|(s, r)| {
-                let l = self.live.get(s);
-                let status = Status {
-                    rollout: r.clone(),
-                    acked: l.map_or(0, |l| l.acked),
-                    targeted: l.map_or(0, |l| l.targeted),
-                };
-                (s.clone(), status)
-            })
-            .collect();
-        self.status.send_replace(all);
+        self.status.send_replace(self.records.clone());
     }
 
     async fn run_due(&mut self) {
@@ -301,16 +292,13 @@ impl Task {
         let now = now_ms();
         let obs = match action {
             Action::SetWeights { .. } | Action::WaitAck { .. } => {
-                let (acked, targeted, nack, unreachable) = self.acks(&r);
-                if let Some(l) = self.live.get_mut(service) {
-                    (l.acked, l.targeted) = (acked, targeted);
-                }
+                let acks = self.acks.read(&r);
                 Observation::Acks {
                     now_ms: now,
-                    acked,
-                    targeted,
-                    nack,
-                    unreachable,
+                    acked: acks.acked,
+                    targeted: acks.targeted,
+                    nack: acks.nack,
+                    unreachable: acks.unreachable,
                 }
             }
             Action::QueryMetrics { since_ms } => {
@@ -382,77 +370,9 @@ impl Task {
             _ => Err("no sample at window start".into()),
         }
     }
-
-    /// (acked, targeted, first NACK, first proxy the weights cannot
-    /// reach) for the weights `r` asks for now.
-    fn acks(&self, r: &Rollout) -> (u32, u32, Option<String>, Option<String>) {
-        let applied = self.io.applied.borrow().clone();
-        let Some(applied) = applied else {
-            return (0, 0, None, None);
-        };
-        let service = &r.spec.service;
-        let wanted = Overlays::of([r]);
-        // The published snapshots must carry these very weights; until the
-        // publisher has compiled them no proxy can hold them.
-        let current = applied.overlays.0.get(service) == wanted.0.get(service);
-        let cluster = canary_cluster(r);
-        let (mut acked, mut targeted) = (0, 0);
-        // The NACK reported is that of the first node id, whatever the
-        // order streams connected in.
-        let mut nack: Option<(String, String)> = None;
-        // With runtime weights, a proxy that never asked for the RTDS layer
-        // cannot hold a step; named (the first node id) so the pause says
-        // why it waits.
-        let mut no_layer: Option<String> = None;
-        // With runtime weights a proxy holds a step once it has ACKed both
-        // the routes (which read the runtime keys) and the runtime layer.
-        let types: &[TypeUrl] = match self.io.weights {
-            WeightsVia::Routes => &[TypeUrl::Route],
-            WeightsVia::Runtime => &[TypeUrl::Route, TypeUrl::Runtime],
-        };
-        self.io.registry.visit(|node, status| {
-            let snap = applied.snapshots.for_group(&node.group);
-            if snap.get(TypeUrl::Cluster, &cluster).is_none() {
-                return;
-            }
-            targeted += 1;
-            if types.contains(&TypeUrl::Runtime)
-                && status(TypeUrl::Runtime).is_none()
-                && no_layer.as_ref().is_none_or(|id| node.id < *id)
-            {
-                no_layer = Some(node.id.clone());
-            }
-            let mut all_acked = current;
-            for &ty in types {
-                let want = snap.version(ty);
-                let st = status(ty);
-                all_acked &= st.is_some_and(|s| s.acked.as_deref() == Some(want));
-                let nacked = st
-                    .and_then(|s| s.nack.as_ref())
-                    .filter(|n| current && n.version == want);
-                if let Some(n) = nacked {
-                    if nack.as_ref().is_none_or(|(id, _)| node.id < *id) {
-                        nack = Some((node.id.clone(), n.error.clone()));
-                    }
-                }
-            }
-            acked += u32::from(all_acked);
-        });
-        (
-            acked,
-            targeted,
-            nack.map(|(id, error)| format!("{id}: {error}")),
-            no_layer.map(|id| {
-                format!(
-                    "{id} has not asked for sluice's RTDS layer {} (--rollout-weights runtime needs it in the bootstrap)",
-                    crate::model::RUNTIME_LAYER
-                )
-            }),
-        )
-    }
 }
 
-fn canary_cluster(r: &Rollout) -> String {
+pub(super) fn canary_cluster(r: &Rollout) -> String {
     format!("{}~{}", r.spec.service, r.spec.to)
 }
 

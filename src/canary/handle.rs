@@ -1,12 +1,14 @@
 //! The controller's face to the admin API: a [`Handle`] sends commands to
-//! the driver task and reads the rollouts' [`Status`] from a watch channel
-//! the task keeps current, so reads never wait for the task.
+//! the driver task and reads the rollouts from a watch channel the task
+//! keeps current, so reads never wait for the task. Each read counts the
+//! proxies that hold a rollout's weights from the xDS registry then.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::acks::AckReader;
 use super::plan::{Command, CommandError};
 use super::store::StoreError;
 use super::{Rollout, Spec, SpecError};
@@ -17,6 +19,18 @@ pub struct Status {
     pub rollout: Rollout,
     pub acked: u32,
     pub targeted: u32,
+}
+
+impl Status {
+    /// `rollout` with its ACKs as the registry has them now.
+    pub(super) fn of(rollout: Rollout, acks: &AckReader) -> Status {
+        let a = acks.read(&rollout);
+        Status {
+            rollout,
+            acked: a.acked,
+            targeted: a.targeted,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +66,17 @@ pub(super) enum Request {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Request>,
-    status: watch::Receiver<BTreeMap<String, Status>>,
+    rollouts: watch::Receiver<BTreeMap<String, Rollout>>,
+    acks: AckReader,
 }
 
 impl Handle {
     pub(super) fn new(
         tx: mpsc::Sender<Request>,
-        status: watch::Receiver<BTreeMap<String, Status>>,
+        rollouts: watch::Receiver<BTreeMap<String, Rollout>>,
+        acks: AckReader,
     ) -> Handle {
-        Handle { tx, status }
+        Handle { tx, rollouts, acks }
     }
 
     pub async fn start(&self, spec: Spec) -> Result<Status, DriverError> {
@@ -77,15 +93,14 @@ impl Handle {
     }
 
     pub fn get(&self, service: &str) -> Result<Status, DriverError> {
-        self.status
-            .borrow()
-            .get(service)
-            .cloned()
-            .ok_or_else(|| DriverError::NotFound(service.to_string()))
+        let r = self.rollouts.borrow().get(service).cloned();
+        let r = r.ok_or_else(|| DriverError::NotFound(service.to_string()))?;
+        Ok(Status::of(r, &self.acks))
     }
 
     pub fn list(&self) -> Vec<Status> {
-        self.status.borrow().values().cloned().collect()
+        let all: Vec<Rollout> = self.rollouts.borrow().values().cloned().collect();
+        all.into_iter().map(|r| Status::of(r, &self.acks)).collect()
     }
 
     async fn send(&self, req: Request) -> Result<(), DriverError> {

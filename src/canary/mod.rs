@@ -10,6 +10,7 @@
 //! resolved rules before compiling, so `compile` stays a pure function of
 //! (rules, endpoints, rollouts) and the weights are input like the rules.
 
+pub mod acks;
 pub mod analysis;
 pub mod driver;
 pub mod grpc;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use entries::{parse, EntriesError, Parsed};
 
-use super::{Feeder, SourceOptions};
+use super::{Backoff, Feeder, SourceOptions};
 use crate::model::{ConsulSource, Endpoint};
 
 /// Spacing between two queries when the last one did not advance the index.
@@ -143,7 +143,7 @@ pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOp
     };
     let mut bucket = TokenBucket::new(BUCKET_BURST, BUCKET_PER_SEC, Instant::now());
     let mut cursor = Cursor::default();
-    let mut delay = opts.retry_min;
+    let mut backoff = Backoff::new(&opts);
     let mut last_rejected: Vec<String> = Vec::new();
     let mut state = State::Querying {
         index: 0,
@@ -171,7 +171,7 @@ pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOp
                 };
                 match answer {
                     Ok(answer) => {
-                        delay = opts.retry_min;
+                        backoff.reset();
                         cursor.index = index;
                         let how = cursor.advance(answer.index);
                         if how == Advance::WentBack {
@@ -184,12 +184,10 @@ pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOp
                             not_before: how.needs_spacing().then(|| started + MIN_INTERVAL),
                         }
                     }
-                    Err(e) => {
-                        feeder.fail(e);
-                        let d = delay;
-                        delay = (delay * 2).min(opts.retry_max);
-                        State::Backoff { delay: d, index }
-                    }
+                    Err(e) => State::Backoff {
+                        delay: feeder.retry_after(&e, &mut backoff),
+                        index,
+                    },
                 }
             }
         };

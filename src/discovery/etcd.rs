@@ -30,7 +30,7 @@ use etcd_client::{Client, ConnectOptions, EventType, GetOptions};
 
 use super::etcd_hub::{Heard, Hub};
 use super::record::Record;
-use super::{Feeder, SourceOptions};
+use super::{Backoff, Feeder, SourceOptions};
 use crate::model::{Endpoint, EtcdSource};
 
 /// Where a feed's watch stands.
@@ -47,7 +47,8 @@ enum State {
 }
 
 /// How a watch ended.
-enum WatchEnd {
+#[derive(Debug)]
+pub(super) enum WatchEnd {
     Stopped,
     /// History from the start revision is gone: list again.
     Compacted(i64),
@@ -116,7 +117,7 @@ pub async fn run(
 ) {
     let mut client: Option<(Client, Hub)> = None;
     let mut state = State::Listing;
-    let mut delay = opts.retry_min;
+    let mut backoff = Backoff::new(&opts);
     let mut stop = feeder.stop.clone();
     loop {
         if feeder.stopped() {
@@ -130,8 +131,7 @@ pub async fn run(
                     c
                 }
                 Err(e) => {
-                    feeder.fail(e);
-                    state = backoff(&mut delay, &opts, state);
+                    state = retry(&feeder, &e, &mut backoff, state);
                     continue;
                 }
             },
@@ -139,16 +139,13 @@ pub async fn run(
         state = match state {
             State::Listing => match list(&c, &prefix, &feeder, &opts).await {
                 Ok(revision) => {
-                    delay = opts.retry_min;
+                    backoff.reset();
                     State::Watching {
                         from: revision + 1,
                         checked: true,
                     }
                 }
-                Err(e) => {
-                    feeder.fail(e);
-                    backoff(&mut delay, &opts, State::Listing)
-                }
+                Err(e) => retry(&feeder, &e, &mut backoff, State::Listing),
             },
             State::Watching {
                 from,
@@ -162,31 +159,29 @@ pub async fn run(
                         checked: true,
                     },
                     Err(e) => {
-                        feeder.fail(e);
                         let next = State::Watching {
                             from,
                             checked: false,
                         };
-                        backoff(&mut delay, &opts, next)
+                        retry(&feeder, &e, &mut backoff, next)
                     }
                 }
             }
             State::Watching {
                 from,
                 checked: true,
-            } => match watch(&hub, &prefix, from, &feeder, &opts).await {
+            } => match watch(&hub, &prefix, from, &feeder, &opts, &mut backoff).await {
                 WatchEnd::Stopped => return,
                 WatchEnd::Compacted(at) => {
                     tracing::info!(%prefix, from, compacted = at, "etcd history compacted; listing again");
                     State::Listing
                 }
                 WatchEnd::Lost { from, error } => {
-                    feeder.fail(error);
                     let next = State::Watching {
                         from,
                         checked: false,
                     };
-                    backoff(&mut delay, &opts, next)
+                    retry(&feeder, &error, &mut backoff, next)
                 }
             },
             State::Backoff { delay: d, next } => {
@@ -199,11 +194,10 @@ pub async fn run(
     }
 }
 
-fn backoff(delay: &mut Duration, opts: &SourceOptions, next: State) -> State {
-    let d = *delay;
-    *delay = (*delay * 2).min(opts.retry_max);
+/// Marks the feed failing with `error` and waits before going to `next`.
+fn retry(feeder: &Feeder, error: &str, backoff: &mut Backoff, next: State) -> State {
     State::Backoff {
-        delay: d,
+        delay: feeder.retry_after(error, backoff),
         next: Box::new(next),
     }
 }
@@ -275,64 +269,105 @@ async fn watch(
     from: i64,
     feeder: &Feeder,
     opts: &SourceOptions,
+    backoff: &mut Backoff,
 ) -> WatchEnd {
     let mut stop = feeder.stop.clone();
     let mut watch = hub.watch(prefix, from);
-    let mut next = from;
-    let mut created = false;
+    let mut progress = Progress::new(prefix, from);
     let deadline = tokio::time::sleep(opts.request_timeout);
     tokio::pin!(deadline);
     loop {
         let heard = tokio::select! {
             _ = stop.wait_for(|s| *s) => return WatchEnd::Stopped,
-            _ = &mut deadline, if !created => {
+            _ = &mut deadline, if !progress.created => {
                 return lost(from, format!("etcd watch of {prefix}: timed out"));
             }
             heard = watch.next() => heard,
         };
+        if let Some(end) = progress.hear(heard, feeder, backoff) {
+            return end;
+        }
+    }
+}
+
+/// What a watch has heard so far: where the feed would resume, and
+/// whether etcd created the watcher.
+pub(super) struct Progress<'a> {
+    prefix: &'a str,
+    /// The revision after the last event (or own progress report) seen.
+    next: i64,
+    created: bool,
+}
+
+impl<'a> Progress<'a> {
+    pub(super) fn new(prefix: &'a str, from: i64) -> Progress<'a> {
+        Progress {
+            prefix,
+            next: from,
+            created: false,
+        }
+    }
+
+    /// Takes one thing heard (`None`: the hub is gone) into the feed;
+    /// returns how the watch ended, if it did.
+    pub(super) fn hear(
+        &mut self,
+        heard: Option<Heard>,
+        feeder: &Feeder,
+        backoff: &mut Backoff,
+    ) -> Option<WatchEnd> {
+        let prefix = self.prefix;
         let resp = match heard {
-            None => return lost(next, format!("etcd watch of {prefix}: stream closed")),
-            Some(Heard::Lost(error)) => return lost(next, error),
+            None => {
+                return Some(lost(
+                    self.next,
+                    format!("etcd watch of {prefix}: stream closed"),
+                ))
+            }
+            Some(Heard::Lost(error)) => return Some(lost(self.next, error)),
             Some(Heard::Alive) => {
                 // etcd answers on the stream: every event sent so far has
                 // arrived (the resume revision stays with the events; see
                 // `etcd_hub`).
-                if created {
+                if self.created {
                     feeder.confirm();
                 }
-                continue;
+                return None;
             }
             Some(Heard::Created) => {
-                // The watch exists: etcd answers and has a leader.
-                created = true;
+                // The watch exists: etcd answers and has a leader. A loss
+                // after this starts a new outage, retried first after the
+                // shortest delay, whether this watch followed a listing or
+                // resumed after a loss.
+                self.created = true;
+                backoff.reset();
                 feeder.confirm();
-                continue;
+                return None;
             }
             Some(Heard::Response(resp)) => resp,
         };
         if resp.compact_revision() > 0 {
-            return WatchEnd::Compacted(resp.compact_revision());
+            return Some(WatchEnd::Compacted(resp.compact_revision()));
         }
         if resp.canceled() {
-            return lost(
-                next,
-                format!("etcd watch of {prefix} canceled: {}", resp.cancel_reason()),
-            );
+            let why = resp.cancel_reason();
+            let error = format!("etcd watch of {prefix} canceled: {why}");
+            return Some(lost(self.next, error));
         }
         if resp.events().is_empty() {
             // The watcher's own progress notification: etcd sends it only
             // once the watcher has every event up to that revision.
             if let Some(h) = resp.header() {
-                next = next.max(h.revision() + 1);
+                self.next = self.next.max(h.revision() + 1);
             }
             feeder.confirm();
-            continue;
+            return None;
         }
         let now = Instant::now();
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             let id = String::from_utf8_lossy(kv.key()).into_owned();
-            next = next.max(kv.mod_revision() + 1);
+            self.next = self.next.max(kv.mod_revision() + 1);
             match event.event_type() {
                 EventType::Delete => feeder.with(|index, key| index.delete(key, &id, now)),
                 EventType::Put => match Record::from_json(kv.value()) {
@@ -341,6 +376,7 @@ async fn watch(
                 },
             }
         }
+        None
     }
 }
 

@@ -31,7 +31,7 @@ use kube::Api;
 
 pub use slices::{join, Joined};
 
-use super::{Feeder, SourceOptions};
+use super::{Backoff, Feeder, SourceOptions};
 
 /// What one feed watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,21 +59,20 @@ enum State {
 /// then the in-cluster service account).
 pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, opts: SourceOptions) {
     let mut stop = feeder.stop.clone();
-    let mut delay = opts.retry_min;
+    let mut backoff = Backoff::new(&opts);
     let client = loop {
         let made = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             c = client(kubeconfig.as_ref()) => c,
         };
-        match made {
+        let delay = match made {
             Ok(c) => break c,
-            Err(e) => feeder.fail(e),
-        }
+            Err(e) => feeder.retry_after(&e, &mut backoff),
+        };
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(opts.retry_max);
     };
     let api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
     let selector = format!("kubernetes.io/service-name={}", target.service);

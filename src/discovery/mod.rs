@@ -14,6 +14,7 @@
 //! file ─┘ Feeder::fail (keeps endpoints)
 //! ```
 
+pub mod backoff;
 pub mod coalesce;
 pub mod consul;
 pub mod etcd;
@@ -39,6 +40,7 @@ use tracing::warn;
 
 use crate::admin::lock;
 use crate::model::{Config, ConsulSource, Discovery, EtcdSource};
+pub use backoff::Backoff;
 pub use index::{FeedKey, Index, View};
 
 /// The index, shared by every feed task.
@@ -67,6 +69,14 @@ impl Feeder {
         warn!(service = %self.key.service, source = source_name(&self.key.discovery).0, %error,
             "discovery source failing; keeping last known endpoints");
         self.with(|index, key| index.fail(key, error, Instant::now()));
+    }
+
+    /// The registry failed; the feed keeps its endpoints and tries again
+    /// after the returned delay, which the error shows (`sluice status`).
+    pub fn retry_after(&self, error: &str, backoff: &mut Backoff) -> Duration {
+        let delay = backoff.next_delay();
+        self.fail(format!("{error} (retrying in {delay:?})"));
+        delay
     }
 
     pub fn confirm(&self) {

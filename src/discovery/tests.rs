@@ -359,3 +359,41 @@ fn a_resolver_hands_out_an_unchanged_service_again() {
     assert!(!Arc::ptr_eq(&first.services["web"], &moved.services["web"]));
     assert_eq!(moved, view.resolve(&config).expect("ready"));
 }
+
+/// The etcd feed's retry delay: a resumed watch that etcd created means
+/// etcd answers again, so the next loss is a new outage and is retried
+/// after the shortest delay, not the longest one a past outage grew to
+/// (only a full listing reset it). A watch lost before etcd created it
+/// is the same outage: its delay keeps growing.
+#[test]
+fn an_etcd_watch_that_etcd_created_starts_the_retry_delay_over() {
+    use super::etcd::{Progress, WatchEnd};
+    use super::etcd_hub::Heard;
+
+    let (index, _views) = Index::new();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let feeder = Feeder::new(Arc::new(Mutex::new(index)), etcd_key("web"), stop_rx);
+    let opts = SourceOptions::default();
+    let mut backoff = Backoff::new(&opts);
+    // A long outage grew the delay to its cap.
+    while backoff.next_delay() < opts.retry_max {}
+
+    let mut lost_again = backoff.clone();
+    let mut never_created = Progress::new("/services/web/", 7);
+    let end = never_created.hear(Some(Heard::Lost("gone".into())), &feeder, &mut lost_again);
+    assert!(
+        matches!(end, Some(WatchEnd::Lost { from: 7, .. })),
+        "{end:?}"
+    );
+    assert_eq!(lost_again.next_delay(), opts.retry_max, "the same outage");
+
+    let mut resumed = Progress::new("/services/web/", 7);
+    let end = resumed.hear(Some(Heard::Created), &feeder, &mut backoff);
+    assert!(end.is_none(), "{end:?}");
+    let end = resumed.hear(Some(Heard::Lost("gone".into())), &feeder, &mut backoff);
+    assert!(
+        matches!(end, Some(WatchEnd::Lost { from: 7, .. })),
+        "{end:?}"
+    );
+    assert_eq!(backoff.next_delay(), opts.retry_min, "a new outage");
+}

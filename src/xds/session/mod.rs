@@ -6,7 +6,9 @@
 //! in `server` only moves messages. The rules it follows are those of
 //! Envoy's xDS protocol doc:
 //!
-//! - the node comes from the first request; nonces are per stream;
+//! - the node comes from the first request; every request names its type
+//!   (ADS has no implied one: a request without `type_url` is an error
+//!   that ends the stream); nonces are per stream;
 //! - a request echoing the nonce of the response in flight is an ACK, or a
 //!   NACK when it carries `error_detail`; a request with an older nonce is
 //!   stale and ignored (SotW) or only its subscription changes are taken
@@ -55,7 +57,9 @@ pub enum Mode {
 }
 
 /// NACK error details longer than this are cut (Envoy can send whole
-/// exception texts; status and metrics must stay bounded).
+/// exception texts; status and metrics must stay bounded). The first and
+/// the last half are kept: Envoy often echoes the offending value first
+/// and states the reason last.
 pub const MAX_ERROR_DETAIL: usize = 1024;
 
 /// Node metadata key that picks the node group; `node.cluster` otherwise.
@@ -123,6 +127,10 @@ pub enum ProtocolError {
     MissingNode,
     #[error("node id must not be empty")]
     EmptyNodeId,
+    /// ADS carries every type on one stream, so each request must say
+    /// which it is about (only the singleton xDS services imply it).
+    #[error("an ADS request must set type_url")]
+    MissingTypeUrl,
 }
 
 /// Per-type state shown by `sluice status`.
@@ -367,6 +375,7 @@ impl Session {
     }
 
     pub fn on_sotw_request(&mut self, req: DiscoveryRequest) -> Result<Output, ProtocolError> {
+        require_type_url(&req.type_url)?;
         self.take_node(req.node.as_ref())?;
         let mut out = Output::default();
         let Some(ty) = TypeUrl::parse(&req.type_url) else {
@@ -396,6 +405,7 @@ impl Session {
         &mut self,
         req: DeltaDiscoveryRequest,
     ) -> Result<Output, ProtocolError> {
+        require_type_url(&req.type_url)?;
         self.take_node(req.node.as_ref())?;
         let mut out = Output::default();
         let Some(ty) = TypeUrl::parse(&req.type_url) else {
@@ -499,7 +509,7 @@ impl Session {
                 }
             }
             Some(message) => {
-                let error = truncate(&message, MAX_ERROR_DETAIL);
+                let error = cut_middle(&message, MAX_ERROR_DETAIL);
                 for (name, _) in &p.previous {
                     st.dirty.insert(name);
                 }
@@ -589,6 +599,13 @@ impl Session {
     }
 }
 
+fn require_type_url(type_url: &str) -> Result<(), ProtocolError> {
+    if type_url.is_empty() {
+        return Err(ProtocolError::MissingTypeUrl);
+    }
+    Ok(())
+}
+
 /// The node group of a proxy: node metadata `sluice_group` if it is a
 /// string, else `node.cluster`, else `default`.
 pub fn group_of(node: &Node) -> String {
@@ -606,13 +623,24 @@ pub fn group_of(node: &Node) -> String {
         .unwrap_or_else(|| "default".to_string())
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s` if it is at most `max` bytes, else its first and last `max / 2`
+/// bytes (at char boundaries) around a marker that says how much was cut.
+fn cut_middle(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+    let mut head = max / 2;
+    while !s.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}…", &s[..end])
+    let mut tail = s.len() - max / 2;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} … [{} bytes cut] … {}",
+        &s[..head],
+        tail - head,
+        &s[tail..]
+    )
 }

@@ -4,6 +4,23 @@
 use super::*;
 
 #[test]
+fn a_delta_request_without_type_url_is_an_error_first_or_later() {
+    let mut s = Session::new(Mode::Delta);
+    s.on_snapshot(mk_snapshot(&[("a", 1)], "r"));
+    let mut req = delta(CDS, &[], &[], "");
+    req.type_url.clear();
+    assert_eq!(s.on_delta_request(req), Err(ProtocolError::MissingTypeUrl));
+
+    let mut s = Session::new(Mode::Delta);
+    s.on_snapshot(mk_snapshot(&[("a", 1)], "r"));
+    let out = s.on_delta_request(delta(CDS, &[], &[], "")).expect("req");
+    let r = delta_responses(&out)[0].clone();
+    let mut req = delta(CDS, &[], &[], &r.nonce);
+    req.type_url.clear();
+    assert_eq!(s.on_delta_request(req), Err(ProtocolError::MissingTypeUrl));
+}
+
+#[test]
 fn delta_subscribe_unsubscribe_and_removed_resources() {
     let mut s = Session::new(Mode::Delta);
     s.on_snapshot(mk_snapshot(&[("a", 1), ("b", 1)], "r"));

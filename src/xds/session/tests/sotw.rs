@@ -227,15 +227,36 @@ fn names_of(out: &Output) -> Vec<String> {
 }
 
 #[test]
-fn long_nack_errors_are_truncated() {
+fn long_nack_errors_keep_their_start_and_their_reason_at_the_end() {
     let (mut s, _) = sotw_started(mk_snapshot(&[("a", 1)], "r1"), &["a"]);
     let out = s.on_snapshot(mk_snapshot(&[("a", 1)], "r2"));
     let r = sotw_responses(&out)[0].clone();
-    let long = "x".repeat(10_000);
+    // Envoy echoes the offending value first and says what is wrong last;
+    // multi-byte characters sit where the cuts fall.
+    let long = format!(
+        "Proto constraint validation failed (route 'r': {}): RE2 program size of 277 > max program size of 100",
+        "é".repeat(5_000)
+    );
     s.on_sotw_request(nack(sotw(RDS, &["l"], "", &r.nonce), &long))
         .expect("nack");
     let err = s.status()["rds"].nack.clone().expect("nack").error;
-    assert!(err.len() <= MAX_ERROR_DETAIL + "…".len());
+    assert!(
+        err.starts_with("Proto constraint validation failed (route 'r': éé"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("RE2 program size of 277 > max program size of 100"),
+        "the reason is kept: {err}"
+    );
+    let cut = long.len() - (err.len() - " … [9999 bytes cut] … ".len());
+    assert!(err.contains(&format!(" … [{cut} bytes cut] … ")), "{err}");
+    assert!(err.len() <= MAX_ERROR_DETAIL + " … [99999 bytes cut] … ".len());
+    // A short error is kept whole.
+    let out = s.on_snapshot(mk_snapshot(&[("a", 1)], "r3"));
+    let r = sotw_responses(&out)[0].clone();
+    s.on_sotw_request(nack(sotw(RDS, &["l"], "", &r.nonce), "short"))
+        .expect("nack");
+    assert_eq!(s.status()["rds"].nack.clone().expect("nack").error, "short");
 }
 
 #[test]
@@ -389,6 +410,24 @@ fn unknown_types_are_answered_with_nothing() {
     let out = s.on_sotw_request(req).expect("req");
     assert!(out.responses.is_empty());
     assert!(matches!(out.events[0], Event::UnknownType { .. }));
+}
+
+#[test]
+fn a_request_without_type_url_is_an_error_first_or_later() {
+    // ADS multiplexes every type on one stream: a request must say which
+    // it is about (only the singleton xDS services imply it).
+    let mut s = Session::new(Mode::Sotw);
+    s.on_snapshot(mk_snapshot(&[("a", 1)], "r"));
+    let mut req = sotw(CDS, &[], "", "");
+    req.type_url.clear();
+    assert_eq!(s.on_sotw_request(req), Err(ProtocolError::MissingTypeUrl));
+    assert!(s.node().is_none(), "a refused request changes nothing");
+
+    let (mut s, acks) = sotw_started(mk_snapshot(&[("a", 1)], "r1"), &["a"]);
+    let (version, nonce) = &acks[&CDS];
+    let mut req = sotw(CDS, &[], version, nonce);
+    req.type_url.clear();
+    assert_eq!(s.on_sotw_request(req), Err(ProtocolError::MissingTypeUrl));
 }
 
 #[test]
