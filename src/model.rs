@@ -562,6 +562,13 @@ impl Filters {
         lua_auth || self.validate.is_some() || self.request.is_some() || self.response.is_some()
     }
 
+    /// The largest request body the Lua filter must hold whole to answer
+    /// as the rules say (`validate`'s `max_body_bytes`); `None` when the
+    /// rules set no such size.
+    pub fn request_body_limit(&self) -> Option<u64> {
+        self.validate.as_ref().and_then(|v| v.max_body_bytes)
+    }
+
     /// `self` (a route's) over `base` (its virtual host's).
     pub fn over(&self, base: &Filters) -> Filters {
         Filters {

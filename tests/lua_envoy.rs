@@ -5,7 +5,8 @@
 //! work once the filter has read the body (Envoy invalidates a headers
 //! object across the wait), and a key looked for in a body that is not a
 //! JSON object is a 400. `validate` checks the type and size of bodies
-//! sent without `content-length` (HTTP/1.1 chunked, HTTP/2).
+//! sent without `content-length` (HTTP/1.1 chunked, HTTP/2), also past
+//! Envoy's default buffer when the route's `max_body_bytes` allows it.
 
 mod common;
 
@@ -423,4 +424,75 @@ async fn validate_checks_bodies_without_content_length_in_real_envoy() {
         .await
         .expect("GET");
     assert_eq!(r.status().as_u16(), 401, "auth, not validate, answers");
+}
+
+/// A `max_body_bytes` above Envoy's buffer limit (1 MiB by default) holds
+/// as written for bodies without `content-length`: Envoy buffers up to the
+/// route's limit for the script, so a body the user allowed reaches the
+/// backend whole, and a longer one is refused with 413 without reaching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_buffers_up_to_a_max_body_bytes_above_envoys_limit_in_real_envoy() {
+    const MAX: usize = 2 << 20;
+    let echo = echo_backend("echo").await;
+    let listener = common::rules::http_listener(0, "large");
+    let rules_file = RulesFile::new(&format!(
+        r#"services:
+  - name: echo
+    endpoints: [{{address: 127.0.0.1, port: {port}}}]
+{listener}          - match: {{prefix: /upload}}
+            to: {{service: echo}}
+            validate: {{max_body_bytes: {MAX}}}
+"#,
+        port = echo.addr.port()
+    ));
+    let (_sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-large", "http").await;
+    let url = format!("http://127.0.0.1:{listen}/upload");
+    eventually(&format!("envoy answers {url} with 200"), || async {
+        http()
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // `len` bytes in 64 KiB chunks, without content-length.
+    let send = |h2: bool, len: usize| async move {
+        let body = vec![b'x'; len];
+        let chunks = body.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+        send_streamed(listen, h2, "POST", "/upload", &[], chunks).await
+    };
+    for h2 in [false, true] {
+        let proto = if h2 { "HTTP/2" } else { "HTTP/1.1 chunked" };
+        // Past Envoy's default buffer, up to the limit itself: upstream whole.
+        for len in [3 << 19, MAX] {
+            let r = send(h2, len).await;
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "{proto}, {len} bytes: {}\n{}",
+                r.body(),
+                envoy.log()
+            );
+            let echoed: Value = serde_json::from_str(r.body()).expect("echo");
+            let got = echoed["body"].as_str().map(str::len);
+            assert_eq!(got, Some(len), "{proto}: the backend got the whole body");
+        }
+        // Past the limit: refused before the backend sees it.
+        let before = echo.hits();
+        for len in [MAX + 1, 3 << 20] {
+            let r = send(h2, len).await;
+            assert_eq!(
+                r.status().as_u16(),
+                413,
+                "{proto}, {len} bytes: {}",
+                r.body()
+            );
+        }
+        assert_eq!(
+            echo.hits(),
+            before,
+            "{proto}: nothing over the limit went upstream"
+        );
+    }
 }

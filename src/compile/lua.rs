@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::filters::http::lua::v3::{lua_per_route, 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_filter, HttpFilter,
 };
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{Any, UInt64Value};
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 use serde_json::{json, Map, Value};
@@ -26,6 +26,11 @@ use crate::model::{self, AuthMethod, Filters, Transform};
 const LUA_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
 const LUA_PER_ROUTE_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute";
+
+/// How many bytes of a request Envoy buffers for a filter that waits for
+/// the body, unless the route says otherwise: the listener's
+/// `per_connection_buffer_limit_bytes`, whose default sluice keeps.
+const ENVOY_BUFFER_LIMIT: u64 = 1 << 20;
 
 /// The shipped script, checked once per process.
 fn script() -> Result<&'static str, CompileError> {
@@ -95,6 +100,20 @@ pub(super) fn user_per_route(lua: &model::UserLua) -> Any {
         type_url: LUA_PER_ROUTE_TYPE.to_string(),
         value: per_route.encode_to_vec(),
     }
+}
+
+/// A route's `request_body_buffer_limit`, for a route whose (effective)
+/// filters let through a body larger than Envoy buffers by default: then
+/// the script can read every body the rules allow, and Envoy itself
+/// refuses (413) only what the rules refuse too. Routes within the
+/// default get `None` and so stay byte for byte as they were.
+/// (`per_request_buffer_limit_bytes`, the deprecated field, cannot raise
+/// the limit: Envoy takes the smaller of it and the listener's.)
+pub(super) fn request_body_buffer_limit(filters: &Filters) -> Option<UInt64Value> {
+    filters
+        .request_body_limit()
+        .filter(|&bytes| bytes > ENVOY_BUFFER_LIMIT)
+        .map(|value| UInt64Value { value })
 }
 
 /// `typed_per_filter_config` entry for a route with these (effective)

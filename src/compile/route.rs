@@ -88,6 +88,7 @@ fn route_with_filters(
         route
             .typed_per_filter_config
             .insert(FILTER_NAME.to_string(), any);
+        route.request_body_buffer_limit = super::lua::request_body_buffer_limit(filters);
     }
     if let Some(ip) = filters.auth.as_ref().and_then(|a| a.ip.as_ref()) {
         let any = super::rbac::per_route(ip);

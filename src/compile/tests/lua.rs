@@ -382,3 +382,57 @@ fn ip_rules_become_native_rbac_per_route() {
             .is_none()
     );
 }
+
+/// Envoy buffers 1 MiB of a request for the script unless the route says
+/// more; a route that allows larger bodies (its own `validate` or its
+/// virtual host's) asks for exactly its limit, and the others ask nothing.
+#[test]
+fn routes_allowing_large_bodies_raise_envoys_request_buffer() {
+    let limited = |max: u64| Validate {
+        max_body_bytes: Some(max),
+        ..Default::default()
+    };
+    let mut config = mk_simple();
+    let vh = &mut config.listeners_mut()[0].virtual_hosts[0];
+    vh.filters.validate = Some(limited(4 << 20));
+    let route = |name: &str, validate: Option<Validate>| {
+        let mut r = mk_route(name, PathMatch::Prefix(format!("/{name}")), mk_to("api"));
+        r.filters.validate = validate;
+        r
+    };
+    vh.routes = vec![
+        route("inherits", None),
+        route("own", Some(limited(2 << 20))),
+        route("at-default", Some(limited(1 << 20))),
+        route("small", Some(limited(100))),
+        route("no-size", Some(Validate::default())),
+    ];
+    let snaps = compile(&config).expect("compiles");
+    let rc: RouteConfiguration = decode(&snaps.fallback, TypeUrl::Route, "http");
+    let limits: Vec<(&str, Option<u64>)> = rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| {
+            let limit = r.request_body_buffer_limit.as_ref().map(|l| l.value);
+            (r.name.as_str(), limit)
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            ("inherits", Some(4 << 20)),
+            ("own", Some(2 << 20)),
+            ("at-default", None),
+            ("small", None),
+            ("no-size", None),
+        ]
+    );
+    #[allow(deprecated)]
+    let deprecated = rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .any(|r| r.per_request_buffer_limit_bytes.is_some());
+    assert!(!deprecated, "the capped, deprecated field stays unset");
+    let vh = &rc.virtual_hosts[0];
+    assert_eq!(vh.request_body_buffer_limit, None, "set per route");
+}
