@@ -563,10 +563,12 @@ impl Filters {
     }
 
     /// The largest request body the Lua filter must hold whole to answer
-    /// as the rules say (`validate`'s `max_body_bytes`); `None` when the
-    /// rules set no such size.
+    /// as the rules say: the larger of `validate`'s `max_body_bytes` and a
+    /// request JSON edit's `max_bytes`; `None` when neither is set.
     pub fn request_body_limit(&self) -> Option<u64> {
-        self.validate.as_ref().and_then(|v| v.max_body_bytes)
+        let validate = self.validate.as_ref().and_then(|v| v.max_body_bytes);
+        let json = self.request.as_ref().and_then(|t| t.json.as_ref());
+        validate.max(json.map(|j| j.max_bytes))
     }
 
     /// `self` (a route's) over `base` (its virtual host's).

@@ -6,7 +6,8 @@
 //! object across the wait), and a key looked for in a body that is not a
 //! JSON object is a 400. `validate` checks the type and size of bodies
 //! sent without `content-length` (HTTP/1.1 chunked, HTTP/2), also past
-//! Envoy's default buffer when the route's `max_body_bytes` allows it.
+//! Envoy's default buffer when the route's `max_body_bytes` allows it; a
+//! request JSON edit's `max_bytes` past that buffer holds as written too.
 
 mod common;
 
@@ -56,15 +57,15 @@ fn rules(free: u16, pro: u16, alice_key: &str) -> String {
     )
 }
 
-/// Waits until Envoy answers `GET url` with 401 (no key): the listener and
-/// its routes have arrived.
-async fn serving(url: &str) {
-    eventually(&format!("envoy answers {url} with 401"), || async {
+/// Waits until Envoy answers `GET url` with `status` (401 where a key is
+/// needed): the listener and its routes have arrived.
+async fn serving(url: &str, status: u16) {
+    eventually(&format!("envoy answers {url} with {status}"), || async {
         http()
             .get(url)
             .send()
             .await
-            .is_ok_and(|r| r.status() == 401)
+            .is_ok_and(|r| r.status() == status)
     })
     .await;
 }
@@ -110,7 +111,7 @@ async fn lua_auth_routing_and_transforms_in_real_envoy() {
     let (sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-lua", "http").await;
     let url = format!("http://127.0.0.1:{listen}/orders");
 
-    serving(&url).await;
+    serving(&url, 401).await;
 
     // No key → 401; wrong key → 403; both with a JSON error body.
     let r = call(&url, None, &[], None).await;
@@ -316,7 +317,7 @@ async fn header_templates_after_a_body_read_in_real_envoy() {
     let rules_file = RulesFile::new(&body_key_rules(echo.addr.port()));
     let (_sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-body", "http").await;
     let url = |path: &str| format!("http://127.0.0.1:{listen}{path}");
-    serving(&url("/copy")).await;
+    serving(&url("/copy"), 401).await;
     let key_body = Some(r#"{"apiKey":"k1"}"#);
 
     // The issue's case: key in the body, then a request header template.
@@ -358,7 +359,7 @@ async fn validate_checks_bodies_without_content_length_in_real_envoy() {
     let (_sluice, envoy, listen) =
         sluice_and_envoy(&rules_file.path, "envoy-chunked", "http").await;
     let url = format!("http://127.0.0.1:{listen}/strict");
-    serving(&url).await;
+    serving(&url, 401).await;
     let padded = format!(r#"{{"apiKey":"k1","pad":"{}"}}"#, "x".repeat(200));
 
     for h2 in [false, true] {
@@ -426,6 +427,22 @@ async fn validate_checks_bodies_without_content_length_in_real_envoy() {
     assert_eq!(r.status().as_u16(), 401, "auth, not validate, answers");
 }
 
+/// Rules with service `echo` (on `port`) and a plain-HTTP listener whose
+/// one route sends `prefix` to it, with `settings` (one line of route
+/// fields, e.g. `validate: {...}`).
+fn echo_route(port: u16, prefix: &str, settings: &str) -> String {
+    let listener = common::rules::http_listener(0, "echo");
+    format!(
+        r#"services:
+  - name: echo
+    endpoints: [{{address: 127.0.0.1, port: {port}}}]
+{listener}          - match: {{prefix: {prefix}}}
+            to: {{service: echo}}
+            {settings}
+"#
+    )
+}
+
 /// A `max_body_bytes` above Envoy's buffer limit (1 MiB by default) holds
 /// as written for bodies without `content-length`: Envoy buffers up to the
 /// route's limit for the script, so a body the user allowed reaches the
@@ -434,27 +451,10 @@ async fn validate_checks_bodies_without_content_length_in_real_envoy() {
 async fn validate_buffers_up_to_a_max_body_bytes_above_envoys_limit_in_real_envoy() {
     const MAX: usize = 2 << 20;
     let echo = echo_backend("echo").await;
-    let listener = common::rules::http_listener(0, "large");
-    let rules_file = RulesFile::new(&format!(
-        r#"services:
-  - name: echo
-    endpoints: [{{address: 127.0.0.1, port: {port}}}]
-{listener}          - match: {{prefix: /upload}}
-            to: {{service: echo}}
-            validate: {{max_body_bytes: {MAX}}}
-"#,
-        port = echo.addr.port()
-    ));
+    let route = format!("validate: {{max_body_bytes: {MAX}}}");
+    let rules_file = RulesFile::new(&echo_route(echo.addr.port(), "/upload", &route));
     let (_sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-large", "http").await;
-    let url = format!("http://127.0.0.1:{listen}/upload");
-    eventually(&format!("envoy answers {url} with 200"), || async {
-        http()
-            .get(&url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    serving(&format!("http://127.0.0.1:{listen}/upload"), 200).await;
 
     // `len` bytes in 64 KiB chunks, without content-length.
     let send = |h2: bool, len: usize| async move {
@@ -495,4 +495,49 @@ async fn validate_buffers_up_to_a_max_body_bytes_above_envoys_limit_in_real_envo
             "{proto}: nothing over the limit went upstream"
         );
     }
+}
+
+/// A request JSON edit whose `max_bytes` is above Envoy's buffer limit
+/// (1 MiB by default) edits every body up to it, with `content-length` or
+/// without: Envoy buffers up to the route's limit for the script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_edits_buffer_up_to_a_max_bytes_above_envoys_limit_in_real_envoy() {
+    const MAX: usize = 2 << 20;
+    let echo = echo_backend("echo").await;
+    let route = format!(
+        r#"transform: {{request: {{json: {{set: {{edited: "yes"}}, max_bytes: {MAX}}}}}}}"#
+    );
+    let rules_file = RulesFile::new(&echo_route(echo.addr.port(), "/edit", &route));
+    let (_sluice, envoy, listen) = sluice_and_envoy(&rules_file.path, "envoy-edit", "http").await;
+    let url = format!("http://127.0.0.1:{listen}/edit");
+    serving(&url, 200).await;
+    // A JSON object of `len` bytes.
+    let object = |len: usize| format!(r#"{{"pad":"{}"}}"#, "x".repeat(len - 10));
+
+    // 1.5 MiB, declared length: edited and sent on.
+    let r = call(&url, None, &[], Some(&object(3 << 19))).await;
+    assert_eq!(r.status, 200, "{:?}\n{}", r.headers, envoy.log());
+    let edited: Value = serde_json::from_str(r.body["body"].as_str().unwrap_or_default())
+        .expect("the backend got JSON");
+    assert_eq!(edited["edited"], "yes");
+    assert_eq!(edited["pad"].as_str().map(str::len), Some((3 << 19) - 10));
+
+    // The same in chunks, over HTTP/1.1 and HTTP/2.
+    for h2 in [false, true] {
+        let body = object(3 << 19).into_bytes();
+        let chunks = body.chunks(64 * 1024).map(<[u8]>::to_vec).collect();
+        let headers = [("content-type", "application/json")];
+        let r = send_streamed(listen, h2, "POST", "/edit", &headers, chunks).await;
+        assert_eq!(r.status().as_u16(), 200, "h2 {h2}: {}", r.body());
+        let echoed: Value = serde_json::from_str(r.body()).expect("echo");
+        let edited: Value =
+            serde_json::from_str(echoed["body"].as_str().unwrap_or_default()).expect("JSON");
+        assert_eq!(edited["edited"], "yes", "h2 {h2}");
+    }
+
+    // Past max_bytes: 413, the backend never sees it.
+    let before = echo.hits();
+    let r = call(&url, None, &[], Some(&object(MAX + 1))).await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+    assert_eq!(echo.hits(), before);
 }

@@ -385,11 +385,21 @@ fn ip_rules_become_native_rbac_per_route() {
 
 /// Envoy buffers 1 MiB of a request for the script unless the route says
 /// more; a route that allows larger bodies (its own `validate` or its
-/// virtual host's) asks for exactly its limit, and the others ask nothing.
+/// virtual host's, or a request JSON edit) asks for exactly its largest
+/// limit, and the others ask nothing.
 #[test]
 fn routes_allowing_large_bodies_raise_envoys_request_buffer() {
     let limited = |max: u64| Validate {
         max_body_bytes: Some(max),
+        ..Default::default()
+    };
+    let json_edit = |max_bytes: u64| Transform {
+        json: Some(JsonEdit {
+            set: vec![("a".into(), "b".into())],
+            remove: vec![],
+            rename: vec![],
+            max_bytes,
+        }),
         ..Default::default()
     };
     let mut config = mk_simple();
@@ -406,7 +416,11 @@ fn routes_allowing_large_bodies_raise_envoys_request_buffer() {
         route("at-default", Some(limited(1 << 20))),
         route("small", Some(limited(100))),
         route("no-size", Some(Validate::default())),
+        route("json", Some(limited(100))),
+        route("json-default", Some(limited(100))),
     ];
+    vh.routes[5].filters.request = Some(json_edit(3 << 20));
+    vh.routes[6].filters.request = Some(json_edit(1 << 20));
     let snaps = compile(&config).expect("compiles");
     let rc: RouteConfiguration = decode(&snaps.fallback, TypeUrl::Route, "http");
     let limits: Vec<(&str, Option<u64>)> = rc.virtual_hosts[0]
@@ -425,6 +439,8 @@ fn routes_allowing_large_bodies_raise_envoys_request_buffer() {
             ("at-default", None),
             ("small", None),
             ("no-size", None),
+            ("json", Some(3 << 20)),
+            ("json-default", None),
         ]
     );
     #[allow(deprecated)]
