@@ -161,13 +161,13 @@ pub fn render(file: &str, doc: &DiffDoc) -> String {
         );
     }
     if let Some(held) = &doc.held {
-        s.push_str(&render_held(held));
+        s.push_str(&render_held(held, true));
     }
     s
 }
 
-/// Why an edit is (or would be) held, and how to release it.
-pub fn render_held(held: &HeldEdit) -> String {
+/// Why an edit is (or would be, `in_diff`) held, and how to release it.
+pub fn render_held(held: &HeldEdit, in_diff: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -195,9 +195,14 @@ pub fn render_held(held: &HeldEdit) -> String {
             r.kind
         );
     }
+    let when = if in_diff {
+        " (once it is sluice's rules file)"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
-        "  once it is the served file, publish it with: sluice rules confirm {}",
+        "  publish it with: sluice rules confirm {}{when}",
         held.version
     );
     s

@@ -102,7 +102,7 @@ pub fn render(doc: &StatusDoc) -> String {
         }
     );
     if let Some(held) = &doc.rules.held {
-        s.push_str(&crate::rules_cli::render_held(held));
+        s.push_str(&crate::rules_cli::render_held(held, false));
     }
     for (listener, c) in &doc.rules.certificates {
         let _ = writeln!(
