@@ -173,6 +173,7 @@ async fn start_sluice(
         watch_interval: FILE_POLL,
         state_dir: Some(dir.to_path_buf()),
         rollouts: Default::default(),
+        validate_with_envoy: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(sluice::serve::run(opts, async move {

@@ -171,6 +171,7 @@ async fn main() {
         watch_interval: Duration::from_secs(1),
         state_dir: Some(dir.path().to_path_buf()),
         rollouts: Default::default(),
+        validate_with_envoy: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run(opts, async move {

@@ -70,6 +70,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
             watch_interval: Duration::from_millis(50),
             state_dir: Some(dir.path().to_path_buf()),
             rollouts: Default::default(),
+            validate_with_envoy: None,
         },
         async {
             let _ = stop_rx.await;

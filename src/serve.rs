@@ -48,6 +48,7 @@ use crate::discovery::resolve::Resolver;
 use crate::discovery::{Index, SourceOptions, Supervisor, View};
 use crate::drain::store::DrainStore;
 use crate::drain::Drains;
+use crate::envoy_check::{EnvoyCheck, EnvoyError};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::admission::Limits;
@@ -67,6 +68,9 @@ pub struct ServeOptions {
     pub state_dir: Option<PathBuf>,
     /// The rollout controller and its admin gRPC API.
     pub rollouts: RolloutOptions,
+    /// An Envoy binary that checks every rules file before it is served
+    /// (`envoy_check`); endpoint, drain and rollout changes are not checked.
+    pub validate_with_envoy: Option<PathBuf>,
 }
 
 /// Why a rules file could not be served.
@@ -80,6 +84,10 @@ pub enum LoadError {
     Certificates(rules::RulesError),
     #[error("compile: {0}")]
     Compile(compile::CompileError),
+    /// `--validate-with-envoy`: Envoy refused the compiled config, or could
+    /// not be run.
+    #[error("{0}")]
+    Envoy(EnvoyError),
 }
 
 /// A rules file turned into snapshots, or why it could not be. Listener
@@ -91,6 +99,22 @@ pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), L
     Ok((config, snapshots))
 }
 
+/// [`load`], then, with `--validate-with-envoy`, Envoy's own check of what
+/// it compiled. Envoy runs as a child process, awaited: the runtime's
+/// threads are not held, and the publisher (endpoints, drains, rollout
+/// steps) goes on meanwhile.
+async fn load_checked(opts: &ServeOptions, text: &str) -> Result<Config, LoadError> {
+    let (config, snapshots) = load(&opts.rules, text)?;
+    if let Some(bin) = &opts.validate_with_envoy {
+        let name = opts.rules.display().to_string();
+        EnvoyCheck::new(bin)
+            .check(&name, text, &snapshots)
+            .await
+            .map_err(LoadError::Envoy)?;
+    }
+    Ok(config)
+}
+
 /// Runs until `shutdown` resolves, then closes every stream and returns.
 pub async fn run(
     opts: ServeOptions,
@@ -99,7 +123,9 @@ pub async fn run(
     let text = std::fs::read_to_string(&opts.rules)
         .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
     // Compiling the static form checks the rules before anything starts.
-    let (config, _) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = load_checked(&opts, &text)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let base_dir = base_dir(&opts.rules);
     let state_dir = opts.state_dir.clone().unwrap_or_else(|| base_dir.clone());
     let drains = Arc::new(DrainStore::open(&state_dir)?);
@@ -494,8 +520,8 @@ async fn reload_rules(
         return false;
     }
     seen.hash = Some(hash.clone());
-    match load(&opts.rules, &text) {
-        Ok((config, _)) => {
+    match load_checked(opts, &text).await {
+        Ok(config) => {
             seen.waiting_for_certs = false;
             info!(rules = %opts.rules.display(), hash, "rules reloaded");
             {
@@ -509,7 +535,11 @@ async fn reload_rules(
             true
         }
         Err(e) => {
-            seen.waiting_for_certs = matches!(e, LoadError::Certificates(_));
+            // Envoy that gave no verdict (e.g. a timeout) is asked again too.
+            seen.waiting_for_certs = matches!(
+                e,
+                LoadError::Certificates(_) | LoadError::Envoy(EnvoyError::Run(_))
+            );
             let e = e.to_string();
             let mut st = lock(status);
             // A retry that fails as before was already reported.
