@@ -9,9 +9,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use common::*;
 use sluice::envoy_check::{EnvoyCheck, EnvoyError};
+use sluice::rules::Diagnostic;
 use sluice::xds::{Resource, TypeUrl};
 
 /// Envoy's RE2 compiles this to a program of 277 (its limit is 100).
@@ -108,42 +110,49 @@ fn a_listener_envoy_refuses_is_named() {
     assert!(stderr.starts_with(&want), "{stderr}");
 }
 
-#[tokio::test]
-async fn a_cluster_envoy_refuses_is_named_at_its_subset() {
-    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-    use prost::Message;
-    let text = two_listeners("", "          - to: {service: web}\n");
-    let (_, snapshots) = sluice::serve::load(Path::new("rules.yaml"), &text).expect("valid");
-    // A cluster compile would never build: an lb_policy Envoy does not know.
+/// The snapshots of `text` with resource `name` of type `ty` (decoded as
+/// `M`) changed by `edit`: something compile never builds, for the parts
+/// of Envoy's check no rules file reaches.
+fn tampered<M: prost::Message + Default>(
+    text: &str,
+    ty: TypeUrl,
+    name: &str,
+    edit: impl FnOnce(&mut M),
+) -> sluice::xds::Snapshots {
+    let (_, mut snapshots) = sluice::serve::load(Path::new("rules.yaml"), text).expect("valid");
     let group = snapshots.fallback.clone();
-    let mut canary = Cluster::decode(
-        group
-            .get(TypeUrl::Cluster, "web~canary")
-            .expect("cluster")
-            .body
-            .clone(),
-    )
-    .expect("decode");
-    canary.lb_policy = 99;
-    let update = [(
-        "web~canary".to_owned(),
-        std::sync::Arc::new(Resource::encode("web~canary", &canary)),
-    )];
-    let mut snapshots = snapshots;
-    snapshots.fallback = std::sync::Arc::new(
-        group
-            .with_replaced(TypeUrl::Cluster, &update.into_iter().collect())
-            .expect("changed"),
-    );
+    let held = group.get(ty, name).expect("resource");
+    let mut msg = M::decode(held.body.clone()).expect("decode");
+    edit(&mut msg);
+    let update = [(name.to_owned(), Arc::new(Resource::encode(name, &msg)))];
+    let changed = group.with_replaced(ty, &update.into_iter().collect());
+    snapshots.fallback = Arc::new(changed.expect("changed"));
+    snapshots
+}
+
+/// The one diagnostic of Envoy's refusal of `snapshots` (compiled from
+/// `text`).
+async fn refused(text: &str, snapshots: &sluice::xds::Snapshots) -> Diagnostic {
     let err = EnvoyCheck::new(envoy_bin())
-        .check("rules.yaml", &text, &snapshots)
+        .check("rules.yaml", text, snapshots)
         .await
         .expect_err("refused");
     let EnvoyError::Refused(err) = err else {
         panic!("no verdict: {err}");
     };
     assert_eq!(err.diagnostics.len(), 1, "{err}");
-    let d = &err.diagnostics[0];
+    err.diagnostics[0].clone()
+}
+
+#[tokio::test]
+async fn a_cluster_envoy_refuses_is_named_at_its_subset() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    let text = two_listeners("", "          - to: {service: web}\n");
+    // An lb_policy Envoy does not know.
+    let snapshots = tampered(&text, TypeUrl::Cluster, "web~canary", |c: &mut Cluster| {
+        c.lb_policy = 99;
+    });
+    let d = refused(&text, &snapshots).await;
     assert_eq!(
         (d.line, d.column, d.path.as_str()),
         (7, 7, "services[0].subsets.canary"),
@@ -151,6 +160,29 @@ async fn a_cluster_envoy_refuses_is_named_at_its_subset() {
     );
     assert!(d.message.starts_with("envoy refused: "), "{d}");
     assert!(d.message.contains("LbPolicy"), "{d}");
+}
+
+#[tokio::test]
+async fn a_virtual_host_envoy_refuses_is_named() {
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    let text = two_listeners("", "          - to: {service: web}\n");
+    // A TLS requirement Envoy does not know, on listener b's second host.
+    let snapshots = tampered(&text, TypeUrl::Route, "b", |rc: &mut RouteConfiguration| {
+        rc.virtual_hosts[1].require_tls = 99;
+    });
+    let d = refused(&text, &snapshots).await;
+    assert_eq!(
+        (d.line, d.column, d.path.as_str()),
+        (23, 9, "listeners[1].virtual_hosts[1]"),
+        "{d}"
+    );
+    assert!(
+        d.message
+            .starts_with("envoy refused: Proto constraint validation failed")
+            && d.message
+                .contains("RequireTls: value must be one of the defined enum values"),
+        "the reason, without Envoy's dump of the resource: {d}"
+    );
 }
 
 #[test]

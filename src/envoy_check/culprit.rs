@@ -10,9 +10,10 @@
 //!    (else the virtual host at fault);
 //! 3. with all of that, the routes.
 //!
-//! Inside a layer the pieces are bisected; both halves run at once, so a
-//! culprit among `n` pieces costs about `log2(n)` rounds of two Envoy
-//! runs. This runs only after a refusal: accepted config costs one run.
+//! Layers 1 and 2 are checked at once. Inside a layer the pieces are
+//! bisected; both halves run at once, so a culprit among `n` pieces costs
+//! about `log2(n)` rounds of two Envoy runs. This runs only after a
+//! refusal: accepted config costs one run.
 
 use std::ops::Range;
 
@@ -21,28 +22,31 @@ use super::{EnvoyCheck, Verdict};
 
 impl EnvoyCheck {
     /// The part of `parts` Envoy refuses and its message about that part;
-    /// `None` when no single part is refused on its own (the message of
-    /// the whole batch then stands).
-    pub(super) async fn culprit(&self, parts: &Parts) -> Result<Option<(Item, String)>, String> {
+    /// `None` when no single part is refused on its own. `whole` is
+    /// Envoy's message about all of `parts`.
+    pub(super) async fn culprit(
+        &self,
+        parts: &Parts,
+        whole: String,
+    ) -> Result<Option<(Item, String)>, String> {
         let foundation = parts.foundation();
         let singles: Vec<Vec<Item>> = foundation.iter().map(|i| vec![*i]).collect();
-        if let Verdict::Refused(m) = self
-            .probe_parts(parts, &[], &singles, 0..singles.len())
-            .await?
-        {
+        let listeners = parts.listener_units();
+        // Layers 1 and 2 at once: layer 2's verdict counts only if layer 1
+        // passes.
+        let (first, second) = tokio::try_join!(
+            self.probe_parts(parts, &[], &singles, 0..singles.len()),
+            self.probe_parts(parts, &foundation, &listeners, 0..listeners.len()),
+        )?;
+        if let Verdict::Refused(m) = first {
             return Ok(Some(self.bisect(parts, &[], &singles, m).await?));
         }
-
-        let listeners = parts.listener_units();
-        let verdict = self
-            .probe_parts(parts, &foundation, &listeners, 0..listeners.len())
-            .await?;
-        if let Verdict::Refused(m) = verdict {
+        if let Verdict::Refused(m) = second {
             let (unit, m) = self.bisect(parts, &foundation, &listeners, m).await?;
             let Item::Listener(l) = unit else {
                 return Ok(Some((unit, m)));
             };
-            let mut base = foundation.clone();
+            let mut base = foundation;
             base.push(unit);
             if let Verdict::Refused(m) = self.probe_parts(parts, &base, &[], 0..0).await? {
                 return Ok(Some((unit, m)));
@@ -50,17 +54,14 @@ impl EnvoyCheck {
             let hosts = parts.virtual_hosts_of(l);
             return Ok(Some(self.bisect(parts, &base, &hosts, m).await?));
         }
-
+        // Layers 1 and 2 pass, so the routes are what `whole` is about.
+        let routes = parts.route_units();
+        if routes.is_empty() {
+            return Ok(None);
+        }
         let mut base = foundation;
         base.extend(listeners.into_iter().flatten());
-        let routes = parts.route_units();
-        match self
-            .probe_parts(parts, &base, &routes, 0..routes.len())
-            .await?
-        {
-            Verdict::Refused(m) => Ok(Some(self.bisect(parts, &base, &routes, m).await?)),
-            Verdict::Accepted => Ok(None),
-        }
+        Ok(Some(self.bisect(parts, &base, &routes, whole).await?))
     }
 
     /// The first item of the unit of `units` that `base` plus that unit is

@@ -67,6 +67,9 @@ enum Verdict {
 /// What Envoy logs before the reason it refuses a bootstrap.
 const REFUSAL: &str = "error initializing configuration '";
 
+/// How Envoy's proto validation errors begin, after a dump of the message.
+const PROTO_CONSTRAINT: &str = "Proto constraint validation failed";
+
 impl EnvoyCheck {
     pub fn new(bin: impl Into<PathBuf>) -> EnvoyCheck {
         EnvoyCheck {
@@ -121,7 +124,7 @@ impl EnvoyCheck {
             let Verdict::Refused(whole) = verdict else {
                 continue;
             };
-            out.push(match self.culprit(parts).await? {
+            out.push(match self.culprit(parts, whole.clone()).await? {
                 Some((item, message)) => (Culprit::of(parts, item), message),
                 None => (Culprit::Unknown, whole),
             });
@@ -185,6 +188,12 @@ fn refusal(stderr: &str, file: &Path) -> Option<String> {
         .strip_prefix(file.as_str())
         .and_then(|r| r.strip_prefix("': "))
         .unwrap_or(rest);
+    // A proto constraint error starts with a dump of the whole message at
+    // fault (with its routes inline, as the check rewrote it): the reason
+    // is what follows.
+    let reason = reason
+        .find(PROTO_CONSTRAINT)
+        .map_or(reason, |at| &reason[at..]);
     let lines: Vec<&str> = reason
         .lines()
         .map(str::trim)

@@ -179,10 +179,10 @@ fn a_refusal_is_read_without_log_prefix_or_file_name() {
         refusal(stderr, file).as_deref(),
         Some("regex 'a{1,64}' RE2 program size of 277 > max")
     );
-    let multi = "error initializing configuration '/tmp/sluice-envoy-check-x.pb': Proto constraint validation failed:\n  field: \"x\"\n";
+    let multi = "error initializing configuration '/tmp/sluice-envoy-check-x.pb': goo.gle/debugstr name: \"b\"\n virtual_hosts { } : Proto constraint validation failed (A:\n  caused by B)\n";
     assert_eq!(
         refusal(multi, file).as_deref(),
-        Some("Proto constraint validation failed: field: \"x\"")
+        Some("Proto constraint validation failed (A: caused by B)")
     );
     assert_eq!(refusal("Segmentation fault", file), None);
 }
