@@ -185,6 +185,31 @@ async fn a_virtual_host_envoy_refuses_is_named() {
     );
 }
 
+#[tokio::test]
+async fn a_route_refused_without_a_quoted_value_is_found_by_bisection() {
+    use envoy_types::pb::envoy::config::route::v3::{route, RouteConfiguration};
+    let routes = (0..5)
+        .map(|i| {
+            format!("          - match: {{prefix: /r{i}}}\n            to: {{service: web}}\n")
+        })
+        .collect::<String>();
+    let text = two_listeners("", &routes);
+    // A response code Envoy does not know, on the fourth route of `rest`:
+    // Envoy's message quotes nothing that points at it.
+    let snapshots = tampered(&text, TypeUrl::Route, "b", |rc: &mut RouteConfiguration| {
+        if let Some(route::Action::Route(action)) = &mut rc.virtual_hosts[1].routes[3].action {
+            action.cluster_not_found_response_code = 99;
+        }
+    });
+    let d = refused(&text, &snapshots).await;
+    assert_eq!(
+        (d.line, d.column, d.path.as_str()),
+        (32, 13, "listeners[1].virtual_hosts[1].routes[3]"),
+        "{d}"
+    );
+    assert!(d.message.contains("ClusterNotFoundResponseCode"), "{d}");
+}
+
 #[test]
 fn envoy_accepts_every_example() {
     let examples: Vec<_> = std::fs::read_dir("examples")

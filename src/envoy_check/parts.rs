@@ -44,7 +44,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
@@ -237,6 +237,19 @@ impl Parts {
         units
     }
 
+    /// Whether `item`'s encoding holds `needle` (a value Envoy quoted).
+    pub fn holds(&self, item: Item, needle: &[u8]) -> bool {
+        let bytes = match item {
+            Item::Runtime(i) => self.runtime[i].encode_to_vec(),
+            Item::Secret(i) => self.secrets[i].encode_to_vec(),
+            Item::Cluster(i) => self.clusters[i].encode_to_vec(),
+            Item::Listener(i) => self.listeners[i].encode_to_vec(),
+            Item::VirtualHost(rc, vh) => self.route_configs[rc].hosts[vh].0.encode_to_vec(),
+            Item::Route(rc, vh, r) => self.route_configs[rc].hosts[vh].1[r].encode_to_vec(),
+        };
+        !needle.is_empty() && bytes.windows(needle.len()).any(|w| w == needle)
+    }
+
     /// A static bootstrap holding exactly `items`.
     pub fn bootstrap(&self, items: &[Item]) -> Bootstrap {
         let Selection {
@@ -246,9 +259,12 @@ impl Parts {
             listeners,
             kept,
         } = Selection::of(items);
+        // Without clusters, route → cluster references cannot be checked
+        // (compile has: `compile::check`); the rest of a route can.
+        let check_clusters = !clusters.is_empty();
         let listeners = listeners
             .into_iter()
-            .map(|l| self.static_listener(l, &kept))
+            .map(|l| self.static_listener(l, &kept, check_clusters))
             .collect();
         let layers = runtime
             .into_iter()
@@ -281,6 +297,7 @@ impl Parts {
         &self,
         l: usize,
         kept: &BTreeMap<usize, BTreeMap<usize, BTreeSet<usize>>>,
+        check_clusters: bool,
     ) -> Listener {
         let mut listener = self.listeners[l].clone();
         for hcm in &self.hcms[l] {
@@ -288,7 +305,10 @@ impl Parts {
                 continue;
             };
             let none = BTreeMap::new();
-            let routes = self.route_config(rc, kept.get(&rc).unwrap_or(&none));
+            let mut routes = self.route_config(rc, kept.get(&rc).unwrap_or(&none));
+            if !check_clusters {
+                routes.validate_clusters = Some(BoolValue { value: false });
+            }
             let mut config = hcm.config.clone();
             config.route_specifier = Some(RouteSpecifier::RouteConfig(routes));
             let filter = listener
