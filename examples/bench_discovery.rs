@@ -174,6 +174,7 @@ async fn start_sluice(
         state_dir: Some(dir.to_path_buf()),
         rollouts: Default::default(),
         guard: Default::default(),
+        validate_with_envoy: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(sluice::serve::run(opts, async move {

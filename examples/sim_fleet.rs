@@ -71,6 +71,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
             state_dir: Some(dir.path().to_path_buf()),
             rollouts: Default::default(),
             guard: Default::default(),
+            validate_with_envoy: None,
         },
         async {
             let _ = stop_rx.await;

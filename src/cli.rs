@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::bootstrap::{self, BootstrapOptions};
+use crate::envoy_check::EnvoyCheck;
 use crate::serve::{self, ServeOptions};
 
 #[derive(Debug, Parser)]
@@ -41,6 +42,11 @@ pub enum Command {
         #[arg(long, default_value_t = crate::guard::DEFAULT_MAX_REMOVAL_PERCENT,
               value_parser = clap::value_parser!(u8).range(0..=100))]
         max_removal_percent: u8,
+        /// Run every rules file (at start and on each edit) through this
+        /// Envoy binary (`envoy --mode validate`) before serving it; what
+        /// Envoy refuses is handled like an invalid edit.
+        #[arg(long, value_name = "PATH", env = "SLUICE_VALIDATE_WITH_ENVOY")]
+        validate_with_envoy: Option<PathBuf>,
         #[command(flatten)]
         rollouts: crate::rollout_cli::ServeArgs,
     },
@@ -48,6 +54,11 @@ pub enum Command {
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also run the compiled config through this Envoy binary
+        /// (`envoy --mode validate`) and report what it refuses at the rule
+        /// that produced it.
+        #[arg(long, value_name = "PATH")]
+        envoy: Option<PathBuf>,
     },
     /// Show what applying a rules file would change in what a running
     /// sluice serves, per node group and type (exit 0: no change, 1:
@@ -121,6 +132,7 @@ pub fn main(cli: Cli) -> ExitCode {
             admin,
             watch_interval_ms,
             max_removal_percent,
+            validate_with_envoy,
             rollouts,
         } => {
             let token = match crate::canary::wiring::token(rollouts.admin_token_file.as_deref()) {
@@ -147,10 +159,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 guard: crate::guard::Guard {
                     max_removal_percent,
                 },
+                validate_with_envoy,
             };
             run_serve(opts)
         }
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, envoy } => validate(&files, envoy.as_deref()),
         Command::Diff(args) => crate::rules_cli::diff(args),
         Command::Rules(cmd) => crate::rules_cli::run(cmd),
         Command::Bootstrap {
@@ -232,7 +245,15 @@ async fn shutdown_signal() {
     }
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
+fn validate(files: &[PathBuf], envoy: Option<&Path>) -> ExitCode {
+    // Envoy runs as a child process, awaited on a runtime.
+    let envoy = match envoy {
+        None => None,
+        Some(bin) => match runtime() {
+            Some(rt) => Some((rt, EnvoyCheck::new(bin))),
+            None => return ExitCode::FAILURE,
+        },
+    };
     let mut failed = false;
     for path in files {
         let text = match std::fs::read_to_string(path) {
@@ -243,13 +264,27 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                 continue;
             }
         };
-        match serve::load(path, &text) {
+        let checked = serve::load(path, &text).and_then(|loaded| match &envoy {
+            None => Ok(loaded),
+            Some((rt, check)) => {
+                let name = path.display().to_string();
+                rt.block_on(check.check(&name, &text, &loaded.1))
+                    .map_err(serve::LoadError::Envoy)?;
+                Ok(loaded)
+            }
+        });
+        match checked {
             Ok((config, snapshots)) => println!(
-                "{}: ok ({} services, {} listeners, {} node groups)",
+                "{}: ok ({} services, {} listeners, {} node groups{})",
                 path.display(),
                 config.services.len(),
                 config.listeners.len(),
                 snapshots.groups.len().max(1),
+                if envoy.is_some() {
+                    "; envoy accepts them"
+                } else {
+                    ""
+                },
             ),
             Err(e) => {
                 eprintln!("{e}");

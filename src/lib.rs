@@ -14,6 +14,7 @@ pub mod compile;
 pub mod discovery;
 pub mod drain;
 pub mod drain_cli;
+pub mod envoy_check;
 pub mod guard;
 pub mod lua;
 pub mod metrics;

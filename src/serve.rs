@@ -54,6 +54,7 @@ use crate::discovery::resolve::Resolver;
 use crate::discovery::{Index, SourceOptions, Supervisor, View};
 use crate::drain::store::DrainStore;
 use crate::drain::Drains;
+use crate::envoy_check::{EnvoyCheck, EnvoyError};
 use crate::guard::{self, Guard, HeldEdit};
 use crate::metrics::Metrics;
 use crate::model::Config;
@@ -76,6 +77,9 @@ pub struct ServeOptions {
     pub rollouts: RolloutOptions,
     /// The mass-removal guard's limit.
     pub guard: Guard,
+    /// An Envoy binary that checks every rules file before it is served
+    /// (`envoy_check`); endpoint, drain and rollout changes are not checked.
+    pub validate_with_envoy: Option<PathBuf>,
 }
 
 /// Why a rules file could not be served.
@@ -89,6 +93,10 @@ pub enum LoadError {
     Certificates(rules::RulesError),
     #[error("compile: {0}")]
     Compile(compile::CompileError),
+    /// `--validate-with-envoy`: Envoy refused the compiled config, or could
+    /// not be run.
+    #[error("{0}")]
+    Envoy(EnvoyError),
 }
 
 /// A rules file turned into snapshots, or why it could not be. Listener
@@ -100,6 +108,22 @@ pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), L
     Ok((config, snapshots))
 }
 
+/// [`load`], then, with `--validate-with-envoy`, Envoy's own check of what
+/// it compiled. Envoy runs as a child process, awaited: the runtime's
+/// threads are not held, and the publisher (endpoints, drains, rollout
+/// steps) goes on meanwhile.
+async fn load_checked(opts: &ServeOptions, text: &str) -> Result<(Config, Snapshots), LoadError> {
+    let (config, snapshots) = load(&opts.rules, text)?;
+    if let Some(bin) = &opts.validate_with_envoy {
+        let name = opts.rules.display().to_string();
+        EnvoyCheck::new(bin)
+            .check(&name, text, &snapshots)
+            .await
+            .map_err(LoadError::Envoy)?;
+    }
+    Ok((config, snapshots))
+}
+
 /// Runs until `shutdown` resolves, then closes every stream and returns.
 pub async fn run(
     opts: ServeOptions,
@@ -108,7 +132,9 @@ pub async fn run(
     let text = std::fs::read_to_string(&opts.rules)
         .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
     // Compiling the static form checks the rules before anything starts.
-    let (config, accepted) = load(&opts.rules, &text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, accepted) = load_checked(&opts, &text)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Proxies that reconnect to a restarted sluice would lose everything.
     anyhow::ensure!(
         !guard::is_empty_file(&text),
@@ -522,7 +548,7 @@ async fn watch_rules(
     } = watched;
     let mut seen = Seen {
         hash: lock(&status).served_hash.clone(),
-        waiting_for_certs: false,
+        retry_unchanged: false,
         last_read: stamp::LastRead::default(),
         accepted,
         held: None,
@@ -567,9 +593,10 @@ struct Held {
 struct Seen {
     /// Content hash of the rules file last loaded (or rejected).
     hash: Option<String>,
-    /// The last load failed only on a certificate file: try again even
-    /// though the rules did not change (the files may appear later).
-    waiting_for_certs: bool,
+    /// The last load failed on something outside the rules' text — a
+    /// certificate file (it may appear later) or an Envoy that gave no
+    /// verdict: try again even though the rules did not change.
+    retry_unchanged: bool,
     /// The file's metadata when it was last read, to skip unchanged reads.
     last_read: stamp::LastRead,
     /// The static compile of the accepted config: what the guard compares
@@ -596,7 +623,7 @@ async fn reload_rules(
         .ok()
         .map(|m| (stamp::Stamp::of(&m), std::time::SystemTime::now()));
     if let Some((stamp, _)) = &stamp {
-        if seen.last_read.unchanged(stamp) && !seen.waiting_for_certs {
+        if seen.last_read.unchanged(stamp) && !seen.retry_unchanged {
             return false;
         }
     }
@@ -619,7 +646,7 @@ async fn reload_rules(
     }
     let hash = content_hash(&[text.as_bytes()]);
     let unchanged = seen.hash.as_deref() == Some(hash.as_str());
-    if unchanged && !seen.waiting_for_certs {
+    if unchanged && !seen.retry_unchanged {
         return false;
     }
     seen.hash = Some(hash.clone());
@@ -628,9 +655,9 @@ async fn reload_rules(
         lock(status).held = None;
         metrics.rules_held.set(0);
     }
-    match load(&opts.rules, &text) {
+    match load_checked(opts, &text).await {
         Ok((config, snapshots)) => {
-            seen.waiting_for_certs = false;
+            seen.retry_unchanged = false;
             if let Some(edit) = opts.guard.check(&seen.accepted, &snapshots, &hash, &text) {
                 warn!(
                     rules = %opts.rules.display(),
@@ -654,7 +681,10 @@ async fn reload_rules(
             true
         }
         Err(e) => {
-            seen.waiting_for_certs = matches!(e, LoadError::Certificates(_));
+            seen.retry_unchanged = matches!(
+                e,
+                LoadError::Certificates(_) | LoadError::Envoy(EnvoyError::Run(_))
+            );
             let e = e.to_string();
             let mut st = lock(status);
             // A retry that fails as before was already reported.

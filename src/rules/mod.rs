@@ -15,6 +15,7 @@ mod error;
 mod filters;
 mod listener;
 mod listener_tls;
+mod origins;
 mod raw;
 mod raw_policy;
 mod resilience;
@@ -33,6 +34,7 @@ use crate::model::Config;
 /// The rules' duration syntax (`250ms`, `1.5s`), also used by `sluice sim`.
 pub(crate) use duration::parse_duration;
 pub use error::{Diagnostic, RulesError};
+pub use origins::{ListenerOrigin, Origins, ServiceOrigin, VirtualHostOrigin};
 
 /// Parses and validates a rules file's text. `source_name` is what
 /// diagnostics print as the file.
@@ -44,6 +46,20 @@ pub fn parse(source_name: &str, text: &str) -> Result<Config, RulesError> {
     };
     let config = validate::validate(&raw, &mut diags);
     diags.finish(config)
+}
+
+/// [`parse`], and where each listener, virtual host, route and service is
+/// written ([`Origins`]), for whatever reports on compiled resources.
+/// `parse` does not build them: a position and a field path per route is
+/// memory that serving and `validate` do not need.
+pub fn parse_with_origins(source_name: &str, text: &str) -> Result<(Config, Origins), RulesError> {
+    let mut diags = error::Diags::new(source_name);
+    let Some(raw) = raw::load(text, &mut diags) else {
+        return Err(diags.into_error());
+    };
+    let config = validate::validate(&raw, &mut diags);
+    let origins = origins::collect(&raw, &diags);
+    diags.finish((config, origins))
 }
 
 /// Reads and parses the rules file at `path`; a read failure is reported as
