@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Config;
+use crate::rules::Origins;
 use crate::xds::{Snapshot, Snapshots, TypeUrl};
 
 /// How the fallback snapshot (proxies whose group the rules never name)
@@ -230,13 +231,46 @@ fn groups<'a>(
     out
 }
 
-/// What serving `after` (compiled from `after_config`) instead of `before`
-/// (from `before_config`) changes.
+/// What a plan knows of the rules behind one side's resources.
+#[derive(Clone, Copy)]
+pub enum RulesOf<'a> {
+    /// The file's positions: `file:line:column: field.path`.
+    Origins(&'a Origins),
+    /// Only the config: a field path, with the name it holds.
+    Config(&'a Config),
+    Unknown,
+}
+
+impl RulesOf<'_> {
+    /// The rule that produces resource `name` of type `ty`.
+    pub fn rule(&self, ty: TypeUrl, name: &str) -> Option<String> {
+        match self {
+            RulesOf::Origins(o) => {
+                let origin = match ty {
+                    TypeUrl::Listener => o.listener(name).map(|l| &l.at),
+                    TypeUrl::Route => o.route_configuration(name),
+                    TypeUrl::Secret => o.secret(name),
+                    TypeUrl::Cluster | TypeUrl::Endpoint => o.cluster(name),
+                    TypeUrl::Runtime => return Some(RUNTIME_RULE.to_string()),
+                };
+                origin.map(ToString::to_string)
+            }
+            RulesOf::Config(c) => rule_of(c, ty, name),
+            RulesOf::Unknown => None,
+        }
+    }
+}
+
+/// The rule behind the RTDS layer: rollouts, not the rules file.
+const RUNTIME_RULE: &str = "rollouts (runtime weights)";
+
+/// What serving `after` instead of `before` changes; `rules_before` and
+/// `rules_after` name the rules behind each side's resources.
 pub fn plan(
     before: &Snapshots,
-    before_config: Option<&Config>,
+    rules_before: RulesOf<'_>,
     after: &Snapshots,
-    after_config: &Config,
+    rules_after: RulesOf<'_>,
 ) -> Plan {
     let mut plan = Plan::default();
     for (group, old, new) in groups(before, after) {
@@ -246,22 +280,22 @@ pub fn plan(
                 continue;
             }
             let (old_res, new_res) = (old.resources(ty), new.resources(ty));
-            let change = |cfg: Option<&Config>, name: &String| Change {
+            let change = |rules: RulesOf<'_>, name: &String| Change {
                 name: name.clone(),
-                rule: cfg.and_then(|c| rule_of(c, ty, name)),
+                rule: rules.rule(ty, name),
             };
             let mut tc = TypeChanges::default();
             for (name, res) in new_res {
                 match old_res.get(name) {
-                    None => tc.added.push(change(Some(after_config), name)),
+                    None => tc.added.push(change(rules_after, name)),
                     Some(o) if o.version != res.version => {
-                        tc.changed.push(change(Some(after_config), name))
+                        tc.changed.push(change(rules_after, name))
                     }
                     Some(_) => {}
                 }
             }
             for name in old_res.keys().filter(|n| !new_res.contains_key(*n)) {
-                tc.removed.push(change(before_config, name));
+                tc.removed.push(change(rules_before, name));
             }
             if tc != TypeChanges::default() {
                 gp.types.insert(ty.short().to_string(), tc);
@@ -302,7 +336,7 @@ pub fn rule_of(config: &Config, ty: TypeUrl, name: &str) -> Option<String> {
                 None => format!("services ({service})"),
             })
         }
-        TypeUrl::Runtime => Some("rollouts (runtime weights)".to_string()),
+        TypeUrl::Runtime => Some(RUNTIME_RULE.to_string()),
     }
 }
 

@@ -103,9 +103,16 @@ async fn a_truncated_rules_file_is_held_until_confirmed_and_diff_shows_edits() {
         .expect("types");
     assert_eq!(types.keys().collect::<Vec<_>>(), ["rds"], "{doc}");
     assert_eq!(types["rds"]["changed"][0]["name"], "http");
+    // The rule, at its position in the file diffed.
+    let rule = types["rds"]["changed"][0]["rule"].as_str().expect("rule");
+    let listener_line = rules(1, 2, 50)
+        .lines()
+        .position(|l| l.contains("- name: http"))
+        .expect("listener")
+        + 1;
     assert_eq!(
-        types["rds"]["changed"][0]["rule"],
-        "listeners[0] (http).virtual_hosts"
+        rule,
+        format!("{}:{listener_line}:11: listeners[0]", split.display())
     );
     assert!(doc["held"].is_null());
     let out = diff(&sluice, &split, false).await;

@@ -148,7 +148,12 @@ fn a_plan_lists_added_changed_and_removed_names_with_their_rules() {
         .replace("svc2", "svc3")
         .replace("port: 8000", "port: 9000");
     let (after_cfg, after) = mk_compiled(&text);
-    let plan = plan(&before, Some(&before_cfg), &after, &after_cfg);
+    let plan = plan(
+        &before,
+        RulesOf::Config(&before_cfg),
+        &after,
+        RulesOf::Config(&after_cfg),
+    );
     assert_eq!(plan.groups.keys().collect::<Vec<_>>(), [FALLBACK_GROUP]);
     let types = &plan.groups[FALLBACK_GROUP].types;
     let cds = &types["cds"];
@@ -184,5 +189,33 @@ fn a_plan_lists_added_changed_and_removed_names_with_their_rules() {
 fn the_same_config_plans_nothing() {
     let (cfg, snaps) = mk_compiled(&mk_rules(3, true));
     let (_, again) = mk_compiled(&mk_rules(3, true));
-    assert_eq!(plan(&snaps, Some(&cfg), &again, &cfg), Plan::default());
+    let rules = RulesOf::Config(&cfg);
+    assert_eq!(plan(&snaps, rules, &again, rules), Plan::default());
+}
+
+#[test]
+fn a_plan_names_the_new_files_rules_by_position() {
+    let (before_cfg, before) = mk_compiled(&mk_rules(1, false));
+    let text = mk_rules(2, false);
+    let (after_cfg, origins) = crate::rules::parse_with_origins("new.yaml", &text).expect("valid");
+    let after = compile::compile(&after_cfg).expect("compiles");
+    let plan = plan(
+        &before,
+        RulesOf::Config(&before_cfg),
+        &after,
+        RulesOf::Origins(&origins),
+    );
+    let types = &plan.groups[FALLBACK_GROUP].types;
+    // svc1 is the second service: its name is on line 5, column 11.
+    let added = &types["cds"].added[0];
+    assert_eq!(added.name, "svc1");
+    assert_eq!(added.rule.as_deref(), Some("new.yaml:5:11: services[1]"));
+    let rds = &types["rds"].changed[0];
+    assert_eq!(rds.name, "http");
+    assert!(
+        rds.rule
+            .as_deref()
+            .is_some_and(|r| r.starts_with("new.yaml:") && r.ends_with(": listeners[0]")),
+        "{rds:?}"
+    );
 }

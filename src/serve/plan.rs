@@ -17,7 +17,7 @@ use crate::canary::overlay::{self, Overlays, WeightsVia};
 use crate::discovery::resolve::Resolver;
 use crate::discovery::View;
 use crate::drain::store::DrainStore;
-use crate::guard::{self, DiffDoc, Guard};
+use crate::guard::{self, DiffDoc, Guard, RulesOf};
 use crate::model::Config;
 use crate::xds::resource::content_hash;
 use crate::xds::server::SnapshotRx;
@@ -41,7 +41,8 @@ impl Planner {
     /// The plan of serving `text` (diagnostics name it `file`), or why it
     /// cannot be served.
     pub fn diff(&self, file: &str, text: &str) -> Result<DiffDoc, String> {
-        let mut config = rules::parse(file, text).map_err(|e| LoadError::Rules(e).to_string())?;
+        let (mut config, origins) =
+            rules::parse_with_origins(file, text).map_err(|e| LoadError::Rules(e).to_string())?;
         tls::load(&mut config, &self.base_dir)
             .map_err(|e| LoadError::Certificates(e).to_string())?;
         let after = self.resolved(&config)?;
@@ -52,7 +53,14 @@ impl Planner {
         let before_config = lock(&self.served_config).clone();
         let version = content_hash(&[text.as_bytes()]);
         Ok(DiffDoc {
-            plan: guard::plan(&before, before_config.as_deref(), &after, &config),
+            plan: guard::plan(
+                &before,
+                before_config
+                    .as_deref()
+                    .map_or(RulesOf::Unknown, RulesOf::Config),
+                &after,
+                RulesOf::Origins(&origins),
+            ),
             held: self.guard.check(&before, &after, &version, text),
             served: lock(&self.served_rules).served_hash.clone(),
             version,
