@@ -14,15 +14,16 @@
 //!   JSON (`{"service", "endpoint" | "locality"}`). `sluice drain` calls
 //!   these; the logic is in [`crate::drain`].
 //! - `/rules/diff`: POST a rules file's text (`?file=NAME` names it in
-//!   diagnostics); answers what serving it would change ([`DiffDoc`]),
-//!   400 with the diagnostics when it is invalid. `sluice diff` calls it.
+//!   diagnostics); answers what serving it would change
+//!   ([`crate::guard::DiffDoc`]), 400 with the diagnostics when it is
+//!   invalid. `sluice diff` calls it.
 //! - `/rules/confirm`: POST `{"version"}` releases the edit the
 //!   mass-removal guard holds ([`crate::guard`]); needs the admin token
 //!   when one is set, and always off loopback. `sluice rules confirm`
 //!   calls it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -30,6 +31,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use axum::Router;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::canary::grpc::Auth;
@@ -37,49 +39,12 @@ use crate::discovery::status::{summarize, SourceStatus};
 use crate::discovery::View;
 use crate::drain::store::DrainStore;
 use crate::drain::{Drain, DrainError};
-use crate::guard::{DiffDoc, HeldEdit};
 use crate::metrics::Metrics;
 use crate::model::Config;
+use crate::rules_watch::{Confirm, Planner, RulesStatus};
 use crate::xds::registry::{ProxyStatus, Registry};
 use crate::xds::server::SnapshotRx;
 use crate::xds::{Snapshot, TypeUrl};
-
-/// What the rules watcher last did.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct RulesStatus {
-    pub file: String,
-    /// Content hash of the rules file being served.
-    pub served_hash: Option<String>,
-    /// The last reload error; cleared by the next good reload.
-    pub last_error: Option<String>,
-    pub reloads: u64,
-    pub rejected_reloads: u64,
-    /// An edit the mass-removal guard holds back, until it is confirmed
-    /// or the file changes again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held: Option<HeldEdit>,
-    /// Listener certificates by listener name (TLS listeners only).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub certificates: BTreeMap<String, CertStatus>,
-}
-
-/// What a TLS listener serves and its last certificate reload.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct CertStatus {
-    /// SHA-256 of the served leaf certificate (DER), hex.
-    pub fingerprint: String,
-    /// The served leaf certificate's notAfter, RFC 3339 UTC.
-    #[serde(default)]
-    pub not_after: String,
-    /// The same instant, seconds since the Unix epoch.
-    #[serde(default)]
-    pub not_after_seconds: u64,
-    /// Why the files' current content was rejected; cleared by the next
-    /// good reload.
-    pub last_error: Option<String>,
-    pub reloads: u64,
-    pub rejected_reloads: u64,
-}
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -98,17 +63,6 @@ pub struct AdminState {
 
 /// The largest rules file `/rules/diff` takes.
 const RULES_BODY_LIMIT: usize = 64 << 20;
-
-/// What a rules file would change, or its diagnostics: `(file name, text)`.
-pub type Planner = Arc<dyn Fn(&str, &str) -> Result<DiffDoc, String> + Send + Sync>;
-
-/// A request to publish the held edit `version`; the rules watcher answers
-/// on `reply` (why not, when it cannot).
-#[derive(Debug)]
-pub struct Confirm {
-    pub version: String,
-    pub reply: tokio::sync::oneshot::Sender<Result<(), String>>,
-}
 
 /// The rules endpoints' collaborators.
 #[derive(Clone)]
@@ -178,7 +132,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     state.metrics.observe_sources(&sources(&state));
     state
         .metrics
-        .observe_certificates(&lock(&state.rules).certificates);
+        .observe_certificates(&state.rules.lock().certificates);
     (
         [(
             header::CONTENT_TYPE,
@@ -189,7 +143,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
-    let rules = lock(&state.rules).clone();
+    let rules = state.rules.lock().clone();
     Json(StatusDoc {
         ready: is_ready(&state),
         rules,
@@ -232,7 +186,7 @@ async fn debug_config(State(state): State<AdminState>) -> impl IntoResponse {
             Json(serde_json::json!({"ready": false})),
         );
     };
-    let config = lock(&state.config).clone();
+    let config = state.config.lock().clone();
     let mut groups: BTreeMap<String, _> = published
         .snapshots
         .groups
@@ -252,7 +206,7 @@ async fn debug_config(State(state): State<AdminState>) -> impl IntoResponse {
 /// One drain per entry, with `matches`: how many endpoints of the served
 /// config it drains.
 async fn list_drains(State(state): State<AdminState>) -> Json<Vec<serde_json::Value>> {
-    let config = lock(&state.config).clone();
+    let config = state.config.lock().clone();
     let drains = state.drains.current();
     let counted = match config.as_deref() {
         Some(c) => drains.matches(c),
@@ -277,7 +231,7 @@ async fn add_drain(State(state): State<AdminState>, body: Bytes) -> impl IntoRes
     // Checked against the served config; before the first one is ready
     // there is nothing to check against, and the drain applies once a
     // service of that name exists.
-    let config = lock(&state.config).clone();
+    let config = state.config.lock().clone();
     let result = config
         .as_deref()
         .map_or(Ok(()), |c| drain.check(c))
@@ -404,10 +358,4 @@ fn authorize(ops: &RulesOps, headers: &HeaderMap) -> Result<(), Answer> {
 
 fn error_answer(code: StatusCode, error: String) -> Answer {
     (code, Json(serde_json::json!({ "error": error })))
-}
-
-/// Locks a mutex whose every update is a single assignment, so a panic
-/// elsewhere cannot leave it half-written: poisoning is ignored.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

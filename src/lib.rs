@@ -22,6 +22,7 @@ pub mod model;
 pub mod rollout_cli;
 pub mod rules;
 pub mod rules_cli;
+pub mod rules_watch;
 pub mod serve;
 pub mod sim;
 pub mod status_cli;

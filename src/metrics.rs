@@ -6,6 +6,7 @@
 //! push and ACK with one atomic add instead of a label lookup (a `String`
 //! label built, hashed and looked up under the family's lock) per event.
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,10 +15,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
 
-use crate::admin::CertStatus;
 use crate::discovery::status::SourceStatus;
+use crate::rules_watch::CertStatus;
 use crate::xds::TypeUrl;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -256,10 +256,7 @@ impl Metrics {
     /// Sets the certificate expiry gauges from the rules status; listeners
     /// no longer serving TLS lose theirs.
     pub fn observe_certificates(&self, certificates: &BTreeMap<String, CertStatus>) {
-        let mut shown = self
-            .certificate_listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut shown = self.certificate_listeners.lock();
         for gone in shown.iter().filter(|l| !certificates.contains_key(*l)) {
             self.tls_certificate_expiry.remove(&ListenerLabel {
                 listener: gone.clone(),

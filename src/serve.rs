@@ -37,15 +37,16 @@ mod stamp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::admin::{self, lock, AdminState, Confirm, RulesOps, RulesStatus};
+use crate::admin::{self, AdminState, RulesOps};
 use crate::canary::driver::Applied;
 use crate::canary::overlay::{self, Overlays, WeightsVia};
 use crate::canary::wiring::{self as rollouts, RolloutOptions};
@@ -58,6 +59,7 @@ use crate::envoy_check::{EnvoyCheck, EnvoyError};
 use crate::guard::{self, Guard, HeldEdit};
 use crate::metrics::Metrics;
 use crate::model::Config;
+use crate::rules_watch::{Confirm, RulesStatus};
 use crate::xds::admission::Limits;
 use crate::xds::registry::Registry;
 use crate::xds::resource::content_hash;
@@ -159,7 +161,7 @@ pub async fn run(
         served_hash: Some(content_hash(&[text.as_bytes()])),
         ..Default::default()
     }));
-    certs::loaded(&mut lock(&rules_status), &config);
+    certs::loaded(&mut rules_status.lock(), &config);
     let (index, view_rx) = Index::new();
     let sources = SourceOptions {
         file_interval: opts.watch_interval,
@@ -455,7 +457,7 @@ impl Outputs {
         match self.compiler.compile(&resolved) {
             Ok(snapshots) => {
                 let snapshots = publish(&self.snapshots, &self.metrics, snapshots);
-                *lock(&self.config_slot) = Some(resolved);
+                *self.config_slot.lock() = Some(resolved);
                 self.metrics.ready.set(1);
                 self.applied.send_replace(Some(Arc::new(Applied {
                     overlays: overlays.clone(),
@@ -484,7 +486,7 @@ fn accept(
     hash: String,
 ) {
     {
-        let mut st = lock(status);
+        let mut st = status.lock();
         certs::loaded(&mut st, &config);
         st.served_hash = Some(hash);
         st.last_error = None;
@@ -547,7 +549,7 @@ async fn watch_rules(
         confirms: mut confirm_rx,
     } = watched;
     let mut seen = Seen {
-        hash: lock(&status).served_hash.clone(),
+        hash: status.lock().served_hash.clone(),
         retry_unchanged: false,
         last_read: stamp::LastRead::default(),
         accepted,
@@ -631,10 +633,10 @@ async fn reload_rules(
         Ok(t) => t,
         Err(e) => {
             let msg = format!("reading {}: {e}", opts.rules.display());
-            if lock(status).last_error.as_deref() != Some(msg.as_str()) {
+            if status.lock().last_error.as_deref() != Some(msg.as_str()) {
                 error!(error = %msg, "rules file unreadable; still serving the previous config");
                 metrics.rules_reload_errors.inc();
-                let mut st = lock(status);
+                let mut st = status.lock();
                 st.last_error = Some(msg);
                 st.rejected_reloads += 1;
             }
@@ -652,7 +654,7 @@ async fn reload_rules(
     seen.hash = Some(hash.clone());
     if !unchanged && seen.held.take().is_some() {
         // The held edit is no longer what the file says.
-        lock(status).held = None;
+        status.lock().held = None;
         metrics.rules_held.set(0);
     }
     match load_checked(opts, &text).await {
@@ -668,7 +670,7 @@ async fn reload_rules(
                 );
                 metrics.rules_held.set(1);
                 metrics.rules_held_total.inc();
-                lock(status).held = Some(edit.clone());
+                status.lock().held = Some(edit.clone());
                 seen.held = Some(Held {
                     edit,
                     config,
@@ -686,7 +688,7 @@ async fn reload_rules(
                 LoadError::Certificates(_) | LoadError::Envoy(EnvoyError::Run(_))
             );
             let e = e.to_string();
-            let mut st = lock(status);
+            let mut st = status.lock();
             // A retry that fails as before was already reported.
             if !(unchanged && st.last_error.as_deref() == Some(e.as_str())) {
                 error!(error = %e, "rules file rejected; still serving the previous config");

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use serde::Deserialize;
 
-use crate::admin::RulesStatus;
 use crate::cli::Output;
 use crate::discovery::status::SourceStatus;
+use crate::rules_watch::RulesStatus;
 
 #[derive(Debug, Deserialize)]
 pub struct StatusDoc {

@@ -97,15 +97,15 @@ impl StateStore for FileStore {
 
 /// Keeps records in memory only (tests, and `serve` without a state dir).
 #[derive(Default)]
-pub struct MemoryStore(std::sync::Mutex<BTreeMap<String, Rollout>>);
+pub struct MemoryStore(parking_lot::Mutex<BTreeMap<String, Rollout>>);
 
 impl StateStore for MemoryStore {
     fn load(&self) -> Result<BTreeMap<String, Rollout>, StoreError> {
-        Ok(crate::admin::lock(&self.0).clone())
+        Ok(self.0.lock().clone())
     }
 
     fn save(&self, all: &BTreeMap<String, Rollout>) -> Result<(), StoreError> {
-        *crate::admin::lock(&self.0) = all.clone();
+        *self.0.lock() = all.clone();
         Ok(())
     }
 }

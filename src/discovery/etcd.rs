@@ -23,10 +23,11 @@
 //! one watch stream too, and its liveness checks (`etcd_hub`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions};
+use parking_lot::Mutex;
 
 use super::etcd_hub::{Heard, Hub};
 use super::record::Record;
@@ -75,7 +76,7 @@ impl Clients {
         endpoints: &[String],
         opts: &SourceOptions,
     ) -> Result<(Client, Hub), String> {
-        if let Some(c) = self.lock().get(endpoints) {
+        if let Some(c) = self.0.lock().get(endpoints) {
             return Ok(c.clone());
         }
         let connect = ConnectOptions::new()
@@ -87,6 +88,7 @@ impl Clients {
             .map_err(|e| format!("etcd connect: {e}"))?;
         // Two feeds may have connected at once: both keep the first.
         Ok(self
+            .0
             .lock()
             .entry(endpoints.to_vec())
             .or_insert_with(|| {
@@ -98,12 +100,9 @@ impl Clients {
 
     /// Drops the clients of endpoint lists no feed uses any more.
     pub fn retain(&self, used: Option<&EtcdSource>) {
-        self.lock()
+        self.0
+            .lock()
             .retain(|endpoints, _| used.is_some_and(|s| s.endpoints == *endpoints));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ByEndpoints> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

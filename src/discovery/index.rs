@@ -19,9 +19,10 @@
 //! seconds) costs a lock each instead of a copy of the feed map each.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::resolve::merge;
@@ -61,13 +62,11 @@ pub struct LastSync(Arc<Mutex<Option<Instant>>>);
 
 impl LastSync {
     pub fn get(&self) -> Option<Instant> {
-        // An `Option<Instant>` cannot be left half-written: a poisoned
-        // lock still holds a whole value.
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *self.0.lock()
     }
 
     fn set(&self, at: Instant) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(at);
+        *self.0.lock() = Some(at);
     }
 }
 

@@ -31,14 +31,14 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::admin::lock;
 use crate::model::{Config, ConsulSource, Discovery, EtcdSource};
 pub use backoff::Backoff;
 pub use index::{FeedKey, Index, View};
@@ -61,7 +61,7 @@ impl Feeder {
 
     /// Runs `f` on the locked index; `f` must not block.
     pub fn with<R>(&self, f: impl FnOnce(&mut Index, &FeedKey) -> R) -> R {
-        f(&mut lock(&self.index), &self.key)
+        f(&mut self.index.lock(), &self.key)
     }
 
     /// The registry failed; the feed keeps its endpoints.
@@ -208,7 +208,7 @@ impl Supervisor {
         });
         // A feed restarted with new settings stays in the index with its
         // endpoints (fail-static) until the new task's first listing.
-        lock(&self.index).set_feeds(&wanted);
+        self.index.lock().set_feeds(&wanted);
         self.etcd_clients.retain(config.sources.etcd.as_ref());
         for key in wanted {
             if self.running.contains_key(&key) {

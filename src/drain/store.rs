@@ -9,8 +9,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -76,7 +77,7 @@ impl DrainStore {
     }
 
     fn change(&self, f: impl FnOnce(&mut Drains) -> bool) -> Result<bool, DrainError> {
-        let _guard = crate::admin::lock(&self.write);
+        let _guard = self.write.lock();
         let mut next = (*self.current()).clone();
         if !f(&mut next) {
             return Ok(false);

@@ -10,16 +10,17 @@
 //! `sluice_tls_certificate_expiry_timestamp_seconds` show its notAfter.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use std::time::SystemTime;
 use tokio::sync::watch;
 
 use tracing::{error, info, warn};
 
-use crate::admin::{lock, CertStatus, RulesStatus};
 use crate::metrics::Metrics;
 use crate::model::{CertPair, Config};
+use crate::rules_watch::{CertStatus, RulesStatus};
 use crate::tls::{self, Rotation, Verdict};
 
 /// Records the certificates a freshly loaded config serves; forgets
@@ -70,7 +71,7 @@ pub(super) fn poll(
                 if let Some(w) = tls::expiry_warning(&pair, SystemTime::now()) {
                     warn!(listener = %l.name, fingerprint = pair.fingerprint(), "{w}");
                 }
-                let mut st = lock(status);
+                let mut st = status.lock();
                 let entry = st.certificates.entry(l.name.clone()).or_default();
                 serving(entry, &pair);
                 entry.last_error = None;
@@ -83,7 +84,7 @@ pub(super) fn poll(
             Verdict::Reject(reason) => {
                 error!(listener = %l.name, error = %reason, "certificate rejected; still serving the previous one");
                 metrics.tls_reload_errors.inc();
-                let mut st = lock(status);
+                let mut st = status.lock();
                 let entry = st.certificates.entry(l.name.clone()).or_default();
                 entry.last_error = Some(reason);
                 entry.rejected_reloads += 1;

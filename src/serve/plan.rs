@@ -7,18 +7,19 @@
 //! be held. Nothing is published.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::LoadError;
-use crate::admin::{lock, RulesStatus};
 use crate::canary::overlay::{self, Overlays, WeightsVia};
 use crate::discovery::resolve::Resolver;
 use crate::discovery::View;
 use crate::drain::store::DrainStore;
 use crate::guard::{self, DiffDoc, Guard, RulesOf};
 use crate::model::Config;
+use crate::rules_watch::RulesStatus;
 use crate::xds::resource::content_hash;
 use crate::xds::server::SnapshotRx;
 use crate::xds::Snapshots;
@@ -50,7 +51,7 @@ impl Planner {
         let before = published
             .map(|p| Snapshots::clone(&p.snapshots))
             .unwrap_or_default();
-        let before_config = lock(&self.served_config).clone();
+        let before_config = self.served_config.lock().clone();
         let version = content_hash(&[text.as_bytes()]);
         Ok(DiffDoc {
             plan: guard::plan(
@@ -62,7 +63,7 @@ impl Planner {
                 RulesOf::Origins(&origins),
             ),
             held: self.guard.check(&before, &after, &version, text),
-            served: lock(&self.served_rules).served_hash.clone(),
+            served: self.served_rules.lock().served_hash.clone(),
             version,
         })
     }

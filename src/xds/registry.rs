@@ -11,9 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::session::{Mode, NodeInfo, Session, TypeStatus};
@@ -67,18 +68,18 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let mode = lock(&session).mode();
+        let mode = session.lock().mode();
         let entry = Entry {
             node,
             mode,
             connected_at,
             session,
         };
-        lock(&self.proxies).insert(stream, entry);
+        self.proxies.lock().insert(stream, entry);
     }
 
     pub fn disconnect(&self, stream: u64) {
-        lock(&self.proxies).remove(&stream);
+        self.proxies.lock().remove(&stream);
     }
 
     /// Every connected proxy, ordered by node id then stream.
@@ -88,7 +89,7 @@ impl Registry {
             .into_iter()
             .map(|(stream, e)| ProxyStatus {
                 stream,
-                types: lock(&e.session).status(),
+                types: e.session.lock().status(),
                 node: e.node,
                 mode: e.mode,
                 connected_at: e.connected_at,
@@ -112,12 +113,14 @@ impl Registry {
     ) {
         // Only the sessions are copied out (a reference count each), not
         // the entries' node strings: the session has its node.
-        let sessions: Vec<Arc<Mutex<Session>>> = lock(&self.proxies)
+        let sessions: Vec<Arc<Mutex<Session>>> = self
+            .proxies
+            .lock()
             .values()
             .map(|e| e.session.clone())
             .collect();
         for session in sessions {
-            let session = lock(&session);
+            let session = session.lock();
             if let Some(node) = session.node() {
                 f(node, &|ty| session.type_status(ty));
             }
@@ -127,18 +130,12 @@ impl Registry {
     /// The entries, copied out so that no stream waits on the
     /// process-wide lock while sessions are read.
     fn entries(&self) -> Vec<(u64, Entry)> {
-        lock(&self.proxies)
+        self.proxies
+            .lock()
             .iter()
             .map(|(id, e)| (*id, e.clone()))
             .collect()
     }
-}
-
-/// A panic while holding one of these locks cannot leave a value
-/// half-updated (each operation is one insert, remove or assignment), so
-/// poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -183,7 +180,7 @@ mod tests {
             type_url: TypeUrl::Listener.as_str().into(),
             ..DiscoveryRequest::default()
         };
-        lock(&sb).on_sotw_request(lds).expect("valid request");
+        sb.lock().on_sotw_request(lds).expect("valid request");
         registry.disconnect(2);
         let all = registry.list();
         assert_eq!(all.len(), 1);
@@ -224,7 +221,7 @@ mod tests {
             type_url: TypeUrl::Listener.as_str().into(),
             ..DiscoveryRequest::default()
         };
-        lock(&sb).on_sotw_request(lds).expect("valid request");
+        sb.lock().on_sotw_request(lds).expect("valid request");
         assert_eq!(
             seen(TypeUrl::Listener),
             [("a".to_string(), None), ("b".to_string(), Some(false))]

@@ -13,10 +13,11 @@
 //! nonce.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tonic::Status;
 use tracing::{debug, error, info, warn};
@@ -122,9 +123,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
     }
 
     fn session(&self) -> MutexGuard<'_, Session> {
-        // A panic inside the session ends this task, and the registry only
-        // reads the status: a poisoned session is still worth showing.
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+        self.session.lock()
     }
 
     pub(super) async fn run<Req>(mut self, mut incoming: Requests<Req>)
