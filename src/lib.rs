@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod canary;
 pub mod cli;
 pub mod compile;
+pub mod digest;
 pub mod discovery;
 pub mod drain;
 pub mod drain_cli;

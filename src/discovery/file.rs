@@ -16,8 +16,8 @@ use tracing::warn;
 
 use super::record::Record;
 use super::Feeder;
+use crate::digest::content_hash;
 use crate::model::Endpoint;
-use crate::xds::resource::content_hash;
 
 /// A parsed endpoints file: good entries by `address:port`, and one
 /// message per skipped entry.

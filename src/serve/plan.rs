@@ -14,13 +14,13 @@ use tokio::sync::watch;
 
 use super::LoadError;
 use crate::canary::overlay::{self, Overlays, WeightsVia};
+use crate::digest::content_hash;
 use crate::discovery::resolve::Resolver;
 use crate::discovery::View;
 use crate::drain::store::DrainStore;
 use crate::guard::{self, DiffDoc, Guard, RulesOf};
 use crate::model::Config;
 use crate::rules_watch::RulesStatus;
-use crate::xds::resource::content_hash;
 use crate::xds::server::SnapshotRx;
 use crate::xds::Snapshots;
 use crate::{compile, rules, tls};

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::digest::content_hash;
+
 /// The six resource types sluice serves, in the order pushes follow:
 /// the RTDS runtime layer, then make-before-break SDS, CDS, EDS, LDS, RDS.
 /// Runtime comes first because Envoy asks for its RTDS layers before it
@@ -219,19 +221,6 @@ pub fn set_version<'a>(resources: impl IntoIterator<Item = (&'a str, &'a str)>) 
         hasher.update(&[0]);
         hasher.update(version.as_bytes());
         hasher.update(&[0]);
-    }
-    format!("{:016x}", hasher.digest())
-}
-
-/// A short, stable content hash: XXH3-64 as 16 hex digits. Not a
-/// cryptographic hash — versions only need to change when content does,
-/// and XXH3 is an order of magnitude faster than SHA-256 on large
-/// resources (see docs/benchmarks.md); its output is fixed by its spec,
-/// so versions are the same in every process and release.
-pub fn content_hash(parts: &[&[u8]]) -> String {
-    let mut hasher = Xxh3::new();
-    for p in parts {
-        hasher.update(p);
     }
     format!("{:016x}", hasher.digest())
 }
