@@ -13,13 +13,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, HealthStatus};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
+use parking_lot::Mutex;
 use prost::Message;
 
 use super::route::RouteTable;
@@ -165,9 +166,7 @@ impl Decoder {
     }
 
     pub fn decode(&self, ty: TypeUrl, bytes: &[u8]) -> Entry {
-        let mut map = self.by_type[ty.index()]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut map = self.by_type[ty.index()].lock();
         if let Some(hit) = map.get(bytes) {
             return hit.clone();
         }
@@ -181,10 +180,7 @@ impl Decoder {
 
     /// Distinct encodings decoded and still cached (for benchmarks).
     pub fn cached(&self) -> usize {
-        self.by_type
-            .iter()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.by_type.iter().map(|m| m.lock().len()).sum()
     }
 }
 
