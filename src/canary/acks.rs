@@ -89,9 +89,9 @@ impl AckReader {
             for &ty in types {
                 let want = snap.version(ty);
                 let st = status(ty);
-                all_acked &= st.is_some_and(|s| s.acked.as_deref() == Some(want));
+                all_acked &= st.is_some_and(|s| s.acked == Some(want));
                 let nacked = st
-                    .and_then(|s| s.nack.as_ref())
+                    .and_then(|s| s.nack)
                     .filter(|n| current && n.version == want);
                 if let Some(n) = nacked {
                     if nack.as_ref().is_none_or(|(id, _)| node.id < *id) {

@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::session::{Mode, NodeInfo, Session, TypeStatus};
+use super::session::{Mode, NodeInfo, Session, TypeStatus, TypeStatusRef};
 use super::TypeUrl;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -109,7 +109,7 @@ impl Registry {
     /// CPU in B5.
     pub fn visit(
         &self,
-        mut f: impl for<'s> FnMut(&'s NodeInfo, &'s dyn Fn(TypeUrl) -> Option<&'s TypeStatus>),
+        mut f: impl for<'s> FnMut(&'s NodeInfo, &'s dyn Fn(TypeUrl) -> Option<TypeStatusRef<'s>>),
     ) {
         // Only the sessions are copied out (a reference count each), not
         // the entries' node strings: the session has its node.

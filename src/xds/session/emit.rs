@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::plan::{sotw_version, Plan};
-use super::{Event, Known, Mode, Name, Output, Pending, Response, Session, TypeState};
+use super::{Event, Known, Mode, Name, Output, Pending, Phase, Response, Session, TypeState};
 use crate::xds::resource::{Resource, Snapshot, TypeUrl};
 use crate::xds::wire;
 
@@ -100,16 +100,13 @@ impl Session {
             st.force.remove(&r.name);
         }
         let resources = upserts.len() + removals.len();
-        st.pending = Some(Pending {
+        st.phase = Phase::InFlight(Pending {
             nonce: nonce.clone(),
             version: version.clone(),
             previous,
             sent: upserts,
         });
-        st.last_nonce = nonce.clone();
-        st.must_reply = false;
-        st.status.sent = Some(version.clone());
-        st.status.in_flight = true;
+        st.versions.sent = Some(version.clone());
         if ty == TypeUrl::Cluster {
             // Envoy re-warms a changed cluster and waits for its endpoints.
             let eds = &mut self.types[TypeUrl::Endpoint.index()];

@@ -143,6 +143,29 @@ pub struct TypeStatus {
     pub in_flight: bool,
 }
 
+/// One type's status read in place from the session, without copying its
+/// version strings (see [`Session::type_status`]); [`TypeStatus`] is the
+/// owned form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeStatusRef<'a> {
+    pub sent: Option<&'a str>,
+    pub acked: Option<&'a str>,
+    pub nack: Option<&'a NackInfo>,
+    /// Whether a response is waiting for its ACK.
+    pub in_flight: bool,
+}
+
+impl TypeStatusRef<'_> {
+    pub fn to_status(self) -> TypeStatus {
+        TypeStatus {
+            sent: self.sent.map(str::to_string),
+            acked: self.acked.map(str::to_string),
+            nack: self.nack.cloned(),
+            in_flight: self.in_flight,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NackInfo {
     pub version: String,
@@ -186,10 +209,91 @@ struct Pending {
     sent: Vec<Arc<Resource>>,
 }
 
+/// Where one type of a stream stands in the exchange of responses and
+/// ACKs. Each variant carries only what that stage needs, so "a response
+/// in flight" and "the nonce it was sent with" cannot disagree, and a type
+/// that was never asked for has nothing to be in flight.
+#[derive(Debug, Default)]
+enum Phase {
+    /// The proxy has not asked for this type on this stream: it holds
+    /// nothing of it from this stream, and sluice sends it nothing.
+    #[default]
+    Unrequested,
+    /// Asked for, nothing sent on this stream yet: the proxy holds what it
+    /// announced (delta reconnect) or nothing; sluice sends as soon as the
+    /// plan has something (a snapshot, a resource the proxy lacks).
+    Requested,
+    /// Asked for by a first wildcard request, nothing sent yet: the proxy
+    /// waits for an answer to finish initialising, so sluice sends one even
+    /// when it is empty.
+    MustReply,
+    /// A response is on its way: the proxy may be applying it, and sluice
+    /// waits for its ACK or NACK before sending this type again (newer
+    /// changes coalesce into the next response).
+    InFlight(Pending),
+    /// Every response sent was answered: the proxy holds what it accepted,
+    /// and sluice sends again when the config or the subscription changes.
+    /// `last_nonce` is the nonce of the last response: a SotW request
+    /// echoing an older one is stale.
+    Settled { last_nonce: String },
+}
+
+impl Phase {
+    fn requested(&self) -> bool {
+        !matches!(self, Phase::Unrequested)
+    }
+
+    fn in_flight(&self) -> bool {
+        matches!(self, Phase::InFlight(_))
+    }
+
+    fn must_reply(&self) -> bool {
+        matches!(self, Phase::MustReply)
+    }
+
+    /// Whether `nonce` is that of the response in flight.
+    fn awaits(&self, nonce: &str) -> bool {
+        matches!(self, Phase::InFlight(p) if p.nonce == nonce)
+    }
+
+    /// The nonce of the last response sent on this stream ("" before any).
+    fn last_nonce(&self) -> &str {
+        match self {
+            Phase::InFlight(p) => &p.nonce,
+            Phase::Settled { last_nonce } => last_nonce,
+            Phase::Unrequested | Phase::Requested | Phase::MustReply => "",
+        }
+    }
+
+    /// The response in flight, now answered; the phase becomes `Settled`.
+    fn settle(&mut self) -> Option<Pending> {
+        match std::mem::take(self) {
+            Phase::InFlight(p) => {
+                let last_nonce = p.nonce.clone();
+                *self = Phase::Settled { last_nonce };
+                Some(p)
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+/// The versions of one type the proxy was sent, accepted and rejected, for
+/// `sluice status` (whether one is in flight is the [`Phase`]).
+#[derive(Debug, Default)]
+struct Versions {
+    sent: Option<String>,
+    acked: Option<String>,
+    nack: Option<NackInfo>,
+}
+
 #[derive(Debug, Default)]
 struct TypeState {
-    /// The client has asked for this type on this stream.
-    requested: bool,
+    /// Asked for, awaiting an ACK, …: see [`Phase`].
+    phase: Phase,
     wildcard: bool,
     /// A SotW client has named resources at least once (ends legacy
     /// wildcard semantics of an empty list).
@@ -199,11 +303,6 @@ struct TypeState {
     names: Arc<BTreeSet<Name>>,
     /// What the proxy holds, by name (see [`held`]).
     known: Held,
-    pending: Option<Pending>,
-    last_nonce: String,
-    /// The first wildcard request gets an answer even when empty, so the
-    /// proxy can finish initialising.
-    must_reply: bool,
     /// Resources to send again even if the client has this version (EDS
     /// after a cluster changed).
     force: BTreeSet<String>,
@@ -213,7 +312,7 @@ struct TypeState {
     told_missing: BTreeSet<String>,
     /// What the next plan must look at.
     dirty: Dirty,
-    status: TypeStatus,
+    versions: Versions,
 }
 
 /// The names whose plan may have changed since the type was last planned:
@@ -250,6 +349,16 @@ impl Dirty {
 }
 
 impl TypeState {
+    /// What `sluice status` shows of this type, if the proxy asked for it.
+    fn status(&self) -> Option<TypeStatusRef<'_>> {
+        self.phase.requested().then(|| TypeStatusRef {
+            sent: self.versions.sent.as_deref(),
+            acked: self.versions.acked.as_deref(),
+            nack: self.versions.nack.as_ref(),
+            in_flight: self.phase.in_flight(),
+        })
+    }
+
     fn in_scope(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
@@ -296,16 +405,14 @@ impl Session {
     }
 
     /// The status of one type, if the proxy has asked for it.
-    pub fn type_status(&self, ty: TypeUrl) -> Option<&TypeStatus> {
-        let st = &self.types[ty.index()];
-        st.requested.then_some(&st.status)
+    pub fn type_status(&self, ty: TypeUrl) -> Option<TypeStatusRef<'_>> {
+        self.types[ty.index()].status()
     }
 
     pub fn status(&self) -> BTreeMap<&'static str, TypeStatus> {
         TypeUrl::ALL
             .iter()
-            .filter(|ty| self.types[ty.index()].requested)
-            .map(|ty| (ty.short(), self.types[ty.index()].status.clone()))
+            .filter_map(|ty| Some((ty.short(), self.type_status(*ty)?.to_status())))
             .collect()
     }
 
@@ -387,10 +494,10 @@ impl Session {
         let nonce = req.response_nonce.as_str();
         let st = &self.types[ty.index()];
         if !nonce.is_empty() {
-            if st.pending.as_ref().is_some_and(|p| p.nonce == nonce) {
+            if st.phase.awaits(nonce) {
                 let error = req.error_detail.as_ref().map(|e| e.message.clone());
                 out.events.extend(self.settle(ty, error));
-            } else if nonce != st.last_nonce {
+            } else if nonce != st.phase.last_nonce() {
                 // Stale: a newer response is already on its way.
                 return Ok(out);
             }
@@ -415,12 +522,7 @@ impl Session {
             return Ok(out);
         };
         let st = &self.types[ty.index()];
-        if !req.response_nonce.is_empty()
-            && st
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.nonce == req.response_nonce)
-        {
+        if !req.response_nonce.is_empty() && st.phase.awaits(&req.response_nonce) {
             let error = req.error_detail.as_ref().map(|e| e.message.clone());
             out.events.extend(self.settle(ty, error));
         }
@@ -459,7 +561,7 @@ impl Session {
     pub fn withhold(&mut self, ty: TypeUrl, nonce: &str, error: String) -> Output {
         let mut out = Output::default();
         let st = &self.types[ty.index()];
-        if st.pending.as_ref().is_none_or(|p| p.nonce != nonce) {
+        if !st.phase.awaits(nonce) {
             return out;
         }
         let event = self.settle(ty, Some(error)).map(|e| match e {
@@ -486,21 +588,25 @@ impl Session {
     /// (Envoy does, after clusters and endpoints) and every type it asked
     /// for has been answered (ACK or NACK) with nothing in flight.
     pub fn configured(&self) -> bool {
-        self.types[TypeUrl::Listener.index()].requested
-            && self.types.iter().filter(|st| st.requested).all(|st| {
-                st.pending.is_none() && (st.status.acked.is_some() || st.status.nack.is_some())
+        self.types[TypeUrl::Listener.index()].phase.requested()
+            && self.types.iter().all(|st| match st.phase {
+                Phase::Unrequested => true,
+                Phase::InFlight(_) => false,
+                Phase::Requested | Phase::MustReply | Phase::Settled { .. } => {
+                    st.versions.acked.is_some() || st.versions.nack.is_some()
+                }
             })
     }
 
     /// ACK (no error) or NACK of the response in flight for `ty`.
     fn settle(&mut self, ty: TypeUrl, error: Option<String>) -> Option<Event> {
         let st = &mut self.types[ty.index()];
-        let p = st.pending.take()?;
+        let p = st.phase.settle()?;
         let event = match error {
             None => {
-                st.status.acked = Some(p.version.clone());
-                if st.status.nack.is_some() && st.status.sent.as_deref() == Some(&p.version) {
-                    st.status.nack = None;
+                st.versions.acked = Some(p.version.clone());
+                if st.versions.nack.is_some() && st.versions.sent.as_deref() == Some(&p.version) {
+                    st.versions.nack = None;
                 }
                 Event::Acked {
                     ty,
@@ -521,7 +627,7 @@ impl Session {
                 }
                 st.rejected
                     .extend(p.sent.iter().map(|r| (r.name.clone(), r.version.clone())));
-                st.status.nack = Some(NackInfo {
+                st.versions.nack = Some(NackInfo {
                     version: p.version.clone(),
                     error: error.clone(),
                 });
@@ -533,7 +639,6 @@ impl Session {
                 }
             }
         };
-        st.status.in_flight = false;
         Some(event)
     }
 
@@ -547,7 +652,7 @@ impl Session {
         // types send below, so each is made once and used twice. One
         // awaiting its ACK is busy whatever it would send.
         let mut early = [TypeUrl::Listener, TypeUrl::Route].map(|ty| {
-            if self.types[ty.index()].pending.is_some() {
+            if self.types[ty.index()].phase.in_flight() {
                 return (None, true);
             }
             let planned = self.plan(ty, &snap, false);
@@ -558,16 +663,19 @@ impl Session {
         let mut blocked = false;
         for ty in TypeUrl::ALL {
             let st = &self.types[ty.index()];
-            if !st.requested {
+            if !st.phase.requested() {
                 // Its first request plans everything anyway.
                 self.types[ty.index()].dirty = Dirty::All;
                 continue;
             }
-            if blocked || st.pending.is_some() {
+            if blocked || st.phase.in_flight() {
                 // It cannot be sent now; what is dirty stays dirty until
                 // it can, and is planned then. Later types must not
                 // overtake it if it has something to send.
-                if !blocked && ty.ordered() && (st.must_reply || self.would_send(ty, &snap, hold)) {
+                if !blocked
+                    && ty.ordered()
+                    && (st.phase.must_reply() || self.would_send(ty, &snap, hold))
+                {
                     blocked = true;
                 }
                 continue;
@@ -579,16 +687,16 @@ impl Session {
             };
             let planned = precomputed.unwrap_or_else(|| self.plan(ty, &snap, hold));
             let st = &mut self.types[ty.index()];
-            if planned.plan.is_empty() && !st.must_reply {
+            if planned.plan.is_empty() && !st.phase.must_reply() {
                 st.dirty.settle(planned.held);
                 if self.mode == Mode::Delta && st.rejected.is_empty() {
                     // The proxy holds exactly this snapshot's resources (e.g.
                     // it reconnected announcing current versions): it is at
                     // this version without any response.
                     let version = snap.version(ty);
-                    if st.status.acked.as_deref() != Some(version) {
-                        st.status.sent.get_or_insert_with(|| version.to_string());
-                        st.status.acked = Some(version.to_string());
+                    if st.versions.acked.as_deref() != Some(version) {
+                        st.versions.sent.get_or_insert_with(|| version.to_string());
+                        st.versions.acked = Some(version.to_string());
                     }
                 }
                 continue;

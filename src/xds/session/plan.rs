@@ -50,7 +50,7 @@ impl Session {
     /// Only the type's dirty names are looked at (see [`Dirty`]).
     pub(super) fn plan(&self, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planned {
         let st = &self.types[ty.index()];
-        if !st.requested {
+        if !st.phase.requested() {
             return Planned {
                 plan: Plan::nothing(),
                 held: Vec::new(),
@@ -91,7 +91,7 @@ impl Session {
     /// planning it in full on every publish costs the whole pile each time.
     pub(super) fn would_send(&self, ty: TypeUrl, snap: &Snapshot, hold: bool) -> bool {
         let st = &self.types[ty.index()];
-        if !st.requested {
+        if !st.phase.requested() {
             return false;
         }
         if self.mode == Mode::Sotw && ty.wildcard_capable() {
@@ -132,7 +132,7 @@ fn full_plan(st: &TypeState, ty: TypeUrl, snap: &Snapshot, hold: bool) -> Planne
         plan: Plan::nothing(),
         held,
     };
-    if matches!(&st.dirty, Dirty::Names(d) if d.is_empty()) && !st.must_reply {
+    if matches!(&st.dirty, Dirty::Names(d) if d.is_empty()) && !st.phase.must_reply() {
         // Nothing changed since the last plan: the set is still the same.
         return nothing(Vec::new());
     }

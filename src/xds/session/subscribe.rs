@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use super::{Dirty, Known, Name, Session};
+use super::{Dirty, Known, Name, Phase, Session};
 use crate::xds::resource::{Snapshot, TypeUrl};
 
 impl Session {
@@ -17,7 +17,11 @@ impl Session {
         // there is nothing to do, so check that before interning the
         // names into a new set.
         let st = &self.types[ty.index()];
-        if st.requested && !st.wildcard && !names.is_empty() && repeats(&st.names, &mut names) {
+        if st.phase.requested()
+            && !st.wildcard
+            && !names.is_empty()
+            && repeats(&st.names, &mut names)
+        {
             return;
         }
         names.sort_unstable();
@@ -39,16 +43,20 @@ impl Session {
             }
         };
         let st = &mut self.types[ty.index()];
-        let first = !st.requested;
-        st.requested = true;
+        let first = !st.phase.requested();
         if !names.is_empty() {
             st.ever_named = true;
         }
         let was_wildcard = st.wildcard;
         st.wildcard =
             ty.wildcard_capable() && (explicit_wildcard || (names.is_empty() && !st.ever_named));
-        if first && st.wildcard {
-            st.must_reply = true;
+        if first {
+            // The first wildcard request is answered even when empty.
+            st.phase = if st.wildcard {
+                Phase::MustReply
+            } else {
+                Phase::Requested
+            };
         }
         if first || was_wildcard != st.wildcard {
             st.dirty = Dirty::All;
@@ -79,11 +87,11 @@ impl Session {
     ) {
         let snap = self.snapshot.clone();
         let st = &mut self.types[ty.index()];
-        let first = !st.requested;
-        st.requested = true;
+        let first = !st.phase.requested();
         let was_wildcard = st.wildcard;
         let mut renamed = false;
         if first {
+            st.phase = Phase::Requested;
             st.dirty = Dirty::All;
             // Sorted so the state is the same whatever the map's order.
             let initial: BTreeMap<String, String> = initial.into_iter().collect();
@@ -96,7 +104,7 @@ impl Session {
                 st.wildcard = true;
             }
             if st.wildcard && st.known.is_empty() {
-                st.must_reply = true;
+                st.phase = Phase::MustReply;
             }
         }
         for name in subscribe {
