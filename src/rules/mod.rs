@@ -18,6 +18,7 @@ mod listener_tls;
 mod origins;
 mod raw;
 mod raw_policy;
+mod re2;
 mod resilience;
 mod route;
 mod route_policy;

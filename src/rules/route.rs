@@ -1,7 +1,8 @@
 //! One route: its match, its action (`to` or `split`), timeout and retry.
 //!
 //! Regexes are compiled with the `regex` crate, whose syntax is close to
-//! Envoy's RE2 and which, like RE2, has no look-around or backreferences.
+//! Envoy's RE2 and which, like RE2, has no look-around or backreferences;
+//! their RE2 program size is checked against Envoy's limit (`super::re2`).
 
 use std::collections::BTreeSet;
 
@@ -9,6 +10,7 @@ use marked_yaml::Spanned;
 
 use super::error::Diags;
 use super::raw::{RawMatch, RawRetry, RawRoute, RawWeighted};
+use super::re2;
 use super::route_policy::{local_action, route_policy};
 use super::validate::{check_name, duration, int, Catalog, Seen};
 use crate::model::{
@@ -331,7 +333,8 @@ fn retry(raw: &Spanned<RawRetry>, path: &str, d: &mut Diags) -> RetryPolicy {
     }
 }
 
-/// Rejects what neither the `regex` crate nor RE2 accepts.
+/// Rejects what neither the `regex` crate nor RE2 accepts, and what Envoy's
+/// RE2 would compile to a program over its size limit (`super::re2`).
 pub(crate) fn check_regex(d: &mut Diags, value: &Spanned<String>, path: &str) {
     if let Err(err) = regex::Regex::new(value.as_str()) {
         let text = err.to_string();
@@ -346,5 +349,14 @@ pub(crate) fn check_regex(d: &mut Diags, value: &Spanned<String>, path: &str) {
             path,
             format!("invalid regex `{}`: {reason}", value.as_str()),
         );
+        return;
+    }
+    if let Some(size) = re2::program_size(value.as_str()).filter(|s| s.over_limit()) {
+        let msg = format!(
+            "regex `{}` is too large for Envoy: RE2 compiles it to {size} instructions (estimated) and Envoy refuses more than {}; counted repeats cost the most (`[a-z]{{1,64}}` is 64 copies of its class): use fewer, smaller ones, or `+`/`*`",
+            value.as_str(),
+            re2::MAX_PROGRAM_SIZE
+        );
+        d.error(value.span(), path, msg);
     }
 }

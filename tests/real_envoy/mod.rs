@@ -3,6 +3,9 @@
 //! Envoy is found through `$ENVOY_BIN`, else `envoy` on `PATH`. When it is
 //! missing, tests fail with instructions; they never skip.
 
+// Each test binary uses only some of these helpers.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,6 +33,14 @@ pub fn envoy_bin() -> PathBuf {
 
 /// Run `envoy --mode validate -c path` and assert Envoy accepts the file.
 pub fn assert_envoy_accepts(path: &Path) {
+    if let Err(text) = validate(path) {
+        panic!("envoy rejected {}:\n{text}", path.display());
+    }
+}
+
+/// Run `envoy --mode validate -c path`: `Err` with Envoy's output when it
+/// refuses the file.
+pub fn validate(path: &Path) -> Result<(), String> {
     let out = Command::new(envoy_bin())
         .args(["--mode", "validate", "--log-level", "warn", "-c"])
         .arg(path)
@@ -40,10 +51,9 @@ pub fn assert_envoy_accepts(path: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        out.status.success() && text.contains("' OK"),
-        "envoy rejected {}: status {}\n{text}",
-        path.display(),
-        out.status
-    );
+    if out.status.success() && text.contains("' OK") {
+        Ok(())
+    } else {
+        Err(format!("status {}\n{text}", out.status))
+    }
 }
