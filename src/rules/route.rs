@@ -132,6 +132,13 @@ fn route_match(raw: &Spanned<RawMatch>, path: &str, d: &mut Diags) -> RouteMatch
                     d.error(value.span(), p, format!("{kind} `{s}` must start with `/`"));
                     PathMatch::Prefix(s)
                 }
+                _ if s.contains(['?', '#']) => {
+                    let msg = format!(
+                        "{kind} `{s}` contains `?` or `#`, but Envoy matches the path without the query string (and clients never send a `#` fragment), so this route would never match; match query parameters with `query:`"
+                    );
+                    d.error(value.span(), p, msg);
+                    PathMatch::Prefix(s)
+                }
                 "path" => PathMatch::Exact(s),
                 _ => PathMatch::Prefix(s),
             }

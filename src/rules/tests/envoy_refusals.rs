@@ -60,3 +60,19 @@ fn a_regex_at_the_limit_is_accepted() {
     let yaml = mk_route("          - match: {regex: '^a{98}'}\n            to: {service: web}\n");
     parse("rules.yaml", &yaml).expect("100 instructions are within Envoy's limit");
 }
+
+#[test]
+fn a_prefix_or_path_with_a_query_or_fragment_is_refused() {
+    for (field, value, column) in [("prefix", "/search?q=", 29), ("path", "/page#top", 27)] {
+        let yaml = mk_route(&format!(
+            "          - match: {{{field}: '{value}'}}\n            to: {{service: web}}\n"
+        ));
+        assert_error(
+            &yaml,
+            14,
+            column,
+            &format!("listeners[0].virtual_hosts[0].routes[0].match.{field}"),
+            "Envoy matches the path without the query string",
+        );
+    }
+}

@@ -395,7 +395,7 @@ impl Route {
 
     pub fn matches(&self, req: &Request) -> bool {
         let path_ok = match &self.path {
-            PathMatch::Prefix(p) => starts_with(&req.path, p, self.case_sensitive),
+            PathMatch::Prefix(p) => starts_with(req.path_only(), p, self.case_sensitive),
             PathMatch::Exact(p) => {
                 let path = req.path_only();
                 if self.case_sensitive {

@@ -97,6 +97,29 @@ fn first_matching_route_wins_and_paths_ignore_the_query() {
     assert_eq!(c("/API"), "all");
 }
 
+#[test]
+fn prefixes_match_the_path_without_the_query() {
+    // Envoy matches a prefix against `:path` with the query string and any
+    // fragment removed: a prefix holding `?` or `#` never matches.
+    let t = mk_table(vec![mk_vhost(
+        "v",
+        &["*"],
+        vec![
+            mk_route_to("query", prefix("/a?x"), "query"),
+            mk_route_to("fragment", prefix("/b#top"), "fragment"),
+            mk_route_to("api", prefix("/api/"), "api"),
+            mk_route_to("a", prefix("/a"), "a"),
+            mk_route_to("all", prefix("/"), "all"),
+        ],
+    )]);
+    let c = |p: &str| cluster_of(&t, &Request::get("h", p)).expect("route");
+    assert_eq!(c("/a?x=1"), "a");
+    assert_eq!(c("/a?x"), "a");
+    assert_eq!(c("/b#top"), "all");
+    assert_eq!(c("/api?/v1"), "a");
+    assert_eq!(c("/api/?q"), "api");
+}
+
 fn with_headers(
     mut r: envoy_types::pb::envoy::config::route::v3::Route,
     headers: Vec<HeaderMatcher>,
