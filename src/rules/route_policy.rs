@@ -12,7 +12,7 @@ use super::error::Diags;
 use super::raw::RawRoute;
 use super::raw_policy::{RawCors, RawHashPolicy, RawHeaderEdits, RawRewrite};
 use super::route::check_regex;
-use super::validate::{duration, int, Catalog, Seen};
+use super::validate::{duration, header_value, int, Catalog, Seen};
 use crate::model::{
     Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEdits, Mirror,
     PathMatch, Redirect, Rewrite, RouteAction, RoutePolicy,
@@ -41,6 +41,12 @@ pub(crate) fn local_action(raw: &RawRoute, path: &str, d: &mut Diags) -> Option<
         };
         let redirect_path = check_path(d, &r.path, "path");
         let prefix = check_path(d, &r.prefix, "prefix");
+        // All three end up in the `location` header.
+        for (field, v) in [("host", &r.host), ("path", &r.path), ("prefix", &r.prefix)] {
+            if let Some(v) = v {
+                header_value(d, v, v.span(), &format!("{p}.{field}"));
+            }
+        }
         if let (Some(_), Some(pre)) = (&r.path, &r.prefix) {
             let msg = "a redirect takes at most one of `path` or `prefix`";
             d.error(pre.span(), format!("{p}.prefix"), msg);
@@ -215,6 +221,11 @@ fn hash_policies(
         }
         if let Some(c) = &h.cookie {
             non_empty(d, &c.name, &format!("{p}.cookie.name"));
+            // Envoy sets the cookie it hashes on with `set-cookie`.
+            header_value(d, &c.name, c.name.span(), &format!("{p}.cookie.name"));
+            if let Some(path) = &c.path {
+                header_value(d, path, path.span(), &format!("{p}.cookie.path"));
+            }
             let ttl = c
                 .ttl
                 .as_ref()
@@ -266,6 +277,7 @@ fn header_edits(raw: &Spanned<RawHeaderEdits>, path: &str, d: &mut Diags) -> Hea
     for (name, value) in &raw.set.0 {
         let p = format!("{path}.set.{}", name.as_str());
         header_name(d, name, &p);
+        header_value(d, value, value.span(), &p);
         seen.first(d, name, &p, "header");
         set.push((name.to_ascii_lowercase(), value.to_string()));
     }
@@ -317,6 +329,7 @@ fn rewrite(raw: &Spanned<RawRewrite>, matcher: &PathMatch, path: &str, d: &mut D
         regex,
         host: raw.host.as_ref().map(|h| {
             non_empty(d, h, &format!("{path}.host"));
+            header_value(d, h, h.span(), &format!("{path}.host"));
             h.to_string()
         }),
     }
@@ -330,6 +343,16 @@ fn cors(raw: &Spanned<RawCors>, path: &str, d: &mut Diags) -> Cors {
             format!("{path}.allow_origins"),
             msg,
         );
+    }
+    // Sent back in the `access-control-*` response headers.
+    for (field, list) in [
+        ("allow_methods", &raw.allow_methods),
+        ("allow_headers", &raw.allow_headers),
+        ("expose_headers", &raw.expose_headers),
+    ] {
+        for (i, v) in list.iter().enumerate() {
+            header_value(d, v, v.span(), &format!("{path}.{field}[{i}]"));
+        }
     }
     let strings = |v: &[Spanned<String>]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let max_age = raw

@@ -12,7 +12,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marked_yaml::Spanned;
+use marked_yaml::{Span, Spanned};
 
 use super::discovery::{discovery, sources};
 use super::duration::parse_duration;
@@ -333,4 +333,23 @@ fn health(d: &mut Diags, raw: &Spanned<String>, path: &str) -> Health {
     );
     d.error(raw.span(), path, msg);
     Health::Healthy
+}
+
+/// Checks a value that becomes an HTTP header value (a consumer, a set
+/// header, a redirect host, …), reported at `at`. Envoy refuses control
+/// characters other than tab in header values: NUL, CR and LF make it NACK
+/// a route, the others make it answer each request with 503 `invalid header
+/// value`. `${...}` placeholders are filled at request time, not here.
+pub(crate) fn header_value(d: &mut Diags, value: &str, at: &Span, path: &str) {
+    let Some((i, c)) = value
+        .char_indices()
+        .find(|(_, c)| c.is_ascii_control() && *c != '\t')
+    else {
+        return;
+    };
+    let msg = format!(
+        "header value `{}` holds the control character {c:?} at byte {i}; Envoy refuses control characters other than tab in header values",
+        value.escape_debug()
+    );
+    d.error(at, path, msg);
 }

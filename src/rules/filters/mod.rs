@@ -19,7 +19,7 @@ use crate::model::{
     UserLua,
 };
 use crate::rules::error::Diags;
-use crate::rules::validate::{duration, int};
+use crate::rules::validate::{duration, header_value, int};
 
 mod jwt;
 mod raw;
@@ -216,6 +216,7 @@ fn api_key(raw: &Spanned<RawApiKey>, path: &str, d: &mut Diags) -> ApiKeyAuth {
                 );
             }
         }
+        header_values(d, &p, [("consumer", &k.consumer), ("plan", &k.plan)]);
         let Some(sha256) = secret(k, &k.key, &k.key_sha256, "key", &p, d) else {
             continue;
         };
@@ -264,6 +265,18 @@ fn basic(raw: &Spanned<RawBasic>, path: &str, d: &mut Diags) -> BasicAuth {
                 d.error(v.span(), format!("{p}.{field}"), format!("`{field}` belongs to API keys; a basic user takes `password` or `password_sha256`"));
             }
         }
+        // The user name is the consumer when none is given.
+        let consumer = if u.consumer.is_some() {
+            &u.consumer
+        } else {
+            &u.user
+        };
+        let consumer_field = if u.consumer.is_some() {
+            "consumer"
+        } else {
+            "user"
+        };
+        header_values(d, &p, [(consumer_field, consumer), ("plan", &u.plan)]);
         let Some(user) = required(&u.user, u, "user", &p, d) else {
             continue;
         };
@@ -299,6 +312,8 @@ fn basic(raw: &Spanned<RawBasic>, path: &str, d: &mut Diags) -> BasicAuth {
             },
         );
     }
+    // Sent back in `WWW-Authenticate`.
+    header_values(d, path, [("realm", &raw.realm)]);
     BasicAuth {
         realm: raw
             .realm
@@ -361,6 +376,16 @@ fn secret(
                 format!("needs `{what}` or `{what}_sha256`"),
             );
             None
+        }
+    }
+}
+
+/// Values that reach a request or response as header values (see
+/// [`header_value`]), each checked at its own position.
+fn header_values<const N: usize>(d: &mut Diags, path: &str, fields: [(&str, &Option<Str>); N]) {
+    for (field, value) in fields {
+        if let Some(v) = value {
+            header_value(d, v, v.span(), &format!("{path}.{field}"));
         }
     }
 }

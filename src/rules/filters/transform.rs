@@ -6,7 +6,7 @@ use super::raw::{RawJson, RawTransform, RawValidate};
 use crate::model::{JsonEdit, Transform, Validate};
 use crate::rules::error::Diags;
 use crate::rules::raw::SpannedMap;
-use crate::rules::validate::int;
+use crate::rules::validate::{header_value, int};
 
 type Str = Spanned<String>;
 
@@ -84,7 +84,10 @@ pub(super) fn transform(
                 let key = header_name(k, &p, d);
                 let value = match values_are {
                     Value::Header => header_name(&Spanned::new(*k.span(), v.clone()), &p, d),
-                    Value::Template => template(v, k, &p, d),
+                    Value::Template => {
+                        header_value(d, v, k.span(), &p);
+                        template(v, k, &p, d)
+                    }
                 };
                 (key, value)
             })
@@ -118,6 +121,8 @@ pub(super) fn transform(
             if !r.starts_with('/') {
                 d.error(r.span(), &p, "rewrite_path must start with `/`");
             }
+            // It becomes the request's `:path`.
+            header_value(d, r, r.span(), &p);
             template(r, r, &p, d)
         }),
         json: raw

@@ -76,3 +76,142 @@ fn a_prefix_or_path_with_a_query_or_fragment_is_refused() {
         );
     }
 }
+
+/// A virtual host with `body` (lines at 8-space indent, from line 12 on)
+/// before its one route, `route` (lines at 12-space indent, from the line
+/// after the route's `to`).
+fn mk_vhost_route(body: &str, route: &str) -> String {
+    mk_vhost(&format!(
+        "        domains: [\"*\"]\n{body}        routes:\n          - to: {{service: web}}\n{route}"
+    ))
+}
+
+#[test]
+fn header_values_with_control_characters_are_refused() {
+    let vhost = "        auth:
+          api_key:
+            header: x-api-key
+            keys:
+              - {key: k1, consumer: \"c1\\r\\nx-admin: 1\", plan: \"gold\\u0001\"}
+";
+    let diags = mk_errors(&mk_vhost_route(vhost, ""));
+    let p = "listeners[0].virtual_hosts[0].auth.api_key.keys[0]";
+    assert_eq!(diags.len(), 2, "{diags:#?}");
+    assert_diag(
+        &diags[0],
+        17,
+        37,
+        &format!("{p}.consumer"),
+        "holds the control character '\\r' at byte 2; Envoy refuses control characters other than tab",
+    );
+    assert_diag(
+        &diags[1],
+        17,
+        63,
+        &format!("{p}.plan"),
+        "'\\u{1}' at byte 4",
+    );
+}
+
+#[test]
+fn every_header_value_field_is_checked() {
+    let route = "            transform:
+              request:
+                set_headers: {x-a: \"v\\n\"}
+                add_headers: {x-b: \"v\\u007f\"}
+                rewrite_path: \"/p\\r\"
+            request_headers: {set: {x-c: \"\\0\"}}
+            response_headers:
+              set:
+                x-d: |
+                  a block scalar
+                  ends lines with LF
+            rewrite: {host: \"h\\n\"}
+            cors: {allow_origins: [\"*\"], allow_methods: [\"GET\\n\"], allow_headers: [\"x\\u0008\"], expose_headers: [\"y\\u001b\"]}
+";
+    let diags = mk_errors(&mk_vhost_route("", route));
+    let paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
+    let r = "listeners[0].virtual_hosts[0].routes[0]";
+    let expected: Vec<String> = [
+        "transform.request.set_headers.x-a",
+        "transform.request.add_headers.x-b",
+        "transform.request.rewrite_path",
+        "request_headers.set.x-c",
+        "response_headers.set.x-d",
+        "rewrite.host",
+        "cors.allow_methods[0]",
+        "cors.allow_headers[0]",
+        "cors.expose_headers[0]",
+    ]
+    .iter()
+    .map(|f| format!("{r}.{f}"))
+    .collect();
+    assert_eq!(paths, expected, "{diags:#?}");
+    assert!(diags
+        .iter()
+        .all(|d| d.message.contains("control character")));
+}
+
+#[test]
+fn redirects_basic_auth_and_cookies_are_checked_too() {
+    let vhost = "        auth:
+          basic:
+            realm: \"r\\n\"
+            users:
+              - {user: \"al\\u0001ice\", password: pw}
+              - {user: bob, consumer: \"b\\nob\", password: pw}
+";
+    let route = "          - match: {prefix: /old}
+            redirect: {host: \"h\\r\", path: \"/p\\n\"}
+";
+    let diags = mk_errors(&mk_vhost_route(vhost, route));
+    let paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
+    let vh = "listeners[0].virtual_hosts[0]";
+    assert_eq!(
+        paths,
+        [
+            format!("{vh}.auth.basic.realm"),
+            format!("{vh}.auth.basic.users[0].user"),
+            format!("{vh}.auth.basic.users[1].consumer"),
+            format!("{vh}.routes[1].redirect.host"),
+            format!("{vh}.routes[1].redirect.path"),
+        ],
+        "{diags:#?}"
+    );
+}
+
+#[test]
+fn tabs_non_ascii_and_templates_are_fine() {
+    let route = "            transform:
+              request:
+                set_headers: {x-a: \"a\\tb\", x-b: \"é ü\", x-c: \"${header.x-src}\"}
+            request_headers: {set: {x-d: \"%DOWNSTREAM_REMOTE_ADDRESS%\"}}
+";
+    parse("rules.yaml", &mk_vhost_route("", route)).expect("valid header values");
+}
+
+#[test]
+fn hash_cookies_are_checked() {
+    let yaml = "services:
+  - name: web
+    lb_policy: ring_hash
+    endpoints: [{address: 127.0.0.1, port: 8081}]
+listeners:
+  - name: http
+    port: 10000
+    virtual_hosts:
+      - name: web
+        domains: [\"*\"]
+        routes:
+          - to: {service: web}
+            hash: [{cookie: {name: \"s\\u0001\", ttl: 60s, path: \"/\\n\"}}]
+";
+    let diags = mk_errors(yaml);
+    let paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
+    let h = "listeners[0].virtual_hosts[0].routes[0].hash[0].cookie";
+    assert_eq!(
+        paths,
+        [format!("{h}.name"), format!("{h}.path")],
+        "{diags:#?}"
+    );
+}
