@@ -256,10 +256,10 @@ fn validate(files: &[PathBuf], envoy: Option<&Path>) -> ExitCode {
     };
     let mut failed = false;
     for path in files {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::rules::read_text(path) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("{}: cannot read: {e}", path.display());
+                eprintln!("{e}");
                 failed = true;
                 continue;
             }

@@ -131,8 +131,7 @@ pub async fn run(
     opts: ServeOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&opts.rules)
-        .with_context(|| format!("reading rules file {}", opts.rules.display()))?;
+    let text = rules::read_text(&opts.rules).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Compiling the static form checks the rules before anything starts.
     let (config, accepted) = load_checked(&opts, &text)
         .await
@@ -629,10 +628,15 @@ async fn reload_rules(
             return false;
         }
     }
-    let text = match tokio::fs::read_to_string(&opts.rules).await {
+    let read = match tokio::fs::read(&opts.rules).await {
+        Ok(bytes) => {
+            rules::text_of(&opts.rules.display().to_string(), bytes).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(format!("reading {}: {e}", opts.rules.display())),
+    };
+    let text = match read {
         Ok(t) => t,
-        Err(e) => {
-            let msg = format!("reading {}: {e}", opts.rules.display());
+        Err(msg) => {
             if status.lock().last_error.as_deref() != Some(msg.as_str()) {
                 error!(error = %msg, "rules file unreadable; still serving the previous config");
                 metrics.rules_reload_errors.inc();

@@ -51,6 +51,43 @@ fn validate_reports_every_error_with_its_location_and_fails() {
     assert!(stderr.contains("colour"), "names the field: {stderr}");
 }
 
+/// "café" saved as Latin-1 on line 12: 0xE9 cannot start a UTF-8 character.
+const NOT_UTF8: &[u8] = b"services:\n  - name: web\n    endpoints: [{address: 127.0.0.1, port: 8081}]\nlisteners:\n  - name: http\n    port: 0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          - to: {service: web}\n# caf\xe9\n";
+
+#[tokio::test]
+async fn a_file_that_is_not_utf8_is_located_by_validate_and_serve() {
+    let rules = RulesFile::new("");
+    let file = rules.path.display().to_string();
+    let at = format!("{file}:12:6: ");
+    write_bytes_atomically(&rules.path, NOT_UTF8);
+    let out = sluice(&["validate", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains(&at), "{}", text(&out.stderr));
+    let out = sluice(&[
+        "serve",
+        "--rules",
+        &file,
+        "--xds",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&at), "{}", text(&out.stderr));
+
+    // A reload of such a file is refused with the same position.
+    let utf8 = String::from_utf8_lossy(NOT_UTF8).replace('\u{fffd}', "e");
+    rules.write(&utf8);
+    let sluice = Sluice::start(&rules.path, "127.0.0.1:0");
+    write_bytes_atomically(&rules.path, NOT_UTF8);
+    eventually("the reload is refused", || async {
+        sluice.status().await["rules"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&at))
+    })
+    .await;
+}
+
 #[test]
 fn bootstrap_writes_a_file_and_rejects_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");

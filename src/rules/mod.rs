@@ -63,12 +63,19 @@ pub fn parse_with_origins(source_name: &str, text: &str) -> Result<(Config, Orig
     diags.finish((config, origins))
 }
 
-/// Reads and parses the rules file at `path`; a read failure is reported as
-/// a diagnostic at 1:1 of that file.
+/// Reads and parses the rules file at `path` (see [`read_text`]).
 pub fn load_file(path: &Path) -> Result<Config, RulesError> {
+    let text = read_text(path)?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// Reads the rules file at `path` as text. A read failure is a diagnostic
+/// at 1:1 of that file; a file that is not UTF-8 one at its first invalid
+/// byte (see [`text_of`]).
+pub fn read_text(path: &Path) -> Result<String, RulesError> {
     let name = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&name, &text),
+    match std::fs::read(path) {
+        Ok(bytes) => text_of(&name, bytes),
         Err(err) => {
             let mut diags = error::Diags::new(&name);
             diags.error_at(
@@ -79,4 +86,29 @@ pub fn load_file(path: &Path) -> Result<Config, RulesError> {
             Err(diags.into_error())
         }
     }
+}
+
+/// The bytes of the rules file `source_name` as text, or a diagnostic at
+/// the line and column (in characters) of the first byte that is not
+/// UTF-8.
+pub fn text_of(source_name: &str, bytes: Vec<u8>) -> Result<String, RulesError> {
+    let err = match String::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(err) => err,
+    };
+    let bytes = err.as_bytes();
+    let at = err.utf8_error().valid_up_to();
+    let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+    let line_start = valid.rfind('\n').map_or(0, |i| i + 1);
+    let loc = error::Loc {
+        line: valid.matches('\n').count() + 1,
+        column: valid[line_start..].chars().count() + 1,
+    };
+    let mut diags = error::Diags::new(source_name);
+    let msg = format!(
+        "the file is not UTF-8 (byte 0x{:02X} here); rules files must be UTF-8: save it as UTF-8",
+        bytes[at]
+    );
+    diags.error_at(loc, error::ROOT, msg);
+    Err(diags.into_error())
 }

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::model::{Backend, LbPolicy, PathMatch, RouteAction, WeightedBackend};
 
+mod diagnostics;
 mod envoy_refusals;
 mod policy;
 mod tls;

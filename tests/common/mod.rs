@@ -573,8 +573,13 @@ pub async fn echo_backend(name: &str) -> Backend {
 /// Writes `text` to `path` atomically (write + rename), as editors and
 /// config tools do, so a watcher never reads half a file.
 pub fn write_atomically(path: &Path, text: &str) {
+    write_bytes_atomically(path, text.as_bytes());
+}
+
+/// [`write_atomically`] for content that need not be UTF-8.
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
+    std::fs::write(&tmp, bytes).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
 

@@ -1,0 +1,30 @@
+//! Diagnostics themselves: a position for a file that is not UTF-8, and
+//! values echoed in messages cut to a readable length.
+
+use super::*;
+
+#[test]
+fn a_file_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("latin1.yaml");
+    // "café" saved as Latin-1: 0xE9 cannot start a UTF-8 character.
+    std::fs::write(&path, b"services: []\nlisteners:\n  - name: caf\xe9\n").expect("write");
+    let err = load_file(&path).expect_err("not UTF-8");
+    assert_eq!(err.diagnostics.len(), 1);
+    let d = &err.diagnostics[0];
+    assert_eq!(
+        (d.file.as_str(), d.line, d.column),
+        (path.display().to_string().as_str(), 3, 14),
+        "{d}"
+    );
+    assert!(d.message.contains("not UTF-8 (byte 0xE9 here)"), "{d}");
+}
+
+#[test]
+fn columns_count_characters_before_the_bad_byte() {
+    // Two-byte `é` and a three-byte `€` before a stray continuation byte.
+    let err = text_of("r.yaml", b"# \xc3\xa9\xe2\x82\xac\x80\n".to_vec()).expect_err("bad");
+    let d = &err.diagnostics[0];
+    assert_eq!((d.line, d.column), (1, 5), "{d}");
+    assert_eq!(text_of("r.yaml", "ok: é".into()).expect("utf8"), "ok: é");
+}
