@@ -375,13 +375,13 @@ fn origin_of<'a>(tls: &'a ListenerTls, e: &TlsError) -> &'a Origin {
 }
 
 fn diagnostic(origin: &Origin, e: &TlsError) -> Diagnostic {
-    Diagnostic {
-        file: origin.file.clone(),
-        line: origin.line,
-        column: origin.column,
-        path: origin.path.clone(),
-        message: e.to_string(),
-    }
+    Diagnostic::new(
+        &origin.file,
+        origin.line,
+        origin.column,
+        &origin.path,
+        &e.to_string(),
+    )
 }
 
 fn read(base: &Path, file: &PemFile, part: Part) -> Result<Vec<u8>, TlsError> {

@@ -8,7 +8,7 @@
 use marked_yaml::types::MarkedScalarNode;
 use marked_yaml::Node;
 
-use super::error::{Diags, Loc, ROOT};
+use super::error::{shown, Diags, Loc, ROOT};
 
 /// Where a deserialization error belongs: the node at the error's path
 /// (the key itself for an unknown field). marked-yaml's own fallback stops
@@ -84,7 +84,8 @@ pub(crate) fn describe(err: &marked_yaml::FromNodeError) -> String {
 pub(crate) fn unknown_field(field: &str, valid: &[&str]) -> String {
     let valid: Vec<String> = valid.iter().map(|v| format!("`{v}`")).collect();
     format!(
-        "unknown field `{field}`; valid fields are {}",
+        "unknown field `{}`; valid fields are {}",
+        shown(field),
         valid.join(", ")
     )
 }

@@ -24,6 +24,16 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// Values a message quotes (between backticks) are cut to this many bytes,
+/// so that a 5 MB value does not fill the output, the log and `/status`.
+pub(crate) const MAX_ECHO: usize = 200;
+
+/// A field path (which can hold keys from the file) is cut to this.
+const MAX_PATH: usize = 400;
+
+/// At most this many diagnostics are kept per file; the rest are counted.
+pub(crate) const MAX_DIAGNOSTICS: usize = 1000;
+
 /// Loading a rules file failed; `diagnostics` holds every problem found,
 /// ordered by position in the file.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +53,8 @@ pub(crate) struct Loc {
 pub(crate) struct Diags {
     file: String,
     found: Vec<Diagnostic>,
+    /// Diagnostics past [`MAX_DIAGNOSTICS`], counted but not kept.
+    omitted: usize,
     /// marked-yaml marks a block mapping at the `:` after its first key, not
     /// at the key itself; this maps such a mark (by character offset) to the
     /// first key's position so errors point where a user looks.
@@ -67,6 +79,69 @@ fn render(diagnostics: &[Diagnostic]) -> String {
     lines.join("\n")
 }
 
+impl Diagnostic {
+    /// A diagnostic whose echoed values and path are cut to a readable
+    /// length (see [`MAX_ECHO`]).
+    pub fn new(file: &str, line: usize, column: usize, path: &str, message: &str) -> Diagnostic {
+        Diagnostic {
+            file: file.to_string(),
+            line,
+            column,
+            path: cut(path, MAX_PATH),
+            message: cut_quoted(message),
+        }
+    }
+}
+
+/// `value` as a message should quote it: cut to [`MAX_ECHO`] bytes. Every
+/// message is cut anyway; quoting through this spares building a message
+/// as long as the value first.
+pub(crate) fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_ECHO {
+        value.into()
+    } else {
+        cut(value, MAX_ECHO).into()
+    }
+}
+
+/// `s` with each backtick-quoted part longer than [`MAX_ECHO`] cut, and
+/// the whole cut to four times that if still longer.
+fn cut_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(8 * MAX_ECHO));
+    let mut parts = s.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    // Odd parts are quoted, even ones are the sentence around them. A part
+    // [`shown`] has cut already is a little longer than MAX_ECHO.
+    for (i, part) in parts.enumerate() {
+        out.push('`');
+        if i % 2 == 0 {
+            out.push_str(&cut(part, MAX_ECHO + 40));
+        } else {
+            out.push_str(part);
+        }
+    }
+    cut(&out, 4 * MAX_ECHO)
+}
+
+/// `s` if at most `max` bytes long, else its start and end (at character
+/// boundaries) around a marker saying how much was left out.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let floor = |mut i: usize| {
+        while !s.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let head = floor(max * 3 / 4);
+    let tail = floor(s.len() - max / 4);
+    format!("{}…[{} bytes cut]…{}", &s[..head], tail - head, &s[tail..])
+}
+
 impl Loc {
     /// Used only when nothing better is known; never line 0.
     pub const START: Loc = Loc { line: 1, column: 1 };
@@ -77,6 +152,7 @@ impl Diags {
         Diags {
             file: file.to_string(),
             found: Vec::new(),
+            omitted: 0,
             block_mapping_starts: HashMap::new(),
         }
     }
@@ -128,17 +204,22 @@ impl Diags {
         self.loc_opt(span).unwrap_or(Loc::START)
     }
 
-    pub fn error_at(&mut self, loc: Loc, path: impl Into<String>, message: impl Into<String>) {
-        self.found.push(Diagnostic {
-            file: self.file.clone(),
-            line: loc.line,
-            column: loc.column,
-            path: path.into(),
-            message: message.into(),
-        });
+    pub fn error_at(&mut self, loc: Loc, path: impl AsRef<str>, message: impl AsRef<str>) {
+        if self.found.len() >= MAX_DIAGNOSTICS {
+            self.omitted += 1;
+            return;
+        }
+        let d = Diagnostic::new(
+            &self.file,
+            loc.line,
+            loc.column,
+            path.as_ref(),
+            message.as_ref(),
+        );
+        self.found.push(d);
     }
 
-    pub fn error(&mut self, span: &Span, path: impl Into<String>, message: impl Into<String>) {
+    pub fn error(&mut self, span: &Span, path: impl AsRef<str>, message: impl AsRef<str>) {
         let loc = self.loc(span);
         self.error_at(loc, path, message);
     }
@@ -152,9 +233,27 @@ impl Diags {
         }
     }
 
-    /// Everything reported so far, in file order.
+    /// Everything reported so far, in file order; past [`MAX_DIAGNOSTICS`],
+    /// a last diagnostic counts the ones left out.
     pub fn into_error(mut self) -> RulesError {
         self.found.sort_by_key(|d| (d.line, d.column));
+        if self.omitted > 0 {
+            let msg = format!(
+                "{} more problems not shown; fix the ones above first",
+                self.omitted
+            );
+            let last = self.found.last().map_or(Loc::START, |d| Loc {
+                line: d.line,
+                column: d.column,
+            });
+            self.found.push(Diagnostic::new(
+                &self.file,
+                last.line,
+                last.column,
+                ROOT,
+                &msg,
+            ));
+        }
         RulesError {
             diagnostics: self.found,
         }

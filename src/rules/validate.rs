@@ -6,6 +6,7 @@
 //! returns a placeholder on error so that checking goes on and one run finds
 //! every problem; the `Config` built from placeholders is thrown away.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
@@ -16,7 +17,7 @@ use marked_yaml::{Span, Spanned};
 
 use super::discovery::{discovery, sources};
 use super::duration::parse_duration;
-use super::error::{Diags, Loc};
+use super::error::{shown, Diags, Loc};
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawService};
 use super::service_policy::service_policy;
@@ -33,9 +34,10 @@ pub(crate) struct Catalog<'a> {
     pub broken: &'a BTreeSet<String>,
 }
 
-/// First occurrence of each key, to report duplicates against.
+/// First occurrence of each key, to report duplicates against. Names are
+/// borrowed from the raw file, not copied (a name can be megabytes long).
 #[derive(Default)]
-pub(crate) struct Seen(HashMap<String, Loc>);
+pub(crate) struct Seen<'a>(HashMap<Cow<'a, str>, Loc>);
 
 const LB_POLICIES: &[(&str, LbPolicy)] = &[
     ("round_robin", LbPolicy::RoundRobin),
@@ -168,25 +170,33 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
     }
 }
 
-impl Seen {
+impl<'a> Seen<'a> {
     /// Records `name`; reports it (and returns false) if it was seen before.
-    pub fn first(&mut self, d: &mut Diags, name: &Spanned<String>, path: &str, what: &str) -> bool {
+    pub fn first(
+        &mut self,
+        d: &mut Diags,
+        name: &'a Spanned<String>,
+        path: &str,
+        what: &str,
+    ) -> bool {
         let loc = d.loc(name.span());
-        self.first_at(d, name.to_string(), loc, path, what)
+        self.first_at(d, name.as_str(), loc, path, what)
     }
 
     pub fn first_at(
         &mut self,
         d: &mut Diags,
-        key: String,
+        key: impl Into<Cow<'a, str>>,
         loc: Loc,
         path: &str,
         what: &str,
     ) -> bool {
+        let key = key.into();
         match self.0.get(&key) {
             Some(first) => {
                 let msg = format!(
-                    "duplicate {what} `{key}` (first defined at line {})",
+                    "duplicate {what} `{}` (first defined at line {})",
+                    shown(&key),
                     first.line
                 );
                 d.error_at(loc, path, msg);
@@ -220,7 +230,7 @@ impl Catalog<'_> {
             let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
             let msg = format!(
                 "unknown service `{}`; defined services: {}",
-                service.as_str(),
+                shown(service),
                 list_or_none(&known)
             );
             d.error(service.span(), format!("{path}.service"), msg);
@@ -252,15 +262,19 @@ fn list_or_none(names: &[&str]) -> String {
 
 /// Checks the shared name rule: `[a-z0-9][a-z0-9_-]*`, at most 60 chars.
 /// `~` and `.` are excluded because cluster names are `service~subset`.
+/// An invalid name comes back cut as diagnostics show it.
 pub(crate) fn check_name(d: &mut Diags, name: &Spanned<String>, path: &str) -> String {
     let s = name.as_str();
     let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
     let first_ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !first_ok || !s.chars().all(valid_char) || s.len() > MAX_NAME_LEN {
         let msg = format!(
-            "invalid name `{s}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit, at most {MAX_NAME_LEN} characters"
+            "invalid name `{}`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit, at most {MAX_NAME_LEN} characters",
+            shown(s)
         );
         d.error(name.span(), path, msg);
+        // The file is refused: keep no copy of a name that may be megabytes.
+        return shown(s).into_owned();
     }
     s.to_string()
 }

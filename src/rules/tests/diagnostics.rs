@@ -28,3 +28,48 @@ fn columns_count_characters_before_the_bad_byte() {
     assert_eq!((d.line, d.column), (1, 5), "{d}");
     assert_eq!(text_of("r.yaml", "ok: é".into()).expect("utf8"), "ok: é");
 }
+
+#[test]
+fn a_long_value_is_cut_in_the_diagnostic() {
+    let name = "A".repeat(5 << 20);
+    let yaml = format!("{{services: [{{name: {name}, endpoints: []}}], listeners: []}}\n");
+    let err = parse("rules.yaml", &yaml).expect_err("invalid name");
+    let text = err.to_string();
+    assert!(text.len() < 1024, "{} bytes", text.len());
+    assert!(
+        text.starts_with("rules.yaml:1:20: services[0].name: invalid name `AAAA"),
+        "{text}"
+    );
+    assert!(text.contains("…[5242680 bytes cut]…AAAA"), "{text}");
+    assert!(text.ends_with("AAAA`: use lowercase letters, digits, `-` and `_`, starting with a letter or digit, at most 60 characters"), "{text}");
+}
+
+#[test]
+fn a_long_key_is_cut_in_the_path_too() {
+    let key = "k".repeat(1 << 20);
+    let yaml = format!("{{services: [], listeners: [], {key}: 1}}\n");
+    let d = &parse("rules.yaml", &yaml)
+        .expect_err("unknown field")
+        .diagnostics[0];
+    assert!(d.to_string().len() < 1024, "{d}");
+    assert!(d.message.contains("valid fields are `services`"), "{d}");
+}
+
+#[test]
+fn at_most_a_thousand_diagnostics_are_kept() {
+    let yaml = format!(
+        "{{services: [{}], listeners: []}}\n",
+        vec!["1"; 5000].join(",")
+    );
+    let diags = parse("rules.yaml", &yaml)
+        .expect_err("not services")
+        .diagnostics;
+    assert_eq!(diags.len(), 1001);
+    assert!(
+        diags[1000]
+            .message
+            .starts_with("4000 more problems not shown"),
+        "{}",
+        diags[1000]
+    );
+}
