@@ -7,6 +7,7 @@
 //! small regexes, the example from docs/rules.md (277) and regexes on both
 //! sides of 100 (sizes in the comments, as Envoy 1.40 reports them).
 
+mod common;
 mod real_envoy;
 
 use std::path::Path;
@@ -37,19 +38,9 @@ const TABLE: &[&str] = &[
 /// True when sluice refuses `regex`; any refusal must be the size check.
 fn sluice_refuses(regex: &str) -> bool {
     let yaml = format!(
-        "services:
-  - name: web
-    endpoints: [{{address: 127.0.0.1, port: 8081}}]
-listeners:
-  - name: http
-    port: 10000
-    virtual_hosts:
-      - name: web
-        domains: [\"*\"]
-        routes:
-          - match: {{regex: '{}'}}
-            to: {{service: web}}
-",
+        "services:\n{}{}          - match: {{regex: '{}'}}\n            to: {{service: web}}\n",
+        common::rules::web_v1_v2(8081, 8082),
+        common::rules::http_listener(0, "web"),
         regex.replace('\'', "''")
     );
     match sluice::rules::parse("rules.yaml", &yaml) {

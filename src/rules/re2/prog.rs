@@ -338,6 +338,24 @@ impl Compiler {
         self.star(any, true)
     }
 
+    /// Visits the instructions reachable from `start` in RE2's queue order;
+    /// `step` handles one and says where it leads (0: nowhere).
+    fn walk(&mut self, start: u32, mut step: impl FnMut(&mut Self, u32) -> [u32; 2]) {
+        let mut queued = vec![false; self.inst.len()];
+        let mut queue = vec![start];
+        queued[start as usize] = true;
+        let mut i = 0;
+        while let Some(&id) = queue.get(i) {
+            i += 1;
+            for j in step(self, id) {
+                if j != 0 && !queued[j as usize] {
+                    queued[j as usize] = true;
+                    queue.push(j);
+                }
+            }
+        }
+    }
+
     /// RE2's first optimisation: exits that lead to a no-op go past it.
     fn remove_nops(&mut self, start: u32) {
         let skip = |inst: &[Inst], mut j: u32| {
@@ -346,72 +364,38 @@ impl Compiler {
             }
             j
         };
-        let mut queued = vec![false; self.inst.len()];
-        let mut queue = vec![start];
-        queued[start as usize] = true;
-        let mut i = 0;
-        while let Some(&id) = queue.get(i) {
-            i += 1;
-            let inst = self.inst[id as usize];
-            let mut next = vec![skip(&self.inst, inst.out)];
-            self.inst[id as usize].out = next[0];
-            if inst.op == Op::Alt {
-                next.push(skip(&self.inst, inst.out1));
-                self.inst[id as usize].out1 = next[1];
+        self.walk(start, |c, id| {
+            let inst = c.inst[id as usize];
+            let out = skip(&c.inst, inst.out);
+            c.inst[id as usize].out = out;
+            if inst.op != Op::Alt {
+                return [out, 0];
             }
-            for j in next {
-                if j != 0 && !queued[j as usize] {
-                    queued[j as usize] = true;
-                    queue.push(j);
-                }
-            }
-        }
-    }
-}
-
-impl Compiler {
-    /// Instructions reachable from `start`, in RE2's queue order.
-    fn reachable(&self, start: u32) -> Vec<u32> {
-        let mut queued = vec![false; self.inst.len()];
-        let mut queue = vec![start];
-        queued[start as usize] = true;
-        let mut i = 0;
-        while let Some(&id) = queue.get(i) {
-            i += 1;
-            let inst = self.inst[id as usize];
-            let next = if inst.op == Op::Alt {
-                [inst.out, inst.out1]
-            } else {
-                [inst.out, 0]
-            };
-            for j in next {
-                if j != 0 && !queued[j as usize] {
-                    queued[j as usize] = true;
-                    queue.push(j);
-                }
-            }
-        }
-        queue
+            let out1 = skip(&c.inst, inst.out1);
+            c.inst[id as usize].out1 = out1;
+            [out, out1]
+        });
     }
 
     /// RE2's second optimisation: an `Alt` choosing between a match and a
     /// loop over any byte (`(?s).*` at the end) becomes an `AltMatch`.
     fn mark_alt_match(&mut self, start: u32) {
-        for id in self.reachable(start) {
-            let inst = self.inst[id as usize];
+        self.walk(start, |c, id| {
+            let inst = c.inst[id as usize];
             if inst.op != Op::Alt {
-                continue;
+                return [inst.out, 0];
             }
             let any_loop = |j: u32| {
-                let j = self.inst[j as usize];
+                let j = c.inst[j as usize];
                 j.op == Op::ByteRange && j.any_byte && j.out == id
             };
-            if (any_loop(inst.out) && self.is_match(inst.out1))
-                || (self.is_match(inst.out) && any_loop(inst.out1))
+            if (any_loop(inst.out) && c.is_match(inst.out1))
+                || (c.is_match(inst.out) && any_loop(inst.out1))
             {
-                self.inst[id as usize].op = Op::AltMatch;
+                c.inst[id as usize].op = Op::AltMatch;
             }
-        }
+            [inst.out, inst.out1]
+        });
     }
 
     /// Whether `id` reaches a match through captures and no-ops only.

@@ -192,21 +192,9 @@ fn tabs_non_ascii_and_templates_are_fine() {
 
 #[test]
 fn hash_cookies_are_checked() {
-    let yaml = "services:
-  - name: web
-    lb_policy: ring_hash
-    endpoints: [{address: 127.0.0.1, port: 8081}]
-listeners:
-  - name: http
-    port: 10000
-    virtual_hosts:
-      - name: web
-        domains: [\"*\"]
-        routes:
-          - to: {service: web}
-            hash: [{cookie: {name: \"s\\u0001\", ttl: 60s, path: \"/\\n\"}}]
-";
-    let diags = mk_errors(yaml);
+    let yaml = super::policy::mk_service_file("ring_hash", "")
+        + "            hash: [{cookie: {name: \"s\\u0001\", ttl: 60s, path: \"/\\n\"}}]\n";
+    let diags = mk_errors(&yaml);
     let paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
     let h = "listeners[0].virtual_hosts[0].routes[0].hash[0].cookie";
     assert_eq!(

@@ -8,7 +8,7 @@ use crate::model::{HashPolicy, HealthCheckKind, LocalityLb, RouteAction, Upstrea
 
 /// A file with one service `web` whose body continues with `extra`
 /// (starting on line 4), and a listener routing `/` to it.
-fn mk_service_file(lb: &str, extra: &str) -> String {
+pub(super) fn mk_service_file(lb: &str, extra: &str) -> String {
     format!(
         "services:
   - name: web
