@@ -252,7 +252,11 @@ pub async fn run(
         rules_ops: RulesOps {
             planner: Arc::new(move |file: &str, text: &str| planner.diff(file, text)),
             confirm: confirm_tx,
-            auth: opts.rollouts.token.as_deref().map(canary_auth),
+            auth: opts
+                .rollouts
+                .token
+                .as_deref()
+                .map(crate::canary::grpc::Auth::new),
             loopback: admin_local.ip().is_loopback(),
         },
     };
@@ -468,10 +472,6 @@ impl Outputs {
             }
         }
     }
-}
-
-fn canary_auth(token: &str) -> crate::canary::grpc::Auth {
-    crate::canary::grpc::Auth::new(token)
 }
 
 /// Publishes a config loaded from the rules file whose content hash is
