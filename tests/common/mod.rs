@@ -291,13 +291,19 @@ impl Envoy {
             .status()
             .expect("run sluice bootstrap");
         assert!(status.success(), "sluice bootstrap failed");
+        Envoy::start_static(dir, &bootstrap).await
+    }
+
+    /// Runs Envoy on the bootstrap file `bootstrap` (kept in `dir`, which
+    /// also receives its logs) and waits for its admin address.
+    pub async fn start_static(dir: tempfile::TempDir, bootstrap: &Path) -> Envoy {
         let admin_path = dir.path().join("admin.addr");
         let log = std::fs::File::create(dir.path().join("envoy.log")).expect("log");
         // Access logs go to Envoy's stdout; keep them for tests to read.
         let stdout = std::fs::File::create(dir.path().join("envoy.stdout")).expect("stdout");
         let child = Command::new(envoy_bin())
             .arg("-c")
-            .arg(&bootstrap)
+            .arg(bootstrap)
             .arg("--admin-address-path")
             .arg(&admin_path)
             .args([
