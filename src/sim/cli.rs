@@ -131,52 +131,55 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::rules::parse_duration(s)
 }
 
-/// Run `sluice sim` on its own runtime.
-pub fn main(args: SimArgs) -> std::process::ExitCode {
-    let body = match (args.body, &args.body_file) {
-        (Some(b), _) => Some(b),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(b) => Some(b),
+impl SimArgs {
+    /// Run `sluice sim` on its own runtime.
+    pub fn run(self) -> std::process::ExitCode {
+        let args = self;
+        let body = match (args.body, &args.body_file) {
+            (Some(b), _) => Some(b),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    eprintln!("error: --body-file {}: {e}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            },
+            (None, None) => None,
+        };
+        let Some(rt) = crate::cli_support::runtime() else {
+            return std::process::ExitCode::FAILURE;
+        };
+        let opts = SimOptions {
+            xds: args.xds,
+            proxies: args.proxies.max(1),
+            rps: args.rps,
+            duration: args.duration,
+            delta: args.delta,
+            json: args.json,
+            group: args.group,
+            host: args.host,
+            paths: args.paths,
+            headers: args.headers,
+            body,
+            method: args.method,
+            latency: args.latency,
+            error_rate: args.error_rate,
+            seed: args.seed,
+            faulty: args.faulty.min(args.proxies.max(1)),
+            faults: Faults {
+                ack_delay: args.slow_ack.unwrap_or_default(),
+                nack: args.nack,
+                stall: args.stall,
+                disconnect_after: args.disconnect_after,
+                reconnect_storm: args.reconnect_storm,
+            },
+        };
+        match rt.block_on(run(opts)) {
+            Ok(_) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: --body-file {}: {e}", path.display());
-                return std::process::ExitCode::FAILURE;
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
             }
-        },
-        (None, None) => None,
-    };
-    let Some(rt) = crate::cli::runtime() else {
-        return std::process::ExitCode::FAILURE;
-    };
-    let opts = SimOptions {
-        xds: args.xds,
-        proxies: args.proxies.max(1),
-        rps: args.rps,
-        duration: args.duration,
-        delta: args.delta,
-        json: args.json,
-        group: args.group,
-        host: args.host,
-        paths: args.paths,
-        headers: args.headers,
-        body,
-        method: args.method,
-        latency: args.latency,
-        error_rate: args.error_rate,
-        seed: args.seed,
-        faulty: args.faulty.min(args.proxies.max(1)),
-        faults: Faults {
-            ack_delay: args.slow_ack.unwrap_or_default(),
-            nack: args.nack,
-            stall: args.stall,
-            disconnect_after: args.disconnect_after,
-            reconnect_storm: args.reconnect_storm,
-        },
-    };
-    match rt.block_on(run(opts)) {
-        Ok(_) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
         }
     }
 }
