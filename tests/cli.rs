@@ -494,3 +494,21 @@ fn serve_refuses_a_watch_interval_below_10_ms() {
         );
     }
 }
+
+#[test]
+fn sim_refuses_no_proxies_and_more_faulty_proxies_than_proxies() {
+    let out = sluice(&["sim", "--proxies", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--proxies") && stderr.contains("give 1 or more"),
+        "{stderr}"
+    );
+    let out = sluice(&["sim", "--proxies", "2", "--faulty", "3", "--stall"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--faulty 3 is more than --proxies 2"),
+        "{stderr}"
+    );
+}

@@ -37,7 +37,7 @@ pub struct SimArgs {
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub xds: String,
     /// Simulated proxies, each with its own ADS stream.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_proxies)]
     pub proxies: usize,
     /// Requests per second, spread over the proxies.
     #[arg(long, default_value_t = 100)]
@@ -120,6 +120,16 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     Ok((name.to_ascii_lowercase(), value.trim().to_string()))
 }
 
+/// `--proxies`: at least one (a run without a proxy has nothing to send
+/// through).
+fn parse_proxies(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 proxies would send nothing: give 1 or more".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of proxies: {e}")),
+    }
+}
+
 fn parse_type(s: &str) -> Result<crate::xds::TypeUrl, String> {
     crate::sim::SIM_TYPES
         .into_iter()
@@ -146,12 +156,20 @@ impl SimArgs {
             },
             (None, None) => None,
         };
+        if args.faulty > args.proxies {
+            eprintln!(
+                "error: --faulty {} is more than --proxies {}: the faulty proxies are \
+                 the last ones of the fleet",
+                args.faulty, args.proxies
+            );
+            return std::process::ExitCode::from(2);
+        }
         let Some(rt) = crate::cli_support::runtime() else {
             return std::process::ExitCode::FAILURE;
         };
         let opts = SimOptions {
             xds: args.xds,
-            proxies: args.proxies.max(1),
+            proxies: args.proxies,
             rps: args.rps,
             duration: args.duration,
             delta: args.delta,
@@ -165,7 +183,7 @@ impl SimArgs {
             latency: args.latency,
             error_rate: args.error_rate,
             seed: args.seed,
-            faulty: args.faulty.min(args.proxies.max(1)),
+            faulty: args.faulty,
             faults: Faults {
                 ack_delay: args.slow_ack.unwrap_or_default(),
                 nack: args.nack,
