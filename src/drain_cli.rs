@@ -60,7 +60,6 @@ impl DrainArgs {
 impl DrainCommand {
     /// Run `sluice drain …`.
     pub fn run(self) -> ExitCode {
-        let cmd = self;
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -71,7 +70,7 @@ impl DrainCommand {
                 return ExitCode::FAILURE;
             }
         };
-        match rt.block_on(call(cmd)) {
+        match rt.block_on(call(self)) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

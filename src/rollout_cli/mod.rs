@@ -206,7 +206,6 @@ type Client =
 impl RolloutArgs {
     /// Run `sluice rollout …`.
     pub fn run(self) -> ExitCode {
-        let args = self;
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -217,7 +216,7 @@ impl RolloutArgs {
                 return ExitCode::from(exit::ERROR);
             }
         };
-        match rt.block_on(run(args)) {
+        match rt.block_on(run(self)) {
             Ok(code) => ExitCode::from(code),
             Err(status) => {
                 eprintln!("error: {}", status.message());

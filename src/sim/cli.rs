@@ -144,8 +144,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 impl SimArgs {
     /// Run `sluice sim` on its own runtime.
     pub fn run(self) -> std::process::ExitCode {
-        let args = self;
-        let body = match (args.body, &args.body_file) {
+        let body = match (self.body, &self.body_file) {
             (Some(b), _) => Some(b),
             (None, Some(path)) => match std::fs::read_to_string(path) {
                 Ok(b) => Some(b),
@@ -156,11 +155,11 @@ impl SimArgs {
             },
             (None, None) => None,
         };
-        if args.faulty > args.proxies {
+        if self.faulty > self.proxies {
             eprintln!(
                 "error: --faulty {} is more than --proxies {}: the faulty proxies are \
                  the last ones of the fleet",
-                args.faulty, args.proxies
+                self.faulty, self.proxies
             );
             return std::process::ExitCode::from(2);
         }
@@ -168,28 +167,28 @@ impl SimArgs {
             return std::process::ExitCode::FAILURE;
         };
         let opts = SimOptions {
-            xds: args.xds,
-            proxies: args.proxies,
-            rps: args.rps,
-            duration: args.duration,
-            delta: args.delta,
-            json: args.json,
-            group: args.group,
-            host: args.host,
-            paths: args.paths,
-            headers: args.headers,
+            xds: self.xds,
+            proxies: self.proxies,
+            rps: self.rps,
+            duration: self.duration,
+            delta: self.delta,
+            json: self.json,
+            group: self.group,
+            host: self.host,
+            paths: self.paths,
+            headers: self.headers,
             body,
-            method: args.method,
-            latency: args.latency,
-            error_rate: args.error_rate,
-            seed: args.seed,
-            faulty: args.faulty,
+            method: self.method,
+            latency: self.latency,
+            error_rate: self.error_rate,
+            seed: self.seed,
+            faulty: self.faulty,
             faults: Faults {
-                ack_delay: args.slow_ack.unwrap_or_default(),
-                nack: args.nack,
-                stall: args.stall,
-                disconnect_after: args.disconnect_after,
-                reconnect_storm: args.reconnect_storm,
+                ack_delay: self.slow_ack.unwrap_or_default(),
+                nack: self.nack,
+                stall: self.stall,
+                disconnect_after: self.disconnect_after,
+                reconnect_storm: self.reconnect_storm,
             },
         };
         match rt.block_on(run(opts)) {
