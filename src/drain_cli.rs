@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Subcommand};
 
-use crate::cli::Output;
+use crate::cli_support::{send, AdminAddr, Output};
 use crate::drain::{Drain, LocalityRef, Target};
 
 #[derive(Debug, Subcommand)]
@@ -19,9 +19,8 @@ pub enum DrainCommand {
     Remove(DrainArgs),
     /// List the drains and how many endpoints each matches.
     List {
-        /// sluice's admin address.
-        #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
-        admin: SocketAddr,
+        #[command(flatten)]
+        admin: AdminAddr,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -39,9 +38,8 @@ pub struct DrainArgs {
     /// Every endpoint in REGION, or in REGION/ZONE.
     #[arg(long)]
     pub locality: Option<LocalityRef>,
-    /// sluice's admin address.
-    #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
-    pub admin: SocketAddr,
+    #[command(flatten)]
+    pub admin: AdminAddr,
 }
 
 impl DrainArgs {
@@ -59,25 +57,28 @@ impl DrainArgs {
     }
 }
 
-pub fn run(cmd: DrainCommand) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(call(cmd)) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+impl DrainCommand {
+    /// Run `sluice drain …`.
+    pub fn run(self) -> ExitCode {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match rt.block_on(call(self)) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -89,14 +90,14 @@ async fn call(cmd: DrainCommand) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let (admin, method, args) = match cmd {
         DrainCommand::List { admin, output } => {
-            let list: Vec<serde_json::Value> = send(client.get(url(admin))).await?;
+            let list: Vec<serde_json::Value> = send(client.get(url(admin.addr))).await?;
             return Ok(match output {
                 Output::Json => format!("{}\n", serde_json::Value::from(list)),
                 Output::Text => render_list(&list),
             });
         }
-        DrainCommand::Add(a) => (a.admin, reqwest::Method::POST, a),
-        DrainCommand::Remove(a) => (a.admin, reqwest::Method::DELETE, a),
+        DrainCommand::Add(a) => (a.admin.addr, reqwest::Method::POST, a),
+        DrainCommand::Remove(a) => (a.admin.addr, reqwest::Method::DELETE, a),
     };
     let drain = args.drain().ok_or("give --endpoint or --locality")?;
     let adding = method == reqwest::Method::POST;
@@ -113,25 +114,6 @@ async fn call(cmd: DrainCommand) -> Result<String, String> {
 
 fn url(admin: SocketAddr) -> String {
     format!("http://{admin}/drains")
-}
-
-/// Sends and decodes the answer; an error answer's `error` field becomes
-/// the message.
-pub(crate) async fn send<T: serde::de::DeserializeOwned>(
-    req: reqwest::RequestBuilder,
-) -> Result<T, String> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach sluice: {e}"))?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let msg = doc["error"].as_str().unwrap_or(&body).to_string();
-        return Err(format!("sluice answered {status}: {msg}"));
-    }
-    serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))
 }
 
 fn render_list(list: &[serde_json::Value]) -> String {

@@ -4,12 +4,15 @@
 //! `compile` (pure: config → per-group [`xds::Snapshots`]) → `xds` (sessions
 //! that stream snapshots to Envoys over ADS). `serve` wires these together
 //! with the rules file watcher and the `admin` HTTP listener; `cli` is the
-//! command line.
+//! command line (it dispatches to the `*_cli` modules, which share
+//! `cli_support`).
 
 pub mod admin;
 pub mod bootstrap;
+pub mod bootstrap_cli;
 pub mod canary;
 pub mod cli;
+pub mod cli_support;
 pub mod compile;
 pub mod digest;
 pub mod discovery;
@@ -25,6 +28,7 @@ pub mod rules;
 pub mod rules_cli;
 pub mod rules_watch;
 pub mod serve;
+pub mod serve_cli;
 pub mod sim;
 pub mod status_cli;
 pub mod tls;

@@ -14,16 +14,15 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::Output;
+use crate::cli_support::{runtime, send, AdminAddr, Output};
 use crate::guard::{Change, DiffDoc, HeldEdit};
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The rules file to compare with what is served.
     pub file: PathBuf,
-    /// sluice's admin address.
-    #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
-    pub admin: SocketAddr,
+    #[command(flatten)]
+    pub admin: AdminAddr,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -34,9 +33,8 @@ pub enum RulesCommand {
     /// version `sluice status` shows (the file's content hash).
     Confirm {
         version: String,
-        /// sluice's admin address.
-        #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
-        admin: SocketAddr,
+        #[command(flatten)]
+        admin: AdminAddr,
         /// File holding the admin token (else $SLUICE_ADMIN_TOKEN).
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
@@ -56,7 +54,21 @@ enum Answer {
     Invalid(String),
 }
 
-pub fn diff(args: DiffArgs) -> ExitCode {
+impl DiffArgs {
+    /// Run `sluice diff`.
+    pub fn run(self) -> ExitCode {
+        diff(self)
+    }
+}
+
+impl RulesCommand {
+    /// Run `sluice rules …`.
+    pub fn run(self) -> ExitCode {
+        confirm(self)
+    }
+}
+
+fn diff(args: DiffArgs) -> ExitCode {
     let text = match std::fs::read(&args.file) {
         Ok(t) => t,
         Err(e) => {
@@ -64,11 +76,11 @@ pub fn diff(args: DiffArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
-    let Some(rt) = crate::cli::runtime() else {
+    let Some(rt) = runtime() else {
         return ExitCode::from(UNREACHABLE);
     };
     let file = args.file.display().to_string();
-    match rt.block_on(ask_diff(args.admin, &file, text)) {
+    match rt.block_on(ask_diff(args.admin.addr, &file, text)) {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(UNREACHABLE)
@@ -208,7 +220,7 @@ pub fn render_held(held: &HeldEdit, in_diff: bool) -> String {
     s
 }
 
-pub fn run(cmd: RulesCommand) -> ExitCode {
+fn confirm(cmd: RulesCommand) -> ExitCode {
     let RulesCommand::Confirm {
         version,
         admin,
@@ -221,17 +233,17 @@ pub fn run(cmd: RulesCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Some(rt) = crate::cli::runtime() else {
+    let Some(rt) = runtime() else {
         return ExitCode::FAILURE;
     };
     let answer = rt.block_on(async {
         let mut req = client()?
-            .post(format!("http://{admin}/rules/confirm"))
+            .post(format!("http://{}/rules/confirm", admin.addr))
             .json(&serde_json::json!({ "version": version }));
         if let Some(t) = token {
             req = req.bearer_auth(t.trim());
         }
-        crate::drain_cli::send::<serde_json::Value>(req).await
+        send::<serde_json::Value>(req).await
     });
     match answer {
         Ok(_) => {

@@ -73,7 +73,8 @@ pub struct ServeOptions {
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub watch_interval: Duration,
-    /// Where the drain state file lives; `None`: beside the rules file.
+    /// Where sluice keeps its state: the drain state file (`None`: beside
+    /// the rules file) and rollouts (`None`: no rollout controller).
     pub state_dir: Option<PathBuf>,
     /// The rollout controller and its admin gRPC API.
     pub rollouts: RolloutOptions,
@@ -174,10 +175,16 @@ pub async fn run(
     );
     // Saved rollouts load before the first publish, so their weights are
     // in the very first snapshot (DESIGN.md invariant 7).
-    let canary = rollouts::start(&opts.rollouts, registry.clone(), stop_rx.clone()).await?;
+    let canary = rollouts::start(
+        opts.state_dir.as_deref(),
+        &opts.rollouts,
+        registry.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
     // Without a rollout controller there are no rollouts, and no route to
     // arm for one.
-    let weights = match opts.rollouts.state_dir {
+    let weights = match opts.state_dir {
         Some(_) => opts.rollouts.weights,
         None => {
             if opts.rollouts.weights == WeightsVia::Runtime {

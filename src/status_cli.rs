@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use clap::Args;
 use serde::Deserialize;
 
-use crate::cli::Output;
+use crate::cli_support::{AdminAddr, Output};
 use crate::discovery::status::SourceStatus;
 use crate::rules_watch::RulesStatus;
 
@@ -44,7 +45,23 @@ pub struct Nack {
     pub error: String,
 }
 
-pub fn run(admin: SocketAddr, output: Output) -> ExitCode {
+/// `sluice status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub admin: AdminAddr,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+impl StatusArgs {
+    /// Run `sluice status`.
+    pub fn run(self) -> ExitCode {
+        run(self.admin.addr, self.output)
+    }
+}
+
+fn run(admin: SocketAddr, output: Output) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,6 +1,6 @@
 //! The `sluice` binary as a user runs it: `validate`, `bootstrap`, `serve`
 //! with its admin endpoints, `status`, shutdown on SIGTERM, and `sluice sim`
-//! sending request headers and bodies.
+//! sending request headers and bodies; flags out of range are refused.
 
 mod common;
 
@@ -475,5 +475,40 @@ fn sim_refuses_a_header_without_a_colon() {
         text(&out.stderr).contains("--host"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_refuses_a_watch_interval_below_10_ms() {
+    // The flags are checked before the rules file is read: it need not exist.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.yaml");
+    let rules = rules.to_str().expect("utf-8 path");
+    for ms in ["0", "9"] {
+        let out = sluice(&["serve", "--rules", rules, "--watch-interval-ms", ms]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--watch-interval-ms") && stderr.contains("give 10 or more"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn sim_refuses_no_proxies_and_more_faulty_proxies_than_proxies() {
+    let out = sluice(&["sim", "--proxies", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--proxies") && stderr.contains("give 1 or more"),
+        "{stderr}"
+    );
+    let out = sluice(&["sim", "--proxies", "2", "--faulty", "3", "--stall"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--faulty 3 is more than --proxies 2"),
+        "{stderr}"
     );
 }

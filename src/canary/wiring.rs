@@ -5,7 +5,7 @@
 //! reset to the rules' split.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -24,8 +24,6 @@ pub const TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
 
 #[derive(Clone, Debug, Default)]
 pub struct RolloutOptions {
-    /// Where rollout state is kept; without it there is no controller.
-    pub state_dir: Option<PathBuf>,
     /// Loopback address of the admin gRPC API.
     pub admin_grpc: Option<SocketAddr>,
     pub token: Option<String>,
@@ -71,7 +69,10 @@ pub fn token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
         .filter(|t| !t.trim().is_empty()))
 }
 
+/// Starts the rollout controller when there is a `state_dir` (where
+/// rollout state is kept; without it there is no controller).
 pub async fn start(
+    state_dir: Option<&Path>,
     opts: &RolloutOptions,
     registry: Arc<Registry>,
     stop: watch::Receiver<bool>,
@@ -79,7 +80,7 @@ pub async fn start(
     let (overlay_tx, overlay_rx) = watch::channel(Overlays::default());
     let (applied_tx, applied_rx) = watch::channel(None);
     let mut tasks = Vec::new();
-    let Some(dir) = &opts.state_dir else {
+    let Some(dir) = state_dir else {
         anyhow::ensure!(
             opts.admin_grpc.is_none(),
             "--admin-grpc needs --state-dir: rollout state must survive a restart"

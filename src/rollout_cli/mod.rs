@@ -29,11 +29,11 @@ use tonic::transport::Channel;
 
 use crate::canary::overlay::WeightsVia;
 use crate::canary::pb::{self, rollout_service_client::RolloutServiceClient};
-use crate::cli::Output;
+use crate::cli_support::Output;
 
 /// The `serve` flags of the rollout controller.
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub struct RolloutServeArgs {
     /// Keep sluice's state here: rollouts (`rollouts.json`; giving a
     /// directory enables the rollout controller) and drains
     /// (`sluice-drains.json`; default: beside the rules file).
@@ -203,22 +203,25 @@ type AuthFn =
 type Client =
     RolloutServiceClient<tonic::service::interceptor::InterceptedService<Channel, AuthFn>>;
 
-pub fn main(args: RolloutArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit::ERROR);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(code) => ExitCode::from(code),
-        Err(status) => {
-            eprintln!("error: {}", status.message());
-            ExitCode::from(code_of(&status))
+impl RolloutArgs {
+    /// Run `sluice rollout …`.
+    pub fn run(self) -> ExitCode {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(exit::ERROR);
+            }
+        };
+        match rt.block_on(run(self)) {
+            Ok(code) => ExitCode::from(code),
+            Err(status) => {
+                eprintln!("error: {}", status.message());
+                ExitCode::from(code_of(&status))
+            }
         }
     }
 }

@@ -37,7 +37,7 @@ pub struct SimArgs {
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub xds: String,
     /// Simulated proxies, each with its own ADS stream.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_proxies)]
     pub proxies: usize,
     /// Requests per second, spread over the proxies.
     #[arg(long, default_value_t = 100)]
@@ -120,6 +120,16 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
     Ok((name.to_ascii_lowercase(), value.trim().to_string()))
 }
 
+/// `--proxies`: at least one (a run without a proxy has nothing to send
+/// through).
+fn parse_proxies(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 proxies would send nothing: give 1 or more".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a number of proxies: {e}")),
+    }
+}
+
 fn parse_type(s: &str) -> Result<crate::xds::TypeUrl, String> {
     crate::sim::SIM_TYPES
         .into_iter()
@@ -131,52 +141,62 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::rules::parse_duration(s)
 }
 
-/// Run `sluice sim` on its own runtime.
-pub fn main(args: SimArgs) -> std::process::ExitCode {
-    let body = match (args.body, &args.body_file) {
-        (Some(b), _) => Some(b),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(b) => Some(b),
+impl SimArgs {
+    /// Run `sluice sim` on its own runtime.
+    pub fn run(self) -> std::process::ExitCode {
+        let body = match (self.body, &self.body_file) {
+            (Some(b), _) => Some(b),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    eprintln!("error: --body-file {}: {e}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            },
+            (None, None) => None,
+        };
+        if self.faulty > self.proxies {
+            eprintln!(
+                "error: --faulty {} is more than --proxies {}: the faulty proxies are \
+                 the last ones of the fleet",
+                self.faulty, self.proxies
+            );
+            return std::process::ExitCode::from(2);
+        }
+        let Some(rt) = crate::cli_support::runtime() else {
+            return std::process::ExitCode::FAILURE;
+        };
+        let opts = SimOptions {
+            xds: self.xds,
+            proxies: self.proxies,
+            rps: self.rps,
+            duration: self.duration,
+            delta: self.delta,
+            json: self.json,
+            group: self.group,
+            host: self.host,
+            paths: self.paths,
+            headers: self.headers,
+            body,
+            method: self.method,
+            latency: self.latency,
+            error_rate: self.error_rate,
+            seed: self.seed,
+            faulty: self.faulty,
+            faults: Faults {
+                ack_delay: self.slow_ack.unwrap_or_default(),
+                nack: self.nack,
+                stall: self.stall,
+                disconnect_after: self.disconnect_after,
+                reconnect_storm: self.reconnect_storm,
+            },
+        };
+        match rt.block_on(run(opts)) {
+            Ok(_) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: --body-file {}: {e}", path.display());
-                return std::process::ExitCode::FAILURE;
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
             }
-        },
-        (None, None) => None,
-    };
-    let Some(rt) = crate::cli::runtime() else {
-        return std::process::ExitCode::FAILURE;
-    };
-    let opts = SimOptions {
-        xds: args.xds,
-        proxies: args.proxies.max(1),
-        rps: args.rps,
-        duration: args.duration,
-        delta: args.delta,
-        json: args.json,
-        group: args.group,
-        host: args.host,
-        paths: args.paths,
-        headers: args.headers,
-        body,
-        method: args.method,
-        latency: args.latency,
-        error_rate: args.error_rate,
-        seed: args.seed,
-        faulty: args.faulty.min(args.proxies.max(1)),
-        faults: Faults {
-            ack_delay: args.slow_ack.unwrap_or_default(),
-            nack: args.nack,
-            stall: args.stall,
-            disconnect_after: args.disconnect_after,
-            reconnect_storm: args.reconnect_storm,
-        },
-    };
-    match rt.block_on(run(opts)) {
-        Ok(_) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
         }
     }
 }

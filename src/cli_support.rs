@@ -1,0 +1,64 @@
+//! What the `sluice` subcommands share, below all of them: the output
+//! format flag's values, the admin address flag group, the runtime a
+//! command runs on and the admin HTTP answer decoding. The subcommand
+//! modules (`drain_cli`, `rules_cli`, `status_cli`, `rollout_cli`,
+//! `sim::cli`) import this, never `cli`, which only dispatches to them.
+
+use std::net::SocketAddr;
+
+use clap::{Args, ValueEnum};
+
+/// How a command prints what it read from sluice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `--admin`: where a running sluice's admin HTTP listener is.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct AdminAddr {
+    /// sluice's admin address.
+    #[arg(
+        id = "admin",
+        long = "admin",
+        value_name = "ADMIN",
+        default_value = "127.0.0.1:9902",
+        env = "SLUICE_ADMIN_ADDR"
+    )]
+    pub addr: SocketAddr,
+}
+
+/// The multi-threaded runtime commands run on; `None` (reported) if it
+/// cannot start.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Sends a request to the admin listener and decodes the answer; an error
+/// answer's `error` field becomes the message.
+pub(crate) async fn send<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+) -> Result<T, String> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach sluice: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let msg = doc["error"].as_str().unwrap_or(&body).to_string();
+        return Err(format!("sluice answered {status}: {msg}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))
+}

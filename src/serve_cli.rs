@@ -1,0 +1,200 @@
+//! `sluice serve` and `sluice validate`: the commands that load a rules
+//! file on this machine, to serve it or to check it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::canary::wiring::{self as rollouts, RolloutOptions};
+use crate::cli_support::runtime;
+use crate::envoy_check::EnvoyCheck;
+use crate::guard::Guard;
+use crate::rollout_cli::RolloutServeArgs;
+use crate::serve::{self, ServeOptions};
+
+/// The shortest `--watch-interval-ms`: polling the rules file more often
+/// would keep a core busy hashing it (and 0 is no interval at all).
+pub const MIN_WATCH_INTERVAL_MS: u64 = 10;
+
+/// `sluice serve` arguments; [`ServeOptions`] is built from them in one
+/// place (`TryFrom`).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "SLUICE_RULES")]
+    pub rules: PathBuf,
+    /// Address of the xDS gRPC listener.
+    #[arg(long, default_value = "127.0.0.1:18000", env = "SLUICE_XDS_ADDR")]
+    pub xds: SocketAddr,
+    /// Address of the admin HTTP listener (health, metrics, status).
+    #[arg(long, default_value = "127.0.0.1:9902", env = "SLUICE_ADMIN_ADDR")]
+    pub admin: SocketAddr,
+    /// How often the rules file is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 300, value_parser = parse_watch_interval_ms)]
+    pub watch_interval_ms: u64,
+    /// Hold a rules edit that removes more than this share (percent)
+    /// of a node group's listeners or clusters, or all of them, until
+    /// `sluice rules confirm`; 100 turns the guard off (an empty rules
+    /// file is held all the same).
+    #[arg(long, default_value_t = crate::guard::DEFAULT_MAX_REMOVAL_PERCENT,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_removal_percent: u8,
+    /// Run every rules file (at start and on each edit) through this
+    /// Envoy binary (`envoy --mode validate`) before serving it; what
+    /// Envoy refuses is handled like an invalid edit.
+    #[arg(long, value_name = "PATH", env = "SLUICE_VALIDATE_WITH_ENVOY")]
+    pub validate_with_envoy: Option<PathBuf>,
+    #[command(flatten)]
+    pub rollouts: RolloutServeArgs,
+}
+
+/// `--watch-interval-ms`: a number of at least [`MIN_WATCH_INTERVAL_MS`];
+/// a smaller one is refused rather than raised behind the user's back.
+fn parse_watch_interval_ms(s: &str) -> Result<u64, String> {
+    let ms: u64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of milliseconds: {e}"))?;
+    if ms < MIN_WATCH_INTERVAL_MS {
+        return Err(format!(
+            "{ms} ms is too short: the rules file is checked at most every \
+             {MIN_WATCH_INTERVAL_MS} ms; give {MIN_WATCH_INTERVAL_MS} or more"
+        ));
+    }
+    Ok(ms)
+}
+
+impl TryFrom<ServeArgs> for ServeOptions {
+    type Error = anyhow::Error;
+
+    /// Fails only when the admin token file cannot be read.
+    fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
+        let r = args.rollouts;
+        Ok(ServeOptions {
+            rules: args.rules,
+            xds_addr: args.xds,
+            admin_addr: args.admin,
+            watch_interval: Duration::from_millis(args.watch_interval_ms),
+            state_dir: r.state_dir,
+            rollouts: RolloutOptions {
+                admin_grpc: r.admin_grpc,
+                token: rollouts::token(r.admin_token_file.as_deref())?,
+                envoy_admin: r.metrics_envoy_admin,
+                prometheus: r.metrics_prometheus,
+                weights: r.rollout_weights,
+            },
+            guard: Guard {
+                max_removal_percent: args.max_removal_percent,
+            },
+            validate_with_envoy: args.validate_with_envoy,
+        })
+    }
+}
+
+impl ServeArgs {
+    /// Run `sluice serve` until SIGTERM or Ctrl-C.
+    pub fn run(self) -> ExitCode {
+        let opts = match ServeOptions::try_from(self) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Some(rt) = runtime() else {
+            return ExitCode::FAILURE;
+        };
+        match rt.block_on(serve::run(opts, shutdown_signal())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `sluice validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also run the compiled config through this Envoy binary
+    /// (`envoy --mode validate`) and report what it refuses at the rule
+    /// that produced it.
+    #[arg(long, value_name = "PATH")]
+    pub envoy: Option<PathBuf>,
+}
+
+impl ValidateArgs {
+    /// Run `sluice validate`: every file is checked, every error printed.
+    pub fn run(self) -> ExitCode {
+        // Envoy runs as a child process, awaited on a runtime.
+        let envoy = match &self.envoy {
+            None => None,
+            Some(bin) => match runtime() {
+                Some(rt) => Some((rt, EnvoyCheck::new(bin))),
+                None => return ExitCode::FAILURE,
+            },
+        };
+        let mut failed = false;
+        for path in &self.files {
+            let text = match crate::rules::read_text(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    failed = true;
+                    continue;
+                }
+            };
+            let checked = serve::load(path, &text).and_then(|loaded| match &envoy {
+                None => Ok(loaded),
+                Some((rt, check)) => {
+                    let name = path.display().to_string();
+                    rt.block_on(check.check(&name, &text, &loaded.1))
+                        .map_err(serve::LoadError::Envoy)?;
+                    Ok(loaded)
+                }
+            });
+            match checked {
+                Ok((config, snapshots)) => println!(
+                    "{}: ok ({} services, {} listeners, {} node groups{})",
+                    path.display(),
+                    config.services.len(),
+                    config.listeners.len(),
+                    snapshots.groups.len().max(1),
+                    if envoy.is_some() {
+                        "; envoy accepts them"
+                    } else {
+                        ""
+                    },
+                ),
+                Err(e) => {
+                    eprintln!("{e}");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
