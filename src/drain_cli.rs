@@ -60,15 +60,8 @@ impl DrainArgs {
 impl DrainCommand {
     /// Run `sluice drain …`.
     pub fn run(self) -> ExitCode {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
+        let Some(rt) = crate::cli_support::runtime() else {
+            return ExitCode::FAILURE;
         };
         match rt.block_on(call(self)) {
             Ok(text) => {

@@ -62,15 +62,8 @@ impl StatusArgs {
 }
 
 fn run(admin: SocketAddr, output: Output) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = crate::cli_support::runtime() else {
+        return ExitCode::FAILURE;
     };
     let url = format!("http://{admin}/status");
     let body = rt.block_on(async {

@@ -206,15 +206,8 @@ type Client =
 impl RolloutArgs {
     /// Run `sluice rollout …`.
     pub fn run(self) -> ExitCode {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(exit::ERROR);
-            }
+        let Some(rt) = crate::cli_support::runtime() else {
+            return ExitCode::from(exit::ERROR);
         };
         match rt.block_on(run(self)) {
             Ok(code) => ExitCode::from(code),
