@@ -68,3 +68,21 @@ pub fn http_listener(port: u16, vhost: &str) -> String {
 "#
     )
 }
+
+/// Whether sluice's rules refuse `yaml`; a refusal must come only from
+/// the check under test: every diagnostic contains `because` (`case`
+/// names the input in a failure).
+pub fn refused_only_because(yaml: &str, because: &str, case: &str) -> bool {
+    match sluice::rules::parse("rules.yaml", yaml) {
+        Ok(_) => false,
+        Err(err) => {
+            for d in &err.diagnostics {
+                assert!(
+                    d.message.contains(because),
+                    "{case}: unexpected diagnostic {d}"
+                );
+            }
+            true
+        }
+    }
+}
