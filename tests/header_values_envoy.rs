@@ -93,22 +93,9 @@ fn bootstrap(bytes: &[u8], upstream: u16) -> serde_json::Value {
                     "endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}
                 }]}]}
             }],
-            "listeners": [{
-                "name": "http",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "http",
-                        "route_config": {"virtual_hosts": [{"name": "bytes", "domains": ["*"], "routes": routes}]},
-                        "http_filters": [{
-                            "name": "envoy.filters.http.router",
-                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                        }]
-                    }
-                }]}]
-            }]
+            "listeners": [real_envoy::static_http_listener(serde_json::json!({
+                "virtual_hosts": [{"name": "bytes", "domains": ["*"], "routes": routes}]
+            }))]
         }
     })
 }

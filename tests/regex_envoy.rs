@@ -61,22 +61,7 @@ fn envoy_refusal(regex: &str, dir: &Path) -> Option<String> {
     });
     let bootstrap = serde_json::json!({
         "static_resources": {
-            "listeners": [{
-                "name": "http",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "http",
-                        "route_config": route_config,
-                        "http_filters": [{
-                            "name": "envoy.filters.http.router",
-                            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
-                        }]
-                    }
-                }]}]
-            }]
+            "listeners": [real_envoy::static_http_listener(route_config)]
         }
     });
     let path = dir.join("bootstrap.json");

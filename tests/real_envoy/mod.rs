@@ -57,3 +57,25 @@ pub fn validate(path: &Path) -> Result<(), String> {
         Err(format!("status {}\n{text}", out.status))
     }
 }
+
+/// A static listener `http` (127.0.0.1, port 0) whose connection manager
+/// serves `route_config` inline through the router filter: the smallest
+/// bootstrap listener for checking route-level config with Envoy itself.
+pub fn static_http_listener(route_config: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "name": "http",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "http",
+                "route_config": route_config,
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+                }]
+            }
+        }]}]
+    })
+}
