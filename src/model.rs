@@ -377,10 +377,16 @@ impl Backend {
     /// `service~subset`. `~` cannot appear in service or subset names, so the
     /// mapping is one-to-one.
     pub fn cluster_name(&self) -> String {
-        match &self.subset {
-            None => self.service.clone(),
-            Some(subset) => format!("{}~{}", self.service, subset),
-        }
+        cluster_name(&self.service, self.subset.as_deref())
+    }
+}
+
+/// The Envoy cluster name of `service`, or of one of its subsets
+/// (`service~subset`; see [`Backend::cluster_name`]).
+pub fn cluster_name(service: &str, subset: Option<&str>) -> String {
+    match subset {
+        None => service.to_string(),
+        Some(subset) => format!("{service}~{subset}"),
     }
 }
 

@@ -47,7 +47,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::{self, AdminState, RulesOps};
-use crate::canary::driver::Applied;
+use crate::canary::acks::Applied;
 use crate::canary::overlay::{self, Overlays, WeightsVia};
 use crate::canary::wiring::{self as rollouts, RolloutOptions};
 use crate::digest::content_hash;

@@ -9,11 +9,18 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::driver::{canary_cluster, Applied};
 use super::overlay::{Overlays, WeightsVia};
 use super::Rollout;
 use crate::xds::registry::Registry;
-use crate::xds::TypeUrl;
+use crate::xds::{Snapshots, TypeUrl};
+
+/// What the publisher compiled last: the overlays it applied and the
+/// snapshots that came out.
+#[derive(Debug)]
+pub struct Applied {
+    pub overlays: Overlays,
+    pub snapshots: Arc<Snapshots>,
+}
 
 /// Of the proxies a rollout's current weights target, how many hold them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,7 +65,7 @@ impl AckReader {
         // The published snapshots must carry these very weights; until the
         // publisher has compiled them no proxy can hold them.
         let current = applied.overlays.0.get(service) == wanted.0.get(service);
-        let cluster = canary_cluster(r);
+        let cluster = r.canary_cluster();
         let mut acks = Acks::default();
         // The NACK reported is that of the first node id, whatever the
         // order streams connected in.

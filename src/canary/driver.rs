@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::acks::AckReader;
+use super::acks::{AckReader, Applied};
 use super::analysis::{measure, Sample};
 use super::handle::Request;
 pub use super::handle::{DriverError, Handle, Status};
@@ -35,14 +35,6 @@ use super::store::{StateStore, StoreError};
 use super::{Rollout, Spec, State};
 use crate::xds::registry::Registry;
 use crate::xds::{Snapshots, TypeUrl};
-
-/// What the publisher compiled last: the overlays it applied and the
-/// snapshots that came out.
-#[derive(Debug)]
-pub struct Applied {
-    pub overlays: Overlays,
-    pub snapshots: Arc<Snapshots>,
-}
 
 /// The controller's inputs and outputs.
 pub struct Driver {
@@ -326,7 +318,7 @@ impl Task {
                 State::Analysing { since_ms, .. } => {
                     let have = self.live.get(service).and_then(|l| l.baseline.as_ref());
                     (have.map(|b| b.0) != Some(since_ms))
-                        .then(|| (service.clone(), since_ms, canary_cluster(r)))
+                        .then(|| (service.clone(), since_ms, r.canary_cluster()))
                 }
                 _ => None,
             })
@@ -356,7 +348,7 @@ impl Task {
         r: &Rollout,
         since_ms: u64,
     ) -> Result<plan::Measured, String> {
-        let cluster = canary_cluster(r);
+        let cluster = r.canary_cluster();
         let after = self
             .io
             .metrics
@@ -370,10 +362,6 @@ impl Task {
             _ => Err("no sample at window start".into()),
         }
     }
-}
-
-pub(super) fn canary_cluster(r: &Rollout) -> String {
-    format!("{}~{}", r.spec.service, r.spec.to)
 }
 
 fn serves_cluster(snapshots: &Snapshots, cluster: &str) -> bool {

@@ -195,6 +195,11 @@ impl Rollout {
     pub const KEEP_CHECKS: usize = 20;
     pub const KEEP_EVENTS: usize = 200;
 
+    /// The Envoy cluster of the version being rolled out.
+    pub fn canary_cluster(&self) -> String {
+        crate::model::cluster_name(&self.spec.service, Some(&self.spec.to))
+    }
+
     pub fn new(spec: Spec, now_ms: u64) -> Rollout {
         let mut r = Rollout {
             spec,

@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::driver::{Applied, Driver};
+use super::acks::Applied;
+use super::driver::Driver;
 use super::metrics::{EnvoyAdmin, MetricsSource, Prometheus, Unavailable};
 use super::overlay::{Overlays, WeightsVia};
 use super::store::FileStore;

@@ -65,6 +65,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     address, config_source, socket_address, Address, AggregatedConfigSource, ApiVersion,
     ConfigSource, SocketAddress,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 
 use crate::model;
@@ -288,6 +289,14 @@ fn socket_address(ip: IpAddr, port: u16) -> Address {
             port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
             ..Default::default()
         })),
+    }
+}
+
+/// A regex for Envoy's default engine (RE2).
+fn regex(re: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: re.to_owned(),
+        engine_type: None,
     }
 }
 

@@ -10,10 +10,10 @@ use envoy_types::pb::envoy::config::route::v3::{
     weighted_cluster::ClusterWeight, HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route,
     RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::UInt32Value;
 
-use super::{pb_duration, route_policy, CompileError};
+use super::{pb_duration, regex, route_policy, CompileError};
 use crate::lua::FILTER_NAME;
 use crate::model;
 
@@ -201,13 +201,6 @@ fn string_matcher(v: &model::ValueMatch) -> Option<StringMatcher> {
         match_pattern: Some(pattern),
         ..Default::default()
     })
-}
-
-pub(super) fn regex(re: &str) -> RegexMatcher {
-    RegexMatcher {
-        regex: re.to_owned(),
-        engine_type: None,
-    }
 }
 
 fn cluster_specifier(action: &model::RouteAction) -> route_action::ClusterSpecifier {

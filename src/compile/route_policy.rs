@@ -28,8 +28,7 @@ use envoy_types::pb::envoy::r#type::v3::{fractional_percent, FractionalPercent};
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 
-use super::route::regex;
-use super::{pb_duration, CompileError};
+use super::{pb_duration, regex, CompileError};
 use crate::model;
 
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";

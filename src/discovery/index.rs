@@ -25,7 +25,6 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::resolve::merge;
 use crate::model::{Config, Discovery, Endpoint, Service};
 
 /// One service's watch on one registry.
@@ -317,25 +316,6 @@ impl View {
                 })
             })
             .collect()
-    }
-
-    /// `config` with each discovered service's endpoints filled in: its
-    /// static endpoints merged with every feed's, by [`merge`]. Fails until
-    /// every feed the config needs has synced once (DESIGN invariant 5).
-    /// ([`Resolver`](super::resolve::Resolver) gives the same, merging
-    /// only services whose feeds changed since its last call.)
-    pub fn resolve(&self, config: &Config) -> Result<Config, ResolveError> {
-        let mut out = config.clone();
-        for service in out.services.values_mut() {
-            if service.discovery.is_empty() {
-                continue;
-            }
-            let sources = self.sources_of(service)?;
-            let maps: Vec<&BTreeMap<String, Endpoint>> = sources.iter().map(|s| &***s).collect();
-            let merged = Arc::new(merge(&service.endpoints, &maps));
-            Arc::make_mut(service).endpoints = merged;
-        }
-        Ok(out)
     }
 
     /// The endpoints of each of `service`'s feeds, in its discovery order;

@@ -89,6 +89,27 @@ impl Resolver {
     }
 }
 
+impl View {
+    /// `config` with each discovered service's endpoints filled in: its
+    /// static endpoints merged with every feed's, by [`merge`]. Fails until
+    /// every feed the config needs has synced once (DESIGN invariant 5).
+    /// ([`Resolver`] gives the same, merging only services whose feeds
+    /// changed since its last call.)
+    pub fn resolve(&self, config: &Config) -> Result<Config, ResolveError> {
+        let mut out = config.clone();
+        for service in out.services.values_mut() {
+            if service.discovery.is_empty() {
+                continue;
+            }
+            let sources = self.sources_of(service)?;
+            let maps: Vec<&BTreeMap<String, Endpoint>> = sources.iter().map(|s| &***s).collect();
+            let merged = Arc::new(merge(&service.endpoints, &maps));
+            Arc::make_mut(service).endpoints = merged;
+        }
+        Ok(out)
+    }
+}
+
 /// Merges endpoints that may name the same address:port more than once.
 ///
 /// The rule, chosen so that the result never depends on arrival order:
