@@ -8,11 +8,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use marked_yaml::Spanned;
 
+use super::check::{check_name, int, ip, socket_key, Catalog, Seen};
 use super::error::{Diags, Loc};
 use super::raw::{Item, RawListener, RawVirtualHost};
 use super::raw_policy::RawAccessLog;
 use super::route::route;
-use super::validate::{check_name, int, ip, socket_key, Catalog, Seen};
 use crate::model::{AccessLog, Filters, Listener, Route, VirtualHost};
 
 pub(crate) fn listeners(

@@ -9,8 +9,8 @@
 use marked_yaml::Spanned;
 use serde::Deserialize;
 
+use super::check::Seen;
 use super::error::Diags;
-use super::validate::Seen;
 use crate::model::{ListenerTls, Origin, PemFile, TlsVersion};
 
 type Str = Spanned<String>;

@@ -4,10 +4,11 @@
 //! serde structs that keep each value's position and rejects unknown fields
 //! and wrong types. [`validate`] (with `listener` and `route`) checks
 //! meaning — names, ranges, references, weights, regexes — and builds the
-//! model. Both passes report into one [`error::Diags`], so a user sees every
+//! model; `check` holds the checkers of single values every level shares. Both passes report into one [`error::Diags`], so a user sees every
 //! problem of a file at once, each as `file:line:column: path: message`.
 //! The file format is documented in `docs/rules.md`.
 
+mod check;
 mod diagnose;
 mod discovery;
 mod duration;
@@ -23,6 +24,7 @@ mod resilience;
 mod route;
 mod route_policy;
 mod service_policy;
+mod spanned_map;
 mod validate;
 
 #[cfg(test)]

@@ -8,12 +8,10 @@
 //! their spans; `validate` turns them into model values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::marker::PhantomData;
 
 use marked_yaml::{LoaderOptions, Node, Spanned};
-use serde::de::{DeserializeOwned, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::diagnose::{describe, error_loc, report_load_error, second_document, unknown_field};
 use super::discovery::{RawDiscovery, RawSources};
@@ -21,6 +19,7 @@ use super::error::{Diags, ROOT};
 use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawUserLua, RawValidate};
 use super::listener_tls::RawListenerTls;
 use super::raw_policy::*;
+use super::spanned_map::SpannedMap;
 
 type Str = Spanned<String>;
 
@@ -41,9 +40,6 @@ pub(crate) struct Item<T> {
     pub index: usize,
     pub raw: T,
 }
-
-/// A YAML mapping kept in file order, keys with their spans.
-pub(crate) struct SpannedMap<V>(pub Vec<(Str, V)>);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a service mapping")]
@@ -266,32 +262,6 @@ pub(crate) struct RawRetry {
 }
 
 const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources"];
-
-impl<V> Default for SpannedMap<V> {
-    fn default() -> Self {
-        SpannedMap(Vec::new())
-    }
-}
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MapVisitor<V>(PhantomData<V>);
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
-            type Value = SpannedMap<V>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a mapping")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    entries.push(entry);
-                }
-                Ok(SpannedMap(entries))
-            }
-        }
-        deserializer.deserialize_map(MapVisitor(PhantomData))
-    }
-}
 
 /// Parses `text` into raw structs, reporting YAML and shape errors to `diags`.
 /// `None` only when the file is not YAML at all (nothing else can be checked).

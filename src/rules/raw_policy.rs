@@ -6,7 +6,7 @@
 use marked_yaml::Spanned;
 use serde::Deserialize;
 
-use super::raw::SpannedMap;
+use super::spanned_map::SpannedMap;
 
 type Str = Spanned<String>;
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use marked_yaml::Spanned;
 
+use super::check::int;
+use super::check::positive;
 use super::error::Diags;
 use super::raw_policy::{RawCircuitBreakers, RawHealthCheck, RawOutlier};
-use super::service_policy::positive;
-use super::validate::int;
 use crate::model::{
     CircuitBreakers, FailurePercentage, HealthCheck, HealthCheckKind, OutlierDetection,
     RetryBudget, SuccessRate,

@@ -8,11 +8,10 @@ use std::collections::BTreeSet;
 
 use marked_yaml::Spanned;
 
+use super::check::{check_name, check_regex, duration, int, Catalog, Seen};
 use super::error::Diags;
 use super::raw::{RawMatch, RawRetry, RawRoute, RawWeighted};
-use super::re2;
 use super::route_policy::{local_action, route_policy};
-use super::validate::{check_name, duration, int, Catalog, Seen};
 use crate::model::{
     HeaderMatch, PathMatch, QueryMatch, RetryPolicy, Route, RouteAction, RouteMatch, ValueMatch,
     WeightedBackend, RETRY_ON,
@@ -337,33 +336,5 @@ fn retry(raw: &Spanned<RawRetry>, path: &str, d: &mut Diags) -> RetryPolicy {
         on: raw.on.iter().map(|s| s.to_string()).collect(),
         attempts,
         per_try_timeout,
-    }
-}
-
-/// Rejects what neither the `regex` crate nor RE2 accepts, and what Envoy's
-/// RE2 would compile to a program over its size limit (`super::re2`).
-pub(crate) fn check_regex(d: &mut Diags, value: &Spanned<String>, path: &str) {
-    if let Err(err) = regex::Regex::new(value.as_str()) {
-        let text = err.to_string();
-        // Syntax errors span several lines (pattern, carets, reason); a
-        // diagnostic is one line, so keep the reason.
-        let reason = text
-            .lines()
-            .find_map(|l| l.strip_prefix("error: "))
-            .unwrap_or_else(|| text.lines().last().unwrap_or("invalid"));
-        d.error(
-            value.span(),
-            path,
-            format!("invalid regex `{}`: {reason}", value.as_str()),
-        );
-        return;
-    }
-    if let Some(size) = re2::program_size(value.as_str()).filter(|s| s.over_limit()) {
-        let msg = format!(
-            "regex `{}` is too large for Envoy: RE2 compiles it to {size} instructions (estimated) and Envoy refuses more than {}; counted repeats cost the most (`[a-z]{{1,64}}` is 64 copies of its class): use fewer, smaller ones, or `+`/`*`",
-            value.as_str(),
-            re2::MAX_PROGRAM_SIZE
-        );
-        d.error(value.span(), path, msg);
     }
 }

@@ -8,11 +8,11 @@
 
 use marked_yaml::Spanned;
 
+use super::check::check_regex;
+use super::check::{duration, header_value, int, Catalog, Seen};
 use super::error::Diags;
 use super::raw::RawRoute;
 use super::raw_policy::{RawCors, RawHashPolicy, RawHeaderEdits, RawRewrite};
-use super::route::check_regex;
-use super::validate::{duration, header_value, int, Catalog, Seen};
 use crate::model::{
     Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEdits, Mirror,
     PathMatch, Redirect, Rewrite, RouteAction, RoutePolicy,

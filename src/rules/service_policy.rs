@@ -3,14 +3,12 @@
 //! breakers in `resilience`. Conflicts with the service's `lb_policy` are reported here (a
 //! `least_request` block on a round-robin service, slow start on ring hash).
 
-use std::time::Duration;
-
 use marked_yaml::Spanned;
 
+use super::check::{int, positive};
 use super::error::Diags;
 use super::raw::RawService;
 use super::resilience::{circuit_breakers, health_check, outlier};
-use super::validate::{duration, int};
 use crate::model::{
     HealthCheck, HealthCheckKind, LbPolicy, LeastRequest, Locality, LocalityLb, LocalityWeight,
     ServicePolicy, SlowStart, UpstreamProtocol, UpstreamTls,
@@ -153,7 +151,7 @@ fn locality_lb(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags) -> Opt
             let msg = "locality_weights do not work with ring_hash or maglev balancing";
             d.error(list.span(), &p, msg);
         }
-        let mut seen = super::validate::Seen::default();
+        let mut seen = super::check::Seen::default();
         let weights = list
             .iter()
             .enumerate()
@@ -198,18 +196,6 @@ fn locality_lb(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags) -> Opt
         }
     });
     weighted.or(zone_aware)
-}
-
-/// A duration greater than zero.
-pub(crate) fn positive(d: &mut Diags, v: &Spanned<String>, path: &str) -> Duration {
-    match duration(d, v, path) {
-        Some(t) if t.is_zero() => {
-            d.error(v.span(), path, "must be greater than 0");
-            Duration::from_secs(1)
-        }
-        Some(t) => t,
-        None => Duration::from_secs(1),
-    }
 }
 
 /// A non-negative decimal with at most 3 fractional digits, in thousandths,

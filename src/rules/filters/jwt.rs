@@ -10,8 +10,8 @@ use rsa::pkcs8::DecodePublicKey;
 use super::raw::RawJwt;
 use super::transform::header_name;
 use crate::model::JwtAuth;
+use crate::rules::check::duration;
 use crate::rules::error::Diags;
-use crate::rules::validate::duration;
 
 pub(super) fn jwt(raw: &Spanned<RawJwt>, path: &str, d: &mut Diags) -> JwtAuth {
     let mut keys: Vec<(String, String)> = Vec::new();

@@ -18,8 +18,8 @@ use crate::model::{
     ApiKeyAuth, Auth, AuthMethod, BasicAuth, Credential, Filters, IpRule, RateLimit, RateLimitKey,
     UserLua,
 };
+use crate::rules::check::{duration, header_value, int};
 use crate::rules::error::Diags;
-use crate::rules::validate::{duration, header_value, int};
 
 mod jwt;
 mod raw;

@@ -3,7 +3,7 @@
 use marked_yaml::Spanned;
 use serde::Deserialize;
 
-use crate::rules::raw::SpannedMap;
+use crate::rules::spanned_map::SpannedMap;
 
 type Str = Spanned<String>;
 

@@ -4,9 +4,9 @@ use marked_yaml::Spanned;
 
 use super::raw::{RawJson, RawTransform, RawValidate};
 use crate::model::{JsonEdit, Transform, Validate};
+use crate::rules::check::{header_value, int};
 use crate::rules::error::Diags;
-use crate::rules::raw::SpannedMap;
-use crate::rules::validate::{header_value, int};
+use crate::rules::spanned_map::SpannedMap;
 
 type Str = Spanned<String>;
 
