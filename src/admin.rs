@@ -18,9 +18,14 @@
 //!   ([`crate::guard::DiffDoc`]), 400 with the diagnostics when it is
 //!   invalid. `sluice diff` calls it.
 //! - `/rules/confirm`: POST `{"version"}` releases the edit the
-//!   mass-removal guard holds ([`crate::guard`]); needs the admin token
-//!   when one is set, and always off loopback. `sluice rules confirm`
+//!   mass-removal guard holds ([`crate::guard`]). `sluice rules confirm`
 //!   calls it.
+//!
+//! Reads (GET) need nothing. Commands — adding or removing a drain,
+//! `/rules/diff` (it reads the certificate files the posted rules name and
+//! compiles up to 64 MiB) and `/rules/confirm` — need the admin token when
+//! one is set ([`CommandAuth`]); without a token they are taken only on a
+//! loopback admin listener.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,6 +64,18 @@ pub struct AdminState {
     pub drains: Arc<DrainStore>,
     /// `sluice diff` and `sluice rules confirm`.
     pub rules_ops: RulesOps,
+    /// Who may send commands.
+    pub commands: CommandAuth,
+}
+
+/// Who may send commands to the admin listener.
+#[derive(Clone)]
+pub struct CommandAuth {
+    /// The admin token, when one is set.
+    pub token: Option<Auth>,
+    /// Whether the admin listener is on loopback: without a token,
+    /// commands are taken only there.
+    pub loopback: bool,
 }
 
 /// The largest rules file `/rules/diff` takes.
@@ -70,11 +87,6 @@ pub struct RulesOps {
     pub planner: Planner,
     /// To the rules watcher, which holds the held edit.
     pub confirm: tokio::sync::mpsc::Sender<Confirm>,
-    /// The admin token, when one is set.
-    pub auth: Option<Auth>,
-    /// Whether the admin listener is on loopback: without a token,
-    /// commands are taken only there.
-    pub loopback: bool,
 }
 
 /// The `/status` document.
@@ -223,7 +235,10 @@ async fn list_drains(State(state): State<AdminState>) -> Json<Vec<serde_json::Va
     Json(list)
 }
 
-async fn add_drain(State(state): State<AdminState>, body: Bytes) -> impl IntoResponse {
+async fn add_drain(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Answer {
+    if let Err(e) = state.commands.check(&headers) {
+        return e;
+    }
     let drain = match parse_drain(&body) {
         Ok(d) => d,
         Err(e) => return e,
@@ -239,7 +254,10 @@ async fn add_drain(State(state): State<AdminState>, body: Bytes) -> impl IntoRes
     drain_answer(result)
 }
 
-async fn remove_drain(State(state): State<AdminState>, body: Bytes) -> impl IntoResponse {
+async fn remove_drain(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Answer {
+    if let Err(e) = state.commands.check(&headers) {
+        return e;
+    }
     match parse_drain(&body) {
         Ok(d) => drain_answer(state.drains.remove(&d)),
         Err(e) => e,
@@ -283,8 +301,12 @@ struct DiffQuery {
 async fn diff_rules(
     State(state): State<AdminState>,
     Query(q): Query<DiffQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
+    if let Err(e) = state.commands.check(&headers) {
+        return e;
+    }
     let file = q.file.unwrap_or_else(|| "rules.yaml".to_string());
     let text = match String::from_utf8(body.to_vec()) {
         Ok(t) => t,
@@ -306,7 +328,7 @@ struct ConfirmBody {
 
 /// Publishes the held edit named by its version.
 async fn confirm_rules(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Answer {
-    if let Err(e) = authorize(&state.rules_ops, &headers) {
+    if let Err(e) = state.commands.check(&headers) {
         return e;
     }
     let version = match serde_json::from_slice::<ConfirmBody>(&body) {
@@ -335,24 +357,26 @@ async fn confirm_rules(State(state): State<AdminState>, headers: HeaderMap, body
     }
 }
 
-/// Commands need the admin token when one is set; without one, they are
-/// taken only on a loopback admin listener.
-fn authorize(ops: &RulesOps, headers: &HeaderMap) -> Result<(), Answer> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    match &ops.auth {
-        Some(auth) if auth.accepts(given) => Ok(()),
-        Some(_) => Err(error_answer(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong admin token".into(),
-        )),
-        None if ops.loopback => Ok(()),
-        None => Err(error_answer(
-            StatusCode::FORBIDDEN,
-            "the admin listener is not on loopback: set an admin token (--admin-token-file or $SLUICE_ADMIN_TOKEN)".into(),
-        )),
+impl CommandAuth {
+    /// Commands need the admin token when one is set; without one, they
+    /// are taken only on a loopback admin listener.
+    fn check(&self, headers: &HeaderMap) -> Result<(), Answer> {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        match &self.token {
+            Some(auth) if auth.accepts(given) => Ok(()),
+            Some(_) => Err(error_answer(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong admin token".into(),
+            )),
+            None if self.loopback => Ok(()),
+            None => Err(error_answer(
+                StatusCode::FORBIDDEN,
+                "the admin listener is not on loopback: set an admin token (--admin-token-file or $SLUICE_ADMIN_TOKEN)".into(),
+            )),
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! What the `sluice` subcommands share, below all of them: the output
-//! format flag's values, the admin address flag group, the runtime a
-//! command runs on and the admin HTTP answer decoding. The subcommand
+//! format flag's values, the admin address and admin token flag groups,
+//! the runtime a command runs on, the admin HTTP client and its answer
+//! decoding. The subcommand
 //! modules (`drain_cli`, `rules_cli`, `status_cli`, `rollout_cli`,
 //! `sim::cli`) import this, never `cli`, which only dispatches to them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
@@ -27,6 +29,43 @@ pub struct AdminAddr {
         env = "SLUICE_ADMIN_ADDR"
     )]
     pub addr: SocketAddr,
+}
+
+/// `--admin-token-file`: the token that commands changing a running
+/// sluice send (drains, `rules confirm`, `diff`). sluice asks for it when
+/// it was started with one.
+#[derive(Clone, Debug, Default, Args)]
+pub struct AdminToken {
+    /// File holding the admin token (else $SLUICE_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl AdminToken {
+    /// The token, if the file or the environment gives one.
+    pub fn read(&self) -> Result<Option<String>, String> {
+        crate::canary::wiring::token(self.admin_token_file.as_deref()).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// An HTTP client for the admin listener: never through a proxy (the
+/// admin listener is usually on loopback).
+pub(crate) fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `req` with the admin token as a bearer token, when there is one.
+pub(crate) fn with_token(
+    req: reqwest::RequestBuilder,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    match token {
+        Some(t) => req.bearer_auth(t.trim()),
+        None => req,
+    }
 }
 
 /// The multi-threaded runtime commands run on; `None` (reported) if it

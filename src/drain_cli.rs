@@ -1,13 +1,16 @@
 //! `sluice drain add|remove|list`: asks a running sluice's admin listener to
 //! drain (or undrain) an endpoint or a locality of a service, or lists the
 //! drains. The server persists and applies them ([`crate::drain`]).
+//! Adding and removing send the admin token (`--admin-token-file` or
+//! `$SLUICE_ADMIN_TOKEN`) when one is set; sluice requires it when it was
+//! started with one.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Subcommand};
 
-use crate::cli_support::{send, AdminAddr, Output};
+use crate::cli_support::{client, send, with_token, AdminAddr, AdminToken, Output};
 use crate::drain::{Drain, LocalityRef, Target};
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +43,8 @@ pub struct DrainArgs {
     pub locality: Option<LocalityRef>,
     #[command(flatten)]
     pub admin: AdminAddr,
+    #[command(flatten)]
+    pub token: AdminToken,
 }
 
 impl DrainArgs {
@@ -77,10 +82,7 @@ impl DrainCommand {
 }
 
 async fn call(cmd: DrainCommand) -> Result<String, String> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = client()?;
     let (admin, method, args) = match cmd {
         DrainCommand::List { admin, output } => {
             let list: Vec<serde_json::Value> = send(client.get(url(admin.addr))).await?;
@@ -93,8 +95,10 @@ async fn call(cmd: DrainCommand) -> Result<String, String> {
         DrainCommand::Remove(a) => (a.admin.addr, reqwest::Method::DELETE, a),
     };
     let drain = args.drain().ok_or("give --endpoint or --locality")?;
+    let token = args.token.read()?;
     let adding = method == reqwest::Method::POST;
-    let answer: serde_json::Value = send(client.request(method, url(admin)).json(&drain)).await?;
+    let req = client.request(method, url(admin)).json(&drain);
+    let answer: serde_json::Value = send(with_token(req, token.as_deref())).await?;
     let changed = answer["changed"].as_bool().unwrap_or(false);
     let what = format!("{} of service {}", drain.target, drain.service);
     Ok(match (adding, changed) {

@@ -5,7 +5,8 @@
 //! `sluice diff` exits 0 when the file changes nothing served, 1 when it
 //! changes something, 2 when the mass-removal guard would hold it, 3 when
 //! it is invalid (the diagnostics are printed), 4 when sluice cannot be
-//! asked.
+//! asked (unreachable, or it refused the admin token). Both send the admin
+//! token (`--admin-token-file` or `$SLUICE_ADMIN_TOKEN`) when one is set.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::cli_support::{runtime, send, AdminAddr, Output};
+use crate::cli_support::{client, runtime, send, with_token, AdminAddr, AdminToken, Output};
 use crate::guard::{Change, DiffDoc, HeldEdit};
 
 #[derive(Debug, Args)]
@@ -23,6 +24,8 @@ pub struct DiffArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub admin: AdminAddr,
+    #[command(flatten)]
+    pub token: AdminToken,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -35,9 +38,8 @@ pub enum RulesCommand {
         version: String,
         #[command(flatten)]
         admin: AdminAddr,
-        /// File holding the admin token (else $SLUICE_ADMIN_TOKEN).
-        #[arg(long)]
-        admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        token: AdminToken,
     },
 }
 
@@ -76,11 +78,18 @@ fn diff(args: DiffArgs) -> ExitCode {
             return ExitCode::from(INVALID);
         }
     };
+    let token = match args.token.read() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(UNREACHABLE);
+        }
+    };
     let Some(rt) = runtime() else {
         return ExitCode::from(UNREACHABLE);
     };
     let file = args.file.display().to_string();
-    match rt.block_on(ask_diff(args.admin.addr, &file, text)) {
+    match rt.block_on(ask_diff(args.admin.addr, token.as_deref(), &file, text)) {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(UNREACHABLE)
@@ -108,12 +117,17 @@ fn diff(args: DiffArgs) -> ExitCode {
     }
 }
 
-async fn ask_diff(admin: SocketAddr, file: &str, text: Vec<u8>) -> Result<Answer, String> {
-    let client = client()?;
-    let resp = client
+async fn ask_diff(
+    admin: SocketAddr,
+    token: Option<&str>,
+    file: &str,
+    text: Vec<u8>,
+) -> Result<Answer, String> {
+    let req = client()?
         .post(format!("http://{admin}/rules/diff"))
         .query(&[("file", file)])
-        .body(text)
+        .body(text);
+    let resp = with_token(req, token)
         .send()
         .await
         .map_err(|e| format!("cannot reach sluice at {admin}: {e}"))?;
@@ -131,13 +145,6 @@ async fn ask_diff(admin: SocketAddr, file: &str, text: Vec<u8>) -> Result<Answer
     serde_json::from_value(doc)
         .map(Answer::Plan)
         .map_err(|e| format!("unexpected answer: {e}"))
-}
-
-fn client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| e.to_string())
 }
 
 /// The plan as text: per group and type, `+` added, `~` changed, `-`
@@ -224,12 +231,12 @@ fn confirm(cmd: RulesCommand) -> ExitCode {
     let RulesCommand::Confirm {
         version,
         admin,
-        admin_token_file,
+        token,
     } = cmd;
-    let token = match crate::canary::wiring::token(admin_token_file.as_deref()) {
+    let token = match token.read() {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -237,13 +244,10 @@ fn confirm(cmd: RulesCommand) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let answer = rt.block_on(async {
-        let mut req = client()?
+        let req = client()?
             .post(format!("http://{}/rules/confirm", admin.addr))
             .json(&serde_json::json!({ "version": version }));
-        if let Some(t) = token {
-            req = req.bearer_auth(t.trim());
-        }
-        send::<serde_json::Value>(req).await
+        send::<serde_json::Value>(with_token(req, token.as_deref())).await
     });
     match answer {
         Ok(_) => {

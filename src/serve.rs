@@ -46,7 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::admin::{self, AdminState, RulesOps};
+use crate::admin::{self, AdminState, CommandAuth, RulesOps};
 use crate::canary::acks::Applied;
 use crate::canary::overlay::{self, Overlays, WeightsVia};
 use crate::canary::wiring::{self as rollouts, RolloutOptions};
@@ -259,7 +259,9 @@ pub async fn run(
         rules_ops: RulesOps {
             planner: Arc::new(move |file: &str, text: &str| planner.diff(file, text)),
             confirm: confirm_tx,
-            auth: opts
+        },
+        commands: CommandAuth {
+            token: opts
                 .rollouts
                 .token
                 .as_deref()

@@ -199,6 +199,44 @@ fn status_reports_an_unreachable_server() {
     assert!(text(&out.stderr).contains("cannot read"));
 }
 
+/// Starts `sluice serve` on `rules` with `--state-dir state` and `env`;
+/// returns the child and its admin address.
+fn serve_with_state(
+    rules: &std::path::Path,
+    state: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--rules"])
+        .arg(rules)
+        .args([
+            "--xds",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
+        .arg(state)
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let admin = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("sluice: admin listening on ")
+                .map(str::to_string)
+        })
+        .expect("admin address");
+    // Keep reading: sluice must not write into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, admin)
+}
+
 #[tokio::test]
 async fn drain_add_list_remove_persist_and_refuse_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -210,36 +248,7 @@ async fn drain_add_list_remove_persist_and_refuse_bad_input() {
     .expect("write rules");
     let state = dir.path().join("state");
     std::fs::create_dir(&state).expect("state dir");
-    let serve = |state: &std::path::Path| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--rules"])
-            .arg(&rules)
-            .args([
-                "--xds",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--state-dir",
-            ])
-            .arg(state)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-        let admin = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("sluice: admin listening on ")
-                    .map(str::to_string)
-            })
-            .expect("admin address");
-        // Keep reading: sluice must not write into a closed pipe.
-        std::thread::spawn(move || for _ in lines {});
-        (child, admin)
-    };
-    let (mut child, admin) = serve(&state);
+    let (mut child, admin) = serve_with_state(&rules, &state, &[]);
     let drain = |args: &[&str]| {
         let mut all = vec!["drain"];
         all.extend_from_slice(args);
@@ -300,7 +309,7 @@ async fn drain_add_list_remove_persist_and_refuse_bad_input() {
     // Survives a restart: the state file is read back.
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
-    let (mut child, admin) = serve(&state);
+    let (mut child, admin) = serve_with_state(&rules, &state, &[]);
     let out = sluice(&["drain", "list", "--output", "json", "--admin", &admin]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -326,6 +335,83 @@ async fn drain_add_list_remove_persist_and_refuse_bad_input() {
     let listed = text(&out.stdout);
     assert!(listed.contains("endpoint 10.0.0.2:80"), "{listed}");
     assert!(!listed.contains("locality eu"), "{listed}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// With an admin token set, the commands that change what is served or
+/// read files on sluice's side (drains, `sluice diff`) are refused without
+/// it, and work with it; reads stay open.
+#[test]
+fn drains_and_diff_need_the_admin_token_when_one_is_set() {
+    const TOKEN: &str = "cli-test-token";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "services:\n  - name: web\n    endpoints:\n      - {address: 10.0.0.1, port: 80}\nlisteners:\n  - name: http\n    port: 18080\n    virtual_hosts:\n      - {name: all, domains: [\"*\"], routes: [{to: {service: web}}]}\n",
+    )
+    .expect("write rules");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let (mut child, admin) = serve_with_state(&rules, &state, &[("SLUICE_ADMIN_TOKEN", TOKEN)]);
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(args)
+            .args(["--admin", &admin])
+            .env_remove("SLUICE_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("SLUICE_ADMIN_TOKEN", t);
+        }
+        cmd.output().expect("run sluice")
+    };
+    let add = [
+        "drain",
+        "add",
+        "--service",
+        "web",
+        "--endpoint",
+        "10.0.0.1:80",
+    ];
+
+    for token in [None, Some("wrong")] {
+        let out = run(&add, token);
+        assert_eq!(out.status.code(), Some(1), "{token:?}");
+        assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    }
+    assert!(!state.join("sluice-drains.json").exists(), "nothing stored");
+    let out = run(&["drain", "list", "--output", "json"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "[]");
+
+    let out = run(&add, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let remove = [
+        "drain",
+        "remove",
+        "--service",
+        "web",
+        "--endpoint",
+        "10.0.0.1:80",
+    ];
+    let out = run(&remove, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    let out = run(&["drain", "list", "--output", "json"], None);
+    assert!(
+        text(&out.stdout).contains("10.0.0.1:80"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // `sluice diff` of the served file: refused (exit 4) without the
+    // token, no change (exit 0) with it.
+    let rules_arg = rules.display().to_string();
+    let out = run(&["diff", &rules_arg], None);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    let out = run(&["diff", &rules_arg], Some(TOKEN));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -51,7 +51,7 @@ async fn diff(sluice: &Sluice, file: &std::path::Path, json: bool) -> Output {
     if json {
         args.extend(["--output".to_string(), "json".to_string()]);
     }
-    sluice_cli(args, vec![]).await
+    sluice_cli(args, vec![("SLUICE_ADMIN_TOKEN", TOKEN.to_string())]).await
 }
 
 fn text(b: &[u8]) -> String {
