@@ -7,6 +7,8 @@
 //! status` reads them back. They are plain data, so everything that shows
 //! the watcher's state depends on this module rather than on `serve`.
 
+pub mod metrics;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
