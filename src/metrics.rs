@@ -53,3 +53,47 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The metrics table of docs/cli.md: `(name, type)` per row.
+    fn documented() -> Vec<(&'static str, &'static str)> {
+        include_str!("../docs/cli.md")
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix("| `sluice_")?.split('|');
+                let name = cells.next()?.trim().strip_suffix('`')?;
+                let kind = cells.next()?.trim();
+                Some((name, kind))
+            })
+            .collect()
+    }
+
+    /// What a subsystem registers is what docs/cli.md lists: a family
+    /// missing from either side fails, and so does one of another type.
+    #[test]
+    fn exposed_families_are_the_documented_ones_with_their_types() {
+        let documented: BTreeSet<String> = documented()
+            .into_iter()
+            .map(|(name, kind)| {
+                // A counter's family is named without its series' `_total`.
+                let family = match kind {
+                    "counter" => name.strip_suffix("_total").unwrap_or(name),
+                    _ => name,
+                };
+                format!("sluice_{family} {kind}")
+            })
+            .collect();
+        let text = Metrics::new().encode();
+        let exposed: BTreeSet<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(exposed, documented, "exposed (left) vs docs/cli.md (right)");
+    }
+}
