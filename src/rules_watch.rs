@@ -1,6 +1,7 @@
 //! The rules watcher's face to the rest of sluice: what it reports
-//! ([`RulesStatus`], with each TLS listener's [`CertStatus`]) and what it
-//! answers ([`Confirm`], a [`Planner`]).
+//! ([`RulesStatus`], with each TLS listener's [`CertStatus`], and the
+//! counters of [`metrics::RulesMetrics`]) and what it answers ([`Confirm`],
+//! a [`Planner`]).
 //!
 //! The watcher runs in `serve`; the admin listener shows and forwards these
 //! (`/status`, `/metrics`, `/rules/diff`, `/rules/confirm`) and `sluice
