@@ -141,9 +141,10 @@ fn sources(state: &AdminState) -> Vec<SourceStatus> {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     // Ages move with the clock, so they are computed when asked.
-    state.metrics.observe_sources(&sources(&state));
+    state.metrics.sources.observe(&sources(&state));
     state
         .metrics
+        .rules
         .observe_certificates(&state.rules.lock().certificates);
     (
         [(

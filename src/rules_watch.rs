@@ -1,11 +1,14 @@
 //! The rules watcher's face to the rest of sluice: what it reports
-//! ([`RulesStatus`], with each TLS listener's [`CertStatus`]) and what it
-//! answers ([`Confirm`], a [`Planner`]).
+//! ([`RulesStatus`], with each TLS listener's [`CertStatus`], and the
+//! counters of [`metrics::RulesMetrics`]) and what it answers ([`Confirm`],
+//! a [`Planner`]).
 //!
 //! The watcher runs in `serve`; the admin listener shows and forwards these
 //! (`/status`, `/metrics`, `/rules/diff`, `/rules/confirm`) and `sluice
 //! status` reads them back. They are plain data, so everything that shows
 //! the watcher's state depends on this module rather than on `serve`.
+
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

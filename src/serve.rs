@@ -60,8 +60,10 @@ use crate::envoy_check::{EnvoyCheck, EnvoyError};
 use crate::guard::{self, Guard, HeldEdit};
 use crate::metrics::Metrics;
 use crate::model::Config;
+use crate::rules_watch::metrics::RulesMetrics;
 use crate::rules_watch::{Confirm, RulesStatus};
 use crate::xds::admission::Limits;
+use crate::xds::metrics::PublishMetrics;
 use crate::xds::registry::Registry;
 use crate::xds::server::{serve_on, AdsService, Published, Shared};
 use crate::xds::Snapshots;
@@ -197,7 +199,7 @@ pub async fn run(
         resolver: Resolver::default(),
         compiler: compile::Compiler::default(),
         snapshots: snap_tx,
-        metrics: metrics.clone(),
+        metrics: metrics.publish.clone(),
         config_slot: config_slot.clone(),
         applied: canary.applied.clone(),
         weights,
@@ -242,7 +244,7 @@ pub async fn run(
     let ads = AdsService::new(Shared {
         snapshots: snap_rx.clone(),
         registry: registry.clone(),
-        metrics: metrics.clone(),
+        metrics: metrics.xds.clone(),
         shutdown: stop_rx.clone(),
         limits: Limits::default(),
     });
@@ -296,7 +298,7 @@ pub async fn run(
             accepted,
             confirms: confirm_rx,
         },
-        metrics,
+        metrics.rules.clone(),
         rules_status,
         stop_rx,
     ));
@@ -316,7 +318,7 @@ pub async fn run(
 /// served afterwards.
 fn publish(
     tx: &watch::Sender<Option<Arc<Published>>>,
-    metrics: &Metrics,
+    metrics: &PublishMetrics,
     snapshots: Snapshots,
 ) -> Arc<Snapshots> {
     let mut served = None;
@@ -343,7 +345,7 @@ struct Outputs {
     /// Keeps the last snapshots and encoded endpoints between compiles.
     compiler: compile::Compiler,
     snapshots: watch::Sender<Option<Arc<Published>>>,
-    metrics: Arc<Metrics>,
+    metrics: PublishMetrics,
     config_slot: Arc<Mutex<Option<Arc<Config>>>>,
     /// Tells the rollout controller which weights were compiled into what.
     applied: watch::Sender<Option<Arc<Applied>>>,
@@ -509,7 +511,7 @@ fn accept(
 fn confirm(
     version: &str,
     tx: &watch::Sender<Arc<Config>>,
-    metrics: &Metrics,
+    metrics: &RulesMetrics,
     status: &Mutex<RulesStatus>,
     seen: &mut Seen,
 ) -> Result<(), String> {
@@ -547,7 +549,7 @@ fn base_dir(rules: &std::path::Path) -> PathBuf {
 async fn watch_rules(
     opts: ServeOptions,
     watched: Watched,
-    metrics: Arc<Metrics>,
+    metrics: RulesMetrics,
     status: Arc<Mutex<RulesStatus>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -623,7 +625,7 @@ struct Seen {
 async fn reload_rules(
     opts: &ServeOptions,
     tx: &watch::Sender<Arc<Config>>,
-    metrics: &Metrics,
+    metrics: &RulesMetrics,
     status: &Mutex<RulesStatus>,
     seen: &mut Seen,
 ) -> bool {

@@ -89,7 +89,7 @@ async fn start_with(initial: Option<Snapshots>, limits: Limits) -> Server {
     let svc = AdsService::new(Shared {
         snapshots: rx,
         registry: registry.clone(),
-        metrics: metrics.clone(),
+        metrics: metrics.xds.clone(),
         shutdown: stop_rx.clone(),
         limits,
     });
@@ -392,7 +392,7 @@ fn lds_request(version: &str, nonce: &str) -> DiscoveryRequest {
 /// Waits until the admission queue holds `n` streams.
 async fn waiting(server: &Server, n: i64) {
     let deadline = Instant::now() + WAIT;
-    while server.metrics.admission_waiting.get() != n {
+    while server.metrics.xds.admission_waiting.get() != n {
         assert!(Instant::now() < deadline, "queue never reached {n}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -425,7 +425,7 @@ async fn reconnect_storm_is_admitted_a_few_streams_at_a_time() {
         .expect_err("refused");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("retry"), "{}", status.message());
-    assert_eq!(server.metrics.admission_rejected.get(), 1);
+    assert_eq!(server.metrics.xds.admission_rejected.get(), 1);
 
     // Once the first is configured (clusters and listeners ACKed), the
     // second is let in.

@@ -22,6 +22,7 @@ mod etcd_hub;
 pub mod file;
 pub mod index;
 pub mod kubernetes;
+pub mod metrics;
 pub mod record;
 pub mod resolve;
 pub mod status;

@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use tracing::{error, info, warn};
 
-use crate::metrics::Metrics;
 use crate::model::{CertPair, Config};
+use crate::rules_watch::metrics::RulesMetrics;
 use crate::rules_watch::{CertStatus, RulesStatus};
 use crate::tls::{self, Rotation, Verdict};
 
@@ -46,7 +46,7 @@ pub(super) fn poll(
     base: &Path,
     tx: &watch::Sender<Arc<Config>>,
     rotation: &mut Rotation,
-    metrics: &Metrics,
+    metrics: &RulesMetrics,
     status: &Mutex<RulesStatus>,
 ) {
     let current = tx.borrow().clone();

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-use crate::metrics::Metrics;
+use super::metrics::XdsMetrics;
 
 /// Limits of the ADS server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Admission {
 
     /// A slot, after waiting in line; an UNAVAILABLE status when the
     /// line is full.
-    pub async fn admit(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, Status> {
+    pub async fn admit(&self, metrics: &XdsMetrics) -> Result<OwnedSemaphorePermit, Status> {
         if let Ok(slot) = self.slots.clone().try_acquire_owned() {
             return Ok(slot);
         }

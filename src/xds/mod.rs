@@ -6,6 +6,7 @@ pub mod admission;
 mod grpc_body;
 pub mod history;
 pub mod listener;
+pub mod metrics;
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};

@@ -28,11 +28,11 @@ use tonic::Status;
 use super::admission::{Admission, Limits};
 use super::grpc_body::{self, Requests};
 use super::history::History;
+use super::metrics::XdsMetrics;
 use super::registry::Registry;
 use super::resource::Snapshots;
 use super::session::Mode;
 use super::stream::{Outgoing, StreamTask, Variant};
-use crate::metrics::Metrics;
 
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
@@ -77,7 +77,7 @@ pub type SnapshotRx = watch::Receiver<Option<Arc<Published>>>;
 pub struct Shared {
     pub snapshots: SnapshotRx,
     pub registry: Arc<Registry>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: XdsMetrics,
     pub shutdown: watch::Receiver<bool>,
     pub limits: Limits,
 }

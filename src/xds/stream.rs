@@ -27,7 +27,6 @@ use super::resource::{Snapshot, TypeUrl};
 use super::server::{Shared, SnapshotRx};
 use super::session::{Event, Mode, NodeInfo, Output, ProtocolError, Response, Session};
 use super::wire;
-use crate::metrics::ModeLabel;
 
 /// Glue between one protocol variant's message types and the session.
 pub(super) trait Variant: Send + 'static {
@@ -185,11 +184,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
                     .registry
                     .connect(self.id, node.clone(), self.session.clone());
                 self.node = Some(node);
-                self.shared
-                    .metrics
-                    .connected_proxies
-                    .get_or_create(&self.mode_label())
-                    .inc();
+                self.shared.metrics.connected(self.mode).inc();
             }
         }
         if !self.deliver::<Req>(out).await {
@@ -284,11 +279,11 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         let node = self.node.as_ref().map(|n| n.id.as_str()).unwrap_or("");
         match event {
             Event::Sent { ty, nonce, .. } => {
-                metrics.xds(ty).pushes.inc();
+                metrics.of(ty).pushes.inc();
                 self.sent_at[ty.index()] = self.published_at.map(|at| (nonce, at));
             }
             Event::Acked { ty, nonce, .. } => {
-                let m = metrics.xds(ty);
+                let m = metrics.of(ty);
                 m.acks.inc();
                 if let Some(at) = take_sent(&mut self.sent_at, ty, &nonce) {
                     m.push_latency.observe(at.elapsed().as_secs_f64());
@@ -300,7 +295,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
                 nonce,
                 error,
             } => {
-                metrics.xds(ty).nacks.inc();
+                metrics.of(ty).nacks.inc();
                 take_sent(&mut self.sent_at, ty, &nonce);
                 warn!(stream = self.id, node, r#type = %ty, version, error, "proxy rejected config");
             }
@@ -310,7 +305,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
                 nonce,
                 error,
             } => {
-                metrics.xds(ty).oversized_responses.inc();
+                metrics.of(ty).oversized_responses.inc();
                 take_sent(&mut self.sent_at, ty, &nonce);
                 error!(stream = self.id, node, r#type = %ty, version, error, "response withheld; the proxy keeps its config");
             }
@@ -323,24 +318,10 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         }
     }
 
-    fn mode_label(&self) -> ModeLabel {
-        let mode = match self.mode {
-            Mode::Sotw => "sotw",
-            Mode::Delta => "delta",
-        };
-        ModeLabel {
-            mode: mode.to_string(),
-        }
-    }
-
     fn close(&mut self) {
         if let Some(node) = &self.node {
             self.shared.registry.disconnect(self.id);
-            self.shared
-                .metrics
-                .connected_proxies
-                .get_or_create(&self.mode_label())
-                .dec();
+            self.shared.metrics.connected(self.mode).dec();
             info!(stream = self.id, node = %node.id, "proxy disconnected");
         }
     }
