@@ -21,9 +21,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 use sluice::sim::backend::{BackendSpec, Backends};
+use sluice::sim::chain::serve;
 use sluice::sim::dataplane::DataPlane;
 use sluice::sim::engine::{Engine, SimProxy};
-use sluice::sim::filters::chain::{serve, Response};
+use sluice::sim::http::Response;
 use sluice::sim::route::Request;
 use sluice::sim::state::View;
 

@@ -25,7 +25,7 @@ use super::backend::{BackendSpec, Backends, Latency};
 use super::client::{Faults, Report};
 use super::engine::{Engine, SimProxy};
 use super::fleet::{Fleet, FleetConfig};
-use super::route::Request;
+use super::http::Request;
 use super::sample::{sample, Sample};
 use super::state::Mode;
 use super::stats::Stats;

@@ -16,9 +16,10 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use super::filters::FilterState;
+use super::http::Request;
 use super::lb::{ClusterLb, HostLoad};
 use super::resources::{SimCluster, SimEndpoints};
-use super::route::{Action, Request, Retry};
+use super::route::{Action, Retry};
 use super::state::View;
 
 /// Where a request goes.

@@ -20,9 +20,10 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use super::backend::{Admit, Backends};
+use super::chain::{self, Clock, RequestPhase, Step};
 use super::dataplane::{DataPlane, Decision, Upstream};
-use super::filters::chain::{self, Clock, RequestPhase, Response, Step};
-use super::route::Request;
+use super::http::Request;
+use super::http::Response;
 use super::state::View;
 use super::stats::Stats;
 

@@ -5,8 +5,8 @@
 
 use envoy_types::pb::envoy::config::route::v3::route_action::{hash_policy, HashPolicy as PbHash};
 
-use super::resources::DecodeError;
-use super::route::Request;
+use super::decode::DecodeError;
+use super::http::Request;
 
 /// One compiled `hash_policy` entry.
 #[derive(Clone, Debug, PartialEq)]

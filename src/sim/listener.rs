@@ -13,10 +13,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 
+use super::decode::{proto, socket_addr, DecodeError};
 use super::filters::rbac::Peer;
 use super::filters::HttpFilter;
-use super::resources::{proto, socket_addr, DecodeError};
-use super::route::Request;
+use super::http::Request;
 
 const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 

@@ -5,13 +5,20 @@
 //! stream and [`state::ClientState`] (sans-io: responses in, ACK/NACK out,
 //! accepted config as a [`state::View`]); resources are decoded once per
 //! distinct encoding by a shared [`resources::Decoder`]. The request path is
-//! the listener's HTTP [`filters`] (Lua, CORS, RBAC, local rate limit,
-//! fault) then [`dataplane`] (listener → [`route`] → cluster → [`lb`]), and
-//! back through the filters' response phase; the [`engine`] runs requests
+//! the [`chain`]: the listener's HTTP [`filters`] (Lua, CORS, RBAC, local
+//! rate limit, fault), then [`dataplane`] (listener → [`route`] → cluster →
+//! [`lb`]), and back through the filters' response phase; the [`engine`] runs requests
 //! on virtual time against virtual [`backend`]s, recording Envoy-named
 //! [`stats`]. [`fleet`] runs many proxies in one
 //! process; [`cli`] is `sluice sim`, and [`sample`] records one request as
 //! it leaves a proxy for its `--json` summary.
+//!
+//! Layers, each importing only those below it: [`decode`] (decode errors,
+//! protobuf helpers); [`http`] (requests, responses, matchers, header
+//! edits); [`hash`] and [`filters`]; [`ring`], [`route`] and [`listener`];
+//! [`resources`]; [`state`] and [`lb`]; [`dataplane`] and [`client`];
+//! [`chain`] and [`fleet`]; [`engine`] and [`sample`]; [`cli`].
+//! [`backend`] and [`stats`] import none of them.
 //!
 //! The simulator is a client: it speaks xDS over gRPC and never reaches into
 //! the server. It shares only [`crate::xds::TypeUrl`] with it.
@@ -27,13 +34,16 @@ pub const SIM_TYPES: [crate::xds::TypeUrl; 4] = [
 ];
 
 pub mod backend;
+pub mod chain;
 pub mod cli;
 pub mod client;
 pub mod dataplane;
+pub mod decode;
 pub mod engine;
 pub mod filters;
 pub mod fleet;
 pub mod hash;
+pub mod http;
 pub mod lb;
 pub mod listener;
 pub mod resources;

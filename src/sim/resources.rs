@@ -12,17 +12,17 @@
 //! never reported as routed correctly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
-use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, HealthStatus};
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::service::runtime::v3::Runtime;
 use parking_lot::Mutex;
-use prost::Message;
 
+use super::decode::{pb_duration, proto, socket_addr, DecodeError};
 use super::route::RouteTable;
 use crate::xds::TypeUrl;
 
@@ -98,22 +98,6 @@ pub struct SimEndpoints {
 }
 
 pub use super::listener::SimListener;
-
-/// Why a resource was rejected. `Display` is the text that goes into the
-/// NACK's `error_detail`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("Unable to unpack as {message}: {reason}")]
-    Proto {
-        message: &'static str,
-        reason: String,
-    },
-    #[error("{0}")]
-    Invalid(String),
-    /// Valid for Envoy, but outside what the simulator models.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-}
 
 /// One RTDS runtime layer: the keys Envoy's `Snapshot::getInteger` finds
 /// in it. Envoy reads a number that is a whole, non-negative value, or a
@@ -266,16 +250,6 @@ fn runtime_entry(
     Ok(())
 }
 
-pub(super) fn proto<M: Message + Default>(
-    bytes: &[u8],
-    message: &'static str,
-) -> Result<M, DecodeError> {
-    M::decode(bytes).map_err(|e| DecodeError::Proto {
-        message,
-        reason: e.to_string(),
-    })
-}
-
 fn cluster_of(c: &Cluster) -> Result<SimCluster, DecodeError> {
     use cluster::{ClusterDiscoveryType, DiscoveryType, LbConfig};
     if c.name.is_empty() {
@@ -375,12 +349,6 @@ fn cluster_of(c: &Cluster) -> Result<SimCluster, DecodeError> {
     Ok(out)
 }
 
-pub(super) fn pb_duration(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
-    let secs = u64::try_from(d.seconds).unwrap_or(0);
-    let nanos = u32::try_from(d.nanos).unwrap_or(0);
-    Duration::new(secs, nanos)
-}
-
 fn endpoints_of(cla: &ClusterLoadAssignment) -> Result<SimEndpoints, DecodeError> {
     let mut priorities: Vec<Vec<SimHost>> = Vec::new();
     for group in &cla.endpoints {
@@ -430,23 +398,4 @@ fn endpoints_of(cla: &ClusterLoadAssignment) -> Result<SimEndpoints, DecodeError
         priorities,
         overprovisioning,
     })
-}
-
-pub(super) fn socket_addr(a: Option<&Address>) -> Result<SocketAddr, DecodeError> {
-    let Some(address::Address::SocketAddress(sa)) = a.and_then(|a| a.address.as_ref()) else {
-        return Err(DecodeError::Unsupported(
-            "address that is not a socket address".into(),
-        ));
-    };
-    let ip: IpAddr = sa
-        .address
-        .parse()
-        .map_err(|_| DecodeError::Invalid(format!("malformed IP address: {}", sa.address)))?;
-    let port = match sa.port_specifier {
-        Some(socket_address::PortSpecifier::PortValue(p)) => {
-            u16::try_from(p).map_err(|_| DecodeError::Invalid(format!("invalid port {p}")))?
-        }
-        _ => return Err(DecodeError::Unsupported("named ports".into())),
-    };
-    Ok(SocketAddr::new(ip, port))
 }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::chain;
 use super::dataplane::{DataPlane, Decision};
-use super::filters::chain::{self, Response};
-use super::route::Request;
+use super::http::Request;
+use super::http::Response;
 use super::state::View;
 
 /// What became of one request.

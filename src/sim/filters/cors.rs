@@ -18,9 +18,9 @@
 
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 
-use super::{runtime_percent, Percent};
-use crate::sim::resources::{proto, DecodeError};
-use crate::sim::route::{value_match, Request, ValueMatch};
+use super::percent::{runtime_percent, Percent};
+use crate::sim::decode::{proto, DecodeError};
+use crate::sim::http::{value_match, Request, ValueMatch};
 
 pub const TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
 pub const POLICY_TYPE: &str =

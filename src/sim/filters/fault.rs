@@ -19,8 +19,8 @@ use std::time::Duration;
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay::FaultDelaySecifier;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{fault_abort, HttpFault};
 
-use super::Percent;
-use crate::sim::resources::{pb_duration, proto, DecodeError};
+use super::percent::Percent;
+use crate::sim::decode::{pb_duration, proto, DecodeError};
 
 pub const TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
 

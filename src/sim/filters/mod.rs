@@ -3,7 +3,8 @@
 //! and filter-level context, each route's `LuaPerRoute` (context, inline
 //! source, `disabled`); CORS ([`cors`]), RBAC ([`rbac`]), the local rate
 //! limit ([`ratelimit`]) and fault injection ([`fault`]) with their
-//! per-route configs; and the router. [`chain`] runs them per request.
+//! per-route configs; and the router. [`crate::sim::chain`], above the
+//! data plane, runs them per request.
 //!
 //! Filters are identified by their config's type URL (any name, as in
 //! Envoy); a filter or a field the simulator does not model is rejected as
@@ -11,12 +12,13 @@
 //! the filter's name in `typed_per_filter_config` at route, virtual host and
 //! route configuration level ([`PerFilter`], most specific first).
 //!
-//! Lua is decoded and run by [`lua`].
+//! Lua is decoded by [`lua`] (and run by the chain); fractional percents
+//! are drawn by [`Percent`].
 
-pub mod chain;
 pub mod cors;
 pub mod fault;
 pub mod lua;
+mod percent;
 pub mod ratelimit;
 pub mod rbac;
 
@@ -26,33 +28,16 @@ use std::time::Duration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_filter, HttpFilter as PbHttpFilter,
 };
-use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use envoy_types::pb::google::protobuf::Any;
 use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 
-use super::resources::{proto, DecodeError};
+use super::decode::{proto, DecodeError};
 pub(crate) use lua::lua_per_route;
 pub use lua::{struct_json, LuaFilter, LuaRoute, LUA_PER_ROUTE_TYPE, LUA_TYPE};
+pub use percent::Percent;
 const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const ROUTER_NAME: &str = "envoy.filters.http.router";
-
-/// A `RuntimeFractionalPercent`'s default, or `absent` when unset.
-fn runtime_percent(
-    p: Option<&envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent>,
-    absent: Option<Percent>,
-) -> Option<Percent> {
-    match p {
-        Some(p) => Some(p.default_value.as_ref().map_or(
-            Percent {
-                numerator: 0,
-                denominator: 100,
-            },
-            Percent::of,
-        )),
-        None => absent,
-    }
-}
 
 /// One HTTP filter of a connection manager, in chain order.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,49 +97,14 @@ pub enum PerFilter {
 /// CORS reads each field from the first policy that sets it.
 pub type PerFilterChain = Vec<PerFilter>;
 
-/// A `FractionalPercent` (or a `RuntimeFractionalPercent`'s default: the
-/// simulator has no runtime, so runtime keys never override it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Percent {
-    numerator: u64,
-    denominator: u64,
-}
-
-impl Percent {
-    pub const ALL: Percent = Percent {
-        numerator: 1,
-        denominator: 1,
-    };
-
-    pub fn of(p: &FractionalPercent) -> Percent {
-        let denominator = match DenominatorType::try_from(p.denominator) {
-            Ok(DenominatorType::TenThousand) => 10_000,
-            Ok(DenominatorType::Million) => 1_000_000,
-            _ => 100,
-        };
-        Percent {
-            numerator: u64::from(p.numerator),
-            denominator,
-        }
-    }
-
-    /// Envoy's `featureEnabled`: a random value `% denominator < numerator`.
-    pub fn hit(&self, rng: &mut Xoshiro256PlusPlus) -> bool {
-        if self.numerator >= self.denominator {
-            return true;
-        }
-        self.numerator > 0 && rng.random_range(0..self.denominator) < self.numerator
-    }
-}
-
 /// What the HTTP filters of one proxy keep between requests: the local
 /// rate limit's token buckets (per proxy, as Envoy's are per process and
 /// shared by its workers), the randomness of fractional percents, and the
 /// Unix time of the virtual clock's zero (what Lua's `timestamp()` adds
 /// virtual time to).
 pub struct FilterState {
-    rng: Xoshiro256PlusPlus,
-    buckets: ratelimit::Buckets,
+    pub(crate) rng: Xoshiro256PlusPlus,
+    pub(crate) buckets: ratelimit::Buckets,
     /// The virtual clock's zero as time since the Unix epoch.
     pub epoch: Duration,
 }

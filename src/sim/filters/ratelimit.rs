@@ -26,9 +26,9 @@ use envoy_types::pb::envoy::config::route::v3::rate_limit::action::ActionSpecifi
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::r#type::v3::TokenBucket;
 
-use super::{runtime_percent, Percent};
-use crate::sim::resources::{pb_duration, proto, DecodeError};
-use crate::sim::route::{HeaderEdits, Request};
+use super::percent::{runtime_percent, Percent};
+use crate::sim::decode::{pb_duration, proto, DecodeError};
+use crate::sim::http::{HeaderEdits, Request};
 
 pub const TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";

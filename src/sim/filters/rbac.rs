@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::config::rbac::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac, RbacPerRoute};
 
-use crate::sim::resources::{proto, DecodeError};
+use crate::sim::decode::{proto, DecodeError};
 
 pub const TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
 pub const PER_ROUTE_TYPE: &str =

@@ -6,40 +6,15 @@ use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
     route, route_action, route_match::PathSpecifier, HeaderMatcher,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 use envoy_types::pb::google::protobuf::Any;
-use regex::Regex;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use super::{
-    Action, Clusters, Edits, Forward, HashPolicy, Matcher, PathMatch, Retry, Route, ValueMatch,
-    DEFAULT_TIMEOUT,
-};
+use super::entry::{Action, Clusters, Forward, Matcher, PathMatch, Retry, Route, DEFAULT_TIMEOUT};
+use crate::sim::decode::{pb_duration, DecodeError};
 use crate::sim::filters::{per_filter, PerFilterChain};
-use crate::sim::resources::{pb_duration, DecodeError};
-
-/// RE2 `safe_regex` matches the whole value.
-fn full_regex(pattern: &str) -> Result<Regex, DecodeError> {
-    Regex::new(&format!("^(?:{pattern})$"))
-        .map_err(|e| DecodeError::Invalid(format!("Invalid regex '{pattern}': {e}")))
-}
-
-pub(crate) fn value_match(sm: &StringMatcher) -> Result<ValueMatch, DecodeError> {
-    let ic = sm.ignore_case;
-    let low = |s: &String| if ic { s.to_lowercase() } else { s.clone() };
-    Ok(match &sm.match_pattern {
-        Some(MatchPattern::Exact(s)) => ValueMatch::Exact(low(s), ic),
-        Some(MatchPattern::Prefix(s)) => ValueMatch::Prefix(low(s), ic),
-        Some(MatchPattern::Suffix(s)) => ValueMatch::Suffix(low(s), ic),
-        Some(MatchPattern::Contains(s)) => ValueMatch::Contains(low(s), ic),
-        Some(MatchPattern::SafeRegex(re)) => ValueMatch::Regex(full_regex(&re.regex)?),
-        other => {
-            return Err(DecodeError::Unsupported(format!(
-                "string matcher {other:?}"
-            )))
-        }
-    })
-}
+use crate::sim::hash::HashPolicy;
+use crate::sim::http::{full_regex, value_match, HeaderEdits, ValueMatch};
 
 // Envoy still honours the deprecated direct matchers; so must we.
 #[allow(deprecated)]
@@ -237,4 +212,44 @@ fn forward(
         retry,
         hash_policy,
     })
+}
+
+/// Header edits of one level and those of the levels around it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Edits {
+    request: Vec<Arc<HeaderEdits>>,
+    response: Vec<Arc<HeaderEdits>>,
+}
+
+type Options<'a> = (
+    &'a [envoy_types::pb::envoy::config::core::v3::HeaderValueOption],
+    &'a [String],
+);
+
+impl Edits {
+    pub(super) fn of(
+        what: &str,
+        request: Options,
+        response: Options,
+    ) -> Result<Edits, DecodeError> {
+        let one = |(add, remove): Options| -> Result<Vec<Arc<HeaderEdits>>, DecodeError> {
+            let e = HeaderEdits::decode(what, add, remove)?;
+            Ok(if e.is_empty() {
+                vec![]
+            } else {
+                vec![Arc::new(e)]
+            })
+        };
+        Ok(Edits {
+            request: one(request)?,
+            response: one(response)?,
+        })
+    }
+
+    /// These edits, then the enclosing level's.
+    pub(super) fn then(mut self, outer: &Edits) -> Edits {
+        self.request.extend(outer.request.iter().cloned());
+        self.response.extend(outer.response.iter().cloned());
+        self
+    }
 }

@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy;
 use super::*;
 use crate::sim::backend::{BackendSpec, Backends, Latency};
 use crate::sim::engine::{Engine, SimProxy};
+use crate::sim::http::Request;
 use crate::sim::resources::{Decoded, SimListener};
-use crate::sim::route::Request;
 use crate::sim::state::View;
 
 /// A proxy view: one listener routing `/` to cluster `c` with `hosts`.

@@ -2,11 +2,13 @@
 //! file (the simulator must run what Envoy would be sent): decoding of the
 //! HTTP filters and `LuaPerRoute`, and the filter chain on requests.
 
+use crate::sim::chain::{serve, Served};
 use crate::sim::dataplane::{DataPlane, Decision};
-use crate::sim::filters::chain::{serve, Response, Served};
+use crate::sim::decode::DecodeError;
 use crate::sim::filters::HttpFilter;
-use crate::sim::resources::{decode, DecodeError, Decoded};
-use crate::sim::route::Request;
+use crate::sim::http::Request;
+use crate::sim::http::Response;
+use crate::sim::resources::{decode, Decoded};
 use crate::sim::state::View;
 use crate::xds::TypeUrl;
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use super::lua::view_of;
 use crate::sim::backend::{BackendSpec, Backends};
+use crate::sim::chain::{serve, Served};
 use crate::sim::dataplane::DataPlane;
 use crate::sim::engine::{Engine, SimProxy};
-use crate::sim::filters::chain::{serve, Response, Served};
 use crate::sim::filters::HttpFilter;
-use crate::sim::route::Request;
+use crate::sim::http::Request;
+use crate::sim::http::Response;
 use crate::sim::state::View;
 
 const RULES: &str = r#"services:

@@ -12,8 +12,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::*;
-use crate::sim::resources::DecodeError;
-use crate::sim::route::{Action, NoRoute, Request};
+use crate::sim::decode::DecodeError;
+use crate::sim::http::Request;
+use crate::sim::route::{Action, NoRoute};
 
 fn prefix(p: &str) -> PathSpecifier {
     PathSpecifier::Prefix(p.into())

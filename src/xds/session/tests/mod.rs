@@ -89,6 +89,24 @@ pub(super) fn mk_snapshot_with_secret(
     Arc::new(Snapshot::new([rtds, sds, cds, eds, lds, rds]))
 }
 
+/// An RTDS layer `name` holding `keys` as numbers (what a rollout step
+/// changes).
+pub(super) fn mk_runtime(name: &str, keys: &[(&str, f64)]) -> Runtime {
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    let number = |v: f64| Value {
+        kind: Some(Kind::NumberValue(v)),
+    };
+    Runtime {
+        name: name.into(),
+        layer: Some(Struct {
+            fields: keys
+                .iter()
+                .map(|(k, v)| (k.to_string(), number(*v)))
+                .collect(),
+        }),
+    }
+}
+
 fn mk_node() -> Node {
     Node {
         id: "envoy-1".into(),

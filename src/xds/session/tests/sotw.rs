@@ -1,7 +1,6 @@
 //! SotW: wildcards, ACK/NACK, stale nonces, push order and coalescing.
 
 use super::*;
-use crate::sim::tests::mk_runtime_pb;
 
 #[test]
 fn sotw_wildcard_cds_gets_every_cluster_and_ack_gets_no_reply() {
@@ -455,7 +454,7 @@ fn the_rtds_layer_is_served_by_name_and_a_runtime_change_pushes_it_alone() {
     // A rollout step: the layer's keys change, nothing else.
     let layer = Resource::encode(
         "sluice",
-        &mk_runtime_pb("sluice", &[("sluice.rollout.a.a~v2", 10.0)]),
+        &mk_runtime("sluice", &[("sluice.rollout.a.a~v2", 10.0)]),
     );
     let next = snap
         .with_replaced(RTDS, &[("sluice".to_string(), Arc::new(layer))].into())
@@ -471,7 +470,7 @@ fn the_rtds_layer_is_served_by_name_and_a_runtime_change_pushes_it_alone() {
 
 #[test]
 fn a_runtime_layer_awaiting_its_ack_holds_no_other_type_back() {
-    let runtime = |w: f64| Resource::encode("sluice", &mk_runtime_pb("sluice", &[("k", w)]));
+    let runtime = |w: f64| Resource::encode("sluice", &mk_runtime("sluice", &[("k", w)]));
     let with_layer = |snap: &Snapshot, w: f64| {
         let layer = [("sluice".to_string(), Arc::new(runtime(w)))].into();
         Arc::new(snap.with_replaced(RTDS, &layer).expect("changed"))

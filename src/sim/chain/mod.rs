@@ -10,11 +10,11 @@
 //!     matched again (Envoy's `clear_route_cache` default), which is how
 //!     plan-based routing works. A script error is recorded and the request
 //!     continues, as in Envoy (sluice's own script fails closed by itself);
-//!   - CORS answers preflights and latches the origin ([`super::cors`]);
-//!   - RBAC refuses with 403 ([`super::rbac`]);
-//!   - the local rate limit refuses with 429 ([`super::ratelimit`]);
+//!   - CORS answers preflights and latches the origin ([`cors`](crate::sim::filters::cors));
+//!   - RBAC refuses with 403 ([`rbac`](crate::sim::filters::rbac));
+//!   - the local rate limit refuses with 429 ([`ratelimit`](crate::sim::filters::ratelimit));
 //!   - fault injection delays (the phase pauses: [`Step::Delay`], then
-//!     [`decode`] again) and aborts ([`super::fault`]);
+//!     [`decode`] again) and aborts ([`fault`](crate::sim::filters::fault));
 //! - the router ([`DataPlane::decide`]) on the request as edited;
 //! - response phase ([`on_response`]): every filter in reverse order on the
 //!   answer — upstream or local, including the filters' own answers, which
@@ -25,61 +25,25 @@
 //! Lua's `timestamp()` is the request's start on the virtual clock
 //! ([`Clock`]), not the wall clock.
 //!
-//! Lua states are kept per thread ([`super::lua`]).
+//! The filters are decoded in [`crate::sim::filters`]; this module sits
+//! above them and above the data plane, which it calls as the router.
+//! What a request carries through the chain is in `phase`; Lua scripts
+//! run in `lua`, whose states are kept per thread.
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-
-use super::lua::{lua_request, lua_response, LuaStep};
-use super::ratelimit::Verdict;
-use super::{cors, FilterState, HttpFilter, PerFilter};
 use crate::sim::dataplane::{DataPlane, Decision, Upstream};
+use crate::sim::filters::ratelimit::Verdict;
+use crate::sim::filters::{cors, FilterState, HttpFilter, PerFilter};
+use crate::sim::http::{Request, Response};
 use crate::sim::listener::SimListener;
-use crate::sim::route::{Action, Request, Route};
+use crate::sim::route::{Action, Route};
 use crate::sim::state::View;
 
-/// An HTTP answer. Header names are lower-case, without `:status`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Response {
-    pub fn new(status: u16) -> Response {
-        Response {
-            status,
-            ..Response::default()
-        }
-    }
-
-    /// A local reply as Envoy's `sendLocalReply` makes it: a text body.
-    pub fn text(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![("content-type".into(), "text/plain".into())],
-            body: body.into(),
-        }
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Virtual time as the filters see it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Clock {
-    /// Virtual time since the simulation started.
-    pub now: Duration,
-    /// The simulation's start as time since the Unix epoch.
-    pub epoch: Duration,
-}
+mod lua;
+mod phase;
+use lua::{lua_request, lua_response, LuaStep};
+pub use phase::{Clock, RequestPhase};
 
 /// Where the request phase stopped.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,43 +54,6 @@ pub enum Step {
     Local,
     /// A fault delay: call [`decode`] again this much later.
     Delay(Duration),
-}
-
-/// What the request phase leaves for the router and the response phase.
-#[derive(Clone, Debug, Default)]
-pub struct RequestPhase {
-    /// The request as the router sees it, after the filters' edits.
-    pub request: Request,
-    /// Set when a filter answered the request itself.
-    pub local: Option<Response>,
-    /// Which filter answered: `lua`, `cors`, `rbac`, `local_ratelimit`, `fault`.
-    pub local_by: Option<&'static str>,
-    /// Dynamic metadata set by the filters, by namespace.
-    pub metadata: Map<String, Value>,
-    /// Script errors (Envoy logs them; the request continues).
-    pub errors: Vec<String>,
-    /// Envoy counters the filters moved (full stat names).
-    pub counters: Vec<String>,
-    /// Fault delay injected so far.
-    pub delayed: Duration,
-    /// The request's start on the virtual clock (Lua's `timestamp()`).
-    pub(super) started: Option<Duration>,
-    /// The next filter to run.
-    next: usize,
-    /// The fault filter at `next` delayed the request: it only draws its
-    /// abort when the request resumes.
-    fault_resumes: bool,
-    /// CORS state for the response phase.
-    cors: Option<cors::Latch>,
-}
-
-impl RequestPhase {
-    pub fn new(request: Request) -> RequestPhase {
-        RequestPhase {
-            request,
-            ..RequestPhase::default()
-        }
-    }
 }
 
 /// A whole exchange through one proxy.

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValueOption,
 };
 
-use crate::sim::resources::DecodeError;
+use crate::sim::decode::DecodeError;
 
 /// One level's edits (`*_headers_to_remove`, then `*_headers_to_add`).
 #[derive(Debug, Default, PartialEq)]
