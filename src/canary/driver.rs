@@ -1,5 +1,5 @@
 //! The rollout controller's I/O: one task that owns every rollout record,
-//! feeds the pure [`plan`](super::plan) observations and carries out its
+//! feeds the pure [`plan`] observations and carries out its
 //! actions.
 //!
 //! - **Weights** go out as [`Overlays`] on a watch channel; `serve`'s

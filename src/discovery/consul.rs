@@ -2,7 +2,7 @@
 //!
 //! Each answer is the service's complete instance list, so every answer
 //! `reset`s the feed (the index publishes only what changed) and
-//! [`entries`] maps it to endpoints. The loop follows Consul's documented
+//! `entries` maps it to endpoints. The loop follows Consul's documented
 //! blocking-query rules, kept sans-io in [`Cursor`] and [`TokenBucket`]:
 //!
 //! - the next query blocks at the answer's `X-Consul-Index`;

@@ -1,5 +1,5 @@
 //! One endpoint as a registry stores it (an etcd value, an endpoints-file
-//! entry) → a checked [`model::Endpoint`].
+//! entry) → a checked [`crate::model::Endpoint`].
 //!
 //! The format is documented in `docs/discovery.md`. Unknown fields are
 //! allowed here, unlike in rules files: registry data is written by other

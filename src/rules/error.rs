@@ -81,7 +81,7 @@ fn render(diagnostics: &[Diagnostic]) -> String {
 
 impl Diagnostic {
     /// A diagnostic whose echoed values and path are cut to a readable
-    /// length (see [`MAX_ECHO`]).
+    /// length (see `MAX_ECHO`).
     pub fn new(file: &str, line: usize, column: usize, path: &str, message: &str) -> Diagnostic {
         Diagnostic {
             file: file.to_string(),

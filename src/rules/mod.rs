@@ -1,11 +1,12 @@
 //! Rules files: YAML text → validated [`model::Config`](crate::model::Config).
 //!
-//! Loading runs in two passes. [`raw`] parses the YAML with marked-yaml into
+//! Loading runs in two passes. `raw` parses the YAML with marked-yaml into
 //! serde structs that keep each value's position and rejects unknown fields
-//! and wrong types. [`validate`] (with `listener` and `route`) checks
+//! and wrong types. `validate` (with `listener` and `route`) checks
 //! meaning — names, ranges, references, weights, regexes — and builds the
-//! model; `check` holds the checkers of single values every level shares. Both passes report into one [`error::Diags`], so a user sees every
-//! problem of a file at once, each as `file:line:column: path: message`.
+//! model; `check` holds the checkers of single values every level shares.
+//! Both passes report into one `error::Diags`, so a user sees every problem
+//! of a file at once, each as `file:line:column: path: message`.
 //! The file format is documented in `docs/rules.md`.
 
 mod check;

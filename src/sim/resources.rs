@@ -1,7 +1,7 @@
 //! What the simulated proxy keeps of each xDS resource, decoded once.
 //!
 //! Bytes from the wire become [`SimCluster`], [`SimEndpoints`],
-//! [`SimListener`] (decoded in [`super::listener`]), [`RouteTable`](super::route::RouteTable)
+//! [`SimListener`] (decoded in [`super::listener`]), [`RouteTable`]
 //! and [`SimRuntime`] (an RTDS layer) here, with the
 //! checks Envoy itself makes before it accepts a resource (a failed check is
 //! a NACK). Decoding goes through a [`Decoder`] that a whole fleet shares: the

@@ -10,7 +10,7 @@
 //!     matched again (Envoy's `clear_route_cache` default), which is how
 //!     plan-based routing works. A script error is recorded and the request
 //!     continues, as in Envoy (sluice's own script fails closed by itself);
-//!   - CORS answers preflights and latches the origin ([`cors`](crate::sim::filters::cors));
+//!   - CORS answers preflights and latches the origin ([`cors`]);
 //!   - RBAC refuses with 403 ([`rbac`](crate::sim::filters::rbac));
 //!   - the local rate limit refuses with 429 ([`ratelimit`](crate::sim::filters::ratelimit));
 //!   - fault injection delays (the phase pauses: [`Step::Delay`], then

@@ -1,7 +1,7 @@
 //! The HTTP messages the simulated proxy moves: a [`Request`] as routing
 //! and the filters see it, a [`Response`] as the filters and the router
 //! answer, and what is decoded to read and edit them: string matchers
-//! ([`ValueMatch`]) and header edits ([`HeaderEdits`]). Nothing here knows
+//! (`ValueMatch`) and header edits ([`HeaderEdits`]). Nothing here knows
 //! a route or a filter; routing, hashing, the listener and the filters
 //! build on it.
 
