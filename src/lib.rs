@@ -8,6 +8,7 @@
 //! `cli_support`).
 
 pub mod admin;
+pub mod backoff;
 pub mod bootstrap;
 pub mod bootstrap_cli;
 pub mod canary;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use entries::{parse, EntriesError, Parsed};
 
-use super::{Backoff, Feeder, SourceOptions};
+use super::{Feeder, SourceOptions};
 use crate::model::{ConsulSource, Endpoint};
 
 /// Spacing between two queries when the last one did not advance the index.
@@ -143,7 +143,7 @@ pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOp
     };
     let mut bucket = TokenBucket::new(BUCKET_BURST, BUCKET_PER_SEC, Instant::now());
     let mut cursor = Cursor::default();
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     let mut last_rejected: Vec<String> = Vec::new();
     let mut state = State::Querying {
         index: 0,

@@ -116,7 +116,7 @@ pub async fn run(
 ) {
     let mut client: Option<(Client, Hub)> = None;
     let mut state = State::Listing;
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     let mut stop = feeder.stop.clone();
     loop {
         if feeder.stopped() {

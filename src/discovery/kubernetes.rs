@@ -31,7 +31,7 @@ use kube::Api;
 
 pub use slices::{join, Joined};
 
-use super::{Backoff, Feeder, SourceOptions};
+use super::{Feeder, SourceOptions};
 
 /// What one feed watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ enum State {
 /// then the in-cluster service account).
 pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, opts: SourceOptions) {
     let mut stop = feeder.stop.clone();
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     let client = loop {
         let made = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

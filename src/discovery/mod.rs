@@ -14,7 +14,6 @@
 //! file ─┘ Feeder::fail (keeps endpoints)
 //! ```
 
-pub mod backoff;
 pub mod coalesce;
 pub mod consul;
 pub mod etcd;
@@ -41,7 +40,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use crate::model::{Config, ConsulSource, Discovery, EtcdSource};
-pub use backoff::Backoff;
+pub use crate::backoff::Backoff;
 pub use index::{FeedKey, Index, View};
 
 /// The index, shared by every feed task.
@@ -124,6 +123,13 @@ pub struct SourceOptions {
     pub retry_max: Duration,
     /// A registry request that takes longer fails the feed.
     pub request_timeout: Duration,
+}
+
+impl SourceOptions {
+    /// A feed's retry delay, from `retry_min` to `retry_max`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.retry_min, self.retry_max)
+    }
 }
 
 impl Default for SourceOptions {

@@ -374,7 +374,7 @@ fn an_etcd_watch_that_etcd_created_starts_the_retry_delay_over() {
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let feeder = Feeder::new(Arc::new(Mutex::new(index)), etcd_key("web"), stop_rx);
     let opts = SourceOptions::default();
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     // A long outage grew the delay to its cap.
     while backoff.next_delay() < opts.retry_max {}
 
