@@ -90,17 +90,19 @@ pub struct ServeOptions {
 /// Why a rules file could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{0}")]
+    #[error(transparent)]
     Rules(rules::RulesError),
     /// The rules are valid but a certificate file they name is missing or
     /// bad; the watcher tries again while the rules stay the same.
-    #[error("{0}")]
+    #[error(transparent)]
     Certificates(rules::RulesError),
+    /// The message shows the cause (as users have always seen it), and
+    /// `source` keeps it for callers that look at the chain.
     #[error("compile: {0}")]
-    Compile(compile::CompileError),
+    Compile(#[source] compile::CompileError),
     /// `--validate-with-envoy`: Envoy refused the compiled config, or could
     /// not be run.
-    #[error("{0}")]
+    #[error(transparent)]
     Envoy(EnvoyError),
 }
 

@@ -37,10 +37,10 @@ pub struct Parsed {
     pub keep: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum EntriesError {
-    #[error("consul answer is not a JSON array of service entries: {0}")]
-    Body(String),
+    #[error("consul answer is not a JSON array of service entries")]
+    Body(#[source] serde_json::Error),
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,8 +99,7 @@ struct Check {
 
 /// Parses a whole answer.
 pub fn parse(body: &[u8]) -> Result<Parsed, EntriesError> {
-    let items: Vec<serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| EntriesError::Body(e.to_string()))?;
+    let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(EntriesError::Body)?;
     let mut out = Parsed::default();
     for (i, item) in items.into_iter().enumerate() {
         let id = raw_id(&item);
