@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::record::Record;
+use super::record::{Record, RecordError};
 use super::Feeder;
 use crate::digest::content_hash;
 use crate::model::Endpoint;
@@ -47,6 +47,15 @@ pub enum FileError {
     NotEndpoints { name: String },
 }
 
+/// Why one entry was skipped (its message goes to `Parsed::rejected`).
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    #[error(transparent)]
+    Yaml(#[from] marked_yaml::FromNodeError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
 /// Parses an endpoints file (`endpoints: [{address, port, ...}]`).
 /// `Err` when the document as a whole is not one.
 pub fn parse(name: &str, text: &str) -> Result<Parsed, FileError> {
@@ -66,8 +75,8 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, FileError> {
     for (i, node) in entries.into_iter().enumerate() {
         let line = node.span().start().map_or(0, |m| m.line());
         let checked = marked_yaml::from_node::<Record>(node)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.check().map_err(|e| e.to_string()));
+            .map_err(EntryError::from)
+            .and_then(|r| r.check().map_err(EntryError::from));
         match checked {
             Ok(ep) => {
                 let id = SocketAddr::new(ep.address, ep.port).to_string();
