@@ -8,6 +8,7 @@
 //! `cli_support`).
 
 pub mod admin;
+pub mod backoff;
 pub mod bootstrap;
 pub mod bootstrap_cli;
 pub mod canary;
@@ -21,6 +22,7 @@ pub mod drain_cli;
 pub mod envoy_check;
 pub mod guard;
 pub mod lua;
+pub mod lua_script;
 pub mod metrics;
 pub mod model;
 pub mod rollout_cli;

@@ -90,24 +90,28 @@ pub struct ServeOptions {
 /// Why a rules file could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{0}")]
+    #[error(transparent)]
     Rules(rules::RulesError),
     /// The rules are valid but a certificate file they name is missing or
     /// bad; the watcher tries again while the rules stay the same.
-    #[error("{0}")]
+    #[error(transparent)]
     Certificates(rules::RulesError),
+    /// The message shows the cause (as users have always seen it), and
+    /// `source` keeps it for callers that look at the chain.
     #[error("compile: {0}")]
-    Compile(compile::CompileError),
+    Compile(#[source] compile::CompileError),
     /// `--validate-with-envoy`: Envoy refused the compiled config, or could
     /// not be run.
-    #[error("{0}")]
+    #[error(transparent)]
     Envoy(EnvoyError),
 }
 
 /// A rules file turned into snapshots, or why it could not be. Listener
 /// certificates are read here, relative to the rules file's directory.
 pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), LoadError> {
-    let mut config = rules::parse(&path.display().to_string(), text).map_err(LoadError::Rules)?;
+    let mut config = rules::Options::with_lua(&crate::lua::check)
+        .parse(&path.display().to_string(), text)
+        .map_err(LoadError::Rules)?;
     tls::load(&mut config, &base_dir(path)).map_err(LoadError::Certificates)?;
     let snapshots = compile::compile(&config).map_err(LoadError::Compile)?;
     Ok((config, snapshots))

@@ -51,6 +51,29 @@ fn validate_reports_every_error_with_its_location_and_fails() {
     assert!(stderr.contains("colour"), "names the field: {stderr}");
 }
 
+/// A route's own Lua that LuaJIT cannot compile is refused by `validate`
+/// (the same load `serve` runs on every edit) at its line, not pushed for
+/// Envoy to NACK.
+#[test]
+fn validate_refuses_user_lua_that_does_not_compile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("lua.yaml");
+    std::fs::write(
+        &bad,
+        "services:\n  - name: web\n    endpoints: [{address: 127.0.0.1, port: 8081}]\nlisteners:\n  - name: http\n    port: 80\n    virtual_hosts:\n      - name: v\n        domains: [\"*\"]\n        routes:\n          - to: {service: web}\n            lua: {source: \"function envoy_on_request(h\"}\n",
+    )
+    .expect("write");
+    let out = sluice(&["validate", bad.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:12:")) && stderr.contains("routes[0].lua.source"),
+        "located: {stderr}"
+    );
+    assert!(stderr.contains("does not compile"), "{stderr}");
+}
+
 /// "café" saved as Latin-1 on line 12: 0xE9 cannot start a UTF-8 character.
 const NOT_UTF8: &[u8] = b"services:\n  - name: web\n    endpoints: [{address: 127.0.0.1, port: 8081}]\nlisteners:\n  - name: http\n    port: 0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n          - to: {service: web}\n# caf\xe9\n";
 

@@ -260,6 +260,40 @@ async fn an_edit_within_the_limit_is_published_and_a_fixed_file_drops_the_held_o
     sluice.kill();
 }
 
+/// `sluice diff` loads a file as serving it would: a route's own Lua that
+/// LuaJIT cannot compile makes the file invalid (3), at its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_refuses_user_lua_that_does_not_compile() {
+    let good = rules(9001, 9002, 20);
+    let file = RulesFile::new(&good);
+    let mut sluice = Sluice::start(&file.path, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let bad_lua = scratch.path().join("bad_lua.yaml");
+    let route = "          - match: {prefix: /}\n";
+    assert!(good.contains(route), "{good}");
+    let lua_line = good
+        .lines()
+        .position(|l| l.contains("match: {prefix: /}"))
+        .expect("route")
+        + 2;
+    let edited = good.replace(
+        route,
+        &format!("{route}            lua: {{source: \"function envoy_on_request(h\"}}\n"),
+    );
+    std::fs::write(&bad_lua, edited).expect("write");
+    let out = diff(&sluice, &bad_lua, false).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:{lua_line}:", bad_lua.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not compile"), "{stderr}");
+    sluice.kill();
+}
+
 #[test]
 fn an_empty_rules_file_is_refused_at_start() {
     let file = RulesFile::new("# to be written\n");

@@ -50,7 +50,7 @@ pub(super) fn listener(
         http_filters.push(super::rbac::http_filter());
     }
     if effective.all().any(model::Filters::uses_lua) {
-        http_filters.push(super::lua::http_filter()?);
+        http_filters.push(super::lua::http_filter());
     }
     if effective.all().any(|f| f.lua.is_some()) {
         http_filters.push(super::lua::user_http_filter());

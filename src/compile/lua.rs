@@ -19,8 +19,7 @@ use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 use serde_json::{json, Map, Value};
 
-use super::CompileError;
-use crate::lua::{self, CONTEXT_KEY, FILTER_NAME, USER_FILTER_NAME};
+use crate::lua_script::{self, CONTEXT_KEY, FILTER_NAME, USER_FILTER_NAME};
 use crate::model::{self, AuthMethod, Filters, Transform};
 
 const LUA_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
@@ -32,37 +31,31 @@ const LUA_PER_ROUTE_TYPE: &str =
 /// `per_connection_buffer_limit_bytes`, whose default sluice keeps.
 const ENVOY_BUFFER_LIMIT: u64 = 1 << 20;
 
-/// The shipped script, checked once per process.
-fn script() -> Result<&'static str, CompileError> {
-    static SCRIPT: OnceLock<Result<String, String>> = OnceLock::new();
-    let checked = SCRIPT.get_or_init(|| {
-        let script = lua::bundle();
-        lua::check("sluice.lua", &script)
-            .map(|()| script)
-            .map_err(|e| e.to_string())
-    });
-    checked
-        .as_deref()
-        .map_err(|e| CompileError::BadLua(e.clone()))
+/// The shipped script, linked once per process.
+fn script() -> &'static str {
+    static SCRIPT: OnceLock<String> = OnceLock::new();
+    SCRIPT.get_or_init(lua_script::bundle)
 }
 
-/// The listener-level Lua filter, placed before the router.
-pub(super) fn http_filter() -> Result<HttpFilter, CompileError> {
+/// The listener-level Lua filter, placed before the router. It carries the
+/// shipped bundle, which is static: its LuaJIT compile check and lint are
+/// tests (`lua::tests`), not work done here.
+pub(super) fn http_filter() -> HttpFilter {
     let config = Lua {
         default_source_code: Some(DataSource {
-            specifier: Some(data_source::Specifier::InlineString(script()?.to_string())),
+            specifier: Some(data_source::Specifier::InlineString(script().to_string())),
             ..Default::default()
         }),
         ..Default::default()
     };
-    Ok(HttpFilter {
+    HttpFilter {
         name: FILTER_NAME.to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(Any {
             type_url: LUA_TYPE.to_string(),
             value: config.encode_to_vec(),
         })),
         ..Default::default()
-    })
+    }
 }
 
 /// The second Lua filter, for users' own snippets: a no-op by default,

@@ -124,8 +124,6 @@ pub enum CompileError {
         listener: String,
         secret: String,
     },
-    #[error("the Lua filter script failed its check: {0}")]
-    BadLua(String),
 }
 
 pub use tls::secret_name;

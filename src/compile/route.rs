@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher}
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::{pb_duration, regex, route_policy, CompileError};
-use crate::lua::FILTER_NAME;
+use crate::lua_script::FILTER_NAME;
 use crate::model;
 
 /// Each route's filters with its virtual host's filled in
@@ -100,7 +100,7 @@ fn route_with_filters(
         let any = super::lua::user_per_route(user);
         route
             .typed_per_filter_config
-            .insert(crate::lua::USER_FILTER_NAME.to_string(), any);
+            .insert(crate::lua_script::USER_FILTER_NAME.to_string(), any);
     }
     let context = || format!("listener {:?} route {:?}", l.name, r.name);
     if let Some(any) = super::ratelimit::per_route(filters, context)? {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use entries::{parse, EntriesError, Parsed};
 
-use super::{Backoff, Feeder, SourceOptions};
+use super::{Feeder, SourceOptions};
 use crate::model::{ConsulSource, Endpoint};
 
 /// Spacing between two queries when the last one did not advance the index.
@@ -128,6 +128,62 @@ impl TokenBucket {
     }
 }
 
+/// Why a Consul feed failed; reqwest's (or the body parser's) error, when
+/// there is one, is its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    #[error("consul client")]
+    Client(#[source] reqwest::Error),
+    /// The source's `address` is not a URL (the URL parser's error, which
+    /// reqwest does not name, is the source).
+    #[error("consul health of {service}")]
+    Address {
+        service: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("consul health of {service}: {address} cannot be a base URL")]
+    NotBase { service: String, address: String },
+    #[error("consul health of {service}: environment variable {var} (token_env) is not set")]
+    Token { service: String, var: String },
+    #[error("consul health of {service}: timed out")]
+    TimedOut { service: String },
+    #[error("consul health of {service}")]
+    Request {
+        service: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A non-200 answer (5xx, ACL denied), with the start of its body.
+    #[error("consul health of {service}: HTTP {status}: {body}")]
+    Status {
+        service: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("consul health of {service}: answer without a valid X-Consul-Index")]
+    NoIndex { service: String },
+    #[error("consul health of {service}")]
+    Body {
+        service: String,
+        #[source]
+        source: EntriesError,
+    },
+}
+
+impl ConsulError {
+    /// A failed request: its timeout says so alone; otherwise reqwest's
+    /// error and its causes ("error sending request" alone hides why).
+    fn request(service: &str, source: reqwest::Error) -> ConsulError {
+        let service = service.to_string();
+        if source.is_timeout() {
+            ConsulError::TimedOut { service }
+        } else {
+            ConsulError::Request { service, source }
+        }
+    }
+}
+
 /// One good answer: the index header and the parsed body.
 struct Answer {
     index: u64,
@@ -139,11 +195,11 @@ pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOp
     let mut stop = feeder.stop.clone();
     let client = match reqwest::Client::builder().no_proxy().build() {
         Ok(c) => c,
-        Err(e) => return feeder.fail(format!("consul client: {e}")),
+        Err(e) => return feeder.fail(&ConsulError::Client(e)),
     };
     let mut bucket = TokenBucket::new(BUCKET_BURST, BUCKET_PER_SEC, Instant::now());
     let mut cursor = Cursor::default();
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     let mut last_rejected: Vec<String> = Vec::new();
     let mut state = State::Querying {
         index: 0,
@@ -227,11 +283,17 @@ async fn ask(
     query: &Query,
     index: u64,
     opts: &SourceOptions,
-) -> Result<Answer, String> {
-    let what = format!("consul health of {}", query.service);
-    let mut url = reqwest::Url::parse(&src.address).map_err(|e| format!("{what}: {e}"))?;
+) -> Result<Answer, ConsulError> {
+    let service = || query.service.clone();
+    let mut url = reqwest::Url::parse(&src.address).map_err(|e| ConsulError::Address {
+        service: service(),
+        source: Box::new(e),
+    })?;
     url.path_segments_mut()
-        .map_err(|_| format!("{what}: {} cannot be a base URL", src.address))?
+        .map_err(|_| ConsulError::NotBase {
+            service: service(),
+            address: src.address.clone(),
+        })?
         .pop_if_empty()
         .extend(["v1", "health", "service", &query.service]);
     {
@@ -249,41 +311,42 @@ async fn ask(
         .get(url)
         .timeout(src.wait + src.wait / 16 + opts.request_timeout);
     if let Some(var) = &src.token_env {
-        let token = std::env::var(var)
-            .map_err(|_| format!("{what}: environment variable {var} (token_env) is not set"))?;
+        let token = std::env::var(var).map_err(|_| ConsulError::Token {
+            service: service(),
+            var: var.clone(),
+        })?;
         req = req.header("X-Consul-Token", token);
     }
-    let resp = req.send().await.map_err(|e| request_error(&what, &e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| ConsulError::request(&query.service, e))?;
     let status = resp.status();
     let header = resp
         .headers()
         .get("X-Consul-Index")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = resp.bytes().await.map_err(|e| request_error(&what, &e))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ConsulError::request(&query.service, e))?;
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        return Err(format!("{what}: HTTP {status}: {}", text.trim()));
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+        return Err(ConsulError::Status {
+            service: service(),
+            status,
+            body: text.trim().to_string(),
+        });
     }
     let index = header
         .and_then(|h| h.parse::<u64>().ok())
-        .ok_or_else(|| format!("{what}: answer without a valid X-Consul-Index"))?;
-    let parsed = parse(&body).map_err(|e| format!("{what}: {e}"))?;
+        .ok_or_else(|| ConsulError::NoIndex { service: service() })?;
+    let parsed = parse(&body).map_err(|source| ConsulError::Body {
+        service: service(),
+        source,
+    })?;
     Ok(Answer { index, parsed })
-}
-
-/// reqwest's message alone hides why ("error sending request"): add it.
-fn request_error(what: &str, e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return format!("{what}: timed out");
-    }
-    let mut msg = format!("{what}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

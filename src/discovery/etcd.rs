@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions};
 use parking_lot::Mutex;
 
-use super::etcd_hub::{Heard, Hub};
+use super::etcd_hub::{Heard, Hub, StreamLost};
 use super::record::Record;
 use super::{Backoff, Feeder, SourceOptions};
 use crate::model::{Endpoint, EtcdSource};
@@ -56,8 +56,40 @@ pub(super) enum WatchEnd {
     /// The stream or etcd failed; resume from `from` after a backoff.
     Lost {
         from: i64,
-        error: String,
+        error: EtcdError,
     },
+}
+
+/// Why an etcd feed failed; etcd-client's error, when there is one, is
+/// its source.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd connect")]
+    Connect(#[source] etcd_client::Error),
+    #[error("etcd list of {prefix}: timed out")]
+    ListTimedOut { prefix: String },
+    #[error("etcd list of {prefix}")]
+    List {
+        prefix: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// Asking etcd's revision before a watch resumes.
+    #[error("etcd: timed out")]
+    RevisionTimedOut,
+    #[error("etcd")]
+    Revision(#[source] etcd_client::Error),
+    /// etcd did not create the watcher within the request timeout.
+    #[error("etcd watch of {prefix}: timed out")]
+    WatchTimedOut { prefix: String },
+    /// The hub's task is gone.
+    #[error("etcd watch of {prefix}: stream closed")]
+    HubGone { prefix: String },
+    #[error("etcd watch of {prefix} canceled: {reason}")]
+    Canceled { prefix: String, reason: String },
+    /// The shared watch stream was lost (`etcd_hub`).
+    #[error(transparent)]
+    Stream(#[from] StreamLost),
 }
 
 /// The etcd clients of a supervisor's feeds, and their watch hubs, one
@@ -75,7 +107,7 @@ impl Clients {
         &self,
         endpoints: &[String],
         opts: &SourceOptions,
-    ) -> Result<(Client, Hub), String> {
+    ) -> Result<(Client, Hub), EtcdError> {
         if let Some(c) = self.0.lock().get(endpoints) {
             return Ok(c.clone());
         }
@@ -85,7 +117,7 @@ impl Clients {
             .with_keep_alive(Duration::from_secs(5), opts.request_timeout);
         let client = Client::connect(endpoints, Some(connect))
             .await
-            .map_err(|e| format!("etcd connect: {e}"))?;
+            .map_err(EtcdError::Connect)?;
         // Two feeds may have connected at once: both keep the first.
         Ok(self
             .0
@@ -116,7 +148,7 @@ pub async fn run(
 ) {
     let mut client: Option<(Client, Hub)> = None;
     let mut state = State::Listing;
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     let mut stop = feeder.stop.clone();
     loop {
         if feeder.stopped() {
@@ -194,7 +226,7 @@ pub async fn run(
 }
 
 /// Marks the feed failing with `error` and waits before going to `next`.
-fn retry(feeder: &Feeder, error: &str, backoff: &mut Backoff, next: State) -> State {
+fn retry(feeder: &Feeder, error: &EtcdError, backoff: &mut Backoff, next: State) -> State {
     State::Backoff {
         delay: feeder.retry_after(error, backoff),
         next: Box::new(next),
@@ -208,13 +240,15 @@ async fn list(
     prefix: &str,
     feeder: &Feeder,
     opts: &SourceOptions,
-) -> Result<i64, String> {
+) -> Result<i64, EtcdError> {
     let mut kv = client.kv_client();
     let get = kv.get(prefix, Some(GetOptions::new().with_prefix()));
-    let resp = tokio::time::timeout(opts.request_timeout, get)
-        .await
-        .map_err(|_| format!("etcd list of {prefix}: timed out"))?
-        .map_err(|e| format!("etcd list of {prefix}: {e}"))?;
+    let prefix = prefix.to_string();
+    let resp = match tokio::time::timeout(opts.request_timeout, get).await {
+        Err(_) => return Err(EtcdError::ListTimedOut { prefix }),
+        Ok(Err(source)) => return Err(EtcdError::List { prefix, source }),
+        Ok(Ok(resp)) => resp,
+    };
     let revision = resp.header().map_or(0, |h| h.revision());
     let current = feeder
         .with(|index, key| index.endpoints(key))
@@ -242,7 +276,7 @@ async fn current_revision(
     client: &Client,
     prefix: &str,
     opts: &SourceOptions,
-) -> Result<i64, String> {
+) -> Result<i64, EtcdError> {
     let mut kv = client.kv_client();
     let get = kv.get(
         prefix,
@@ -250,8 +284,8 @@ async fn current_revision(
     );
     let resp = tokio::time::timeout(opts.request_timeout, get)
         .await
-        .map_err(|_| "etcd: timed out".to_string())?
-        .map_err(|e| format!("etcd: {e}"))?;
+        .map_err(|_| EtcdError::RevisionTimedOut)?
+        .map_err(EtcdError::Revision)?;
     Ok(resp.header().map_or(0, |h| h.revision()))
 }
 
@@ -279,7 +313,7 @@ async fn watch(
         let heard = tokio::select! {
             _ = stop.wait_for(|s| *s) => return WatchEnd::Stopped,
             _ = &mut deadline, if !progress.created => {
-                return lost(from, format!("etcd watch of {prefix}: timed out"));
+                return lost(from, EtcdError::WatchTimedOut { prefix: prefix.to_string() });
             }
             heard = watch.next() => heard,
         };
@@ -318,10 +352,8 @@ impl<'a> Progress<'a> {
         let prefix = self.prefix;
         let resp = match heard {
             None => {
-                return Some(lost(
-                    self.next,
-                    format!("etcd watch of {prefix}: stream closed"),
-                ))
+                let prefix = prefix.to_string();
+                return Some(lost(self.next, EtcdError::HubGone { prefix }));
             }
             Some(Heard::Lost(error)) => return Some(lost(self.next, error)),
             Some(Heard::Alive) => {
@@ -349,8 +381,10 @@ impl<'a> Progress<'a> {
             return Some(WatchEnd::Compacted(resp.compact_revision()));
         }
         if resp.canceled() {
-            let why = resp.cancel_reason();
-            let error = format!("etcd watch of {prefix} canceled: {why}");
+            let error = EtcdError::Canceled {
+                prefix: prefix.to_string(),
+                reason: resp.cancel_reason().to_string(),
+            };
             return Some(lost(self.next, error));
         }
         if resp.events().is_empty() {
@@ -379,6 +413,9 @@ impl<'a> Progress<'a> {
     }
 }
 
-fn lost(from: i64, error: String) -> WatchEnd {
-    WatchEnd::Lost { from, error }
+fn lost(from: i64, error: impl Into<EtcdError>) -> WatchEnd {
+    WatchEnd::Lost {
+        from,
+        error: error.into(),
+    }
 }

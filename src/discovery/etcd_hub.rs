@@ -48,7 +48,34 @@ pub(super) enum Heard {
     /// The stream answered a progress request: etcd is there.
     Alive,
     /// The stream is gone (or could not be opened); add the watcher again.
-    Lost(String),
+    Lost(StreamLost),
+}
+
+/// Why the shared watch stream was lost. One failure is told to every
+/// feed on the stream, so etcd-client's error is shared (`Arc`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StreamLost {
+    /// Adding this feed's watcher to the open stream failed.
+    #[error("etcd watch of {prefix}")]
+    Add {
+        prefix: String,
+        #[source]
+        source: Arc<etcd_client::Error>,
+    },
+    #[error("etcd watch stream")]
+    Failed(#[source] Arc<etcd_client::Error>),
+    #[error("etcd watch stream: timed out")]
+    OpenTimedOut,
+    #[error("etcd watch stream closed")]
+    Closed,
+    #[error("etcd watch stream: no progress report")]
+    NoProgress,
+}
+
+impl StreamLost {
+    fn failed(e: etcd_client::Error) -> StreamLost {
+        StreamLost::Failed(Arc::new(e))
+    }
 }
 
 enum Cmd {
@@ -136,7 +163,7 @@ async fn run(
     // The last failure to open a stream: for a while, watchers added
     // meanwhile fail with it at once instead of each trying (and, with
     // etcd hanging, each waiting out the timeout) in turn.
-    let mut failed: Option<(Instant, String)> = None;
+    let mut failed: Option<(Instant, StreamLost)> = None;
     let mut probe = tokio::time::interval(probe_every);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -179,8 +206,9 @@ async fn run(
                                 feeds.insert(id, to);
                             }
                             Err(e) => {
-                                let _ = to.send(Heard::Lost(format!("etcd watch of {prefix}: {e}")));
-                                lose(&mut stream, &mut feeds, format!("etcd watch stream: {e}"));
+                                let source = Arc::new(e);
+                                let _ = to.send(Heard::Lost(StreamLost::Add { prefix, source: source.clone() }));
+                                lose(&mut stream, &mut feeds, StreamLost::Failed(source));
                             }
                         },
                         None => {
@@ -197,12 +225,12 @@ async fn run(
                                     probe.reset();
                                 }
                                 Ok(Err(e)) => {
-                                    let why = format!("etcd watch stream: {e}");
+                                    let why = StreamLost::failed(e);
                                     let _ = to.send(Heard::Lost(why.clone()));
                                     failed = Some((Instant::now(), why));
                                 }
                                 Err(_) => {
-                                    let why = "etcd watch stream: timed out".to_string();
+                                    let why = StreamLost::OpenTimedOut;
                                     let _ = to.send(Heard::Lost(why.clone()));
                                     failed = Some((Instant::now(), why));
                                 }
@@ -218,8 +246,8 @@ async fn run(
                     }
                     route(resp, &mut feeds);
                 }
-                Ok(None) => lose(&mut stream, &mut feeds, "etcd watch stream closed".into()),
-                Err(e) => lose(&mut stream, &mut feeds, format!("etcd watch stream: {e}")),
+                Ok(None) => lose(&mut stream, &mut feeds, StreamLost::Closed),
+                Err(e) => lose(&mut stream, &mut feeds, StreamLost::failed(e)),
             },
             _ = probe.tick() => {
                 let Some(s) = &mut stream else { continue };
@@ -230,12 +258,12 @@ async fn run(
                 }
                 match s.awaiting {
                     Some(t) if t.elapsed() > timeout => {
-                        lose(&mut stream, &mut feeds, "etcd watch stream: no progress report".into());
+                        lose(&mut stream, &mut feeds, StreamLost::NoProgress);
                     }
                     Some(_) => {}
                     None => match s.watcher.request_progress().await {
                         Ok(()) => s.awaiting = Some(Instant::now()),
-                        Err(e) => lose(&mut stream, &mut feeds, format!("etcd watch stream: {e}")),
+                        Err(e) => lose(&mut stream, &mut feeds, StreamLost::failed(e)),
                     },
                 }
             }
@@ -280,7 +308,7 @@ fn route(resp: WatchResponse, feeds: &mut HashMap<i64, mpsc::UnboundedSender<Hea
 fn lose(
     stream: &mut Option<Stream>,
     feeds: &mut HashMap<i64, mpsc::UnboundedSender<Heard>>,
-    why: String,
+    why: StreamLost,
 ) {
     *stream = None;
     for (_, to) in feeds.drain() {

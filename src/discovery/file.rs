@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::record::Record;
+use super::record::{Record, RecordError};
 use super::Feeder;
 use crate::digest::content_hash;
 use crate::model::Endpoint;
@@ -27,25 +27,56 @@ pub struct Parsed {
     pub rejected: Vec<String>,
 }
 
+/// Why an endpoints file could not be used as a whole (the feed fails and
+/// keeps its endpoints); the I/O or YAML error is its source.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("reading {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}")]
+    Yaml {
+        name: String,
+        #[source]
+        source: marked_yaml::LoadError,
+    },
+    #[error("{name}: expected a mapping with an `endpoints` list")]
+    NotEndpoints { name: String },
+}
+
+/// Why one entry was skipped (its message goes to `Parsed::rejected`).
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    #[error(transparent)]
+    Yaml(#[from] marked_yaml::FromNodeError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
 /// Parses an endpoints file (`endpoints: [{address, port, ...}]`).
 /// `Err` when the document as a whole is not one.
-pub fn parse(name: &str, text: &str) -> Result<Parsed, String> {
-    let root = marked_yaml::parse_yaml(0, text).map_err(|e| format!("{name}: {e}"))?;
+pub fn parse(name: &str, text: &str) -> Result<Parsed, FileError> {
+    let root = marked_yaml::parse_yaml(0, text).map_err(|source| FileError::Yaml {
+        name: name.to_string(),
+        source,
+    })?;
     let entries = match root.as_mapping().and_then(|m| m.get("endpoints")) {
         Some(marked_yaml::Node::Sequence(seq)) => seq.iter().collect::<Vec<_>>(),
         Some(marked_yaml::Node::Scalar(s)) if s.as_str().is_empty() => Vec::new(),
         _ => {
-            return Err(format!(
-                "{name}: expected a mapping with an `endpoints` list"
-            ))
+            let name = name.to_string();
+            return Err(FileError::NotEndpoints { name });
         }
     };
     let mut out = Parsed::default();
     for (i, node) in entries.into_iter().enumerate() {
         let line = node.span().start().map_or(0, |m| m.line());
         let checked = marked_yaml::from_node::<Record>(node)
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.check().map_err(|e| e.to_string()));
+            .map_err(EntryError::from)
+            .and_then(|r| r.check().map_err(EntryError::from));
         match checked {
             Ok(ep) => {
                 let id = SocketAddr::new(ep.address, ep.port).to_string();
@@ -73,10 +104,11 @@ pub async fn run(feeder: Feeder, path: PathBuf, interval: Duration) {
         }
         let text = match tokio::fs::read_to_string(&path).await {
             Ok(t) => t,
-            Err(e) => {
+            Err(source) => {
                 // Forget the hash so the file is re-read in full once back.
                 seen = None;
-                feeder.fail(format!("reading {name}: {e}"));
+                let name = name.clone();
+                feeder.fail(&FileError::Read { name, source });
                 continue;
             }
         };
@@ -96,7 +128,7 @@ pub async fn run(feeder: Feeder, path: PathBuf, interval: Duration) {
             }
             Err(e) => {
                 seen = Some(hash);
-                feeder.fail(e);
+                feeder.fail(&e);
             }
         }
     }

@@ -31,7 +31,7 @@ use kube::Api;
 
 pub use slices::{join, Joined};
 
-use super::{Backoff, Feeder, SourceOptions};
+use super::{Feeder, SourceOptions};
 
 /// What one feed watches.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +40,29 @@ pub struct Target {
     pub service: String,
     /// A port name of the Service (or a port number).
     pub port: String,
+}
+
+/// Why a Kubernetes feed failed; kube's error is its source.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error("kubeconfig {}", path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// No kubeconfig given, and kube could not infer one.
+    #[error("kubernetes config")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("kubernetes client")]
+    Client(#[source] kube::Error),
+    /// The watch failed (API server down, 410, 403); kube-runtime retries.
+    #[error("kubernetes watch of {target}")]
+    Watch {
+        target: String,
+        #[source]
+        source: watcher::Error,
+    },
 }
 
 /// Where a feed's watch stands.
@@ -59,7 +82,7 @@ enum State {
 /// then the in-cluster service account).
 pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, opts: SourceOptions) {
     let mut stop = feeder.stop.clone();
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     let client = loop {
         let made = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -108,9 +131,10 @@ pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, op
         };
         let event = match event {
             None => return,
-            Some(Err(e)) => {
+            Some(Err(source)) => {
                 failing = true;
-                feeder.fail(format!("kubernetes watch of {}: {e}", describe(&target)));
+                let target = describe(&target);
+                feeder.fail(&KubernetesError::Watch { target, source });
                 continue;
             }
             Some(Ok(e)) => e,
@@ -173,19 +197,22 @@ fn publish(
     feeder.with(|index, key| index.reset(key, joined.endpoints, Instant::now()));
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, String> {
+async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, KubernetesError> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            let bad = |source| KubernetesError::Kubeconfig {
+                path: path.clone(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(bad)?;
             let options = kube::config::KubeConfigOptions::default();
             kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .map_err(bad)?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| format!("kubernetes config: {e}"))?,
+            .map_err(KubernetesError::Infer)?,
     };
-    kube::Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
+    kube::Client::try_from(config).map_err(KubernetesError::Client)
 }

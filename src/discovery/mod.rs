@@ -14,7 +14,6 @@
 //! file ─┘ Feeder::fail (keeps endpoints)
 //! ```
 
-pub mod backoff;
 pub mod coalesce;
 pub mod consul;
 pub mod etcd;
@@ -31,6 +30,7 @@ pub mod status;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::error::Error;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,8 +40,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+pub use crate::backoff::Backoff;
 use crate::model::{Config, ConsulSource, Discovery, EtcdSource};
-pub use backoff::Backoff;
 pub use index::{FeedKey, Index, View};
 
 /// The index, shared by every feed task.
@@ -65,19 +65,24 @@ impl Feeder {
         f(&mut self.index.lock(), &self.key)
     }
 
-    /// The registry failed; the feed keeps its endpoints.
-    pub fn fail(&self, error: String) {
-        warn!(service = %self.key.service, source = source_name(&self.key.discovery).0, %error,
-            "discovery source failing; keeping last known endpoints");
-        self.with(|index, key| index.fail(key, error, Instant::now()));
+    /// The registry failed; the feed keeps its endpoints. The error and
+    /// its causes ([`render`]) are logged and shown in `sluice status`.
+    pub fn fail(&self, error: &(dyn Error + 'static)) {
+        self.report(render(error));
     }
 
     /// The registry failed; the feed keeps its endpoints and tries again
     /// after the returned delay, which the error shows (`sluice status`).
-    pub fn retry_after(&self, error: &str, backoff: &mut Backoff) -> Duration {
+    pub fn retry_after(&self, error: &(dyn Error + 'static), backoff: &mut Backoff) -> Duration {
         let delay = backoff.next_delay();
-        self.fail(format!("{error} (retrying in {delay:?})"));
+        self.report(format!("{} (retrying in {delay:?})", render(error)));
         delay
+    }
+
+    fn report(&self, error: String) {
+        warn!(service = %self.key.service, source = source_name(&self.key.discovery).0, %error,
+            "discovery source failing; keeping last known endpoints");
+        self.with(|index, key| index.fail(key, error, Instant::now()));
     }
 
     pub fn confirm(&self) {
@@ -94,6 +99,30 @@ impl Feeder {
     pub fn stopped(&self) -> bool {
         *self.stop.borrow()
     }
+}
+
+/// The rules name a source kind whose connection settings are missing
+/// (the rules validator refuses this; the feed stays unsynced).
+#[derive(Debug, thiserror::Error)]
+#[error("no connection settings for this source")]
+pub struct Unconfigured;
+
+/// An error and its causes on one line, `what: cause: cause`, as logs and
+/// `sluice status` show a failing feed. A cause whose text the message
+/// already holds (some libraries print their cause and also return it as
+/// `source`) is not repeated.
+pub fn render(error: &(dyn Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
 }
 
 /// A source's kind (the `source` metric label) and what it watches.
@@ -124,6 +153,13 @@ pub struct SourceOptions {
     pub retry_max: Duration,
     /// A registry request that takes longer fails the feed.
     pub request_timeout: Duration,
+}
+
+impl SourceOptions {
+    /// A feed's retry delay, from `retry_min` to `retry_max`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.retry_min, self.retry_max)
+    }
 }
 
 impl Default for SourceOptions {
@@ -254,7 +290,7 @@ impl Supervisor {
                 _ => {
                     // The rules validator refuses these; keep the feed
                     // unsynced (not ready) rather than serve nothing.
-                    feeder.fail("no connection settings for this source".to_string());
+                    feeder.fail(&Unconfigured);
                     tokio::spawn(async {})
                 }
             };

@@ -368,19 +368,23 @@ fn a_resolver_hands_out_an_unchanged_service_again() {
 #[test]
 fn an_etcd_watch_that_etcd_created_starts_the_retry_delay_over() {
     use super::etcd::{Progress, WatchEnd};
-    use super::etcd_hub::Heard;
+    use super::etcd_hub::{Heard, StreamLost};
 
     let (index, _views) = Index::new();
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
     let feeder = Feeder::new(Arc::new(Mutex::new(index)), etcd_key("web"), stop_rx);
     let opts = SourceOptions::default();
-    let mut backoff = Backoff::new(&opts);
+    let mut backoff = opts.backoff();
     // A long outage grew the delay to its cap.
     while backoff.next_delay() < opts.retry_max {}
 
     let mut lost_again = backoff.clone();
     let mut never_created = Progress::new("/services/web/", 7);
-    let end = never_created.hear(Some(Heard::Lost("gone".into())), &feeder, &mut lost_again);
+    let end = never_created.hear(
+        Some(Heard::Lost(StreamLost::Closed)),
+        &feeder,
+        &mut lost_again,
+    );
     assert!(
         matches!(end, Some(WatchEnd::Lost { from: 7, .. })),
         "{end:?}"
@@ -390,10 +394,57 @@ fn an_etcd_watch_that_etcd_created_starts_the_retry_delay_over() {
     let mut resumed = Progress::new("/services/web/", 7);
     let end = resumed.hear(Some(Heard::Created), &feeder, &mut backoff);
     assert!(end.is_none(), "{end:?}");
-    let end = resumed.hear(Some(Heard::Lost("gone".into())), &feeder, &mut backoff);
+    let end = resumed.hear(Some(Heard::Lost(StreamLost::Closed)), &feeder, &mut backoff);
     assert!(
         matches!(end, Some(WatchEnd::Lost { from: 7, .. })),
         "{end:?}"
     );
     assert_eq!(backoff.next_delay(), opts.retry_min, "a new outage");
+}
+
+/// What a failing feed shows (its log line, `sluice status`): the error
+/// and each of its causes once, and with a retry, the delay.
+#[test]
+fn a_feed_error_is_shown_with_its_causes_once() {
+    let (index, rx) = Index::new();
+    let key = file_key("web");
+    let index = Arc::new(Mutex::new(index));
+    index.lock().set_feeds(&BTreeSet::from([key.clone()]));
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let feeder = Feeder::new(index, key.clone(), stop_rx);
+    let error = |rx: &tokio::sync::watch::Receiver<Arc<View>>| {
+        summarize(&rx.borrow(), Instant::now())[0].feeds[0]
+            .last_error
+            .clone()
+    };
+
+    let source = std::io::Error::from(std::io::ErrorKind::NotFound);
+    let name = "eps.yaml".to_string();
+    feeder.fail(&file::FileError::Read { name, source });
+    assert_eq!(
+        error(&rx).as_deref(),
+        Some("reading eps.yaml: entity not found")
+    );
+
+    let source = consul::parse(b"<html>").expect_err("not JSON");
+    let body = consul::ConsulError::Body {
+        service: "web".into(),
+        source,
+    };
+    let mut backoff = SourceOptions::default().backoff();
+    feeder.retry_after(&body, &mut backoff);
+    assert_eq!(
+        error(&rx).as_deref(),
+        Some(
+            "consul health of web: consul answer is not a JSON array of service entries: \
+             expected value at line 1 column 1 (retrying in 100ms)"
+        )
+    );
+
+    // A library error that prints its cause and also returns it.
+    #[derive(Debug, thiserror::Error)]
+    #[error("watch failed: {0}")]
+    struct PrintsItsCause(#[source] std::io::Error);
+    let twice = PrintsItsCause(std::io::Error::other("connection reset"));
+    assert_eq!(render(&twice), "watch failed: connection reset");
 }

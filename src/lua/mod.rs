@@ -11,96 +11,25 @@
 //! before a snapshot is published: it must compile in LuaJIT (mlua, the VM
 //! Envoy embeds) and must not name the escape hatches a filter has no use
 //! for (`io`, `os`, `require`, `load*`, `dofile`, `debug`, `package`,
-//! `ffi`, `getfenv`/`setfenv`, `_G`, `module`).
+//! `ffi`, `getfenv`/`setfenv`, `_G`, `module`). The shipped bundle is
+//! checked by this module's tests (it is static); a user's snippet when the
+//! rules are loaded, by the edges that pass [`check`] to the rules parser.
+//! The script's text, names and lint live in [`crate::lua_script`], which
+//! needs no VM.
 //!
 //! [`runner`] runs the same script in mlua behind an Envoy-like handle, for
 //! tests and the simulator.
 
 pub mod runner;
 
-use std::fmt::Write as _;
-
 use mlua::Lua;
 
-/// Name of the HTTP filter in Envoy's config (and of its per-route entry).
-pub const FILTER_NAME: &str = "sluice.lua";
-/// The filter that runs users' own Lua snippets, after sluice's.
-pub const USER_FILTER_NAME: &str = "sluice.user.lua";
-/// Key under which a route's settings sit in the filter context.
-pub const CONTEXT_KEY: &str = "sluice";
+pub use crate::lua_script::{
+    bundle, forbidden_identifier, LuaError, CONTEXT_KEY, FILTER_NAME, FORBIDDEN, USER_FILTER_NAME,
+};
 
-/// (name, source, dependencies), in link order.
-const MODULES: &[(&str, &str, &[&str])] = &[
-    ("json", include_str!("../../filters/lib/json.lua"), &[]),
-    ("sha256", include_str!("../../filters/lib/sha256.lua"), &[]),
-    (
-        "http",
-        include_str!("../../filters/lib/http.lua"),
-        &["json"],
-    ),
-    (
-        "auth",
-        include_str!("../../filters/lib/auth.lua"),
-        &["json", "sha256", "http"],
-    ),
-    (
-        "validate",
-        include_str!("../../filters/lib/validate.lua"),
-        &["json", "http"],
-    ),
-    (
-        "transform",
-        include_str!("../../filters/lib/transform.lua"),
-        &["json", "http"],
-    ),
-];
-const ENTRY: &str = include_str!("../../filters/sluice.lua");
-
-/// Identifiers a filter script may not use.
-pub const FORBIDDEN: &[&str] = &[
-    "io",
-    "os",
-    "require",
-    "load",
-    "loadstring",
-    "loadfile",
-    "dofile",
-    "debug",
-    "package",
-    "ffi",
-    "getfenv",
-    "setfenv",
-    "_G",
-    "module",
-];
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LuaError {
-    #[error("{name}: does not compile: {message}")]
-    Syntax { name: String, message: String },
-    #[error("{name}:{line}: `{ident}` is not allowed in a filter script")]
-    Forbidden {
-        name: String,
-        line: usize,
-        ident: String,
-    },
-}
-
-/// The linked filter script, byte-identical on every call.
-pub fn bundle() -> String {
-    let mut out = String::from("-- sluice filter bundle (generated from filters/; do not edit)\n");
-    for (name, source, deps) in MODULES {
-        let _ = writeln!(
-            out,
-            "local {name} = (function(...)\n{source}\nend)({})",
-            deps.join(", ")
-        );
-    }
-    out.push_str(ENTRY);
-    out
-}
-
-/// Compiles `source` with LuaJIT (without running it) and lints it.
+/// Compiles `source` with LuaJIT (without running it) and lints it
+/// ([`crate::lua_script::lint`]).
 pub fn check(name: &str, source: &str) -> Result<(), LuaError> {
     let lua = Lua::new();
     lua.load(source)
@@ -110,113 +39,11 @@ pub fn check(name: &str, source: &str) -> Result<(), LuaError> {
             name: name.to_string(),
             message: first_line(&e),
         })?;
-    if let Some((line, ident)) = forbidden_identifier(source) {
-        return Err(LuaError::Forbidden {
-            name: name.to_string(),
-            line,
-            ident,
-        });
-    }
-    Ok(())
+    crate::lua_script::lint(name, source)
 }
 
 fn first_line(e: &mlua::Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
-}
-
-/// The first forbidden global name used in `source` (outside strings and
-/// comments, and not as a field after `.` or `:`), with its line.
-pub fn forbidden_identifier(source: &str) -> Option<(usize, String)> {
-    let b = source.as_bytes();
-    let (mut i, mut line) = (0, 1);
-    let mut prev_sig: u8 = b' ';
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\n' {
-            line += 1;
-            i += 1;
-        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
-            i += 2;
-            if let Some(level) = long_bracket(b, i) {
-                i = skip_long(b, i, level, &mut line);
-            } else {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-        } else if c == b'"' || c == b'\'' {
-            i += 1;
-            while i < b.len() && b[i] != c {
-                if b[i] == b'\\' {
-                    i += 1;
-                }
-                if b.get(i) == Some(&b'\n') {
-                    line += 1;
-                }
-                i += 1;
-            }
-            i += 1;
-            prev_sig = b'"';
-        } else if c == b'[' && long_bracket(b, i).is_some() {
-            let level = long_bracket(b, i).unwrap_or(0);
-            i = skip_long(b, i, level, &mut line);
-            prev_sig = b'"';
-        } else if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            let ident = &source[start..i];
-            if prev_sig != b'.' && prev_sig != b':' && FORBIDDEN.contains(&ident) {
-                return Some((line, ident.to_string()));
-            }
-            prev_sig = b'a';
-        } else {
-            if !c.is_ascii_whitespace() {
-                // `..` is concatenation, not field access.
-                prev_sig = if c == b'.' && b.get(i + 1) == Some(&b'.') {
-                    b'+'
-                } else {
-                    c
-                };
-                if c == b'.' && b.get(i + 1) == Some(&b'.') {
-                    i += 1;
-                }
-            }
-            i += 1;
-        }
-    }
-    None
-}
-
-/// At `[` followed by `=`* and `[`: the number of `=`.
-fn long_bracket(b: &[u8], i: usize) -> Option<usize> {
-    if b.get(i) != Some(&b'[') {
-        return None;
-    }
-    let mut j = i + 1;
-    while b.get(j) == Some(&b'=') {
-        j += 1;
-    }
-    (b.get(j) == Some(&b'[')).then_some(j - i - 1)
-}
-
-fn skip_long(b: &[u8], i: usize, level: usize, line: &mut usize) -> usize {
-    let close: Vec<u8> = std::iter::once(b']')
-        .chain(std::iter::repeat_n(b'=', level))
-        .chain(std::iter::once(b']'))
-        .collect();
-    let mut j = i + level + 2;
-    while j < b.len() {
-        if b[j..].starts_with(&close) {
-            return j + close.len();
-        }
-        if b[j] == b'\n' {
-            *line += 1;
-        }
-        j += 1;
-    }
-    b.len()
 }
 
 #[cfg(test)]

@@ -16,17 +16,21 @@ use marked_yaml::{Span, Spanned};
 use super::duration::parse_duration;
 use super::error::{shown, Diags, Loc};
 use super::re2;
+use crate::lua_script::LuaCheck;
 use crate::model::{Backend, Service};
 
 /// Longest name accepted for services, subsets, listeners, hosts, routes.
 pub(crate) const MAX_NAME_LEN: usize = 60;
 
-/// The services a route may point at.
+/// The services a route may point at, and what else validating a route
+/// needs from its caller.
 pub(crate) struct Catalog<'a> {
     pub services: &'a BTreeMap<String, Arc<Service>>,
     /// Services whose entry was malformed: already reported, so references
     /// to them are not reported again.
     pub broken: &'a BTreeSet<String>,
+    /// The edge's compile check for users' Lua ([`super::Options::lua`]).
+    pub lua: Option<&'a LuaCheck>,
 }
 
 /// First occurrence of each key, to report duplicates against. Names are

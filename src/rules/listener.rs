@@ -168,15 +168,14 @@ fn virtual_host(
         );
         routes.push(route);
     }
-    let filters = super::filters::filters(
-        raw.auth.as_ref(),
-        raw.validate.as_ref(),
-        raw.transform.as_ref(),
-        raw.rate_limit.as_ref(),
-        raw.lua.as_ref(),
-        path,
-        d,
-    );
+    let written = super::filters::RawFilters {
+        auth: raw.auth.as_ref(),
+        validate: raw.validate.as_ref(),
+        transform: raw.transform.as_ref(),
+        rate_limit: raw.rate_limit.as_ref(),
+        lua: raw.lua.as_ref(),
+    };
+    let filters = super::filters::filters(written, catalog.lua, path, d);
     check_identity_routes(raw, &routes, &filters, &routes_path, d);
     VirtualHost {
         name,

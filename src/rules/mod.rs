@@ -33,6 +33,7 @@ mod tests;
 
 use std::path::Path;
 
+use crate::lua_script::LuaCheck;
 use crate::model::Config;
 
 /// The rules' duration syntax (`250ms`, `1.5s`), also used by `sluice sim`.
@@ -40,16 +41,58 @@ pub(crate) use duration::parse_duration;
 pub use error::{Diagnostic, RulesError};
 pub use origins::{ListenerOrigin, Origins, ServiceOrigin, VirtualHostOrigin};
 
+/// What parsing may call out to. The default is a pure parse.
+#[derive(Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// Compiles a user's `lua.source` snippet in LuaJIT: the edges that
+    /// serve or validate rules (`sluice validate`, `serve`, the diff
+    /// planner) pass [`crate::lua::check`], so a snippet that does not
+    /// compile is a rules error at its file:line:column, never a NACK.
+    /// Without one (a pure caller: tests, tools that only read the
+    /// config), the snippet is linted (no forbidden names) but not
+    /// compiled; everything else is validated the same.
+    pub lua: Option<&'a LuaCheck>,
+}
+
+impl<'a> Options<'a> {
+    /// Options whose Lua snippets are compiled by `check`.
+    pub fn with_lua(check: &'a LuaCheck) -> Options<'a> {
+        Options { lua: Some(check) }
+    }
+
+    /// Parses and validates a rules file's text (see [`parse`]).
+    pub fn parse(&self, source_name: &str, text: &str) -> Result<Config, RulesError> {
+        let mut diags = error::Diags::new(source_name);
+        let Some(raw) = raw::load(text, &mut diags) else {
+            // Not YAML: `load` has reported why.
+            return Err(diags.into_error());
+        };
+        let config = validate::validate(&raw, self, &mut diags);
+        diags.finish(config)
+    }
+
+    /// [`Options::parse`], and where each listener, virtual host, route
+    /// and service is written (see [`parse_with_origins`]).
+    pub fn parse_with_origins(
+        &self,
+        source_name: &str,
+        text: &str,
+    ) -> Result<(Config, Origins), RulesError> {
+        let mut diags = error::Diags::new(source_name);
+        let Some(raw) = raw::load(text, &mut diags) else {
+            return Err(diags.into_error());
+        };
+        let config = validate::validate(&raw, self, &mut diags);
+        let origins = origins::collect(&raw, &diags);
+        diags.finish((config, origins))
+    }
+}
+
 /// Parses and validates a rules file's text. `source_name` is what
-/// diagnostics print as the file.
+/// diagnostics print as the file. Pure: users' Lua snippets are linted but
+/// not compiled (see [`Options::lua`]; edges use [`Options::with_lua`]).
 pub fn parse(source_name: &str, text: &str) -> Result<Config, RulesError> {
-    let mut diags = error::Diags::new(source_name);
-    let Some(raw) = raw::load(text, &mut diags) else {
-        // Not YAML: `load` has reported why.
-        return Err(diags.into_error());
-    };
-    let config = validate::validate(&raw, &mut diags);
-    diags.finish(config)
+    Options::default().parse(source_name, text)
 }
 
 /// [`parse`], and where each listener, virtual host, route and service is
@@ -57,16 +100,11 @@ pub fn parse(source_name: &str, text: &str) -> Result<Config, RulesError> {
 /// `parse` does not build them: a position and a field path per route is
 /// memory that serving and `validate` do not need.
 pub fn parse_with_origins(source_name: &str, text: &str) -> Result<(Config, Origins), RulesError> {
-    let mut diags = error::Diags::new(source_name);
-    let Some(raw) = raw::load(text, &mut diags) else {
-        return Err(diags.into_error());
-    };
-    let config = validate::validate(&raw, &mut diags);
-    let origins = origins::collect(&raw, &diags);
-    diags.finish((config, origins))
+    Options::default().parse_with_origins(source_name, text)
 }
 
-/// Reads and parses the rules file at `path` (see [`read_text`]).
+/// Reads and parses the rules file at `path` (see [`read_text`]); pure,
+/// like [`parse`].
 pub fn load_file(path: &Path) -> Result<Config, RulesError> {
     let text = read_text(path)?;
     parse(&path.display().to_string(), &text)

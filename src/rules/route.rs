@@ -86,15 +86,14 @@ pub(crate) fn route(
         .retry
         .as_ref()
         .map(|r| retry(r, &format!("{path}.retry"), d));
-    let filters = super::filters::filters(
-        raw.auth.as_ref(),
-        raw.validate.as_ref(),
-        raw.transform.as_ref(),
-        raw.rate_limit.as_ref(),
-        raw.lua.as_ref(),
-        path,
-        d,
-    );
+    let written = super::filters::RawFilters {
+        auth: raw.auth.as_ref(),
+        validate: raw.validate.as_ref(),
+        transform: raw.transform.as_ref(),
+        rate_limit: raw.rate_limit.as_ref(),
+        lua: raw.lua.as_ref(),
+    };
+    let filters = super::filters::filters(written, catalog.lua, path, d);
     let policy = route_policy(raw, &action, &matcher.path, path, catalog, d);
     Route {
         name,

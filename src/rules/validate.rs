@@ -27,7 +27,7 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
     ("maglev", LbPolicy::Maglev),
 ];
 
-pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
+pub(crate) fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Config {
     let sources = sources(raw.sources.as_ref(), d);
     let mut services = BTreeMap::new();
     let mut seen = Seen::default();
@@ -41,6 +41,7 @@ pub(crate) fn validate(raw: &RawConfig, d: &mut Diags) -> Config {
     let catalog = Catalog {
         services: &services,
         broken: &raw.broken_services,
+        lua: opts.lua,
     };
     let listeners = listeners(&raw.listeners, &catalog, d);
     Config {

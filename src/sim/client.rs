@@ -19,10 +19,16 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::resources::Decoder;
 use super::state::{Applied, ChangeLog, ClientState, Mode, Outbound, View};
+use crate::backoff::Backoff;
 use crate::xds::TypeUrl;
 
 /// Largest response accepted (sluice's own limit).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The wait before the first reconnect, doubled after each failed one up
+/// to [`RECONNECT_MAX`] (Envoy backs off between reconnects too).
+const RECONNECT_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ClientError {
@@ -96,7 +102,7 @@ pub async fn run(
     let mut state =
         ClientState::new(cfg.mode, node, decoder).with_runtime_layer(cfg.runtime_layer.clone());
     let mut storm = cfg.faults.reconnect_storm;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -107,7 +113,7 @@ pub async fn run(
         };
         match channel {
             Ok(ch) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 report.send_modify(|r| {
                     r.connected = true;
                     r.streams += 1;
@@ -120,12 +126,10 @@ pub async fn run(
             }
             Err(e) => tracing::debug!(node = %cfg.node_id, error = %e, "sim: connect failed"),
         }
-        // Envoy backs off between reconnects; so do we (with a cap).
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -86,7 +86,7 @@ fn listeners_get_the_lua_filter_only_when_a_route_uses_it() {
         code,
         Some(
             envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
-                crate::lua::bundle()
+                crate::lua_script::bundle()
             )
         )
     );

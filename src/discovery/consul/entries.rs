@@ -37,10 +37,24 @@ pub struct Parsed {
     pub keep: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum EntriesError {
-    #[error("consul answer is not a JSON array of service entries: {0}")]
-    Body(String),
+    #[error("consul answer is not a JSON array of service entries")]
+    Body(#[source] serde_json::Error),
+}
+
+/// Why one element was rejected (its message goes to `Parsed::rejected`).
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    /// Not a service entry (a missing or mistyped field).
+    #[error(transparent)]
+    Malformed(#[from] serde_json::Error),
+    #[error("address {0:?} is not an IPv4 or IPv6 literal")]
+    Address(String),
+    #[error("port {0} out of range 1..=65535")]
+    Port(u32),
+    #[error("check {check:?}: unknown status {status:?}")]
+    Status { check: String, status: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,13 +113,12 @@ struct Check {
 
 /// Parses a whole answer.
 pub fn parse(body: &[u8]) -> Result<Parsed, EntriesError> {
-    let items: Vec<serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| EntriesError::Body(e.to_string()))?;
+    let items: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(EntriesError::Body)?;
     let mut out = Parsed::default();
     for (i, item) in items.into_iter().enumerate() {
         let id = raw_id(&item);
         let checked = serde_json::from_value::<Entry>(item)
-            .map_err(|e| e.to_string())
+            .map_err(EntryError::from)
             .and_then(endpoint);
         match checked {
             Ok((id, ep)) => {
@@ -128,7 +141,7 @@ fn raw_id(item: &serde_json::Value) -> Option<String> {
     Some(format!("{node}/{service}"))
 }
 
-fn endpoint(e: Entry) -> Result<(String, Endpoint), String> {
+fn endpoint(e: Entry) -> Result<(String, Endpoint), EntryError> {
     let id = format!("{}/{}", e.node.node, e.service.id);
     let addr_text = if e.service.address.is_empty() {
         &e.node.address
@@ -137,11 +150,11 @@ fn endpoint(e: Entry) -> Result<(String, Endpoint), String> {
     };
     let address: IpAddr = addr_text
         .parse()
-        .map_err(|_| format!("address {addr_text:?} is not an IPv4 or IPv6 literal"))?;
+        .map_err(|_| EntryError::Address(addr_text.clone()))?;
     let port = u16::try_from(e.service.port)
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| format!("port {} out of range 1..=65535", e.service.port))?;
+        .ok_or(EntryError::Port(e.service.port))?;
     let health = health(e.checks.as_deref().unwrap_or_default())?;
     let weights = e.service.weights.as_ref();
     let raw_weight = match (health, weights) {
@@ -188,7 +201,7 @@ fn endpoint(e: Entry) -> Result<(String, Endpoint), String> {
 }
 
 /// The instance's health from its node's and its own checks.
-fn health(checks: &[Check]) -> Result<Health, String> {
+fn health(checks: &[Check]) -> Result<Health, EntryError> {
     let mut out = Health::Healthy;
     for c in checks {
         let maintenance =
@@ -199,7 +212,12 @@ fn health(checks: &[Check]) -> Result<Health, String> {
             "critical" if maintenance => Health::Draining,
             "critical" => Health::Unhealthy,
             "maintenance" => Health::Draining,
-            other => return Err(format!("check {:?}: unknown status {other:?}", c.check_id)),
+            other => {
+                return Err(EntryError::Status {
+                    check: c.check_id.clone(),
+                    status: other.to_string(),
+                })
+            }
         };
         out = worse(out, h);
     }

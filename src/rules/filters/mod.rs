@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use std::time::Duration;
 
+use crate::lua_script::{self, LuaCheck};
 use crate::model::{
     ApiKeyAuth, Auth, AuthMethod, BasicAuth, Credential, Filters, IpRule, RateLimit, RateLimitKey,
     UserLua,
@@ -35,16 +36,31 @@ type Str = Spanned<String>;
 pub const CONSUMER_HEADER: &str = "x-sluice-consumer";
 pub const PLAN_HEADER: &str = "x-sluice-plan";
 
-/// The `auth` / `validate` / `transform` fields of a virtual host or route.
+/// The filter fields of a virtual host or route, as written.
+pub(crate) struct RawFilters<'a> {
+    pub auth: Option<&'a Spanned<RawAuth>>,
+    pub validate: Option<&'a Spanned<RawValidate>>,
+    pub transform: Option<&'a Spanned<RawTransforms>>,
+    pub rate_limit: Option<&'a Spanned<RawRateLimit>>,
+    pub lua: Option<&'a Spanned<RawUserLua>>,
+}
+
+/// The `auth` / `validate` / `transform` / `rate_limit` / `lua` fields of
+/// a virtual host or route; `lua_check` compiles a user's Lua (see
+/// [`crate::rules::Options::lua`]).
 pub(crate) fn filters(
-    auth: Option<&Spanned<RawAuth>>,
-    validate: Option<&Spanned<RawValidate>>,
-    transform: Option<&Spanned<RawTransforms>>,
-    rate_limit: Option<&Spanned<RawRateLimit>>,
-    lua: Option<&Spanned<RawUserLua>>,
+    raw: RawFilters<'_>,
+    lua_check: Option<&LuaCheck>,
     path: &str,
     d: &mut Diags,
 ) -> Filters {
+    let RawFilters {
+        auth,
+        validate,
+        transform,
+        rate_limit,
+        lua,
+    } = raw;
     let (request, response) = match transform {
         None => (None, None),
         Some(t) => {
@@ -69,14 +85,25 @@ pub(crate) fn filters(
         request,
         response,
         rate_limit: rate_limit.map(|r| self::rate_limit(r, &format!("{path}.rate_limit"), d)),
-        lua: lua.map(|l| user_lua(l, &format!("{path}.lua.source"), d)),
+        lua: lua.map(|l| user_lua(l, lua_check, &format!("{path}.lua.source"), d)),
     }
 }
 
 /// A user's snippet must compile in LuaJIT and pass the same lint as
-/// sluice's own script, so a bad one is a rules error, not a NACK.
-fn user_lua(raw: &Spanned<RawUserLua>, path: &str, d: &mut Diags) -> UserLua {
-    if let Err(e) = crate::lua::check("lua.source", &raw.source) {
+/// sluice's own script, so a bad one is a rules error, not a NACK. The
+/// compile check is the caller's (`check`, from the edge); without one the
+/// snippet is only linted.
+fn user_lua(
+    raw: &Spanned<RawUserLua>,
+    check: Option<&LuaCheck>,
+    path: &str,
+    d: &mut Diags,
+) -> UserLua {
+    let checked = match check {
+        Some(check) => check("lua.source", &raw.source),
+        None => lua_script::lint("lua.source", &raw.source),
+    };
+    if let Err(e) = checked {
         d.error(raw.source.span(), path, e.to_string());
     }
     UserLua {

@@ -1,8 +1,14 @@
 //! Rules → model for `auth`, `validate` and `transform`, and their errors
 //! with exact positions.
 
+use crate::model::Config;
 use crate::model::{AuthMethod, Filters};
-use crate::rules::{parse, Diagnostic};
+use crate::rules::{Diagnostic, Options, RulesError};
+
+/// Parses as the edges do: users' Lua compiled in LuaJIT.
+fn parse(name: &str, text: &str) -> Result<Config, RulesError> {
+    Options::with_lua(&crate::lua::check).parse(name, text)
+}
 
 /// One listener, one virtual host (with `vhost` lines at 10-space indent
 /// after `domains`), one route (with `route` lines at 12-space indent).
@@ -357,6 +363,32 @@ fn user_lua_is_compiled_and_linted_at_load() {
     let diags = errors("", syntax);
     assert!(
         diags[0].message.contains("does not compile"),
+        "{}",
+        diags[0]
+    );
+}
+
+/// A pure caller (no compile check given) still gets every other check,
+/// the Lua lint included; only LuaJIT's compile is the edge's.
+#[test]
+fn without_a_lua_check_user_lua_is_linted_but_not_compiled() {
+    let syntax = mk(
+        "",
+        "            lua: {source: \"function envoy_on_request(h\"}\n",
+    );
+    let config = crate::rules::parse("r.yaml", &syntax).expect("not compiled");
+    assert!(config.listeners[0].virtual_hosts[0].routes[0]
+        .filters
+        .lua
+        .is_some());
+
+    let forbidden = mk("", "            lua: {source: \"os.exit()\"}\n");
+    let diags = crate::rules::parse("r.yaml", &forbidden)
+        .expect_err("linted")
+        .diagnostics;
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(
+        diags[0].message.contains("`os` is not allowed"),
         "{}",
         diags[0]
     );
