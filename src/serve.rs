@@ -44,6 +44,7 @@ use anyhow::Context;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::{self, AdminState, CommandAuth, RulesOps};
@@ -160,7 +161,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Registry::default());
     let (snap_tx, snap_rx) = watch::channel(None);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let config_slot = Arc::new(Mutex::new(None));
     let rules_status = Arc::new(Mutex::new(RulesStatus {
         file: opts.rules.display().to_string(),
@@ -177,7 +178,7 @@ pub async fn run(
         Arc::new(Mutex::new(index)),
         base_dir.clone(),
         sources,
-        stop_rx.clone(),
+        stop.child_token(),
     );
     // Saved rollouts load before the first publish, so their weights are
     // in the very first snapshot (DESIGN.md invariant 7).
@@ -185,7 +186,7 @@ pub async fn run(
         opts.state_dir.as_deref(),
         &opts.rollouts,
         registry.clone(),
-        stop_rx.clone(),
+        stop.child_token(),
     )
     .await?;
     // Without a rollout controller there are no rollouts, and no route to
@@ -249,10 +250,10 @@ pub async fn run(
         snapshots: snap_rx.clone(),
         registry: registry.clone(),
         metrics: metrics.xds.clone(),
-        shutdown: stop_rx.clone(),
+        shutdown: stop.child_token(),
         limits: Limits::default(),
     });
-    let xds = tokio::spawn(serve_on(xds_listener, ads, stop_rx.clone()));
+    let xds = tokio::spawn(serve_on(xds_listener, ads, stop.child_token()));
 
     let admin_state = AdminState {
         metrics: metrics.clone(),
@@ -275,12 +276,10 @@ pub async fn run(
             loopback: admin_local.ip().is_loopback(),
         },
     };
-    let mut admin_stop = stop_rx.clone();
+    let admin_stop = stop.child_token();
     let admin = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(admin_state))
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.wait_for(|s| *s).await;
-            })
+            .with_graceful_shutdown(admin_stop.cancelled_owned())
             .await
     });
 
@@ -293,7 +292,7 @@ pub async fn run(
         },
         supervisor,
         out,
-        stop_rx.clone(),
+        stop.child_token(),
     ));
     let watcher = tokio::spawn(watch_rules(
         opts.clone(),
@@ -304,12 +303,12 @@ pub async fn run(
         },
         metrics.rules.clone(),
         rules_status,
-        stop_rx,
+        stop.child_token(),
     ));
 
     shutdown.await;
     info!("shutting down");
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = watcher.await;
     let _ = publisher.await;
     canary.join().await;
@@ -374,7 +373,7 @@ async fn publish_loop(
     inputs: Inputs,
     mut supervisor: Supervisor,
     mut out: Outputs,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let Inputs {
         config: mut config_rx,
@@ -397,7 +396,7 @@ async fn publish_loop(
             }
         };
         let stopped = tokio::select! {
-            _ = stop.wait_for(|s| *s) => true,
+            _ = stop.cancelled() => true,
             changed = config_rx.changed() => {
                 if changed.is_err() {
                     true
@@ -555,7 +554,7 @@ async fn watch_rules(
     watched: Watched,
     metrics: RulesMetrics,
     status: Arc<Mutex<RulesStatus>>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let Watched {
         config: tx,
@@ -575,7 +574,7 @@ async fn watch_rules(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             Some(asked) = confirm_rx.recv() => {
                 let answer = confirm(&asked.version, &tx, &metrics, &status, &mut seen);
                 let _ = asked.reply.send(answer);

@@ -22,6 +22,7 @@ use sluice::xds::server::{serve_on, AdsService, Published, Shared};
 use sluice::xds::{Resource, Snapshot, Snapshots, TypeUrl};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -33,7 +34,7 @@ struct Server {
     publish: watch::Sender<Option<Arc<Published>>>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    _stop: watch::Sender<bool>,
+    _stop: CancellationToken,
 }
 
 fn mk_snapshots(clusters: &[(&str, &str)]) -> Snapshots {
@@ -83,17 +84,17 @@ async fn start_with(initial: Option<Snapshots>, limits: Limits) -> Server {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (publish, rx) = watch::channel(initial.and_then(published));
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     let registry = Arc::new(Registry::default());
     let metrics = Arc::new(Metrics::new());
     let svc = AdsService::new(Shared {
         snapshots: rx,
         registry: registry.clone(),
         metrics: metrics.xds.clone(),
-        shutdown: stop_rx.clone(),
+        shutdown: stop.clone(),
         limits,
     });
-    tokio::spawn(serve_on(listener, svc, stop_rx));
+    tokio::spawn(serve_on(listener, svc, stop.clone()));
     Server {
         addr,
         publish,

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::acks::{AckReader, Applied};
@@ -79,7 +80,7 @@ impl Driver {
     /// (run it until `stop`) and the handle for the admin API.
     pub fn start(
         self,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> Result<(impl std::future::Future<Output = ()>, Handle), StoreError> {
         let mut records = self.store.load()?;
         let now = now_ms();
@@ -124,7 +125,7 @@ fn schedule(action: Action) -> Option<(Instant, Action)> {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
         // Without an admin API nobody holds a handle; rollouts still run.
         let mut open = true;
         loop {
@@ -143,7 +144,7 @@ impl Task {
                 }
             };
             tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
                 req = rx.recv(), if open => match req {
                     Some(req) => self.handle(req),
                     None => open = false,

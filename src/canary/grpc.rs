@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::driver::{self, DriverError, Handle};
@@ -65,21 +65,19 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-/// Serves the admin API on `listener` until `stop` turns true.
+/// Serves the admin API on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: Handle,
     token: String,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let svc = RolloutServiceServer::with_interceptor(Service { handle }, Auth::new(&token));
     tonic::transport::Server::builder()
         .add_service(svc)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
+            stop.cancelled_owned(),
         )
         .await
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::acks::Applied;
@@ -76,7 +77,7 @@ pub async fn start(
     state_dir: Option<&Path>,
     opts: &RolloutOptions,
     registry: Arc<Registry>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> anyhow::Result<Started> {
     let (overlay_tx, overlay_rx) = watch::channel(Overlays::default());
     let (applied_tx, applied_rx) = watch::channel(None);

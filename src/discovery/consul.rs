@@ -192,7 +192,7 @@ struct Answer {
 
 /// Runs one feed until the feeder is stopped.
 pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOptions) {
-    let mut stop = feeder.stop.clone();
+    let stop = feeder.stop.clone();
     let client = match reqwest::Client::builder().no_proxy().build() {
         Ok(c) => c,
         Err(e) => return feeder.fail(&ConsulError::Client(e)),
@@ -209,7 +209,7 @@ pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOp
         state = match state {
             State::Backoff { delay: d, index } => {
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(d) => State::Querying { index, not_before: None },
                 }
             }
@@ -217,12 +217,12 @@ pub async fn run(feeder: Feeder, src: ConsulSource, query: Query, opts: SourceOp
                 let now = Instant::now();
                 let at = (now + bucket.take(now)).max(not_before.unwrap_or(now));
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep_until(at.into()) => {}
                 }
                 let started = Instant::now();
                 let answer = tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.cancelled() => return,
                     a = ask(&client, &src, &query, index, &opts) => a,
                 };
                 match answer {

@@ -149,7 +149,7 @@ pub async fn run(
     let mut client: Option<(Client, Hub)> = None;
     let mut state = State::Listing;
     let mut backoff = opts.backoff();
-    let mut stop = feeder.stop.clone();
+    let stop = feeder.stop.clone();
     loop {
         if feeder.stopped() {
             return;
@@ -217,7 +217,7 @@ pub async fn run(
             },
             State::Backoff { delay: d, next } => {
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return,
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(d) => *next,
                 }
             }
@@ -304,14 +304,14 @@ async fn watch(
     opts: &SourceOptions,
     backoff: &mut Backoff,
 ) -> WatchEnd {
-    let mut stop = feeder.stop.clone();
+    let stop = feeder.stop.clone();
     let mut watch = hub.watch(prefix, from);
     let mut progress = Progress::new(prefix, from);
     let deadline = tokio::time::sleep(opts.request_timeout);
     tokio::pin!(deadline);
     loop {
         let heard = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return WatchEnd::Stopped,
+            _ = stop.cancelled() => return WatchEnd::Stopped,
             _ = &mut deadline, if !progress.created => {
                 return lost(from, EtcdError::WatchTimedOut { prefix: prefix.to_string() });
             }

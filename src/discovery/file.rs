@@ -94,12 +94,12 @@ pub fn parse(name: &str, text: &str) -> Result<Parsed, FileError> {
 pub async fn run(feeder: Feeder, path: PathBuf, interval: Duration) {
     let name = path.display().to_string();
     let mut seen: Option<String> = None;
-    let mut stop = feeder.stop.clone();
+    let stop = feeder.stop.clone();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let text = match tokio::fs::read_to_string(&path).await {

@@ -81,11 +81,11 @@ enum State {
 /// file, or `None` for kube's inference (`$KUBECONFIG`, `~/.kube/config`,
 /// then the in-cluster service account).
 pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, opts: SourceOptions) {
-    let mut stop = feeder.stop.clone();
+    let stop = feeder.stop.clone();
     let mut backoff = opts.backoff();
     let client = loop {
         let made = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             c = client(kubeconfig.as_ref()) => c,
         };
         let delay = match made {
@@ -93,7 +93,7 @@ pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, op
             Err(e) => feeder.retry_after(&e, &mut backoff),
         };
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     };
@@ -114,13 +114,13 @@ pub async fn run(feeder: Feeder, kubeconfig: Option<PathBuf>, target: Target, op
     let mut last_rejected: Vec<String> = Vec::new();
     loop {
         let event = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             e = events.next() => Some(e),
             _ = probe.tick(), if failing => None,
         };
         let Some(event) = event else {
             let listed = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
                 l = tokio::time::timeout(opts.request_timeout, api.list(&probe_params)) => l,
             };
             if matches!(listed, Ok(Ok(_))) {

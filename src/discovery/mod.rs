@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use crate::backoff::Backoff;
@@ -52,11 +52,11 @@ pub type SharedIndex = Arc<Mutex<Index>>;
 pub struct Feeder {
     index: SharedIndex,
     pub key: FeedKey,
-    pub stop: watch::Receiver<bool>,
+    pub stop: CancellationToken,
 }
 
 impl Feeder {
-    pub fn new(index: SharedIndex, key: FeedKey, stop: watch::Receiver<bool>) -> Feeder {
+    pub fn new(index: SharedIndex, key: FeedKey, stop: CancellationToken) -> Feeder {
         Feeder { index, key, stop }
     }
 
@@ -97,7 +97,7 @@ impl Feeder {
     }
 
     pub fn stopped(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.is_cancelled()
     }
 }
 
@@ -197,7 +197,7 @@ pub struct Supervisor {
     /// file's directory).
     base_dir: PathBuf,
     options: SourceOptions,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     running: BTreeMap<FeedKey, Running>,
     /// One etcd connection for all etcd feeds (per endpoint list).
     etcd_clients: etcd::Clients,
@@ -208,7 +208,7 @@ impl Supervisor {
         index: SharedIndex,
         base_dir: PathBuf,
         options: SourceOptions,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> Supervisor {
         Supervisor {
             index,

@@ -371,8 +371,11 @@ fn an_etcd_watch_that_etcd_created_starts_the_retry_delay_over() {
     use super::etcd_hub::{Heard, StreamLost};
 
     let (index, _views) = Index::new();
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let feeder = Feeder::new(Arc::new(Mutex::new(index)), etcd_key("web"), stop_rx);
+    let feeder = Feeder::new(
+        Arc::new(Mutex::new(index)),
+        etcd_key("web"),
+        tokio_util::sync::CancellationToken::new(),
+    );
     let opts = SourceOptions::default();
     let mut backoff = opts.backoff();
     // A long outage grew the delay to its cap.
@@ -410,8 +413,8 @@ fn a_feed_error_is_shown_with_its_causes_once() {
     let key = file_key("web");
     let index = Arc::new(Mutex::new(index));
     index.lock().set_feeds(&BTreeSet::from([key.clone()]));
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let feeder = Feeder::new(index, key.clone(), stop_rx);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feeder = Feeder::new(index, key.clone(), stop);
     let error = |rx: &tokio::sync::watch::Receiver<Arc<View>>| {
         summarize(&rx.borrow(), Instant::now())[0].feeds[0]
             .last_error

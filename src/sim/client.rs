@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use super::resources::Decoder;
@@ -83,12 +84,12 @@ pub struct Report {
     pub changes: ChangeLog,
 }
 
-/// Run one proxy until `shutdown` turns true.
+/// Run one proxy until `shutdown` is cancelled.
 pub async fn run(
     cfg: ClientConfig,
     decoder: Arc<Decoder>,
     report: watch::Sender<Report>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
     let endpoint = Endpoint::from_shared(cfg.xds.clone())
         .map_err(|e| ClientError::Address(cfg.xds.clone(), e.to_string()))?
@@ -104,11 +105,11 @@ pub async fn run(
     let mut storm = cfg.faults.reconnect_storm;
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return Ok(());
         }
         let channel = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             c = endpoint.connect() => c,
         };
         match channel {
@@ -118,7 +119,7 @@ pub async fn run(
                     r.connected = true;
                     r.streams += 1;
                 });
-                let ended = stream(&cfg, ch, &mut state, &report, &mut shutdown, &mut storm).await;
+                let ended = stream(&cfg, ch, &mut state, &report, &shutdown, &mut storm).await;
                 report.send_modify(|r| r.connected = false);
                 if ended == End::Shutdown {
                     return Ok(());
@@ -127,7 +128,7 @@ pub async fn run(
             Err(e) => tracing::debug!(node = %cfg.node_id, error = %e, "sim: connect failed"),
         }
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
@@ -144,7 +145,7 @@ async fn stream(
     channel: Channel,
     state: &mut ClientState,
     report: &watch::Sender<Report>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     storm: &mut u32,
 ) -> End {
     let mut client =
@@ -163,7 +164,7 @@ async fn stream(
     };
     send(state.start());
     let opened = tokio::select! {
-        _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+        _ = shutdown.cancelled() => return End::Shutdown,
         r = async {
             match cfg.mode {
                 Mode::Sotw => client
@@ -193,7 +194,7 @@ async fn stream(
     tokio::pin!(disconnect);
     loop {
         let msg = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+            _ = shutdown.cancelled() => return End::Shutdown,
             _ = &mut disconnect => return End::Reconnect,
             m = inbound.next() => m,
         };
@@ -214,7 +215,7 @@ async fn stream(
         }
         if !cfg.faults.ack_delay.is_zero() {
             tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return End::Shutdown,
+                _ = shutdown.cancelled() => return End::Shutdown,
                 _ = tokio::time::sleep(cfg.faults.ack_delay) => {}
             }
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::client::{self, ClientConfig, Faults, Report};
 use super::resources::Decoder;
@@ -33,14 +34,14 @@ pub struct Fleet {
     pub decoder: Arc<Decoder>,
     reports: Vec<watch::Receiver<Report>>,
     tasks: JoinSet<()>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
 }
 
 impl Fleet {
     /// Start every proxy; returns at once (they connect in the background).
     pub fn start(cfg: &FleetConfig) -> Fleet {
         let decoder = Decoder::new();
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut reports = Vec::with_capacity(cfg.proxies);
         for i in 0..cfg.proxies {
@@ -54,9 +55,9 @@ impl Fleet {
                 faults: cfg.faults.clone(),
                 runtime_layer: cfg.runtime_layer.clone(),
             };
-            let (decoder, stop_rx) = (decoder.clone(), stop_rx.clone());
+            let (decoder, stop) = (decoder.clone(), stop.clone());
             tasks.spawn(async move {
-                if let Err(e) = client::run(c, decoder, tx, stop_rx).await {
+                if let Err(e) = client::run(c, decoder, tx, stop).await {
                     tracing::error!(error = %e, "sim proxy stopped");
                 }
             });
@@ -110,7 +111,7 @@ impl Fleet {
 
     /// Stop every proxy and wait for their tasks.
     pub async fn stop(mut self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
 }

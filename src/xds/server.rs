@@ -22,6 +22,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::Status;
 
@@ -78,7 +79,8 @@ pub struct Shared {
     pub snapshots: SnapshotRx,
     pub registry: Arc<Registry>,
     pub metrics: XdsMetrics,
-    pub shutdown: watch::Receiver<bool>,
+    /// Cancelled on shutdown: every stream ends, then the server returns.
+    pub shutdown: CancellationToken,
     pub limits: Limits,
 }
 
@@ -177,10 +179,10 @@ impl StreamHandler {
             mode,
         } = self;
         tokio::spawn(async move {
-            let mut shutdown = shared.shutdown.clone();
+            let shutdown = shared.shutdown.clone();
             let slot = tokio::select! {
                 slot = admission.admit(&shared.metrics) => slot,
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = shutdown.cancelled() => return,
             };
             match slot {
                 Ok(slot) => StreamTask::new(shared, mode, tx, slot).run(incoming).await,
@@ -194,11 +196,11 @@ impl StreamHandler {
     }
 }
 
-/// Serves ADS on `listener` until `stop` becomes true.
+/// Serves ADS on `listener` until `stop` is cancelled.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     service: AdsService,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
@@ -206,9 +208,7 @@ pub async fn serve_on(
         .add_service(service)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
+            stop.cancelled_owned(),
         )
         .await
 }

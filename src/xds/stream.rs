@@ -130,11 +130,11 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         Req: Variant<Resp = Resp> + prost::Message + Default,
     {
         let mut snapshots = self.shared.snapshots.clone();
-        let mut shutdown = self.shared.shutdown.clone();
+        let shutdown = self.shared.shutdown.clone();
         let hold_until = tokio::time::Instant::now() + self.shared.limits.admission_hold;
         loop {
             let keep_going = tokio::select! {
-                _ = shutdown.changed() => false,
+                _ = shutdown.cancelled() => false,
                 _ = tokio::time::sleep_until(hold_until), if self.slot.is_some() => {
                     self.slot = None;
                     true
