@@ -1,0 +1,88 @@
+//! The two listeners `serve` opens: the xDS server and the admin HTTP
+//! API. Each binds first (so `serve` can print the bound address before
+//! anything is served) and is then spawned with the token that stops it.
+//!
+//! Shutdown is graceful for both: cancelling the xDS token ends every ADS
+//! stream (each selects on it) and then tonic's server returns; axum stops
+//! accepting and finishes the requests in flight.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::xds::admission::Limits;
+use crate::xds::metrics::XdsMetrics;
+use crate::xds::registry::Registry;
+use crate::xds::server::{serve_on, AdsService, Shared, SnapshotRx};
+
+/// The ADS gRPC server.
+pub(super) struct XdsServer {
+    listener: TcpListener,
+}
+
+impl XdsServer {
+    pub fn bind(addr: SocketAddr) -> anyhow::Result<XdsServer> {
+        // A reconnect storm must wait in the accept queue, not overflow it.
+        let listener = crate::xds::listener::bind(addr)
+            .with_context(|| format!("binding xDS listener {addr}"))?;
+        Ok(XdsServer { listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `snapshots` until `stop` is cancelled.
+    pub fn spawn(
+        self,
+        snapshots: SnapshotRx,
+        registry: Arc<Registry>,
+        metrics: XdsMetrics,
+        stop: CancellationToken,
+    ) -> JoinHandle<Result<(), tonic::transport::Error>> {
+        let ads = AdsService::new(Shared {
+            snapshots,
+            registry,
+            metrics,
+            shutdown: stop.clone(),
+            limits: Limits::default(),
+        });
+        tokio::spawn(serve_on(self.listener, ads, stop))
+    }
+}
+
+/// The admin HTTP API.
+pub(super) struct AdminServer {
+    listener: TcpListener,
+}
+
+impl AdminServer {
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<AdminServer> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding admin listener {addr}"))?;
+        Ok(AdminServer { listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `state` until `stop` is cancelled.
+    pub fn spawn(
+        self,
+        state: AdminState,
+        stop: CancellationToken,
+    ) -> JoinHandle<std::io::Result<()>> {
+        tokio::spawn(async move {
+            axum::serve(self.listener, admin::router(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    }
+}
