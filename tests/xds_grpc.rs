@@ -21,6 +21,7 @@ use sluice::xds::registry::Registry;
 use sluice::xds::server::{serve_on, AdsService, Published, Shared};
 use sluice::xds::{Resource, Snapshot, Snapshots, TypeUrl};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
@@ -34,7 +35,10 @@ struct Server {
     publish: watch::Sender<Option<Arc<Published>>>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    _stop: CancellationToken,
+    /// Cancelling it shuts the server down.
+    stop: CancellationToken,
+    /// The server task: returns once shut down.
+    served: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 fn mk_snapshots(clusters: &[(&str, &str)]) -> Snapshots {
@@ -94,13 +98,14 @@ async fn start_with(initial: Option<Snapshots>, limits: Limits) -> Server {
         shutdown: stop.clone(),
         limits,
     });
-    tokio::spawn(serve_on(listener, svc, stop.clone()));
+    let served = tokio::spawn(serve_on(listener, svc, stop.clone()));
     Server {
         addr,
         publish,
         registry,
         metrics,
-        _stop: stop,
+        stop,
+        served,
     }
 }
 
@@ -228,6 +233,37 @@ async fn sotw_push_ack_update_and_nack() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Shutdown ends every open stream, then the server returns: a proxy sees
+/// its stream close (and reconnects elsewhere) instead of sluice hanging on
+/// a proxy that keeps its request side open.
+#[tokio::test]
+async fn shutdown_ends_open_streams_then_the_server_returns() {
+    let server = start(Some(mk_snapshots(&[("a", "v1")]))).await;
+    let (tx, rx) = mpsc::channel(16);
+    let mut c = client(server.addr).await;
+    tx.send(cds_request("", "")).await.expect("send");
+    let mut stream = c
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .expect("rpc")
+        .into_inner();
+    let first = next(&mut stream).await;
+    assert_eq!(cluster_names(&first), [("a".into(), "v1".into())]);
+
+    server.stop.cancel();
+    // `tx` stays open: only the shutdown can end the stream.
+    let end = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the stream is still open after shutdown");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    tokio::time::timeout(WAIT, server.served)
+        .await
+        .expect("the server is still running after shutdown")
+        .expect("join")
+        .expect("serve");
+    drop(tx);
 }
 
 #[tokio::test]
