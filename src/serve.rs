@@ -136,6 +136,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (text, loaded) = read_rules(&opts).await?;
     let stop = CancellationToken::new();
+    // A start that fails half way, or a caller that drops this future,
+    // stops whatever was already started.
+    let _stop_on_drop = stop.clone().drop_guard();
     let running = Running::start(opts, &text, loaded, &stop).await?;
     shutdown.await;
     info!("shutting down");
