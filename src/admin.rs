@@ -47,8 +47,8 @@ use crate::drain::{Drain, DrainError};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::rules_watch::{Confirm, Planner, RulesStatus};
+use crate::xds::published::SnapshotRx;
 use crate::xds::registry::{ProxyStatus, Registry};
-use crate::xds::server::SnapshotRx;
 use crate::xds::{Snapshot, TypeUrl};
 
 #[derive(Clone)]

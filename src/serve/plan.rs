@@ -21,7 +21,7 @@ use crate::drain::store::DrainStore;
 use crate::guard::{self, DiffDoc, Guard, RulesOf};
 use crate::model::Config;
 use crate::rules_watch::RulesStatus;
-use crate::xds::server::SnapshotRx;
+use crate::xds::published::SnapshotRx;
 use crate::xds::Snapshots;
 use crate::{compile, rules, tls};
 

@@ -27,7 +27,7 @@ use crate::discovery::{Supervisor, View};
 use crate::drain::Drains;
 use crate::model::Config;
 use crate::xds::metrics::PublishMetrics;
-use crate::xds::server::{Published, SnapshotRx};
+use crate::xds::published::{Published, SnapshotRx};
 use crate::xds::Snapshots;
 
 /// The last resolved config that compiled: what `/debug/config` shows and

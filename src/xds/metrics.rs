@@ -57,7 +57,7 @@ pub struct XdsMetrics {
 }
 
 /// What the publisher counts about the snapshots it hands the xDS server
-/// (the [`Published`](super::server::Published) channel). Cloning shares
+/// (the [`Published`](super::published::Published) channel). Cloning shares
 /// the series.
 #[derive(Clone, Debug, Default)]
 pub struct PublishMetrics {

@@ -7,6 +7,7 @@ mod grpc_body;
 pub mod history;
 pub mod listener;
 pub mod metrics;
+pub mod published;
 pub mod resource;
 
 pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};

@@ -1,6 +1,6 @@
 //! The gRPC edge: `AggregatedDiscoveryService` over tonic.
 //!
-//! Each stream gets a task ([`stream`](super::stream)) that owns a
+//! Each stream gets a task (`xds::stream`) that owns a
 //! `Session` and moves messages between it, the client and the published
 //! snapshots; it computes nothing itself. A slow client only blocks its
 //! own task (its responses wait on its own bounded channel), never another
@@ -10,29 +10,26 @@
 //! `envoy-types`' generated server, because the generated response types
 //! hold `Vec<u8>` payloads; ours ([`wire`](super::wire)) share one `Bytes`
 //! per resource. The two ADS streams are framed by
-//! [`grpc_body`](super::grpc_body) rather than tonic's codec, whose
+//! `xds::grpc_body` rather than tonic's codec, whose
 //! per-stream buffers keep the largest message's capacity. Methods other
 //! than the two ADS streams answer UNIMPLEMENTED.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::Status;
 
-use super::admission::{Admission, Limits};
+use super::admission::Admission;
 use super::grpc_body::{self, Requests};
-use super::history::History;
-use super::metrics::XdsMetrics;
-use super::registry::Registry;
-use super::resource::Snapshots;
+pub use super::published::{Published, SnapshotRx};
 use super::session::Mode;
+pub use super::stream::Shared;
 use super::stream::{Outgoing, StreamTask, Variant};
 
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -43,46 +40,6 @@ const DELTA_PATH: &str =
 
 /// Responses queued per stream before the task waits for the client.
 const STREAM_BUFFER: usize = 8;
-
-/// A snapshot set as published, with the time it was published (for the
-/// publication → ACK latency metric) and the diffs from the last few
-/// publishes, so that each stream only looks at what changed.
-#[derive(Debug)]
-pub struct Published {
-    pub snapshots: Arc<Snapshots>,
-    pub at: Instant,
-    pub history: History,
-}
-
-impl Published {
-    /// `snapshots` published after `prev`: diffs each group against it
-    /// (once, here, for all streams) and keeps `prev`'s `Arc` for groups
-    /// whose content did not change.
-    pub fn after(prev: Option<&Published>, mut snapshots: Snapshots, at: Instant) -> Published {
-        let history = match prev {
-            Some(p) => p.history.advance(&p.snapshots, &mut snapshots),
-            None => History::default(),
-        };
-        Published {
-            snapshots: Arc::new(snapshots),
-            at,
-            history,
-        }
-    }
-}
-
-/// `None` until the first complete snapshot: until then streams are held
-/// and nothing is sent (no partial or empty first push).
-pub type SnapshotRx = watch::Receiver<Option<Arc<Published>>>;
-
-pub struct Shared {
-    pub snapshots: SnapshotRx,
-    pub registry: Arc<Registry>,
-    pub metrics: XdsMetrics,
-    /// Cancelled on shutdown: every stream ends, then the server returns.
-    pub shutdown: CancellationToken,
-    pub limits: Limits,
-}
 
 #[derive(Clone)]
 pub struct AdsService {

@@ -19,14 +19,29 @@ use std::time::Instant;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
+use super::admission::Limits;
 use super::grpc_body::Requests;
+use super::metrics::XdsMetrics;
+use super::published::SnapshotRx;
+use super::registry::Registry;
 use super::resource::{Snapshot, TypeUrl};
-use super::server::{Shared, SnapshotRx};
 use super::session::{Event, Mode, NodeInfo, Output, ProtocolError, Response, Session};
 use super::wire;
+
+/// What every stream task shares: the published snapshots, the registry
+/// of connected proxies, the metrics, the shutdown token and the limits.
+pub struct Shared {
+    pub snapshots: SnapshotRx,
+    pub registry: Arc<Registry>,
+    pub metrics: XdsMetrics,
+    /// Cancelled on shutdown: every stream ends, then the server returns.
+    pub shutdown: CancellationToken,
+    pub limits: Limits,
+}
 
 /// Glue between one protocol variant's message types and the session.
 pub(super) trait Variant: Send + 'static {
