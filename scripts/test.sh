@@ -38,5 +38,6 @@ echo "protoc: $(protoc --version)"
 echo "etcd: $("${ETCD_BIN:-etcd}" --version 2>&1 | head -1)"
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+scripts/check-core-deps.sh
+cargo test --workspace --all-targets --locked

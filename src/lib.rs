@@ -8,25 +8,19 @@
 //! `cli_support`).
 
 pub mod admin;
-pub mod backoff;
+pub use sluice_core::{backoff, compile, digest, guard, lua_script, model, rules};
 pub mod bootstrap;
 pub mod bootstrap_cli;
 pub mod canary;
 pub mod cli;
 pub mod cli_support;
-pub mod compile;
-pub mod digest;
 pub mod discovery;
 pub mod drain;
 pub mod drain_cli;
 pub mod envoy_check;
-pub mod guard;
 pub mod lua;
-pub mod lua_script;
 pub mod metrics;
-pub mod model;
 pub mod rollout_cli;
-pub mod rules;
 pub mod rules_cli;
 pub mod rules_watch;
 pub mod serve;

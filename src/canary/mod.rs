@@ -16,16 +16,13 @@ pub mod driver;
 pub mod grpc;
 pub mod handle;
 pub mod metrics;
-pub mod overlay;
-pub mod plan;
 pub mod store;
-mod types;
 pub mod wiring;
 
 #[cfg(test)]
 mod tests;
 
-pub use types::*;
+pub use sluice_core::canary::*;
 
 /// The generated admin API (`proto/sluice/admin/v1/rollout.proto`).
 #[allow(clippy::all, missing_docs)]

@@ -19,11 +19,8 @@ pub mod consul;
 pub mod etcd;
 mod etcd_hub;
 pub mod file;
-pub mod index;
 pub mod kubernetes;
 pub mod metrics;
-pub mod record;
-pub mod resolve;
 pub mod status;
 
 #[cfg(test)]
@@ -43,6 +40,7 @@ use tracing::warn;
 pub use crate::backoff::Backoff;
 use crate::model::{Config, ConsulSource, Discovery, EtcdSource};
 pub use index::{FeedKey, Index, View};
+pub use sluice_core::discovery::{index, record, resolve};
 
 /// The index, shared by every feed task.
 pub type SharedIndex = Arc<Mutex<Index>>;

@@ -1,6 +1,6 @@
 use super::store::{DrainStore, STATE_FILE};
 use super::*;
-use crate::model::Health;
+use crate::model::{Config, Health};
 use crate::xds::TypeUrl;
 
 const RULES: &str = r#"

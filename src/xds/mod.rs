@@ -4,15 +4,11 @@
 
 pub mod admission;
 mod grpc_body;
-pub mod history;
 pub mod listener;
 pub mod metrics;
 pub mod published;
-pub mod resource;
 
-pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};
+pub use sluice_core::xds::*;
 pub mod registry;
 pub mod server;
-pub mod session;
 mod stream;
-pub mod wire;
