@@ -27,6 +27,10 @@ mod route_policy;
 mod service_policy;
 mod spanned_map;
 mod validate;
+// Not read by the loader yet: the switch from marked-yaml is the next step
+// (issue #17, 3.6); until then only its tests use all of it.
+#[allow(dead_code, unused_imports)]
+mod yaml;
 
 #[cfg(test)]
 mod tests;
