@@ -11,7 +11,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marked_yaml::{Span, Spanned};
+use crate::rules::yaml::{Span, Spanned};
 
 use super::duration::parse_duration;
 use super::error::{shown, Diags, Loc};

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 use serde::Deserialize;
 
 use super::duration::parse_duration;
@@ -251,7 +251,13 @@ fn consul_wait(d: &mut Diags, w: &Str) -> Duration {
     }
 }
 
-fn missing_source(d: &mut Diags, span: &marked_yaml::Span, path: &str, kind: &str, eg: &str) {
+fn missing_source(
+    d: &mut Diags,
+    span: &crate::rules::yaml::Span,
+    path: &str,
+    kind: &str,
+    eg: &str,
+) {
     let msg = format!(
         "discovery from {kind} needs its connection settings: add `sources: {{{kind}: {eg}}}` at the top level"
     );

@@ -3,13 +3,11 @@
 //! Every problem becomes one [`Diagnostic`] with a file, a 1-based
 //! line:column, a field path (`listeners[0].virtual_hosts[1].routes[2]`) and
 //! a sentence. [`Diags`] collects them during loading so that one run reports
-//! every problem, not only the first; it also corrects marked-yaml's block
-//! mapping positions (see [`Diags::loc`]).
+//! every problem, not only the first.
 
-use std::collections::HashMap;
 use std::fmt;
 
-use marked_yaml::{Node, Span};
+use super::yaml::Span;
 
 /// One problem in a rules file.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -55,10 +53,6 @@ pub struct Diags {
     found: Vec<Diagnostic>,
     /// Diagnostics past [`MAX_DIAGNOSTICS`], counted but not kept.
     omitted: usize,
-    /// marked-yaml marks a block mapping at the `:` after its first key, not
-    /// at the key itself; this maps such a mark (by character offset) to the
-    /// first key's position so errors point where a user looks.
-    block_mapping_starts: HashMap<usize, Loc>,
 }
 
 /// The path of the file as a whole.
@@ -147,13 +141,22 @@ impl Loc {
     pub const START: Loc = Loc { line: 1, column: 1 };
 }
 
+impl From<super::yaml::Marker> for Loc {
+    /// Never line or column 0 (a `Spanned` built without a position).
+    fn from(m: super::yaml::Marker) -> Loc {
+        Loc {
+            line: m.line().max(1),
+            column: m.column().max(1),
+        }
+    }
+}
+
 impl Diags {
     pub fn new(file: &str) -> Self {
         Diags {
             file: file.to_string(),
             found: Vec::new(),
             omitted: 0,
-            block_mapping_starts: HashMap::new(),
         }
     }
 
@@ -162,46 +165,9 @@ impl Diags {
         &self.file
     }
 
-    /// Learns the true start of every block mapping in `root`.
-    pub fn index_mappings(&mut self, root: &Node) {
-        let mut stack = vec![root];
-        while let Some(node) = stack.pop() {
-            match node {
-                Node::Scalar(_) => {}
-                Node::Sequence(seq) => stack.extend(seq.iter()),
-                Node::Mapping(map) => {
-                    let first_key = map.keys().next().and_then(|k| k.span().start());
-                    if let (Some(start), Some(key)) = (map.span().start(), first_key) {
-                        if key.character() < start.character() {
-                            let loc = Loc {
-                                line: key.line(),
-                                column: key.column(),
-                            };
-                            self.block_mapping_starts.insert(start.character(), loc);
-                        }
-                    }
-                    stack.extend(map.values());
-                }
-            }
-        }
-    }
-
-    /// Where a node starts, if marked-yaml recorded it.
-    pub fn loc_opt(&self, span: &Span) -> Option<Loc> {
-        let start = span.start()?;
-        if let Some(fixed) = self.block_mapping_starts.get(&start.character()) {
-            return Some(*fixed);
-        }
-        Some(Loc {
-            line: start.line().max(1),
-            column: start.column().max(1),
-        })
-    }
-
-    /// Where a node starts. Every node the loader builds has a start mark, so
-    /// the fallback to 1:1 is only a guard against printing line 0.
+    /// Where a node starts.
     pub fn loc(&self, span: &Span) -> Loc {
-        self.loc_opt(span).unwrap_or(Loc::START)
+        Loc::from(span.start())
     }
 
     pub fn error_at(&mut self, loc: Loc, path: impl AsRef<str>, message: impl AsRef<str>) {
@@ -222,6 +188,20 @@ impl Diags {
     pub fn error(&mut self, span: &Span, path: impl AsRef<str>, message: impl AsRef<str>) {
         let loc = self.loc(span);
         self.error_at(loc, path, message);
+    }
+
+    /// How many diagnostics are kept so far (see [`Diags::truncate`]).
+    pub fn count(&self) -> usize {
+        self.found.len()
+    }
+
+    /// Forgets the diagnostics reported after [`Diags::count`] returned
+    /// `n` (the loader's, when the file turns out not to be YAML at all).
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.found.len() {
+            self.found.truncate(n);
+            self.omitted = 0;
+        }
     }
 
     /// `value` if nothing was reported, else every diagnostic in file order.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 
 use super::check::{check_name, int, ip, socket_key, Catalog, Seen};
 use super::error::{Diags, Loc};
@@ -246,7 +246,7 @@ fn check_identity_routes(
 /// `off`.
 fn access_log(raw: &Spanned<RawAccessLog>, path: &str, d: &mut Diags) -> AccessLog {
     let format = raw.format.as_ref().map_or("json", |f| f.as_str());
-    let misplaced = |d: &mut Diags, field: &str, span: &marked_yaml::Span, wanted: &str| {
+    let misplaced = |d: &mut Diags, field: &str, span: &crate::rules::yaml::Span, wanted: &str| {
         let msg = format!("`{field}` applies only to `format: {wanted}`");
         d.error(span, format!("{path}.{field}"), msg);
     };

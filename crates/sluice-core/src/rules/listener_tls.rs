@@ -6,7 +6,7 @@
 //! `tls::load`, which reads the files later, reports a missing or bad file
 //! at the line that names it.
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 use serde::Deserialize;
 
 use super::check::Seen;

@@ -1,8 +1,8 @@
 //! Rules files: YAML text → validated [`model::Config`](crate::model::Config).
 //!
-//! Loading runs in two passes. `raw` parses the YAML with marked-yaml into
-//! serde structs that keep each value's position and rejects unknown fields
-//! and wrong types. `validate` (with `listener` and `route`) checks
+//! Loading runs in two passes. `raw` reads the YAML as a stream of events
+//! (`yaml`, no tree) into serde structs that keep each value's position
+//! and rejects unknown fields and wrong types. `validate` (with `listener` and `route`) checks
 //! meaning — names, ranges, references, weights, regexes — and builds the
 //! model; `check` holds the checkers of single values every level shares.
 //! Both passes report into one `error::Diags`, so a user sees every problem
@@ -27,9 +27,6 @@ mod route_policy;
 mod service_policy;
 mod spanned_map;
 mod validate;
-// Not read by the loader yet: the switch from marked-yaml is the next step
-// (issue #17, 3.6); until then only its tests use all of it.
-#[allow(dead_code, unused_imports)]
 mod yaml;
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use marked_yaml::Span;
+use crate::rules::yaml::Span;
 
 use super::error::{Diagnostic, Diags};
 use super::raw::{RawConfig, RawListener, RawService};

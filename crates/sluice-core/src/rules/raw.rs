@@ -2,24 +2,26 @@
 //! beyond shape.
 //!
 //! Unknown fields and wrong types are rejected here (`deny_unknown_fields`).
-//! Each service and each listener is deserialized on its own so that one
-//! malformed entry does not hide the problems in the others. Scalars that
+//! The YAML is read as a stream of events (`rules::yaml`), with no tree:
+//! the top of the file is walked here, and each service and each listener
+//! is deserialized on its own so that one malformed entry does not hide
+//! the problems in the others. Scalars that
 //! need range or format checks (ports, weights, durations) stay strings with
 //! their spans; `validate` turns them into model values.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use marked_yaml::{LoaderOptions, Node, Spanned};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::diagnose::{describe, error_loc, report_load_error, second_document, unknown_field};
+use super::diagnose::{second_document, unknown_field};
 use super::discovery::{RawDiscovery, RawSources};
-use super::error::{Diags, ROOT};
+use super::error::{Diags, Loc, ROOT};
 use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawUserLua, RawValidate};
 use super::listener_tls::RawListenerTls;
 use super::raw_policy::*;
 use super::spanned_map::SpannedMap;
+use super::yaml::{self, Events, KeySet, NodeStart, Spanned};
 
 type Str = Spanned<String>;
 
@@ -273,96 +275,131 @@ pub fn load(text: &str, diags: &mut Diags) -> Option<RawConfig> {
             "a rules file holds exactly one YAML document; remove this `---`/`...` and what follows or merge it",
         );
     }
-    let options = LoaderOptions::default().error_on_duplicate_keys(true);
-    let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
-        Ok(root) => root,
-        Err(err) => {
-            report_load_error(&err, diags);
-            return None;
-        }
-    };
-    diags.index_mappings(&root);
     let mut raw = RawConfig {
         services: Vec::new(),
         listeners: Vec::new(),
         sources: None,
         broken_services: BTreeSet::new(),
     };
-    let Some(top) = root.as_mapping() else {
-        diags.error(
-            root.span(),
-            ROOT,
-            "the file must be a mapping with `services` and `listeners`",
-        );
-        return Some(raw);
-    };
-    for (key, value) in top.iter() {
-        match key.as_str() {
-            "services" => raw.services = items(value, "services", diags, &mut raw.broken_services),
-            "listeners" => raw.listeners = items(value, "listeners", diags, &mut BTreeSet::new()),
-            "sources" => raw.sources = single(value, "sources", diags),
-            other => diags.error(key.span(), other, unknown_field(other, TOP_LEVEL_FIELDS)),
-        }
-    }
-    Some(raw)
-}
-
-/// Deserializes one mapping, reporting a failure at its position.
-fn single<T: DeserializeOwned>(node: &Node, field: &str, diags: &mut Diags) -> Option<T> {
-    match marked_yaml::from_node::<T>(node) {
-        Ok(raw) => Some(raw),
-        Err(err) => {
-            let loc = diags.loc(node.span());
-            let err_loc = error_loc(node, &err, diags).unwrap_or(loc);
-            let path = match err.path() {
-                Some(sub) => format!("{field}.{sub}"),
-                None => field.to_string(),
-            };
-            diags.error_at(err_loc, path, describe(&err));
+    // If the text turns out not to be YAML further down, that one error is
+    // all the file reports: nothing read before it can be trusted to be
+    // what the user meant.
+    let before = diags.count();
+    match walk(&mut Events::new(text), &mut raw, diags) {
+        Ok(()) => Some(raw),
+        Err(not_yaml) => {
+            diags.truncate(before);
+            report(&not_yaml, diags);
             None
         }
     }
 }
 
-/// Deserializes each entry of the list `node` on its own. The `name` of an
-/// entry that fails is added to `broken_names`.
-fn items<T: DeserializeOwned>(
-    node: &Node,
-    field: &str,
-    diags: &mut Diags,
-    broken_names: &mut BTreeSet<String>,
-) -> Vec<Item<T>> {
-    let seq = match node {
-        Node::Sequence(seq) => seq,
-        Node::Scalar(s) if s.as_str().is_empty() => return Vec::new(),
-        _ => {
-            diags.error(
-                node.span(),
-                field,
-                format!("wrong type: `{field}` must be a list"),
-            );
-            return Vec::new();
+/// Reads the top mapping of the file into `raw`. `Err` for a syntax error,
+/// which ends the event stream, or an anchor or tag on a top-level value
+/// (which has no entry to leave out): the file then reports that alone.
+fn walk(events: &mut Events, raw: &mut RawConfig, diags: &mut Diags) -> Result<(), yaml::Error> {
+    if !events.start_document()? {
+        // Empty, or only comments: an empty mapping, as marked-yaml read it.
+        return Ok(());
+    }
+    match events.peek_node()? {
+        NodeStart::Mapping(_) => events.enter()?,
+        NodeStart::Sequence(at) | NodeStart::Scalar { at, .. } | NodeStart::End(at) => {
+            let msg = "the file must be a mapping with `services` and `listeners`";
+            diags.error_at(Loc::from(at), ROOT, msg);
+            return Ok(());
         }
-    };
-    let mut out = Vec::new();
-    for (index, entry) in seq.iter().enumerate() {
-        let path = format!("{field}[{index}]");
-        let loc = diags.loc(entry.span());
-        match marked_yaml::from_node::<T>(entry) {
-            Ok(raw) => out.push(Item { index, raw }),
-            Err(err) => {
-                let err_loc = error_loc(entry, &err, diags).unwrap_or(loc);
-                let full_path = match err.path() {
-                    Some(sub) => format!("{path}.{sub}"),
-                    None => path,
-                };
-                diags.error_at(err_loc, full_path, describe(&err));
-                let name = entry.as_mapping().and_then(|m| m.get_scalar("name"));
-                if let Some(name) = name {
-                    broken_names.insert(name.as_str().to_string());
-                }
+    }
+    let mut seen = KeySet::default();
+    loop {
+        let key = match events.next_key(&mut seen) {
+            Ok(Some((key, _))) => key,
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                // A duplicate or non-scalar top-level key: its value is not read.
+                report(&e, diags);
+                events.skip_node()?;
+                continue;
+            }
+        };
+        match &*key {
+            "services" => {
+                raw.services = items(events, "services", diags, &mut raw.broken_services)?
+            }
+            "listeners" => raw.listeners = items(events, "listeners", diags, &mut BTreeSet::new())?,
+            "sources" => raw.sources = single(events, "sources", diags)?,
+            other => {
+                let msg = unknown_field(other, TOP_LEVEL_FIELDS);
+                diags.error_at(Loc::from(events.last_key()), other, msg);
+                events.skip_node()?;
             }
         }
     }
-    out
+}
+
+fn report(error: &yaml::Error, diags: &mut Diags) {
+    let loc = error.marker().map_or(Loc::START, Loc::from);
+    let path = if error.path().is_empty() {
+        ROOT
+    } else {
+        error.path()
+    };
+    diags.error_at(loc, path, error.message());
+}
+
+/// Deserializes one mapping, reporting a failure at its position.
+fn single<T: DeserializeOwned>(
+    events: &mut Events,
+    field: &str,
+    diags: &mut Diags,
+) -> Result<Option<T>, yaml::Error> {
+    match events.entry::<T>(field) {
+        Ok(raw) => Ok(Some(raw)),
+        Err(e) if e.error.is_fatal() => Err(e.error),
+        Err(e) => {
+            report(&e.error, diags);
+            Ok(None)
+        }
+    }
+}
+
+/// Deserializes each entry of the list that is the next node on its own.
+/// The `name` of an entry that fails is added to `broken_names`.
+fn items<T: DeserializeOwned>(
+    events: &mut Events,
+    field: &str,
+    diags: &mut Diags,
+    broken_names: &mut BTreeSet<String>,
+) -> Result<Vec<Item<T>>, yaml::Error> {
+    match events.peek_node()? {
+        NodeStart::Sequence(_) => events.enter()?,
+        NodeStart::Scalar { value: "", .. } => {
+            events.skip_node()?;
+            return Ok(Vec::new());
+        }
+        NodeStart::Mapping(at) | NodeStart::Scalar { at, .. } | NodeStart::End(at) => {
+            let msg = format!("wrong type: `{field}` must be a list");
+            diags.error_at(Loc::from(at), field, msg);
+            events.skip_node()?;
+            return Ok(Vec::new());
+        }
+    }
+    let mut out = Vec::new();
+    let mut index = 0;
+    while events.next_item()? {
+        match events.entry::<T>(&format!("{field}[{index}]")) {
+            Ok(raw) => out.push(Item { index, raw }),
+            Err(e) if e.error.is_fatal() => return Err(e.error),
+            Err(e) => {
+                report(&e.error, diags);
+                if let Some(name) = e.name {
+                    broken_names.insert(name.into_owned());
+                }
+            }
+        }
+        index += 1;
+    }
+    Ok(out)
 }

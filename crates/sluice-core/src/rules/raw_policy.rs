@@ -3,7 +3,7 @@
 //! listener access logs. Scalars needing range or unit checks stay spanned
 //! strings; `service_policy` and `route_policy` check them.
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 use serde::Deserialize;
 
 use super::spanned_map::SpannedMap;

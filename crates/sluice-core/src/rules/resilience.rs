@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 
 use super::check::int;
 use super::check::positive;

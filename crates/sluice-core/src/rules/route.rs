@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 
 use super::check::{check_name, check_regex, duration, int, Catalog, Seen};
 use super::error::Diags;

@@ -6,7 +6,7 @@
 //! balance by `ring_hash` or `maglev`; upstream-only options make no sense on
 //! a redirect or direct response.
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 
 use super::check::check_regex;
 use super::check::{duration, header_value, int, Catalog, Seen};
@@ -101,7 +101,7 @@ pub fn route_policy(
         RouteAction::Redirect(_) | RouteAction::DirectResponse(_)
     );
     if local {
-        let upstream_only: [(&str, Option<&marked_yaml::Span>); 8] = [
+        let upstream_only: [(&str, Option<&crate::rules::yaml::Span>); 8] = [
             ("timeout", raw.timeout.as_ref().map(|v| v.span())),
             ("retry", raw.retry.as_ref().map(|v| v.span())),
             ("hash", raw.hash.as_ref().map(|v| v.span())),

@@ -3,7 +3,7 @@
 //! breakers in `resilience`. Conflicts with the service's `lb_policy` are reported here (a
 //! `least_request` block on a round-robin service, slow start on ring hash).
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 
 use super::check::{int, positive};
 use super::error::Diags;

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 

@@ -154,12 +154,19 @@ fn defaults_fill_omitted_fields() {
 
 #[test]
 fn malformed_yaml_points_at_the_parser_mark() {
-    assert_error("services: [\n", 2, 1, "<root>", "invalid YAML");
+    // The bracket left open, not the end of the file.
+    assert_error(
+        "services: [\n",
+        1,
+        11,
+        "<root>",
+        "invalid YAML: unclosed bracket '['",
+    );
     assert_error(
         "services:\n  - name: a\n    name: b\n",
         3,
         5,
-        "<root>",
+        "services[0].name",
         "duplicate key `name` (first at line 2)",
     );
     assert_error("- 1\n", 1, 1, "<root>", "must be a mapping");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 
 use super::check::{check_name, duration, int, ip, port, socket_key, Catalog, Seen};
 use super::discovery::{discovery, sources};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 use rsa::pkcs8::DecodePublicKey;
 
 use super::raw::RawJwt;

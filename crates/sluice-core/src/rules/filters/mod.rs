@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 use sha2::{Digest, Sha256};
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Raw YAML shapes of `auth`, `validate` and `transform` (see `super`).
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 use serde::Deserialize;
 
 use crate::rules::spanned_map::SpannedMap;

@@ -1,6 +1,6 @@
 //! `validate` and `transform` settings, header names and templates.
 
-use marked_yaml::Spanned;
+use crate::rules::yaml::Spanned;
 
 use super::raw::{RawJson, RawTransform, RawValidate};
 use crate::model::{JsonEdit, Transform, Validate};

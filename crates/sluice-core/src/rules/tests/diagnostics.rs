@@ -46,13 +46,24 @@ fn a_long_value_is_cut_in_the_diagnostic() {
 
 #[test]
 fn a_long_key_is_cut_in_the_path_too() {
-    let key = "k".repeat(1 << 20);
+    // YAML limits an implicit key to 1,024 characters; the YAML reader
+    // applies it in flow style too (which is what keeps it from queueing a
+    // whole one-line file), so this is about as long as a key gets.
+    let key = "k".repeat(1000);
     let yaml = format!("{{services: [], listeners: [], {key}: 1}}\n");
     let d = &parse("rules.yaml", &yaml)
         .expect_err("unknown field")
         .diagnostics[0];
+    assert!(d.path.contains("bytes cut"), "{d}");
     assert!(d.to_string().len() < 1024, "{d}");
     assert!(d.message.contains("valid fields are `services`"), "{d}");
+    let key = "k".repeat(1 << 20);
+    let yaml = format!("{{services: [], listeners: [], {key}: 1}}\n");
+    let d = &parse("rules.yaml", &yaml)
+        .expect_err("too long a key")
+        .diagnostics[0];
+    assert!(d.to_string().len() < 1024, "{d}");
+    assert!(d.message.starts_with("invalid YAML"), "{d}");
 }
 
 #[test]
@@ -71,5 +82,39 @@ fn at_most_a_thousand_diagnostics_are_kept() {
             .starts_with("4000 more problems not shown"),
         "{}",
         diags[1000]
+    );
+}
+
+#[test]
+fn a_yaml_level_problem_fails_only_its_entry() {
+    // A duplicate key used to fail the whole file at `<root>`: now only its
+    // service is left out, the others are still checked, and a reference
+    // to the broken one is not called dangling.
+    let yaml = "services:
+  - name: a
+    name: b
+  - name: Bad~name
+  - name: good
+listeners:
+  - name: http
+    port: 10000
+    virtual_hosts:
+      - name: web
+        domains: [\"*\"]
+        routes:
+          - {name: one, to: {service: good}}
+          - {name: two, to: {service: a}}
+";
+    let diags = parse("rules.yaml", yaml)
+        .expect_err("two problems")
+        .diagnostics;
+    let found: Vec<(usize, usize, &str)> = diags
+        .iter()
+        .map(|d| (d.line, d.column, d.path.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [(3, 5, "services[0].name"), (4, 11, "services[1].name")],
+        "{diags:#?}"
     );
 }

@@ -158,6 +158,11 @@ impl<'de> Events<'de> {
         }
     }
 
+    /// Where the key [`Events::next_key`] last returned is.
+    pub fn last_key(&self) -> Marker {
+        self.last_key
+    }
+
     /// `true` if the list just entered has another item; its end is
     /// consumed.
     pub fn next_item(&mut self) -> Result<bool, Error> {

@@ -82,10 +82,6 @@ impl Error {
         }
     }
 
-    pub fn kind(&self) -> &ErrorKind {
-        &self.kind
-    }
-
     /// Where the problem is; `None` only for an error never placed (the
     /// loader reports those at the entry that failed).
     pub fn marker(&self) -> Option<Marker> {

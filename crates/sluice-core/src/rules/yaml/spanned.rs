@@ -1,9 +1,10 @@
 //! [`Spanned<T>`], [`Span`] and [`Marker`]: a value with where it starts in
 //! the rules file, in 8 bytes.
 //!
-//! The API is the part of marked-yaml's that the rules layer uses
+//! The API is the part of marked-yaml's that the rules layer used
 //! (`Spanned::new`, `Deref`, `.span()`, `span.start()` → a marker with
-//! `.line()`/`.column()`), so moving a checker over is an import change.
+//! `.line()`/`.column()`), minus the `Option`s: every value read has a
+//! start.
 //! A marker keeps line and column only, as `u32`: a byte offset would add 4
 //! bytes to every spanned scalar of a 5 MB file (and 8 after padding to
 //! `String`'s alignment), and nothing reports by offset. Only the start is
@@ -28,8 +29,8 @@ pub struct Marker {
     column: u32,
 }
 
-/// Where a value starts. (marked-yaml's `Span` also has an optional end
-/// that nothing in sluice reads.)
+/// Where a value starts. (marked-yaml's `Span` also had an optional end
+/// that nothing in sluice read.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Span {
     start: Marker,
@@ -86,13 +87,7 @@ impl Span {
         Span { start }
     }
 
-    /// The start. Always present; an `Option` like marked-yaml's so callers
-    /// move over unchanged (see YAML_LOADER_PLAN.md for dropping it).
-    pub fn start(&self) -> Option<&Marker> {
-        Some(&self.start)
-    }
-
-    pub fn marker(&self) -> Marker {
+    pub fn start(&self) -> Marker {
         self.start
     }
 }
@@ -104,10 +99,6 @@ impl<T> Spanned<T> {
 
     pub fn span(&self) -> &Span {
         &self.span
-    }
-
-    pub fn into_inner(self) -> T {
-        self.inner
     }
 }
 

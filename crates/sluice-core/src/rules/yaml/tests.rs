@@ -1,6 +1,6 @@
 //! Tests of the YAML reader: positions, field paths, each kind of error,
-//! per-entry recovery, marked-yaml's scalar rules, and (in `parity`) the
-//! same diagnostics as the marked-yaml loader for the same bad input.
+//! per-entry recovery, and marked-yaml's scalar rules (which the raw
+//! structs rely on). The loader's diagnostics are tested in `rules::tests`.
 
 use std::collections::BTreeMap;
 
@@ -8,51 +8,42 @@ use serde::Deserialize;
 
 use super::*;
 
-/// Structs shaped like the loader's raw ones (`rules::raw`), on the
-/// `Spanned` named: ours here, marked-yaml's in `parity`.
-macro_rules! raw_structs {
-    ($spanned:ident) => {
-        type Str = $spanned<String>;
+type Str = Spanned<String>;
 
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a service mapping")]
-        pub(super) struct Service {
-            pub name: Str,
-            #[serde(default)]
-            pub connect_timeout: Option<Str>,
-            #[serde(default)]
-            pub endpoints: Vec<$spanned<Endpoint>>,
-        }
-
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "an endpoint mapping")]
-        pub(super) struct Endpoint {
-            pub address: Str,
-            pub port: Str,
-            #[serde(default)]
-            pub weight: Option<Str>,
-            #[serde(default)]
-            pub labels: BTreeMap<String, String>,
-            #[serde(default)]
-            pub locality: Option<$spanned<Locality>>,
-            #[serde(default)]
-            pub healthy: Option<$spanned<bool>>,
-        }
-
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a locality mapping")]
-        pub(super) struct Locality {
-            #[serde(default)]
-            pub region: String,
-            #[serde(default)]
-            pub zone: String,
-        }
-    };
+/// Shaped like the loader's raw structs (`rules::raw`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a service mapping")]
+struct Service {
+    name: Str,
+    #[serde(default)]
+    connect_timeout: Option<Str>,
+    #[serde(default)]
+    endpoints: Vec<Spanned<Endpoint>>,
 }
 
-raw_structs!(Spanned);
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an endpoint mapping")]
+struct Endpoint {
+    address: Str,
+    port: Str,
+    #[serde(default)]
+    weight: Option<Str>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    locality: Option<Spanned<Locality>>,
+    #[serde(default)]
+    healthy: Option<Spanned<bool>>,
+}
 
-mod parity;
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a locality mapping")]
+struct Locality {
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    zone: String,
+}
 
 /// What a loader built on [`Events`] makes of a file whose only key is
 /// `services`: the good entries, and per failed one its error and name.
@@ -61,7 +52,7 @@ struct Loaded {
     errors: Vec<(Error, Option<String>)>,
 }
 
-/// The loader's walk (as `raw::load` will do it): the top mapping by hand,
+/// The loader's walk (as `raw::load` does it): the top mapping by hand,
 /// each list entry through [`Events::entry`].
 fn load(text: &str) -> Result<Loaded, Error> {
     let mut events = Events::new(text);
@@ -101,7 +92,7 @@ fn one_error(text: &str) -> String {
 }
 
 fn pos<T>(s: &Spanned<T>) -> (usize, usize) {
-    let start = s.span().start().copied().unwrap_or_default();
+    let start = s.span().start();
     (start.line(), start.column())
 }
 
