@@ -18,6 +18,7 @@ use super::record::{Record, RecordError};
 use super::Feeder;
 use crate::digest::content_hash;
 use crate::model::Endpoint;
+use sluice_core::rules::yaml::{self, Events, KeySet, NodeStart};
 
 /// A parsed endpoints file: good entries by `address:port`, and one
 /// message per skipped entry.
@@ -41,7 +42,7 @@ pub enum FileError {
     Yaml {
         name: String,
         #[source]
-        source: marked_yaml::LoadError,
+        source: yaml::Error,
     },
     #[error("{name}: expected a mapping with an `endpoints` list")]
     NotEndpoints { name: String },
@@ -50,8 +51,9 @@ pub enum FileError {
 /// Why one entry was skipped (its message goes to `Parsed::rejected`).
 #[derive(Debug, thiserror::Error)]
 enum EntryError {
-    #[error(transparent)]
-    Yaml(#[from] marked_yaml::FromNodeError),
+    /// Worded without its position: the entry's line leads the message.
+    #[error("{}", .0.message())]
+    Yaml(yaml::Error),
     #[error(transparent)]
     Record(#[from] RecordError),
 }
@@ -59,35 +61,78 @@ enum EntryError {
 /// Parses an endpoints file (`endpoints: [{address, port, ...}]`).
 /// `Err` when the document as a whole is not one.
 pub fn parse(name: &str, text: &str) -> Result<Parsed, FileError> {
-    let root = marked_yaml::parse_yaml(0, text).map_err(|source| FileError::Yaml {
+    let mut out = Parsed::default();
+    let mut events = Events::new(text);
+    entries(&mut events, name, &mut out)?;
+    Ok(out)
+}
+
+/// Reads the `endpoints` list of the top mapping into `out`, other keys
+/// skipped; an entry that fails is counted in `out.rejected`. `Err` for
+/// text that is not YAML or not such a mapping.
+fn entries(events: &mut Events, name: &str, out: &mut Parsed) -> Result<(), FileError> {
+    let not_endpoints = || FileError::NotEndpoints {
+        name: name.to_string(),
+    };
+    let err = |source: yaml::Error| FileError::Yaml {
         name: name.to_string(),
         source,
-    })?;
-    let entries = match root.as_mapping().and_then(|m| m.get("endpoints")) {
-        Some(marked_yaml::Node::Sequence(seq)) => seq.iter().collect::<Vec<_>>(),
-        Some(marked_yaml::Node::Scalar(s)) if s.as_str().is_empty() => Vec::new(),
-        _ => {
-            let name = name.to_string();
-            return Err(FileError::NotEndpoints { name });
-        }
     };
-    let mut out = Parsed::default();
-    for (i, node) in entries.into_iter().enumerate() {
-        let line = node.span().start().map_or(0, |m| m.line());
-        let checked = marked_yaml::from_node::<Record>(node)
-            .map_err(EntryError::from)
-            .and_then(|r| r.check().map_err(EntryError::from));
-        match checked {
-            Ok(ep) => {
-                let id = SocketAddr::new(ep.address, ep.port).to_string();
-                out.endpoints.insert(id, ep);
+    if !events.start_document().map_err(err)? {
+        return Err(not_endpoints());
+    }
+    if !matches!(events.peek_node().map_err(err)?, NodeStart::Mapping(_)) {
+        return Err(not_endpoints());
+    }
+    events.enter().map_err(err)?;
+    let mut seen = KeySet::default();
+    let mut found = false;
+    while let Some((key, _)) = events.next_key(&mut seen).map_err(err)? {
+        if key != "endpoints" {
+            events.skip_node().map_err(err)?;
+            continue;
+        }
+        found = true;
+        match events.peek_node().map_err(err)? {
+            NodeStart::Sequence(_) => events.enter().map_err(err)?,
+            NodeStart::Scalar { value: "", .. } => {
+                events.skip_node().map_err(err)?;
+                continue;
             }
-            Err(e) => out
-                .rejected
-                .push(format!("{name}:{line}: endpoints[{i}]: {e}")),
+            _ => return Err(not_endpoints()),
+        }
+        let mut i = 0;
+        while events.next_item().map_err(err)? {
+            entry(events, name, i, out).map_err(err)?;
+            i += 1;
         }
     }
-    Ok(out)
+    if found {
+        Ok(())
+    } else {
+        Err(not_endpoints())
+    }
+}
+
+/// Reads endpoint `i` into `out`, or its reason into `out.rejected`. `Err`
+/// only for a YAML syntax error, which ends the whole file.
+fn entry(events: &mut Events, name: &str, i: usize, out: &mut Parsed) -> Result<(), yaml::Error> {
+    let line = events.next_at()?.line();
+    let checked = match events.entry::<Record>(&format!("endpoints[{i}]")) {
+        Ok(record) => record.check().map_err(EntryError::from),
+        Err(e) if e.error.is_fatal() => return Err(e.error),
+        Err(e) => Err(EntryError::Yaml(e.error)),
+    };
+    match checked {
+        Ok(ep) => {
+            let id = SocketAddr::new(ep.address, ep.port).to_string();
+            out.endpoints.insert(id, ep);
+        }
+        Err(e) => out
+            .rejected
+            .push(format!("{name}:{line}: endpoints[{i}]: {e}")),
+    }
+    Ok(())
 }
 
 /// Polls `path` until the feeder is stopped.
@@ -155,6 +200,26 @@ mod tests {
         assert!(parsed.rejected[0].starts_with("eps.yaml:3: endpoints[1]: invalid address"));
         assert!(parsed.rejected[1].contains("eps.yaml:4: endpoints[2]"));
         assert!(parsed.rejected[1].contains("port"));
+    }
+
+    #[test]
+    fn an_entry_with_a_duplicate_key_is_skipped_not_half_read() {
+        // Which of the two ports was meant is a guess; the entry is skipped
+        // and the others kept.
+        let text = "endpoints:
+  - {address: 10.0.0.1, port: 8080}
+  - address: 10.0.0.2
+    port: 8080
+    port: 9090
+  - {address: 10.0.0.3, port: 8080}
+";
+        let parsed = parse("eps.yaml", text).expect("document");
+        let ids: Vec<&str> = parsed.endpoints.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["10.0.0.1:8080", "10.0.0.3:8080"]);
+        assert_eq!(
+            parsed.rejected,
+            ["eps.yaml:3: endpoints[1]: duplicate key `port` (first at line 4)"]
+        );
     }
 
     #[test]

@@ -27,7 +27,8 @@ mod route_policy;
 mod service_policy;
 mod spanned_map;
 mod validate;
-mod yaml;
+/// Also read by the endpoints file source (`discovery::file`).
+pub mod yaml;
 
 #[cfg(test)]
 mod tests;

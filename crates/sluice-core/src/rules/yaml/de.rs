@@ -125,6 +125,11 @@ impl<'de> Events<'de> {
         })
     }
 
+    /// Where the next node starts.
+    pub fn next_at(&mut self) -> Result<Marker, Error> {
+        self.peek().map(|(_, at)| *at)
+    }
+
     /// Consumes the start of the mapping or list [`Events::peek_node`]
     /// showed.
     pub fn enter(&mut self) -> Result<(), Error> {
@@ -471,7 +476,7 @@ impl<'de> Events<'de> {
 }
 
 /// An entry that failed: the error, and the entry's `name` if it had a
-/// plain one.
+/// scalar one.
 #[derive(Debug)]
 pub struct EntryError<'de> {
     pub error: Error,
