@@ -1,12 +1,14 @@
 //! What the `sluice` subcommands share, below all of them: the output
 //! format flag's values, the admin address and admin token flag groups,
-//! the runtime a command runs on, the admin HTTP client and its answer
-//! decoding. The subcommand
-//! modules (`drain_cli`, `rules_cli`, `status_cli`, `rollout_cli`,
+//! reading the admin token (file or `$SLUICE_ADMIN_TOKEN`), the runtime a
+//! command runs on, the admin HTTP client and its answer decoding. The
+//! subcommand modules (`drain_cli`, `rules_cli`, `status_cli`, `rollout_cli`,
 //! `sim::cli`) import this, never `cli`, which only dispatches to them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 use clap::{Args, ValueEnum};
 
@@ -44,8 +46,30 @@ pub struct AdminToken {
 impl AdminToken {
     /// The token, if the file or the environment gives one.
     pub fn read(&self) -> Result<Option<String>, String> {
-        crate::canary::wiring::token(self.admin_token_file.as_deref()).map_err(|e| format!("{e:#}"))
+        token(self.admin_token_file.as_deref()).map_err(|e| format!("{e:#}"))
     }
+}
+
+/// The environment variable holding the admin token.
+pub const TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
+
+/// The admin token: the file's content (trimmed) if given, else the
+/// environment variable; `None` when neither is set.
+pub fn token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading admin token file {}", path.display()))?;
+        let t = t.trim().to_string();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "admin token file {} is empty",
+            path.display()
+        );
+        return Ok(Some(t));
+    }
+    Ok(std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty()))
 }
 
 /// An HTTP client for the admin listener: never through a proxy (the

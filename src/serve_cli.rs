@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::canary::wiring::{self as rollouts, RolloutOptions};
+use crate::canary::wiring::RolloutOptions;
 use crate::cli_support::runtime;
 use crate::envoy_check::EnvoyCheck;
 use crate::guard::Guard;
@@ -79,7 +79,7 @@ impl TryFrom<ServeArgs> for ServeOptions {
             state_dir: r.state_dir,
             rollouts: RolloutOptions {
                 admin_grpc: r.admin_grpc,
-                token: rollouts::token(r.admin_token_file.as_deref())?,
+                token: crate::cli_support::token(r.admin_token_file.as_deref())?,
                 envoy_admin: r.metrics_envoy_admin,
                 prometheus: r.metrics_prometheus,
                 weights: r.rollout_weights,

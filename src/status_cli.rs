@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::cli_support::{AdminAddr, Output};
+use crate::cli_support::{client, AdminAddr, Output};
 use crate::discovery::status::SourceStatus;
 use crate::rules_watch::RulesStatus;
 
@@ -66,9 +66,16 @@ fn run(admin: SocketAddr, output: Output) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let url = format!("http://{admin}/status");
+    // The shared admin client: never through $HTTP_PROXY, like the
+    // other commands that ask the admin listener.
     let body = rt.block_on(async {
-        let resp = reqwest::get(&url).await?.error_for_status()?;
-        resp.text().await
+        let resp = client()?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let resp = resp.error_for_status().map_err(|e| e.to_string())?;
+        resp.text().await.map_err(|e| e.to_string())
     });
     let body = match body {
         Ok(b) => b,

@@ -19,10 +19,8 @@ use super::driver::Driver;
 use super::metrics::{EnvoyAdmin, MetricsSource, Prometheus, Unavailable};
 use super::overlay::{Overlays, WeightsVia};
 use super::store::FileStore;
+use crate::cli_support::TOKEN_ENV;
 use crate::xds::registry::Registry;
-
-/// The environment variable holding the admin token.
-pub const TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
 
 #[derive(Clone, Debug, Default)]
 pub struct RolloutOptions {
@@ -50,25 +48,6 @@ impl Started {
             let _ = t.await;
         }
     }
-}
-
-/// The admin token: the file's content (trimmed) if given, else the
-/// environment variable; `None` when neither is set.
-pub fn token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
-    if let Some(path) = file {
-        let t = std::fs::read_to_string(path)
-            .with_context(|| format!("reading admin token file {}", path.display()))?;
-        let t = t.trim().to_string();
-        anyhow::ensure!(
-            !t.is_empty(),
-            "admin token file {} is empty",
-            path.display()
-        );
-        return Ok(Some(t));
-    }
-    Ok(std::env::var(TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.trim().is_empty()))
 }
 
 /// Starts the rollout controller when there is a `state_dir` (where

@@ -231,7 +231,7 @@ fn code_of(status: &tonic::Status) -> u8 {
 }
 
 async fn connect(args: &RolloutArgs) -> Result<Client, tonic::Status> {
-    let token = crate::canary::wiring::token(args.admin_token_file.as_deref())
+    let token = crate::cli_support::token(args.admin_token_file.as_deref())
         .map_err(|e| tonic::Status::unauthenticated(format!("{e:#}")))?
         .ok_or_else(|| {
             tonic::Status::unauthenticated(
