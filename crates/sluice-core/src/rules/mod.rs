@@ -27,6 +27,7 @@ mod route_policy;
 mod service_policy;
 mod spanned_map;
 mod validate;
+mod xds_access;
 /// Also read by the endpoints file source (`discovery::file`).
 pub mod yaml;
 

@@ -14,6 +14,7 @@ mod diagnostics;
 mod envoy_refusals;
 mod policy;
 mod tls;
+mod xds_access;
 
 const QUICKSTART: &str = include_str!("../../../../examples/quickstart.yaml");
 

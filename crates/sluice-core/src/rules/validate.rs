@@ -17,6 +17,7 @@ use super::error::Diags;
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawService};
 use super::service_policy::service_policy;
+use super::xds_access::xds_access;
 use crate::model::{Config, Endpoint, Health, LbPolicy, Locality, Service, Sources};
 
 const LB_POLICIES: &[(&str, LbPolicy)] = &[
@@ -49,6 +50,7 @@ pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Co
         listeners: Arc::new(listeners),
         sources,
         runtime: Arc::default(),
+        xds_access: Arc::new(xds_access(&raw.xds_access, d)),
     }
 }
 
