@@ -175,6 +175,7 @@ async fn start_sluice(
         rollouts: Default::default(),
         guard: Default::default(),
         validate_with_envoy: None,
+        xds_security: Default::default(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(sluice::serve::run(opts, async move {

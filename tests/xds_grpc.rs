@@ -97,8 +97,14 @@ async fn start_with(initial: Option<Snapshots>, limits: Limits) -> Server {
         metrics: metrics.xds.clone(),
         shutdown: stop.clone(),
         limits,
+        security: Default::default(),
     });
-    let served = tokio::spawn(serve_on(listener, svc, stop.clone()));
+    let served = tokio::spawn(serve_on(
+        listener,
+        svc,
+        sluice::xds::transport::Security::Plaintext,
+        stop.clone(),
+    ));
     Server {
         addr,
         publish,

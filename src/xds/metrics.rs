@@ -16,12 +16,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::access::DenyReason;
 use super::session::Mode;
+use super::transport::Refused;
 use super::TypeUrl;
+
+fn reason_label(reason: &str) -> ReasonLabel {
+    ReasonLabel {
+        reason: reason.to_string(),
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +67,14 @@ pub struct XdsMetrics {
     pub admission_rejected: Counter,
     /// Indexed by `TypeUrl::index`.
     types: [XdsTypeMetrics; TypeUrl::COUNT],
+    /// Streams refused by access control, by `DenyReason`.
+    pub denied: Family<ReasonLabel, Counter>,
+    /// TLS connections that failed before a stream (`handshake`, `timeout`).
+    pub tls_handshake_failures: Family<ReasonLabel, Counter>,
+    /// Unauthenticated streams whose group has secrets they were not sent.
+    pub secrets_withheld: Counter,
+    /// Rotated xDS TLS files that could not be read or used.
+    pub tls_reload_errors: Counter,
 }
 
 /// What the publisher counts about the snapshots it hands the xDS server
@@ -107,6 +128,36 @@ impl XdsMetrics {
             "Responses withheld because they exceed the gRPC message size limit",
             oversized_responses.clone(),
         );
+        let denied = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "xds_denied",
+            "xDS streams refused by access control (xds_access), by reason",
+            denied.clone(),
+        );
+        for reason in DenyReason::ALL {
+            let _ = denied.get_or_create(&reason_label(reason.as_str()));
+        }
+        let tls_handshake_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "xds_tls_handshake_failures",
+            "xDS TLS connections that failed before a stream, by reason",
+            tls_handshake_failures.clone(),
+        );
+        for reason in [Refused::Handshake, Refused::Timeout] {
+            let _ = tls_handshake_failures.get_or_create(&reason_label(reason.as_str()));
+        }
+        let secrets_withheld = Counter::default();
+        registry.register(
+            "xds_secrets_withheld",
+            "Unauthenticated xDS streams not sent their group's secrets",
+            secrets_withheld.clone(),
+        );
+        let tls_reload_errors = Counter::default();
+        registry.register(
+            "xds_tls_reload_errors",
+            "Rotated xDS TLS files that could not be read or used (the previous ones stay in use)",
+            tls_reload_errors.clone(),
+        );
         let types = TypeUrl::ALL.map(|ty| {
             let label = TypeLabel {
                 r#type: ty.short().to_string(),
@@ -124,7 +175,25 @@ impl XdsMetrics {
             admission_waiting,
             admission_rejected,
             types,
+            denied,
+            tls_handshake_failures,
+            secrets_withheld,
+            tls_reload_errors,
         }
+    }
+
+    /// Counts a stream refused by access control.
+    pub fn deny(&self, reason: DenyReason) {
+        self.denied
+            .get_or_create(&reason_label(reason.as_str()))
+            .inc();
+    }
+
+    /// Counts a connection refused before it reached the server.
+    pub fn refused(&self, reason: Refused) {
+        self.tls_handshake_failures
+            .get_or_create(&reason_label(reason.as_str()))
+            .inc();
     }
 
     /// The xDS series of `ty`.

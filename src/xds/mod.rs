@@ -12,3 +12,4 @@ pub use sluice_core::xds::*;
 pub mod registry;
 pub mod server;
 mod stream;
+pub mod transport;

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::history::History;
 use super::resource::Snapshots;
+use crate::model::AccessEntry;
 
 /// A snapshot set as published, with the time it was published (for the
 /// publication → ACK latency metric) and the diffs from the last few
@@ -18,6 +19,10 @@ pub struct Published {
     pub snapshots: Arc<Snapshots>,
     pub at: Instant,
     pub history: History,
+    /// Who may be served (the rules' `xds_access`): each stream checks
+    /// its credentials against it when its node is known and again on
+    /// every publish, so a revoked entry ends the streams it allowed.
+    pub access: Arc<Vec<AccessEntry>>,
 }
 
 impl Published {
@@ -33,7 +38,14 @@ impl Published {
             snapshots: Arc::new(snapshots),
             at,
             history,
+            access: Arc::default(),
         }
+    }
+
+    /// The same, allowing the streams `access` allows.
+    pub fn with_access(mut self, access: Arc<Vec<AccessEntry>>) -> Published {
+        self.access = access;
+        self
     }
 }
 

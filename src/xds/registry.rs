@@ -9,7 +9,7 @@
 //! the stream tasks' CPU in B1. The process-wide map is locked only to
 //! add or remove a stream and to list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +35,33 @@ pub struct ProxyStatus {
 pub struct Registry {
     next_stream: AtomicU64,
     proxies: Mutex<BTreeMap<u64, Entry>>,
+    /// The last [`MAX_DENIALS`] streams refused by access control.
+    denials: Mutex<VecDeque<Denial>>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// How many refused streams `/status` lists.
+pub const MAX_DENIALS: usize = 32;
+
+/// A stream refused by access control, as `/status` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Denial {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub node_id: String,
+    pub group: String,
+    /// The certificate's first SAN, "token", or "none".
+    pub identity: String,
+    pub reason: &'static str,
+    /// The peer's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// A connected stream: who it is, and its session, which is asked for
@@ -58,16 +85,29 @@ impl std::fmt::Debug for Entry {
 }
 
 impl Registry {
+    /// Records a refused stream; the oldest is forgotten past
+    /// [`MAX_DENIALS`].
+    pub fn deny(&self, mut denial: Denial) {
+        denial.at = now_secs();
+        let mut denials = self.denials.lock();
+        if denials.len() == MAX_DENIALS {
+            denials.pop_front();
+        }
+        denials.push_back(denial);
+    }
+
+    /// The refused streams remembered, newest first.
+    pub fn denials(&self) -> Vec<Denial> {
+        self.denials.lock().iter().rev().cloned().collect()
+    }
+
     pub fn next_stream_id(&self) -> u64 {
         self.next_stream.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Adds a stream; its status is read from `session` when listed.
     pub fn connect(&self, stream: u64, node: NodeInfo, session: Arc<Mutex<Session>>) {
-        let connected_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let connected_at = now_secs();
         let mode = session.lock().mode();
         let entry = Entry {
             node,

@@ -25,12 +25,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::Status;
 
+use super::access::Credentials;
 use super::admission::Admission;
 use super::grpc_body::{self, Requests};
 pub use super::published::{Published, SnapshotRx};
 use super::session::Mode;
-pub use super::stream::Shared;
 use super::stream::{Outgoing, StreamTask, Variant};
+pub use super::stream::{PeerCredentials, Shared, StreamSecurity};
+use super::transport::{self, OnRefused, Peer, Security};
 
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
@@ -76,6 +78,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = self.shared.clone();
         let admission = self.admission.clone();
+        let peer = peer_credentials(&req);
         let max = shared.limits.max_message_bytes;
         match req.uri().path() {
             // Not tonic's `Grpc::streaming`: see `grpc_body` (memory).
@@ -84,6 +87,7 @@ where
                     shared,
                     admission,
                     mode: Mode::Sotw,
+                    peer,
                 };
                 Ok(
                     grpc_body::streaming(req, max, |r: Requests<DiscoveryRequest>| handler.call(r))
@@ -95,6 +99,7 @@ where
                     shared,
                     admission,
                     mode: Mode::Delta,
+                    peer,
                 };
                 Ok(
                     grpc_body::streaming(req, max, |r: Requests<DeltaDiscoveryRequest>| {
@@ -116,6 +121,27 @@ struct StreamHandler {
     shared: Arc<Shared>,
     admission: Arc<Admission>,
     mode: Mode,
+    peer: PeerCredentials,
+}
+
+/// The stream's credentials: the client certificate's SANs the transport
+/// verified, and the SHA-256 of an `authorization: Bearer` token (gRPC
+/// initial metadata; the token itself is not kept).
+fn peer_credentials<B>(req: &http::Request<B>) -> PeerCredentials {
+    let peer = req.extensions().get::<Peer>();
+    let token_sha256 = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|token| crate::digest::sha256_hex(token.trim().as_bytes()));
+    PeerCredentials {
+        creds: Credentials {
+            identities: peer.map(|p| p.identities.to_vec()).unwrap_or_default(),
+            token_sha256,
+        },
+        remote: peer.and_then(|p| p.remote),
+    }
 }
 
 type Unbox<T> = fn(Outgoing<T>) -> Result<T, Status>;
@@ -134,6 +160,7 @@ impl StreamHandler {
             shared,
             admission,
             mode,
+            peer,
         } = self;
         tokio::spawn(async move {
             let shutdown = shared.shutdown.clone();
@@ -142,7 +169,11 @@ impl StreamHandler {
                 _ = shutdown.cancelled() => return,
             };
             match slot {
-                Ok(slot) => StreamTask::new(shared, mode, tx, slot).run(incoming).await,
+                Ok(slot) => {
+                    StreamTask::new(shared, mode, tx, slot, peer)
+                        .run(incoming)
+                        .await
+                }
                 Err(status) => {
                     let _ = tx.send(Box::new(Err(status))).await;
                 }
@@ -153,19 +184,21 @@ impl StreamHandler {
     }
 }
 
-/// Serves ADS on `listener` until `stop` is cancelled.
+/// Serves ADS on `listener` until `stop` is cancelled, securing each
+/// connection as `security` says (see `transport`).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     service: AdsService,
+    security: Security,
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
+    let metrics = service.shared.metrics.clone();
+    let refused: OnRefused = Arc::new(move |reason| metrics.refused(reason));
+    let incoming = transport::accept(listener, security, refused, stop.clone());
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), stop.cancelled_owned())
         .await
 }

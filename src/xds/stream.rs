@@ -23,14 +23,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, error, info, warn};
 
+use super::access::{self, Credentials, DenyReason, Grant};
 use super::admission::Limits;
 use super::grpc_body::Requests;
 use super::metrics::XdsMetrics;
-use super::published::SnapshotRx;
-use super::registry::Registry;
+use super::published::{Published, SnapshotRx};
+use super::registry::{Denial, Registry};
 use super::resource::{Snapshot, TypeUrl};
 use super::session::{Event, Mode, NodeInfo, Output, ProtocolError, Response, Session};
 use super::wire;
+use crate::rules::shown;
 
 /// What every stream task shares: the published snapshots, the registry
 /// of connected proxies, the metrics, the shutdown token and the limits.
@@ -41,6 +43,24 @@ pub struct Shared {
     /// Cancelled on shutdown: every stream ends, then the server returns.
     pub shutdown: CancellationToken,
     pub limits: Limits,
+    pub security: StreamSecurity,
+}
+
+/// How the server authenticates streams (see `xds::access`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamSecurity {
+    /// Client certificates are verified against a CA (`--xds-client-ca`):
+    /// access control is in force even without `xds_access` entries.
+    pub client_ca: bool,
+    /// Serve secrets to unauthenticated streams too (`--xds-insecure`).
+    pub insecure: bool,
+}
+
+/// Who a stream's peer is, as the transport and its headers say.
+#[derive(Clone, Debug, Default)]
+pub struct PeerCredentials {
+    pub creds: Credentials,
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 /// Glue between one protocol variant's message types and the session.
@@ -112,6 +132,12 @@ pub(super) struct StreamTask<Resp> {
     /// The admission slot, until the proxy is configured or the hold
     /// time is up (see `admission`).
     slot: Option<OwnedSemaphorePermit>,
+    peer: PeerCredentials,
+    /// The secret-less snapshot last handed to the session, if any.
+    current_withheld: Option<Arc<Snapshot>>,
+    /// What access control last decided (`None` before the node and the
+    /// first snapshot are known).
+    grant: Option<Grant>,
 }
 
 impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
@@ -120,6 +146,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         mode: Mode,
         tx: mpsc::Sender<Outgoing<Resp>>,
         slot: OwnedSemaphorePermit,
+        peer: PeerCredentials,
     ) -> Self {
         let id = shared.registry.next_stream_id();
         StreamTask {
@@ -133,6 +160,9 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
             published_at: None,
             node: None,
             slot: Some(slot),
+            peer,
+            current_withheld: None,
+            grant: None,
         }
     }
 
@@ -193,8 +223,16 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         if self.node.is_none() {
             let node = self.session().node().cloned();
             if let Some(node) = node {
+                // Refused before anything is sent, and before it is listed.
+                let published = snapshots.borrow().clone();
+                if let Some(published) = published {
+                    if !self.authorize(&node, &published).await {
+                        return false;
+                    }
+                }
                 info!(stream = self.id, node = %node.id, group = %node.group,
-                      mode = ?self.mode, "proxy connected");
+                      mode = ?self.mode, identity = self.peer.creds.shown(),
+                      "proxy connected");
                 self.shared
                     .registry
                     .connect(self.id, node.clone(), self.session.clone());
@@ -217,24 +255,93 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         Req: Variant<Resp = Resp>,
     {
         let published = snapshots.borrow_and_update().clone();
-        let (Some(published), Some(node)) = (published, &self.node) else {
+        let (Some(published), Some(node)) = (published, self.node.take()) else {
             return true;
         };
+        // Again on every publish: an edit of `xds_access` can revoke.
+        let allowed = self.authorize(&node, &published).await;
         let snap = published.snapshots.for_group(&node.group).clone();
+        self.node = Some(node);
+        if !allowed {
+            return false;
+        }
         // The publisher keeps the `Arc` of an unchanged group, and a diff
         // says what changed since the snapshot this stream has.
         let diff = match &self.current {
             Some(c) if Arc::ptr_eq(c, &snap) => return true,
-            Some(c) => published.history.diff(&node.group, c, &snap),
+            Some(c) => published.history.diff(group_of(&self.node), c, &snap),
             None => None,
         };
         self.current = Some(snap.clone());
         self.published_at = Some(published.at);
-        let out = match diff {
-            Some(diff) => self.session().on_snapshot_diff(snap, &diff),
-            None => self.session().on_snapshot(snap),
+        let out = match self.without_secrets(&snap) {
+            // Its own snapshot never connects to the history's diffs:
+            // every resource is compared (unauthenticated streams only).
+            Some(stripped) => self.session().on_snapshot(stripped),
+            None => match diff {
+                Some(diff) => self.session().on_snapshot_diff(snap, &diff),
+                None => self.session().on_snapshot(snap),
+            },
         };
         self.deliver::<Req>(out).await
+    }
+
+    /// Checks the stream's credentials against `published.access` for
+    /// `node`; on refusal tells the client PERMISSION_DENIED, records and
+    /// counts it, and returns false (the stream ends).
+    async fn authorize(&mut self, node: &NodeInfo, published: &Published) -> bool {
+        let decision = access::authorize(
+            &published.access,
+            self.shared.security.client_ca,
+            &self.peer.creds,
+            &node.id,
+            &node.group,
+        );
+        let reason = match decision {
+            Ok(grant) => {
+                self.grant = Some(grant);
+                return true;
+            }
+            Err(reason) => reason,
+        };
+        // What the client claims is theirs: cut, and logged escaped.
+        let identity = shown(self.peer.creds.shown()).into_owned();
+        let (node_id, group) = (
+            shown(&node.id).into_owned(),
+            shown(&node.group).into_owned(),
+        );
+        let remote = self.peer.remote.map(|r| r.to_string());
+        warn!(stream = self.id, node = ?node_id, group = ?group, identity = ?identity,
+              remote = remote.as_deref().unwrap_or(""), %reason, "xDS stream refused");
+        self.shared.metrics.deny(reason);
+        self.shared.registry.deny(Denial {
+            at: 0,
+            node_id,
+            group,
+            identity: identity.clone(),
+            reason: reason.as_str(),
+            remote,
+        });
+        let status = Status::permission_denied(denied_message(reason, &identity, node));
+        let _ = self.tx.send(Box::new(Err(status))).await;
+        false
+    }
+
+    /// `snap` without its secrets when this stream may not have them (not
+    /// authenticated, and `--xds-insecure` not given); `None` when it may
+    /// have `snap` as it is.
+    fn without_secrets(&mut self, snap: &Arc<Snapshot>) -> Option<Arc<Snapshot>> {
+        let open = self.grant != Some(Grant::Authenticated) && !self.shared.security.insecure;
+        if !open || snap.resources(TypeUrl::Secret).is_empty() {
+            return None;
+        }
+        if self.current_withheld.is_none() {
+            warn!(stream = self.id, "not sending secrets to an unauthenticated stream; authenticate it (docs/security.md) or serve with --xds-insecure");
+            self.shared.metrics.secrets_withheld.inc();
+        }
+        let stripped = Arc::new(snap.without(TypeUrl::Secret));
+        self.current_withheld = Some(stripped.clone());
+        Some(stripped)
     }
 
     /// Sends the responses, records events; false once the client is gone.
@@ -340,6 +447,25 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
             info!(stream = self.id, node = %node.id, "proxy disconnected");
         }
     }
+}
+
+fn group_of(node: &Option<NodeInfo>) -> &str {
+    node.as_ref().map_or("", |n| n.group.as_str())
+}
+
+/// What a refused client is told: the reason and what it presented, never
+/// what it would have needed.
+fn denied_message(reason: DenyReason, identity: &str, node: &NodeInfo) -> String {
+    let what = match reason {
+        DenyReason::NoCredentials => {
+            "no client certificate or bearer token was presented".to_string()
+        }
+        DenyReason::UnknownIdentity => format!("identity {identity:?} is not allowed"),
+        DenyReason::UnknownToken => "the bearer token is not allowed".to_string(),
+        DenyReason::GroupNotAllowed => format!("{identity:?} may not join group {:?}", node.group),
+        DenyReason::NodeIdNotAllowed => format!("{identity:?} may not claim node id {:?}", node.id),
+    };
+    format!("sluice: xDS access denied ({reason}): {what}")
 }
 
 /// Takes the publication time recorded for `nonce` of `ty`, if that is the

@@ -41,7 +41,7 @@ use crate::model::Config;
 
 /// The rules' duration syntax (`250ms`, `1.5s`), also used by `sluice sim`.
 pub use duration::parse_duration;
-pub use error::{Diagnostic, RulesError};
+pub use error::{shown, Diagnostic, RulesError};
 pub use origins::{ListenerOrigin, Origins, ServiceOrigin, VirtualHostOrigin};
 
 /// What parsing may call out to. The default is a pure parse.

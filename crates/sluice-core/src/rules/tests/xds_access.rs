@@ -71,7 +71,13 @@ fn a_token_that_is_not_a_hash_is_refused_without_echoing_it() {
         "  - token_sha256: s3cr3t-token-pasted-by-mistake\n    groups: [batch]\n",
     ));
     assert_eq!(diags.len(), 1, "{diags:#?}");
-    assert_diag(&diags[0], 9, 19, "xds_access[0].token_sha256", "64 hex digits");
+    assert_diag(
+        &diags[0],
+        9,
+        19,
+        "xds_access[0].token_sha256",
+        "64 hex digits",
+    );
     assert!(!diags[0].message.contains("s3cr3t"), "{}", diags[0].message);
 }
 
