@@ -11,4 +11,5 @@ pub mod published;
 pub use sluice_core::xds::*;
 pub mod registry;
 pub mod server;
+pub mod services;
 mod stream;
