@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::resources::Decoder;
 use super::state::{Applied, ChangeLog, ClientState, Mode, Outbound, View};
 use crate::backoff::Backoff;
+use crate::xds::services::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use crate::xds::TypeUrl;
 
 /// Largest response accepted (sluice's own limit).

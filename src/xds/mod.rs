@@ -11,5 +11,6 @@ pub mod published;
 pub use sluice_core::xds::*;
 pub mod registry;
 pub mod server;
+pub mod services;
 mod stream;
 pub mod transport;
