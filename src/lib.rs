@@ -9,6 +9,9 @@
 
 pub mod admin;
 pub use sluice_core::{backoff, compile, digest, guard, lua_script, model, rules};
+/// The simulator ([`sluice_sim`]) at its old path.
+pub use sluice_sim as sim;
+pub use sluice_sim::lua;
 pub mod bootstrap;
 pub mod bootstrap_cli;
 pub mod canary;
@@ -18,14 +21,13 @@ pub mod discovery;
 pub mod drain;
 pub mod drain_cli;
 pub mod envoy_check;
-pub mod lua;
 pub mod metrics;
 pub mod rollout_cli;
 pub mod rules_cli;
 pub mod rules_watch;
 pub mod serve;
 pub mod serve_cli;
-pub mod sim;
+pub mod sim_cli;
 pub mod status_cli;
 pub mod tls;
 pub mod xds;

@@ -1,5 +1,5 @@
 //! The layering docs/architecture.md promises: no two modules of a crate
-//! (`sluice`'s `src/`, `sluice-core`'s `crates/sluice-core/src/`) import
+//! (`sluice`'s `src/`, and each `crates/*/src/`) import
 //! each other, directly or through others. Read from the source
 //! text (each file's `crate::`, `super::` and `self::` paths), so a new
 //! cycle fails here with the modules that form it.
@@ -181,7 +181,7 @@ fn resolve<'a>(path: &ModPath, modules: &'a BTreeSet<ModPath>) -> Option<&'a Mod
 }
 
 /// The crates' source directories.
-const CRATES: [&str; 2] = ["src", "crates/sluice-core/src"];
+const CRATES: [&str; 3] = ["src", "crates/sluice-core/src", "crates/sluice-sim/src"];
 
 /// The import graph of the crate whose sources are in `dir`.
 fn graph(dir: &str) -> BTreeMap<ModPath, BTreeSet<ModPath>> {
