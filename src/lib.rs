@@ -9,6 +9,8 @@
 
 pub mod admin;
 pub use sluice_core::{backoff, compile, digest, guard, lua_script, model, rules};
+/// Endpoint discovery ([`sluice_discovery`]) at its old path.
+pub use sluice_discovery as discovery;
 /// The simulator ([`sluice_sim`]) at its old path.
 pub use sluice_sim as sim;
 pub use sluice_sim::lua;
@@ -17,7 +19,6 @@ pub mod bootstrap_cli;
 pub mod canary;
 pub mod cli;
 pub mod cli_support;
-pub mod discovery;
 pub mod drain;
 pub mod drain_cli;
 pub mod envoy_check;

@@ -180,8 +180,14 @@ fn resolve<'a>(path: &ModPath, modules: &'a BTreeSet<ModPath>) -> Option<&'a Mod
         .find_map(|n| modules.get(&path[..n].to_vec()))
 }
 
-/// The crates' source directories.
-const CRATES: [&str; 3] = ["src", "crates/sluice-core/src", "crates/sluice-sim/src"];
+/// The crates' source directories, each with fewer modules than it has
+/// (so a graph that was not read fails).
+const CRATES: [(&str, usize); 4] = [
+    ("src", 30),
+    ("crates/sluice-core/src", 30),
+    ("crates/sluice-discovery/src", 8),
+    ("crates/sluice-sim/src", 30),
+];
 
 /// The import graph of the crate whose sources are in `dir`.
 fn graph(dir: &str) -> BTreeMap<ModPath, BTreeSet<ModPath>> {
@@ -235,10 +241,10 @@ fn cycle_from(
 fn no_module_imports_one_that_imports_it_back() {
     let shown = |m: &ModPath| m.join("::");
     let mut cycles = Vec::new();
-    for dir in CRATES {
+    for (dir, floor) in CRATES {
         let edges = graph(dir);
         assert!(
-            edges.len() > 30,
+            edges.len() > floor,
             "the module graph of {dir} was not read ({} modules)",
             edges.len()
         );

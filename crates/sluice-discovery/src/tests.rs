@@ -4,11 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_core::model::{Endpoint, Health};
+
 use super::index::SyncState;
 use super::resolve::{merge, Resolver};
 use super::status::summarize;
 use super::*;
-use crate::model::{Endpoint, Health};
 
 fn mk_endpoint(addr: &str, port: u16, health: Health, labels: &[(&str, &str)]) -> Endpoint {
     Endpoint {
@@ -59,7 +60,7 @@ services:
     discovery: {etcd: {prefix: /services/web/}, file: {path: web.yaml}}
 listeners: []
 ";
-    crate::rules::parse("rules.yaml", text).expect("valid rules")
+    sluice_core::rules::parse("rules.yaml", text).expect("valid rules")
 }
 
 #[test]
@@ -346,7 +347,7 @@ fn a_resolver_hands_out_an_unchanged_service_again() {
     // rules reload with an equal service keeps it too.
     let reloaded = Config {
         services: (config.services.iter())
-            .map(|(n, s)| (n.clone(), Arc::new(crate::model::Service::clone(s))))
+            .map(|(n, s)| (n.clone(), Arc::new(sluice_core::model::Service::clone(s))))
             .collect(),
         ..config.clone()
     };

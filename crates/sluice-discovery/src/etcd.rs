@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions};
 use parking_lot::Mutex;
+use sluice_core::model::{Endpoint, EtcdSource};
 
 use super::etcd_hub::{Heard, Hub, StreamLost};
 use super::record::Record;
 use super::{Backoff, Feeder, SourceOptions};
-use crate::model::{Endpoint, EtcdSource};
 
 /// Where a feed's watch stands.
 #[derive(Debug)]

@@ -22,8 +22,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-
-use crate::model::{Endpoint, Health, Locality};
+use sluice_core::model::{Endpoint, Health, Locality};
 
 /// Endpoints by `address:port`, and one message per refused slice or
 /// endpoint.

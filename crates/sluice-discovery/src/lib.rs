@@ -33,13 +33,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use sluice_core::model::{Config, ConsulSource, Discovery, EtcdSource};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-pub use crate::backoff::Backoff;
-use crate::model::{Config, ConsulSource, Discovery, EtcdSource};
 pub use index::{FeedKey, Index, View};
+pub use sluice_core::backoff::Backoff;
 pub use sluice_core::discovery::{index, record, resolve};
 
 /// The index, shared by every feed task.

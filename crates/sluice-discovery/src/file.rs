@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use sluice_core::digest::content_hash;
+use sluice_core::model::Endpoint;
+use sluice_core::rules::yaml::{self, Events, KeySet, NodeStart};
 use tracing::warn;
 
 use super::record::{Record, RecordError};
 use super::Feeder;
-use crate::digest::content_hash;
-use crate::model::Endpoint;
-use sluice_core::rules::yaml::{self, Events, KeySet, NodeStart};
 
 /// A parsed endpoints file: good entries by `address:port`, and one
 /// message per skipped entry.

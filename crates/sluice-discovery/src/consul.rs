@@ -24,10 +24,11 @@ mod entries;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use sluice_core::model::{ConsulSource, Endpoint};
+
 pub use entries::{parse, EntriesError, Parsed};
 
 use super::{Feeder, SourceOptions};
-use crate::model::{ConsulSource, Endpoint};
 
 /// Spacing between two queries when the last one did not advance the index.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);

@@ -25,8 +25,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Deserialize;
-
-use crate::model::{Endpoint, Health, Locality};
+use sluice_core::model::{Endpoint, Health, Locality};
 
 /// The understood entries and one message per rejected element; `keep`
 /// holds the ids of rejected elements whose id could still be read.
