@@ -14,6 +14,8 @@ pub use sluice_discovery as discovery;
 /// The simulator ([`sluice_sim`]) at its old path.
 pub use sluice_sim as sim;
 pub use sluice_sim::lua;
+/// The xDS server and protocol ([`sluice_xds`]) at its old path.
+pub use sluice_xds as xds;
 pub mod bootstrap;
 pub mod bootstrap_cli;
 pub mod canary;
@@ -31,4 +33,3 @@ pub mod serve_cli;
 pub mod sim_cli;
 pub mod status_cli;
 pub mod tls;
-pub mod xds;

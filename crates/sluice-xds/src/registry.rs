@@ -144,7 +144,7 @@ mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
     use super::*;
-    use crate::xds::TypeUrl;
+    use crate::TypeUrl;
 
     fn session(id: &str) -> (NodeInfo, Arc<Mutex<Session>>) {
         let mut session = Session::new(Mode::Sotw);

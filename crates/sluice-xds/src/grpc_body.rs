@@ -256,7 +256,7 @@ mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
     use super::*;
-    use crate::xds::wire::{self, SHARE_AT};
+    use crate::wire::{self, SHARE_AT};
 
     /// A request body delivered in the given chunks.
     struct InChunks(VecDeque<Bytes>);
