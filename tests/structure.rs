@@ -278,3 +278,33 @@ fn the_reader_sees_known_imports() {
     // `super::` from a file module: rules/route.rs names `super::check`.
     assert!(core[&m("rules::route")].contains(&m("rules::check")));
 }
+
+/// The arrows between crates docs/architecture.md draws: the simulator and
+/// the I/O crates depend on `sluice-core` and on none of each other, so
+/// only the binary composes them (cargo itself refuses a cycle back to
+/// `sluice`). Read from each manifest's `sluice-*` dependency lines.
+#[test]
+fn library_crates_depend_on_the_core_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let allowed: [(&str, &[&str]); 4] = [
+        ("sluice-core", &[]),
+        ("sluice-discovery", &["sluice-core"]),
+        ("sluice-sim", &["sluice-core"]),
+        ("sluice-xds", &["sluice-core"]),
+    ];
+    for (name, may) in allowed {
+        let manifest = root.join("crates").join(name).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("read manifest");
+        let used: BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.split([' ', '.', '=']).next())
+            .filter(|dep| dep.starts_with("sluice-"))
+            .collect();
+        let may: BTreeSet<&str> = may.iter().copied().collect();
+        assert!(
+            used.is_subset(&may),
+            "{name} depends on {:?}; it may depend on {may:?} only",
+            used.difference(&may).collect::<Vec<_>>()
+        );
+    }
+}
