@@ -6,6 +6,12 @@
 //! with the rules file watcher and the `admin` HTTP listener; `cli` is the
 //! command line (it dispatches to the `*_cli` modules, which share
 //! `cli_support`).
+//!
+//! The pure core ([`sluice_core`]), the xDS server ([`sluice_xds`]), the
+//! discovery sources ([`sluice_discovery`]) and the simulator with its Lua
+//! runner ([`sluice_sim`]) are crates of their own; this crate re-exports
+//! them at the paths they had inside it (`sluice::xds`, `sluice::sim`, …)
+//! and holds the wiring and the command line.
 
 pub mod admin;
 pub use sluice_core::{backoff, compile, digest, guard, lua_script, model, rules};
