@@ -119,7 +119,7 @@ pub enum LoadError {
 /// A rules file turned into snapshots, or why it could not be. Listener
 /// certificates are read here, relative to the rules file's directory.
 pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), LoadError> {
-    let mut config = rules::Options::with_lua(&crate::lua::check)
+    let mut config = rules::Options::with_lua(&sluice_sim::lua::check)
         .parse(&path.display().to_string(), text)
         .map_err(LoadError::Rules)?;
     tls::load(&mut config, &base_dir(path)).map_err(LoadError::Certificates)?;

@@ -49,7 +49,7 @@ pub use origins::{ListenerOrigin, Origins, ServiceOrigin, VirtualHostOrigin};
 pub struct Options<'a> {
     /// Compiles a user's `lua.source` snippet in LuaJIT: the edges that
     /// serve or validate rules (`sluice validate`, `serve`, the diff
-    /// planner) pass `sluice::lua::check`, so a snippet that does not
+    /// planner) pass `sluice_sim::lua::check`, so a snippet that does not
     /// compile is a rules error at its file:line:column, never a NACK.
     /// Without one (a pure caller: tests, tools that only read the
     /// config), the snippet is linted (no forbidden names) but not

@@ -50,7 +50,10 @@ pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Co
         listeners: Arc::new(listeners),
         sources,
         runtime: Arc::default(),
-        xds_access: Arc::new(xds_access(&raw.xds_access, d)),
+        xds_access: Arc::new(xds_access(
+            raw.xds_access.iter().map(|item| (item.index, &item.raw)),
+            d,
+        )),
     }
 }
 

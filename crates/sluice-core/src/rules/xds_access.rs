@@ -4,7 +4,6 @@
 use serde::Deserialize;
 
 use super::error::{shown, Diags};
-use super::raw::Item;
 use super::yaml::Spanned;
 use crate::model::{AccessEntry, Principal};
 
@@ -26,13 +25,18 @@ pub struct RawAccess {
     pub node_id: Option<Str>,
 }
 
-pub fn xds_access(raw: &[Item<Spanned<RawAccess>>], d: &mut Diags) -> Vec<AccessEntry> {
-    raw.iter().filter_map(|item| entry(item, d)).collect()
+/// The entries, each with its index in the file's list.
+pub fn xds_access<'a>(
+    raw: impl IntoIterator<Item = (usize, &'a Spanned<RawAccess>)>,
+    d: &mut Diags,
+) -> Vec<AccessEntry> {
+    raw.into_iter()
+        .filter_map(|(index, entry)| access_entry(index, entry, d))
+        .collect()
 }
 
-fn entry(item: &Item<Spanned<RawAccess>>, d: &mut Diags) -> Option<AccessEntry> {
-    let raw = &item.raw;
-    let path = format!("xds_access[{}]", item.index);
+fn access_entry(index: usize, raw: &Spanned<RawAccess>, d: &mut Diags) -> Option<AccessEntry> {
+    let path = format!("xds_access[{index}]");
     let principal = match (&raw.identity, &raw.token_sha256) {
         (Some(identity), None) => {
             pattern(d, identity, &format!("{path}.identity"));
