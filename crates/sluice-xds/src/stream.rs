@@ -255,7 +255,10 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         Req: Variant<Resp = Resp>,
     {
         let published = snapshots.borrow_and_update().clone();
-        let (Some(published), Some(node)) = (published, self.node.take()) else {
+        let Some(published) = published else {
+            return true;
+        };
+        let Some(node) = self.node.take() else {
             return true;
         };
         // Again on every publish: an edit of `xds_access` can revoke.
