@@ -89,6 +89,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
         node_prefix: "bench".into(),
         faults: Default::default(),
         runtime_layer: None,
+        security: Default::default(),
     });
     let wait = Duration::from_secs(120);
     let ready = fleet

@@ -29,6 +29,7 @@ use sluice_sim::http::Request;
 use sluice_sim::sample::{sample, Sample};
 use sluice_sim::state::Mode;
 use sluice_sim::stats::Stats;
+use sluice_sim::xds_tls::{ClientSecurity, ClientTls};
 
 /// `sluice sim` arguments.
 #[derive(Clone, Debug, clap::Args)]
@@ -54,6 +55,22 @@ pub struct SimArgs {
     /// The node group (Envoy's node.cluster).
     #[arg(long, default_value = "default")]
     pub group: String,
+    /// Reach sluice over TLS, trusting this CA bundle (PEM), as
+    /// `sluice bootstrap --xds-ca` makes Envoy do.
+    #[arg(long, value_name = "FILE")]
+    pub xds_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) every simulated proxy presents (mTLS).
+    #[arg(long, value_name = "FILE", requires_all = ["client_key", "xds_ca"])]
+    pub client_cert: Option<PathBuf>,
+    /// The key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// The name sluice's certificate must hold; default: the host of --xds.
+    #[arg(long, value_name = "NAME", requires = "xds_ca")]
+    pub xds_sni: Option<String>,
+    /// A file holding a bearer token sent as `authorization` metadata.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Host (`:authority`) of the simulated requests.
     #[arg(long, default_value = "sim")]
     pub host: String,
@@ -142,8 +159,41 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl SimArgs {
+    /// TLS and token from the flags (the files read now).
+    fn security(&self) -> Result<ClientSecurity, String> {
+        let tls = match &self.xds_ca {
+            None => None,
+            Some(ca) => {
+                let host = self.xds.rsplit_once(':').map_or(self.xds.as_str(), |(h, _)| h);
+                let name = self
+                    .xds_sni
+                    .as_deref()
+                    .unwrap_or(host.trim_start_matches('[').trim_end_matches(']'));
+                let client = self.client_cert.as_deref().zip(self.client_key.as_deref());
+                Some(ClientTls::from_files(ca, client, name).map_err(|e| e.to_string())?)
+            }
+        };
+        let token = match &self.token_file {
+            None => None,
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| format!("--token-file {}: {e}", file.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        Ok(ClientSecurity { tls, token })
+    }
+
     /// Run `sluice sim` on its own runtime.
     pub fn run(self) -> std::process::ExitCode {
+        let security = match self.security() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
         let body = match (self.body, &self.body_file) {
             (Some(b), _) => Some(b),
             (None, Some(path)) => match std::fs::read_to_string(path) {
@@ -167,6 +217,7 @@ impl SimArgs {
             return std::process::ExitCode::FAILURE;
         };
         let opts = SimOptions {
+            security,
             xds: self.xds,
             proxies: self.proxies,
             rps: self.rps,
@@ -204,6 +255,8 @@ impl SimArgs {
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     pub xds: String,
+    /// TLS and a token for every proxy's stream.
+    pub security: ClientSecurity,
     pub proxies: usize,
     pub rps: u64,
     pub duration: Duration,
@@ -286,6 +339,7 @@ pub async fn run(opts: SimOptions) -> Result<Summary, SimCliError> {
         faults,
         // `sluice sim` models Envoys bootstrapped by `sluice bootstrap`.
         runtime_layer: Some(crate::model::RUNTIME_LAYER.to_string()),
+        security: opts.security.clone(),
     };
     let faulty = opts.faulty.min(opts.proxies);
     let fleet = Fleets {

@@ -153,6 +153,7 @@ async fn rollout_steps(weights: Weights) {
         node_prefix: "sim-rollout".into(),
         faults: Default::default(),
         runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
+        security: Default::default(),
     });
     let port = envoy.listener_port("http").await;
     let url = format!("http://127.0.0.1:{port}/");

@@ -194,6 +194,7 @@ async fn runtime_weights_arm_the_stable_route_only_under_a_rollout_controller() 
         node_prefix: "no-controller".into(),
         faults: Default::default(),
         runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
+        security: Default::default(),
     });
     eventually("the plain route", || async {
         matches!(plain_clusters(&fleet), Some(Clusters::One(c)) if c == "web~stable")

@@ -42,6 +42,7 @@ fn fleet(sluice: &Sluice, name: &str, proxies: usize, faults: Faults) -> Fleet {
         node_prefix: name.into(),
         faults,
         runtime_layer: None,
+        security: Default::default(),
     })
 }
 

@@ -79,6 +79,7 @@ async fn converge(mode: Mode, proxies: usize) {
         node_prefix: format!("sim-{mode:?}"),
         faults: Default::default(),
         runtime_layer: None,
+        security: Default::default(),
     });
     fleet
         .wait_all(WAIT, configured)
@@ -160,6 +161,7 @@ async fn fleet_watch_wakes_on_a_proxys_new_ack() {
         node_prefix: "watch".into(),
         faults: Default::default(),
         runtime_layer: None,
+        security: Default::default(),
     });
     assert!(fleet.watch(3).is_none());
     let mut rx = fleet.watch(2).expect("proxy 2");

@@ -8,12 +8,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::CertificateDer;
 
 /// A test CA.
 struct Ca {
@@ -172,6 +171,8 @@ struct Secure {
     ca: Ca,
     files: Files,
     ca_file: PathBuf,
+    /// sluice's certificate and key files.
+    server: (PathBuf, PathBuf),
     sluice: Sluice,
     _rules: RulesFile,
     _backend: Backend,
@@ -183,15 +184,16 @@ async fn secure(extra_access: &str) -> Secure {
     let ca_file = files.write("ca.pem", &ca.pem);
     let (cert, key) = files.pair("server", &mk_server(&ca));
     let backend = backend("web").await;
+    let (cert_arg, key_arg) = (cert.clone(), key.clone());
     let rules = rules_file(&ca, &backend, extra_access);
     let sluice = Sluice::start_with(
         &rules.path,
         "127.0.0.1:0",
         &[
             "--xds-tls-cert",
-            s(&cert),
+            s(&cert_arg),
             "--xds-tls-key",
-            s(&key),
+            s(&key_arg),
             "--xds-client-ca",
             s(&ca_file),
         ],
@@ -201,6 +203,7 @@ async fn secure(extra_access: &str) -> Secure {
         ca,
         files,
         ca_file,
+        server: (cert, key),
         sluice,
         _rules: rules,
         _backend: backend,
@@ -341,33 +344,14 @@ async fn a_certificate_for_edge_may_not_join_another_group_or_claim_another_node
 /// One TLS connection to sluice's xDS port that sends an HTTP/2 preface and
 /// reads: `Ok` when sluice answered with HTTP/2 bytes, `Err` with why not.
 fn tls_exchange(xds: SocketAddr, ca_pem: &str, client: Option<&Pair>) -> Result<(), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let mut config = match client {
-        None => builder.with_no_client_auth(),
-        Some(pair) => {
-            let chain = CertificateDer::pem_slice_iter(pair.cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let key =
-                PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).map_err(|e| e.to_string())?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| e.to_string())?
-        }
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let tls = sluice::sim::xds_tls::ClientTls::from_pem(
+        ca_pem.as_bytes(),
+        client.map(|p| (p.cert.as_bytes(), p.key.as_bytes())),
+        "localhost",
+    )
+    .map_err(|e| e.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(tls.config, tls.server_name).map_err(|e| e.to_string())?;
     let sock = TcpStream::connect(xds).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
@@ -584,4 +568,109 @@ fn plaintext_xds_off_loopback_needs_xds_insecure() {
     ] {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
+}
+
+/// The leaf certificate sluice presents to a new connection now.
+fn presented_certificate(xds: SocketAddr, ca_pem: &str, client: &Pair) -> Option<Vec<u8>> {
+    let tls = sluice::sim::xds_tls::ClientTls::from_pem(
+        ca_pem.as_bytes(),
+        Some((client.cert.as_bytes(), client.key.as_bytes())),
+        "localhost",
+    )
+    .ok()?;
+    let conn = rustls::ClientConnection::new(tls.config, tls.server_name).ok()?;
+    let sock = TcpStream::connect(xds).ok()?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.flush().ok()?;
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).ok()?;
+    }
+    let leaf = tls.conn.peer_certificates()?.first()?.to_vec();
+    Some(leaf)
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .expect("a certificate")
+        .expect("PEM")
+        .to_vec()
+}
+
+#[tokio::test]
+async fn rotating_the_server_certificate_drops_no_stream() {
+    use sluice::sim::fleet::{Fleet, FleetConfig};
+    use sluice::sim::state::Mode;
+    use sluice::sim::xds_tls::{ClientSecurity, ClientTls};
+
+    let t = secure("").await;
+    let client = mk_client(&t.ca, "spiffe://acme.test/edge/sim");
+    let tls = ClientTls::from_pem(
+        t.ca.pem.as_bytes(),
+        Some((client.cert.as_bytes(), client.key.as_bytes())),
+        "localhost",
+    )
+    .expect("client TLS");
+    let proxies = 100;
+    let fleet = Fleet::start(&FleetConfig {
+        xds: t.sluice.xds.to_string(),
+        proxies,
+        mode: Mode::Delta,
+        group: "edge".into(),
+        node_prefix: "edge-sim".into(),
+        faults: Default::default(),
+        runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
+        security: ClientSecurity {
+            tls: Some(tls),
+            token: None,
+        },
+    });
+    fleet
+        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
+        .await
+        .expect("every simulated proxy configured over mTLS");
+    let streams_before: Vec<u64> = fleet.reports().iter().map(|r| r.streams).collect();
+    assert!(streams_before.iter().all(|&n| n == 1), "{streams_before:?}");
+
+    let new = mk_server(&t.ca);
+    let new_der = der_of(&new.cert);
+    // Certificate first, then key: the watcher waits for two equal reads
+    // in a row, so it never takes the new certificate with the old key.
+    write_atomically(&t.server.0, &new.cert);
+    write_atomically(&t.server.1, &new.key);
+    let (xds, ca) = (t.sluice.xds, t.ca.pem.clone());
+    eventually("new connections get the new certificate", || {
+        let (ca, client, want) = (
+            ca.clone(),
+            Pair {
+                cert: client.cert.clone(),
+                key: client.key.clone(),
+            },
+            new_der.clone(),
+        );
+        async move {
+            tokio::task::spawn_blocking(move || presented_certificate(xds, &ca, &client))
+                .await
+                .expect("join")
+                == Some(want)
+        }
+    })
+    .await;
+    // Every established stream is still the one it opened.
+    let reports = fleet.reports();
+    assert!(reports.iter().all(|r| r.connected));
+    let streams_after: Vec<u64> = reports.iter().map(|r| r.streams).collect();
+    assert_eq!(
+        streams_after, streams_before,
+        "a stream was dropped by the rotation"
+    );
+    let status = t.sluice.status().await;
+    assert_eq!(status["proxies"].as_array().map(Vec::len), Some(proxies));
+    assert_eq!(
+        t.sluice.metric("sluice_xds_tls_reload_errors_total").await,
+        0.0
+    );
+    fleet.stop().await;
 }

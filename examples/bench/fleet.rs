@@ -350,6 +350,7 @@ async fn run(
         node_prefix: "bench".into(),
         faults: Default::default(),
         runtime_layer: runtime_layer.clone(),
+        security: Default::default(),
     });
     let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
     let writer = std::thread::spawn(move || {

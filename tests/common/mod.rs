@@ -664,6 +664,7 @@ pub async fn side_by_side(rules: &str, name: &str, ready: (&str, u16)) -> SideBy
         faults: Default::default(),
         // As the Envoy beside it, bootstrapped by `sluice bootstrap`.
         runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
+        security: Default::default(),
     });
     fleet
         .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))

@@ -238,6 +238,7 @@ impl Setup {
             node_prefix: prefix.into(),
             faults: Faults::default(),
             runtime_layer: None,
+            security: Default::default(),
         })
     }
 }
@@ -253,6 +254,7 @@ fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
         node_prefix: prefix.into(),
         faults,
         runtime_layer: Some(sluice::model::RUNTIME_LAYER.to_string()),
+        security: Default::default(),
     })
 }
 

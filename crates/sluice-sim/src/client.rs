@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::resources::Decoder;
 use super::state::{Applied, ChangeLog, ClientState, Mode, Outbound, View};
+use super::xds_tls::{self, ClientSecurity};
 use sluice_envoy_grpc::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 
 /// Largest response accepted (sluice's own limit).
@@ -65,6 +66,8 @@ pub struct ClientConfig {
     /// The RTDS layer the proxy's bootstrap names (`sluice bootstrap`
     /// names [`sluice_core::model::RUNTIME_LAYER`]); `None`: no RTDS.
     pub runtime_layer: Option<String>,
+    /// TLS and a bearer token for the stream (default: plaintext).
+    pub security: ClientSecurity,
 }
 
 /// Where one proxy stands, published after every response.
@@ -110,7 +113,7 @@ pub async fn run(
         }
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            c = endpoint.connect() => c,
+            c = xds_tls::connect(&endpoint, cfg.security.tls.as_ref()) => c,
         };
         match channel {
             Ok(ch) => {
@@ -132,6 +135,18 @@ pub async fn run(
             _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
+}
+
+/// The stream request, with the bearer token as `authorization` metadata
+/// when there is one.
+fn with_token<T>(cfg: &ClientConfig, body: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(body);
+    if let Some(token) = &cfg.security.token {
+        if let Ok(value) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", value);
+        }
+    }
+    req
 }
 
 #[derive(PartialEq)]
@@ -168,11 +183,11 @@ async fn stream(
         r = async {
             match cfg.mode {
                 Mode::Sotw => client
-                    .stream_aggregated_resources(ReceiverStream::new(sotw_rx))
+                    .stream_aggregated_resources(with_token(cfg, ReceiverStream::new(sotw_rx)))
                     .await
                     .map(|s| Inbound::Sotw(s.into_inner())),
                 Mode::Delta => client
-                    .delta_aggregated_resources(ReceiverStream::new(delta_rx))
+                    .delta_aggregated_resources(with_token(cfg, ReceiverStream::new(delta_rx)))
                     .await
                     .map(|s| Inbound::Delta(s.into_inner())),
             }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::{self, ClientConfig, Faults, Report};
 use super::resources::Decoder;
 use super::state::Mode;
+use super::xds_tls::ClientSecurity;
 
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
@@ -28,6 +29,8 @@ pub struct FleetConfig {
     /// The RTDS layer every proxy subscribes to (see
     /// [`ClientConfig::runtime_layer`]).
     pub runtime_layer: Option<String>,
+    /// How every proxy reaches sluice (default: plaintext).
+    pub security: ClientSecurity,
 }
 
 pub struct Fleet {
@@ -54,6 +57,7 @@ impl Fleet {
                 mode: cfg.mode,
                 faults: cfg.faults.clone(),
                 runtime_layer: cfg.runtime_layer.clone(),
+                security: cfg.security.clone(),
             };
             let (decoder, stop) = (decoder.clone(), stop.clone());
             tasks.spawn(async move {

@@ -54,6 +54,7 @@ pub mod route;
 pub mod sample;
 pub mod state;
 pub mod stats;
+pub mod xds_tls;
 
 #[cfg(test)]
 pub(crate) mod tests;
