@@ -60,6 +60,7 @@ use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
 use crate::xds::server::StreamSecurity;
+use crate::xds::transport::TlsConfigs;
 use crate::xds::Snapshots;
 use crate::{compile, rules, tls};
 use discovery::Discovery;
@@ -237,6 +238,7 @@ impl Core {
         opts: &ServeOptions,
         text: &str,
         (config, accepted): (Config, Snapshots),
+        tls: Option<watch::Receiver<Arc<TlsConfigs>>>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Core> {
         let drains = open_drains(opts)?;
@@ -248,8 +250,14 @@ impl Core {
         // Saved rollouts load before the first publish, so their weights are
         // in the very first snapshot (DESIGN.md invariant 7).
         let dir = opts.state_dir.as_deref();
-        let rollouts =
-            rollouts::start(dir, &opts.rollouts, registry.clone(), stop.child_token()).await?;
+        let rollouts = rollouts::start(
+            dir,
+            &opts.rollouts,
+            registry.clone(),
+            tls,
+            stop.child_token(),
+        )
+        .await?;
         let weights = weights_via(opts);
         let inputs = Inputs {
             config: watcher.config(),
@@ -333,10 +341,14 @@ impl Running {
     ) -> anyhow::Result<Running> {
         // A bad certificate stops the start before anything is bound.
         let tls = match &opts.xds_security.tls {
-            Some(files) => Some((files.clone(), files.load().context("--xds-tls-cert")?)),
+            Some(files) => {
+                let configs = files.load().context("--xds-tls-cert")?;
+                Some((files.clone(), watch::channel(Arc::new(configs))))
+            }
             None => None,
         };
-        let core = Core::build(&opts, text, loaded, stop).await?;
+        let tls_rx = tls.as_ref().map(|(_, (_, rx))| rx.clone());
+        let core = Core::build(&opts, text, loaded, tls_rx.clone(), stop).await?;
         let xds = XdsServer::bind(opts.xds_addr)?;
         let admin = AdminServer::bind(opts.admin_addr).await?;
         let admin_local = admin.local_addr()?;
@@ -351,16 +363,11 @@ impl Running {
             ..
         } = core;
         let snapshots = publisher.snapshots();
-        let (tls_configs, tls_watch) = match tls {
-            Some((files, configs)) => {
-                let (tx, rx) = watch::channel(Arc::new(configs));
-                let task = xds_tls::watch_files(files, tx, metrics.xds.clone(), stop.child_token());
-                (Some(rx), Some(task))
-            }
-            None => (None, None),
-        };
+        let tls_watch = tls.map(|(files, (tx, _))| {
+            xds_tls::watch_files(files, tx, metrics.xds.clone(), stop.child_token())
+        });
         let security = XdsSecurity {
-            tls: tls_configs,
+            tls: tls_rx,
             stream: StreamSecurity {
                 client_ca: opts
                     .xds_security

@@ -674,3 +674,58 @@ async fn rotating_the_server_certificate_drops_no_stream() {
     );
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_grpc_api_uses_the_xds_certificate() {
+    let ca = mk_ca("sluice test CA");
+    let files = Files::new();
+    let ca_file = files.write("ca.pem", &ca.pem);
+    let (cert, key) = files.pair("server", &mk_server(&ca));
+    let token = files.write("admin.token", "admin-secret");
+    let state = tempfile::tempdir().expect("state dir");
+    let backend = backend("web").await;
+    let rules = rules_file(&ca, &backend, "");
+    let sluice = Sluice::start_with(
+        &rules.path,
+        "127.0.0.1:0",
+        &[
+            "--xds-tls-cert",
+            s(&cert),
+            "--xds-tls-key",
+            s(&key),
+            "--xds-client-ca",
+            s(&ca_file),
+            "--state-dir",
+            s(state.path()),
+            "--admin-grpc",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            s(&token),
+        ],
+    );
+    let addr = sluice.admin_grpc.expect("admin grpc address").to_string();
+    let rollout = |tls: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args([
+            "rollout",
+            "list",
+            "--admin-grpc",
+            &addr,
+            "--admin-token-file",
+            s(&token),
+        ]);
+        if tls {
+            cmd.args(["--admin-grpc-ca", s(&ca_file)]);
+        }
+        cmd.output().expect("run sluice rollout")
+    };
+    // Over TLS, with no client certificate (the token authenticates).
+    let over_tls = rollout(true);
+    assert!(
+        over_tls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&over_tls.stderr)
+    );
+    // Plaintext to the TLS port gets nowhere.
+    assert!(!rollout(false).status.success());
+}

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -12,6 +14,7 @@ use super::driver::{self, DriverError, Handle};
 use super::pb::{self, rollout_service_server::RolloutService};
 use super::plan::Command;
 use super::{HeaderRoute, Spec, Strategy};
+use crate::xds::transport::{self, Security, TlsConfigs};
 
 pub use super::pb::rollout_service_server::RolloutServiceServer;
 
@@ -66,19 +69,31 @@ impl tonic::service::Interceptor for Auth {
 }
 
 /// Serves the admin API on `listener` until `stop` is cancelled.
+/// Serves the rollout API on `listener` until `stop`: plaintext, or TLS
+/// with the xDS port's certificate (`--xds-tls-cert`; a client certificate
+/// is not asked for: the bearer token authenticates).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     handle: Handle,
     token: String,
+    tls: Option<watch::Receiver<Arc<TlsConfigs>>>,
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let svc = RolloutServiceServer::with_interceptor(Service { handle }, Auth::new(&token));
+    let security = match tls {
+        None => Security::Plaintext,
+        // The lenient configuration (when there is a client CA) asks for
+        // a certificate without requiring one; without a CA, the strict
+        // one asks for none.
+        Some(configs) => Security::Tls {
+            configs,
+            lenient: Arc::new(|| true),
+        },
+    };
+    let incoming = transport::accept(listener, security, Arc::new(|_| {}), stop.clone());
     tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), stop.cancelled_owned())
         .await
 }
 

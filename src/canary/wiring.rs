@@ -21,6 +21,7 @@ use super::overlay::{Overlays, WeightsVia};
 use super::store::FileStore;
 use crate::cli_support::TOKEN_ENV;
 use crate::xds::registry::Registry;
+use crate::xds::transport::TlsConfigs;
 
 #[derive(Clone, Debug, Default)]
 pub struct RolloutOptions {
@@ -56,6 +57,7 @@ pub async fn start(
     state_dir: Option<&Path>,
     opts: &RolloutOptions,
     registry: Arc<Registry>,
+    tls: Option<watch::Receiver<Arc<TlsConfigs>>>,
     stop: CancellationToken,
 ) -> anyhow::Result<Started> {
     let (overlay_tx, overlay_rx) = watch::channel(Overlays::default());
@@ -97,8 +99,8 @@ pub async fn start(
         let token = opts.token.clone().with_context(|| {
             format!("--admin-grpc needs a token: --admin-token-file or ${TOKEN_ENV}")
         })?;
-        if !addr.ip().is_loopback() {
-            warn!(%addr, "admin gRPC is not on loopback; the token is the only protection");
+        if !addr.ip().is_loopback() && tls.is_none() {
+            warn!(%addr, "admin gRPC is not on loopback and not TLS (--xds-tls-cert): the token travels in plaintext");
         }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -107,7 +109,7 @@ pub async fn start(
         println!("sluice: admin grpc listening on {local}");
         info!(%local, "rollout admin API listening");
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = super::grpc::serve(listener, handle, token, stop).await {
+            if let Err(e) = super::grpc::serve(listener, handle, token, tls, stop).await {
                 error!(error = %e, "admin gRPC server failed");
             }
         }));

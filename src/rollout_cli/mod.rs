@@ -30,6 +30,7 @@ use tonic::transport::Channel;
 use crate::canary::overlay::WeightsVia;
 use crate::canary::pb::{self, rollout_service_client::RolloutServiceClient};
 use crate::cli_support::Output;
+use crate::sim::xds_tls::{self, ClientTls};
 
 /// The `serve` flags of the rollout controller.
 #[derive(Debug, Clone, Args)]
@@ -73,6 +74,11 @@ pub struct RolloutArgs {
     /// File holding the admin token (else $SLUICE_ADMIN_TOKEN).
     #[arg(long, global = true)]
     pub admin_token_file: Option<PathBuf>,
+    /// Connect over TLS (sluice serves the admin gRPC API with its
+    /// `--xds-tls-cert`), trusting this CA bundle (PEM); the certificate
+    /// must name the address's IP.
+    #[arg(long, global = true, value_name = "FILE", env = "SLUICE_ADMIN_GRPC_CA")]
+    pub admin_grpc_ca: Option<PathBuf>,
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     #[command(subcommand)]
@@ -241,10 +247,17 @@ async fn connect(args: &RolloutArgs) -> Result<Client, tonic::Status> {
     let value: MetadataValue<_> = format!("Bearer {}", token.trim()).parse().map_err(|_| {
         tonic::Status::unauthenticated("the admin token is not a valid header value")
     })?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.admin_grpc))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.admin_grpc))
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
+        .connect_timeout(Duration::from_secs(5));
+    let tls = match &args.admin_grpc_ca {
+        None => None,
+        Some(ca) => Some(
+            ClientTls::from_files(ca, None, &args.admin_grpc.ip().to_string())
+                .map_err(|e| tonic::Status::unavailable(format!("--admin-grpc-ca: {e}")))?,
+        ),
+    };
+    let channel = xds_tls::connect(&endpoint, tls.as_ref())
         .await
         .map_err(|e| {
             tonic::Status::unavailable(format!("connecting to {}: {e}", args.admin_grpc))
