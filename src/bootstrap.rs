@@ -498,4 +498,92 @@ mod tests {
             assert_eq!(render(&opts), Err(want));
         }
     }
+
+    fn mk_tls(client: bool, sni: Option<&str>) -> XdsClientTls {
+        XdsClientTls {
+            ca: "/etc/sluice/ca.pem".into(),
+            client: client.then(|| ("/etc/envoy/xds.pem".into(), "/etc/envoy/xds.key".into())),
+            sni: sni.map(str::to_string),
+            sds_dir: "/etc/envoy".into(),
+        }
+    }
+
+    #[test]
+    fn tls_reads_the_ca_and_client_certificate_through_file_sds() {
+        let mut opts = mk_opts();
+        opts.xds_host = "sluice.internal".into();
+        opts.tls = Some(mk_tls(true, None));
+        let b = bootstrap(&opts).expect("valid");
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "sluice.internal");
+        let common = &tls["common_tls_context"];
+        assert_eq!(common["alpn_protocols"], json!(["h2"]));
+        assert_eq!(
+            common["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]
+                ["path"],
+            "/etc/envoy/sluice_xds_client.json"
+        );
+        let validation = &common["combined_validation_context"];
+        assert_eq!(
+            validation["default_validation_context"]["match_typed_subject_alt_names"],
+            json!([{ "san_type": "DNS", "matcher": { "exact": "sluice.internal" } }])
+        );
+        assert_eq!(
+            validation["validation_context_sds_secret_config"]["name"],
+            XDS_CA_SECRET
+        );
+        // No key or certificate bytes in the bootstrap itself.
+        let text = render(&opts).expect("render");
+        assert!(!text.contains("BEGIN"), "{text}");
+        let files = sds_files(&opts);
+        assert_eq!(files.len(), 2);
+        let client = &files[1].1["resources"][0];
+        assert_eq!(client["name"], XDS_CLIENT_SECRET);
+        assert_eq!(
+            client["tls_certificate"]["private_key"]["filename"],
+            "/etc/envoy/xds.key"
+        );
+        assert_eq!(
+            files[0].1["resources"][0]["validation_context"]["trusted_ca"]["filename"],
+            "/etc/sluice/ca.pem"
+        );
+    }
+
+    #[test]
+    fn an_ip_literal_is_checked_as_an_ip_san_without_sni() {
+        let mut opts = mk_opts();
+        opts.tls = Some(mk_tls(false, None));
+        let b = bootstrap(&opts).expect("valid");
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert!(tls.get("sni").is_none());
+        assert!(tls["common_tls_context"]
+            .get("tls_certificate_sds_secret_configs")
+            .is_none());
+        assert_eq!(
+            tls["common_tls_context"]["combined_validation_context"]["default_validation_context"]
+                ["match_typed_subject_alt_names"][0]["san_type"],
+            "IP_ADDRESS"
+        );
+        assert_eq!(sds_files(&opts).len(), 1);
+        // --xds-sni names what is checked instead.
+        opts.tls = Some(mk_tls(false, Some("sluice.internal")));
+        let b = bootstrap(&opts).expect("valid");
+        assert_eq!(
+            b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["sni"],
+            "sluice.internal"
+        );
+    }
+
+    #[test]
+    fn a_token_is_sent_as_authorization_metadata() {
+        let mut opts = mk_opts();
+        opts.token = Some("s3cret".into());
+        let b = bootstrap(&opts).expect("valid");
+        assert_eq!(
+            b["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"],
+            json!([{ "key": "authorization", "value": "Bearer s3cret" }])
+        );
+        opts.token = Some("two words".into());
+        assert_eq!(render(&opts), Err(BootstrapError::BadToken));
+    }
 }
