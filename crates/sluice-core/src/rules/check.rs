@@ -5,8 +5,9 @@
 //! and one run finds every problem.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,38 +151,36 @@ pub fn check_name(d: &mut Diags, name: &Spanned<String>, path: &str) -> String {
 /// An integer within `range`.
 pub fn int(
     d: &mut Diags,
-    value: &Spanned<String>,
+    value: &Spanned<impl AsRef<str>>,
     path: &str,
     range: RangeInclusive<u32>,
 ) -> Option<u32> {
-    let parsed = value
-        .as_str()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| range.contains(n));
+    let text: &str = (**value).as_ref();
+    let parsed = text.parse::<u32>().ok().filter(|n| range.contains(n));
     if parsed.is_none() {
         let msg = format!(
             "expected an integer from {} to {}, found `{}`",
             range.start(),
             range.end(),
-            value.as_str()
+            text
         );
         d.error(value.span(), path, msg);
     }
     parsed
 }
 
-pub fn port(d: &mut Diags, value: &Spanned<String>, path: &str) -> u16 {
+pub fn port(d: &mut Diags, value: &Spanned<impl AsRef<str>>, path: &str) -> u16 {
     int(d, value, path, 1..=65535)
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(0)
 }
 
-pub fn ip(d: &mut Diags, value: &Spanned<String>, path: &str) -> IpAddr {
-    match value.as_str().parse::<IpAddr>() {
+pub fn ip(d: &mut Diags, value: &Spanned<impl AsRef<str>>, path: &str) -> IpAddr {
+    let text: &str = (**value).as_ref();
+    match text.parse::<IpAddr>() {
         Ok(ip) => ip,
         Err(_) => {
-            let msg = format!("invalid IP address `{}`: expected an IPv4 or IPv6 literal such as 127.0.0.1 or ::1 (host names are not resolved)", value.as_str());
+            let msg = format!("invalid IP address `{text}`: expected an IPv4 or IPv6 literal such as 127.0.0.1 or ::1 (host names are not resolved)");
             d.error(value.span(), path, msg);
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         }
@@ -200,7 +199,48 @@ pub fn duration(d: &mut Diags, value: &Spanned<String>, path: &str) -> Option<Du
 
 /// A duplicate-detection key for an address and port.
 pub fn socket_key(address: IpAddr, port: u16) -> String {
-    std::net::SocketAddr::new(address, port).to_string()
+    SocketAddr::new(address, port).to_string()
+}
+
+/// The first line of each address and port, to report duplicate
+/// endpoints against: [`Seen`] keyed by `"ip:port"` strings cost an
+/// allocation and ~60 bytes per endpoint of a list that may hold 100,000s;
+/// this is 24 bytes a slot, and the text is only made for a duplicate.
+pub struct SeenSockets(HashMap<(IpAddr, u16), u32>);
+
+impl SeenSockets {
+    /// For a list of `len` endpoints.
+    pub fn with_capacity(len: usize) -> SeenSockets {
+        SeenSockets(HashMap::with_capacity(len))
+    }
+
+    /// Records `address:port` at `loc`; reports it (and returns false) if
+    /// it was seen before.
+    pub fn first(
+        &mut self,
+        d: &mut Diags,
+        (address, port): (IpAddr, u16),
+        loc: Loc,
+        path: &str,
+        what: &str,
+    ) -> bool {
+        let line = u32::try_from(loc.line).unwrap_or(u32::MAX);
+        match self.0.entry((address, port)) {
+            Entry::Occupied(first) => {
+                let msg = format!(
+                    "duplicate {what} `{}` (first defined at line {})",
+                    SocketAddr::new(address, port),
+                    first.get()
+                );
+                d.error_at(loc, path, msg);
+                false
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(line);
+                true
+            }
+        }
+    }
 }
 
 /// A duration greater than zero.

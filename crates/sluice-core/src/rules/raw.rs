@@ -9,11 +9,13 @@
 //! need range or format checks (ports, weights, durations) stay strings with
 //! their spans; `validate` turns them into model values.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::chunked::Chunked;
 use super::diagnose::{second_document, unknown_field};
 use super::discovery::{RawDiscovery, RawSources};
 use super::error::{Diags, Loc, ROOT};
@@ -51,8 +53,13 @@ pub struct RawService {
     pub connect_timeout: Option<Str>,
     #[serde(default)]
     pub lb_policy: Option<Str>,
-    #[serde(default)]
-    pub endpoints: Vec<Spanned<RawEndpoint>>,
+    /// In chunks, not one `Vec`: a service may list 100,000s of them.
+    /// In a `Cell` so that `validate`, which reads the rest of the file
+    /// through shared references, can take them and free each chunk once
+    /// it has built its model endpoints (raw and model endpoints are then
+    /// never all held at once).
+    #[serde(default, deserialize_with = "in_cell")]
+    pub endpoints: Cell<Chunked<Spanned<RawEndpoint>>>,
     #[serde(default)]
     pub subsets: SpannedMap<BTreeMap<String, String>>,
     // The sections below are rare and large inline (the struct was 1.6 KB,
@@ -83,21 +90,75 @@ pub struct RawService {
     pub tls: Option<Box<Spanned<RawUpstreamTls>>>,
 }
 
+/// An endpoint as written, in 56 bytes (the fields as read, 264): a file
+/// may hold 100,000s, all held until validation ends. Address and port are
+/// in every entry; the rest, rare, is boxed. Read as [`RawEndpointFields`]
+/// (so errors are serde's for that struct), then packed.
+#[derive(Deserialize)]
+#[serde(from = "RawEndpointFields")]
+pub struct RawEndpoint {
+    pub address: Spanned<Box<str>>,
+    pub port: Spanned<Box<str>>,
+    /// `None` when the entry has none of them.
+    pub more: Option<Box<RawEndpointMore>>,
+}
+
+/// The optional fields of an endpoint.
+pub struct RawEndpointMore {
+    pub weight: Option<Str>,
+    pub labels: BTreeMap<String, String>,
+    pub health: Option<Str>,
+    pub locality: Option<Spanned<RawLocality>>,
+    pub priority: Option<Str>,
+}
+
+/// An endpoint entry's fields as read, before [`RawEndpoint`] packs them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an endpoint mapping")]
-pub struct RawEndpoint {
-    pub address: Str,
-    pub port: Str,
+pub struct RawEndpointFields {
+    address: Spanned<Box<str>>,
+    port: Spanned<Box<str>>,
     #[serde(default)]
-    pub weight: Option<Str>,
+    weight: Option<Str>,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub health: Option<Str>,
+    health: Option<Str>,
     #[serde(default)]
-    pub locality: Option<Spanned<RawLocality>>,
+    locality: Option<Spanned<RawLocality>>,
     #[serde(default)]
-    pub priority: Option<Str>,
+    priority: Option<Str>,
+}
+
+impl From<RawEndpointFields> for RawEndpoint {
+    fn from(f: RawEndpointFields) -> RawEndpoint {
+        let RawEndpointFields {
+            address,
+            port,
+            weight,
+            labels,
+            health,
+            locality,
+            priority,
+        } = f;
+        let more = RawEndpointMore {
+            weight,
+            labels,
+            health,
+            locality,
+            priority,
+        };
+        let none = more.weight.is_none()
+            && more.labels.is_empty()
+            && more.health.is_none()
+            && more.locality.is_none()
+            && more.priority.is_none();
+        RawEndpoint {
+            address,
+            port,
+            more: (!none).then(|| Box::new(more)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -264,6 +325,13 @@ pub struct RawRetry {
     pub attempts: Option<Str>,
     #[serde(default)]
     pub per_try_timeout: Option<Str>,
+}
+
+/// serde reads a `Cell` of `Copy` values only.
+fn in_cell<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Cell<T>, D::Error> {
+    T::deserialize(d).map(Cell::new)
 }
 
 const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources"];

@@ -11,6 +11,7 @@ use super::*;
 use crate::model::{Backend, LbPolicy, PathMatch, RouteAction, WeightedBackend};
 
 mod diagnostics;
+mod endpoints;
 mod envoy_refusals;
 mod policy;
 mod tls;

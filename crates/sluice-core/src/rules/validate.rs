@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use crate::rules::yaml::Spanned;
 
-use super::check::{check_name, duration, int, ip, port, socket_key, Catalog, Seen};
+use super::check::{check_name, duration, int, ip, port, Catalog, Seen, SeenSockets};
+use super::chunked::Chunked;
 use super::discovery::{discovery, sources};
 use super::error::Diags;
 use super::listener::listeners;
-use super::raw::{Item, RawConfig, RawService};
+use super::raw::{Item, RawConfig, RawEndpoint, RawService};
 use super::service_policy::service_policy;
 use crate::model::{Config, Endpoint, Health, LbPolicy, Locality, Service, Sources};
 
@@ -86,42 +87,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
             }
         },
     };
-    let mut endpoints = Vec::new();
-    let mut seen = Seen::default();
-    for (i, ep) in raw.endpoints.iter().enumerate() {
-        let p = format!("{path}.endpoints[{i}]");
-        let address = ip(d, &ep.address, &format!("{p}.address"));
-        let port = port(d, &ep.port, &format!("{p}.port"));
-        let weight = match &ep.weight {
-            None => 1,
-            Some(w) => int(d, w, &format!("{p}.weight"), 1..=128).unwrap_or(1),
-        };
-        let key = socket_key(address, port);
-        let loc = d.loc(ep.span());
-        seen.first_at(d, key, loc, &p, "endpoint");
-        let health = match &ep.health {
-            None => Health::Healthy,
-            Some(h) => health(d, h, &format!("{p}.health")),
-        };
-        let priority = match &ep.priority {
-            None => 0,
-            Some(v) => int(d, v, &format!("{p}.priority"), 0..=10).unwrap_or(0),
-        };
-        let locality = ep.locality.as_ref().map(|l| Locality {
-            region: l.region.clone(),
-            zone: l.zone.clone(),
-            sub_zone: l.sub_zone.clone(),
-        });
-        endpoints.push(Endpoint {
-            address,
-            port,
-            labels: ep.labels.clone(),
-            weight,
-            health,
-            locality,
-            priority,
-        });
-    }
+    let endpoints = endpoints(raw.endpoints.take(), &path, d);
     let mut subsets = BTreeMap::new();
     for (subset, selector) in &raw.subsets.0 {
         let p = format!("{path}.subsets.{}", subset.as_str());
@@ -149,6 +115,58 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         subsets,
         policy,
     }
+}
+
+/// The model of a service's endpoints. The raw list is consumed: each
+/// chunk is freed once read, as the model list (allocated once, at its
+/// final size) fills.
+fn endpoints(raw: Chunked<Spanned<RawEndpoint>>, path: &str, d: &mut Diags) -> Vec<Endpoint> {
+    let mut endpoints = Vec::with_capacity(raw.len());
+    let mut seen = SeenSockets::with_capacity(raw.len());
+    for (i, ep) in raw.into_iter().enumerate() {
+        let p = format!("{path}.endpoints[{i}]");
+        let address = ip(d, &ep.address, &format!("{p}.address"));
+        let port = port(d, &ep.port, &format!("{p}.port"));
+        let more = ep.more.as_deref();
+        let weight = match more.and_then(|m| m.weight.as_ref()) {
+            None => 1,
+            Some(w) => int(d, w, &format!("{p}.weight"), 1..=128).unwrap_or(1),
+        };
+        let loc = d.loc(ep.span());
+        seen.first(d, (address, port), loc, &p, "endpoint");
+        let health = match more.and_then(|m| m.health.as_ref()) {
+            None => Health::Healthy,
+            Some(h) => health(d, h, &format!("{p}.health")),
+        };
+        let priority = match more.and_then(|m| m.priority.as_ref()) {
+            None => 0,
+            Some(v) => int(d, v, &format!("{p}.priority"), 0..=10).unwrap_or(0),
+        };
+        let (labels, locality) = match ep.into_inner().more {
+            None => (BTreeMap::new(), None),
+            Some(more) => {
+                let locality = more.locality.map(|l| {
+                    let l = l.into_inner();
+                    Locality {
+                        region: l.region,
+                        zone: l.zone,
+                        sub_zone: l.sub_zone,
+                    }
+                });
+                (more.labels, locality)
+            }
+        };
+        endpoints.push(Endpoint {
+            address,
+            port,
+            labels,
+            weight,
+            health,
+            locality,
+            priority,
+        });
+    }
+    endpoints
 }
 
 fn health(d: &mut Diags, raw: &Spanned<String>, path: &str) -> Health {
