@@ -1,5 +1,6 @@
 //! [`Chunked<T>`]: a YAML list read into fixed-size chunks, for the lists
-//! a rules file may hold hundreds of thousands of (a service's endpoints).
+//! a rules file may hold hundreds of thousands of (services, a service's
+//! endpoints).
 //!
 //! A `Vec` read item by item doubles its capacity as it grows: at each
 //! doubling the old and the new buffer are both held, and up to half of
@@ -39,6 +40,19 @@ impl<T> Chunked<T> {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Chunked<T> {
+    type Item = &'a T;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Box<[T]>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.iter().flatten()
+    }
 }
 
 impl<T> FromIterator<T> for Chunked<T> {
@@ -68,7 +82,7 @@ impl<T> IntoIterator for Chunked<T> {
 
 /// Fills one chunk at a time: the first grows from a few items (most lists
 /// are short), later ones start at [`CHUNK`].
-struct Builder<T> {
+pub struct Builder<T> {
     chunks: Vec<Box<[T]>>,
     current: Vec<T>,
     len: usize,
@@ -85,7 +99,7 @@ impl<T> Default for Builder<T> {
 }
 
 impl<T> Builder<T> {
-    fn push(&mut self, item: T) {
+    pub fn push(&mut self, item: T) {
         if self.current.len() == CHUNK {
             let full = std::mem::replace(&mut self.current, Vec::with_capacity(CHUNK));
             // Full: its length is its capacity, so no copy is made.
@@ -95,7 +109,7 @@ impl<T> Builder<T> {
         self.len += 1;
     }
 
-    fn finish(mut self) -> Chunked<T> {
+    pub fn finish(mut self) -> Chunked<T> {
         if !self.current.is_empty() {
             self.chunks.push(self.current.into_boxed_slice());
         }
@@ -142,6 +156,10 @@ mod tests {
                 .iter()
                 .all(|c| c.len() <= CHUNK && !c.is_empty()));
             assert_eq!(list.chunks.len(), n.div_ceil(CHUNK));
+            assert_eq!(
+                list.iter().copied().collect::<Vec<_>>(),
+                (0..n).collect::<Vec<_>>()
+            );
             assert_eq!(
                 list.into_iter().collect::<Vec<_>>(),
                 (0..n).collect::<Vec<_>>()

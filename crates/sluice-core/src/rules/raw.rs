@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::chunked::Chunked;
+use super::chunked::{self, Chunked};
 use super::diagnose::{second_document, unknown_field};
 use super::discovery::{RawDiscovery, RawSources};
 use super::error::{Diags, Loc, ROOT};
@@ -30,8 +30,9 @@ type Str = Spanned<String>;
 /// The whole file; entries that failed to deserialize are left out (and
 /// reported).
 pub struct RawConfig {
-    pub services: Vec<Item<RawService>>,
-    pub listeners: Vec<Item<RawListener>>,
+    /// In chunks (see `chunked`): a file may hold 100,000s of services.
+    pub services: Chunked<Item<RawService>>,
+    pub listeners: Chunked<Item<RawListener>>,
     /// The `sources` section; `None` when absent or malformed (reported).
     pub sources: Option<RawSources>,
     /// Names of services whose entry failed to deserialize: references to
@@ -347,8 +348,8 @@ pub fn load(text: &str, diags: &mut Diags) -> Option<RawConfig> {
         );
     }
     let mut raw = RawConfig {
-        services: Vec::new(),
-        listeners: Vec::new(),
+        services: Chunked::default(),
+        listeners: Chunked::default(),
         sources: None,
         broken_services: BTreeSet::new(),
     };
@@ -443,21 +444,21 @@ fn items<T: DeserializeOwned>(
     field: &str,
     diags: &mut Diags,
     broken_names: &mut BTreeSet<String>,
-) -> Result<Vec<Item<T>>, yaml::Error> {
+) -> Result<Chunked<Item<T>>, yaml::Error> {
     match events.peek_node()? {
         NodeStart::Sequence(_) => events.enter()?,
         NodeStart::Scalar { value: "", .. } => {
             events.skip_node()?;
-            return Ok(Vec::new());
+            return Ok(Chunked::default());
         }
         NodeStart::Mapping(at) | NodeStart::Scalar { at, .. } | NodeStart::End(at) => {
             let msg = format!("wrong type: `{field}` must be a list");
             diags.error_at(Loc::from(at), field, msg);
             events.skip_node()?;
-            return Ok(Vec::new());
+            return Ok(Chunked::default());
         }
     }
-    let mut out = Vec::new();
+    let mut out = chunked::Builder::default();
     let mut index = 0;
     while events.next_item()? {
         match events.entry::<T>(&format!("{field}[{index}]")) {
@@ -472,5 +473,5 @@ fn items<T: DeserializeOwned>(
         }
         index += 1;
     }
-    Ok(out)
+    Ok(out.finish())
 }
