@@ -124,15 +124,15 @@ pub fn service_policy(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags)
         }
     }
     ServicePolicy {
-        health_check,
+        health_check: health_check.map(Box::new),
         panic_threshold,
-        outlier_detection,
-        circuit_breakers,
+        outlier_detection: outlier_detection.map(Box::new),
+        circuit_breakers: circuit_breakers.map(Box::new),
         least_request,
         slow_start,
         locality_lb,
         protocol,
-        tls,
+        tls: tls.map(Box::new),
     }
 }
 
