@@ -147,11 +147,11 @@ fn endpoints(raw: Chunked<Spanned<RawEndpoint>>, path: &str, d: &mut Diags) -> V
             Some(more) => {
                 let locality = more.locality.map(|l| {
                     let l = l.into_inner();
-                    Locality {
+                    Box::new(Locality {
                         region: l.region,
                         zone: l.zone,
                         sub_zone: l.sub_zone,
-                    }
+                    })
                 });
                 (more.labels, locality)
             }
