@@ -46,49 +46,160 @@ pub struct Item<T> {
     pub raw: T,
 }
 
+/// A service as written: its name, endpoints and subsets, and the rest,
+/// which most services leave out, boxed (`more`): 96 bytes, not 304 (a
+/// file may hold 100,000s of services, all held until validation ends).
+/// Read as [`RawServiceFields`] (so errors are serde's for that struct),
+/// then packed.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a service mapping")]
+#[serde(from = "RawServiceFields")]
 pub struct RawService {
     pub name: Str,
-    #[serde(default)]
-    pub connect_timeout: Option<Str>,
-    #[serde(default)]
-    pub lb_policy: Option<Str>,
     /// In chunks, not one `Vec`: a service may list 100,000s of them.
     /// In a `Cell` so that `validate`, which reads the rest of the file
     /// through shared references, can take them and free each chunk once
     /// it has built its model endpoints (raw and model endpoints are then
     /// never all held at once).
-    #[serde(default, deserialize_with = "in_cell")]
     pub endpoints: Cell<Chunked<Spanned<RawEndpoint>>>,
-    #[serde(default)]
     pub subsets: SpannedMap<BTreeMap<String, String>>,
-    // The sections below are rare and large inline (the struct was 1.6 KB,
-    // held per service until validation ends): boxed, an absent one costs
-    // 8 bytes.
-    #[serde(default)]
+    /// `None` when the entry sets none of [`RawServiceMore`]'s fields.
+    more: Option<Box<RawServiceMore>>,
+}
+
+/// A service's optional settings.
+pub struct RawServiceMore {
+    pub connect_timeout: Option<Str>,
+    pub lb_policy: Option<Str>,
     pub discovery: Option<Box<Spanned<RawDiscovery>>>,
     // Traffic policy (see `raw_policy`).
-    #[serde(default)]
     pub health_check: Option<Box<Spanned<RawHealthCheck>>>,
-    #[serde(default)]
     pub panic_threshold: Option<Str>,
-    #[serde(default)]
     pub outlier_detection: Option<Box<Spanned<RawOutlier>>>,
-    #[serde(default)]
     pub circuit_breakers: Option<Box<Spanned<RawCircuitBreakers>>>,
-    #[serde(default)]
     pub least_request: Option<Box<Spanned<RawLeastRequest>>>,
-    #[serde(default)]
     pub slow_start: Option<Box<Spanned<RawSlowStart>>>,
-    #[serde(default)]
     pub locality_weights: Option<Spanned<Vec<Spanned<RawLocalityWeight>>>>,
-    #[serde(default)]
     pub zone_aware: Option<Box<Spanned<RawZoneAware>>>,
-    #[serde(default)]
     pub protocol: Option<Str>,
-    #[serde(default)]
     pub tls: Option<Box<Spanned<RawUpstreamTls>>>,
+}
+
+/// What a service without optional settings reads as its settings.
+static NO_MORE: RawServiceMore = RawServiceMore {
+    connect_timeout: None,
+    lb_policy: None,
+    discovery: None,
+    health_check: None,
+    panic_threshold: None,
+    outlier_detection: None,
+    circuit_breakers: None,
+    least_request: None,
+    slow_start: None,
+    locality_weights: None,
+    zone_aware: None,
+    protocol: None,
+    tls: None,
+};
+
+impl RawService {
+    /// The optional settings (all `None` when the entry has none).
+    pub fn more(&self) -> &RawServiceMore {
+        self.more.as_deref().unwrap_or(&NO_MORE)
+    }
+}
+
+/// A service entry's fields as read, before [`RawService`] packs them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a service mapping")]
+pub struct RawServiceFields {
+    name: Str,
+    #[serde(default)]
+    connect_timeout: Option<Str>,
+    #[serde(default)]
+    lb_policy: Option<Str>,
+    #[serde(default, deserialize_with = "in_cell")]
+    endpoints: Cell<Chunked<Spanned<RawEndpoint>>>,
+    #[serde(default)]
+    subsets: SpannedMap<BTreeMap<String, String>>,
+    #[serde(default)]
+    discovery: Option<Box<Spanned<RawDiscovery>>>,
+    #[serde(default)]
+    health_check: Option<Box<Spanned<RawHealthCheck>>>,
+    #[serde(default)]
+    panic_threshold: Option<Str>,
+    #[serde(default)]
+    outlier_detection: Option<Box<Spanned<RawOutlier>>>,
+    #[serde(default)]
+    circuit_breakers: Option<Box<Spanned<RawCircuitBreakers>>>,
+    #[serde(default)]
+    least_request: Option<Box<Spanned<RawLeastRequest>>>,
+    #[serde(default)]
+    slow_start: Option<Box<Spanned<RawSlowStart>>>,
+    #[serde(default)]
+    locality_weights: Option<Spanned<Vec<Spanned<RawLocalityWeight>>>>,
+    #[serde(default)]
+    zone_aware: Option<Box<Spanned<RawZoneAware>>>,
+    #[serde(default)]
+    protocol: Option<Str>,
+    #[serde(default)]
+    tls: Option<Box<Spanned<RawUpstreamTls>>>,
+}
+
+impl From<RawServiceFields> for RawService {
+    fn from(f: RawServiceFields) -> RawService {
+        let RawServiceFields {
+            name,
+            connect_timeout,
+            lb_policy,
+            endpoints,
+            subsets,
+            discovery,
+            health_check,
+            panic_threshold,
+            outlier_detection,
+            circuit_breakers,
+            least_request,
+            slow_start,
+            locality_weights,
+            zone_aware,
+            protocol,
+            tls,
+        } = f;
+        let more = RawServiceMore {
+            connect_timeout,
+            lb_policy,
+            discovery,
+            health_check,
+            panic_threshold,
+            outlier_detection,
+            circuit_breakers,
+            least_request,
+            slow_start,
+            locality_weights,
+            zone_aware,
+            protocol,
+            tls,
+        };
+        let none = more.connect_timeout.is_none()
+            && more.lb_policy.is_none()
+            && more.discovery.is_none()
+            && more.health_check.is_none()
+            && more.panic_threshold.is_none()
+            && more.outlier_detection.is_none()
+            && more.circuit_breakers.is_none()
+            && more.least_request.is_none()
+            && more.slow_start.is_none()
+            && more.locality_weights.is_none()
+            && more.zone_aware.is_none()
+            && more.protocol.is_none()
+            && more.tls.is_none();
+        RawService {
+            name,
+            endpoints,
+            subsets,
+            more: (!none).then(|| Box::new(more)),
+        }
+    }
 }
 
 /// An endpoint as written, in 56 bytes (the fields as read, 264): a file

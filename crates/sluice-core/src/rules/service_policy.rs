@@ -7,7 +7,7 @@ use crate::rules::yaml::Spanned;
 
 use super::check::{int, positive};
 use super::error::Diags;
-use super::raw::RawService;
+use super::raw::{RawService, RawServiceMore};
 use super::resilience::{circuit_breakers, health_check, outlier};
 use crate::model::{
     HealthCheck, HealthCheckKind, LbPolicy, LeastRequest, Locality, LocalityLb, LocalityWeight,
@@ -21,6 +21,7 @@ const PROTOCOLS: &[(&str, UpstreamProtocol)] = &[
 ];
 
 pub fn service_policy(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags) -> ServicePolicy {
+    let raw = raw.more();
     let health_check = raw
         .health_check
         .as_ref()
@@ -136,7 +137,12 @@ pub fn service_policy(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags)
     }
 }
 
-fn locality_lb(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags) -> Option<LocalityLb> {
+fn locality_lb(
+    raw: &RawServiceMore,
+    lb: LbPolicy,
+    path: &str,
+    d: &mut Diags,
+) -> Option<LocalityLb> {
     let weighted = raw.locality_weights.as_ref().map(|list| {
         let p = format!("{path}.locality_weights");
         if list.is_empty() {

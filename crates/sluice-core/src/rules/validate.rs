@@ -57,7 +57,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
     let raw = &item.raw;
     let path = format!("services[{}]", item.index);
     let name = check_name(d, &raw.name, &format!("{path}.name"));
-    let connect_timeout = match &raw.connect_timeout {
+    let connect_timeout = match &raw.more().connect_timeout {
         None => Duration::from_secs(1),
         Some(raw_t) => {
             let p = format!("{path}.connect_timeout");
@@ -71,7 +71,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
             }
         }
     };
-    let lb_policy = match &raw.lb_policy {
+    let lb_policy = match &raw.more().lb_policy {
         None => LbPolicy::RoundRobin,
         Some(p) => match LB_POLICIES.iter().find(|(n, _)| *n == p.as_str()) {
             Some((_, policy)) => *policy,
@@ -101,7 +101,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         }
         subsets.insert(subset.to_string(), selector.clone());
     }
-    let discovery = match &raw.discovery {
+    let discovery = match &raw.more().discovery {
         None => Vec::new(),
         Some(raw_d) => discovery(raw_d, sources, &path, d),
     };
