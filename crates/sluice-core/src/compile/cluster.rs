@@ -178,7 +178,7 @@ fn locality_weight(
     service: &model::Service,
     locality: Option<&model::Locality>,
 ) -> Option<UInt32Value> {
-    let Some(model::LocalityLb::Weighted(weights)) = &service.policy.locality_lb else {
+    let Some(model::LocalityLb::Weighted(weights)) = service.policy.locality_lb.as_deref() else {
         return None;
     };
     let here = locality.cloned().unwrap_or_default();

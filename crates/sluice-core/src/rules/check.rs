@@ -34,12 +34,19 @@ pub struct Catalog<'a> {
     pub lua: Option<&'a LuaCheck>,
 }
 
-/// First occurrence of each key, to report duplicates against. Names are
-/// borrowed from the raw file, not copied (a name can be megabytes long).
+/// The line of the first occurrence of each key, to report duplicates
+/// against. Names are borrowed from the raw file, not copied (a name can
+/// be megabytes long).
 #[derive(Default)]
-pub struct Seen<'a>(HashMap<Cow<'a, str>, Loc>);
+pub struct Seen<'a>(HashMap<Cow<'a, str>, u32>);
 
 impl<'a> Seen<'a> {
+    /// For a list of `len` names (a file may hold 100,000s of services:
+    /// the table is not grown, and copied, on the way).
+    pub fn with_capacity(len: usize) -> Seen<'a> {
+        Seen(HashMap::with_capacity(len))
+    }
+
     /// Records `name`; reports it (and returns false) if it was seen before.
     pub fn first(
         &mut self,
@@ -66,13 +73,13 @@ impl<'a> Seen<'a> {
                 let msg = format!(
                     "duplicate {what} `{}` (first defined at line {})",
                     shown(&key),
-                    first.line
+                    first
                 );
                 d.error_at(loc, path, msg);
                 false
             }
             None => {
-                self.0.insert(key, loc);
+                self.0.insert(key, line_of(loc));
                 true
             }
         }
@@ -224,7 +231,6 @@ impl SeenSockets {
         path: &str,
         what: &str,
     ) -> bool {
-        let line = u32::try_from(loc.line).unwrap_or(u32::MAX);
         match self.0.entry((address, port)) {
             Entry::Occupied(first) => {
                 let msg = format!(
@@ -236,11 +242,17 @@ impl SeenSockets {
                 false
             }
             Entry::Vacant(slot) => {
-                slot.insert(line);
+                slot.insert(line_of(loc));
                 true
             }
         }
     }
+}
+
+/// A line as duplicate detection keeps it (a file of more than 4 G lines
+/// is refused long before).
+fn line_of(loc: Loc) -> u32 {
+    u32::try_from(loc.line).unwrap_or(u32::MAX)
 }
 
 /// A duration greater than zero.

@@ -129,9 +129,9 @@ pub fn service_policy(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags)
         panic_threshold,
         outlier_detection: outlier_detection.map(Box::new),
         circuit_breakers: circuit_breakers.map(Box::new),
-        least_request,
-        slow_start,
-        locality_lb,
+        least_request: least_request.map(Box::new),
+        slow_start: slow_start.map(Box::new),
+        locality_lb: locality_lb.map(Box::new),
         protocol,
         tls: tls.map(Box::new),
     }

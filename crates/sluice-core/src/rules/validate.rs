@@ -31,7 +31,7 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
 pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Config {
     let sources = sources(raw.sources.as_ref(), d);
     let mut services = BTreeMap::new();
-    let mut seen = Seen::default();
+    let mut seen = Seen::with_capacity(raw.services.len());
     for item in &raw.services {
         let service = service(item, &sources, d);
         let path = format!("services[{}].name", item.index);

@@ -67,7 +67,7 @@ fn service(eps: &[Ep], weighted: bool) -> Service {
         .into();
     let mut policy = crate::model::ServicePolicy::default();
     if weighted {
-        policy.locality_lb = Some(crate::model::LocalityLb::Weighted(
+        policy.locality_lb = Some(Box::new(crate::model::LocalityLb::Weighted(
             (0..4)
                 .filter_map(locality)
                 .map(|locality| crate::model::LocalityWeight {
@@ -75,7 +75,7 @@ fn service(eps: &[Ep], weighted: bool) -> Service {
                     weight: 7,
                 })
                 .collect(),
-        ));
+        )));
     }
     Service {
         name: "svc".into(),
