@@ -5,9 +5,8 @@
 //! and one run finds every problem.
 
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,52 +205,47 @@ pub fn duration(d: &mut Diags, value: &Spanned<String>, path: &str) -> Option<Du
 
 /// A duplicate-detection key for an address and port.
 pub fn socket_key(address: IpAddr, port: u16) -> String {
-    SocketAddr::new(address, port).to_string()
+    std::net::SocketAddr::new(address, port).to_string()
 }
 
-/// The first line of each address and port, to report duplicate
-/// endpoints against: [`Seen`] keyed by `"ip:port"` strings cost an
-/// allocation and ~60 bytes per endpoint of a list that may hold 100,000s;
-/// this is 24 bytes a slot, and the text is only made for a duplicate.
-pub struct SeenSockets(HashMap<(IpAddr, u16), u32>);
-
-impl SeenSockets {
-    /// For a list of `len` endpoints.
-    pub fn with_capacity(len: usize) -> SeenSockets {
-        SeenSockets(HashMap::with_capacity(len))
+/// The items of a list that repeat an earlier item's key, as (index, line
+/// of the first item with that key), in index order; `keys` gives each
+/// item's key and line, in list order. For lists too long for a table of
+/// keys held while they are read (a service's endpoints, 100,000s): the
+/// keys are sorted here and dropped, before the caller builds anything,
+/// so they never add to what it holds at its peak. A list is at most
+/// `u32::MAX` items (a rules file in memory is far smaller).
+pub fn repeats<K: Ord>(keys: impl Iterator<Item = (K, u32)>) -> Vec<(u32, u32)> {
+    let mut keys: Vec<(K, u32, u32)> = keys
+        .enumerate()
+        .map(|(i, (key, line))| (key, u32::try_from(i).unwrap_or(u32::MAX), line))
+        .collect();
+    keys.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut out = Vec::new();
+    for same in keys.chunk_by(|a, b| a.0 == b.0) {
+        let first_line = same[0].2;
+        out.extend(same[1..].iter().map(|&(_, index, _)| (index, first_line)));
     }
+    out.sort_unstable();
+    out
+}
 
-    /// Records `address:port` at `loc`; reports it (and returns false) if
-    /// it was seen before.
-    pub fn first(
-        &mut self,
-        d: &mut Diags,
-        (address, port): (IpAddr, u16),
-        loc: Loc,
-        path: &str,
-        what: &str,
-    ) -> bool {
-        match self.0.entry((address, port)) {
-            Entry::Occupied(first) => {
-                let msg = format!(
-                    "duplicate {what} `{}` (first defined at line {})",
-                    SocketAddr::new(address, port),
-                    first.get()
-                );
-                d.error_at(loc, path, msg);
-                false
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(line_of(loc));
-                true
-            }
-        }
-    }
+/// An address and port as [`ip`] and [`port`] read them, placeholders
+/// included, without reporting anything.
+pub fn socket_quietly(address: &str, port: &str) -> (IpAddr, u16) {
+    let address = address.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = port
+        .parse::<u32>()
+        .ok()
+        .filter(|p| (1..=65535).contains(p))
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
+    (address, port)
 }
 
 /// A line as duplicate detection keeps it (a file of more than 4 G lines
 /// is refused long before).
-fn line_of(loc: Loc) -> u32 {
+pub fn line_of(loc: Loc) -> u32 {
     u32::try_from(loc.line).unwrap_or(u32::MAX)
 }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use crate::rules::yaml::Spanned;
 
-use super::check::{check_name, duration, int, ip, port, Catalog, Seen, SeenSockets};
+use super::check::{
+    check_name, duration, int, ip, line_of, port, repeats, socket_quietly, Catalog, Seen,
+};
 use super::chunked::Chunked;
 use super::discovery::{discovery, sources};
 use super::error::Diags;
@@ -119,10 +121,15 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
 
 /// The model of a service's endpoints. The raw list is consumed: each
 /// chunk is freed once read, as the model list (allocated once, at its
-/// final size) fills.
+/// final size) fills. Duplicates (same address and port) are found
+/// first, by sorting ([`repeats`]), and reported in list order.
 fn endpoints(raw: Chunked<Spanned<RawEndpoint>>, path: &str, d: &mut Diags) -> Vec<Endpoint> {
+    let keys = raw.iter().map(|ep| {
+        let key = socket_quietly(&ep.address, &ep.port);
+        (key, line_of(d.loc(ep.span())))
+    });
+    let mut repeats = repeats(keys).into_iter().peekable();
     let mut endpoints = Vec::with_capacity(raw.len());
-    let mut seen = SeenSockets::with_capacity(raw.len());
     for (i, ep) in raw.into_iter().enumerate() {
         let p = format!("{path}.endpoints[{i}]");
         let address = ip(d, &ep.address, &format!("{p}.address"));
@@ -132,8 +139,11 @@ fn endpoints(raw: Chunked<Spanned<RawEndpoint>>, path: &str, d: &mut Diags) -> V
             None => 1,
             Some(w) => int(d, w, &format!("{p}.weight"), 1..=128).unwrap_or(1),
         };
-        let loc = d.loc(ep.span());
-        seen.first(d, (address, port), loc, &p, "endpoint");
+        if let Some((_, first)) = repeats.next_if(|&(index, _)| index as usize == i) {
+            let socket = std::net::SocketAddr::new(address, port);
+            let msg = format!("duplicate endpoint `{socket}` (first defined at line {first})");
+            d.error(ep.span(), &p, msg);
+        }
         let health = match more.and_then(|m| m.health.as_ref()) {
             None => Health::Healthy,
             Some(h) => health(d, h, &format!("{p}.health")),

@@ -25,9 +25,10 @@ fn a_duplicate_endpoint_is_reported_where_it_repeats_with_the_first_line() {
         plain("::1", 80),
         plain("10.0.0.1", 8080),
         plain("0:0::1", 80),
+        plain("10.0.0.1", 8080),
     ]);
     let diags = mk_errors(&text);
-    assert_eq!(diags.len(), 2, "{diags:#?}");
+    assert_eq!(diags.len(), 3, "{diags:#?}");
     assert_diag(
         &diags[0],
         7,
@@ -43,6 +44,26 @@ fn a_duplicate_endpoint_is_reported_where_it_repeats_with_the_first_line() {
         "services[0].endpoints[4]",
         "duplicate endpoint `[::1]:80` (first defined at line 6)",
     );
+    // A third copy names the first, not the second.
+    assert_diag(
+        &diags[2],
+        9,
+        9,
+        "services[0].endpoints[5]",
+        "duplicate endpoint `10.0.0.1:8080` (first defined at line 4)",
+    );
+}
+
+#[test]
+fn endpoints_with_the_same_invalid_address_are_duplicates_too() {
+    // An invalid address reads as 0.0.0.0 (an invalid port as 0), as it
+    // always has: two such entries also collide.
+    let text = service_with(&[plain("nope", 80), plain("nada", 80)]);
+    let diags = mk_errors(&text);
+    let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(diags.len(), 3, "{messages:#?}");
+    let dup = "duplicate endpoint `0.0.0.0:80` (first defined at line 4)";
+    assert!(messages.iter().any(|m| m.contains(dup)), "{messages:#?}");
 }
 
 #[test]
