@@ -40,12 +40,6 @@ pub struct Catalog<'a> {
 pub struct Seen<'a>(HashMap<Cow<'a, str>, u32>);
 
 impl<'a> Seen<'a> {
-    /// For a list of `len` names (a file may hold 100,000s of services:
-    /// the table is not grown, and copied, on the way).
-    pub fn with_capacity(len: usize) -> Seen<'a> {
-        Seen(HashMap::with_capacity(len))
-    }
-
     /// Records `name`; reports it (and returns false) if it was seen before.
     pub fn first(
         &mut self,

@@ -12,11 +12,11 @@ use std::time::Duration;
 use crate::rules::yaml::Spanned;
 
 use super::check::{
-    check_name, duration, int, ip, line_of, port, repeats, socket_quietly, Catalog, Seen,
+    check_name, duration, int, ip, line_of, port, repeats, socket_quietly, Catalog,
 };
 use super::chunked::Chunked;
 use super::discovery::{discovery, sources};
-use super::error::Diags;
+use super::error::{shown, Diags};
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawEndpoint, RawService};
 use super::service_policy::service_policy;
@@ -33,12 +33,29 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
 pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Config {
     let sources = sources(raw.sources.as_ref(), d);
     let mut services = BTreeMap::new();
-    let mut seen = Seen::with_capacity(raw.services.len());
-    for item in &raw.services {
+    // Duplicate names are found first, by sorting (`repeats`): a table of
+    // every name would be held beside the model at its peak (a file may
+    // hold 100,000s of services).
+    let names = raw.services.iter().map(|item| {
+        let name = &item.raw.name;
+        (name.as_str(), line_of(d.loc(name.span())))
+    });
+    let mut repeats = repeats(names).into_iter().peekable();
+    for (i, item) in raw.services.iter().enumerate() {
         let service = service(item, &sources, d);
-        let path = format!("services[{}].name", item.index);
-        if seen.first(d, &item.raw.name, &path, "service name") {
-            services.insert(service.name.clone(), Arc::new(service));
+        let name = &item.raw.name;
+        match repeats.next_if(|&(index, _)| index as usize == i) {
+            Some((_, first)) => {
+                let path = format!("services[{}].name", item.index);
+                let msg = format!(
+                    "duplicate service name `{}` (first defined at line {first})",
+                    shown(name)
+                );
+                d.error(name.span(), path, msg);
+            }
+            None => {
+                services.insert(service.name.clone(), Arc::new(service));
+            }
         }
     }
     let catalog = Catalog {
