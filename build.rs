@@ -1,7 +1,11 @@
-//! Compiles `proto/` without `protoc`: `protox` parses the files into a
-//! descriptor set in pure Rust, and `tonic-prost-build` generates the
-//! messages, client and server from it. A fresh machine needs nothing
-//! beyond cargo for the project's own protos.
+//! Compiles protos without `protoc`: `protox` parses the files into a
+//! descriptor set in pure Rust, and `tonic-prost-build` generates Rust from
+//! it. A fresh machine needs nothing beyond cargo.
+//!
+//! - `proto/sluice/admin/v1/rollout.proto`: the admin API's messages,
+//!   client and server.
+//!
+//! The Envoy discovery services are generated in crates/sluice-envoy-grpc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/sluice/admin/v1/rollout.proto";

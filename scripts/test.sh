@@ -40,4 +40,5 @@ echo "etcd: $("${ETCD_BIN:-etcd}" --version 2>&1 | head -1)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-core-deps.sh
+python3 crates/sluice-envoy-api/vendor.py --check
 cargo test --workspace --all-targets --locked

@@ -48,7 +48,7 @@ use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::rules_watch::{Confirm, Planner, RulesStatus};
 use crate::xds::published::SnapshotRx;
-use crate::xds::registry::{ProxyStatus, Registry};
+use crate::xds::registry::{Denial, ProxyStatus, Registry};
 use crate::xds::{Snapshot, TypeUrl};
 
 #[derive(Clone)]
@@ -97,6 +97,8 @@ pub struct StatusDoc {
     /// Discovery sources, per kind, with each service's feed.
     pub sources: Vec<SourceStatus>,
     pub proxies: Vec<ProxyStatus>,
+    /// The last streams refused by access control, newest first.
+    pub xds_denials: Vec<Denial>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -162,6 +164,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
         rules,
         sources: sources(&state),
         proxies: state.registry.list(),
+        xds_denials: state.registry.denials(),
     })
 }
 

@@ -24,6 +24,7 @@
 //! the output is stable and diffable.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
@@ -58,7 +59,34 @@ pub struct BootstrapOptions {
     /// that name whose endpoints come from sluice over ADS (Envoy requires
     /// the local cluster to be static; CDS leaves it alone).
     pub local_cluster: Option<String>,
+    /// TLS to sluice (`--xds-ca`, `--client-cert`, `--client-key`,
+    /// `--xds-sni`).
+    pub tls: Option<XdsClientTls>,
+    /// A bearer token sent as gRPC initial metadata (`--token-file`).
+    pub token: Option<String>,
 }
+
+/// How Envoy reaches sluice over TLS. The files are named, never inlined:
+/// Envoy reads them through file-based SDS ([`sds_files`]) and so picks
+/// up a rotated certificate without a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsClientTls {
+    /// The CA bundle sluice's server certificate chains to (absolute).
+    pub ca: PathBuf,
+    /// The proxy's client certificate chain and key (absolute), for mTLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The server name to send and to verify sluice's certificate against;
+    /// default: the host of `--xds`.
+    pub sni: Option<String>,
+    /// Where the SDS files are written (the bootstrap's directory).
+    pub sds_dir: PathBuf,
+}
+
+/// The name of the SDS secret holding the proxy's client certificate.
+pub const XDS_CLIENT_SECRET: &str = "sluice_xds_client";
+/// The name of the SDS secret holding the CA sluice's certificate is
+/// checked against.
+pub const XDS_CA_SECRET: &str = "sluice_xds_ca";
 
 /// Why a bootstrap could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +105,8 @@ pub enum BootstrapError {
     LocalClusterIsXds,
     #[error("admin address {0} is not loopback; Envoy's admin interface must not be exposed")]
     AdminNotLoopback(IpAddr),
+    #[error("the token holds characters an HTTP header cannot carry (control characters or whitespace inside)")]
+    BadToken,
 }
 
 impl BootstrapOptions {
@@ -99,6 +129,8 @@ impl BootstrapOptions {
             admin_port: Self::DEFAULT_ADMIN_PORT,
             delta: false,
             local_cluster: None,
+            tls: None,
+            token: None,
         }
     }
 
@@ -122,6 +154,11 @@ impl BootstrapOptions {
         }
         if !self.admin_address.is_loopback() {
             return Err(BootstrapError::AdminNotLoopback(self.admin_address));
+        }
+        if let Some(token) = &self.token {
+            if token.is_empty() || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(BootstrapError::BadToken);
+            }
         }
         Ok(())
     }
@@ -158,17 +195,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
             "ads_config": {
                 "api_type": if opts.delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
-                "grpc_services": [{
-                    "envoy_grpc": {
-                        "cluster_name": XDS_CLUSTER,
-                        "retry_policy": {
-                            "retry_back_off": {
-                                "base_interval": XDS_RETRY_BASE,
-                                "max_interval": XDS_RETRY_MAX,
-                            },
-                        },
-                    },
-                }],
+                "grpc_services": [grpc_service(opts)],
                 "set_node_on_first_message_only": true,
             },
             "cds_config": ads.clone(),
@@ -191,6 +218,113 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
     Ok(value)
 }
 
+/// The ADS gRPC service: the `sluice_xds` cluster, retried quickly, with
+/// the token as `authorization` metadata when there is one.
+fn grpc_service(opts: &BootstrapOptions) -> Value {
+    let mut service = json!({
+        "envoy_grpc": {
+            "cluster_name": XDS_CLUSTER,
+            "retry_policy": {
+                "retry_back_off": {
+                    "base_interval": XDS_RETRY_BASE,
+                    "max_interval": XDS_RETRY_MAX,
+                },
+            },
+        },
+    });
+    if let Some(token) = &opts.token {
+        service["initial_metadata"] =
+            json!([{ "key": "authorization", "value": format!("Bearer {token}") }]);
+    }
+    service
+}
+
+/// The files Envoy reads its xDS TLS secrets from (file-based SDS), with
+/// their contents: the client certificate and the CA. Empty without TLS.
+pub fn sds_files(opts: &BootstrapOptions) -> Vec<(PathBuf, Value)> {
+    let Some(tls) = &opts.tls else {
+        return Vec::new();
+    };
+    let secret = |name: &str, body: (&str, Value)| {
+        let mut secret = json!({
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": name,
+        });
+        secret[body.0] = body.1;
+        json!({ "resources": [secret] })
+    };
+    let mut files = vec![(
+        tls.sds_dir.join(format!("{XDS_CA_SECRET}.json")),
+        secret(
+            XDS_CA_SECRET,
+            (
+                "validation_context",
+                json!({ "trusted_ca": { "filename": tls.ca } }),
+            ),
+        ),
+    )];
+    if let Some((cert, key)) = &tls.client {
+        files.push((
+            tls.sds_dir.join(format!("{XDS_CLIENT_SECRET}.json")),
+            secret(
+                XDS_CLIENT_SECRET,
+                (
+                    "tls_certificate",
+                    json!({
+                        "certificate_chain": { "filename": cert },
+                        "private_key": { "filename": key },
+                    }),
+                ),
+            ),
+        ));
+    }
+    files
+}
+
+/// The xDS cluster's TLS: ALPN h2, the CA and client certificate from
+/// the SDS files, and sluice's certificate checked for the server name.
+fn transport_socket(host: &str, tls: &XdsClientTls) -> Value {
+    let sds = |name: &str| {
+        json!({
+            "name": name,
+            "sds_config": {
+                "path_config_source": {
+                    "path": tls.sds_dir.join(format!("{name}.json")),
+                },
+                "resource_api_version": "V3",
+            },
+        })
+    };
+    let name = tls.sni.as_deref().unwrap_or(host);
+    let san_type = if name.parse::<IpAddr>().is_ok() {
+        "IP_ADDRESS"
+    } else {
+        "DNS"
+    };
+    let mut common = json!({
+        "alpn_protocols": ["h2"],
+        "combined_validation_context": {
+            "default_validation_context": {
+                "match_typed_subject_alt_names": [
+                    { "san_type": san_type, "matcher": { "exact": name } },
+                ],
+            },
+            "validation_context_sds_secret_config": sds(XDS_CA_SECRET),
+        },
+    });
+    if tls.client.is_some() {
+        common["tls_certificate_sds_secret_configs"] = json!([sds(XDS_CLIENT_SECRET)]);
+    }
+    let mut context = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    });
+    if san_type == "DNS" {
+        context["sni"] = json!(name);
+    }
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": context })
+}
+
 fn xds_cluster(opts: &BootstrapOptions) -> Value {
     // An IP literal needs no resolution; a name is re-resolved by Envoy so a
     // moved control plane is found again. `[::1]` is accepted as well.
@@ -200,7 +334,7 @@ fn xds_cluster(opts: &BootstrapOptions) -> Value {
     } else {
         "STRICT_DNS"
     };
-    json!({
+    let mut cluster = json!({
         "name": XDS_CLUSTER,
         "type": discovery,
         "connect_timeout": "1s",
@@ -223,7 +357,11 @@ fn xds_cluster(opts: &BootstrapOptions) -> Value {
                 }],
             }],
         },
-    })
+    });
+    if let Some(tls) = &opts.tls {
+        cluster["transport_socket"] = transport_socket(host, tls);
+    }
+    cluster
 }
 
 fn socket_address(address: &str, port: u16) -> Value {

@@ -3,7 +3,7 @@
 //!
 //! Only the dispatcher: each subcommand's arguments and `run()` live in
 //! its own module (`serve_cli`, `rules_cli`, `bootstrap_cli`,
-//! `status_cli`, `sim::cli`, `drain_cli`, `rollout_cli`), which share
+//! `status_cli`, `sim_cli`, `drain_cli`, `rollout_cli`), which share
 //! `cli_support` and never import this module.
 
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ use crate::drain_cli::DrainCommand;
 use crate::rollout_cli::RolloutArgs;
 use crate::rules_cli::{DiffArgs, RulesCommand};
 use crate::serve_cli::{ServeArgs, ValidateArgs};
-use crate::sim::cli::SimArgs;
+use crate::sim_cli::SimArgs;
 use crate::status_cli::StatusArgs;
 
 #[derive(Debug, Parser)]

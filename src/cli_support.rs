@@ -3,7 +3,7 @@
 //! reading the admin token (file or `$SLUICE_ADMIN_TOKEN`), the runtime a
 //! command runs on, the admin HTTP client and its answer decoding. The
 //! subcommand modules (`drain_cli`, `rules_cli`, `status_cli`, `rollout_cli`,
-//! `sim::cli`) import this, never `cli`, which only dispatches to them.
+//! `sim_cli`) import this, never `cli`, which only dispatches to them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

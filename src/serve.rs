@@ -36,6 +36,7 @@ mod plan;
 mod publisher;
 mod stamp;
 mod watcher;
+pub mod xds_tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,10 +59,11 @@ use crate::guard::{self, Guard};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
+use crate::xds::server::StreamSecurity;
 use crate::xds::Snapshots;
 use crate::{compile, rules, tls};
 use discovery::Discovery;
-use listeners::{AdminServer, XdsServer};
+use listeners::{AdminServer, XdsSecurity, XdsServer};
 use publisher::{Inputs, Publisher};
 use watcher::RulesWatcher;
 
@@ -81,6 +83,18 @@ pub struct ServeOptions {
     /// An Envoy binary that checks every rules file before it is served
     /// (`envoy_check`); endpoint, drain and rollout changes are not checked.
     pub validate_with_envoy: Option<PathBuf>,
+    /// TLS and authentication on the xDS port.
+    pub xds_security: XdsSecurityOptions,
+}
+
+/// TLS and authentication on the xDS port (docs/security.md).
+#[derive(Clone, Debug, Default)]
+pub struct XdsSecurityOptions {
+    /// `--xds-tls-cert`, `--xds-tls-key`, `--xds-client-ca`.
+    pub tls: Option<xds_tls::XdsTlsFiles>,
+    /// `--xds-insecure`: plaintext off loopback is allowed, and secrets
+    /// are sent to unauthenticated streams.
+    pub insecure: bool,
 }
 
 /// Why a rules file could not be served.
@@ -105,7 +119,7 @@ pub enum LoadError {
 /// A rules file turned into snapshots, or why it could not be. Listener
 /// certificates are read here, relative to the rules file's directory.
 pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), LoadError> {
-    let mut config = rules::Options::with_lua(&crate::lua::check)
+    let mut config = rules::Options::with_lua(&sluice_sim::lua::check)
         .parse(&path.display().to_string(), text)
         .map_err(LoadError::Rules)?;
     tls::load(&mut config, &base_dir(path)).map_err(LoadError::Certificates)?;
@@ -303,6 +317,8 @@ struct Running {
     publisher: JoinHandle<()>,
     rollouts: rollouts::Started,
     xds: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Rereads the xDS TLS files (with TLS only).
+    tls_watch: Option<JoinHandle<()>>,
     admin: JoinHandle<std::io::Result<()>>,
 }
 
@@ -315,6 +331,11 @@ impl Running {
         loaded: (Config, Snapshots),
         stop: &CancellationToken,
     ) -> anyhow::Result<Running> {
+        // A bad certificate stops the start before anything is bound.
+        let tls = match &opts.xds_security.tls {
+            Some(files) => Some((files.clone(), files.load().context("--xds-tls-cert")?)),
+            None => None,
+        };
         let core = Core::build(&opts, text, loaded, stop).await?;
         let xds = XdsServer::bind(opts.xds_addr)?;
         let admin = AdminServer::bind(opts.admin_addr).await?;
@@ -330,8 +351,34 @@ impl Running {
             ..
         } = core;
         let snapshots = publisher.snapshots();
+        let (tls_configs, tls_watch) = match tls {
+            Some((files, configs)) => {
+                let (tx, rx) = watch::channel(Arc::new(configs));
+                let task = xds_tls::watch_files(files, tx, metrics.xds.clone(), stop.child_token());
+                (Some(rx), Some(task))
+            }
+            None => (None, None),
+        };
+        let security = XdsSecurity {
+            tls: tls_configs,
+            stream: StreamSecurity {
+                client_ca: opts
+                    .xds_security
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_ca.is_some()),
+                insecure: opts.xds_security.insecure,
+            },
+        };
         Ok(Running {
-            xds: xds.spawn(snapshots, registry, metrics.xds.clone(), stop.child_token()),
+            xds: xds.spawn(
+                snapshots,
+                registry,
+                metrics.xds.clone(),
+                security,
+                stop.child_token(),
+            ),
+            tls_watch,
             admin: admin.spawn(admin_state, stop.child_token()),
             publisher: publisher.spawn(stop.child_token()),
             watcher: watcher.spawn(stop.child_token()),
@@ -345,6 +392,9 @@ impl Running {
         let _ = self.watcher.await;
         let _ = self.publisher.await;
         self.rollouts.join().await;
+        if let Some(task) = self.tls_watch {
+            let _ = task.await;
+        }
         self.xds.await?.context("xDS server")?;
         self.admin.await?.context("admin server")?;
         Ok(())

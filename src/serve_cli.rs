@@ -13,7 +13,8 @@ use crate::cli_support::runtime;
 use crate::envoy_check::EnvoyCheck;
 use crate::guard::Guard;
 use crate::rollout_cli::RolloutServeArgs;
-use crate::serve::{self, ServeOptions};
+use crate::serve::xds_tls::XdsTlsFiles;
+use crate::serve::{self, ServeOptions, XdsSecurityOptions};
 
 /// The shortest `--watch-interval-ms`: polling the rules file more often
 /// would keep a core busy hashing it (and 0 is no interval at all).
@@ -47,7 +48,72 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH", env = "SLUICE_VALIDATE_WITH_ENVOY")]
     pub validate_with_envoy: Option<PathBuf>,
     #[command(flatten)]
+    pub xds_security: XdsSecurityArgs,
+    #[command(flatten)]
     pub rollouts: RolloutServeArgs,
+}
+
+/// TLS and authentication on the xDS port (docs/security.md).
+#[derive(Debug, Args)]
+pub struct XdsSecurityArgs {
+    /// TLS on the xDS port: the server certificate chain (PEM). Reloaded
+    /// when the file changes; established streams keep their connection.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "xds_tls_key",
+        env = "SLUICE_XDS_TLS_CERT"
+    )]
+    pub xds_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --xds-tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "xds_tls_cert",
+        env = "SLUICE_XDS_TLS_KEY"
+    )]
+    pub xds_tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this CA bundle (mTLS); the
+    /// certificate's URI and DNS SANs are the proxy's identity, matched
+    /// against the rules' `xds_access`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "xds_tls_cert",
+        env = "SLUICE_XDS_CLIENT_CA"
+    )]
+    pub xds_client_ca: Option<PathBuf>,
+    /// Allow plaintext xDS on a non-loopback address, and send secrets
+    /// (listener TLS keys) to streams that are not authenticated.
+    #[arg(long)]
+    pub xds_insecure: bool,
+}
+
+impl XdsSecurityArgs {
+    /// The options, or why `serve` must not start: plaintext xDS off
+    /// loopback without `--xds-insecure`.
+    pub fn options(self, xds: SocketAddr) -> anyhow::Result<XdsSecurityOptions> {
+        let tls = match (self.xds_tls_cert, self.xds_tls_key) {
+            (Some(cert), Some(key)) => Some(XdsTlsFiles {
+                cert,
+                key,
+                client_ca: self.xds_client_ca,
+            }),
+            _ => None,
+        };
+        if tls.is_none() && !self.xds_insecure && !xds.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to serve plaintext xDS on {xds}, which is not a loopback address: \
+                 anyone who can reach it could fetch every proxy's configuration, TLS keys \
+                 included. Give --xds-tls-cert and --xds-tls-key (and --xds-client-ca to \
+                 authenticate proxies), or --xds-insecure to accept the risk; see docs/security.md"
+            );
+        }
+        Ok(XdsSecurityOptions {
+            tls,
+            insecure: self.xds_insecure,
+        })
+    }
 }
 
 /// `--watch-interval-ms`: a number of at least [`MIN_WATCH_INTERVAL_MS`];
@@ -68,8 +134,10 @@ fn parse_watch_interval_ms(s: &str) -> Result<u64, String> {
 impl TryFrom<ServeArgs> for ServeOptions {
     type Error = anyhow::Error;
 
-    /// Fails only when the admin token file cannot be read.
+    /// Fails when the admin token file cannot be read, or when the xDS
+    /// port would be plaintext off loopback.
     fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
+        let xds_security = args.xds_security.options(args.xds)?;
         let r = args.rollouts;
         Ok(ServeOptions {
             rules: args.rules,
@@ -88,6 +156,7 @@ impl TryFrom<ServeArgs> for ServeOptions {
                 max_removal_percent: args.max_removal_percent,
             },
             validate_with_envoy: args.validate_with_envoy,
+            xds_security,
         })
     }
 }
@@ -195,6 +264,39 @@ impl ValidateArgs {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(tls: bool, insecure: bool) -> XdsSecurityArgs {
+        XdsSecurityArgs {
+            xds_tls_cert: tls.then(|| "cert.pem".into()),
+            xds_tls_key: tls.then(|| "key.pem".into()),
+            xds_client_ca: None,
+            xds_insecure: insecure,
+        }
+    }
+
+    #[test]
+    fn plaintext_xds_is_refused_off_loopback_unless_insecure() {
+        let any: SocketAddr = "0.0.0.0:18000".parse().expect("addr");
+        let err = args(false, false).options(any).expect_err("refused");
+        assert!(err.to_string().contains("--xds-insecure"), "{err}");
+        assert!(args(false, true).options(any).is_ok());
+        let tls = args(true, false)
+            .options(any)
+            .expect("TLS is fine anywhere");
+        assert_eq!(tls.tls.map(|t| t.cert), Some(PathBuf::from("cert.pem")));
+        for loopback in ["127.0.0.1:18000", "[::1]:18000"] {
+            let addr: SocketAddr = loopback.parse().expect("addr");
+            let opts = args(false, false)
+                .options(addr)
+                .expect("loopback plaintext");
+            assert!(opts.tls.is_none() && !opts.insecure);
         }
     }
 }

@@ -17,6 +17,20 @@ pub struct StatusDoc {
     #[serde(default)]
     pub sources: Vec<SourceStatus>,
     pub proxies: Vec<Proxy>,
+    #[serde(default)]
+    pub xds_denials: Vec<Denial>,
+}
+
+/// A stream refused by access control.
+#[derive(Debug, Deserialize)]
+pub struct Denial {
+    pub at: u64,
+    pub node_id: String,
+    pub group: String,
+    pub identity: String,
+    pub reason: String,
+    #[serde(default)]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +166,21 @@ pub fn render(doc: &StatusDoc) -> String {
                 s,
                 "  {} <- {}  {} endpoints={}{err}",
                 f.service, f.target, f.state, f.endpoints
+            );
+        }
+    }
+    if !doc.xds_denials.is_empty() {
+        let _ = writeln!(s, "refused streams (newest first):");
+        for d in &doc.xds_denials {
+            let _ = writeln!(
+                s,
+                "  {}  node={} group={} identity={} from={} at={}",
+                d.reason,
+                d.node_id,
+                d.group,
+                d.identity,
+                d.remote.as_deref().unwrap_or("-"),
+                d.at
             );
         }
     }

@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
-use sha2::{Digest, Sha256};
 
 use crate::model::{CertPair, Config, ListenerTls, Origin, PemFile};
 use crate::rules::{Diagnostic, RulesError};
@@ -178,7 +177,7 @@ pub fn parse_pair(
     let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate { file: cert_file });
     };
-    let fingerprint = hex(&Sha256::digest(leaf.as_ref()));
+    let fingerprint = crate::digest::sha256_hex(leaf.as_ref());
     let bad_cert = |e: der::Error| TlsError::BadCertificate {
         file: cert_file.clone(),
         reason: e.to_string(),
@@ -404,10 +403,6 @@ fn pem_error(part: Part, file: &str, e: pem::Error) -> TlsError {
         file: file.to_owned(),
         reason,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,11 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SerialNu
 use rustls::pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 
+/// These tests feed Envoy over plaintext xDS on loopback, where the
+/// listener's key is sent only with `--xds-insecure` (the authenticated
+/// path is tests/xds_security.rs).
+const INSECURE: &[&str] = &["--xds-insecure"];
+
 /// A test CA and what clients need to trust it.
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -193,7 +198,8 @@ async fn a_rotated_certificate_is_served_without_draining_the_listener() {
     let dir = rules.dir();
     install(dir, &a);
 
-    let (sluice, envoy, port) = sluice_and_envoy(&rules.path, "envoy-tls", "https").await;
+    let (sluice, envoy, port) =
+        sluice_and_envoy_with(&rules.path, "envoy-tls", "https", INSECURE).await;
 
     eventually("envoy answers over TLS", || async {
         get(&ca, port).await.is_ok()
@@ -292,7 +298,7 @@ async fn a_listener_whose_files_appear_later_is_served_then() {
             .1
     );
     let rules_file = RulesFile::new(&plain);
-    let sluice = Sluice::start(&rules_file.path, "127.0.0.1:0");
+    let sluice = Sluice::start_with(&rules_file.path, "127.0.0.1:0", INSECURE);
 
     rules_file.write(&tls_rules);
     eventually("the missing certificate is reported", || async {
@@ -360,7 +366,8 @@ async fn envoy_serves_what_the_check_accepts() {
     let rules = RulesFile::new(&rules(&web));
     let dir = rules.dir();
     install(dir, &p521);
-    let (sluice, envoy, _) = sluice_and_envoy(&rules.path, "envoy-tls", "https").await;
+    let (sluice, envoy, _) =
+        sluice_and_envoy_with(&rules.path, "envoy-tls", "https", INSECURE).await;
     eventually("envoy serves the P-521 certificate", || async {
         envoy_serials(&envoy).await == [p521.serial.as_str()]
     })

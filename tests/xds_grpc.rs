@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
@@ -19,6 +17,8 @@ use sluice::metrics::Metrics;
 use sluice::xds::admission::Limits;
 use sluice::xds::registry::Registry;
 use sluice::xds::server::{serve_on, AdsService, Published, Shared};
+use sluice::xds::services::cluster::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+use sluice::xds::services::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use sluice::xds::{Resource, Snapshot, Snapshots, TypeUrl};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -97,8 +97,14 @@ async fn start_with(initial: Option<Snapshots>, limits: Limits) -> Server {
         metrics: metrics.xds.clone(),
         shutdown: stop.clone(),
         limits,
+        security: Default::default(),
     });
-    let served = tokio::spawn(serve_on(listener, svc, stop.clone()));
+    let served = tokio::spawn(serve_on(
+        listener,
+        svc,
+        sluice::xds::transport::Security::Plaintext,
+        stop.clone(),
+    ));
     Server {
         addr,
         publish,

@@ -18,7 +18,15 @@ use crate::admin::{self, AdminState};
 use crate::xds::admission::Limits;
 use crate::xds::metrics::XdsMetrics;
 use crate::xds::registry::Registry;
-use crate::xds::server::{serve_on, AdsService, Shared, SnapshotRx};
+use crate::xds::server::{serve_on, AdsService, Shared, SnapshotRx, StreamSecurity};
+use crate::xds::transport::{Security, TlsConfigs};
+
+/// How the xDS server secures its streams.
+pub(super) struct XdsSecurity {
+    /// The TLS configurations in force, `None` for plaintext.
+    pub tls: Option<tokio::sync::watch::Receiver<Arc<TlsConfigs>>>,
+    pub stream: StreamSecurity,
+}
 
 /// The ADS gRPC server.
 pub(super) struct XdsServer {
@@ -37,22 +45,40 @@ impl XdsServer {
         self.listener.local_addr()
     }
 
-    /// Serves `snapshots` until `stop` is cancelled.
+    /// Serves `snapshots` until `stop` is cancelled, with TLS when
+    /// `security.tls` holds the configurations (see `xds_tls`).
     pub fn spawn(
         self,
         snapshots: SnapshotRx,
         registry: Arc<Registry>,
         metrics: XdsMetrics,
+        security: XdsSecurity,
         stop: CancellationToken,
     ) -> JoinHandle<Result<(), tonic::transport::Error>> {
+        let transport = match security.tls {
+            None => Security::Plaintext,
+            Some(configs) => {
+                // The lenient configuration (client certificate requested,
+                // not required) only while bearer tokens are accepted too.
+                let published = snapshots.clone();
+                let lenient = Arc::new(move || {
+                    published
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|p| p.access.iter().any(|e| e.is_token()))
+                });
+                Security::Tls { configs, lenient }
+            }
+        };
         let ads = AdsService::new(Shared {
             snapshots,
             registry,
             metrics,
             shutdown: stop.clone(),
             limits: Limits::default(),
+            security: security.stream,
         });
-        tokio::spawn(serve_on(self.listener, ads, stop))
+        tokio::spawn(serve_on(self.listener, ads, transport, stop))
     }
 }
 

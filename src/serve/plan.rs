@@ -42,7 +42,7 @@ impl Planner {
     /// The plan of serving `text` (diagnostics name it `file`), or why it
     /// cannot be served.
     pub fn diff(&self, file: &str, text: &str) -> Result<DiffDoc, String> {
-        let (mut config, origins) = rules::Options::with_lua(&crate::lua::check)
+        let (mut config, origins) = rules::Options::with_lua(&sluice_sim::lua::check)
             .parse_with_origins(file, text)
             .map_err(|e| LoadError::Rules(e).to_string())?;
         tls::load(&mut config, &self.base_dir)

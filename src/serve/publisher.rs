@@ -25,7 +25,7 @@ use crate::discovery::coalesce::{CoalesceConfig, Coalescer};
 use crate::discovery::resolve::Resolver;
 use crate::discovery::{Supervisor, View};
 use crate::drain::Drains;
-use crate::model::Config;
+use crate::model::{AccessEntry, Config};
 use crate::xds::metrics::PublishMetrics;
 use crate::xds::published::{Published, SnapshotRx};
 use crate::xds::Snapshots;
@@ -91,20 +91,25 @@ impl Publisher {
     }
 }
 
-/// Publishes `snapshots` unless they equal what is served; returns what is
-/// served afterwards.
+/// Publishes `snapshots` (and who may fetch them) unless both equal what
+/// is served; returns what is served afterwards.
 fn publish(
     tx: &watch::Sender<Option<Arc<Published>>>,
     metrics: &PublishMetrics,
     snapshots: Snapshots,
+    access: &Arc<Vec<AccessEntry>>,
 ) -> Arc<Snapshots> {
     let mut served = None;
     let changed = tx.send_if_modified(|current| {
-        if let Some(p) = current.as_ref().filter(|p| *p.snapshots == snapshots) {
+        if let Some(p) = current
+            .as_ref()
+            .filter(|p| *p.snapshots == snapshots && p.access == *access)
+        {
             served = Some(p.snapshots.clone());
             return false;
         }
-        let next = Published::after(current.as_deref(), snapshots, Instant::now());
+        let next = Published::after(current.as_deref(), snapshots, Instant::now())
+            .with_access(access.clone());
         served = Some(next.snapshots.clone());
         *current = Some(Arc::new(next));
         true
@@ -279,7 +284,12 @@ impl Outputs {
         let resolved = Arc::new(resolved);
         match self.compiler.compile(&resolved) {
             Ok(snapshots) => {
-                let snapshots = publish(&self.snapshots, &self.metrics, snapshots);
+                let snapshots = publish(
+                    &self.snapshots,
+                    &self.metrics,
+                    snapshots,
+                    &config.xds_access,
+                );
                 *self.config_slot.lock() = Some(resolved);
                 self.metrics.ready.set(1);
                 self.applied.send_replace(Some(Arc::new(Applied {

@@ -619,7 +619,17 @@ impl RulesFile {
 /// `node_id` in group `default`, fed by it; with the port Envoy bound for
 /// its listener `listener` (the rules give port 0).
 pub async fn sluice_and_envoy(rules: &Path, node_id: &str, listener: &str) -> (Sluice, Envoy, u16) {
-    let sluice = Sluice::start(rules, "127.0.0.1:0");
+    sluice_and_envoy_with(rules, node_id, listener, &[]).await
+}
+
+/// As [`sluice_and_envoy`], with more `serve` arguments.
+pub async fn sluice_and_envoy_with(
+    rules: &Path,
+    node_id: &str,
+    listener: &str,
+    serve_args: &[&str],
+) -> (Sluice, Envoy, u16) {
+    let sluice = Sluice::start_with(rules, "127.0.0.1:0", serve_args);
     let envoy = Envoy::start(node_id, "default", sluice.xds, &[]).await;
     let port = envoy.listener_port(listener).await;
     (sluice, envoy, port)

@@ -16,3 +16,13 @@ pub fn content_hash(parts: &[&[u8]]) -> String {
     }
     format!("{:016x}", hasher.digest())
 }
+
+/// SHA-256 as 64 lowercase hex digits: certificate fingerprints, and the
+/// hash of a bearer token that `xds_access` entries name.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

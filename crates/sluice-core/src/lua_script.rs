@@ -5,7 +5,7 @@
 //! depending on mlua.
 //!
 //! Compiling a script takes LuaJIT, which lives at the edges:
-//! `sluice::lua::check` compiles and lints, and is what the edges (`sluice
+//! `sluice_sim::lua::check` compiles and lints, and is what the edges (`sluice
 //! validate`, `serve`, the diff planner) hand the rules parser as its
 //! [`LuaCheck`]. The shipped bundle is static: its compile check is a test
 //! (`lua::tests`).
@@ -82,7 +82,7 @@ pub enum LuaError {
 
 /// A compile check for a user's Lua snippet, given by the edges to the
 /// rules parser (`rules::Options::lua`): `(name, source)` → `Ok` when the
-/// snippet compiles and passes [`lint`]. `sluice::lua::check` is one.
+/// snippet compiles and passes [`lint`]. `sluice_sim::lua::check` is one.
 pub type LuaCheck = dyn Fn(&str, &str) -> Result<(), LuaError> + Sync;
 
 /// The linked filter script, byte-identical on every call.

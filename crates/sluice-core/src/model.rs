@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+mod access;
 mod policy;
 mod tls;
 
+pub use access::*;
 pub use policy::*;
 pub use tls::*;
 
@@ -38,6 +40,11 @@ pub struct Config {
     /// never set them.
     #[serde(skip_serializing_if = "runtime_is_empty")]
     pub runtime: Arc<BTreeMap<String, u32>>,
+    /// Who may fetch configuration over xDS (`xds_access`); empty when
+    /// the section is absent. It decides which streams are served, not
+    /// what is compiled.
+    #[serde(skip_serializing_if = "access_is_empty")]
+    pub xds_access: Arc<Vec<AccessEntry>>,
 }
 
 /// The name of the RTDS runtime layer sluice serves, and that
@@ -46,6 +53,10 @@ pub const RUNTIME_LAYER: &str = "sluice";
 
 fn runtime_is_empty(runtime: &Arc<BTreeMap<String, u32>>) -> bool {
     runtime.is_empty()
+}
+
+fn access_is_empty(access: &Arc<Vec<AccessEntry>>) -> bool {
+    access.is_empty()
 }
 
 impl Config {

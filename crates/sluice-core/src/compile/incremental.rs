@@ -117,6 +117,8 @@ fn delta(a: &Config, b: &Config) -> Option<Delta> {
         listeners,
         sources,
         runtime,
+        // Decides which streams are served, not what is compiled.
+        xds_access: _,
     } = a;
     if *sources != b.sources
         || services.len() != b.services.len()

@@ -28,6 +28,7 @@ mod route_policy;
 mod service_policy;
 mod spanned_map;
 mod validate;
+mod xds_access;
 /// Also read by the endpoints file source (`discovery::file`).
 pub mod yaml;
 
@@ -41,7 +42,7 @@ use crate::model::Config;
 
 /// The rules' duration syntax (`250ms`, `1.5s`), also used by `sluice sim`.
 pub use duration::parse_duration;
-pub use error::{Diagnostic, RulesError};
+pub use error::{shown, Diagnostic, RulesError};
 pub use origins::{ListenerOrigin, Origins, ServiceOrigin, VirtualHostOrigin};
 
 /// What parsing may call out to. The default is a pure parse.
@@ -49,7 +50,7 @@ pub use origins::{ListenerOrigin, Origins, ServiceOrigin, VirtualHostOrigin};
 pub struct Options<'a> {
     /// Compiles a user's `lua.source` snippet in LuaJIT: the edges that
     /// serve or validate rules (`sluice validate`, `serve`, the diff
-    /// planner) pass `sluice::lua::check`, so a snippet that does not
+    /// planner) pass `sluice_sim::lua::check`, so a snippet that does not
     /// compile is a rules error at its file:line:column, never a NACK.
     /// Without one (a pure caller: tests, tools that only read the
     /// config), the snippet is linted (no forbidden names) but not

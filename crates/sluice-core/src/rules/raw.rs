@@ -23,6 +23,7 @@ use super::filters::{RawAuth, RawRateLimit, RawTransforms, RawUserLua, RawValida
 use super::listener_tls::RawListenerTls;
 use super::raw_policy::*;
 use super::spanned_map::SpannedMap;
+use super::xds_access::RawAccess;
 use super::yaml::{self, Events, KeySet, NodeStart, Spanned};
 
 type Str = Spanned<String>;
@@ -38,6 +39,8 @@ pub struct RawConfig {
     /// Names of services whose entry failed to deserialize: references to
     /// them are not reported as dangling, the entry's own error explains.
     pub broken_services: BTreeSet<String>,
+    /// The `xds_access` entries that deserialized.
+    pub xds_access: Chunked<Item<Spanned<RawAccess>>>,
 }
 
 /// A list entry with its index in the file's list.
@@ -446,7 +449,7 @@ fn in_cell<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     T::deserialize(d).map(Cell::new)
 }
 
-const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources"];
+const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources", "xds_access"];
 
 /// Parses `text` into raw structs, reporting YAML and shape errors to `diags`.
 /// `None` only when the file is not YAML at all (nothing else can be checked).
@@ -463,6 +466,7 @@ pub fn load(text: &str, diags: &mut Diags) -> Option<RawConfig> {
         listeners: Chunked::default(),
         sources: None,
         broken_services: BTreeSet::new(),
+        xds_access: Chunked::default(),
     };
     // If the text turns out not to be YAML further down, that one error is
     // all the file reports: nothing read before it can be trusted to be
@@ -513,6 +517,9 @@ fn walk(events: &mut Events, raw: &mut RawConfig, diags: &mut Diags) -> Result<(
             }
             "listeners" => raw.listeners = items(events, "listeners", diags, &mut BTreeSet::new())?,
             "sources" => raw.sources = single(events, "sources", diags)?,
+            "xds_access" => {
+                raw.xds_access = items(events, "xds_access", diags, &mut BTreeSet::new())?
+            }
             other => {
                 let msg = unknown_field(other, TOP_LEVEL_FIELDS);
                 diags.error_at(Loc::from(events.last_key()), other, msg);

@@ -15,6 +15,7 @@ mod endpoints;
 mod envoy_refusals;
 mod policy;
 mod tls;
+mod xds_access;
 
 const QUICKSTART: &str = include_str!("../../../../examples/quickstart.yaml");
 

@@ -20,6 +20,7 @@ use super::error::{shown, Diags};
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawEndpoint, RawService};
 use super::service_policy::service_policy;
+use super::xds_access::xds_access;
 use crate::model::{Config, Endpoint, Health, LbPolicy, Locality, Service, Sources};
 
 const LB_POLICIES: &[(&str, LbPolicy)] = &[
@@ -69,6 +70,10 @@ pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Co
         listeners: Arc::new(listeners),
         sources,
         runtime: Arc::default(),
+        xds_access: Arc::new(xds_access(
+            raw.xds_access.iter().map(|item| (item.index, &item.raw)),
+            d,
+        )),
     }
 }
 

@@ -3,6 +3,7 @@
 //! session state machine (SotW and delta). The tonic service that runs
 //! sessions on streams is in the `sluice` crate.
 
+pub mod access;
 pub mod history;
 pub mod resource;
 pub mod session;

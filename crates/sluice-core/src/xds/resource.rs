@@ -189,6 +189,15 @@ impl Snapshot {
         Some(next)
     }
 
+    /// This snapshot without any resource of `ty`; every other type's map
+    /// is shared with `self`.
+    pub fn without(&self, ty: TypeUrl) -> Snapshot {
+        let mut next = self.clone();
+        next.resources[ty.index()] = Arc::default();
+        next.versions[ty.index()] = version_of(&BTreeMap::new());
+        next
+    }
+
     /// Whether `self` and `other` hold the very same map of `ty` (then
     /// they hold the same resources of it).
     pub fn shares(&self, other: &Snapshot, ty: TypeUrl) -> bool {

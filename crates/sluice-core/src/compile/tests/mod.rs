@@ -124,6 +124,7 @@ fn mk_config(services: Vec<Service>, listeners: Vec<Listener>) -> Config {
         listeners: Arc::new(listeners),
         sources: Default::default(),
         runtime: Default::default(),
+        xds_access: Default::default(),
     }
 }
 
