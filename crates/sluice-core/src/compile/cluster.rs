@@ -104,7 +104,7 @@ pub(super) fn endpoint_groups<'a>(
     // of the same key and touch the map once per run.
     let mut run: Option<(Key<'a>, Vec<&'a model::Endpoint>)> = None;
     for ep in service.endpoints_for(backend.subset.as_deref()) {
-        let key = (ep.priority, ep.locality.as_ref());
+        let key = (ep.priority, ep.locality.as_deref());
         match &mut run {
             Some((k, eps)) if *k == key => eps.push(ep),
             _ => {
@@ -178,7 +178,7 @@ fn locality_weight(
     service: &model::Service,
     locality: Option<&model::Locality>,
 ) -> Option<UInt32Value> {
-    let Some(model::LocalityLb::Weighted(weights)) = &service.policy.locality_lb else {
+    let Some(model::LocalityLb::Weighted(weights)) = service.policy.locality_lb.as_deref() else {
         return None;
     };
     let here = locality.cloned().unwrap_or_default();

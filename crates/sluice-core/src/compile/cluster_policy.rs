@@ -181,7 +181,7 @@ fn circuit_breakers(cb: &model::CircuitBreakers) -> CircuitBreakers {
 }
 
 fn common_lb_config(p: &model::ServicePolicy) -> Option<CommonLbConfig> {
-    let locality = p.locality_lb.as_ref().map(|l| match l {
+    let locality = p.locality_lb.as_deref().map(|l| match l {
         model::LocalityLb::Weighted(_) => {
             common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
                 common_lb_config::LocalityWeightedLbConfig {},

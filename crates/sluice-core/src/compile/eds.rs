@@ -56,6 +56,8 @@ pub struct EndpointCache {
     /// dropped by the next.
     groups: HashMap<Box<[u8]>, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
     previous_groups: HashMap<Box<[u8]>, Box<[u8]>, BuildHasherDefault<KeyHasher>>,
+    /// Encode only, keep nothing ([`EndpointCache::one_shot`]).
+    one_shot: bool,
 }
 
 /// Everything [`lb_endpoint`] reads from a `model::Endpoint`, packed:
@@ -92,6 +94,17 @@ impl Hasher for KeyHasher {
 }
 
 impl EndpointCache {
+    /// A cache for one compile with no next (`compile::compile`: `sluice
+    /// validate`, the first load): it keeps nothing, since records held
+    /// for a next compile would only add to the peak (for 145 k endpoints,
+    /// ~25 MB of records and keys beside ~5 MB of output). Same bytes.
+    pub(super) fn one_shot() -> EndpointCache {
+        EndpointCache {
+            one_shot: true,
+            ..EndpointCache::default()
+        }
+    }
+
     /// Starts a compile: entries the last compile did not use go.
     pub(super) fn start(&mut self) {
         if self.endpoints.len() > 2 * self.used.max(1024) {
@@ -123,6 +136,12 @@ impl EndpointCache {
 
     /// Appends the records of a group's endpoints to `buf`.
     fn append_group(&mut self, eps: &[&model::Endpoint], buf: &mut Vec<u8>) {
+        if self.one_shot {
+            for ep in eps {
+                append_record(ep, buf);
+            }
+            return;
+        }
         if !self.partial {
             self.used += eps.len();
         }
@@ -154,17 +173,9 @@ impl EndpointCache {
             buf.extend_from_slice(b);
             return;
         }
-        let record = {
-            let msg = lb_endpoint(ep);
-            let mut rec = Vec::with_capacity(msg.encoded_len() + 3);
-            // A complete record: key, length, message.
-            encode_key(REPEATED_FIELD, WireType::LengthDelimited, &mut rec);
-            encode_varint(msg.encoded_len() as u64, &mut rec);
-            msg.encode_raw(&mut rec);
-            rec.into_boxed_slice()
-        };
-        buf.extend_from_slice(&record);
-        self.endpoints.insert(key, record);
+        let start = buf.len();
+        append_record(ep, buf);
+        self.endpoints.insert(key, buf[start..].into());
     }
 
     /// How many endpoint records are held.
@@ -175,6 +186,15 @@ impl EndpointCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Appends the `lb_endpoints` record of `ep` to `buf`: key, length,
+/// message.
+fn append_record(ep: &model::Endpoint, buf: &mut Vec<u8>) {
+    let msg = lb_endpoint(ep);
+    encode_key(REPEATED_FIELD, WireType::LengthDelimited, buf);
+    encode_varint(msg.encoded_len() as u64, buf);
+    msg.encode_raw(buf);
 }
 
 /// The encoded `ClusterLoadAssignment` of `backend`, named after its

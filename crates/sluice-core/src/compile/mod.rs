@@ -133,7 +133,7 @@ const FALLBACK: &str = "(fallback)";
 
 /// Compile `config` into one snapshot per node group plus the fallback.
 pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
-    compile_with(config, &mut eds::EndpointCache::default())
+    compile_with(config, &mut eds::EndpointCache::one_shot())
 }
 
 /// [`compile`] with memory, for a publisher that compiles on every

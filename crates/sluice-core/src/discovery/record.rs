@@ -98,7 +98,7 @@ impl Record {
             labels: self.labels,
             weight,
             health,
-            locality,
+            locality: locality.map(Box::new),
             priority,
         })
     }

@@ -33,10 +33,11 @@ pub struct Catalog<'a> {
     pub lua: Option<&'a LuaCheck>,
 }
 
-/// First occurrence of each key, to report duplicates against. Names are
-/// borrowed from the raw file, not copied (a name can be megabytes long).
+/// The line of the first occurrence of each key, to report duplicates
+/// against. Names are borrowed from the raw file, not copied (a name can
+/// be megabytes long).
 #[derive(Default)]
-pub struct Seen<'a>(HashMap<Cow<'a, str>, Loc>);
+pub struct Seen<'a>(HashMap<Cow<'a, str>, u32>);
 
 impl<'a> Seen<'a> {
     /// Records `name`; reports it (and returns false) if it was seen before.
@@ -65,13 +66,13 @@ impl<'a> Seen<'a> {
                 let msg = format!(
                     "duplicate {what} `{}` (first defined at line {})",
                     shown(&key),
-                    first.line
+                    first
                 );
                 d.error_at(loc, path, msg);
                 false
             }
             None => {
-                self.0.insert(key, loc);
+                self.0.insert(key, line_of(loc));
                 true
             }
         }
@@ -150,38 +151,36 @@ pub fn check_name(d: &mut Diags, name: &Spanned<String>, path: &str) -> String {
 /// An integer within `range`.
 pub fn int(
     d: &mut Diags,
-    value: &Spanned<String>,
+    value: &Spanned<impl AsRef<str>>,
     path: &str,
     range: RangeInclusive<u32>,
 ) -> Option<u32> {
-    let parsed = value
-        .as_str()
-        .parse::<u32>()
-        .ok()
-        .filter(|n| range.contains(n));
+    let text: &str = (**value).as_ref();
+    let parsed = text.parse::<u32>().ok().filter(|n| range.contains(n));
     if parsed.is_none() {
         let msg = format!(
             "expected an integer from {} to {}, found `{}`",
             range.start(),
             range.end(),
-            value.as_str()
+            text
         );
         d.error(value.span(), path, msg);
     }
     parsed
 }
 
-pub fn port(d: &mut Diags, value: &Spanned<String>, path: &str) -> u16 {
+pub fn port(d: &mut Diags, value: &Spanned<impl AsRef<str>>, path: &str) -> u16 {
     int(d, value, path, 1..=65535)
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(0)
 }
 
-pub fn ip(d: &mut Diags, value: &Spanned<String>, path: &str) -> IpAddr {
-    match value.as_str().parse::<IpAddr>() {
+pub fn ip(d: &mut Diags, value: &Spanned<impl AsRef<str>>, path: &str) -> IpAddr {
+    let text: &str = (**value).as_ref();
+    match text.parse::<IpAddr>() {
         Ok(ip) => ip,
         Err(_) => {
-            let msg = format!("invalid IP address `{}`: expected an IPv4 or IPv6 literal such as 127.0.0.1 or ::1 (host names are not resolved)", value.as_str());
+            let msg = format!("invalid IP address `{text}`: expected an IPv4 or IPv6 literal such as 127.0.0.1 or ::1 (host names are not resolved)");
             d.error(value.span(), path, msg);
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         }
@@ -201,6 +200,47 @@ pub fn duration(d: &mut Diags, value: &Spanned<String>, path: &str) -> Option<Du
 /// A duplicate-detection key for an address and port.
 pub fn socket_key(address: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(address, port).to_string()
+}
+
+/// The items of a list that repeat an earlier item's key, as (index, line
+/// of the first item with that key), in index order; `keys` gives each
+/// item's key and line, in list order. For lists too long for a table of
+/// keys held while they are read (a service's endpoints, 100,000s): the
+/// keys are sorted here and dropped, before the caller builds anything,
+/// so they never add to what it holds at its peak. A list is at most
+/// `u32::MAX` items (a rules file in memory is far smaller).
+pub fn repeats<K: Ord>(keys: impl Iterator<Item = (K, u32)>) -> Vec<(u32, u32)> {
+    let mut keys: Vec<(K, u32, u32)> = keys
+        .enumerate()
+        .map(|(i, (key, line))| (key, u32::try_from(i).unwrap_or(u32::MAX), line))
+        .collect();
+    keys.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut out = Vec::new();
+    for same in keys.chunk_by(|a, b| a.0 == b.0) {
+        let first_line = same[0].2;
+        out.extend(same[1..].iter().map(|&(_, index, _)| (index, first_line)));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// An address and port as [`ip`] and [`port`] read them, placeholders
+/// included, without reporting anything.
+pub fn socket_quietly(address: &str, port: &str) -> (IpAddr, u16) {
+    let address = address.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = port
+        .parse::<u32>()
+        .ok()
+        .filter(|p| (1..=65535).contains(p))
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0);
+    (address, port)
+}
+
+/// A line as duplicate detection keeps it (a file of more than 4 G lines
+/// is refused long before).
+pub fn line_of(loc: Loc) -> u32 {
+    u32::try_from(loc.line).unwrap_or(u32::MAX)
 }
 
 /// A duration greater than zero.

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::rules::yaml::Spanned;
 
 use super::check::{check_name, int, ip, socket_key, Catalog, Seen};
+use super::chunked::Chunked;
 use super::error::{Diags, Loc};
 use super::raw::{Item, RawListener, RawVirtualHost};
 use super::raw_policy::RawAccessLog;
@@ -16,7 +17,7 @@ use super::route::route;
 use crate::model::{AccessLog, Filters, Listener, Route, VirtualHost};
 
 pub fn listeners(
-    items: &[Item<RawListener>],
+    items: &Chunked<Item<RawListener>>,
     catalog: &Catalog<'_>,
     d: &mut Diags,
 ) -> Vec<Listener> {

@@ -10,6 +10,7 @@
 //! The file format is documented in `docs/rules.md`.
 
 mod check;
+mod chunked;
 mod diagnose;
 mod discovery;
 mod duration;

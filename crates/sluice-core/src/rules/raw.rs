@@ -9,11 +9,13 @@
 //! need range or format checks (ports, weights, durations) stay strings with
 //! their spans; `validate` turns them into model values.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::chunked::{self, Chunked};
 use super::diagnose::{second_document, unknown_field};
 use super::discovery::{RawDiscovery, RawSources};
 use super::error::{Diags, Loc, ROOT};
@@ -29,15 +31,16 @@ type Str = Spanned<String>;
 /// The whole file; entries that failed to deserialize are left out (and
 /// reported).
 pub struct RawConfig {
-    pub services: Vec<Item<RawService>>,
-    pub listeners: Vec<Item<RawListener>>,
+    /// In chunks (see `chunked`): a file may hold 100,000s of services.
+    pub services: Chunked<Item<RawService>>,
+    pub listeners: Chunked<Item<RawListener>>,
     /// The `sources` section; `None` when absent or malformed (reported).
     pub sources: Option<RawSources>,
     /// Names of services whose entry failed to deserialize: references to
     /// them are not reported as dangling, the entry's own error explains.
     pub broken_services: BTreeSet<String>,
     /// The `xds_access` entries that deserialized.
-    pub xds_access: Vec<Item<Spanned<RawAccess>>>,
+    pub xds_access: Chunked<Item<Spanned<RawAccess>>>,
 }
 
 /// A list entry with its index in the file's list.
@@ -46,61 +49,231 @@ pub struct Item<T> {
     pub raw: T,
 }
 
+/// A service as written: its name, endpoints and subsets, and the rest,
+/// which most services leave out, boxed (`more`): 96 bytes, not 304 (a
+/// file may hold 100,000s of services, all held until validation ends).
+/// Read as [`RawServiceFields`] (so errors are serde's for that struct),
+/// then packed.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a service mapping")]
+#[serde(from = "RawServiceFields")]
 pub struct RawService {
     pub name: Str,
-    #[serde(default)]
-    pub connect_timeout: Option<Str>,
-    #[serde(default)]
-    pub lb_policy: Option<Str>,
-    #[serde(default)]
-    pub endpoints: Vec<Spanned<RawEndpoint>>,
-    #[serde(default)]
+    /// In chunks, not one `Vec`: a service may list 100,000s of them.
+    /// In a `Cell` so that `validate`, which reads the rest of the file
+    /// through shared references, can take them and free each chunk once
+    /// it has built its model endpoints (raw and model endpoints are then
+    /// never all held at once).
+    pub endpoints: Cell<Chunked<Spanned<RawEndpoint>>>,
     pub subsets: SpannedMap<BTreeMap<String, String>>,
-    // The sections below are rare and large inline (the struct was 1.6 KB,
-    // held per service until validation ends): boxed, an absent one costs
-    // 8 bytes.
-    #[serde(default)]
+    /// `None` when the entry sets none of [`RawServiceMore`]'s fields.
+    more: Option<Box<RawServiceMore>>,
+}
+
+/// A service's optional settings.
+pub struct RawServiceMore {
+    pub connect_timeout: Option<Str>,
+    pub lb_policy: Option<Str>,
     pub discovery: Option<Box<Spanned<RawDiscovery>>>,
     // Traffic policy (see `raw_policy`).
-    #[serde(default)]
     pub health_check: Option<Box<Spanned<RawHealthCheck>>>,
-    #[serde(default)]
     pub panic_threshold: Option<Str>,
-    #[serde(default)]
     pub outlier_detection: Option<Box<Spanned<RawOutlier>>>,
-    #[serde(default)]
     pub circuit_breakers: Option<Box<Spanned<RawCircuitBreakers>>>,
-    #[serde(default)]
     pub least_request: Option<Box<Spanned<RawLeastRequest>>>,
-    #[serde(default)]
     pub slow_start: Option<Box<Spanned<RawSlowStart>>>,
-    #[serde(default)]
     pub locality_weights: Option<Spanned<Vec<Spanned<RawLocalityWeight>>>>,
-    #[serde(default)]
     pub zone_aware: Option<Box<Spanned<RawZoneAware>>>,
-    #[serde(default)]
     pub protocol: Option<Str>,
-    #[serde(default)]
     pub tls: Option<Box<Spanned<RawUpstreamTls>>>,
 }
 
+/// What a service without optional settings reads as its settings.
+static NO_MORE: RawServiceMore = RawServiceMore {
+    connect_timeout: None,
+    lb_policy: None,
+    discovery: None,
+    health_check: None,
+    panic_threshold: None,
+    outlier_detection: None,
+    circuit_breakers: None,
+    least_request: None,
+    slow_start: None,
+    locality_weights: None,
+    zone_aware: None,
+    protocol: None,
+    tls: None,
+};
+
+impl RawService {
+    /// The optional settings (all `None` when the entry has none).
+    pub fn more(&self) -> &RawServiceMore {
+        self.more.as_deref().unwrap_or(&NO_MORE)
+    }
+}
+
+/// A service entry's fields as read, before [`RawService`] packs them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a service mapping")]
+pub struct RawServiceFields {
+    name: Str,
+    #[serde(default)]
+    connect_timeout: Option<Str>,
+    #[serde(default)]
+    lb_policy: Option<Str>,
+    #[serde(default, deserialize_with = "in_cell")]
+    endpoints: Cell<Chunked<Spanned<RawEndpoint>>>,
+    #[serde(default)]
+    subsets: SpannedMap<BTreeMap<String, String>>,
+    #[serde(default)]
+    discovery: Option<Box<Spanned<RawDiscovery>>>,
+    #[serde(default)]
+    health_check: Option<Box<Spanned<RawHealthCheck>>>,
+    #[serde(default)]
+    panic_threshold: Option<Str>,
+    #[serde(default)]
+    outlier_detection: Option<Box<Spanned<RawOutlier>>>,
+    #[serde(default)]
+    circuit_breakers: Option<Box<Spanned<RawCircuitBreakers>>>,
+    #[serde(default)]
+    least_request: Option<Box<Spanned<RawLeastRequest>>>,
+    #[serde(default)]
+    slow_start: Option<Box<Spanned<RawSlowStart>>>,
+    #[serde(default)]
+    locality_weights: Option<Spanned<Vec<Spanned<RawLocalityWeight>>>>,
+    #[serde(default)]
+    zone_aware: Option<Box<Spanned<RawZoneAware>>>,
+    #[serde(default)]
+    protocol: Option<Str>,
+    #[serde(default)]
+    tls: Option<Box<Spanned<RawUpstreamTls>>>,
+}
+
+impl From<RawServiceFields> for RawService {
+    fn from(f: RawServiceFields) -> RawService {
+        let RawServiceFields {
+            name,
+            connect_timeout,
+            lb_policy,
+            endpoints,
+            subsets,
+            discovery,
+            health_check,
+            panic_threshold,
+            outlier_detection,
+            circuit_breakers,
+            least_request,
+            slow_start,
+            locality_weights,
+            zone_aware,
+            protocol,
+            tls,
+        } = f;
+        let more = RawServiceMore {
+            connect_timeout,
+            lb_policy,
+            discovery,
+            health_check,
+            panic_threshold,
+            outlier_detection,
+            circuit_breakers,
+            least_request,
+            slow_start,
+            locality_weights,
+            zone_aware,
+            protocol,
+            tls,
+        };
+        let none = more.connect_timeout.is_none()
+            && more.lb_policy.is_none()
+            && more.discovery.is_none()
+            && more.health_check.is_none()
+            && more.panic_threshold.is_none()
+            && more.outlier_detection.is_none()
+            && more.circuit_breakers.is_none()
+            && more.least_request.is_none()
+            && more.slow_start.is_none()
+            && more.locality_weights.is_none()
+            && more.zone_aware.is_none()
+            && more.protocol.is_none()
+            && more.tls.is_none();
+        RawService {
+            name,
+            endpoints,
+            subsets,
+            more: (!none).then(|| Box::new(more)),
+        }
+    }
+}
+
+/// An endpoint as written, in 56 bytes (the fields as read, 264): a file
+/// may hold 100,000s, all held until validation ends. Address and port are
+/// in every entry; the rest, rare, is boxed. Read as [`RawEndpointFields`]
+/// (so errors are serde's for that struct), then packed.
+#[derive(Deserialize)]
+#[serde(from = "RawEndpointFields")]
+pub struct RawEndpoint {
+    pub address: Spanned<Box<str>>,
+    pub port: Spanned<Box<str>>,
+    /// `None` when the entry has none of them.
+    pub more: Option<Box<RawEndpointMore>>,
+}
+
+/// The optional fields of an endpoint.
+pub struct RawEndpointMore {
+    pub weight: Option<Str>,
+    pub labels: BTreeMap<String, String>,
+    pub health: Option<Str>,
+    pub locality: Option<Spanned<RawLocality>>,
+    pub priority: Option<Str>,
+}
+
+/// An endpoint entry's fields as read, before [`RawEndpoint`] packs them.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, expecting = "an endpoint mapping")]
-pub struct RawEndpoint {
-    pub address: Str,
-    pub port: Str,
+pub struct RawEndpointFields {
+    address: Spanned<Box<str>>,
+    port: Spanned<Box<str>>,
     #[serde(default)]
-    pub weight: Option<Str>,
+    weight: Option<Str>,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
     #[serde(default)]
-    pub health: Option<Str>,
+    health: Option<Str>,
     #[serde(default)]
-    pub locality: Option<Spanned<RawLocality>>,
+    locality: Option<Spanned<RawLocality>>,
     #[serde(default)]
-    pub priority: Option<Str>,
+    priority: Option<Str>,
+}
+
+impl From<RawEndpointFields> for RawEndpoint {
+    fn from(f: RawEndpointFields) -> RawEndpoint {
+        let RawEndpointFields {
+            address,
+            port,
+            weight,
+            labels,
+            health,
+            locality,
+            priority,
+        } = f;
+        let more = RawEndpointMore {
+            weight,
+            labels,
+            health,
+            locality,
+            priority,
+        };
+        let none = more.weight.is_none()
+            && more.labels.is_empty()
+            && more.health.is_none()
+            && more.locality.is_none()
+            && more.priority.is_none();
+        RawEndpoint {
+            address,
+            port,
+            more: (!none).then(|| Box::new(more)),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -269,6 +442,13 @@ pub struct RawRetry {
     pub per_try_timeout: Option<Str>,
 }
 
+/// serde reads a `Cell` of `Copy` values only.
+fn in_cell<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Cell<T>, D::Error> {
+    T::deserialize(d).map(Cell::new)
+}
+
 const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources", "xds_access"];
 
 /// Parses `text` into raw structs, reporting YAML and shape errors to `diags`.
@@ -282,11 +462,11 @@ pub fn load(text: &str, diags: &mut Diags) -> Option<RawConfig> {
         );
     }
     let mut raw = RawConfig {
-        services: Vec::new(),
-        listeners: Vec::new(),
+        services: Chunked::default(),
+        listeners: Chunked::default(),
         sources: None,
         broken_services: BTreeSet::new(),
-        xds_access: Vec::new(),
+        xds_access: Chunked::default(),
     };
     // If the text turns out not to be YAML further down, that one error is
     // all the file reports: nothing read before it can be trusted to be
@@ -382,21 +562,21 @@ fn items<T: DeserializeOwned>(
     field: &str,
     diags: &mut Diags,
     broken_names: &mut BTreeSet<String>,
-) -> Result<Vec<Item<T>>, yaml::Error> {
+) -> Result<Chunked<Item<T>>, yaml::Error> {
     match events.peek_node()? {
         NodeStart::Sequence(_) => events.enter()?,
         NodeStart::Scalar { value: "", .. } => {
             events.skip_node()?;
-            return Ok(Vec::new());
+            return Ok(Chunked::default());
         }
         NodeStart::Mapping(at) | NodeStart::Scalar { at, .. } | NodeStart::End(at) => {
             let msg = format!("wrong type: `{field}` must be a list");
             diags.error_at(Loc::from(at), field, msg);
             events.skip_node()?;
-            return Ok(Vec::new());
+            return Ok(Chunked::default());
         }
     }
-    let mut out = Vec::new();
+    let mut out = chunked::Builder::default();
     let mut index = 0;
     while events.next_item()? {
         match events.entry::<T>(&format!("{field}[{index}]")) {
@@ -411,5 +591,5 @@ fn items<T: DeserializeOwned>(
         }
         index += 1;
     }
-    Ok(out)
+    Ok(out.finish())
 }

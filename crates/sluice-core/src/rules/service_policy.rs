@@ -7,7 +7,7 @@ use crate::rules::yaml::Spanned;
 
 use super::check::{int, positive};
 use super::error::Diags;
-use super::raw::RawService;
+use super::raw::{RawService, RawServiceMore};
 use super::resilience::{circuit_breakers, health_check, outlier};
 use crate::model::{
     HealthCheck, HealthCheckKind, LbPolicy, LeastRequest, Locality, LocalityLb, LocalityWeight,
@@ -21,6 +21,7 @@ const PROTOCOLS: &[(&str, UpstreamProtocol)] = &[
 ];
 
 pub fn service_policy(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags) -> ServicePolicy {
+    let raw = raw.more();
     let health_check = raw
         .health_check
         .as_ref()
@@ -124,19 +125,24 @@ pub fn service_policy(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags)
         }
     }
     ServicePolicy {
-        health_check,
+        health_check: health_check.map(Box::new),
         panic_threshold,
-        outlier_detection,
-        circuit_breakers,
-        least_request,
-        slow_start,
-        locality_lb,
+        outlier_detection: outlier_detection.map(Box::new),
+        circuit_breakers: circuit_breakers.map(Box::new),
+        least_request: least_request.map(Box::new),
+        slow_start: slow_start.map(Box::new),
+        locality_lb: locality_lb.map(Box::new),
         protocol,
-        tls,
+        tls: tls.map(Box::new),
     }
 }
 
-fn locality_lb(raw: &RawService, lb: LbPolicy, path: &str, d: &mut Diags) -> Option<LocalityLb> {
+fn locality_lb(
+    raw: &RawServiceMore,
+    lb: LbPolicy,
+    path: &str,
+    d: &mut Diags,
+) -> Option<LocalityLb> {
     let weighted = raw.locality_weights.as_ref().map(|list| {
         let p = format!("{path}.locality_weights");
         if list.is_empty() {

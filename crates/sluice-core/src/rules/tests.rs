@@ -11,6 +11,7 @@ use super::*;
 use crate::model::{Backend, LbPolicy, PathMatch, RouteAction, WeightedBackend};
 
 mod diagnostics;
+mod endpoints;
 mod envoy_refusals;
 mod policy;
 mod tls;
@@ -224,6 +225,31 @@ fn wrong_types_and_missing_fields() {
         "listeners[0].virtual_hosts[0].routes[0].match.headers[0].present",
         "expected `true` or `false`",
     );
+}
+
+#[test]
+fn every_repeat_of_a_service_name_names_the_first() {
+    let long = "x".repeat(5000);
+    let text = format!(
+        "services:\n  - name: web\n  - name: {long}\n  - name: web\n  - name: web\n  - name: {long}\n"
+    );
+    let diags = mk_errors(&text);
+    let dups: Vec<(usize, &str)> = diags
+        .iter()
+        .filter(|d| d.message.starts_with("duplicate"))
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    assert_eq!(dups.len(), 3, "{diags:#?}");
+    let web = "duplicate service name `web` (first defined at line 2)";
+    assert_eq!(&dups[..2], &[(4, web), (5, web)]);
+    // A long name is quoted cut, as every echoed value.
+    assert_eq!(dups[2].0, 6);
+    assert!(
+        dups[2].1.ends_with("(first defined at line 3)"),
+        "{}",
+        dups[2].1
+    );
+    assert!(dups[2].1.len() < 400, "{}", dups[2].1);
 }
 
 #[test]

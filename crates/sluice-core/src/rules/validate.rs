@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use crate::rules::yaml::Spanned;
 
-use super::check::{check_name, duration, int, ip, port, socket_key, Catalog, Seen};
+use super::check::{
+    check_name, duration, int, ip, line_of, port, repeats, socket_quietly, Catalog,
+};
+use super::chunked::Chunked;
 use super::discovery::{discovery, sources};
-use super::error::Diags;
+use super::error::{shown, Diags};
 use super::listener::listeners;
-use super::raw::{Item, RawConfig, RawService};
+use super::raw::{Item, RawConfig, RawEndpoint, RawService};
 use super::service_policy::service_policy;
 use super::xds_access::xds_access;
 use crate::model::{Config, Endpoint, Health, LbPolicy, Locality, Service, Sources};
@@ -31,12 +34,29 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
 pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Config {
     let sources = sources(raw.sources.as_ref(), d);
     let mut services = BTreeMap::new();
-    let mut seen = Seen::default();
-    for item in &raw.services {
+    // Duplicate names are found first, by sorting (`repeats`): a table of
+    // every name would be held beside the model at its peak (a file may
+    // hold 100,000s of services).
+    let names = raw.services.iter().map(|item| {
+        let name = &item.raw.name;
+        (name.as_str(), line_of(d.loc(name.span())))
+    });
+    let mut repeats = repeats(names).into_iter().peekable();
+    for (i, item) in raw.services.iter().enumerate() {
         let service = service(item, &sources, d);
-        let path = format!("services[{}].name", item.index);
-        if seen.first(d, &item.raw.name, &path, "service name") {
-            services.insert(service.name.clone(), Arc::new(service));
+        let name = &item.raw.name;
+        match repeats.next_if(|&(index, _)| index as usize == i) {
+            Some((_, first)) => {
+                let path = format!("services[{}].name", item.index);
+                let msg = format!(
+                    "duplicate service name `{}` (first defined at line {first})",
+                    shown(name)
+                );
+                d.error(name.span(), path, msg);
+            }
+            None => {
+                services.insert(service.name.clone(), Arc::new(service));
+            }
         }
     }
     let catalog = Catalog {
@@ -61,7 +81,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
     let raw = &item.raw;
     let path = format!("services[{}]", item.index);
     let name = check_name(d, &raw.name, &format!("{path}.name"));
-    let connect_timeout = match &raw.connect_timeout {
+    let connect_timeout = match &raw.more().connect_timeout {
         None => Duration::from_secs(1),
         Some(raw_t) => {
             let p = format!("{path}.connect_timeout");
@@ -75,7 +95,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
             }
         }
     };
-    let lb_policy = match &raw.lb_policy {
+    let lb_policy = match &raw.more().lb_policy {
         None => LbPolicy::RoundRobin,
         Some(p) => match LB_POLICIES.iter().find(|(n, _)| *n == p.as_str()) {
             Some((_, policy)) => *policy,
@@ -91,42 +111,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
             }
         },
     };
-    let mut endpoints = Vec::new();
-    let mut seen = Seen::default();
-    for (i, ep) in raw.endpoints.iter().enumerate() {
-        let p = format!("{path}.endpoints[{i}]");
-        let address = ip(d, &ep.address, &format!("{p}.address"));
-        let port = port(d, &ep.port, &format!("{p}.port"));
-        let weight = match &ep.weight {
-            None => 1,
-            Some(w) => int(d, w, &format!("{p}.weight"), 1..=128).unwrap_or(1),
-        };
-        let key = socket_key(address, port);
-        let loc = d.loc(ep.span());
-        seen.first_at(d, key, loc, &p, "endpoint");
-        let health = match &ep.health {
-            None => Health::Healthy,
-            Some(h) => health(d, h, &format!("{p}.health")),
-        };
-        let priority = match &ep.priority {
-            None => 0,
-            Some(v) => int(d, v, &format!("{p}.priority"), 0..=10).unwrap_or(0),
-        };
-        let locality = ep.locality.as_ref().map(|l| Locality {
-            region: l.region.clone(),
-            zone: l.zone.clone(),
-            sub_zone: l.sub_zone.clone(),
-        });
-        endpoints.push(Endpoint {
-            address,
-            port,
-            labels: ep.labels.clone(),
-            weight,
-            health,
-            locality,
-            priority,
-        });
-    }
+    let endpoints = endpoints(raw.endpoints.take(), &path, d);
     let mut subsets = BTreeMap::new();
     for (subset, selector) in &raw.subsets.0 {
         let p = format!("{path}.subsets.{}", subset.as_str());
@@ -140,7 +125,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         }
         subsets.insert(subset.to_string(), selector.clone());
     }
-    let discovery = match &raw.discovery {
+    let discovery = match &raw.more().discovery {
         None => Vec::new(),
         Some(raw_d) => discovery(raw_d, sources, &path, d),
     };
@@ -154,6 +139,66 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         subsets,
         policy,
     }
+}
+
+/// The model of a service's endpoints. The raw list is consumed: each
+/// chunk is freed once read, as the model list (allocated once, at its
+/// final size) fills. Duplicates (same address and port) are found
+/// first, by sorting ([`repeats`]), and reported in list order.
+fn endpoints(raw: Chunked<Spanned<RawEndpoint>>, path: &str, d: &mut Diags) -> Vec<Endpoint> {
+    let keys = raw.iter().map(|ep| {
+        let key = socket_quietly(&ep.address, &ep.port);
+        (key, line_of(d.loc(ep.span())))
+    });
+    let mut repeats = repeats(keys).into_iter().peekable();
+    let mut endpoints = Vec::with_capacity(raw.len());
+    for (i, ep) in raw.into_iter().enumerate() {
+        let p = format!("{path}.endpoints[{i}]");
+        let address = ip(d, &ep.address, &format!("{p}.address"));
+        let port = port(d, &ep.port, &format!("{p}.port"));
+        let more = ep.more.as_deref();
+        let weight = match more.and_then(|m| m.weight.as_ref()) {
+            None => 1,
+            Some(w) => int(d, w, &format!("{p}.weight"), 1..=128).unwrap_or(1),
+        };
+        if let Some((_, first)) = repeats.next_if(|&(index, _)| index as usize == i) {
+            let socket = std::net::SocketAddr::new(address, port);
+            let msg = format!("duplicate endpoint `{socket}` (first defined at line {first})");
+            d.error(ep.span(), &p, msg);
+        }
+        let health = match more.and_then(|m| m.health.as_ref()) {
+            None => Health::Healthy,
+            Some(h) => health(d, h, &format!("{p}.health")),
+        };
+        let priority = match more.and_then(|m| m.priority.as_ref()) {
+            None => 0,
+            Some(v) => int(d, v, &format!("{p}.priority"), 0..=10).unwrap_or(0),
+        };
+        let (labels, locality) = match ep.into_inner().more {
+            None => (BTreeMap::new(), None),
+            Some(more) => {
+                let locality = more.locality.map(|l| {
+                    let l = l.into_inner();
+                    Box::new(Locality {
+                        region: l.region,
+                        zone: l.zone,
+                        sub_zone: l.sub_zone,
+                    })
+                });
+                (more.labels, locality)
+            }
+        };
+        endpoints.push(Endpoint {
+            address,
+            port,
+            labels,
+            weight,
+            health,
+            locality,
+            priority,
+        });
+    }
+    endpoints
 }
 
 fn health(d: &mut Diags, raw: &Spanned<String>, path: &str) -> Health {

@@ -193,7 +193,7 @@ fn endpoint(e: Entry) -> Result<(String, Endpoint), EntryError> {
         labels,
         weight: raw_weight.clamp(1, 128) as u32,
         health,
-        locality: (locality != Locality::default()).then_some(locality),
+        locality: (locality != Locality::default()).then(|| Box::new(locality)),
         priority: 0,
     };
     Ok((id, endpoint))

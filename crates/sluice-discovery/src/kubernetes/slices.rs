@@ -90,9 +90,11 @@ pub fn join<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>, port: &str)
                 labels: labels.clone(),
                 weight: 1,
                 health,
-                locality: ep.zone.as_ref().map(|z| Locality {
-                    zone: z.clone(),
-                    ..Default::default()
+                locality: ep.zone.as_ref().map(|z| {
+                    Box::new(Locality {
+                        zone: z.clone(),
+                        ..Default::default()
+                    })
                 }),
                 priority: 0,
             };

@@ -60,14 +60,14 @@ fn service(eps: &[Ep], weighted: bool) -> Service {
             labels: BTreeMap::from([("v".to_string(), if canary { "2" } else { "1" }.to_string())]),
             weight,
             health: health(h),
-            locality: locality(loc),
+            locality: locality(loc).map(Box::new),
             priority: u32::from(prio % 3),
         })
         .collect::<Vec<_>>()
         .into();
     let mut policy = crate::model::ServicePolicy::default();
     if weighted {
-        policy.locality_lb = Some(crate::model::LocalityLb::Weighted(
+        policy.locality_lb = Some(Box::new(crate::model::LocalityLb::Weighted(
             (0..4)
                 .filter_map(locality)
                 .map(|locality| crate::model::LocalityWeight {
@@ -75,7 +75,7 @@ fn service(eps: &[Ep], weighted: bool) -> Service {
                     weight: 7,
                 })
                 .collect(),
-        ));
+        )));
     }
     Service {
         name: "svc".into(),
@@ -128,6 +128,11 @@ proptest! {
                 let got = eds::load_assignment(&svc, &backend, &mut cache);
                 prop_assert_eq!(&got.body[..], &expected[..]);
                 prop_assert_eq!(got.name, backend.cluster_name());
+                // A cache that keeps nothing (one compile) encodes the same.
+                let mut one_shot = EndpointCache::one_shot();
+                let once = eds::load_assignment(&svc, &backend, &mut one_shot);
+                prop_assert_eq!(&once.body[..], &expected[..]);
+                prop_assert!(one_shot.is_empty());
             }
         }
     }

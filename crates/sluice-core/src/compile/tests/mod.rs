@@ -437,17 +437,17 @@ fn endpoints_group_by_priority_and_locality_with_health() {
     };
     api.endpoints = Arc::new(vec![
         Endpoint {
-            locality: zone("b"),
+            locality: zone("b").map(Box::new),
             priority: 1,
             ..mk_endpoint(1, 80, &[], 1)
         },
         Endpoint {
-            locality: zone("a"),
+            locality: zone("a").map(Box::new),
             health: Health::Draining,
             ..mk_endpoint(2, 80, &[], 1)
         },
         Endpoint {
-            locality: zone("a"),
+            locality: zone("a").map(Box::new),
             health: Health::Degraded,
             ..mk_endpoint(3, 80, &[], 1)
         },

@@ -61,7 +61,7 @@ fn service_policy_loads_with_defaults() {
         (lr.choice_count, lr.active_request_bias_milli),
         (2, Some(500))
     );
-    let Some(LocalityLb::Weighted(w)) = &p.locality_lb else {
+    let Some(LocalityLb::Weighted(w)) = p.locality_lb.as_deref() else {
         panic!("weighted")
     };
     assert_eq!((w[0].locality.zone.as_str(), w[0].weight), ("a", 3));

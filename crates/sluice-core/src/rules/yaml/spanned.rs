@@ -100,6 +100,11 @@ impl<T> Spanned<T> {
     pub fn span(&self) -> &Span {
         &self.span
     }
+
+    /// The value, without its position.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 impl<T> Deref for Spanned<T> {
