@@ -124,6 +124,16 @@ struct StreamHandler {
     peer: PeerCredentials,
 }
 
+/// The token of an `authorization: Bearer <token>` value (the scheme's
+/// case does not matter, RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// The stream's credentials: the client certificate's SANs the transport
 /// verified, and the SHA-256 of an `authorization: Bearer` token (gRPC
 /// initial metadata; the token itself is not kept).
@@ -133,8 +143,8 @@ fn peer_credentials<B>(req: &http::Request<B>) -> PeerCredentials {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|token| sluice_core::digest::sha256_hex(token.trim().as_bytes()));
+        .and_then(bearer_token)
+        .map(|token| sluice_core::digest::sha256_hex(token.as_bytes()));
     PeerCredentials {
         creds: Credentials {
             identities: peer.map(|p| p.identities.to_vec()).unwrap_or_default(),
@@ -201,4 +211,19 @@ pub async fn serve_on(
         .add_service(service)
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), stop.cancelled_owned())
         .await
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_read_without_regard_to_case() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
 }
