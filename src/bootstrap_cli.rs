@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use crate::bootstrap::{self, BootstrapOptions, XdsClientTls};
+use crate::cli_support::XdsClientArgs;
 
 /// `sluice bootstrap` arguments.
 #[derive(Debug, Args)]
@@ -32,28 +33,13 @@ pub struct BootstrapArgs {
     /// zone-aware routing (`zone_aware` in the rules).
     #[arg(long)]
     pub local_cluster: Option<String>,
-    /// Reach sluice over TLS, trusting this CA bundle (PEM) for its
-    /// certificate. Needs --out: the CA and the client certificate are
-    /// read by Envoy through file-based SDS files written beside it, so
-    /// rotated files are picked up without a restart.
-    #[arg(long, value_name = "FILE", requires = "out")]
-    pub xds_ca: Option<PathBuf>,
-    /// The proxy's client certificate chain (PEM), for mTLS.
-    #[arg(long, value_name = "FILE", requires_all = ["client_key", "xds_ca"])]
-    pub client_cert: Option<PathBuf>,
-    /// The private key (PEM) of --client-cert.
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// The server name Envoy sends (SNI) and checks sluice's certificate
-    /// against; default: the host of --xds.
-    #[arg(long, value_name = "NAME", requires = "xds_ca")]
-    pub xds_sni: Option<String>,
-    /// A file holding a bearer token Envoy sends to sluice (gRPC metadata
-    /// `authorization: Bearer ...`), matched by an `xds_access`
-    /// `token_sha256` entry. The token is written into the bootstrap,
-    /// which is then created readable by its owner only.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    /// TLS, mTLS and a token (`--xds-ca` needs `--out`: the CA and the
+    /// client certificate are read by Envoy through file-based SDS files
+    /// written beside it, so rotated files are picked up without a
+    /// restart; a token is written into the bootstrap, which is then
+    /// created readable by its owner only).
+    #[command(flatten)]
+    pub xds_client: XdsClientArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,29 +128,24 @@ impl BootstrapArgs {
         opts.admin_port = self.admin_port;
         opts.delta = self.ads == Ads::Delta;
         opts.local_cluster = self.local_cluster.clone();
-        if let Some(ca) = &self.xds_ca {
-            let client = match (&self.client_cert, &self.client_key) {
-                (Some(cert), Some(key)) => Some((absolute(cert)?, absolute(key)?)),
-                _ => None,
+        let x = &self.xds_client;
+        if let Some(ca) = &x.xds_ca {
+            let Some(out) = &self.out else {
+                return Err("--xds-ca needs --out: the SDS files Envoy reads the certificates through are written beside it".into());
             };
-            let out = self.out.as_deref().unwrap_or(Path::new("."));
-            let sds_dir = absolute(
-                out.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new(".")),
-            )?;
+            let client = match x.client() {
+                Some((cert, key)) => Some((absolute(cert)?, absolute(key)?)),
+                None => None,
+            };
+            let dir = out.parent().filter(|p| !p.as_os_str().is_empty());
             opts.tls = Some(XdsClientTls {
                 ca: absolute(ca)?,
                 client,
-                sni: self.xds_sni.clone(),
-                sds_dir,
+                sni: x.xds_sni.clone(),
+                sds_dir: absolute(dir.unwrap_or(Path::new(".")))?,
             });
         }
-        if let Some(file) = &self.token_file {
-            let token = std::fs::read_to_string(file)
-                .map_err(|e| format!("reading --token-file {}: {e}", file.display()))?;
-            opts.token = Some(token.trim().to_string());
-        }
+        opts.token = x.token()?;
         Ok(opts)
     }
 }

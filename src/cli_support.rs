@@ -125,3 +125,45 @@ pub(crate) async fn send<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))
 }
+
+/// How a proxy (Envoy through `sluice bootstrap`, or `sluice sim`)
+/// reaches sluice's xDS port: TLS, mTLS, a bearer token.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct XdsClientArgs {
+    /// Reach sluice over TLS (ALPN h2), trusting this CA bundle (PEM) for
+    /// its certificate.
+    #[arg(long, value_name = "FILE")]
+    pub xds_ca: Option<PathBuf>,
+    /// The proxy's client certificate chain (PEM), for mTLS.
+    #[arg(long, value_name = "FILE", requires_all = ["client_key", "xds_ca"])]
+    pub client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// The server name sent (SNI) and checked in sluice's certificate;
+    /// default: the host of --xds.
+    #[arg(long, value_name = "NAME", requires = "xds_ca")]
+    pub xds_sni: Option<String>,
+    /// A file holding a bearer token sent to sluice as gRPC metadata
+    /// `authorization: Bearer ...`, matched by an `xds_access`
+    /// `token_sha256` entry.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl XdsClientArgs {
+    /// The token in `--token-file`, trimmed; `None` without the flag.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        let Some(file) = &self.token_file else {
+            return Ok(None);
+        };
+        std::fs::read_to_string(file)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| format!("reading --token-file {}: {e}", file.display()))
+    }
+
+    /// The client certificate and key, when both are given.
+    pub fn client(&self) -> Option<(&Path, &Path)> {
+        self.client_cert.as_deref().zip(self.client_key.as_deref())
+    }
+}

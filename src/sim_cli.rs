@@ -31,6 +31,8 @@ use sluice_sim::state::Mode;
 use sluice_sim::stats::Stats;
 use sluice_sim::xds_tls::{ClientSecurity, ClientTls};
 
+use crate::cli_support::XdsClientArgs;
+
 /// `sluice sim` arguments.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimArgs {
@@ -55,22 +57,9 @@ pub struct SimArgs {
     /// The node group (Envoy's node.cluster).
     #[arg(long, default_value = "default")]
     pub group: String,
-    /// Reach sluice over TLS, trusting this CA bundle (PEM), as
-    /// `sluice bootstrap --xds-ca` makes Envoy do.
-    #[arg(long, value_name = "FILE")]
-    pub xds_ca: Option<PathBuf>,
-    /// Client certificate chain (PEM) every simulated proxy presents (mTLS).
-    #[arg(long, value_name = "FILE", requires_all = ["client_key", "xds_ca"])]
-    pub client_cert: Option<PathBuf>,
-    /// The key (PEM) of --client-cert.
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// The name sluice's certificate must hold; default: the host of --xds.
-    #[arg(long, value_name = "NAME", requires = "xds_ca")]
-    pub xds_sni: Option<String>,
-    /// A file holding a bearer token sent as `authorization` metadata.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    /// TLS, mTLS and a token, as `sluice bootstrap` gives Envoy.
+    #[command(flatten)]
+    pub xds_client: XdsClientArgs,
     /// Host (`:authority`) of the simulated requests.
     #[arg(long, default_value = "sim")]
     pub host: String,
@@ -161,31 +150,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 impl SimArgs {
     /// TLS and token from the flags (the files read now).
     fn security(&self) -> Result<ClientSecurity, String> {
-        let tls = match &self.xds_ca {
+        let x = &self.xds_client;
+        let tls = match &x.xds_ca {
             None => None,
             Some(ca) => {
                 let host = self
                     .xds
                     .rsplit_once(':')
                     .map_or(self.xds.as_str(), |(h, _)| h);
-                let name = self
+                let name = x
                     .xds_sni
                     .as_deref()
                     .unwrap_or(host.trim_start_matches('[').trim_end_matches(']'));
-                let client = self.client_cert.as_deref().zip(self.client_key.as_deref());
-                Some(ClientTls::from_files(ca, client, name).map_err(|e| e.to_string())?)
+                Some(ClientTls::from_files(ca, x.client(), name).map_err(|e| e.to_string())?)
             }
         };
-        let token = match &self.token_file {
-            None => None,
-            Some(file) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|e| format!("--token-file {}: {e}", file.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-        };
-        Ok(ClientSecurity { tls, token })
+        Ok(ClientSecurity {
+            tls,
+            token: x.token()?,
+        })
     }
 
     /// Run `sluice sim` on its own runtime.
