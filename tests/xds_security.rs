@@ -46,7 +46,6 @@ fn s(p: &Path) -> &str {
 
 const TOKEN: &str = "batch-token-7f3a";
 
-
 /// One service, a plain listener `http` for groups edge and batch, an
 /// HTTPS listener `https` (with its SDS secret) for group edge only, and
 /// who may join which group.
