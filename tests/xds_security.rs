@@ -9,65 +9,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 
+use common::creds::*;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-
-/// A test CA.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn mk_ca(name: &str) -> Ca {
-    let key = KeyPair::generate().expect("ca key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).expect("ca cert");
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// A certificate and key in PEM.
-struct Pair {
-    cert: String,
-    key: String,
-}
-
-/// sluice's server certificate: for 127.0.0.1 (Envoy checks the IP SAN)
-/// and localhost.
-fn mk_server(ca: &Ca) -> Pair {
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-    let cert = params.signed_by(&key, &ca.issuer).expect("server cert");
-    Pair {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
-
-/// A proxy's client certificate whose only SAN is the URI `spiffe`.
-fn mk_client(ca: &Ca, spiffe: &str) -> Pair {
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .subject_alt_names
-        .push(SanType::URI(spiffe.try_into().expect("uri san")));
-    let cert = params.signed_by(&key, &ca.issuer).expect("client cert");
-    Pair {
-        cert: cert.pem(),
-        key: key.serialize_pem(),
-    }
-}
 
 /// Where a test keeps its PEM files.
 struct Files {
@@ -100,15 +45,6 @@ fn s(p: &Path) -> &str {
 }
 
 const TOKEN: &str = "batch-token-7f3a";
-
-/// The SHA-256 of `t`, as the rules name a token.
-fn sha256_hex(t: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(t.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// One service, a plain listener `http` for groups edge and batch, an
 /// HTTPS listener `https` (with its SDS secret) for group edge only, and

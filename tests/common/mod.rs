@@ -691,6 +691,7 @@ pub async fn side_by_side(rules: &str, name: &str, ready: (&str, u16)) -> SideBy
 }
 
 pub mod consul;
+pub mod creds;
 pub mod eds;
 pub mod etcd;
 pub mod jwt;
