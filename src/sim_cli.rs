@@ -164,7 +164,10 @@ impl SimArgs {
         let tls = match &self.xds_ca {
             None => None,
             Some(ca) => {
-                let host = self.xds.rsplit_once(':').map_or(self.xds.as_str(), |(h, _)| h);
+                let host = self
+                    .xds
+                    .rsplit_once(':')
+                    .map_or(self.xds.as_str(), |(h, _)| h);
                 let name = self
                     .xds_sni
                     .as_deref()
