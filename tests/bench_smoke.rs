@@ -1,7 +1,8 @@
 //! The scenario runner (`examples/bench`) at a tiny size, so it does not
 //! rot: B1 with 5 proxies and 3 endpoint moves through a real etcd into
-//! `sluice serve` (the binary), then the same against the transport floor.
-//! Asserts behaviour only — every move reached every proxy, nothing was
+//! `sluice serve` (the binary), then the same against the transport floor;
+//! then again with `--mtls` (sluice's xDS port over mutual TLS, the floor
+//! plaintext). Asserts behaviour only — every move reached every proxy, nothing was
 //! NACKed, the JSON has its fields — never times.
 //!
 //! `harness = false`: the runner starts its fleet and floor by re-running
@@ -26,6 +27,8 @@ mod fleet;
 mod fleet_proc;
 #[path = "../examples/bench/floor.rs"]
 mod floor;
+#[path = "../examples/bench/pki.rs"]
+mod pki;
 #[path = "../examples/bench/procs.rs"]
 mod procs;
 #[path = "../examples/bench/setup.rs"]
@@ -36,7 +39,11 @@ mod topo;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const NAME: &str = "bench_runner_b1_smoke";
+/// The cases, and whether each runs sluice's xDS over mTLS.
+const CASES: [(&str, bool); 2] = [
+    ("bench_runner_b1_smoke", false),
+    ("bench_runner_b1_mtls_smoke", true),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,24 +51,28 @@ fn main() -> ExitCode {
         return cli::main(&args, None);
     }
     if args.iter().any(|a| a == "--list") {
-        println!("{NAME}: test");
+        for (name, _) in CASES {
+            println!("{name}: test");
+        }
         return ExitCode::SUCCESS;
     }
-    // A name filter (`cargo test sim::`) that does not match skips it.
+    // A name filter (`cargo test sim::`) that matches none skips them.
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| NAME.contains(f.as_str())) {
-        println!("0 passed, 0 failed");
-        return ExitCode::SUCCESS;
+    let mut passed = 0;
+    for (name, mtls) in CASES {
+        if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+            smoke(mtls);
+            passed += 1;
+        }
     }
-    smoke();
-    println!("1 passed, 0 failed");
+    println!("{passed} passed, 0 failed");
     ExitCode::SUCCESS
 }
 
-fn smoke() {
+fn smoke(mtls: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("b1.json");
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "b1",
         "--proxies",
         "5",
@@ -76,6 +87,9 @@ fn smoke() {
     ]
     .map(String::from)
     .to_vec();
+    if mtls {
+        args.push("--mtls".into());
+    }
     let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
     assert_eq!(
         code,
@@ -88,6 +102,7 @@ fn smoke() {
     assert_eq!(json["scenario"], "b1");
     assert_eq!(json["proxies"], 5);
     assert_eq!(json["mode"], "delta");
+    assert_eq!(json["mtls"], mtls);
     for server in ["sluice", "floor"] {
         let lat = &json[server]["latency"];
         assert_eq!(lat["changes"], 3, "{server}: {lat}");

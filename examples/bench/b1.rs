@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::fleet_proc::FleetProc;
 use crate::procs::{self, Peer};
-use crate::setup::{self, fmt_ms, Change, Env, Latencies, Mover, Opts};
+use crate::setup::{self, fmt_ms, Change, Env, Latencies, Mover, Opts, Server};
 use crate::topo::{self, Source};
 
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -122,7 +122,7 @@ pub async fn start_floor(
         .await?;
     let addr = line.trim_start_matches("floor listening on ").parse()?;
     let (fleet, ready) = env
-        .configured_fleet_rtds(tag, addr, proxies, mode, runtime)
+        .configured_fleet_rtds(tag, Server::Floor, addr, proxies, mode, runtime)
         .await?;
     Ok((floor, fleet, ready))
 }

@@ -33,7 +33,7 @@ use tonic::transport::Channel;
 
 use crate::fleet_proc::FleetProc;
 use crate::procs::{self, Peer};
-use crate::setup::{self, fmt_ms, Env, Latencies, Opts};
+use crate::setup::{self, fmt_ms, Env, Latencies, Opts, Server};
 use crate::topo::{self, Source};
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
@@ -250,6 +250,7 @@ async fn sluice_run(env: &Env, o: &Opts, rules: &std::path::Path) -> anyhow::Res
     let (mut fleet, ready) = env
         .configured_fleet_rtds(
             "b5",
+            Server::Sluice,
             sluice.xds,
             proxies,
             o.mode(),

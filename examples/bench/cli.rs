@@ -10,7 +10,7 @@ use crate::procs::Exes;
 use crate::setup::{Env, Opts};
 
 const USAGE: &str = "usage: bench SCENARIO [--proxies N] [--services N] [--endpoints N] \
-[--duration SECS] [--sotw | --delta] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)] [--rollout-weights routes|runtime (b5)]
+[--duration SECS] [--sotw | --delta] [--mtls] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)] [--rollout-weights routes|runtime (b5)]
 scenarios: b1 (convergence), b2 (churn), b3 (reconnect storm), b4 (memory), b5 (canary step)";
 
 /// Runs `args`; `sluice` overrides where the sluice binary is looked for.
@@ -52,7 +52,7 @@ fn run(args: &[String], sluice: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let nofile = crate::procs::raise_nofile(65_536);
     let exes = Exes { sluice, this };
-    let env = Env::new(exes)?;
+    let env = Env::new(exes, opts.mtls)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -92,11 +92,17 @@ fn run(args: &[String], sluice: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     let wall = started.elapsed().as_secs_f64();
-    println!("({scenario} took {wall:.1} s; RLIMIT_NOFILE {nofile})");
+    let transport = if opts.mtls {
+        "sluice's xDS over mTLS, the floor plaintext"
+    } else {
+        "plaintext xDS"
+    };
+    println!("({scenario} took {wall:.1} s; RLIMIT_NOFILE {nofile}; {transport})");
     if let Some(obj) = result.as_object_mut() {
         obj.insert("wall_s".into(), crate::setup::num(wall));
         obj.insert("machine".into(), machine());
         obj.insert("args".into(), serde_json::json!(args));
+        obj.insert("mtls".into(), opts.mtls.into());
     }
     let out = opts
         .out
@@ -123,6 +129,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
         out: None,
         floor_only: false,
         rollout_weights: None,
+        mtls: false,
     };
     let mut sluice = None;
     let mut it = args.iter();
@@ -139,6 +146,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
             "--sotw" => o.sotw = true,
             "--delta" => o.delta = true,
             "--floor-only" => o.floor_only = true,
+            "--mtls" => o.mtls = true,
             "--rollout-weights" => {
                 o.rollout_weights = Some(match val()?.as_str() {
                     "routes" => sluice::canary::overlay::WeightsVia::Routes,

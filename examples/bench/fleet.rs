@@ -34,6 +34,7 @@ use sluice::sim::fleet::{Fleet, FleetConfig};
 use sluice::sim::resources::{SimEndpoints, SimRuntime};
 use sluice::sim::route::{Action, Request, RouteTable};
 use sluice::sim::state::{Mode, Part};
+use sluice::sim::xds_tls::ClientSecurity;
 use sluice::xds::TypeUrl;
 
 /// A proxy is configured when it holds the listener with its routes and
@@ -297,7 +298,12 @@ impl Tracker {
     }
 }
 
-/// `bench fleet --xds ADDR --proxies N --mode delta|sotw`.
+/// The node group every simulated proxy claims.
+pub const GROUP: &str = "default";
+
+/// `bench fleet --xds ADDR --proxies N --mode delta|sotw [--runtime-layer
+/// NAME] [--xds-ca F --client-cert F --client-key F]` (the last three:
+/// mTLS, see `pki.rs`).
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let get = |name: &str| -> anyhow::Result<&str> {
         args.iter()
@@ -312,6 +318,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "sotw" => Mode::Sotw,
         _ => Mode::Delta,
     };
+    let tls = crate::pki::client_tls(args)?;
     crate::procs::raise_nofile(proxies as u64 + 1024);
     // The proxies' warnings (why a stream ended: B3 tallies them) go to
     // the fleet's log, plain text.
@@ -332,7 +339,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         .position(|a| a == "--runtime-layer")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    rt.block_on(run(xds, proxies, mode, runtime_layer))
+    let security = ClientSecurity { tls, token: None };
+    rt.block_on(run(xds, proxies, mode, runtime_layer, security))
 }
 
 async fn run(
@@ -340,17 +348,18 @@ async fn run(
     proxies: usize,
     mode: Mode,
     runtime_layer: Option<String>,
+    security: ClientSecurity,
 ) -> anyhow::Result<()> {
     let clock = Arc::new(Clock::now());
     let fleet = Fleet::start(&FleetConfig {
         xds: xds.to_string(),
         proxies,
         mode,
-        group: "default".into(),
+        group: GROUP.into(),
         node_prefix: "bench".into(),
         faults: Default::default(),
         runtime_layer: runtime_layer.clone(),
-        security: Default::default(),
+        security,
     });
     let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
     let writer = std::thread::spawn(move || {

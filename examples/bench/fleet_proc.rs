@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use sluice::sim::state::Mode;
 
+use crate::pki::Pki;
 use crate::procs::{Exes, Peer};
 
 /// Counters of the whole fleet (`stats`).
@@ -35,6 +36,7 @@ impl FleetProc {
         proxies: usize,
         mode: Mode,
         runtime: bool,
+        tls: Option<&Pki>,
         log: &std::path::Path,
     ) -> anyhow::Result<FleetProc> {
         let mode = if mode == Mode::Sotw { "sotw" } else { "delta" };
@@ -55,6 +57,9 @@ impl FleetProc {
                 "--runtime-layer".into(),
                 sluice::model::RUNTIME_LAYER.into(),
             ]);
+        }
+        if let Some(pki) = tls {
+            args.extend(pki.fleet_args());
         }
         let mut peer = Peer::spawn(exes, &args, log)?;
         peer.expect("ready", Duration::from_secs(60), |_| {})

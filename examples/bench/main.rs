@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo build --release && cargo run --release --example bench -- b1 [--sotw]
 //! cargo run --release --example bench -- b2 | b3 [--services 100 --proxies 5000] | b4 | b5
+//! cargo run --release --example bench -- b1 --mtls   # sluice's xDS over mTLS (the floor stays plaintext)
 //! ```
 //!
 //! The fleet (`fleet`) and the transport floor (`floor`) are this same
@@ -19,6 +20,7 @@ mod cli;
 mod fleet;
 mod fleet_proc;
 mod floor;
+mod pki;
 mod procs;
 mod setup;
 mod topo;

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use sluice::sim::state::Mode;
 
 use crate::fleet_proc::FleetProc;
+use crate::pki::{self, Pki};
 use crate::procs::{Etcd, Exes, Sluice};
 use crate::topo::{self, Source, Topology, BASE_PORT};
 
@@ -33,6 +34,9 @@ pub struct Opts {
     /// B5: how sluice moves the rollout's weights (`--rollout-weights`;
     /// default runtime).
     pub rollout_weights: Option<sluice::canary::overlay::WeightsVia>,
+    /// sluice's xDS port over mutual TLS (`--mtls`); the floor stays
+    /// plaintext.
+    pub mtls: bool,
 }
 
 impl Opts {
@@ -52,36 +56,60 @@ impl Opts {
     }
 }
 
+/// Which server a fleet connects to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// sluice, over mTLS when the run has a [`Pki`].
+    Sluice,
+    /// The transport floor, always plaintext.
+    Floor,
+}
+
 pub struct Env {
     pub exes: Exes,
     pub dir: tempfile::TempDir,
+    /// The run's certificates when sluice serves xDS over mTLS.
+    pub pki: Option<Pki>,
 }
 
 impl Env {
-    pub fn new(exes: Exes) -> anyhow::Result<Env> {
-        Ok(Env {
-            exes,
-            dir: tempfile::tempdir()?,
-        })
+    /// A work directory; with `mtls`, the certificates in it.
+    pub fn new(exes: Exes, mtls: bool) -> anyhow::Result<Env> {
+        let dir = tempfile::tempdir()?;
+        let pki = if mtls {
+            Some(Pki::write(dir.path())?)
+        } else {
+            None
+        };
+        Ok(Env { exes, dir, pki })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
+    /// The rules file; with mTLS it also lets the fleet's identity in
+    /// (the floor ignores `xds_access`).
     pub fn write_rules(&self, name: &str, t: Topology, source: Source) -> anyhow::Result<PathBuf> {
         let p = self.path(name);
-        std::fs::write(&p, topo::rules(t, source))?;
+        let mut text = topo::rules(t, source);
+        if self.pki.is_some() {
+            text.push_str(&pki::access_rules(crate::fleet::GROUP));
+        }
+        std::fs::write(&p, text)?;
         Ok(p)
     }
 
+    /// `sluice serve` on `rules` (over mTLS when the run has a [`Pki`]).
     pub async fn sluice(
         &self,
         rules: &std::path::Path,
         port: u16,
         extra: &[String],
     ) -> anyhow::Result<Sluice> {
-        Sluice::start(&self.exes, rules, port, extra, &self.path("sluice.log")).await
+        let mut args = self.pki.as_ref().map(Pki::serve_args).unwrap_or_default();
+        args.extend_from_slice(extra);
+        Sluice::start(&self.exes, rules, port, &args, &self.path("sluice.log")).await
     }
 
     /// A fleet on `xds`, waited for until every proxy is configured.
@@ -92,7 +120,7 @@ impl Env {
         proxies: usize,
         mode: Mode,
     ) -> anyhow::Result<(FleetProc, Duration)> {
-        self.configured_fleet_rtds(tag, xds, proxies, mode, false)
+        self.configured_fleet_rtds(tag, Server::Sluice, xds, proxies, mode, false)
             .await
     }
 
@@ -101,6 +129,7 @@ impl Env {
     pub async fn configured_fleet_rtds(
         &self,
         tag: &str,
+        server: Server,
         xds: std::net::SocketAddr,
         proxies: usize,
         mode: Mode,
@@ -112,6 +141,7 @@ impl Env {
             proxies,
             mode,
             runtime,
+            self.tls_to(server),
             &self.path("fleet.log"),
         )
         .await?;
@@ -153,9 +183,18 @@ impl Env {
             proxies,
             mode,
             false,
+            self.tls_to(Server::Sluice),
             &self.path("fleet.log"),
         )
         .await
+    }
+
+    /// The certificates a fleet on `server` presents.
+    fn tls_to(&self, server: Server) -> Option<&Pki> {
+        match server {
+            Server::Sluice => self.pki.as_ref(),
+            Server::Floor => None,
+        }
     }
 }
 
