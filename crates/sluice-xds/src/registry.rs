@@ -39,7 +39,8 @@ pub struct Registry {
     denials: Mutex<VecDeque<Denial>>,
 }
 
-fn now_secs() -> u64 {
+/// Seconds since the Unix epoch, as the registry records times.
+pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -87,8 +88,7 @@ impl std::fmt::Debug for Entry {
 impl Registry {
     /// Records a refused stream; the oldest is forgotten past
     /// [`MAX_DENIALS`].
-    pub fn deny(&self, mut denial: Denial) {
-        denial.at = now_secs();
+    pub fn deny(&self, denial: Denial) {
         let mut denials = self.denials.lock();
         if denials.len() == MAX_DENIALS {
             denials.pop_front();

@@ -28,7 +28,7 @@ use super::admission::Limits;
 use super::grpc_body::Requests;
 use super::metrics::XdsMetrics;
 use super::published::{Published, SnapshotRx};
-use super::registry::{Denial, Registry};
+use super::registry::{now_secs, Denial, Registry};
 use super::resource::{Snapshot, TypeUrl};
 use super::session::{Event, Mode, NodeInfo, Output, ProtocolError, Response, Session};
 use super::wire;
@@ -133,8 +133,9 @@ pub(super) struct StreamTask<Resp> {
     /// time is up (see `admission`).
     slot: Option<OwnedSemaphorePermit>,
     peer: PeerCredentials,
-    /// The secret-less snapshot last handed to the session, if any.
-    current_withheld: Option<Arc<Snapshot>>,
+    /// Whether this stream was told (logged, counted) that its group's
+    /// secrets are withheld.
+    secrets_withheld: bool,
     /// What access control last decided (`None` before the node and the
     /// first snapshot are known).
     grant: Option<Grant>,
@@ -161,7 +162,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
             node: None,
             slot: Some(slot),
             peer,
-            current_withheld: None,
+            secrets_withheld: false,
             grant: None,
         }
     }
@@ -226,8 +227,9 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
                 // Refused before anything is sent, and before it is listed.
                 let published = snapshots.borrow().clone();
                 if let Some(published) = published {
-                    if !self.authorize(&node, &published).await {
-                        return false;
+                    match self.decide(&node, &published) {
+                        Ok(grant) => self.grant = Some(grant),
+                        Err(reason) => return self.refuse(reason, &node).await,
                     }
                 }
                 info!(stream = self.id, node = %node.id, group = %node.group,
@@ -258,21 +260,23 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         let Some(published) = published else {
             return true;
         };
-        let Some(node) = self.node.take() else {
+        let Some(node) = &self.node else {
             return true;
         };
         // Again on every publish: an edit of `xds_access` can revoke.
-        let allowed = self.authorize(&node, &published).await;
-        let snap = published.snapshots.for_group(&node.group).clone();
-        self.node = Some(node);
-        if !allowed {
-            return false;
+        match self.decide(node, &published) {
+            Ok(grant) => self.grant = Some(grant),
+            Err(reason) => {
+                let node = node.clone();
+                return self.refuse(reason, &node).await;
+            }
         }
+        let snap = published.snapshots.for_group(&node.group).clone();
         // The publisher keeps the `Arc` of an unchanged group, and a diff
         // says what changed since the snapshot this stream has.
         let diff = match &self.current {
             Some(c) if Arc::ptr_eq(c, &snap) => return true,
-            Some(c) => published.history.diff(group_of(&self.node), c, &snap),
+            Some(c) => published.history.diff(&node.group, c, &snap),
             None => None,
         };
         self.current = Some(snap.clone());
@@ -289,24 +293,20 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         self.deliver::<Req>(out).await
     }
 
-    /// Checks the stream's credentials against `published.access` for
-    /// `node`; on refusal tells the client PERMISSION_DENIED, records and
-    /// counts it, and returns false (the stream ends).
-    async fn authorize(&mut self, node: &NodeInfo, published: &Published) -> bool {
-        let decision = access::authorize(
+    /// The stream's credentials against `published.access` for `node`.
+    fn decide(&self, node: &NodeInfo, published: &Published) -> Result<Grant, DenyReason> {
+        access::authorize(
             &published.access,
             self.shared.security.client_ca,
             &self.peer.creds,
             &node.id,
             &node.group,
-        );
-        let reason = match decision {
-            Ok(grant) => {
-                self.grant = Some(grant);
-                return true;
-            }
-            Err(reason) => reason,
-        };
+        )
+    }
+
+    /// Refuses the stream: tells the client PERMISSION_DENIED, records and
+    /// counts the refusal; returns false (the stream ends).
+    async fn refuse(&mut self, reason: DenyReason, node: &NodeInfo) -> bool {
         // What the client claims is theirs: cut, and logged escaped.
         let identity = shown(self.peer.creds.shown()).into_owned();
         let (node_id, group) = (
@@ -318,7 +318,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
               remote = remote.as_deref().unwrap_or(""), %reason, "xDS stream refused");
         self.shared.metrics.deny(reason);
         self.shared.registry.deny(Denial {
-            at: 0,
+            at: now_secs(),
             node_id,
             group,
             identity: identity.clone(),
@@ -338,13 +338,12 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         if !open || snap.resources(TypeUrl::Secret).is_empty() {
             return None;
         }
-        if self.current_withheld.is_none() {
+        if !self.secrets_withheld {
+            self.secrets_withheld = true;
             warn!(stream = self.id, "not sending secrets to an unauthenticated stream; authenticate it (docs/security.md) or serve with --xds-insecure");
             self.shared.metrics.secrets_withheld.inc();
         }
-        let stripped = Arc::new(snap.without(TypeUrl::Secret));
-        self.current_withheld = Some(stripped.clone());
-        Some(stripped)
+        Some(Arc::new(snap.without(TypeUrl::Secret)))
     }
 
     /// Sends the responses, records events; false once the client is gone.
@@ -450,10 +449,6 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
             info!(stream = self.id, node = %node.id, "proxy disconnected");
         }
     }
-}
-
-fn group_of(node: &Option<NodeInfo>) -> &str {
-    node.as_ref().map_or("", |n| n.group.as_str())
 }
 
 /// What a refused client is told: the reason and what it presented, never
