@@ -83,6 +83,19 @@ pub struct XdsSecurityArgs {
         env = "SLUICE_XDS_CLIENT_CA"
     )]
     pub xds_client_ca: Option<PathBuf>,
+    /// TLS session ticket key (at least 32 random bytes, e.g. `openssl rand
+    /// 80`): proxies resume their TLS session after a restart, or on
+    /// another replica given the same files, instead of a full handshake.
+    /// Repeat to rotate: the first seals new tickets, all open old ones.
+    /// Reloaded with the certificate.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "xds_tls_cert",
+        env = "SLUICE_XDS_TLS_TICKET_KEY",
+        value_delimiter = ','
+    )]
+    pub xds_tls_ticket_key: Vec<PathBuf>,
     /// Allow plaintext xDS on a non-loopback address, and send secrets
     /// (listener TLS keys) to streams that are not authenticated.
     #[arg(long)]
@@ -98,6 +111,7 @@ impl XdsSecurityArgs {
                 cert,
                 key,
                 client_ca: self.xds_client_ca,
+                ticket_keys: self.xds_tls_ticket_key,
             }),
             _ => None,
         };
@@ -277,6 +291,7 @@ mod tests {
             xds_tls_cert: tls.then(|| "cert.pem".into()),
             xds_tls_key: tls.then(|| "key.pem".into()),
             xds_client_ca: None,
+            xds_tls_ticket_key: Vec::new(),
             xds_insecure: insecure,
         }
     }

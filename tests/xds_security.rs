@@ -115,6 +115,11 @@ struct Secure {
 }
 
 async fn secure(extra_access: &str) -> Secure {
+    secure_with(extra_access, &[]).await
+}
+
+/// As [`secure`], with more `serve` arguments.
+async fn secure_with(extra_access: &str, extra: &[&str]) -> Secure {
     let ca = mk_ca("sluice test CA");
     let files = Files::new();
     let ca_file = files.write("ca.pem", &ca.pem);
@@ -132,7 +137,10 @@ async fn secure(extra_access: &str) -> Secure {
             s(&key_arg),
             "--xds-client-ca",
             s(&ca_file),
-        ],
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
     );
     sluice.wait_ready("sluice ready").await;
     Secure {
@@ -147,6 +155,24 @@ async fn secure(extra_access: &str) -> Secure {
 }
 
 impl Secure {
+    /// Kills sluice and starts it again on the same xDS port with the same
+    /// files, plus `extra` arguments.
+    async fn restart(&mut self, extra: &[&str]) {
+        let xds = self.sluice.xds.to_string();
+        self.sluice.kill();
+        let mut args = vec![
+            "--xds-tls-cert",
+            s(&self.server.0),
+            "--xds-tls-key",
+            s(&self.server.1),
+            "--xds-client-ca",
+            s(&self.ca_file),
+        ];
+        args.extend_from_slice(extra);
+        self.sluice = Sluice::start_with(&self._rules.path, &xds, &args);
+        self.sluice.wait_ready("sluice ready again").await;
+    }
+
     /// An Envoy with a client certificate for `spiffe`, claiming `node_id`
     /// in `group`.
     async fn envoy(&self, spiffe: &str, node_id: &str, group: &str) -> Envoy {
@@ -664,4 +690,128 @@ async fn the_admin_grpc_api_uses_the_xds_certificate() {
     );
     // Plaintext to the TLS port gets nowhere.
     assert!(!rollout(false).status.success());
+}
+
+/// A session ticket key file of 80 bytes (`seed` makes keys differ).
+fn ticket_key(files: &Files, name: &str, seed: u8) -> PathBuf {
+    let bytes: Vec<u8> = (0..80u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(seed))
+        .collect();
+    let path = files.dir.path().join(name);
+    write_bytes_atomically(&path, &bytes);
+    path
+}
+
+async fn handshakes(sluice: &Sluice, kind: &str) -> f64 {
+    sluice
+        .metric(&format!(
+            "sluice_xds_tls_handshakes_total{{kind=\"{kind}\"}}"
+        ))
+        .await
+}
+
+#[tokio::test]
+async fn an_envoy_resumes_its_tls_session_after_a_restart_with_the_same_ticket_key() {
+    let files = Files::new();
+    let key = ticket_key(&files, "ticket.key", 1);
+    let other_key = ticket_key(&files, "other.key", 2);
+    let mut t = secure_with("", &["--xds-tls-ticket-key", s(&key)]).await;
+    let envoy = t
+        .envoy("spiffe://acme.test/edge/envoy-1", "edge-1", "edge")
+        .await;
+    routes_to_web(envoy.listener_port("http").await).await;
+    assert_eq!(handshakes(&t.sluice, "full").await, 1.0);
+
+    // A new process with the same key: Envoy's reconnect resumes the
+    // session its first connection was given a ticket for.
+    t.restart(&["--xds-tls-ticket-key", s(&key)]).await;
+    eventually("Envoy resumed its TLS session", || async {
+        handshakes(&t.sluice, "resumed").await >= 1.0
+    })
+    .await;
+    eventually("Envoy is connected again", || async {
+        t.sluice.status().await["proxies"]
+            .as_array()
+            .is_some_and(|p| p.len() == 1)
+    })
+    .await;
+    assert_eq!(handshakes(&t.sluice, "full").await, 0.0);
+    routes_to_web(envoy.listener_port("http").await).await;
+
+    // Another key opens no earlier ticket: a full handshake, certificate
+    // checked, and Envoy is served all the same.
+    t.restart(&["--xds-tls-ticket-key", s(&other_key)]).await;
+    eventually("Envoy reconnected with a full handshake", || async {
+        handshakes(&t.sluice, "full").await >= 1.0
+    })
+    .await;
+    eventually("Envoy is connected again", || async {
+        t.sluice.status().await["proxies"]
+            .as_array()
+            .is_some_and(|p| p.len() == 1)
+    })
+    .await;
+    assert_eq!(handshakes(&t.sluice, "resumed").await, 0.0);
+    assert!(denials(&t.sluice).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_session_resumed_with_an_expired_certificate_is_refused() {
+    use sluice::sim::fleet::{Fleet, FleetConfig};
+    use sluice::sim::state::Mode;
+    use sluice::sim::xds_tls::{ClientSecurity, ClientTls};
+
+    let files = Files::new();
+    let key = ticket_key(&files, "ticket.key", 1);
+    let mut t = secure_with("", &["--xds-tls-ticket-key", s(&key)]).await;
+    let valid_for = std::time::Duration::from_secs(4);
+    let client = mk_client_expiring(&t.ca, "spiffe://acme.test/edge/sim", valid_for);
+    let born = std::time::Instant::now();
+    let tls = ClientTls::from_pem(
+        t.ca.pem.as_bytes(),
+        Some((client.cert.as_bytes(), client.key.as_bytes())),
+        "localhost",
+    )
+    .expect("client TLS");
+    let fleet = Fleet::start(&FleetConfig {
+        xds: t.sluice.xds.to_string(),
+        proxies: 1,
+        mode: Mode::Delta,
+        group: "edge".into(),
+        node_prefix: "edge-sim".into(),
+        faults: Default::default(),
+        runtime_layer: None,
+        security: ClientSecurity {
+            tls: Some(tls),
+            token: None,
+        },
+    });
+    fleet
+        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
+        .await
+        .expect("the simulated proxy is configured while its certificate is valid");
+
+    // Past the certificate's expiry, a new process with the same key: the
+    // proxy offers its ticket, and the resumed session is refused because
+    // the certificate inside it has expired.
+    if let Some(left) = (valid_for + std::time::Duration::from_secs(1)).checked_sub(born.elapsed())
+    {
+        tokio::time::sleep(left).await;
+    }
+    t.restart(&["--xds-tls-ticket-key", s(&key)]).await;
+    eventually("the resumed session is refused", || async {
+        t.sluice
+            .metric("sluice_xds_tls_handshake_failures_total{reason=\"resumed_certificate\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(handshakes(&t.sluice, "resumed").await, 0.0);
+    let status = t.sluice.status().await;
+    assert_eq!(
+        status["proxies"].as_array().map(Vec::len),
+        Some(0),
+        "a proxy with an expired certificate got a stream: {status}"
+    );
+    fleet.stop().await;
 }

@@ -10,7 +10,7 @@ use crate::procs::Exes;
 use crate::setup::{Env, Opts};
 
 const USAGE: &str = "usage: bench SCENARIO [--proxies N] [--services N] [--endpoints N] \
-[--duration SECS] [--sotw | --delta] [--mtls] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)] [--rollout-weights routes|runtime (b5)]
+[--duration SECS] [--sotw | --delta] [--mtls [--ticket-key]] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)] [--rollout-weights routes|runtime (b5)]
 scenarios: b1 (convergence), b2 (churn), b3 (reconnect storm), b4 (memory), b5 (canary step)";
 
 /// Runs `args`; `sluice` overrides where the sluice binary is looked for.
@@ -52,7 +52,7 @@ fn run(args: &[String], sluice: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let nofile = crate::procs::raise_nofile(65_536);
     let exes = Exes { sluice, this };
-    let env = Env::new(exes, opts.mtls)?;
+    let env = Env::new(exes, opts.mtls, opts.ticket_key)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -92,7 +92,9 @@ fn run(args: &[String], sluice: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     let wall = started.elapsed().as_secs_f64();
-    let transport = if opts.mtls {
+    let transport = if opts.ticket_key {
+        "sluice's xDS over mTLS with a session ticket key, the floor plaintext"
+    } else if opts.mtls {
         "sluice's xDS over mTLS, the floor plaintext"
     } else {
         "plaintext xDS"
@@ -103,6 +105,7 @@ fn run(args: &[String], sluice: Option<PathBuf>) -> anyhow::Result<()> {
         obj.insert("machine".into(), machine());
         obj.insert("args".into(), serde_json::json!(args));
         obj.insert("mtls".into(), opts.mtls.into());
+        obj.insert("ticket_key".into(), opts.ticket_key.into());
     }
     let out = opts
         .out
@@ -130,6 +133,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
         floor_only: false,
         rollout_weights: None,
         mtls: false,
+        ticket_key: false,
     };
     let mut sluice = None;
     let mut it = args.iter();
@@ -147,6 +151,7 @@ fn parse(args: &[String]) -> anyhow::Result<(Opts, Option<PathBuf>)> {
             "--delta" => o.delta = true,
             "--floor-only" => o.floor_only = true,
             "--mtls" => o.mtls = true,
+            "--ticket-key" => o.ticket_key = true,
             "--rollout-weights" => {
                 o.rollout_weights = Some(match val()?.as_str() {
                     "routes" => sluice::canary::overlay::WeightsVia::Routes,

@@ -24,11 +24,14 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// `--xds-tls-ticket-key` (`bench --ticket-key`).
+    pub ticket_key: Option<PathBuf>,
 }
 
 impl Pki {
-    /// Makes the CA and both certificates and writes them under `dir`.
-    pub fn write(dir: &Path) -> anyhow::Result<Pki> {
+    /// Makes the CA and both certificates (and, with `ticket_key`, a
+    /// session ticket key) and writes them under `dir`.
+    pub fn write(dir: &Path, ticket_key: bool) -> anyhow::Result<Pki> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -63,6 +66,20 @@ impl Pki {
             server_key: file("sluice.key", &server_key.serialize_pem())?,
             client_cert: file("fleet.pem", &client_pem)?,
             client_key: file("fleet.key", &client_key.serialize_pem())?,
+            ticket_key: if ticket_key {
+                // 80 bytes, as `openssl rand 80`; the key only has to be the
+                // same across the restart, so a fresh one per run.
+                let p = dir.join("ticket.key");
+                let mut key = [0u8; 80];
+                rustls::crypto::ring::default_provider()
+                    .secure_random
+                    .fill(&mut key)
+                    .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+                std::fs::write(&p, key).with_context(|| p.display().to_string())?;
+                Some(p)
+            } else {
+                None
+            },
         })
     }
 
@@ -75,6 +92,11 @@ impl Pki {
             ("--xds-client-ca", &self.ca),
         ]
         .into_iter()
+        .chain(
+            self.ticket_key
+                .as_ref()
+                .map(|k| ("--xds-tls-ticket-key", k)),
+        )
         .flat_map(|(flag, p)| [flag.to_string(), p.display().to_string()])
         .collect()
     }

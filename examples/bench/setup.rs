@@ -37,6 +37,9 @@ pub struct Opts {
     /// sluice's xDS port over mutual TLS (`--mtls`); the floor stays
     /// plaintext.
     pub mtls: bool,
+    /// With `mtls`, sluice also gets `--xds-tls-ticket-key` (`--ticket-key`),
+    /// so proxies resume their TLS sessions after a restart.
+    pub ticket_key: bool,
 }
 
 impl Opts {
@@ -73,11 +76,15 @@ pub struct Env {
 }
 
 impl Env {
-    /// A work directory; with `mtls`, the certificates in it.
-    pub fn new(exes: Exes, mtls: bool) -> anyhow::Result<Env> {
+    /// A work directory; with `mtls`, the certificates in it (and a
+    /// session ticket key with `ticket_key`).
+    pub fn new(exes: Exes, mtls: bool, ticket_key: bool) -> anyhow::Result<Env> {
         let dir = tempfile::tempdir()?;
+        if ticket_key && !mtls {
+            anyhow::bail!("--ticket-key needs --mtls");
+        }
         let pki = if mtls {
-            Some(Pki::write(dir.path())?)
+            Some(Pki::write(dir.path(), ticket_key)?)
         } else {
             None
         };

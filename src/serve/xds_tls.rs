@@ -1,6 +1,7 @@
-//! TLS on the xDS port: `--xds-tls-cert`, `--xds-tls-key` and
-//! `--xds-client-ca` → the rustls server configurations the transport
-//! uses (`xds::transport::TlsConfigs`), reloaded when the files change.
+//! TLS on the xDS port: `--xds-tls-cert`, `--xds-tls-key`,
+//! `--xds-client-ca` and `--xds-tls-ticket-key` → the rustls server
+//! configurations the transport uses (`xds::transport::TlsConfigs`),
+//! reloaded when the files change.
 //!
 //! The files are read again every [`POLL`]; new content is used once the
 //! same bytes are seen on two polls in a row (a rotation that writes the
@@ -17,6 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::watch;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::xds::metrics::XdsMetrics;
+use crate::xds::tickets::FileTicketer;
 use crate::xds::transport::TlsConfigs;
 
 /// How often the files are read for a rotation.
@@ -37,6 +40,9 @@ pub struct XdsTlsFiles {
     pub key: PathBuf,
     /// Client certificates must chain to one of these (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// Session ticket keys: the first seals, all open (`tickets`). None:
+    /// rustls's own in-process session cache.
+    pub ticket_keys: Vec<PathBuf>,
 }
 
 /// The files' content as read on one poll.
@@ -45,6 +51,7 @@ struct Contents {
     cert: Vec<u8>,
     key: Vec<u8>,
     client_ca: Option<Vec<u8>>,
+    ticket_keys: Vec<Vec<u8>>,
 }
 
 impl XdsTlsFiles {
@@ -54,6 +61,11 @@ impl XdsTlsFiles {
             cert: read(&self.cert)?,
             key: read(&self.key)?,
             client_ca: self.client_ca.as_deref().map(read).transpose()?,
+            ticket_keys: self
+                .ticket_keys
+                .iter()
+                .map(|p| read(p))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 
@@ -82,24 +94,27 @@ impl XdsTlsFiles {
             (Some(path), Some(pem)) => Some(Arc::new(roots(path, pem)?)),
             _ => None,
         };
+        let ticketer = self.ticketer(c)?;
+        let verifier = |lenient: bool| -> anyhow::Result<Option<Arc<dyn ClientCertVerifier>>> {
+            let Some(roots) = &roots else {
+                return Ok(None);
+            };
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+            let verifier = if lenient {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            Ok(Some(verifier.build().context("client CA")?))
+        };
         let config = |lenient: bool| -> anyhow::Result<Arc<ServerConfig>> {
             let builder = ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .context("TLS protocol versions")?;
-            let builder = match &roots {
+            let builder = match verifier(lenient)? {
                 None => builder.with_no_client_auth(),
-                Some(roots) => {
-                    let verifier = WebPkiClientVerifier::builder_with_provider(
-                        roots.clone(),
-                        provider.clone(),
-                    );
-                    let verifier = if lenient {
-                        verifier.allow_unauthenticated()
-                    } else {
-                        verifier
-                    };
-                    builder.with_client_cert_verifier(verifier.build().context("client CA")?)
-                }
+                Some(v) => builder.with_client_cert_verifier(v),
             };
             let mut config = builder
                 .with_single_cert(chain.clone(), key.clone_key())
@@ -111,12 +126,40 @@ impl XdsTlsFiles {
                 })?;
             // gRPC clients require HTTP/2 negotiated by ALPN.
             config.alpn_protocols = vec![b"h2".to_vec()];
+            if let Some(t) = &ticketer {
+                config.ticketer = t.clone();
+            }
             Ok(Arc::new(config))
         };
         Ok(TlsConfigs {
             strict: config(false)?,
             lenient: roots.is_some().then(|| config(true)).transpose()?,
+            // Strict: a resumed session must still hold a valid
+            // certificate if it was made with one.
+            client_verifier: verifier(false)?,
         })
+    }
+
+    /// The session ticketer of `--xds-tls-ticket-key`, bound to the client
+    /// CA bundle (a new bundle voids every earlier ticket).
+    fn ticketer(&self, c: &Contents) -> anyhow::Result<Option<Arc<FileTicketer>>> {
+        if c.ticket_keys.is_empty() {
+            return Ok(None);
+        }
+        let binding = c.client_ca.as_deref().unwrap_or_default();
+        match FileTicketer::new(&c.ticket_keys, binding) {
+            Ok(t) => Ok(Some(Arc::new(t))),
+            Err(e) => {
+                // Which file: the first that is too short.
+                let short = self
+                    .ticket_keys
+                    .iter()
+                    .zip(&c.ticket_keys)
+                    .find(|(_, k)| k.len() < crate::xds::tickets::MIN_KEY_BYTES)
+                    .map_or_else(String::new, |(p, _)| format!("{}: ", p.display()));
+                bail!("{short}session ticket key: {e}")
+            }
+        }
     }
 }
 

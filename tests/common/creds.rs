@@ -69,6 +69,23 @@ pub fn mk_client_sans(ca: &Ca, uris: &[&str], dns: &[&str]) -> Pair {
     }
 }
 
+/// A client certificate for `spiffe` that expires `valid_for` from now.
+pub fn mk_client_expiring(ca: &Ca, spiffe: &str, valid_for: std::time::Duration) -> Pair {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .subject_alt_names
+        .push(SanType::URI(spiffe.try_into().expect("uri san")));
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + valid_for;
+    let cert = params.signed_by(&key, &ca.issuer).expect("client cert");
+    Pair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
 /// The SHA-256 of `t`, as the rules name a token.
 pub fn sha256_hex(t: &str) -> String {
     use sha2::Digest;

@@ -63,6 +63,7 @@ impl Env {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: enforced.then(|| ca_file.clone()),
+                    ticket_keys: Vec::new(),
                 };
                 let access = if enforced { access() } else { Vec::new() };
                 let security = StreamSecurity {

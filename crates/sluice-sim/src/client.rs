@@ -105,6 +105,7 @@ pub async fn run(
     };
     let mut state =
         ClientState::new(cfg.mode, node, decoder).with_runtime_layer(cfg.runtime_layer.clone());
+    let tls = cfg.security.tls.as_ref().map(|t| t.with_own_sessions());
     let mut storm = cfg.faults.reconnect_storm;
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     loop {
@@ -113,7 +114,7 @@ pub async fn run(
         }
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            c = xds_tls::connect(&endpoint, cfg.security.tls.as_ref()) => c,
+            c = xds_tls::connect(&endpoint, tls.as_ref()) => c,
         };
         match channel {
             Ok(ch) => {

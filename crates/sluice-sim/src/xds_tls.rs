@@ -61,8 +61,7 @@ impl ClientTls {
         if roots.is_empty() {
             return Err(TlsFileError::NoCertificate("CA".into()));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(envoy_like_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| bad("TLS", &e))?
             .with_root_certificates(roots);
@@ -87,6 +86,19 @@ impl ClientTls {
         })
     }
 
+    /// The same configuration with a TLS session cache of its own: each
+    /// simulated proxy resumes only the sessions it made, as each Envoy
+    /// keeps its own (`max_session_keys`), rather than a fleet sharing one
+    /// cache through one configuration.
+    pub fn with_own_sessions(&self) -> ClientTls {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(4);
+        ClientTls {
+            config: Arc::new(config),
+            server_name: self.server_name.clone(),
+        }
+    }
+
     /// As [`ClientTls::from_pem`], reading the files.
     pub fn from_files(
         ca: &Path,
@@ -107,6 +119,28 @@ impl ClientTls {
             server_name,
         )
     }
+}
+
+/// The *ring* provider with TLS 1.3's suites in the order Envoy's
+/// BoringSSL offers them on machines with AES instructions: AES-128-GCM
+/// first, then AES-256-GCM, then ChaCha20-Poly1305 (rustls offers
+/// AES-256-GCM first). sluice follows the client's order, so a simulated
+/// proxy negotiates what a real Envoy would.
+fn envoy_like_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut provider = rustls::crypto::ring::default_provider();
+    let rank = |s: &rustls::SupportedCipherSuite| {
+        [
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+        ]
+        .iter()
+        .position(|p| p.suite() == s.suite())
+        .unwrap_or(usize::MAX)
+    };
+    provider.cipher_suites.sort_by_key(rank);
+    provider
 }
 
 /// Connects `endpoint` (an `http://HOST:PORT` URI) in plaintext or over

@@ -13,6 +13,7 @@ pub mod published;
 pub mod registry;
 pub mod server;
 mod stream;
+pub mod tickets;
 pub mod transport;
 
 /// The generated Envoy discovery services (clients for tests and tools).

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::access::DenyReason;
 use super::session::Mode;
-use super::transport::Refused;
+use super::transport::{Handshake, Refused};
 use super::TypeUrl;
 
 fn reason_label(reason: &str) -> ReasonLabel {
@@ -35,6 +35,11 @@ pub struct TypeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,8 +74,10 @@ pub struct XdsMetrics {
     types: [XdsTypeMetrics; TypeUrl::COUNT],
     /// Streams refused by access control, by `DenyReason`.
     pub denied: Family<ReasonLabel, Counter>,
-    /// TLS connections that failed before a stream (`handshake`, `timeout`).
+    /// TLS connections that failed before a stream (`Refused::as_str`).
     pub tls_handshake_failures: Family<ReasonLabel, Counter>,
+    /// Completed TLS handshakes, `full` or `resumed` (a session ticket).
+    pub tls_handshakes: Family<KindLabel, Counter>,
     /// Unauthenticated streams whose group has secrets they were not sent.
     pub secrets_withheld: Counter,
     /// Rotated xDS TLS files that could not be read or used.
@@ -143,8 +150,19 @@ impl XdsMetrics {
             "xDS TLS connections that failed before a stream, by reason",
             tls_handshake_failures.clone(),
         );
-        for reason in [Refused::Handshake, Refused::Timeout] {
+        for reason in Refused::ALL {
             let _ = tls_handshake_failures.get_or_create(&reason_label(reason.as_str()));
+        }
+        let tls_handshakes = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "xds_tls_handshakes",
+            "xDS TLS handshakes completed, full or resumed (a session ticket)",
+            tls_handshakes.clone(),
+        );
+        for kind in ["full", "resumed"] {
+            let _ = tls_handshakes.get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            });
         }
         let secrets_withheld = Counter::default();
         registry.register(
@@ -177,6 +195,7 @@ impl XdsMetrics {
             types,
             denied,
             tls_handshake_failures,
+            tls_handshakes,
             secrets_withheld,
             tls_reload_errors,
         }
@@ -189,11 +208,23 @@ impl XdsMetrics {
             .inc();
     }
 
-    /// Counts a connection refused before it reached the server.
-    pub fn refused(&self, reason: Refused) {
-        self.tls_handshake_failures
-            .get_or_create(&reason_label(reason.as_str()))
-            .inc();
+    /// Counts how a TLS handshake ended.
+    pub fn handshake(&self, h: Handshake) {
+        match h {
+            Handshake::Done { resumed } => {
+                let kind = if resumed { "resumed" } else { "full" };
+                self.tls_handshakes
+                    .get_or_create(&KindLabel {
+                        kind: kind.to_string(),
+                    })
+                    .inc();
+            }
+            Handshake::Refused(reason) => {
+                self.tls_handshake_failures
+                    .get_or_create(&reason_label(reason.as_str()))
+                    .inc();
+            }
+        }
     }
 
     /// The xDS series of `ty`.

@@ -32,7 +32,7 @@ pub use super::published::{Published, SnapshotRx};
 use super::session::Mode;
 use super::stream::{Outgoing, StreamTask, Variant};
 pub use super::stream::{PeerCredentials, Shared, StreamSecurity};
-use super::transport::{self, OnRefused, Peer, Security};
+use super::transport::{self, OnHandshake, Peer, Security};
 
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
@@ -203,8 +203,8 @@ pub async fn serve_on(
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let metrics = service.shared.metrics.clone();
-    let refused: OnRefused = Arc::new(move |reason| metrics.refused(reason));
-    let incoming = transport::accept(listener, security, refused, stop.clone());
+    let events: OnHandshake = Arc::new(move |h| metrics.handshake(h));
+    let incoming = transport::accept(listener, security, events, stop.clone());
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))

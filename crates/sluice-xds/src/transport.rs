@@ -8,6 +8,13 @@
 //! accept loop. The server configuration is read at each handshake from a
 //! watch channel: a rotated certificate is used by the next connection,
 //! and established connections keep theirs.
+//!
+//! A resumed TLS session (a session ticket, see `tickets`) skips the
+//! certificate exchange, so rustls does not verify the client
+//! certificate the session was made with; [`handshake`] verifies it
+//! again against the client CA in force now, so a resumed connection
+//! passes exactly the checks of a full one (an expired certificate, or
+//! one from a CA no longer trusted, is refused).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +23,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::pki_types::UnixTime;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -40,10 +50,13 @@ const ACCEPTED_QUEUE: usize = 1024;
 /// stream must present a client certificate (or there is no client CA at
 /// all); `lenient`, built only with a client CA, requests the certificate
 /// without requiring it, for when bearer tokens are also accepted.
+/// `client_verifier` is the client CA's verifier both use, kept to check
+/// a resumed session's certificate again.
 #[derive(Clone, Debug)]
 pub struct TlsConfigs {
     pub strict: Arc<rustls::ServerConfig>,
     pub lenient: Option<Arc<rustls::ServerConfig>>,
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// What the transport knows about a connection's peer.
@@ -134,8 +147,19 @@ impl AsyncWrite for Conn {
 /// (bearer tokens are accepted besides client certificates).
 pub type Lenient = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Told of each connection refused before it reached the server.
-pub type OnRefused = Arc<dyn Fn(Refused) + Send + Sync>;
+/// Told how each TLS handshake ended.
+pub type OnHandshake = Arc<dyn Fn(Handshake) + Send + Sync>;
+
+/// How a TLS handshake ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// The connection reached the server; `resumed` when it resumed an
+    /// earlier session (a session ticket) instead of a full handshake.
+    Done {
+        resumed: bool,
+    },
+    Refused(Refused),
+}
 
 /// How the listener secures its connections.
 #[derive(Clone)]
@@ -157,13 +181,23 @@ pub enum Refused {
     Handshake,
     /// The client did not finish its handshake in time.
     Timeout,
+    /// The client resumed a session whose certificate no longer passes:
+    /// expired, or not from a client CA trusted now.
+    ResumedCertificate,
 }
 
 impl Refused {
+    pub const ALL: [Refused; 3] = [
+        Refused::Handshake,
+        Refused::Timeout,
+        Refused::ResumedCertificate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refused::Handshake => "handshake",
             Refused::Timeout => "timeout",
+            Refused::ResumedCertificate => "resumed_certificate",
         }
     }
 }
@@ -173,7 +207,7 @@ impl Refused {
 pub fn accept(
     listener: TcpListener,
     security: Security,
-    refused: OnRefused,
+    events: OnHandshake,
     stop: CancellationToken,
 ) -> mpsc::Receiver<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(ACCEPTED_QUEUE);
@@ -208,16 +242,13 @@ pub fn accept(
                 }
                 Security::Tls { configs, lenient } => {
                     let configs = configs.borrow().clone();
-                    let config = match (&configs.lenient, lenient()) {
-                        (Some(l), true) => l.clone(),
-                        _ => configs.strict.clone(),
-                    };
                     tokio::spawn(handshake(
                         tcp,
                         remote,
-                        config,
+                        configs,
+                        lenient(),
                         tx.clone(),
-                        refused.clone(),
+                        events.clone(),
                         stop.clone(),
                     ));
                 }
@@ -227,14 +258,20 @@ pub fn accept(
     rx
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handshake(
     tcp: TcpStream,
     remote: SocketAddr,
-    config: Arc<rustls::ServerConfig>,
+    configs: Arc<TlsConfigs>,
+    lenient: bool,
     tx: mpsc::Sender<io::Result<Conn>>,
-    refused: OnRefused,
+    events: OnHandshake,
     stop: CancellationToken,
 ) {
+    let config = match (&configs.lenient, lenient) {
+        (Some(l), true) => l.clone(),
+        _ => configs.strict.clone(),
+    };
     let accept = TlsAcceptor::from(config).accept(tcp);
     let done = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept) => r,
@@ -242,6 +279,15 @@ async fn handshake(
     };
     match done {
         Ok(Ok(tls)) => {
+            let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+            if resumed {
+                if let Err(e) = recheck(&tls, configs.client_verifier.as_deref()) {
+                    debug!(%remote, error = %e, "xDS TLS session resumed with a certificate that no longer passes");
+                    events(Handshake::Refused(Refused::ResumedCertificate));
+                    return;
+                }
+            }
+            events(Handshake::Done { resumed });
             let peer = Peer {
                 remote: Some(remote),
                 tls: true,
@@ -251,13 +297,33 @@ async fn handshake(
         }
         Ok(Err(e)) => {
             debug!(%remote, error = %e, "xDS TLS handshake failed");
-            refused(Refused::Handshake);
+            events(Handshake::Refused(Refused::Handshake));
         }
         Err(_) => {
             debug!(%remote, "xDS TLS handshake timed out");
-            refused(Refused::Timeout);
+            events(Handshake::Refused(Refused::Timeout));
         }
     }
+}
+
+/// Verifies a resumed session's client certificate chain again, now,
+/// against `verifier` (the client CA in force). Without a client CA, or
+/// a session made without a certificate (allowed only by the lenient
+/// configuration, where a token must then authenticate the stream), there
+/// is nothing to check.
+fn recheck(
+    tls: &TlsStream<TcpStream>,
+    verifier: Option<&dyn ClientCertVerifier>,
+) -> Result<(), rustls::Error> {
+    let (Some(verifier), Some(chain)) = (verifier, tls.get_ref().1.peer_certificates()) else {
+        return Ok(());
+    };
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Ok(());
+    };
+    verifier
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+        .map(|_| ())
 }
 
 /// The verified client certificate's URI SANs then DNS SANs; empty
