@@ -110,10 +110,13 @@ impl Session {
         if ty == TypeUrl::Cluster {
             // Envoy re-warms a changed cluster and waits for its endpoints.
             let eds = &mut self.types[TypeUrl::Endpoint.index()];
-            for name in &changed {
-                eds.dirty.insert(name);
+            eds.dirty.extend_sorted(&changed);
+            if eds.force.is_empty() {
+                // Built at once from the sorted names, not searched per name.
+                eds.force = changed.into_iter().collect();
+            } else {
+                eds.force.extend(changed);
             }
-            eds.force.extend(changed);
         }
         out.events.push(Event::Sent {
             ty,

@@ -54,7 +54,7 @@ struct Base {
 /// sorted) rather than each resource looked up in the names: at M1 an EDS
 /// scope of 1,000 names costs 2,000 steps instead of ~10,000 string
 /// comparisons.
-enum BaseIter<'a> {
+pub(super) enum BaseIter<'a> {
     All(btree_map::Values<'a, String, Arc<Resource>>),
     Names {
         resources: std::iter::Peekable<btree_map::Values<'a, String, Arc<Resource>>>,
@@ -63,6 +63,18 @@ enum BaseIter<'a> {
 }
 
 impl<'a> BaseIter<'a> {
+    /// The resources of `resources` named in `names`, in name order,
+    /// walking both together.
+    pub(super) fn within(
+        resources: &'a BTreeMap<String, Arc<Resource>>,
+        names: &'a std::collections::BTreeSet<Name>,
+    ) -> BaseIter<'a> {
+        BaseIter::Names {
+            resources: resources.values().peekable(),
+            names: names.iter().peekable(),
+        }
+    }
+
     fn new(b: &'a Base) -> BaseIter<'a> {
         let resources = b.snap.resources(b.ty).values();
         match &b.scope {
@@ -325,25 +337,23 @@ impl Held {
         if !self.is_empty() {
             return false;
         }
-        let mut base = snap
-            .resources(ty)
-            .iter()
-            .filter(|(n, _)| scope.contains(n))
-            .map(|(_, r)| r);
+        let base = Base {
+            ty,
+            snap: snap.clone(),
+            scope,
+        };
+        // The base's resources, walked with the names (no lookups).
+        let mut covered = BaseIter::new(&base);
         let mut sent = sent.iter();
         loop {
-            match (base.next(), sent.next()) {
+            match (covered.next(), sent.next()) {
                 (None, None) => break,
                 (Some(b), Some(s)) if Arc::ptr_eq(b, s) => {}
                 _ => return false,
             }
         }
         *self = Held {
-            base: Some(Base {
-                ty,
-                snap: snap.clone(),
-                scope,
-            }),
+            base: Some(base),
             except: BTreeMap::new(),
             compact_at: COMPACT_MIN,
         };

@@ -342,6 +342,22 @@ impl Dirty {
         }
     }
 
+    /// Inserts every name of `names`, which are in order (a response's
+    /// resources): into an empty set they are laid down at once, without a
+    /// search per name (a stream's first clusters make every endpoint
+    /// name dirty).
+    fn extend_sorted(&mut self, names: &[String]) {
+        match self {
+            Dirty::All => {}
+            Dirty::Names(set) if set.is_empty() && names.len() < Dirty::MAX_NAMES => {
+                // `collect` sorts (a no-op on sorted input), then builds
+                // the tree in one pass.
+                *set = names.iter().cloned().collect();
+            }
+            Dirty::Names(_) => names.iter().for_each(|n| self.insert(n)),
+        }
+    }
+
     /// After a plan: only the names it had to hold back stay dirty.
     fn settle(&mut self, held: Vec<String>) {
         *self = Dirty::Names(held.into_iter().collect());

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::held::HeldRef;
+use super::held::{BaseIter, HeldRef};
 use super::{Dirty, Mode, Session, TypeState};
 use crate::xds::resource::{set_version, Resource, Snapshot, TypeUrl};
 
@@ -207,11 +207,11 @@ fn upserts<'a>(
         Dirty::All if st.wildcard => {
             Box::new(resources.iter().filter_map(move |(n, r)| consider(n, r)))
         }
-        Dirty::All => Box::new(st.names.iter().filter_map(move |n| {
-            resources
-                .get_key_value(&**n)
-                .and_then(|(n, r)| consider(n, r))
-        })),
+        // The subscribed names and the snapshot walked together (a
+        // reconnecting SotW proxy asks for every endpoint name at once).
+        Dirty::All => Box::new(
+            BaseIter::within(resources, &st.names).filter_map(move |r| consider(&r.name, r)),
+        ),
     }
 }
 
