@@ -688,6 +688,11 @@ pub(super) fn status(message: &str) -> RpcStatus {
 
 /// Envoy rejects a response that names a resource twice.
 pub(super) fn no_duplicates(ty: TypeUrl, resources: Vec<Decoded>) -> Result<Vec<Decoded>, String> {
+    // Names in strictly increasing order (as sluice sends them) cannot
+    // repeat: one comparison per neighbour instead of a set.
+    if resources.windows(2).all(|w| w[0].name() < w[1].name()) {
+        return Ok(resources);
+    }
     let mut seen = BTreeSet::new();
     for d in &resources {
         if !seen.insert(d.name()) {

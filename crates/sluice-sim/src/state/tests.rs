@@ -226,6 +226,18 @@ fn bad_response_is_nacked_whole_with_the_last_good_version() {
     );
     let msg = sotw_req(&out[0]).error_detail.clone().map(|e| e.message);
     assert_eq!(msg.as_deref(), Some("duplicate cluster a found"));
+    // Out of order, the repeat apart from the first.
+    let (out, _) = s.on_sotw(
+        &sotw(
+            TypeUrl::Cluster,
+            "c3",
+            "n3b",
+            vec![cluster("b"), cluster("a"), cluster("b")],
+        ),
+        None,
+    );
+    let msg = sotw_req(&out[0]).error_detail.clone().map(|e| e.message);
+    assert_eq!(msg.as_deref(), Some("duplicate cluster b found"));
 
     let (out, _) = s.on_sotw(
         &sotw(TypeUrl::Cluster, "c4", "n4", vec![cluster("a")]),
