@@ -11,6 +11,12 @@
 //! Envoy's default of 500 ms growing to 30 s: after a sluice restart Envoys
 //! came back up to 13 s later.
 //!
+//! With several replicas (`--xds A:P,B:P`), the cluster holds each, a
+//! stream goes to a random one (so proxies spread), and a replica that
+//! refuses or drops connections is ejected for a while (outlier detection
+//! on connection failures), so a reconnect after a replica dies lands on a
+//! live one.
+//!
 //! The runtime is two layers: sluice's RTDS layer
 //! ([`crate::model::RUNTIME_LAYER`], over the same ADS stream), through
 //! which rollouts with `--rollout-weights runtime` move weights, then the
@@ -48,6 +54,9 @@ pub struct BootstrapOptions {
     /// Host name or IP literal of the sluice xDS server.
     pub xds_host: String,
     pub xds_port: u16,
+    /// Further sluice replicas serving the same fleet (`--xds A,B,…`: the
+    /// first is `xds_host:xds_port`).
+    pub xds_replicas: Vec<(String, u16)>,
     /// Admin interface address; must be loopback. Default 127.0.0.1.
     pub admin_address: IpAddr,
     /// Admin interface port (0 lets the kernel pick). Default 9901.
@@ -107,6 +116,8 @@ pub enum BootstrapError {
     AdminNotLoopback(IpAddr),
     #[error("the token holds characters an HTTP header cannot carry (control characters or whitespace inside)")]
     BadToken,
+    #[error("sluice replicas on different hosts need --xds-sni: the one name every replica's certificate holds")]
+    ReplicasNeedSni,
 }
 
 impl BootstrapOptions {
@@ -125,6 +136,7 @@ impl BootstrapOptions {
             cluster: cluster.into(),
             xds_host: xds_host.into(),
             xds_port,
+            xds_replicas: Vec::new(),
             admin_address: Self::DEFAULT_ADMIN_ADDRESS,
             admin_port: Self::DEFAULT_ADMIN_PORT,
             delta: false,
@@ -141,11 +153,19 @@ impl BootstrapOptions {
         if self.cluster.is_empty() {
             return Err(BootstrapError::EmptyCluster);
         }
-        if self.xds_host.is_empty() {
-            return Err(BootstrapError::EmptyXdsHost);
+        for (host, port) in self.xds_addresses() {
+            if host.is_empty() {
+                return Err(BootstrapError::EmptyXdsHost);
+            }
+            if port == 0 {
+                return Err(BootstrapError::ZeroXdsPort);
+            }
         }
-        if self.xds_port == 0 {
-            return Err(BootstrapError::ZeroXdsPort);
+        if let Some(tls) = &self.tls {
+            let several_hosts = self.xds_addresses().any(|(h, _)| h != bare(&self.xds_host));
+            if several_hosts && tls.sni.is_none() {
+                return Err(BootstrapError::ReplicasNeedSni);
+            }
         }
         match self.local_cluster.as_deref() {
             Some("") => return Err(BootstrapError::EmptyLocalCluster),
@@ -162,6 +182,20 @@ impl BootstrapOptions {
         }
         Ok(())
     }
+}
+
+impl BootstrapOptions {
+    /// Every sluice replica's host (without IPv6 brackets) and port, the
+    /// first one first.
+    fn xds_addresses(&self) -> impl Iterator<Item = (&str, u16)> {
+        std::iter::once((bare(&self.xds_host), self.xds_port))
+            .chain(self.xds_replicas.iter().map(|(h, p)| (bare(h), *p)))
+    }
+}
+
+/// A host without the brackets of an IPv6 literal (`[::1]` → `::1`).
+fn bare(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Render the bootstrap as pretty JSON (with a trailing newline).
@@ -328,12 +362,19 @@ fn transport_socket(host: &str, tls: &XdsClientTls) -> Value {
 fn xds_cluster(opts: &BootstrapOptions) -> Value {
     // An IP literal needs no resolution; a name is re-resolved by Envoy so a
     // moved control plane is found again. `[::1]` is accepted as well.
-    let host = opts.xds_host.trim_start_matches('[').trim_end_matches(']');
-    let discovery = if host.parse::<IpAddr>().is_ok() {
+    let host = bare(&opts.xds_host);
+    let discovery = if opts
+        .xds_addresses()
+        .all(|(h, _)| h.parse::<IpAddr>().is_ok())
+    {
         "STATIC"
     } else {
         "STRICT_DNS"
     };
+    let lb_endpoints: Vec<Value> = opts
+        .xds_addresses()
+        .map(|(h, p)| json!({ "endpoint": { "address": socket_address(h, p) } }))
+        .collect();
     let mut cluster = json!({
         "name": XDS_CLUSTER,
         "type": discovery,
@@ -351,13 +392,23 @@ fn xds_cluster(opts: &BootstrapOptions) -> Value {
         "upstream_connection_options": { "tcp_keepalive": {} },
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{
-                "lb_endpoints": [{
-                    "endpoint": { "address": socket_address(host, opts.xds_port) },
-                }],
-            }],
+            "endpoints": [{ "lb_endpoints": lb_endpoints }],
         },
     });
+    if !opts.xds_replicas.is_empty() {
+        // Each proxy picks a replica at random, so a fleet spreads over
+        // them. A replica whose connections fail (refused, reset, timed
+        // out: local-origin failures) is ejected at once for a few
+        // seconds, so the stream's retry goes to a live one.
+        cluster["lb_policy"] = json!("RANDOM");
+        cluster["outlier_detection"] = json!({
+            "split_external_local_origin_errors": true,
+            "consecutive_local_origin_failure": 1,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 100,
+        });
+    }
     if let Some(tls) = &opts.tls {
         cluster["transport_socket"] = transport_socket(host, tls);
     }
@@ -389,6 +440,76 @@ mod tests {
             ["address"]["socket_address"];
         assert_eq!(addr["address"], "sluice.internal");
         assert_eq!(addr["port_value"], 18000);
+    }
+
+    #[test]
+    fn several_replicas_are_picked_at_random_and_a_failing_one_is_skipped() {
+        let single = bootstrap(&mk_opts()).expect("valid");
+        let cluster = &single["static_resources"]["clusters"][0];
+        assert!(cluster.get("lb_policy").is_none() && cluster.get("outlier_detection").is_none());
+
+        let mut opts = mk_opts();
+        opts.xds_replicas = vec![("127.0.0.2".into(), 18001), ("[::1]".into(), 18002)];
+        let b = bootstrap(&opts).expect("valid");
+        let cluster = &b["static_resources"]["clusters"][0];
+        assert_eq!(cluster["type"], "STATIC");
+        assert_eq!(cluster["lb_policy"], "RANDOM");
+        assert_eq!(
+            cluster["outlier_detection"]["consecutive_local_origin_failure"],
+            1
+        );
+        let addrs: Vec<(String, u64)> = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .map(|e| {
+                let a = &e["endpoint"]["address"]["socket_address"];
+                (
+                    a["address"].as_str().unwrap_or_default().to_string(),
+                    a["port_value"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                ("127.0.0.1".to_string(), 18000),
+                ("127.0.0.2".to_string(), 18001),
+                ("::1".to_string(), 18002)
+            ]
+        );
+
+        // One name among them: resolved by Envoy.
+        opts.xds_replicas[0].0 = "sluice-b.internal".into();
+        let b = bootstrap(&opts).expect("valid");
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
+
+        opts.xds_replicas[1].1 = 0;
+        assert_eq!(bootstrap(&opts).err(), Some(BootstrapError::ZeroXdsPort));
+    }
+
+    #[test]
+    fn tls_to_replicas_on_different_hosts_needs_the_one_name_they_share() {
+        let mut opts = mk_opts();
+        opts.tls = Some(XdsClientTls {
+            ca: "/etc/sluice/ca.pem".into(),
+            client: None,
+            sni: None,
+            sds_dir: "/etc/envoy".into(),
+        });
+        opts.xds_replicas = vec![("127.0.0.1".into(), 18001)];
+        assert!(bootstrap(&opts).is_ok(), "one host, two ports: its name");
+        opts.xds_replicas = vec![("127.0.0.2".into(), 18000)];
+        assert_eq!(
+            bootstrap(&opts).err(),
+            Some(BootstrapError::ReplicasNeedSni)
+        );
+        if let Some(tls) = opts.tls.as_mut() {
+            tls.sni = Some("sluice.internal".into());
+        }
+        let b = bootstrap(&opts).expect("valid with --xds-sni");
+        let ctx = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(ctx["sni"], "sluice.internal");
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub struct BootstrapArgs {
     /// The node group (Envoy's node.cluster).
     #[arg(long, default_value = "default")]
     pub cluster: String,
-    /// sluice's xDS address, HOST:PORT.
+    /// sluice's xDS address, HOST:PORT; several replicas: HOST:PORT,HOST:PORT,… (each
+    /// proxy picks one at random; a replica that fails is skipped).
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub xds: String,
     /// Envoy's own admin port (bound to 127.0.0.1; 0 lets the kernel pick).
@@ -112,19 +113,19 @@ impl BootstrapArgs {
     /// The options the flags describe; the TLS files must exist (they are
     /// named by absolute path, for an Envoy started anywhere).
     fn options(&self) -> Result<BootstrapOptions, String> {
-        let xds = self.xds.as_str();
-        let Some((host, port)) = xds.rsplit_once(':') else {
-            return Err(format!("--xds must be HOST:PORT, got {xds:?}"));
+        let mut replicas = self
+            .xds
+            .split(',')
+            .map(str::trim)
+            .map(parse_xds)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let Some((host, port)) = replicas.next() else {
+            return Err("--xds needs HOST:PORT".into());
         };
-        let Ok(port) = port.parse::<u16>() else {
-            return Err(format!("--xds port must be a number 1-65535, got {port:?}"));
-        };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
         let mut opts =
             BootstrapOptions::new(self.node_id.clone(), self.cluster.clone(), host, port);
+        opts.xds_replicas = replicas.collect();
         opts.admin_port = self.admin_port;
         opts.delta = self.ads == Ads::Delta;
         opts.local_cluster = self.local_cluster.clone();
@@ -148,6 +149,21 @@ impl BootstrapArgs {
         opts.token = x.token()?;
         Ok(opts)
     }
+}
+
+/// One `HOST:PORT` of `--xds` (an IPv6 literal in brackets).
+fn parse_xds(xds: &str) -> Result<(String, u16), String> {
+    let Some((host, port)) = xds.rsplit_once(':') else {
+        return Err(format!("--xds must be HOST:PORT[,HOST:PORT…], got {xds:?}"));
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Err(format!("--xds port must be a number 1-65535, got {port:?}"));
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok((host, port))
 }
 
 /// `path` made absolute (it must exist).

@@ -142,3 +142,34 @@ async fn a_running_envoy_holds_the_ads_retry_policy() {
         "{grpc}"
     );
 }
+
+/// With several replicas in `--xds`, an Envoy whose random pick is a
+/// replica that is down (nothing listens on its port) moves on to the
+/// live one and gets its configuration.
+#[tokio::test]
+async fn an_envoy_given_several_replicas_reaches_a_live_one() {
+    let backend = common::backend("web").await;
+    let rules = common::RulesFile::new(&format!(
+        "services:\n  - name: web\n    endpoints: [{{address: 127.0.0.1, port: {}}}]\n{}          - {{match: {{prefix: /}}, to: {{service: web}}}}\n",
+        backend.addr.port(),
+        common::rules::http_listener(0, "all")
+    ));
+    let sluice = common::Sluice::start(&rules.path, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let (down1, down2) = (common::free_port(), common::free_port());
+    let xds = format!("127.0.0.1:{down1},{},127.0.0.1:{down2}", sluice.xds);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bootstrap = dir.path().join("bootstrap.json");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bootstrap", "--node-id", "edge-1", "--xds", &xds])
+        .args(["--admin-port", "0", "--out"])
+        .arg(&bootstrap)
+        .status()
+        .expect("run sluice bootstrap");
+    assert!(status.success());
+    assert_envoy_accepts(&bootstrap);
+    let envoy = common::Envoy::start_static(dir, &bootstrap).await;
+    let port = envoy.listener_port("http").await;
+    let body = common::get_text(&format!("http://127.0.0.1:{port}/")).await;
+    assert!(body.contains("web"), "{body}");
+}
