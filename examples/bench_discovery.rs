@@ -175,6 +175,7 @@ async fn start_sluice(
         rollouts: Default::default(),
         guard: Default::default(),
         validate_with_envoy: None,
+        xds_max_connection_age: None,
         xds_security: Default::default(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -161,6 +161,7 @@ async fn main() {
         rollouts: Default::default(),
         guard: Default::default(),
         validate_with_envoy: None,
+        xds_max_connection_age: None,
         xds_security: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

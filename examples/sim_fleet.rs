@@ -72,6 +72,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
             rollouts: Default::default(),
             guard: Default::default(),
             validate_with_envoy: None,
+            xds_max_connection_age: None,
             xds_security: Default::default(),
         },
         async {

@@ -59,7 +59,7 @@ use crate::guard::{self, Guard};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
-use crate::xds::server::StreamSecurity;
+use crate::xds::server::{ConnLimits, StreamSecurity};
 use crate::xds::transport::TlsConfigs;
 use crate::xds::Snapshots;
 use crate::{compile, rules, tls};
@@ -84,6 +84,8 @@ pub struct ServeOptions {
     /// An Envoy binary that checks every rules file before it is served
     /// (`envoy_check`); endpoint, drain and rollout changes are not checked.
     pub validate_with_envoy: Option<PathBuf>,
+    /// Drain xDS connections after about this long (`None`: never).
+    pub xds_max_connection_age: Option<Duration>,
     /// TLS and authentication on the xDS port.
     pub xds_security: XdsSecurityOptions,
 }
@@ -324,7 +326,7 @@ struct Running {
     watcher: JoinHandle<()>,
     publisher: JoinHandle<()>,
     rollouts: rollouts::Started,
-    xds: JoinHandle<Result<(), tonic::transport::Error>>,
+    xds: JoinHandle<()>,
     /// Rereads the xDS TLS files (with TLS only).
     tls_watch: Option<JoinHandle<()>>,
     admin: JoinHandle<std::io::Result<()>>,
@@ -383,6 +385,9 @@ impl Running {
                 registry,
                 metrics.xds.clone(),
                 security,
+                ConnLimits {
+                    max_age: opts.xds_max_connection_age,
+                },
                 stop.child_token(),
             ),
             tls_watch,
@@ -402,7 +407,7 @@ impl Running {
         if let Some(task) = self.tls_watch {
             let _ = task.await;
         }
-        self.xds.await?.context("xDS server")?;
+        self.xds.await.context("xDS server")?;
         self.admin.await?.context("admin server")?;
         Ok(())
     }

@@ -47,6 +47,13 @@ pub struct ServeArgs {
     /// Envoy refuses is handled like an invalid edit.
     #[arg(long, value_name = "PATH", env = "SLUICE_VALIDATE_WITH_ENVOY")]
     pub validate_with_envoy: Option<PathBuf>,
+    /// Drain each xDS connection after about this long (±10 %, per
+    /// connection): a GOAWAY, then its streams end with OK, so proxies
+    /// reconnect and spread over the replicas again. `0` keeps
+    /// connections as long as proxies do.
+    #[arg(long, value_name = "DURATION", default_value = "30m",
+          value_parser = parse_max_connection_age, env = "SLUICE_XDS_MAX_CONNECTION_AGE")]
+    pub xds_max_connection_age: MaxAge,
     #[command(flatten)]
     pub xds_security: XdsSecurityArgs,
     #[command(flatten)]
@@ -145,6 +152,27 @@ fn parse_watch_interval_ms(s: &str) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// `--xds-max-connection-age`: `None` for `0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxAge(pub Option<Duration>);
+
+/// The shortest `--xds-max-connection-age`: every reconnect costs the
+/// proxy a full configuration (SotW) and a TLS handshake.
+const MIN_CONNECTION_AGE: Duration = Duration::from_secs(1);
+
+fn parse_max_connection_age(s: &str) -> Result<MaxAge, String> {
+    if s == "0" {
+        return Ok(MaxAge(None));
+    }
+    let d = crate::rules::parse_duration(s)?;
+    if d < MIN_CONNECTION_AGE {
+        return Err(format!(
+            "{s} is too short: at least 1s (or 0 to keep connections)"
+        ));
+    }
+    Ok(MaxAge(Some(d)))
+}
+
 impl TryFrom<ServeArgs> for ServeOptions {
     type Error = anyhow::Error;
 
@@ -170,6 +198,7 @@ impl TryFrom<ServeArgs> for ServeOptions {
                 max_removal_percent: args.max_removal_percent,
             },
             validate_with_envoy: args.validate_with_envoy,
+            xds_max_connection_age: args.xds_max_connection_age.0,
             xds_security,
         })
     }

@@ -29,6 +29,7 @@ async fn dropping_runs_future_stops_the_servers() {
         rollouts: Default::default(),
         guard: Default::default(),
         validate_with_envoy: None,
+        xds_max_connection_age: None,
         xds_security: Default::default(),
     };
     let server = tokio::spawn(serve::run(opts, std::future::pending()));

@@ -18,7 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::xds::admission::Limits;
 use crate::xds::metrics::XdsMetrics;
 use crate::xds::registry::Registry;
-use crate::xds::server::{serve_on, AdsService, Shared, SnapshotRx, StreamSecurity};
+use crate::xds::server::{serve_on, AdsService, ConnLimits, Shared, SnapshotRx, StreamSecurity};
 use crate::xds::transport::{Security, TlsConfigs};
 
 /// How the xDS server secures its streams.
@@ -53,8 +53,9 @@ impl XdsServer {
         registry: Arc<Registry>,
         metrics: XdsMetrics,
         security: XdsSecurity,
+        limits: ConnLimits,
         stop: CancellationToken,
-    ) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    ) -> JoinHandle<()> {
         let transport = match security.tls {
             None => Security::Plaintext,
             Some(configs) => {
@@ -78,7 +79,7 @@ impl XdsServer {
             limits: Limits::default(),
             security: security.stream,
         });
-        tokio::spawn(serve_on(self.listener, ads, transport, stop))
+        tokio::spawn(serve_on(self.listener, ads, transport, limits, stop))
     }
 }
 

@@ -146,7 +146,7 @@ async fn serve(
     tokio::spawn(async move {
         // Keep the channels open for as long as the server runs.
         let _held = (publish, configs_tx);
-        serve_on(listener, svc, transport, stop).await
+        serve_on(listener, svc, transport, Default::default(), stop).await
     });
     addr
 }

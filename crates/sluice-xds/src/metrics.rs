@@ -78,6 +78,8 @@ pub struct XdsMetrics {
     pub tls_handshake_failures: Family<ReasonLabel, Counter>,
     /// Completed TLS handshakes, `full` or `resumed` (a session ticket).
     pub tls_handshakes: Family<KindLabel, Counter>,
+    /// Connections drained because they reached `--xds-max-connection-age`.
+    pub connections_aged: Counter,
     /// Unauthenticated streams whose group has secrets they were not sent.
     pub secrets_withheld: Counter,
     /// Rotated xDS TLS files that could not be read or used.
@@ -164,6 +166,12 @@ impl XdsMetrics {
                 kind: kind.to_string(),
             });
         }
+        let connections_aged = Counter::default();
+        registry.register(
+            "xds_connections_aged",
+            "xDS connections drained (GOAWAY, streams ended with OK) at --xds-max-connection-age",
+            connections_aged.clone(),
+        );
         let secrets_withheld = Counter::default();
         registry.register(
             "xds_secrets_withheld",
@@ -196,6 +204,7 @@ impl XdsMetrics {
             denied,
             tls_handshake_failures,
             tls_handshakes,
+            connections_aged,
             secrets_withheld,
             tls_reload_errors,
         }

@@ -171,12 +171,14 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         self.session.lock()
     }
 
-    pub(super) async fn run<Req>(mut self, mut incoming: Requests<Req>)
+    /// Runs the stream until the client ends it, or `end` (its connection
+    /// drains: the connection's age, or shutdown), which ends it with OK.
+    pub(super) async fn run<Req>(mut self, mut incoming: Requests<Req>, end: CancellationToken)
     where
         Req: Variant<Resp = Resp> + prost::Message + Default,
     {
         let mut snapshots = self.shared.snapshots.clone();
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = end;
         let hold_until = tokio::time::Instant::now() + self.shared.limits.admission_hold;
         loop {
             let keep_going = tokio::select! {
