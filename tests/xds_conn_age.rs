@@ -125,3 +125,49 @@ fn the_connection_age_flag_is_checked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("too short"), "{err}");
 }
+
+/// The spreading check: 300 proxies all on one replica, a second
+/// replica starts, and after two connection ages neither holds more than
+/// 60 % of them. Each reconnect picks a replica at random, as `sluice
+/// bootstrap`'s cluster of replicas does for Envoy.
+#[tokio::test]
+async fn after_a_replica_returns_streams_spread_back_at_the_connection_age() {
+    use sluice::sim::fleet::{Fleet, FleetConfig};
+    use sluice::sim::state::Mode;
+
+    let backend = backend("web").await;
+    let rules = RulesFile::new(&rules(backend.addr.port()));
+    let age = ["--xds-max-connection-age", "2s"];
+    let a = Sluice::start_with(&rules.path, "127.0.0.1:0", &age);
+    a.wait_ready("replica a ready").await;
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    let proxies = 300;
+    let fleet = Fleet::start(&FleetConfig {
+        xds: format!("{},{b_addr}", a.xds),
+        proxies,
+        mode: Mode::Delta,
+        group: "default".into(),
+        node_prefix: "sim".into(),
+        faults: Default::default(),
+        runtime_layer: None,
+        security: Default::default(),
+    });
+    fleet
+        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
+        .await
+        .expect("every simulated proxy configured by replica a");
+    let count = |s: serde_json::Value| s["proxies"].as_array().map_or(0, Vec::len);
+
+    let b = Sluice::start_with(&rules.path, &b_addr, &age);
+    b.wait_ready("replica b ready").await;
+    // Two ages: every connection has been drained at least once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Connections keep ageing, so a few proxies are between two streams
+    // at any moment: nine in ten connected is the fleet.
+    eventually("the fleet spread over both replicas", || async {
+        let (on_a, on_b) = (count(a.status().await), count(b.status().await));
+        (on_a + on_b) * 10 >= proxies * 9 && on_a * 10 <= proxies * 6 && on_b * 10 <= proxies * 6
+    })
+    .await;
+    fleet.stop().await;
+}

@@ -56,7 +56,8 @@ pub struct Faults {
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `http://HOST:PORT` of the ADS server.
+    /// `http://HOST:PORT` of the ADS server; several replicas, comma
+    /// separated: each connection goes to one of them at random.
     pub xds: String,
     pub node_id: String,
     /// Envoy's `node.cluster`: sluice's node group.
@@ -94,9 +95,15 @@ pub async fn run(
     report: watch::Sender<Report>,
     shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
-    let endpoint = Endpoint::from_shared(cfg.xds.clone())
-        .map_err(|e| ClientError::Address(cfg.xds.clone(), e.to_string()))?
-        .connect_timeout(Duration::from_secs(5));
+    let endpoints = cfg
+        .xds
+        .split(',')
+        .map(|uri| {
+            Endpoint::from_shared(uri.to_string())
+                .map(|e| e.connect_timeout(Duration::from_secs(5)))
+                .map_err(|e| ClientError::Address(uri.to_string(), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let node = Node {
         id: cfg.node_id.clone(),
         cluster: cfg.group.clone(),
@@ -114,7 +121,7 @@ pub async fn run(
         }
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            c = xds_tls::connect(&endpoint, tls.as_ref()) => c,
+            c = xds_tls::connect(pick(&endpoints), tls.as_ref()) => c,
         };
         match channel {
             Ok(ch) => {
@@ -136,6 +143,19 @@ pub async fn run(
             _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
     }
+}
+
+/// One of `endpoints` at random (they are never empty: `split` yields at
+/// least one item).
+fn pick(endpoints: &[Endpoint]) -> &Endpoint {
+    use std::hash::{BuildHasher, Hasher};
+    if endpoints.len() == 1 {
+        return &endpoints[0];
+    }
+    // A fresh `RandomState` is keyed differently each time: a random draw
+    // without a random-number crate.
+    let r = std::hash::RandomState::new().build_hasher().finish();
+    &endpoints[(r % endpoints.len() as u64) as usize]
 }
 
 /// The stream request, with the bearer token as `authorization` metadata

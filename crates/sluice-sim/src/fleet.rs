@@ -18,7 +18,9 @@ use super::xds_tls::ClientSecurity;
 
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
-    /// ADS server, `HOST:PORT`.
+    /// ADS server, `HOST:PORT`; several replicas: `HOST:PORT,HOST:PORT,…`
+    /// (each connection goes to one at random, as `sluice bootstrap`'s
+    /// cluster of replicas sends an Envoy's).
     pub xds: String,
     pub proxies: usize,
     pub mode: Mode,
@@ -51,7 +53,12 @@ impl Fleet {
             let (tx, rx) = watch::channel(Report::default());
             reports.push(rx);
             let c = ClientConfig {
-                xds: format!("http://{}", cfg.xds),
+                xds: cfg
+                    .xds
+                    .split(',')
+                    .map(|a| format!("http://{}", a.trim()))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 node_id: format!("{}-{i}", cfg.node_prefix),
                 group: cfg.group.clone(),
                 mode: cfg.mode,
