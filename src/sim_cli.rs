@@ -36,7 +36,8 @@ use crate::cli_support::XdsClientArgs;
 /// `sluice sim` arguments.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimArgs {
-    /// sluice's xDS address, HOST:PORT.
+    /// sluice's xDS address, HOST:PORT; several replicas:
+    /// HOST:PORT,HOST:PORT,… (each connection goes to one at random).
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub xds: String,
     /// Simulated proxies, each with its own ADS stream.
@@ -154,10 +155,10 @@ impl SimArgs {
         let tls = match &x.xds_ca {
             None => None,
             Some(ca) => {
-                let host = self
-                    .xds
-                    .rsplit_once(':')
-                    .map_or(self.xds.as_str(), |(h, _)| h);
+                // The first replica's host; replicas on other hosts need
+                // --xds-sni, as with `sluice bootstrap`.
+                let first = self.xds.split(',').next().unwrap_or_default().trim();
+                let host = first.rsplit_once(':').map_or(first, |(h, _)| h);
                 let name = x
                     .xds_sni
                     .as_deref()
