@@ -82,6 +82,23 @@ fn compose_files_agree_with_each_other() {
         "sluice must mount {mount}"
     );
     let config = sluice::rules::load_file(&dir().join("sluice.yaml")).expect("rules load");
+    // sluice starts with these arguments: they parse, and they pass the
+    // checks `serve` makes before it binds (plaintext xDS off loopback
+    // needs --xds-insecure, say). Nothing is bound here.
+    let args = std::iter::once("sluice".to_string()).chain(
+        sluice["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .map(s),
+    );
+    let cli = <sluice::cli::Cli as clap::Parser>::try_parse_from(args).expect("sluice's flags");
+    let sluice::cli::Command::Serve(serve) = cli.command else {
+        panic!("the sluice service runs `sluice serve`");
+    };
+    if let Err(e) = sluice::serve::ServeOptions::try_from(serve) {
+        panic!("`sluice serve` would refuse to start: {e:#}");
+    }
 
     // The registries are reached by compose service name and their ports.
     let consul = config.sources.consul.as_ref().expect("consul source");
