@@ -85,13 +85,8 @@ fn compose_files_agree_with_each_other() {
     // sluice starts with these arguments: they parse, and they pass the
     // checks `serve` makes before it binds (plaintext xDS off loopback
     // needs --xds-insecure, say). Nothing is bound here.
-    let args = std::iter::once("sluice".to_string()).chain(
-        sluice["command"]
-            .as_array()
-            .expect("command")
-            .iter()
-            .map(s),
-    );
+    let args = std::iter::once("sluice".to_string())
+        .chain(sluice["command"].as_array().expect("command").iter().map(s));
     let cli = <sluice::cli::Cli as clap::Parser>::try_parse_from(args).expect("sluice's flags");
     let sluice::cli::Command::Serve(serve) = cli.command else {
         panic!("the sluice service runs `sluice serve`");

@@ -16,6 +16,21 @@ fn rules(port: u16) -> String {
     )
 }
 
+/// `proxies` delta proxies in group `default` on `xds` (one address, or
+/// several replicas).
+fn fleet(xds: &str, proxies: usize) -> sluice::sim::fleet::Fleet {
+    sluice::sim::fleet::Fleet::start(&sluice::sim::fleet::FleetConfig {
+        xds: xds.to_string(),
+        proxies,
+        mode: sluice::sim::state::Mode::Delta,
+        group: "default".into(),
+        node_prefix: "sim".into(),
+        faults: Default::default(),
+        runtime_layer: None,
+        security: Default::default(),
+    })
+}
+
 #[tokio::test]
 async fn an_envoy_reconnects_at_the_connection_age_and_keeps_routing_without_rewarming() {
     let backend = backend("web").await;
@@ -65,9 +80,6 @@ async fn an_envoy_reconnects_at_the_connection_age_and_keeps_routing_without_rew
 
 #[tokio::test]
 async fn simulated_proxies_reconnect_at_the_connection_age_and_stay_configured() {
-    use sluice::sim::fleet::{Fleet, FleetConfig};
-    use sluice::sim::state::Mode;
-
     let backend = backend("web").await;
     let rules = RulesFile::new(&rules(backend.addr.port()));
     let sluice = Sluice::start_with(
@@ -77,16 +89,7 @@ async fn simulated_proxies_reconnect_at_the_connection_age_and_stay_configured()
     );
     sluice.wait_ready("sluice ready").await;
     let proxies = 20;
-    let fleet = Fleet::start(&FleetConfig {
-        xds: sluice.xds.to_string(),
-        proxies,
-        mode: Mode::Delta,
-        group: "default".into(),
-        node_prefix: "sim".into(),
-        faults: Default::default(),
-        runtime_layer: None,
-        security: Default::default(),
-    });
+    let fleet = fleet(&sluice.xds.to_string(), proxies);
     fleet
         .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
         .await
@@ -132,9 +135,6 @@ fn the_connection_age_flag_is_checked() {
 /// bootstrap`'s cluster of replicas does for Envoy.
 #[tokio::test]
 async fn after_a_replica_returns_streams_spread_back_at_the_connection_age() {
-    use sluice::sim::fleet::{Fleet, FleetConfig};
-    use sluice::sim::state::Mode;
-
     let backend = backend("web").await;
     let rules = RulesFile::new(&rules(backend.addr.port()));
     let age = ["--xds-max-connection-age", "2s"];
@@ -142,16 +142,7 @@ async fn after_a_replica_returns_streams_spread_back_at_the_connection_age() {
     a.wait_ready("replica a ready").await;
     let b_addr = format!("127.0.0.1:{}", free_port());
     let proxies = 300;
-    let fleet = Fleet::start(&FleetConfig {
-        xds: format!("{},{b_addr}", a.xds),
-        proxies,
-        mode: Mode::Delta,
-        group: "default".into(),
-        node_prefix: "sim".into(),
-        faults: Default::default(),
-        runtime_layer: None,
-        security: Default::default(),
-    });
+    let fleet = fleet(&format!("{},{b_addr}", a.xds), proxies);
     fleet
         .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
         .await

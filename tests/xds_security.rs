@@ -702,6 +702,16 @@ fn ticket_key(files: &Files, name: &str, seed: u8) -> PathBuf {
     path
 }
 
+/// Waits until sluice lists one connected proxy.
+async fn one_proxy_connected(sluice: &Sluice) {
+    eventually("the proxy is connected again", || async {
+        sluice.status().await["proxies"]
+            .as_array()
+            .is_some_and(|p| p.len() == 1)
+    })
+    .await;
+}
+
 async fn handshakes(sluice: &Sluice, kind: &str) -> f64 {
     sluice
         .metric(&format!(
@@ -729,12 +739,7 @@ async fn an_envoy_resumes_its_tls_session_after_a_restart_with_the_same_ticket_k
         handshakes(&t.sluice, "resumed").await >= 1.0
     })
     .await;
-    eventually("Envoy is connected again", || async {
-        t.sluice.status().await["proxies"]
-            .as_array()
-            .is_some_and(|p| p.len() == 1)
-    })
-    .await;
+    one_proxy_connected(&t.sluice).await;
     assert_eq!(handshakes(&t.sluice, "full").await, 0.0);
     routes_to_web(envoy.listener_port("http").await).await;
 
@@ -745,12 +750,7 @@ async fn an_envoy_resumes_its_tls_session_after_a_restart_with_the_same_ticket_k
         handshakes(&t.sluice, "full").await >= 1.0
     })
     .await;
-    eventually("Envoy is connected again", || async {
-        t.sluice.status().await["proxies"]
-            .as_array()
-            .is_some_and(|p| p.len() == 1)
-    })
-    .await;
+    one_proxy_connected(&t.sluice).await;
     assert_eq!(handshakes(&t.sluice, "resumed").await, 0.0);
     assert!(denials(&t.sluice).await.is_empty());
 }
