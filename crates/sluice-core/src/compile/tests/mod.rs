@@ -125,6 +125,7 @@ fn mk_config(services: Vec<Service>, listeners: Vec<Listener>) -> Config {
         sources: Default::default(),
         runtime: Default::default(),
         xds_access: Default::default(),
+        grpc: Default::default(),
     }
 }
 
