@@ -28,6 +28,7 @@ use crate::model::*;
 
 mod checks;
 mod eds;
+mod grpc;
 mod incremental;
 mod lua;
 mod policy;
