@@ -1,0 +1,260 @@
+//! Proxyless gRPC end to end: real Python `grpcio` servers and a real
+//! gRPC xDS client (C-core), which no one here wrote, against `sluice
+//! serve` with `examples/grpc.yaml`.
+//!
+//! The client gets its bootstrap from `sluice bootstrap --grpc` and dials
+//! `xds:///greeter`; sluice serves it the target's listener, routes,
+//! clusters and endpoints. Needs `python3` with `grpcio` (scripts/test.sh
+//! installs it when missing).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use common::Sluice;
+use serde_json::Value;
+
+/// The helper script: servers and the client.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_python/greeter.py")
+}
+
+/// Fails loudly when grpcio is missing: these tests never pass by skipping.
+fn require_grpcio() {
+    let out = Command::new("python3")
+        .args(["-c", "import grpc; print(grpc.__version__)"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 cannot import grpc: run scripts/test.sh or `python3 -m pip install grpcio`\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// gRPC servers answering with their names, ended when dropped.
+struct Servers {
+    child: Child,
+    /// Held open: the servers run until it closes.
+    _stdin: ChildStdin,
+    ports: Vec<(String, u16)>,
+}
+
+impl Servers {
+    fn start(names: &[&str]) -> Servers {
+        let mut child = Command::new("python3")
+            .arg(script())
+            .arg("serve")
+            .args(names)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gRPC servers");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ports = names
+            .iter()
+            .map(|_| {
+                let line = lines
+                    .next()
+                    .expect("servers exited before listening")
+                    .expect("read");
+                let (name, port) = line.split_once(' ').expect("NAME PORT");
+                (name.to_string(), port.parse().expect("port"))
+            })
+            .collect();
+        Servers {
+            child,
+            _stdin: stdin,
+            ports,
+        }
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        self.ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .expect("started")
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `examples/grpc.yaml` with v1 and v2 on the servers' ports.
+fn rules(dir: &Path, servers: &Servers) -> PathBuf {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grpc.yaml"))
+            .expect("example");
+    let text = example
+        .replace("port: 50051", &format!("port: {}", servers.port("v1")))
+        .replace("port: 50052", &format!("port: {}", servers.port("v2")));
+    assert_ne!(text, example, "the example names ports 50051 and 50052");
+    let path = dir.join("rules.yaml");
+    std::fs::write(&path, text).expect("write rules");
+    path
+}
+
+/// `sluice bootstrap --grpc` for node `id`, written in `dir`.
+fn grpc_bootstrap(dir: &Path, sluice: &Sluice, id: &str) -> PathBuf {
+    let path = dir.join(format!("{id}.json"));
+    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bootstrap", "--grpc", "--node-id", id, "--xds"])
+        .arg(sluice.xds.to_string())
+        .arg("--out")
+        .arg(&path)
+        .status()
+        .expect("run sluice bootstrap");
+    assert!(status.success(), "sluice bootstrap --grpc failed");
+    path
+}
+
+/// A gRPC client that made its RPCs and stays connected until dropped.
+struct Client {
+    child: Child,
+    _stdin: ChildStdin,
+    /// What its RPCs reached: answers by backend name, errors by code.
+    result: Value,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes `count` RPCs to `xds:///target` with `metadata` (`KEY=VALUE`).
+async fn call(bootstrap: &Path, target: &str, count: u32, metadata: &[&str]) -> Client {
+    let mut child = Command::new("python3")
+        .arg(script())
+        .args(["call", target, &count.to_string()])
+        .args(metadata)
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the gRPC client");
+    let stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("join")
+    .expect("read the client's output");
+    let result = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the gRPC client failed ({e}); it printed {line:?}"));
+    Client {
+        child,
+        _stdin: stdin,
+        result,
+    }
+}
+
+fn answers(result: &Value, name: &str) -> u64 {
+    result["answers"][name].as_u64().unwrap_or(0)
+}
+
+/// The smallest and largest count of successes in `n` trials of
+/// probability `p` that the test accepts: each tail outside has exact
+/// binomial probability at most `alpha / 2`.
+fn binomial_bounds(n: u64, p: f64, alpha: f64) -> (u64, u64) {
+    // pmf(k) in log space, by the ratio pmf(k+1)/pmf(k).
+    let mut log_pmf = Vec::with_capacity(n as usize + 1);
+    let mut lp = n as f64 * (1.0 - p).ln();
+    for k in 0..=n {
+        log_pmf.push(lp);
+        lp += ((n - k) as f64 / (k + 1) as f64).ln() + (p / (1.0 - p)).ln();
+    }
+    let pmf: Vec<f64> = log_pmf.iter().map(|l| l.exp()).collect();
+    let (mut lo, mut tail) = (0u64, 0.0);
+    while tail + pmf[lo as usize] <= alpha / 2.0 {
+        tail += pmf[lo as usize];
+        lo += 1;
+    }
+    let (mut hi, mut tail) = (n, 0.0);
+    while tail + pmf[hi as usize] <= alpha / 2.0 {
+        tail += pmf[hi as usize];
+        hi -= 1;
+    }
+    (lo, hi)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_of_xds_greeter_sees_the_split_and_the_header_route() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+
+    // 80/20 over 2,000 RPCs: v2's count is Binomial(2000, 0.2). The
+    // bounds leave out at most 1e-6 of its probability, so a correct
+    // split fails this test less than once in a million runs.
+    const N: u64 = 2000;
+    let split = call(&bootstrap, "greeter", N as u32, &[])
+        .await
+        .result
+        .clone();
+    let split = &split;
+    assert_eq!(split["errors"], serde_json::json!({}), "{split}");
+    let (v1, v2) = (answers(split, "v1"), answers(split, "v2"));
+    eprintln!("80/20 split over {N} RPCs: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, N, "{split}");
+    let (lo, hi) = binomial_bounds(N, 0.2, 1e-6);
+    assert!(
+        (lo..=hi).contains(&v2),
+        "v2 got {v2} of {N}, outside [{lo}, {hi}]: {split}"
+    );
+
+    // Tagged RPCs take the header-matched route, every one to the canary.
+    // This client stays connected while sluice's status is read.
+    let tagged = call(&bootstrap, "greeter", 200, &["x-canary=1"]).await;
+    assert_eq!(
+        tagged.result["errors"],
+        serde_json::json!({}),
+        "{}",
+        tagged.result
+    );
+    assert_eq!(answers(&tagged.result, "v2"), 200, "{}", tagged.result);
+
+    // sluice knows it for a gRPC client, which ACKed every type it asked
+    // for and NACKed none.
+    let status = sluice.status_text().await;
+    assert!(
+        status.contains("app-1  group=default mode=sotw client=grpc"),
+        "{status}"
+    );
+    let block = status.split("app-1").nth(1).unwrap_or_default();
+    for ty in ["lds", "rds", "cds", "eds"] {
+        let line = block
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ty))
+            .unwrap_or_else(|| panic!("no {ty} line: {status}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_ne!(fields[2], "-", "{ty} not ACKed: {status}");
+        assert_eq!(fields[3..], ["-"], "{ty} NACKed: {status}");
+    }
+    drop(tagged);
+}
+
+#[test]
+fn binomial_bounds_leave_out_the_tails() {
+    // Binomial(2000, 0.2): mean 400, sd 17.9; 1e-6 two-sided is ±4.9 sd.
+    let (lo, hi) = binomial_bounds(2000, 0.2, 1e-6);
+    assert!((305..=320).contains(&lo), "{lo}");
+    assert!((480..=495).contains(&hi), "{hi}");
+}
