@@ -190,7 +190,7 @@ grpc:
     let rc: RouteConfiguration = decode(grpc_fallback(&snaps), TypeUrl::Route, "api");
     let action = first_route_action(&rc, 0);
     assert!(action.timeout.is_none());
-    let msd = action.max_stream_duration.clone().expect("set");
+    let msd = action.max_stream_duration.expect("set");
     assert_eq!(
         msd.max_stream_duration,
         Some(PbDuration {
