@@ -258,3 +258,47 @@ fn binomial_bounds_leave_out_the_tails() {
     assert!((305..=320).contains(&lo), "{lo}");
     assert!((480..=495).contains(&hi), "{hi}");
 }
+
+fn sluice_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice")
+}
+
+#[test]
+fn bootstrap_grpc_refuses_what_a_grpc_client_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret").expect("write token");
+    let base = ["bootstrap", "--grpc", "--node-id", "app-1"];
+    let token_arg = token.to_str().expect("utf8");
+    for (extra, code, says) in [
+        (&["--token-file", token_arg][..], 1, "--token-file"),
+        (&["--xds", "no-port"][..], 1, "HOST:PORT"),
+        (&["--admin-port", "9000"][..], 2, "--admin-port"),
+        (&["--ads", "delta"][..], 2, "--ads"),
+    ] {
+        let out = sluice_cli(&[&base[..], extra].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+    let out = sluice_cli(&base);
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(json["xds_servers"][0]["server_uri"], "127.0.0.1:18000");
+    assert_eq!(json["node"]["metadata"]["sluice_client"], "grpc");
+}
+
+#[test]
+fn validate_counts_grpc_targets() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grpc.yaml");
+    let out = sluice_cli(&["validate", example.to_str().expect("utf8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok (1 services, 0 listeners, 1 gRPC targets, 1 node groups)"),
+        "{stdout}"
+    );
+}
