@@ -9,9 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use common::Sluice;
 use serde_json::Value;
@@ -117,48 +117,50 @@ fn grpc_bootstrap(dir: &Path, sluice: &Sluice, id: &str) -> PathBuf {
     path
 }
 
-/// A gRPC client that made its RPCs and stays connected until dropped.
+/// A gRPC client with one channel to `xds:///TARGET` (so one ADS stream
+/// to sluice), driven line by line; ended when dropped.
 struct Client {
     child: Child,
-    _stdin: ChildStdin,
-    /// What its RPCs reached: answers by backend name, errors by code.
-    result: Value,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Client {
+    fn start(bootstrap: &Path, target: &str) -> Client {
+        let mut child = Command::new("python3")
+            .arg(script())
+            .args(["client", target])
+            .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the gRPC client");
+        Client {
+            stdin: child.stdin.take().expect("stdin"),
+            stdout: BufReader::new(child.stdout.take().expect("stdout")),
+            child,
+        }
+    }
+
+    /// Sends one command (see greeter.py) and reads its JSON answer.
+    /// Blocking: the client answers once its RPCs are done.
+    fn send(&mut self, command: &str) -> Value {
+        writeln!(self.stdin, "{command}").expect("write to the gRPC client");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read the gRPC client");
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the gRPC client failed ({e}); it printed {line:?}"))
+    }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Makes `count` RPCs to `xds:///target` with `metadata` (`KEY=VALUE`).
-async fn call(bootstrap: &Path, target: &str, count: u32, metadata: &[&str]) -> Client {
-    let mut child = Command::new("python3")
-        .arg(script())
-        .args(["call", target, &count.to_string()])
-        .args(metadata)
-        .env("GRPC_XDS_BOOTSTRAP", bootstrap)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the gRPC client");
-    let stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .expect("join")
-    .expect("read the client's output");
-    let result = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("the gRPC client failed ({e}); it printed {line:?}"));
-    Client {
-        child,
-        _stdin: stdin,
-        result,
     }
 }
 
@@ -192,7 +194,7 @@ fn binomial_bounds(n: u64, p: f64, alpha: f64) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grpc_client_of_xds_greeter_sees_the_split_and_the_header_route() {
+async fn a_grpc_client_of_xds_greeter_sees_the_split_the_header_route_and_an_edit() {
     require_grpcio();
     let servers = Servers::start(&["v1", "v2"]);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -205,13 +207,10 @@ async fn a_grpc_client_of_xds_greeter_sees_the_split_and_the_header_route() {
     // bounds leave out at most 1e-6 of its probability, so a correct
     // split fails this test less than once in a million runs.
     const N: u64 = 2000;
-    let split = call(&bootstrap, "greeter", N as u32, &[])
-        .await
-        .result
-        .clone();
-    let split = &split;
+    let mut client = Client::start(&bootstrap, "greeter");
+    let split = client.send(&format!("call {N}"));
     assert_eq!(split["errors"], serde_json::json!({}), "{split}");
-    let (v1, v2) = (answers(split, "v1"), answers(split, "v2"));
+    let (v1, v2) = (answers(&split, "v1"), answers(&split, "v2"));
     eprintln!("80/20 split over {N} RPCs: v1 {v1}, v2 {v2}");
     assert_eq!(v1 + v2, N, "{split}");
     let (lo, hi) = binomial_bounds(N, 0.2, 1e-6);
@@ -221,15 +220,9 @@ async fn a_grpc_client_of_xds_greeter_sees_the_split_and_the_header_route() {
     );
 
     // Tagged RPCs take the header-matched route, every one to the canary.
-    // This client stays connected while sluice's status is read.
-    let tagged = call(&bootstrap, "greeter", 200, &["x-canary=1"]).await;
-    assert_eq!(
-        tagged.result["errors"],
-        serde_json::json!({}),
-        "{}",
-        tagged.result
-    );
-    assert_eq!(answers(&tagged.result, "v2"), 200, "{}", tagged.result);
+    let tagged = client.send("call 200 x-canary=1");
+    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
+    assert_eq!(answers(&tagged, "v2"), 200, "{tagged}");
 
     // sluice knows it for a gRPC client, which ACKed every type it asked
     // for and NACKed none.
@@ -248,7 +241,19 @@ async fn a_grpc_client_of_xds_greeter_sees_the_split_and_the_header_route() {
         assert_ne!(fields[2], "-", "{ty} not ACKed: {status}");
         assert_eq!(fields[3..], ["-"], "{ty} NACKed: {status}");
     }
-    drop(tagged);
+
+    // An edit of the split reaches the connected client: with 0/100 every
+    // RPC goes to v2 once the new routes are pushed.
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let edited = text
+        .replace("weight: 80", "weight: 0")
+        .replace("weight: 20", "weight: 100");
+    assert_ne!(edited, text);
+    std::fs::write(&rules, edited).expect("edit rules");
+    let moved = client.send("until v2 100");
+    assert_eq!(moved["reached"], true, "{moved}");
+    let after = client.send("call 500");
+    assert_eq!(answers(&after, "v2"), 500, "{after}");
 }
 
 #[test]

@@ -199,3 +199,40 @@ grpc:
         })
     );
 }
+
+#[test]
+fn envoys_are_served_the_same_with_or_without_grpc_targets() {
+    let yaml = format!(
+        "{EXAMPLE}
+listeners:
+  - name: http
+    port: 10000
+    groups: [edge]
+    virtual_hosts:
+      - name: greeter
+        domains: [\"*\"]
+        routes: [{{to: {{service: greeter, subset: stable}}}}]
+"
+    );
+    let with = crate::rules::parse("grpc.yaml", &yaml).expect("valid rules");
+    let mut without = with.clone();
+    without.grpc = Arc::default();
+    let (with, without) = (
+        compile(&with).expect("compiles"),
+        compile(&without).expect("compiles"),
+    );
+    assert_eq!(with.fallback, without.fallback);
+    let envoy_groups = |s: &Snapshots| -> Vec<(String, Arc<Snapshot>)> {
+        s.groups
+            .iter()
+            .filter(|(k, _)| !crate::xds::resource::is_grpc_group_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    assert_eq!(envoy_groups(&with), envoy_groups(&without));
+    assert_eq!(envoy_groups(&with).len(), 1, "the edge group");
+    // The gRPC clients of `edge` get the target without `groups`.
+    let (key, snap) = with.select(DataPlane::Grpc, "edge");
+    assert_eq!(key, GRPC_FALLBACK_GROUP);
+    assert_eq!(names(snap, TypeUrl::Listener), ["greeter"]);
+}
