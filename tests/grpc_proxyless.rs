@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use common::creds::{mk_ca, mk_client, mk_server};
 use common::Sluice;
 use serde_json::Value;
 
@@ -103,14 +104,26 @@ fn rules(dir: &Path, servers: &Servers) -> PathBuf {
     path
 }
 
-/// `sluice bootstrap --grpc` for node `id`, written in `dir`.
+/// `sluice bootstrap --grpc` for node `id`, written in `dir`, with
+/// `extra` flags.
 fn grpc_bootstrap(dir: &Path, sluice: &Sluice, id: &str) -> PathBuf {
+    grpc_bootstrap_with(dir, sluice, id, &[])
+}
+
+fn grpc_bootstrap_with(dir: &Path, sluice: &Sluice, id: &str, extra: &[&Path]) -> PathBuf {
     let path = dir.join(format!("{id}.json"));
+    let flags = ["--xds-ca", "--client-cert", "--client-key"];
     let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["bootstrap", "--grpc", "--node-id", id, "--xds"])
         .arg(sluice.xds.to_string())
         .arg("--out")
         .arg(&path)
+        .args(
+            flags
+                .iter()
+                .zip(extra)
+                .flat_map(|(f, p)| [f.as_ref(), p.as_os_str()]),
+        )
         .status()
         .expect("run sluice bootstrap");
     assert!(status.success(), "sluice bootstrap --grpc failed");
@@ -262,6 +275,55 @@ fn binomial_bounds_leave_out_the_tails() {
     let (lo, hi) = binomial_bounds(2000, 0.2, 1e-6);
     assert!((305..=320).contains(&lo), "{lo}");
     assert!((480..=495).contains(&hi), "{hi}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_reaches_sluice_over_mutual_tls_with_its_bootstrap() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    // Only clients with a certificate for an app may be served.
+    let mut text = std::fs::read_to_string(&rules).expect("read rules");
+    text.push_str(
+        "xds_access:\n  - identity: \"spiffe://acme.test/apps/*\"\n    groups: [default]\n",
+    );
+    std::fs::write(&rules, text).expect("write rules");
+    let ca = mk_ca("sluice test CA");
+    let server = mk_server(&ca);
+    let client = mk_client(&ca, "spiffe://acme.test/apps/app-2");
+    let file = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("write pem");
+        path
+    };
+    let ca_file = file("ca.pem", &ca.pem);
+    let (server_cert, server_key) = (file("s.pem", &server.cert), file("s.key", &server.key));
+    let (client_cert, client_key) = (file("c.pem", &client.cert), file("c.key", &client.key));
+    let arg = |p: &PathBuf| p.to_str().expect("utf8").to_owned();
+    let sluice = Sluice::start_with(
+        &rules,
+        "127.0.0.1:0",
+        &[
+            "--xds-tls-cert",
+            &arg(&server_cert),
+            "--xds-tls-key",
+            &arg(&server_key),
+            "--xds-client-ca",
+            &arg(&ca_file),
+        ],
+    );
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap_with(
+        dir.path(),
+        &sluice,
+        "app-2",
+        &[&ca_file, &client_cert, &client_key],
+    );
+    let mut client = Client::start(&bootstrap, "greeter");
+    let tagged = client.send("call 20 x-canary=1");
+    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
+    assert_eq!(answers(&tagged, "v2"), 20, "{tagged}");
 }
 
 fn sluice_cli(args: &[&str]) -> std::process::Output {
