@@ -288,6 +288,19 @@ impl Snapshots {
         self.groups.get(group).unwrap_or(&self.fallback)
     }
 
+    /// What is served under the [`Snapshots::groups`] key `key`, whether
+    /// or not this set holds it: for a gRPC key (`grpc:edge`), what gRPC
+    /// clients of that group receive ([`Snapshots::select`]); for any
+    /// other, what Envoys of that group receive. Comparing two sets key by
+    /// key (history, the mass-removal guard) must not compare a gRPC key
+    /// one set lacks with the Envoys' fallback.
+    pub fn for_key(&self, key: &str) -> &Arc<Snapshot> {
+        match key.strip_prefix(GRPC_GROUP_PREFIX) {
+            Some(group) => self.select(DataPlane::Grpc, group).1,
+            None => self.for_group(key),
+        }
+    }
+
     /// What a client of `plane` that claims `group` receives, and the key
     /// of the lineage its changes are diffed in (`History::diff`; `""`,
     /// which names no group, is the fallback's). An Envoy never gets a
