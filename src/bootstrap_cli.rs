@@ -1,5 +1,7 @@
 //! `sluice bootstrap`: writes an Envoy bootstrap that points a proxy at
-//! sluice over ADS ([`crate::bootstrap`] renders it).
+//! sluice over ADS ([`crate::bootstrap`] renders it), or with `--grpc`
+//! the xDS bootstrap of a proxyless gRPC client
+//! ([`crate::grpc_bootstrap`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +10,7 @@ use clap::{Args, ValueEnum};
 
 use crate::bootstrap::{self, BootstrapOptions, XdsClientTls};
 use crate::cli_support::XdsClientArgs;
+use crate::grpc_bootstrap::{self, GrpcBootstrapOptions};
 
 /// `sluice bootstrap` arguments.
 #[derive(Debug, Args)]
@@ -22,17 +25,21 @@ pub struct BootstrapArgs {
     #[arg(long, default_value = "127.0.0.1:18000")]
     pub xds: String,
     /// Envoy's own admin port (bound to 127.0.0.1; 0 lets the kernel pick).
-    #[arg(long, default_value_t = 9901)]
+    #[arg(long, default_value_t = 9901, conflicts_with = "grpc")]
     pub admin_port: u16,
     /// ADS flavour: state-of-the-world or delta (incremental).
-    #[arg(long, value_enum, default_value_t = Ads::Sotw)]
+    #[arg(long, value_enum, default_value_t = Ads::Sotw, conflicts_with = "grpc")]
     pub ads: Ads,
+    /// Write the xDS bootstrap of a proxyless gRPC client (the file
+    /// `GRPC_XDS_BOOTSTRAP` names) instead of an Envoy's.
+    #[arg(long)]
+    pub grpc: bool,
     /// Write to this file instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The rules service this Envoy runs beside: its local cluster, for
     /// zone-aware routing (`zone_aware` in the rules).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "grpc")]
     pub local_cluster: Option<String>,
     /// TLS, mTLS and a token (`--xds-ca` needs `--out`: the CA and the
     /// client certificate are read by Envoy through file-based SDS files
@@ -65,6 +72,14 @@ impl BootstrapArgs {
                 ExitCode::SUCCESS
             }
             Some(path) => match self.write(path, &text) {
+                Ok(()) if self.grpc => {
+                    eprintln!(
+                        "wrote {}; run the client with GRPC_XDS_BOOTSTRAP={} and dial xds:///TARGET",
+                        path.display(),
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Ok(()) => {
                     eprintln!("wrote {}; run: envoy -c {}", path.display(), path.display());
                     ExitCode::SUCCESS
@@ -80,6 +95,10 @@ impl BootstrapArgs {
     /// Writes the bootstrap to `path`, and the SDS files beside it. A
     /// bootstrap holding a token is readable by its owner only.
     fn write(&self, path: &Path, text: &str) -> Result<(), String> {
+        if self.grpc {
+            return std::fs::write(path, text)
+                .map_err(|e| format!("writing {}: {e}", path.display()));
+        }
         let opts = self.options()?;
         for (file, value) in bootstrap::sds_files(&opts) {
             let mut body = serde_json::to_string_pretty(&value).unwrap_or_default();
@@ -107,7 +126,38 @@ impl BootstrapArgs {
 
     /// The bootstrap text, or what is wrong with the flags.
     fn render(&self) -> Result<String, String> {
+        if self.grpc {
+            return grpc_bootstrap::render(&self.grpc_options()?).map_err(|e| e.to_string());
+        }
         bootstrap::render(&self.options()?).map_err(|e| e.to_string())
+    }
+
+    /// The gRPC bootstrap's options. gRPC reads the TLS files itself, by
+    /// the absolute paths written here.
+    fn grpc_options(&self) -> Result<GrpcBootstrapOptions, String> {
+        if self.xds.contains(',') {
+            return Err("--grpc takes one --xds HOST:PORT: several sluice replicas in a gRPC bootstrap are not written yet".into());
+        }
+        let (xds_host, xds_port) = parse_xds(self.xds.trim())?;
+        let x = &self.xds_client;
+        if x.xds_sni.is_some() {
+            return Err("--xds-sni cannot be used with --grpc: a gRPC client checks sluice's certificate against the host of --xds".into());
+        }
+        if x.token_file.is_some() {
+            return Err("--token-file cannot be used with --grpc yet: sluice does not write gRPC call credentials; authenticate gRPC clients with --client-cert".into());
+        }
+        let client = match x.client() {
+            Some((cert, key)) => Some((absolute(cert)?, absolute(key)?)),
+            None => None,
+        };
+        Ok(GrpcBootstrapOptions {
+            node_id: self.node_id.clone(),
+            cluster: self.cluster.clone(),
+            xds_host,
+            xds_port,
+            ca: x.xds_ca.as_deref().map(absolute).transpose()?,
+            client,
+        })
     }
 
     /// The options the flags describe; the TLS files must exist (they are

@@ -285,18 +285,30 @@ impl ValidateArgs {
                 }
             });
             match checked {
-                Ok((config, snapshots)) => println!(
-                    "{}: ok ({} services, {} listeners, {} node groups{})",
-                    path.display(),
-                    config.services.len(),
-                    config.listeners.len(),
-                    snapshots.groups.len().max(1),
-                    if envoy.is_some() {
-                        "; envoy accepts them"
-                    } else {
-                        ""
-                    },
-                ),
+                Ok((config, snapshots)) => {
+                    // gRPC clients' snapshots are keyed apart from groups.
+                    let groups = snapshots
+                        .groups
+                        .keys()
+                        .filter(|k| !crate::xds::resource::is_grpc_group_key(k))
+                        .count();
+                    let grpc = match config.grpc.len() {
+                        0 => String::new(),
+                        n => format!(", {n} gRPC targets"),
+                    };
+                    println!(
+                        "{}: ok ({} services, {} listeners{grpc}, {} node groups{})",
+                        path.display(),
+                        config.services.len(),
+                        config.listeners.len(),
+                        groups.max(1),
+                        if envoy.is_some() {
+                            "; envoy accepts them"
+                        } else {
+                            ""
+                        },
+                    )
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     failed = true;

@@ -44,6 +44,9 @@ pub struct Proxy {
 pub struct Node {
     pub id: String,
     pub group: String,
+    /// `grpc` for a proxyless gRPC client; absent for an Envoy.
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,7 +189,15 @@ pub fn render(doc: &StatusDoc) -> String {
     }
     let _ = writeln!(s, "proxies: {}", doc.proxies.len());
     for p in &doc.proxies {
-        let _ = writeln!(s, "\n{}  group={} mode={}", p.node.id, p.node.group, p.mode);
+        let client = match &p.node.client {
+            Some(c) => format!(" client={c}"),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "\n{}  group={} mode={}{client}",
+            p.node.id, p.node.group, p.mode
+        );
         let _ = writeln!(s, "  {:<4} {:<17} {:<17} NACK", "TYPE", "SENT", "ACKED");
         for (ty, t) in &p.types {
             let nack = match &t.nack {

@@ -88,5 +88,6 @@ pub fn m1(services: usize, per: usize) -> Config {
         sources: Default::default(),
         runtime: Default::default(),
         xds_access: Default::default(),
+        grpc: Default::default(),
     }
 }

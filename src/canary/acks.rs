@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::overlay::{Overlays, WeightsVia};
 use super::Rollout;
 use crate::xds::registry::Registry;
-use crate::xds::{Snapshots, TypeUrl};
+use crate::xds::{DataPlane, Snapshots, TypeUrl};
 
 /// What the publisher compiled last: the overlays it applied and the
 /// snapshots that came out.
@@ -81,7 +81,12 @@ impl AckReader {
             WeightsVia::Runtime => &[TypeUrl::Route, TypeUrl::Runtime],
         };
         self.registry.visit(|node, status| {
-            let snap = applied.snapshots.for_group(&node.group);
+            // Rollouts move the weights of the rules' listeners only: a
+            // gRPC client holds no step and waits for none.
+            if node.data_plane == DataPlane::Grpc {
+                return;
+            }
+            let (_, snap) = applied.snapshots.select(node.data_plane, &node.group);
             if snap.get(TypeUrl::Cluster, &cluster).is_none() {
                 return;
             }

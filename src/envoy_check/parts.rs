@@ -48,6 +48,7 @@ use envoy_types::pb::google::protobuf::{Any, BoolValue};
 use envoy_types::util::pack_any;
 use prost::{Message, Name};
 
+use crate::xds::resource::is_grpc_group_key;
 use crate::xds::{Resource, Snapshots, TypeUrl};
 
 /// One set of resources whose names do not clash: per type, by name.
@@ -122,12 +123,15 @@ pub(super) struct DecodeError {
 }
 
 /// Every group's resources (the fallback's too) merged into as few
-/// batches as names allow, in group order.
+/// batches as names allow, in group order. What gRPC clients are served
+/// is not Envoy's to check.
 pub(super) fn batches(snapshots: &Snapshots) -> Vec<Batch> {
     let mut out: Vec<Batch> = Vec::new();
     let all = snapshots
         .groups
-        .values()
+        .iter()
+        .filter(|(key, _)| !is_grpc_group_key(key))
+        .map(|(_, snapshot)| snapshot)
         .chain(std::iter::once(&snapshots.fallback));
     for snapshot in all {
         let fits = |batch: &Batch| {

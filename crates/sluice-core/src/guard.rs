@@ -218,8 +218,8 @@ fn groups<'a>(
         .map(|g| {
             (
                 g.clone(),
-                before.for_group(g).as_ref(),
-                after.for_group(g).as_ref(),
+                before.for_key(g).as_ref(),
+                after.for_key(g).as_ref(),
             )
         })
         .collect();

@@ -14,10 +14,12 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 mod access;
+mod grpc;
 mod policy;
 mod tls;
 
 pub use access::*;
+pub use grpc::*;
 pub use policy::*;
 pub use tls::*;
 
@@ -45,6 +47,10 @@ pub struct Config {
     /// what is compiled.
     #[serde(skip_serializing_if = "access_is_empty")]
     pub xds_access: Arc<Vec<AccessEntry>>,
+    /// What proxyless gRPC clients are served (`grpc`), in file order;
+    /// empty when the section is absent.
+    #[serde(skip_serializing_if = "grpc_is_empty")]
+    pub grpc: Arc<Vec<GrpcTarget>>,
 }
 
 /// The name of the RTDS runtime layer sluice serves, and that
@@ -57,6 +63,10 @@ fn runtime_is_empty(runtime: &Arc<BTreeMap<String, u32>>) -> bool {
 
 fn access_is_empty(access: &Arc<Vec<AccessEntry>>) -> bool {
     access.is_empty()
+}
+
+fn grpc_is_empty(grpc: &Arc<Vec<GrpcTarget>>) -> bool {
+    grpc.is_empty()
 }
 
 impl Config {

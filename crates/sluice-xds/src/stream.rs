@@ -235,7 +235,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
                     }
                 }
                 info!(stream = self.id, node = %node.id, group = %node.group,
-                      mode = ?self.mode, identity = self.peer.creds.shown(),
+                      mode = ?self.mode, client = ?node.data_plane, identity = self.peer.creds.shown(),
                       "proxy connected");
                 self.shared
                     .registry
@@ -273,12 +273,13 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
                 return self.refuse(reason, &node).await;
             }
         }
-        let snap = published.snapshots.for_group(&node.group).clone();
+        let (lineage, snap) = published.snapshots.select(node.data_plane, &node.group);
+        let snap = snap.clone();
         // The publisher keeps the `Arc` of an unchanged group, and a diff
         // says what changed since the snapshot this stream has.
         let diff = match &self.current {
             Some(c) if Arc::ptr_eq(c, &snap) => return true,
-            Some(c) => published.history.diff(&node.group, c, &snap),
+            Some(c) => published.history.diff(lineage, c, &snap),
             None => None,
         };
         self.current = Some(snap.clone());

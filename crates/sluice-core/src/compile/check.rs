@@ -147,14 +147,23 @@ fn unique_domains(group: &str, rc: &RouteConfiguration) -> Result<(), CompileErr
     Ok(())
 }
 
-/// The RDS names a listener's HTTP connection managers subscribe to.
+/// The RDS names a listener's HTTP connection managers subscribe to
+/// (those of its filter chains, and a gRPC client's `api_listener`).
 fn rds_names(group: &str, l: &Listener) -> Result<Vec<String>, CompileError> {
     let mut names = Vec::new();
-    let filters = l.filter_chains.iter().flat_map(|fc| &fc.filters);
-    for f in filters {
-        let Some(filter::ConfigType::TypedConfig(any)) = &f.config_type else {
-            continue;
-        };
+    let filters = l
+        .filter_chains
+        .iter()
+        .flat_map(|fc| &fc.filters)
+        .filter_map(|f| match &f.config_type {
+            Some(filter::ConfigType::TypedConfig(any)) => Some(any),
+            _ => None,
+        });
+    let api = l
+        .api_listener
+        .as_ref()
+        .and_then(|a| a.api_listener.as_ref());
+    for any in filters.chain(api) {
         if any.type_url != HttpConnectionManager::type_url() {
             continue;
         }

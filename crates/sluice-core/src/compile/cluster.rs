@@ -174,7 +174,7 @@ pub(super) fn load_assignment(
 
 /// With locality-weighted balancing, the weight the rules give this
 /// locality; Envoy sends nothing to a locality without one.
-fn locality_weight(
+pub(super) fn locality_weight(
     service: &model::Service,
     locality: Option<&model::Locality>,
 ) -> Option<UInt32Value> {

@@ -119,7 +119,13 @@ fn delta(a: &Config, b: &Config) -> Option<Delta> {
         runtime,
         // Decides which streams are served, not what is compiled.
         xds_access: _,
+        grpc,
     } = a;
+    // gRPC clients' load assignments differ from Envoys' under the same
+    // names (`compile::grpc`): replacing them by name would mix the two.
+    if !grpc.is_empty() || !b.grpc.is_empty() {
+        return None;
+    }
     if *sources != b.sources
         || services.len() != b.services.len()
         || listeners.len() != b.listeners.len()

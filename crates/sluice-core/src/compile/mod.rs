@@ -44,6 +44,7 @@ mod check;
 mod cluster;
 mod cluster_policy;
 pub mod eds;
+mod grpc;
 mod incremental;
 mod listener;
 mod lua;
@@ -199,6 +200,7 @@ fn compile_with(
         .filter(|l| l.groups.is_none())
         .collect();
     let fallback = compile_group(config, FALLBACK, &fallback, &runtime, cache)?;
+    out.extend(grpc::snapshots(config)?);
 
     Ok(Snapshots {
         groups: out,

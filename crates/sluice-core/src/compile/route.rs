@@ -151,7 +151,7 @@ fn route(l: &model::Listener, r: &model::Route) -> Result<Route, CompileError> {
     Ok(out)
 }
 
-fn route_match(m: &model::RouteMatch) -> RouteMatch {
+pub(super) fn route_match(m: &model::RouteMatch) -> RouteMatch {
     let path_specifier = match &m.path {
         model::PathMatch::Prefix(p) => route_match::PathSpecifier::Prefix(p.clone()),
         model::PathMatch::Exact(p) => route_match::PathSpecifier::Path(p.clone()),
@@ -203,7 +203,7 @@ fn string_matcher(v: &model::ValueMatch) -> Option<StringMatcher> {
     })
 }
 
-fn cluster_specifier(action: &model::RouteAction) -> route_action::ClusterSpecifier {
+pub(super) fn cluster_specifier(action: &model::RouteAction) -> route_action::ClusterSpecifier {
     match action {
         model::RouteAction::Backend(b) => route_action::ClusterSpecifier::Cluster(b.cluster_name()),
         model::RouteAction::Split(split) => weighted_clusters(split, String::new()),

@@ -219,3 +219,34 @@ fn a_plan_names_the_new_files_rules_by_position() {
         "{rds:?}"
     );
 }
+
+#[test]
+fn adding_grpc_targets_removes_nothing_and_removing_them_is_held() {
+    let envoy_only = mk_rules(2, false);
+    let grpc = "grpc:\n  - target: svc0\n    groups: [apps]\n    routes: [{to: {service: svc0}}]\n  - target: svc1\n    routes: [{to: {service: svc1}}]\n";
+    let with_grpc = format!("{envoy_only}{grpc}");
+    let (_, before) = mk_compiled(&envoy_only);
+    let (_, after) = mk_compiled(&with_grpc);
+    // The gRPC clients' snapshots are new; Envoys' are the same.
+    assert_eq!(
+        Guard::default().check(&before, &after, "v", &with_grpc),
+        None
+    );
+    let held = Guard::default()
+        .check(&after, &before, "v", &envoy_only)
+        .expect("held");
+    let groups: Vec<(&str, &str)> = held
+        .removals
+        .iter()
+        .map(|r| (r.group.as_str(), r.kind.as_str()))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("grpc:*", "listeners"),
+            ("grpc:*", "clusters"),
+            ("grpc:apps", "listeners"),
+            ("grpc:apps", "clusters"),
+        ]
+    );
+}

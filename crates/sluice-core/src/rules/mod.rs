@@ -16,6 +16,7 @@ mod discovery;
 mod duration;
 mod error;
 mod filters;
+mod grpc;
 mod listener;
 mod listener_tls;
 mod origins;

@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub broken_services: BTreeSet<String>,
     /// The `xds_access` entries that deserialized.
     pub xds_access: Chunked<Item<Spanned<RawAccess>>>,
+    /// The `grpc` targets that deserialized.
+    pub grpc: Chunked<Item<Spanned<RawGrpcTarget>>>,
 }
 
 /// A list entry with its index in the file's list.
@@ -442,6 +444,32 @@ pub struct RawRetry {
     pub per_try_timeout: Option<Str>,
 }
 
+/// A `grpc` target as written (see `grpc`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a grpc target mapping")]
+pub struct RawGrpcTarget {
+    pub target: Str,
+    #[serde(default)]
+    pub groups: Option<Spanned<Vec<Str>>>,
+    pub routes: Spanned<Vec<Spanned<RawGrpcRoute>>>,
+}
+
+/// A route of a `grpc` target: the route fields gRPC clients take.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a gRPC route mapping")]
+pub struct RawGrpcRoute {
+    #[serde(default)]
+    pub name: Option<Str>,
+    #[serde(default, rename = "match")]
+    pub matcher: Option<Spanned<RawMatch>>,
+    #[serde(default)]
+    pub to: Option<Spanned<RawBackend>>,
+    #[serde(default)]
+    pub split: Option<Spanned<Vec<Spanned<RawWeighted>>>>,
+    #[serde(default)]
+    pub timeout: Option<Str>,
+}
+
 /// serde reads a `Cell` of `Copy` values only.
 fn in_cell<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -449,7 +477,7 @@ fn in_cell<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     T::deserialize(d).map(Cell::new)
 }
 
-const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources", "xds_access"];
+const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources", "xds_access", "grpc"];
 
 /// Parses `text` into raw structs, reporting YAML and shape errors to `diags`.
 /// `None` only when the file is not YAML at all (nothing else can be checked).
@@ -467,6 +495,7 @@ pub fn load(text: &str, diags: &mut Diags) -> Option<RawConfig> {
         sources: None,
         broken_services: BTreeSet::new(),
         xds_access: Chunked::default(),
+        grpc: Chunked::default(),
     };
     // If the text turns out not to be YAML further down, that one error is
     // all the file reports: nothing read before it can be trusted to be
@@ -520,6 +549,7 @@ fn walk(events: &mut Events, raw: &mut RawConfig, diags: &mut Diags) -> Result<(
             "xds_access" => {
                 raw.xds_access = items(events, "xds_access", diags, &mut BTreeSet::new())?
             }
+            "grpc" => raw.grpc = items(events, "grpc", diags, &mut BTreeSet::new())?,
             other => {
                 let msg = unknown_field(other, TOP_LEVEL_FIELDS);
                 diags.error_at(Loc::from(events.last_key()), other, msg);

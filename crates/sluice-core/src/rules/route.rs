@@ -106,7 +106,7 @@ pub fn route(
     }
 }
 
-fn route_match(raw: &Spanned<RawMatch>, path: &str, d: &mut Diags) -> RouteMatch {
+pub(super) fn route_match(raw: &Spanned<RawMatch>, path: &str, d: &mut Diags) -> RouteMatch {
     let given = [
         ("prefix", &raw.prefix),
         ("path", &raw.path),
@@ -253,7 +253,7 @@ fn value_match(
     }
 }
 
-fn weighted(
+pub(super) fn weighted(
     raw: &Spanned<Vec<Spanned<RawWeighted>>>,
     path: &str,
     catalog: &Catalog<'_>,

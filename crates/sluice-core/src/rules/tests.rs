@@ -13,6 +13,7 @@ use crate::model::{Backend, LbPolicy, PathMatch, RouteAction, WeightedBackend};
 mod diagnostics;
 mod endpoints;
 mod envoy_refusals;
+mod grpc;
 mod policy;
 mod tls;
 mod xds_access;

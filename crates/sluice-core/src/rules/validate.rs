@@ -17,6 +17,7 @@ use super::check::{
 use super::chunked::Chunked;
 use super::discovery::{discovery, sources};
 use super::error::{shown, Diags};
+use super::grpc::grpc;
 use super::listener::listeners;
 use super::raw::{Item, RawConfig, RawEndpoint, RawService};
 use super::service_policy::service_policy;
@@ -65,6 +66,11 @@ pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Co
         lua: opts.lua,
     };
     let listeners = listeners(&raw.listeners, &catalog, d);
+    let grpc = grpc(
+        raw.grpc.iter().map(|item| (item.index, &item.raw)),
+        &catalog,
+        d,
+    );
     Config {
         services,
         listeners: Arc::new(listeners),
@@ -74,6 +80,7 @@ pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Co
             raw.xds_access.iter().map(|item| (item.index, &item.raw)),
             d,
         )),
+        grpc: Arc::new(grpc),
     }
 }
 

@@ -177,7 +177,7 @@ impl History {
         };
         for (group, snap) in next.groups.iter_mut() {
             let mut lineage = self.groups.get(group).cloned().unwrap_or_default();
-            step(&mut lineage, prev.for_group(group), snap);
+            step(&mut lineage, prev.for_key(group), snap);
             out.groups.insert(group.clone(), lineage);
         }
         step(&mut out.fallback, &prev.fallback, &mut next.fallback);

@@ -9,4 +9,4 @@ pub mod resource;
 pub mod session;
 pub mod wire;
 
-pub use resource::{Resource, Snapshot, Snapshots, TypeUrl};
+pub use resource::{DataPlane, Resource, Snapshot, Snapshots, TypeUrl};

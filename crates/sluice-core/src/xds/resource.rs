@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use serde::Serialize;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::digest::content_hash;
@@ -244,8 +245,90 @@ pub struct Snapshots {
     pub fallback: Arc<Snapshot>,
 }
 
+/// Which kind of xDS client a stream is: what it is served is compiled
+/// for it alone (see [`Snapshots::select`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataPlane {
+    /// An Envoy proxy: the rules' listeners.
+    #[default]
+    Envoy,
+    /// A proxyless gRPC client (gRPC's own xDS client): the rules'
+    /// `grpc` targets.
+    Grpc,
+}
+
+impl DataPlane {
+    pub fn is_envoy(&self) -> bool {
+        *self == DataPlane::Envoy
+    }
+}
+
+/// Keys of [`Snapshots::groups`] that hold what gRPC clients of a group
+/// receive start with this (`grpc:edge`); node group names cannot hold a
+/// `:`, so these never clash with an Envoy group.
+pub const GRPC_GROUP_PREFIX: &str = "grpc:";
+
+/// The key of what gRPC clients of a group no `grpc` target names
+/// receive: the targets that apply to every group.
+pub const GRPC_FALLBACK_GROUP: &str = "grpc:*";
+
+/// The [`Snapshots::groups`] key of gRPC clients of `group`.
+pub fn grpc_group_key(group: &str) -> String {
+    format!("{GRPC_GROUP_PREFIX}{group}")
+}
+
+/// Whether a [`Snapshots::groups`] key holds a gRPC clients' snapshot.
+pub fn is_grpc_group_key(key: &str) -> bool {
+    key.starts_with(GRPC_GROUP_PREFIX)
+}
+
 impl Snapshots {
     pub fn for_group(&self, group: &str) -> &Arc<Snapshot> {
         self.groups.get(group).unwrap_or(&self.fallback)
     }
+
+    /// What is served under the [`Snapshots::groups`] key `key`, whether
+    /// or not this set holds it: for a gRPC key (`grpc:edge`), what gRPC
+    /// clients of that group receive ([`Snapshots::select`]); for any
+    /// other, what Envoys of that group receive. Comparing two sets key by
+    /// key (history, the mass-removal guard) must not compare a gRPC key
+    /// one set lacks with the Envoys' fallback.
+    pub fn for_key(&self, key: &str) -> &Arc<Snapshot> {
+        match key.strip_prefix(GRPC_GROUP_PREFIX) {
+            Some(group) => self.select(DataPlane::Grpc, group).1,
+            None => self.for_group(key),
+        }
+    }
+
+    /// What a client of `plane` that claims `group` receives, and the key
+    /// of the lineage its changes are diffed in (`History::diff`; `""`,
+    /// which names no group, is the fallback's). An Envoy never gets a
+    /// gRPC snapshot, whatever group it claims, and a gRPC client never
+    /// an Envoy one: without `grpc` targets it gets an empty snapshot.
+    pub fn select(&self, plane: DataPlane, group: &str) -> (&str, &Arc<Snapshot>) {
+        match plane {
+            DataPlane::Envoy => match self.groups.get_key_value(group) {
+                Some((key, snap)) if !is_grpc_group_key(key) => (key.as_str(), snap),
+                _ => ("", &self.fallback),
+            },
+            DataPlane::Grpc => {
+                let found = self
+                    .groups
+                    .get_key_value(grpc_group_key(group).as_str())
+                    .or_else(|| self.groups.get_key_value(GRPC_FALLBACK_GROUP));
+                match found {
+                    Some((key, snap)) => (key.as_str(), snap),
+                    None => (GRPC_FALLBACK_GROUP, empty()),
+                }
+            }
+        }
+    }
+}
+
+/// One empty snapshot, shared (so a stream holding it skips republishes
+/// by pointer).
+fn empty() -> &'static Arc<Snapshot> {
+    static EMPTY: OnceLock<Arc<Snapshot>> = OnceLock::new();
+    EMPTY.get_or_init(|| Arc::new(Snapshot::new(Default::default())))
 }

@@ -28,6 +28,7 @@ use crate::model::*;
 
 mod checks;
 mod eds;
+mod grpc;
 mod incremental;
 mod lua;
 mod policy;
@@ -125,6 +126,7 @@ fn mk_config(services: Vec<Service>, listeners: Vec<Listener>) -> Config {
         sources: Default::default(),
         runtime: Default::default(),
         xds_access: Default::default(),
+        grpc: Default::default(),
     }
 }
 

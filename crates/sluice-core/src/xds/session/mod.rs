@@ -45,7 +45,7 @@ use serde::Serialize;
 
 use self::held::{Held, Scope};
 use super::history::SnapshotDiff;
-use super::resource::{Resource, Snapshot, TypeUrl};
+use super::resource::{DataPlane, Resource, Snapshot, TypeUrl};
 use super::wire;
 
 /// Which protocol variant a stream speaks.
@@ -65,12 +65,20 @@ pub const MAX_ERROR_DETAIL: usize = 1024;
 /// Node metadata key that picks the node group; `node.cluster` otherwise.
 pub const GROUP_METADATA_KEY: &str = "sluice_group";
 
+/// Node metadata key that says which kind of client a node is: `grpc`
+/// or `envoy` (`sluice bootstrap --grpc` writes `grpc`); without it, the
+/// node's `user_agent_name` decides (see [`data_plane_of`]).
+pub const CLIENT_METADATA_KEY: &str = "sluice_client";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct NodeInfo {
     pub id: String,
     pub cluster: String,
     /// The node group whose snapshot this proxy receives.
     pub group: String,
+    /// An Envoy or a proxyless gRPC client; shown only for gRPC.
+    #[serde(rename = "client", skip_serializing_if = "DataPlane::is_envoy")]
+    pub data_plane: DataPlane,
 }
 
 /// A response ready to be written to the stream.
@@ -565,6 +573,7 @@ impl Session {
             id: node.id.clone(),
             cluster: node.cluster.clone(),
             group: group_of(node),
+            data_plane: data_plane_of(node),
         });
         Ok(())
     }
@@ -745,6 +754,34 @@ pub fn group_of(node: &Node) -> String {
     from_meta
         .or_else(|| (!node.cluster.is_empty()).then(|| node.cluster.clone()))
         .unwrap_or_else(|| "default".to_string())
+}
+
+/// Whether a node is a proxyless gRPC client: node metadata
+/// `sluice_client` if it is `grpc` or `envoy`, else its
+/// `user_agent_name`, which gRPC's xDS clients start with `gRPC` ("gRPC
+/// C-core …", "gRPC Go", "gRPC Java", …) and Envoy sets to `envoy`.
+pub fn data_plane_of(node: &Node) -> DataPlane {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let declared = node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(CLIENT_METADATA_KEY))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => match s.as_str() {
+                "grpc" => Some(DataPlane::Grpc),
+                "envoy" => Some(DataPlane::Envoy),
+                _ => None,
+            },
+            _ => None,
+        });
+    declared.unwrap_or_else(|| {
+        let agent = node.user_agent_name.as_bytes();
+        if agent.len() >= 4 && agent[..4].eq_ignore_ascii_case(b"grpc") {
+            DataPlane::Grpc
+        } else {
+            DataPlane::Envoy
+        }
+    })
 }
 
 /// `s` if it is at most `max` bytes, else its first and last `max / 2`

@@ -235,3 +235,36 @@ pub(super) fn sotw_started(
 
 mod delta;
 mod sotw;
+
+#[test]
+fn grpc_clients_are_told_apart_by_metadata_then_user_agent() {
+    use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
+    let with = |agent: &str, declared: Option<&str>| Node {
+        id: "n".into(),
+        user_agent_name: agent.into(),
+        metadata: declared.map(|d| Struct {
+            fields: [(
+                CLIENT_METADATA_KEY.to_string(),
+                Value {
+                    kind: Some(Kind::StringValue(d.into())),
+                },
+            )]
+            .into(),
+        }),
+        ..Node::default()
+    };
+    assert_eq!(data_plane_of(&with("envoy", None)), DataPlane::Envoy);
+    assert_eq!(data_plane_of(&with("", None)), DataPlane::Envoy);
+    assert_eq!(
+        data_plane_of(&with("gRPC C-core linux/x86_64 Python", None)),
+        DataPlane::Grpc
+    );
+    assert_eq!(data_plane_of(&with("gRPC Go", None)), DataPlane::Grpc);
+    assert_eq!(data_plane_of(&with("envoy", Some("grpc"))), DataPlane::Grpc);
+    assert_eq!(
+        data_plane_of(&with("gRPC Go", Some("envoy"))),
+        DataPlane::Envoy
+    );
+    // An unknown value says nothing: the user agent decides.
+    assert_eq!(data_plane_of(&with("gRPC Go", Some("x"))), DataPlane::Grpc);
+}

@@ -1,0 +1,371 @@
+//! Proxyless gRPC end to end: real Python `grpcio` servers and a real
+//! gRPC xDS client (C-core), which no one here wrote, against `sluice
+//! serve` with `examples/grpc.yaml`.
+//!
+//! The client gets its bootstrap from `sluice bootstrap --grpc` and dials
+//! `xds:///greeter`; sluice serves it the target's listener, routes,
+//! clusters and endpoints. Needs `python3` with `grpcio` (scripts/test.sh
+//! installs it when missing).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use common::creds::{mk_ca, mk_client, mk_server};
+use common::Sluice;
+use serde_json::Value;
+
+/// The helper script: servers and the client.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_python/greeter.py")
+}
+
+/// Fails loudly when grpcio is missing: these tests never pass by skipping.
+fn require_grpcio() {
+    let out = Command::new("python3")
+        .args(["-c", "import grpc; print(grpc.__version__)"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python3 cannot import grpc: run scripts/test.sh or `python3 -m pip install grpcio`\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// gRPC servers answering with their names, ended when dropped.
+struct Servers {
+    child: Child,
+    /// Held open: the servers run until it closes.
+    _stdin: ChildStdin,
+    ports: Vec<(String, u16)>,
+}
+
+impl Servers {
+    fn start(names: &[&str]) -> Servers {
+        let mut child = Command::new("python3")
+            .arg(script())
+            .arg("serve")
+            .args(names)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gRPC servers");
+        let stdin = child.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ports = names
+            .iter()
+            .map(|_| {
+                let line = lines
+                    .next()
+                    .expect("servers exited before listening")
+                    .expect("read");
+                let (name, port) = line.split_once(' ').expect("NAME PORT");
+                (name.to_string(), port.parse().expect("port"))
+            })
+            .collect();
+        Servers {
+            child,
+            _stdin: stdin,
+            ports,
+        }
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        self.ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .expect("started")
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `examples/grpc.yaml` with v1 and v2 on the servers' ports.
+fn rules(dir: &Path, servers: &Servers) -> PathBuf {
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grpc.yaml"))
+            .expect("example");
+    let text = example
+        .replace("port: 50051", &format!("port: {}", servers.port("v1")))
+        .replace("port: 50052", &format!("port: {}", servers.port("v2")));
+    assert_ne!(text, example, "the example names ports 50051 and 50052");
+    let path = dir.join("rules.yaml");
+    std::fs::write(&path, text).expect("write rules");
+    path
+}
+
+/// `sluice bootstrap --grpc` for node `id`, written in `dir`, with
+/// `extra` flags.
+fn grpc_bootstrap(dir: &Path, sluice: &Sluice, id: &str) -> PathBuf {
+    grpc_bootstrap_with(dir, sluice, id, &[])
+}
+
+fn grpc_bootstrap_with(dir: &Path, sluice: &Sluice, id: &str, extra: &[&Path]) -> PathBuf {
+    let path = dir.join(format!("{id}.json"));
+    let flags = ["--xds-ca", "--client-cert", "--client-key"];
+    let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bootstrap", "--grpc", "--node-id", id, "--xds"])
+        .arg(sluice.xds.to_string())
+        .arg("--out")
+        .arg(&path)
+        .args(
+            flags
+                .iter()
+                .zip(extra)
+                .flat_map(|(f, p)| [f.as_ref(), p.as_os_str()]),
+        )
+        .status()
+        .expect("run sluice bootstrap");
+    assert!(status.success(), "sluice bootstrap --grpc failed");
+    path
+}
+
+/// A gRPC client with one channel to `xds:///TARGET` (so one ADS stream
+/// to sluice), driven line by line; ended when dropped.
+struct Client {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Client {
+    fn start(bootstrap: &Path, target: &str) -> Client {
+        let mut child = Command::new("python3")
+            .arg(script())
+            .args(["client", target])
+            .env("GRPC_XDS_BOOTSTRAP", bootstrap)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the gRPC client");
+        Client {
+            stdin: child.stdin.take().expect("stdin"),
+            stdout: BufReader::new(child.stdout.take().expect("stdout")),
+            child,
+        }
+    }
+
+    /// Sends one command (see greeter.py) and reads its JSON answer.
+    /// Blocking: the client answers once its RPCs are done.
+    fn send(&mut self, command: &str) -> Value {
+        writeln!(self.stdin, "{command}").expect("write to the gRPC client");
+        self.stdin.flush().expect("flush");
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("read the gRPC client");
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the gRPC client failed ({e}); it printed {line:?}"))
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn answers(result: &Value, name: &str) -> u64 {
+    result["answers"][name].as_u64().unwrap_or(0)
+}
+
+/// The smallest and largest count of successes in `n` trials of
+/// probability `p` that the test accepts: each tail outside has exact
+/// binomial probability at most `alpha / 2`.
+fn binomial_bounds(n: u64, p: f64, alpha: f64) -> (u64, u64) {
+    // pmf(k) in log space, by the ratio pmf(k+1)/pmf(k).
+    let mut log_pmf = Vec::with_capacity(n as usize + 1);
+    let mut lp = n as f64 * (1.0 - p).ln();
+    for k in 0..=n {
+        log_pmf.push(lp);
+        lp += ((n - k) as f64 / (k + 1) as f64).ln() + (p / (1.0 - p)).ln();
+    }
+    let pmf: Vec<f64> = log_pmf.iter().map(|l| l.exp()).collect();
+    let (mut lo, mut tail) = (0u64, 0.0);
+    while tail + pmf[lo as usize] <= alpha / 2.0 {
+        tail += pmf[lo as usize];
+        lo += 1;
+    }
+    let (mut hi, mut tail) = (n, 0.0);
+    while tail + pmf[hi as usize] <= alpha / 2.0 {
+        tail += pmf[hi as usize];
+        hi -= 1;
+    }
+    (lo, hi)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_of_xds_greeter_sees_the_split_the_header_route_and_an_edit() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+
+    // 80/20 over 2,000 RPCs: v2's count is Binomial(2000, 0.2). The
+    // bounds leave out at most 1e-6 of its probability, so a correct
+    // split fails this test less than once in a million runs.
+    const N: u64 = 2000;
+    let mut client = Client::start(&bootstrap, "greeter");
+    let split = client.send(&format!("call {N}"));
+    assert_eq!(split["errors"], serde_json::json!({}), "{split}");
+    let (v1, v2) = (answers(&split, "v1"), answers(&split, "v2"));
+    eprintln!("80/20 split over {N} RPCs: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, N, "{split}");
+    let (lo, hi) = binomial_bounds(N, 0.2, 1e-6);
+    assert!(
+        (lo..=hi).contains(&v2),
+        "v2 got {v2} of {N}, outside [{lo}, {hi}]: {split}"
+    );
+
+    // Tagged RPCs take the header-matched route, every one to the canary.
+    let tagged = client.send("call 200 x-canary=1");
+    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
+    assert_eq!(answers(&tagged, "v2"), 200, "{tagged}");
+
+    // sluice knows it for a gRPC client, which ACKed every type it asked
+    // for and NACKed none.
+    let status = sluice.status_text().await;
+    assert!(
+        status.contains("app-1  group=default mode=sotw client=grpc"),
+        "{status}"
+    );
+    let block = status.split("app-1").nth(1).unwrap_or_default();
+    for ty in ["lds", "rds", "cds", "eds"] {
+        let line = block
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(ty))
+            .unwrap_or_else(|| panic!("no {ty} line: {status}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_ne!(fields[2], "-", "{ty} not ACKed: {status}");
+        assert_eq!(fields[3..], ["-"], "{ty} NACKed: {status}");
+    }
+
+    // An edit of the split reaches the connected client: with 0/100 every
+    // RPC goes to v2 once the new routes are pushed.
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let edited = text
+        .replace("weight: 80", "weight: 0")
+        .replace("weight: 20", "weight: 100");
+    assert_ne!(edited, text);
+    std::fs::write(&rules, edited).expect("edit rules");
+    let moved = client.send("until v2 100");
+    assert_eq!(moved["reached"], true, "{moved}");
+    let after = client.send("call 500");
+    assert_eq!(answers(&after, "v2"), 500, "{after}");
+}
+
+#[test]
+fn binomial_bounds_leave_out_the_tails() {
+    // Binomial(2000, 0.2): mean 400, sd 17.9; 1e-6 two-sided is ±4.9 sd.
+    let (lo, hi) = binomial_bounds(2000, 0.2, 1e-6);
+    assert!((305..=320).contains(&lo), "{lo}");
+    assert!((480..=495).contains(&hi), "{hi}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_reaches_sluice_over_mutual_tls_with_its_bootstrap() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    // Only clients with a certificate for an app may be served.
+    let mut text = std::fs::read_to_string(&rules).expect("read rules");
+    text.push_str(
+        "xds_access:\n  - identity: \"spiffe://acme.test/apps/*\"\n    groups: [default]\n",
+    );
+    std::fs::write(&rules, text).expect("write rules");
+    let ca = mk_ca("sluice test CA");
+    let server = mk_server(&ca);
+    let client = mk_client(&ca, "spiffe://acme.test/apps/app-2");
+    let file = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).expect("write pem");
+        path
+    };
+    let ca_file = file("ca.pem", &ca.pem);
+    let (server_cert, server_key) = (file("s.pem", &server.cert), file("s.key", &server.key));
+    let (client_cert, client_key) = (file("c.pem", &client.cert), file("c.key", &client.key));
+    let arg = |p: &PathBuf| p.to_str().expect("utf8").to_owned();
+    let sluice = Sluice::start_with(
+        &rules,
+        "127.0.0.1:0",
+        &[
+            "--xds-tls-cert",
+            &arg(&server_cert),
+            "--xds-tls-key",
+            &arg(&server_key),
+            "--xds-client-ca",
+            &arg(&ca_file),
+        ],
+    );
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap_with(
+        dir.path(),
+        &sluice,
+        "app-2",
+        &[&ca_file, &client_cert, &client_key],
+    );
+    let mut client = Client::start(&bootstrap, "greeter");
+    let tagged = client.send("call 20 x-canary=1");
+    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
+    assert_eq!(answers(&tagged, "v2"), 20, "{tagged}");
+}
+
+fn sluice_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .output()
+        .expect("run sluice")
+}
+
+#[test]
+fn bootstrap_grpc_refuses_what_a_grpc_client_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret").expect("write token");
+    let base = ["bootstrap", "--grpc", "--node-id", "app-1"];
+    let token_arg = token.to_str().expect("utf8");
+    for (extra, code, says) in [
+        (&["--token-file", token_arg][..], 1, "--token-file"),
+        (&["--xds", "no-port"][..], 1, "HOST:PORT"),
+        (&["--admin-port", "9000"][..], 2, "--admin-port"),
+        (&["--ads", "delta"][..], 2, "--ads"),
+    ] {
+        let out = sluice_cli(&[&base[..], extra].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+    let out = sluice_cli(&base);
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(json["xds_servers"][0]["server_uri"], "127.0.0.1:18000");
+    assert_eq!(json["node"]["metadata"]["sluice_client"], "grpc");
+}
+
+#[test]
+fn validate_counts_grpc_targets() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grpc.yaml");
+    let out = sluice_cli(&["validate", example.to_str().expect("utf8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok (1 services, 0 listeners, 1 gRPC targets, 1 node groups)"),
+        "{stdout}"
+    );
+}
