@@ -122,9 +122,24 @@ pub enum LoadError {
 /// A rules file turned into snapshots, or why it could not be. Listener
 /// certificates are read here, relative to the rules file's directory.
 pub fn load(path: &std::path::Path, text: &str) -> Result<(Config, Snapshots), LoadError> {
-    let mut config = rules::Options::with_lua(&sluice_sim::lua::check)
+    let config = rules::Options::with_lua(&sluice_sim::lua::check)
         .parse(&path.display().to_string(), text)
         .map_err(LoadError::Rules)?;
+    compiled(path, config)
+}
+
+/// [`load`] of text the caller has no further use for (`sluice validate`
+/// without `--envoy`): the text is freed before the model is built (see
+/// [`rules::Options::parse_owned`]).
+pub fn load_owned(path: &std::path::Path, text: String) -> Result<(Config, Snapshots), LoadError> {
+    let config = rules::Options::with_lua(&sluice_sim::lua::check)
+        .parse_owned(&path.display().to_string(), text)
+        .map_err(LoadError::Rules)?;
+    compiled(path, config)
+}
+
+/// `config` with its listener certificates read, and its snapshots.
+fn compiled(path: &std::path::Path, mut config: Config) -> Result<(Config, Snapshots), LoadError> {
     tls::load(&mut config, &base_dir(path)).map_err(LoadError::Certificates)?;
     let snapshots = compile::compile(&config).map_err(LoadError::Compile)?;
     Ok((config, snapshots))

@@ -275,15 +275,17 @@ impl ValidateArgs {
                     continue;
                 }
             };
-            let checked = serve::load(path, &text).and_then(|loaded| match &envoy {
-                None => Ok(loaded),
-                Some((rt, check)) => {
+            let checked = match &envoy {
+                // Nothing reads the text again: it is freed before the
+                // model is built.
+                None => serve::load_owned(path, text),
+                Some((rt, check)) => serve::load(path, &text).and_then(|loaded| {
                     let name = path.display().to_string();
                     rt.block_on(check.check(&name, &text, &loaded.1))
                         .map_err(serve::LoadError::Envoy)?;
                     Ok(loaded)
-                }
-            });
+                }),
+            };
             match checked {
                 Ok((config, snapshots)) => {
                     // gRPC clients' snapshots are keyed apart from groups.

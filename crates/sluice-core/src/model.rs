@@ -104,8 +104,9 @@ pub struct Service {
     /// the given key/value pairs.
     pub subsets: BTreeMap<String, BTreeMap<String, String>>,
     /// Health checking, outlier detection, circuit breakers, balancing
-    /// options, protocol and TLS (see [`ServicePolicy`]).
-    pub policy: ServicePolicy,
+    /// options, protocol and TLS (see [`ServicePolicy`]); held as nothing
+    /// when all are left out ([`BoxedPolicy`]).
+    pub policy: BoxedPolicy,
 }
 
 fn serialize_shared<S: Serializer>(eps: &Arc<Vec<Endpoint>>, s: S) -> Result<S::Ok, S::Error> {

@@ -133,6 +133,18 @@ fn list_or_none(names: &[&str]) -> String {
 /// `~` and `.` are excluded because cluster names are `service~subset`.
 /// An invalid name comes back cut as diagnostics show it.
 pub fn check_name(d: &mut Diags, name: &Spanned<String>, path: &str) -> String {
+    if name_is_valid(d, name, path) {
+        name.to_string()
+    } else {
+        // The file is refused: keep no copy of a name that may be megabytes.
+        shown(name).into_owned()
+    }
+}
+
+/// [`check_name`]'s check alone, for a caller that keeps the name it
+/// owns rather than a copy: reports an invalid name, and says whether it
+/// is valid.
+pub fn name_is_valid(d: &mut Diags, name: &Spanned<String>, path: &str) -> bool {
     let s = name.as_str();
     let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
     let first_ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -142,10 +154,9 @@ pub fn check_name(d: &mut Diags, name: &Spanned<String>, path: &str) -> String {
             shown(s)
         );
         d.error(name.span(), path, msg);
-        // The file is refused: keep no copy of a name that may be megabytes.
-        return shown(s).into_owned();
+        return false;
     }
-    s.to_string()
+    true
 }
 
 /// An integer within `range`.

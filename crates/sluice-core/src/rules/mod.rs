@@ -68,11 +68,32 @@ impl<'a> Options<'a> {
     /// Parses and validates a rules file's text (see [`parse`]).
     pub fn parse(&self, source_name: &str, text: &str) -> Result<Config, RulesError> {
         let mut diags = error::Diags::new(source_name);
-        let Some(raw) = raw::load(text, &mut diags) else {
+        let raw = raw::load(text, &mut diags);
+        self.validate(raw, diags)
+    }
+
+    /// [`Options::parse`] of text the caller has no further use for: it
+    /// is freed once read, before the model is built, so that a large
+    /// file's text and its model are never held at once (`sluice
+    /// validate`, which only reports). Same result and diagnostics.
+    pub fn parse_owned(&self, source_name: &str, text: String) -> Result<Config, RulesError> {
+        let mut diags = error::Diags::new(source_name);
+        let raw = raw::load(&text, &mut diags);
+        drop(text);
+        self.validate(raw, diags)
+    }
+
+    /// The model of what [`raw::load`] read, or every diagnostic.
+    fn validate(
+        &self,
+        raw: Option<raw::RawConfig>,
+        mut diags: error::Diags,
+    ) -> Result<Config, RulesError> {
+        let Some(raw) = raw else {
             // Not YAML: `load` has reported why.
             return Err(diags.into_error());
         };
-        let config = validate::validate(&raw, self, &mut diags);
+        let config = validate::validate(raw, self, &mut diags);
         diags.finish(config)
     }
 
@@ -87,8 +108,10 @@ impl<'a> Options<'a> {
         let Some(raw) = raw::load(text, &mut diags) else {
             return Err(diags.into_error());
         };
-        let config = validate::validate(&raw, self, &mut diags);
+        // Before `validate`, which consumes the raw structs (positions do
+        // not depend on what validation reports).
         let origins = origins::collect(&raw, &diags);
+        let config = validate::validate(raw, self, &mut diags);
         diags.finish((config, origins))
     }
 }
@@ -112,7 +135,7 @@ pub fn parse_with_origins(source_name: &str, text: &str) -> Result<(Config, Orig
 /// like [`parse`].
 pub fn load_file(path: &Path) -> Result<Config, RulesError> {
     let text = read_text(path)?;
-    parse(&path.display().to_string(), &text)
+    Options::default().parse_owned(&path.display().to_string(), text)
 }
 
 /// Reads the rules file at `path` as text. A read failure is a diagnostic

@@ -9,7 +9,6 @@
 //! need range or format checks (ports, weights, durations) stay strings with
 //! their spans; `validate` turns them into model values.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
@@ -53,7 +52,8 @@ pub struct Item<T> {
 
 /// A service as written: its name, endpoints and subsets, and the rest,
 /// which most services leave out, boxed (`more`): 96 bytes, not 304 (a
-/// file may hold 100,000s of services, all held until validation ends).
+/// file may hold 100,000s of services, all held until validation takes
+/// them).
 /// Read as [`RawServiceFields`] (so errors are serde's for that struct),
 /// then packed.
 #[derive(Deserialize)]
@@ -61,11 +61,10 @@ pub struct Item<T> {
 pub struct RawService {
     pub name: Str,
     /// In chunks, not one `Vec`: a service may list 100,000s of them.
-    /// In a `Cell` so that `validate`, which reads the rest of the file
-    /// through shared references, can take them and free each chunk once
-    /// it has built its model endpoints (raw and model endpoints are then
-    /// never all held at once).
-    pub endpoints: Cell<Chunked<Spanned<RawEndpoint>>>,
+    /// `validate` takes them and frees each chunk once it has built its
+    /// model endpoints (raw and model endpoints are then never all held
+    /// at once).
+    pub endpoints: Chunked<Spanned<RawEndpoint>>,
     pub subsets: SpannedMap<BTreeMap<String, String>>,
     /// `None` when the entry sets none of [`RawServiceMore`]'s fields.
     more: Option<Box<RawServiceMore>>,
@@ -122,8 +121,8 @@ pub struct RawServiceFields {
     connect_timeout: Option<Str>,
     #[serde(default)]
     lb_policy: Option<Str>,
-    #[serde(default, deserialize_with = "in_cell")]
-    endpoints: Cell<Chunked<Spanned<RawEndpoint>>>,
+    #[serde(default)]
+    endpoints: Chunked<Spanned<RawEndpoint>>,
     #[serde(default)]
     subsets: SpannedMap<BTreeMap<String, String>>,
     #[serde(default)]
@@ -208,8 +207,8 @@ impl From<RawServiceFields> for RawService {
 }
 
 /// An endpoint as written, in 56 bytes (the fields as read, 264): a file
-/// may hold 100,000s, all held until validation ends. Address and port are
-/// in every entry; the rest, rare, is boxed. Read as [`RawEndpointFields`]
+/// may hold 100,000s, all held until validation takes them. Address and
+/// port are in every entry; the rest, rare, is boxed. Read as [`RawEndpointFields`]
 /// (so errors are serde's for that struct), then packed.
 #[derive(Deserialize)]
 #[serde(from = "RawEndpointFields")]
@@ -468,13 +467,6 @@ pub struct RawGrpcRoute {
     pub split: Option<Spanned<Vec<Spanned<RawWeighted>>>>,
     #[serde(default)]
     pub timeout: Option<Str>,
-}
-
-/// serde reads a `Cell` of `Copy` values only.
-fn in_cell<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Cell<T>, D::Error> {
-    T::deserialize(d).map(Cell::new)
 }
 
 const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources", "xds_access", "grpc"];

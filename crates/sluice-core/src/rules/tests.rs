@@ -253,6 +253,51 @@ fn every_repeat_of_a_service_name_names_the_first() {
     assert!(dups[2].1.len() < 400, "{}", dups[2].1);
 }
 
+/// A repeated name that is also invalid: reported invalid, then
+/// repeated, at the same position, on each repeat; the same whether the
+/// caller keeps the text (`parse`) or gives it up (`parse_owned`).
+#[test]
+fn a_repeated_invalid_name_reports_both_in_order() {
+    let text = format!(
+        "{SVC}  - name: Web~1\n    endpoints: [{{address: 127.0.0.1, port: 0}}]\n  - name: Web~1\n"
+    );
+    let diags = mk_errors(&text);
+    let got: Vec<(usize, usize, &str, &str)> = diags
+        .iter()
+        .map(|d| {
+            let head = d.message.split(':').next().unwrap_or_default();
+            (d.line, d.column, d.path.as_str(), head)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (7, 11, "services[1].name", "invalid name `Web~1`"),
+            (
+                8,
+                44,
+                "services[1].endpoints[0].port",
+                "expected an integer from 1 to 65535, found `0`"
+            ),
+            (9, 11, "services[2].name", "invalid name `Web~1`"),
+            (
+                9,
+                11,
+                "services[2].name",
+                "duplicate service name `Web~1` (first defined at line 7)"
+            ),
+        ],
+        "{diags:#?}"
+    );
+    for text in [text, QUICKSTART.to_string()] {
+        let kept = parse("rules.yaml", &text).map_err(|e| e.diagnostics);
+        let given_up = Options::default()
+            .parse_owned("rules.yaml", text)
+            .map_err(|e| e.diagnostics);
+        assert_eq!(given_up, kept);
+    }
+}
+
 #[test]
 fn duplicate_names_point_at_the_second() {
     assert_error(

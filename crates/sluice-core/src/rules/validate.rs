@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::rules::yaml::Spanned;
 
 use super::check::{
-    check_name, duration, int, ip, line_of, port, repeats, socket_quietly, Catalog,
+    check_name, duration, int, ip, line_of, name_is_valid, port, repeats, socket_quietly, Catalog,
 };
 use super::chunked::Chunked;
 use super::discovery::{discovery, sources};
@@ -32,29 +32,44 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
     ("maglev", LbPolicy::Maglev),
 ];
 
-pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Config {
-    let sources = sources(raw.sources.as_ref(), d);
+pub fn validate(raw: RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Config {
+    let RawConfig {
+        services: raw_services,
+        listeners: raw_listeners,
+        sources: raw_sources,
+        broken_services,
+        xds_access: raw_access,
+        grpc: raw_grpc,
+    } = raw;
+    let sources = sources(raw_sources.as_ref(), d);
     let mut services = BTreeMap::new();
     // Duplicate names are found first, by sorting (`repeats`): a table of
     // every name would be held beside the model at its peak (a file may
     // hold 100,000s of services).
-    let names = raw.services.iter().map(|item| {
+    let names = raw_services.iter().map(|item| {
         let name = &item.raw.name;
         (name.as_str(), line_of(d.loc(name.span())))
     });
     let mut repeats = repeats(names).into_iter().peekable();
-    for (i, item) in raw.services.iter().enumerate() {
-        let service = service(item, &sources, d);
-        let name = &item.raw.name;
-        match repeats.next_if(|&(index, _)| index as usize == i) {
-            Some((_, first)) => {
-                let path = format!("services[{}].name", item.index);
+    // The raw services are consumed: each chunk of them is freed once its
+    // services are built, so raw and model services are never all held
+    // at once.
+    for (i, item) in raw_services.into_iter().enumerate() {
+        // Written before the service is built (which takes the raw entry)
+        // and reported after its own diagnostics, as before.
+        let duplicate = repeats
+            .next_if(|&(index, _)| index as usize == i)
+            .map(|(_, first)| {
+                let name = &item.raw.name;
                 let msg = format!(
                     "duplicate service name `{}` (first defined at line {first})",
                     shown(name)
                 );
-                d.error(name.span(), path, msg);
-            }
+                (*name.span(), format!("services[{}].name", item.index), msg)
+            });
+        let service = service(item, &sources, d);
+        match duplicate {
+            Some((span, path, msg)) => d.error(&span, path, msg),
             None => {
                 services.insert(service.name.clone(), Arc::new(service));
             }
@@ -62,12 +77,12 @@ pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Co
     }
     let catalog = Catalog {
         services: &services,
-        broken: &raw.broken_services,
+        broken: &broken_services,
         lua: opts.lua,
     };
-    let listeners = listeners(&raw.listeners, &catalog, d);
+    let listeners = listeners(&raw_listeners, &catalog, d);
     let grpc = grpc(
-        raw.grpc.iter().map(|item| (item.index, &item.raw)),
+        raw_grpc.iter().map(|item| (item.index, &item.raw)),
         &catalog,
         d,
     );
@@ -77,17 +92,17 @@ pub fn validate(raw: &RawConfig, opts: &super::Options<'_>, d: &mut Diags) -> Co
         sources,
         runtime: Arc::default(),
         xds_access: Arc::new(xds_access(
-            raw.xds_access.iter().map(|item| (item.index, &item.raw)),
+            raw_access.iter().map(|item| (item.index, &item.raw)),
             d,
         )),
         grpc: Arc::new(grpc),
     }
 }
 
-fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service {
-    let raw = &item.raw;
-    let path = format!("services[{}]", item.index);
-    let name = check_name(d, &raw.name, &format!("{path}.name"));
+fn service(item: Item<RawService>, sources: &Sources, d: &mut Diags) -> Service {
+    let Item { index, mut raw } = item;
+    let path = format!("services[{index}]");
+    let name_ok = name_is_valid(d, &raw.name, &format!("{path}.name"));
     let connect_timeout = match &raw.more().connect_timeout {
         None => Duration::from_secs(1),
         Some(raw_t) => {
@@ -118,7 +133,7 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
             }
         },
     };
-    let endpoints = endpoints(raw.endpoints.take(), &path, d);
+    let endpoints = endpoints(std::mem::take(&mut raw.endpoints), &path, d);
     let mut subsets = BTreeMap::new();
     for (subset, selector) in &raw.subsets.0 {
         let p = format!("{path}.subsets.{}", subset.as_str());
@@ -136,15 +151,20 @@ fn service(item: &Item<RawService>, sources: &Sources, d: &mut Diags) -> Service
         None => Vec::new(),
         Some(raw_d) => discovery(raw_d, sources, &path, d),
     };
-    let policy = service_policy(raw, lb_policy, &path, d);
+    let policy = service_policy(&raw, lb_policy, &path, d);
     Service {
-        name,
+        // The raw name itself, not a copy.
+        name: if name_ok {
+            raw.name.into_inner()
+        } else {
+            shown(&raw.name).into_owned()
+        },
         connect_timeout,
         lb_policy,
         endpoints: Arc::new(endpoints),
         discovery,
         subsets,
-        policy,
+        policy: policy.into(),
     }
 }
 

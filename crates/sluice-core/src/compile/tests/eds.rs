@@ -87,7 +87,7 @@ fn service(eps: &[Ep], weighted: bool) -> Service {
             BTreeMap::from([("v".to_string(), "2".to_string())]),
         )]),
         discovery: Vec::new(),
-        policy,
+        policy: policy.into(),
     }
 }
 

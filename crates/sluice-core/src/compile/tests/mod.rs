@@ -68,7 +68,7 @@ fn mk_service(name: &str, endpoints: Vec<Endpoint>, subsets: &[Selector<'_>]) ->
                 (subset.to_string(), sel.collect())
             })
             .collect(),
-        policy: ServicePolicy::default(),
+        policy: ServicePolicy::default().into(),
     }
 }
 
