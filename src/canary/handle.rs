@@ -2,14 +2,21 @@
 //! the driver task and reads the rollouts from a watch channel the task
 //! keeps current, so reads never wait for the task. Each read counts the
 //! proxies that hold a rollout's weights from the xDS registry then.
+//!
+//! With several replicas (`crate::ha`) commands do not go to a task: any
+//! replica writes them to the shared store through [`SharedCommands`]
+//! (also while no replica leads; the leader's driver carries them out),
+//! and the rollouts read are the shared store's, as every replica sees
+//! them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::acks::AckReader;
-use super::plan::{Command, CommandError};
+use super::plan::{self, Command, CommandError};
 use super::store::StoreError;
 use super::{Rollout, Spec, SpecError};
 
@@ -53,6 +60,18 @@ pub enum DriverError {
     Stopped,
 }
 
+/// A read-modify-write of one rollout record in a shared store: `change`
+/// gets the record as stored (`None`: there is none) and returns the one
+/// to store; the write is conditioned on the record being unchanged, and
+/// tried again on a fresh read when another writer came first.
+pub type Change<'a> = &'a (dyn Fn(Option<&Rollout>) -> Result<Rollout, DriverError> + Send + Sync);
+
+/// Writes operators' commands to a shared store (`crate::ha`).
+#[tonic::async_trait]
+pub trait SharedCommands: Send + Sync {
+    async fn update(&self, service: &str, change: Change<'_>) -> Result<Rollout, DriverError>;
+}
+
 pub(super) enum Request {
     Start(Spec, oneshot::Sender<Result<Status, DriverError>>),
     Command(
@@ -65,30 +84,83 @@ pub(super) enum Request {
 /// How the admin API talks to the controller.
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::Sender<Request>,
+    to: To,
     rollouts: watch::Receiver<BTreeMap<String, Rollout>>,
     acks: AckReader,
 }
 
+/// Where commands go.
+#[derive(Clone)]
+enum To {
+    /// This process's driver task.
+    Driver(mpsc::Sender<Request>),
+    /// The shared store of several replicas.
+    Shared(Arc<dyn SharedCommands>),
+}
+
 impl Handle {
-    pub(super) fn new(
+    pub(super) fn local(
         tx: mpsc::Sender<Request>,
         rollouts: watch::Receiver<BTreeMap<String, Rollout>>,
         acks: AckReader,
     ) -> Handle {
-        Handle { tx, rollouts, acks }
+        Handle {
+            to: To::Driver(tx),
+            rollouts,
+            acks,
+        }
+    }
+
+    /// Commands written to a shared store, rollouts read from what every
+    /// replica sees of it.
+    pub fn shared(
+        commands: Arc<dyn SharedCommands>,
+        rollouts: watch::Receiver<BTreeMap<String, Rollout>>,
+        acks: AckReader,
+    ) -> Handle {
+        Handle {
+            to: To::Shared(commands),
+            rollouts,
+            acks,
+        }
     }
 
     pub async fn start(&self, spec: Spec) -> Result<Status, DriverError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Request::Start(spec, tx)).await?;
+        let tx = match &self.to {
+            To::Driver(tx) => tx,
+            To::Shared(store) => {
+                let applied = self.acks.applied();
+                let service = spec.service.clone();
+                let now = super::driver::now_ms();
+                let change = move |current: Option<&Rollout>| -> Result<Rollout, DriverError> {
+                    super::driver::begin(spec.clone(), current, applied.as_deref(), now)
+                        .map(|(r, _)| r)
+                };
+                let r = store.update(&service, &change).await?;
+                return Ok(Status::of(r, &self.acks));
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        send(tx, Request::Start(spec, reply)).await?;
         rx.await.map_err(|_| DriverError::Stopped)?
     }
 
     pub async fn command(&self, service: &str, cmd: Command) -> Result<Status, DriverError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Request::Command(service.to_string(), cmd, tx))
-            .await?;
+        let tx = match &self.to {
+            To::Driver(tx) => tx,
+            To::Shared(store) => {
+                let now = super::driver::now_ms();
+                let name = service.to_string();
+                let change = move |current: Option<&Rollout>| -> Result<Rollout, DriverError> {
+                    let r = current.ok_or_else(|| DriverError::NotFound(name.clone()))?;
+                    Ok(plan::command(r, &cmd, now)?.0)
+                };
+                let r = store.update(service, &change).await?;
+                return Ok(Status::of(r, &self.acks));
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        send(tx, Request::Command(service.to_string(), cmd, reply)).await?;
         rx.await.map_err(|_| DriverError::Stopped)?
     }
 
@@ -102,8 +174,8 @@ impl Handle {
         let all: Vec<Rollout> = self.rollouts.borrow().values().cloned().collect();
         all.into_iter().map(|r| Status::of(r, &self.acks)).collect()
     }
+}
 
-    async fn send(&self, req: Request) -> Result<(), DriverError> {
-        self.tx.send(req).await.map_err(|_| DriverError::Stopped)
-    }
+async fn send(tx: &mpsc::Sender<Request>, req: Request) -> Result<(), DriverError> {
+    tx.send(req).await.map_err(|_| DriverError::Stopped)
 }
