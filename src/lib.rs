@@ -30,6 +30,7 @@ pub mod cli_support;
 pub mod drain;
 pub mod drain_cli;
 pub mod envoy_check;
+pub mod ha;
 pub mod metrics;
 pub mod rollout_cli;
 pub mod rules_cli;
