@@ -694,6 +694,7 @@ pub mod consul;
 pub mod creds;
 pub mod eds;
 pub mod etcd;
+pub mod ha;
 pub mod jwt;
 pub mod kube;
 pub mod rollout;

@@ -245,7 +245,7 @@ impl Setup {
 
 /// Simulated proxies set up as `sluice bootstrap` sets Envoy up: with
 /// sluice's RTDS layer, whichever way sluice moves rollout weights.
-fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
+pub fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
     Fleet::start(&FleetConfig {
         xds: xds.to_string(),
         proxies,
