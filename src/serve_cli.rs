@@ -336,8 +336,7 @@ mod tests {
     #[test]
     fn state_etcd_conflicts_with_state_dir_and_fills_in_its_options() {
         let err = serve_args(&["--state-etcd", "http://e:2379", "--state-dir", "/tmp/s"])
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         let msg = err.to_string();
         assert!(
             msg.contains("--state-etcd") && msg.contains("--state-dir"),
@@ -373,8 +372,7 @@ mod tests {
 
         for bad in ["500ms", "1.5s", "0s"] {
             let err = serve_args(&["--state-etcd", "http://a:2379", "--state-lease-ttl", bad])
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert!(err.to_string().contains("whole seconds"), "{bad}: {err}");
         }
         let none = serve_args(&[]).expect("args");
