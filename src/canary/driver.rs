@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -30,15 +30,14 @@ use tracing::{error, info, warn};
 
 use super::acks::{AckReader, Applied};
 use super::analysis::{measure, Sample};
-use super::handle::Request;
-pub use super::handle::{DriverError, Handle, Status};
+pub use super::handle::{begin, DriverError, Handle, Status};
+use super::handle::{now_ms, Request};
 use super::metrics::MetricsSource;
 use super::overlay::{Overlays, WeightsVia};
 use super::plan::{self, Action, Command, Observation};
 use super::store::{Shared, StateStore, StoreError};
 use super::{Rollout, Spec, State};
 use crate::xds::registry::Registry;
-use crate::xds::{Snapshots, TypeUrl};
 
 /// The controller's inputs and outputs.
 pub struct Driver {
@@ -72,13 +71,6 @@ struct Task {
     /// The shared store refused a write: another replica leads now, and
     /// this task must not act on anything any more.
     fenced: bool,
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
 }
 
 impl Driver {
@@ -131,30 +123,6 @@ impl Driver {
             Handle::local(tx, status_rx, acks),
         ))
     }
-}
-
-/// A new rollout of `spec` (its first step entered), unless `current` is
-/// still active or the clusters it moves traffic between are not served.
-/// The driver and every replica of a shared store start rollouts with it.
-pub fn begin(
-    spec: Spec,
-    current: Option<&Rollout>,
-    applied: Option<&Applied>,
-    now_ms: u64,
-) -> Result<(Rollout, Action), DriverError> {
-    let spec = spec.validate()?;
-    if current.is_some_and(|r| !r.state.is_final()) {
-        return Err(DriverError::Active(spec.service));
-    }
-    let applied = applied.ok_or(DriverError::NotReady)?;
-    for subset in [&spec.from, &spec.to] {
-        let cluster = format!("{}~{subset}", spec.service);
-        if !serves_cluster(&applied.snapshots, &cluster) {
-            return Err(DriverError::UnknownCluster(cluster));
-        }
-    }
-    let r = Rollout::new(spec, now_ms);
-    Ok(plan::observe(&r, &Observation::Tick { now_ms }))
 }
 
 /// What woke the task.
@@ -466,10 +434,4 @@ impl Task {
             _ => Err("no sample at window start".into()),
         }
     }
-}
-
-fn serves_cluster(snapshots: &Snapshots, cluster: &str) -> bool {
-    std::iter::once(&snapshots.fallback)
-        .chain(snapshots.groups.values())
-        .any(|s| s.get(TypeUrl::Cluster, cluster).is_some())
 }

@@ -3,6 +3,9 @@
 //! keeps current, so reads never wait for the task. Each read counts the
 //! proxies that hold a rollout's weights from the xDS registry then.
 //!
+//! Starting a rollout is one pure step ([`begin`]: validate, check the
+//! clusters are served, enter the first step) shared by both paths.
+//!
 //! With several replicas (`crate::ha`) commands do not go to a task: any
 //! replica writes them to the shared store through [`SharedCommands`]
 //! (also while no replica leads; the leader's driver carries them out),
@@ -11,14 +14,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::acks::AckReader;
-use super::plan::{self, Command, CommandError};
+use super::acks::{AckReader, Applied};
+use super::plan::{self, Action, Command, CommandError, Observation};
 use super::store::StoreError;
 use super::{Rollout, Spec, SpecError};
+use crate::xds::{Snapshots, TypeUrl};
 
 /// A rollout and how many targeted proxies hold its current weights.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -131,10 +136,9 @@ impl Handle {
             To::Shared(store) => {
                 let applied = self.acks.applied();
                 let service = spec.service.clone();
-                let now = super::driver::now_ms();
+                let now = now_ms();
                 let change = move |current: Option<&Rollout>| -> Result<Rollout, DriverError> {
-                    super::driver::begin(spec.clone(), current, applied.as_deref(), now)
-                        .map(|(r, _)| r)
+                    begin(spec.clone(), current, applied.as_deref(), now).map(|(r, _)| r)
                 };
                 let r = store.update(&service, &change).await?;
                 return Ok(Status::of(r, &self.acks));
@@ -149,7 +153,7 @@ impl Handle {
         let tx = match &self.to {
             To::Driver(tx) => tx,
             To::Shared(store) => {
-                let now = super::driver::now_ms();
+                let now = now_ms();
                 let name = service.to_string();
                 let change = move |current: Option<&Rollout>| -> Result<Rollout, DriverError> {
                     let r = current.ok_or_else(|| DriverError::NotFound(name.clone()))?;
@@ -178,4 +182,42 @@ impl Handle {
 
 async fn send(tx: &mpsc::Sender<Request>, req: Request) -> Result<(), DriverError> {
     tx.send(req).await.map_err(|_| DriverError::Stopped)
+}
+
+/// Milliseconds since the Unix epoch: the clock rollout records use.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// A new rollout of `spec` (its first step entered), unless `current` is
+/// still active or the clusters it moves traffic between are not served.
+/// The driver and every replica of a shared store start rollouts with it.
+pub fn begin(
+    spec: Spec,
+    current: Option<&Rollout>,
+    applied: Option<&Applied>,
+    now_ms: u64,
+) -> Result<(Rollout, Action), DriverError> {
+    let spec = spec.validate()?;
+    if current.is_some_and(|r| !r.state.is_final()) {
+        return Err(DriverError::Active(spec.service));
+    }
+    let applied = applied.ok_or(DriverError::NotReady)?;
+    for subset in [&spec.from, &spec.to] {
+        let cluster = format!("{}~{subset}", spec.service);
+        if !serves_cluster(&applied.snapshots, &cluster) {
+            return Err(DriverError::UnknownCluster(cluster));
+        }
+    }
+    let r = Rollout::new(spec, now_ms);
+    Ok(plan::observe(&r, &Observation::Tick { now_ms }))
+}
+
+fn serves_cluster(snapshots: &Snapshots, cluster: &str) -> bool {
+    std::iter::once(&snapshots.fallback)
+        .chain(snapshots.groups.values())
+        .any(|s| s.get(TypeUrl::Cluster, cluster).is_some())
 }
