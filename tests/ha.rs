@@ -387,3 +387,57 @@ async fn writes_of_a_leader_whose_term_ended_are_refused_and_change_nothing() {
     .expect("written on the record it read");
     assert_eq!(stored(&mut c).await.0, resumed);
 }
+
+/// etcd down: every replica keeps serving what it has (ready, the same
+/// versions), none leads, the rollout takes no step and commands fail;
+/// etcd back: a leader is elected and the rollout resumes where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_keeps_replicas_serving_and_pauses_the_rollout_until_it_returns() {
+    let mut r = Replicas::start(2).await;
+    let leader = r.leader().await;
+    let run = r.cli(
+        1 - leader,
+        &start_command(&["--steps", "20,50,100", "--interval", "2s"]),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    r.wait(0, "analysis of step 1", |v| v["phase"] == "analysing")
+        .await;
+
+    r.etcd.kill();
+    for i in 0..2 {
+        common::eventually(&format!("replica {i} sees the outage"), || async {
+            let ha = r.ha(i).await;
+            ha["store_up"] == false && ha["is_leader"] == false
+        })
+        .await;
+        assert_eq!(r.get(i).metric("sluice_leader").await, 0.0);
+    }
+    let served = r.same_versions("the same versions during the outage").await;
+    let held = r.status(0);
+    // Longer than a window: without durable state no step is taken.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..2 {
+        r.get(i).wait_ready("still ready during the outage").await;
+        assert_eq!(
+            r.versions(i).await,
+            served,
+            "replica {i} serves what it had"
+        );
+        assert_eq!(shared_part(&r.status(i)), shared_part(&held), "replica {i}");
+    }
+    let pause = r.cli(0, &["pause", "web"]);
+    assert_ne!(pause.code, 0, "a command cannot be stored: {pause:?}");
+
+    r.etcd.restart().await;
+    for i in 0..2 {
+        common::eventually(&format!("replica {i} reloads"), || async {
+            r.ha(i).await["store_up"] == true
+        })
+        .await;
+    }
+    r.leader().await;
+    let last = r.wait(0, "promotion after the outage", done).await;
+    assert_eq!(last["phase"], "promoted", "{last}");
+    assert_eq!(r.steps_applied(0), ["20", "50", "100"]);
+    r.same_versions("the same versions after the outage").await;
+}
