@@ -168,16 +168,8 @@ async fn a_killed_leader_is_replaced_and_its_rollout_continues_at_the_same_step(
     }
     // Where the new leader took over: the step the old one was at (or,
     // at most, the next one it had already saved), never reset.
-    let mut seen = vec![before, r.status(via)];
-    let last = loop {
-        let v = r.status(via);
-        seen.push(v.clone());
-        if done(&v) {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(seen.len() < 600, "the rollout did not end: {v}");
-    };
+    let mut seen = vec![before];
+    let last = r.follow(via, &mut seen).await;
     assert_eq!(last["phase"], "promoted", "{last}");
     assert!(monotonic(&seen), "a step went back: {seen:#?}");
     assert_eq!(
@@ -242,15 +234,7 @@ async fn a_paused_leader_is_fenced_when_it_wakes_and_becomes_a_follower() {
         "the lost term is counted"
     );
     assert_eq!(r.leader_among(&[old, other]).await, other);
-    let last = loop {
-        let v = r.status(other);
-        seen.push(v.clone());
-        if done(&v) {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(seen.len() < 600, "the rollout did not end: {v}");
-    };
+    let last = r.follow(other, &mut seen).await;
     assert_eq!(last["phase"], "promoted", "{last}");
     assert!(monotonic(&seen), "no state regressed: {seen:#?}");
     assert_eq!(r.steps_applied(old), ["20", "50", "100"]);

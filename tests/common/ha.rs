@@ -12,7 +12,7 @@ use sluice::sim::stats::Stats;
 
 use super::etcd::Etcd;
 use super::rollout::{
-    backends, canary_addr, cli, route, sim_fleet, ControllerFiles, Run, Traffic, RULES,
+    backends, canary_addr, cli, route, sim_fleet, steps_in, ControllerFiles, Run, Traffic, RULES,
 };
 use super::{get_json, Sluice, WAIT};
 
@@ -187,15 +187,25 @@ impl Replicas {
     /// The canary weights the history (read through replica `i`) says
     /// were applied, in order.
     pub fn steps_applied(&self, i: usize) -> Vec<String> {
-        let history = self.cli(i, &["history", "web", "--output", "json"]).json();
-        let mut seen = vec![];
-        for e in history["events"].as_array().expect("events") {
-            let m = e["message"].as_str().unwrap_or_default();
-            if let Some(rest) = m.split("canary ").nth(1).filter(|_| m.starts_with("step ")) {
-                seen.push(rest.trim_end_matches('%').to_string());
+        steps_in(&self.cli(i, &["history", "web", "--output", "json"]).json())
+    }
+
+    /// Reads replica `i`'s rollout status until the rollout ends, adding
+    /// each read to `seen`; the last.
+    pub async fn follow(&self, i: usize, seen: &mut Vec<serde_json::Value>) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + WAIT * 4;
+        loop {
+            let v = self.status(i);
+            seen.push(v.clone());
+            if super::rollout::done(&v) {
+                return v;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rollout did not end: {v}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        seen
     }
 
     /// Per node group and type, the versions replica `i` serves.
