@@ -425,3 +425,70 @@ async fn an_etcd_outage_keeps_replicas_serving_and_pauses_the_rollout_until_it_r
     assert_eq!(r.steps_applied(0), ["20", "50", "100"]);
     r.same_versions("the same versions after the outage").await;
 }
+
+/// While no replica leads (here: an outside candidate holds the election),
+/// any replica takes commands: the rollout starts, every replica serves its
+/// first weights, pause and resume work on either replica; once the
+/// election is free a replica leads and carries the rollout to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_work_while_no_replica_leads_and_the_next_leader_carries_them_out() {
+    use sluice::sim::route::Clusters;
+
+    let etcd = common::etcd::Etcd::start().await;
+    let mut c = etcd.client().await.expect("client");
+    let outsider = c.lease_grant(60, None).await.expect("lease").id();
+    c.campaign("/sluice/leader", "outsider", outsider)
+        .await
+        .expect("the outsider leads");
+    let r = Replicas::start_on(etcd, 2).await;
+    for i in 0..2 {
+        common::eventually(&format!("replica {i} follows the outsider"), || async {
+            let ha = r.ha(i).await;
+            ha["leader"] == "outsider" && ha["is_leader"] == false
+        })
+        .await;
+        assert_eq!(r.get(i).metric("sluice_leader").await, 0.0);
+    }
+
+    let run = r.cli(
+        0,
+        &start_command(&["--steps", "20,50,100", "--interval", "300ms"]),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        (
+            run.json()["phase"].clone(),
+            run.json()["canary_weight"].clone()
+        ),
+        ("waiting_for_ack".into(), 20.into())
+    );
+    // Every replica serves the first step's weights, with no leader.
+    for (i, fleet) in r.fleets.iter().enumerate() {
+        common::eventually(&format!("20 % on the proxies of replica {i}"), || async {
+            matches!(
+                common::rollout::plain_clusters(fleet),
+                Some(Clusters::Weighted { clusters, .. })
+                    if clusters.contains(&("web~canary".to_string(), 20))
+            )
+        })
+        .await;
+    }
+    r.same_versions("the same versions with no leader").await;
+    let paused = r.cli(1, &["pause", "web", "--output", "json"]);
+    assert_eq!(paused.code, 0, "{paused:?}");
+    assert_eq!(paused.json()["phase"], "paused");
+    r.wait(0, "the pause seen by the other replica", |v| {
+        v["phase"] == "paused"
+    })
+    .await;
+    let resumed = r.cli(0, &["resume", "web", "--output", "json"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert_eq!(resumed.json()["phase"], "waiting_for_ack");
+
+    // The election is free: a replica leads and finishes the rollout.
+    c.lease_revoke(outsider).await.expect("revoke");
+    let leader = r.leader().await;
+    let last = r.wait(1 - leader, "promotion", done).await;
+    assert_eq!(last["phase"], "promoted", "{last}");
+    assert_eq!(r.steps_applied(1 - leader), ["20", "50", "100"]);
+}

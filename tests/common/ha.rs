@@ -37,7 +37,11 @@ pub fn name(i: usize) -> String {
 impl Replicas {
     /// `n` replicas named `r0`…, two simulated proxies on each.
     pub async fn start(n: usize) -> Replicas {
-        let etcd = Etcd::start().await;
+        Replicas::start_on(Etcd::start().await, n).await
+    }
+
+    /// [`Replicas::start`] on an etcd the test prepared.
+    pub async fn start_on(etcd: Etcd, n: usize) -> Replicas {
         let files = ControllerFiles::new();
         let rules = files.dir.path().join("rules.yaml");
         std::fs::write(&rules, RULES).expect("rules");
