@@ -223,10 +223,14 @@ impl Task {
 
     /// Notes a refused write; any other failure is retried by the caller.
     fn failed(&mut self, service: &str, e: &DriverError) {
-        if matches!(e, DriverError::Store(StoreError::Fenced)) {
-            self.fenced = true;
-        } else {
-            error!(%service, error = %e, "rollout step not applied; retrying");
+        match e {
+            DriverError::Store(StoreError::Fenced) => self.fenced = true,
+            // An operator's command came first: its record arrives through
+            // the shared store's watch, and the driver goes on from it.
+            DriverError::Store(StoreError::Conflict(_)) => {
+                info!(%service, error = %e, "rollout step not applied");
+            }
+            _ => error!(%service, error = %e, "rollout step not applied; retrying"),
         }
     }
 
