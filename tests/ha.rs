@@ -107,7 +107,7 @@ async fn one_leader_drives_a_rollout_started_on_a_follower_and_every_replica_agr
     // A drain through another follower reaches every replica.
     let other = (leader + 2) % 3;
     let admin = r.get(other).admin.to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = std::process::Command::new(common::sluice_bin())
         .args(["drain", "add", "--service", "web", "--endpoint"])
         .arg(common::rollout::CANARY)
         .args(["--admin", &admin, "--admin-token-file"])

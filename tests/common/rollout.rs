@@ -332,7 +332,7 @@ impl Run {
 /// Runs `sluice rollout ARGS` against `sluice` with the token from `files`.
 pub fn cli(sluice: &Sluice, token_file: Option<&Path>, args: &[&str]) -> Run {
     let grpc = sluice.admin_grpc.expect("admin grpc").to_string();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut cmd = Command::new(super::sluice_bin());
     cmd.args(["rollout", "--admin-grpc", &grpc]).args(args);
     cmd.env_remove("SLUICE_ADMIN_TOKEN");
     if let Some(f) = token_file {
