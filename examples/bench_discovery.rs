@@ -172,6 +172,7 @@ async fn start_sluice(
         admin_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
         watch_interval: FILE_POLL,
         state_dir: Some(dir.to_path_buf()),
+        ha: None,
         rollouts: Default::default(),
         guard: Default::default(),
         validate_with_envoy: None,

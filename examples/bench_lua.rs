@@ -158,6 +158,7 @@ async fn main() {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         watch_interval: Duration::from_secs(1),
         state_dir: Some(dir.path().to_path_buf()),
+        ha: None,
         rollouts: Default::default(),
         guard: Default::default(),
         validate_with_envoy: None,

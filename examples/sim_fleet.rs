@@ -69,6 +69,7 @@ async fn bench(n: usize, mode: Mode) -> anyhow::Result<()> {
             admin_addr: "127.0.0.1:0".parse()?,
             watch_interval: Duration::from_millis(50),
             state_dir: Some(dir.path().to_path_buf()),
+            ha: None,
             rollouts: Default::default(),
             guard: Default::default(),
             validate_with_envoy: None,

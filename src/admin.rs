@@ -7,8 +7,9 @@
 //! - `/debug/config`: the validated rules and, per node group and type, the
 //!   resource names and versions being served, as JSON.
 //! - `/status`: connected proxies with sent/ACKed/NACKed versions per type,
-//!   the state of the rules file and of each discovery source; `sluice
-//!   status` reads this.
+//!   the state of the rules file and of each discovery source, and with
+//!   `--state-etcd` the replicas and their leader (`ha`); `sluice status`
+//!   reads this.
 //! - `/drains`: GET lists the drains (with how many endpoints each
 //!   matches), POST adds one, DELETE removes one; the body is one drain as
 //!   JSON (`{"service", "endpoint" | "locality"}`). `sluice drain` calls
@@ -44,6 +45,7 @@ use crate::discovery::status::{summarize, SourceStatus};
 use crate::discovery::View;
 use crate::drain::store::DrainStore;
 use crate::drain::{Drain, DrainError};
+use crate::ha::HaStatus;
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::rules_watch::{Confirm, Planner, RulesStatus};
@@ -66,6 +68,8 @@ pub struct AdminState {
     pub rules_ops: RulesOps,
     /// Who may send commands.
     pub commands: CommandAuth,
+    /// With several replicas (`--state-etcd`): who leads.
+    pub ha: Option<tokio::sync::watch::Receiver<HaStatus>>,
 }
 
 /// Who may send commands to the admin listener.
@@ -99,6 +103,10 @@ pub struct StatusDoc {
     pub proxies: Vec<ProxyStatus>,
     /// The last streams refused by access control, newest first.
     pub xds_denials: Vec<Denial>,
+    /// With several replicas (`--state-etcd`): this replica, the leader,
+    /// and the replicas taking part in the election.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -165,6 +173,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
         sources: sources(&state),
         proxies: state.registry.list(),
         xds_denials: state.registry.denials(),
+        ha: state.ha.as_ref().map(|rx| rx.borrow().clone()),
     })
 }
 
@@ -251,11 +260,10 @@ async fn add_drain(State(state): State<AdminState>, headers: HeaderMap, body: By
     // there is nothing to check against, and the drain applies once a
     // service of that name exists.
     let config = state.config.lock().clone();
-    let result = config
-        .as_deref()
-        .map_or(Ok(()), |c| drain.check(c))
-        .and_then(|()| state.drains.add(drain));
-    drain_answer(result)
+    if let Err(e) = config.as_deref().map_or(Ok(()), |c| drain.check(c)) {
+        return drain_answer(Err(e));
+    }
+    drain_answer(state.drains.add(drain).await)
 }
 
 async fn remove_drain(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Answer {
@@ -263,7 +271,7 @@ async fn remove_drain(State(state): State<AdminState>, headers: HeaderMap, body:
         return e;
     }
     match parse_drain(&body) {
-        Ok(d) => drain_answer(state.drains.remove(&d)),
+        Ok(d) => drain_answer(state.drains.remove(&d).await),
         Err(e) => e,
     }
 }
@@ -288,6 +296,7 @@ fn drain_answer(result: Result<bool, DrainError>) -> Answer {
         Err(e) => {
             let code = match e {
                 DrainError::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                DrainError::Shared { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };
             (code, Json(serde_json::json!({ "error": e.to_string() })))

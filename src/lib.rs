@@ -31,6 +31,7 @@ pub mod drain;
 pub mod drain_cli;
 pub mod envoy_check;
 pub mod grpc_bootstrap;
+pub mod ha;
 pub mod metrics;
 pub mod rollout_cli;
 pub mod rules_cli;

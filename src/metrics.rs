@@ -3,7 +3,7 @@
 //! Each subsystem owns its metrics and registers them on the registry it is
 //! handed: the xDS server ([`XdsMetrics`], and [`PublishMetrics`] for the
 //! snapshots published to it), discovery ([`SourceMetrics`]) and the rules
-//! watcher ([`RulesMetrics`]). This module only composes them under the
+//! watcher ([`RulesMetrics`]) and leader election ([`HaMetrics`]). This module only composes them under the
 //! `sluice` prefix and encodes the result; `serve` hands each part to the
 //! task that updates it, and `admin` sets the scrape-time gauges (through
 //! the owning subsystem's `observe*`) before [`Metrics::encode`].
@@ -11,6 +11,7 @@
 use prometheus_client::registry::Registry;
 
 use crate::discovery::metrics::SourceMetrics;
+use crate::ha::metrics::HaMetrics;
 use crate::rules_watch::metrics::RulesMetrics;
 use crate::xds::metrics::{PublishMetrics, XdsMetrics};
 
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub xds: XdsMetrics,
     pub publish: PublishMetrics,
     pub rules: RulesMetrics,
+    /// Leadership of a replica (`--state-etcd`); 0 without.
+    pub ha: HaMetrics,
 }
 
 impl Default for Metrics {
@@ -36,12 +39,14 @@ impl Metrics {
         let xds = XdsMetrics::register(&mut registry);
         let publish = PublishMetrics::register(&mut registry);
         let rules = RulesMetrics::register(&mut registry);
+        let ha = HaMetrics::register(&mut registry);
         Metrics {
             registry,
             sources,
             xds,
             publish,
             rules,
+            ha,
         }
     }
 

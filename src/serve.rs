@@ -56,6 +56,7 @@ use crate::discovery::View;
 use crate::drain::store::DrainStore;
 use crate::envoy_check::{EnvoyCheck, EnvoyError};
 use crate::guard::{self, Guard};
+use crate::ha::{self, HaOptions, HaStatus};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::xds::registry::Registry;
@@ -77,6 +78,10 @@ pub struct ServeOptions {
     /// Where sluice keeps its state: the drain state file (`None`: beside
     /// the rules file) and rollouts (`None`: no rollout controller).
     pub state_dir: Option<PathBuf>,
+    /// Rollouts and drains in etcd, shared by several replicas, with a
+    /// leader running the rollouts (`--state-etcd`; instead of
+    /// `state_dir`).
+    pub ha: Option<HaOptions>,
     /// The rollout controller and its admin gRPC API.
     pub rollouts: RolloutOptions,
     /// The mass-removal guard's limit.
@@ -203,24 +208,26 @@ fn open_drains(opts: &ServeOptions) -> anyhow::Result<Arc<DrainStore>> {
         .clone()
         .unwrap_or_else(|| base_dir(&opts.rules));
     let drains = Arc::new(DrainStore::open(&state_dir)?);
-    if !drains.current().is_empty() {
-        info!(state = %drains.path().display(), count = drains.current().iter().count(), "drains loaded");
-    }
+    log_drains(&drains);
     Ok(drains)
+}
+
+fn log_drains(drains: &DrainStore) {
+    if !drains.current().is_empty() {
+        info!(state = %drains.describe(), count = drains.current().iter().count(), "drains loaded");
+    }
 }
 
 /// How rollout weights reach Envoy. Without a rollout controller there are
 /// no rollouts, and no route to arm for one.
 fn weights_via(opts: &ServeOptions) -> WeightsVia {
-    match opts.state_dir {
-        Some(_) => opts.rollouts.weights,
-        None => {
-            if opts.rollouts.weights == WeightsVia::Runtime {
-                warn!("--rollout-weights runtime has no effect without --state-dir (no rollouts)");
-            }
-            WeightsVia::Routes
-        }
+    if opts.state_dir.is_some() || opts.ha.is_some() {
+        return opts.rollouts.weights;
     }
+    if opts.rollouts.weights == WeightsVia::Runtime {
+        warn!("--rollout-weights runtime has no effect without --state-dir or --state-etcd (no rollouts)");
+    }
+    WeightsVia::Routes
 }
 
 /// Plain, stable lines on stdout: scripts and tests read the bound ports.
@@ -245,6 +252,8 @@ struct Core {
     watcher: RulesWatcher,
     rollouts: rollouts::Started,
     publisher: Publisher,
+    /// With `--state-etcd`: the replicas and who leads.
+    ha: Option<watch::Receiver<HaStatus>>,
 }
 
 impl Core {
@@ -258,23 +267,41 @@ impl Core {
         tls: Option<watch::Receiver<Arc<TlsConfigs>>>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Core> {
-        let drains = open_drains(opts)?;
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(Registry::default());
+        // Saved rollouts load before the first publish, so their weights are
+        // in the very first snapshot (DESIGN.md invariant 7); so do drains.
+        let (drains, rollouts, ha) = match &opts.ha {
+            None => {
+                let drains = open_drains(opts)?;
+                let dir = opts.state_dir.as_deref();
+                let rollouts = rollouts::start(
+                    dir,
+                    &opts.rollouts,
+                    registry.clone(),
+                    tls,
+                    stop.child_token(),
+                )
+                .await?;
+                (drains, rollouts, None)
+            }
+            Some(ha_opts) => {
+                let started = ha::start(
+                    ha_opts,
+                    &opts.rollouts,
+                    registry.clone(),
+                    tls,
+                    metrics.ha.clone(),
+                    stop.child_token(),
+                )
+                .await?;
+                log_drains(&started.drains);
+                (started.drains, started.rollouts, Some(started.status))
+            }
+        };
         let watcher = RulesWatcher::new(opts, text, config, accepted, metrics.rules.clone());
         let base = base_dir(&opts.rules);
         let discovery = Discovery::new(base, opts.watch_interval, stop.child_token());
-        // Saved rollouts load before the first publish, so their weights are
-        // in the very first snapshot (DESIGN.md invariant 7).
-        let dir = opts.state_dir.as_deref();
-        let rollouts = rollouts::start(
-            dir,
-            &opts.rollouts,
-            registry.clone(),
-            tls,
-            stop.child_token(),
-        )
-        .await?;
         let weights = weights_via(opts);
         let inputs = Inputs {
             config: watcher.config(),
@@ -299,6 +326,7 @@ impl Core {
             watcher,
             rollouts,
             publisher,
+            ha,
         })
     }
 
@@ -332,6 +360,7 @@ impl Core {
                 token: auth.map(crate::canary::grpc::Auth::new),
                 loopback: admin_local.ip().is_loopback(),
             },
+            ha: self.ha.clone(),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::canary::wiring::RolloutOptions;
 use crate::cli_support::runtime;
 use crate::envoy_check::EnvoyCheck;
 use crate::guard::Guard;
+use crate::ha::HaOptions;
 use crate::rollout_cli::RolloutServeArgs;
 use crate::serve::xds_tls::XdsTlsFiles;
 use crate::serve::{self, ServeOptions, XdsSecurityOptions};
@@ -181,12 +182,14 @@ impl TryFrom<ServeArgs> for ServeOptions {
     fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
         let xds_security = args.xds_security.options(args.xds)?;
         let r = args.rollouts;
+        let ha = ha_options(&r)?;
         Ok(ServeOptions {
             rules: args.rules,
             xds_addr: args.xds,
             admin_addr: args.admin,
             watch_interval: Duration::from_millis(args.watch_interval_ms),
             state_dir: r.state_dir,
+            ha,
             rollouts: RolloutOptions {
                 admin_grpc: r.admin_grpc,
                 token: crate::cli_support::token(r.admin_token_file.as_deref())?,
@@ -202,6 +205,43 @@ impl TryFrom<ServeArgs> for ServeOptions {
             xds_security,
         })
     }
+}
+
+/// `--state-etcd` and its companions, checked.
+fn ha_options(r: &RolloutServeArgs) -> anyhow::Result<Option<HaOptions>> {
+    let endpoints: Vec<String> = r
+        .state_etcd
+        .iter()
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        r.state_dir.is_none(),
+        "--state-etcd and --state-dir cannot be used together: state lives either in etcd (several replicas) or in one directory (one sluice)"
+    );
+    let mut prefix = r.state_prefix.trim().to_string();
+    anyhow::ensure!(
+        !prefix.is_empty() && prefix != "/",
+        "--state-prefix must name a key prefix of its own (e.g. /sluice/), got {:?}",
+        r.state_prefix
+    );
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    let replica = match &r.replica_name {
+        Some(n) if n.trim().is_empty() => anyhow::bail!("--replica-name must not be empty"),
+        Some(n) => n.trim().to_string(),
+        None => crate::ha::default_replica_name(),
+    };
+    Ok(Some(HaOptions {
+        endpoints,
+        prefix,
+        lease_ttl: r.state_lease_ttl,
+        replica,
+    }))
 }
 
 impl ServeArgs {
@@ -337,6 +377,64 @@ mod tests {
             xds_tls_ticket_key: Vec::new(),
             xds_insecure: insecure,
         }
+    }
+
+    fn serve_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut argv = vec!["sluice", "--rules", "rules.yaml"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.serve)
+    }
+
+    #[test]
+    fn state_etcd_conflicts_with_state_dir_and_fills_in_its_options() {
+        let err = serve_args(&["--state-etcd", "http://e:2379", "--state-dir", "/tmp/s"])
+            .expect_err("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--state-etcd") && msg.contains("--state-dir"),
+            "{msg}"
+        );
+
+        let args = serve_args(&[
+            "--state-etcd",
+            "http://a:2379,http://b:2379",
+            "--state-prefix",
+            "/team-a",
+            "--state-lease-ttl",
+            "3s",
+            "--replica-name",
+            "r1",
+        ])
+        .expect("args");
+        let ha = ha_options(&args.rollouts).expect("ok").expect("ha");
+        assert_eq!(ha.endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(ha.prefix, "/team-a/");
+        assert_eq!(ha.lease_ttl, Duration::from_secs(3));
+        assert_eq!(ha.replica, "r1");
+
+        let defaults = serve_args(&["--state-etcd", "http://a:2379"]).expect("args");
+        let ha = ha_options(&defaults.rollouts).expect("ok").expect("ha");
+        assert_eq!(ha.prefix, "/sluice/");
+        assert_eq!(ha.lease_ttl, Duration::from_secs(10));
+        assert!(
+            ha.replica.ends_with(&format!(":{}", std::process::id())),
+            "{}",
+            ha.replica
+        );
+
+        for bad in ["500ms", "1.5s", "0s"] {
+            let err = serve_args(&["--state-etcd", "http://a:2379", "--state-lease-ttl", bad])
+                .expect_err("refused");
+            assert!(err.to_string().contains("whole seconds"), "{bad}: {err}");
+        }
+        let none = serve_args(&[]).expect("args");
+        assert!(ha_options(&none.rollouts).expect("ok").is_none());
     }
 
     #[test]

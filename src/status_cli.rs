@@ -19,6 +19,25 @@ pub struct StatusDoc {
     pub proxies: Vec<Proxy>,
     #[serde(default)]
     pub xds_denials: Vec<Denial>,
+    /// With several replicas (`--state-etcd`).
+    #[serde(default)]
+    pub ha: Option<Ha>,
+}
+
+/// The replicas and their leader.
+#[derive(Debug, Deserialize)]
+pub struct Ha {
+    pub replica: String,
+    pub leader: Option<String>,
+    pub is_leader: bool,
+    pub replicas: Vec<String>,
+    pub lease_ttl_ms: u64,
+    #[serde(default = "up")]
+    pub store_up: bool,
+}
+
+fn up() -> bool {
+    true
 }
 
 /// A stream refused by access control.
@@ -117,6 +136,29 @@ fn run(admin: SocketAddr, output: Output) -> ExitCode {
     }
 }
 
+/// Two lines: this replica and its role, then the replicas.
+pub fn render_ha(ha: &Ha) -> String {
+    let role = if ha.is_leader {
+        "LEADER".to_string()
+    } else {
+        format!(
+            "follower, leader: {}",
+            ha.leader.as_deref().unwrap_or("none")
+        )
+    };
+    format!(
+        "replica: {} ({role})\nreplicas: {}  lease_ttl={}ms  state_store={}\n",
+        ha.replica,
+        if ha.replicas.is_empty() {
+            "-".to_string()
+        } else {
+            ha.replicas.join(", ")
+        },
+        ha.lease_ttl_ms,
+        if ha.store_up { "up" } else { "DOWN" },
+    )
+}
+
 /// Human-readable status: one block per proxy, one line per type.
 pub fn render(doc: &StatusDoc) -> String {
     use std::fmt::Write;
@@ -135,6 +177,9 @@ pub fn render(doc: &StatusDoc) -> String {
             None => String::new(),
         }
     );
+    if let Some(ha) = &doc.ha {
+        s.push_str(&render_ha(ha));
+    }
     if let Some(held) = &doc.rules.held {
         s.push_str(&crate::rules_cli::render_held(held, false));
     }

@@ -12,7 +12,7 @@ use common::*;
 
 /// Runs `sluice drain ARGS --admin ADMIN`; returns (success, stdout, stderr).
 fn drain_cli(admin: SocketAddr, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = Command::new(common::sluice_bin())
         .arg("drain")
         .args(args)
         .args(["--admin", &admin.to_string()])

@@ -117,7 +117,7 @@ fn pair(plain: &str, tester: &str) -> Pair {
 /// Runs `sluice rollout status web --watch ARGS` until it exits.
 async fn watch(s: &Setup, extra: &[&str]) -> Run {
     let grpc = s.sluice.admin_grpc.expect("admin grpc").to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let mut child = Command::new(common::sluice_bin())
         .args(["rollout", "--admin-grpc", &grpc, "status", "web", "--watch"])
         .args(extra)
         .arg("--admin-token-file")

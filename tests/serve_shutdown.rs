@@ -26,6 +26,7 @@ async fn dropping_runs_future_stops_the_servers() {
         admin_addr: admin,
         watch_interval: Duration::from_millis(50),
         state_dir: Some(rules.dir().to_path_buf()),
+        ha: None,
         rollouts: Default::default(),
         guard: Default::default(),
         validate_with_envoy: None,

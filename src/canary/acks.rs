@@ -54,6 +54,11 @@ impl AckReader {
         }
     }
 
+    /// What the publisher compiled last (`None` before the first publish).
+    pub fn applied(&self) -> Option<Arc<Applied>> {
+        self.applied.borrow().clone()
+    }
+
     /// The ACKs of the weights `r` asks for now.
     pub fn read(&self, r: &Rollout) -> Acks {
         let applied = self.applied.borrow().clone();

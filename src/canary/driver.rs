@@ -11,14 +11,17 @@
 //! - **Metrics** come from a [`MetricsSource`]: a cumulative sample when a
 //!   window opens (the baseline, in memory) and one when it closes.
 //! - **State** is saved to the [`StateStore`] before the weights it implies
-//!   are published; at start-up saved rollouts resume at their step.
+//!   are published; at start-up saved rollouts resume at their step. A
+//!   shared store (several replicas, `crate::ha`) also hands the task the
+//!   records operators changed on any replica, and refuses the writes of
+//!   a replica that no longer leads, which ends the task at once.
 //!
 //! Operators reach the task through a [`Handle`] (`handle`, used by the admin gRPC
 //! service); it answers with the rollout as it stands after the command.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -27,15 +30,14 @@ use tracing::{error, info, warn};
 
 use super::acks::{AckReader, Applied};
 use super::analysis::{measure, Sample};
-use super::handle::Request;
-pub use super::handle::{DriverError, Handle, Status};
+pub use super::handle::{begin, DriverError, Handle, Status};
+use super::handle::{now_ms, Request};
 use super::metrics::MetricsSource;
 use super::overlay::{Overlays, WeightsVia};
 use super::plan::{self, Action, Command, Observation};
-use super::store::{StateStore, StoreError};
+use super::store::{Shared, StateStore, StoreError};
 use super::{Rollout, Spec, State};
 use crate::xds::registry::Registry;
-use crate::xds::{Snapshots, TypeUrl};
 
 /// The controller's inputs and outputs.
 pub struct Driver {
@@ -66,29 +68,31 @@ struct Task {
     /// The rollouts as they stand, for status reads (which count ACKs
     /// themselves).
     status: watch::Sender<BTreeMap<String, Rollout>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default()
+    /// The shared store refused a write: another replica leads now, and
+    /// this task must not act on anything any more.
+    fenced: bool,
 }
 
 impl Driver {
     /// Loads saved rollouts, publishes their weights, and returns the task
-    /// (run it until `stop`) and the handle for the admin API.
-    pub fn start(
+    /// (run it until `stop`; it also ends when a shared store refuses a
+    /// write because this replica no longer leads) and the handle for the
+    /// admin API.
+    pub async fn start(
         self,
         stop: CancellationToken,
     ) -> Result<(impl std::future::Future<Output = ()>, Handle), StoreError> {
-        let mut records = self.store.load()?;
+        let mut records = self.store.load().await?;
         let now = now_ms();
         let mut live = BTreeMap::new();
+        let mut changed = Vec::new();
         for (service, r) in records.iter_mut() {
             let (next, action) = plan::observe(r, &Observation::Restarted { now_ms: now });
             if !r.state.is_final() {
                 info!(%service, phase = next.state.phase(), step = ?next.state.step(), "resuming rollout");
+            }
+            if next != *r {
+                changed.push(service.clone());
             }
             *r = next;
             let l = Live {
@@ -97,21 +101,36 @@ impl Driver {
             };
             live.insert(service.clone(), l);
         }
-        self.store.save(&records)?;
+        for service in &changed {
+            self.store.save(service, &records).await?;
+        }
         self.overlays.send_replace(Overlays::of(records.values()));
         let (status, status_rx) = watch::channel(BTreeMap::new());
         let (tx, rx) = mpsc::channel(16);
         let acks = AckReader::new(self.registry.clone(), self.applied.clone(), self.weights);
+        let shared = self.store.shared();
         let mut task = Task {
             io: self,
             acks: acks.clone(),
             records,
             live,
             status,
+            fenced: false,
         };
         task.publish_status();
-        Ok((task.run(rx, stop), Handle::new(tx, status_rx, acks)))
+        Ok((
+            task.run(rx, shared, stop),
+            Handle::local(tx, status_rx, acks),
+        ))
     }
+}
+
+/// What woke the task.
+enum Woke {
+    Request(Option<Request>),
+    /// A shared store's records changed (`false`: its watch ended).
+    Others(bool),
+    Timer,
 }
 
 /// When to carry out `action` (`None`: only a command wakes it).
@@ -125,7 +144,12 @@ fn schedule(action: Action) -> Option<(Instant, Action)> {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        mut shared: Option<watch::Receiver<Shared>>,
+        stop: CancellationToken,
+    ) {
         // Without an admin API nobody holds a handle; rollouts still run.
         let mut open = true;
         loop {
@@ -143,64 +167,106 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let others = async {
+                match shared.as_mut() {
+                    Some(rx) => rx.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let woke = tokio::select! {
                 _ = stop.cancelled() => return,
-                req = rx.recv(), if open => match req {
-                    Some(req) => self.handle(req),
-                    None => open = false,
-                },
-                _ = timer => {}
+                req = rx.recv(), if open => Woke::Request(req),
+                alive = others => Woke::Others(alive),
+                _ = timer => Woke::Timer,
+            };
+            match woke {
+                Woke::Request(Some(req)) => self.handle(req).await,
+                Woke::Request(None) => open = false,
+                Woke::Others(true) => self.take_newer(&mut shared).await,
+                Woke::Others(false) => shared = None,
+                Woke::Timer => {}
             }
-            self.run_due().await;
+            if !self.fenced {
+                self.run_due().await;
+            }
+            if self.fenced {
+                error!("a rollout write was refused: this replica no longer leads; it stops driving rollouts now");
+                return;
+            }
         }
     }
 
-    fn handle(&mut self, req: Request) {
+    /// Takes the records other writers (operators, on any replica)
+    /// changed, and acts on them from where they stand.
+    async fn take_newer(&mut self, shared: &mut Option<watch::Receiver<Shared>>) {
+        let Some(rx) = shared.as_mut() else {
+            return;
+        };
+        let seen = rx.borrow_and_update().clone();
+        for (service, r) in self.io.store.newer(&seen) {
+            info!(%service, phase = r.state.phase(), step = ?r.state.step(), "rollout changed by another writer");
+            self.records.insert(service.clone(), r.clone());
+            let (next, action) = plan::observe(&r, &Observation::Tick { now_ms: now_ms() });
+            if let Err(e) = self.commit(&service, next, action).await {
+                self.failed(&service, &e);
+                if self.fenced {
+                    return;
+                }
+                let retry = Action::Requeue {
+                    after: Duration::from_secs(1),
+                };
+                self.live.entry(service).or_default().due = schedule(retry);
+            }
+        }
+        self.publish_status();
+    }
+
+    /// Notes a refused write; any other failure is retried by the caller.
+    fn failed(&mut self, service: &str, e: &DriverError) {
+        match e {
+            DriverError::Store(StoreError::Fenced) => self.fenced = true,
+            // An operator's command came first: its record arrives through
+            // the shared store's watch, and the driver goes on from it.
+            DriverError::Store(StoreError::Conflict(_)) => {
+                info!(%service, error = %e, "rollout step not applied");
+            }
+            _ => error!(%service, error = %e, "rollout step not applied; retrying"),
+        }
+    }
+
+    async fn handle(&mut self, req: Request) {
         match req {
             Request::Start(spec, reply) => {
-                let _ = reply.send(self.start(spec));
+                let r = self.start(spec).await;
+                let _ = reply.send(r);
             }
             Request::Command(service, cmd, reply) => {
-                let _ = reply.send(self.command(&service, &cmd));
+                let r = self.command(&service, &cmd).await;
+                let _ = reply.send(r);
             }
         }
     }
 
-    fn start(&mut self, spec: Spec) -> Result<Status, DriverError> {
-        let spec = spec.validate()?;
-        if self
-            .records
-            .get(&spec.service)
-            .is_some_and(|r| !r.state.is_final())
-        {
-            return Err(DriverError::Active(spec.service));
-        }
-        let applied = self
-            .io
-            .applied
-            .borrow()
-            .clone()
-            .ok_or(DriverError::NotReady)?;
-        for subset in [&spec.from, &spec.to] {
-            let cluster = format!("{}~{subset}", spec.service);
-            if !serves_cluster(&applied.snapshots, &cluster) {
-                return Err(DriverError::UnknownCluster(cluster));
-            }
-        }
+    async fn start(&mut self, spec: Spec) -> Result<Status, DriverError> {
+        let applied = self.io.applied.borrow().clone();
         let service = spec.service.clone();
-        let r = Rollout::new(spec, now_ms());
-        let (next, action) = plan::observe(&r, &Observation::Tick { now_ms: now_ms() });
-        self.commit(&service, next, action)?;
+        let (next, action) = begin(
+            spec,
+            self.records.get(&service),
+            applied.as_deref(),
+            now_ms(),
+        )?;
+        self.commit(&service, next, action).await?;
         self.status_of(&service)
     }
 
-    fn command(&mut self, service: &str, cmd: &Command) -> Result<Status, DriverError> {
+    async fn command(&mut self, service: &str, cmd: &Command) -> Result<Status, DriverError> {
         let r = self
             .records
             .get(service)
             .ok_or_else(|| DriverError::NotFound(service.to_string()))?;
         let (next, action) = plan::command(r, cmd, now_ms())?;
-        self.commit(service, next, action)?;
+        self.commit(service, next, action).await?;
         self.status_of(service)
     }
 
@@ -215,10 +281,15 @@ impl Task {
     /// Saves `next`, then publishes the weights it implies and schedules
     /// `action`. When saving fails nothing changes: a step that is not
     /// durable is not applied.
-    fn commit(&mut self, service: &str, next: Rollout, action: Action) -> Result<(), DriverError> {
+    async fn commit(
+        &mut self,
+        service: &str,
+        next: Rollout,
+        action: Action,
+    ) -> Result<(), DriverError> {
         let old = self.records.insert(service.to_string(), next.clone());
         if old.as_ref() != Some(&next) {
-            if let Err(e) = self.io.store.save(&self.records) {
+            if let Err(e) = self.io.store.save(service, &self.records).await {
                 match old {
                     Some(o) => self.records.insert(service.to_string(), o),
                     None => self.records.remove(service),
@@ -270,7 +341,11 @@ impl Task {
             if let Err(e) = self.act(&service, action.clone()).await {
                 // A rollout that cannot save stays where it is and tries
                 // again: it never moves on with state that is not durable.
-                error!(%service, error = %e, "rollout step not applied; retrying");
+                // A refused (fenced) write ends the task instead.
+                self.failed(&service, &e);
+                if self.fenced {
+                    return;
+                }
                 if let Some(l) = self.live.get_mut(&service) {
                     l.due = Some((Instant::now() + Duration::from_secs(1), action));
                 }
@@ -306,7 +381,7 @@ impl Task {
             }
         };
         let (next, action) = plan::observe(&r, &obs);
-        self.commit(service, next, action)
+        self.commit(service, next, action).await
     }
 
     /// The cumulative sample each open analysis window is measured
@@ -363,10 +438,4 @@ impl Task {
             _ => Err("no sample at window start".into()),
         }
     }
-}
-
-fn serves_cluster(snapshots: &Snapshots, cluster: &str) -> bool {
-    std::iter::once(&snapshots.fallback)
-        .chain(snapshots.groups.values())
-        .any(|s| s.get(TypeUrl::Cluster, cluster).is_some())
 }

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::driver::{self, DriverError, Handle};
 use super::pb::{self, rollout_service_server::RolloutService};
 use super::plan::Command;
+use super::store::StoreError;
 use super::{HeaderRoute, Spec, Strategy};
 use crate::xds::transport::{self, Security, TlsConfigs};
 
@@ -106,6 +107,9 @@ fn status(e: DriverError) -> Status {
         }
         DriverError::Command(_) => Status::failed_precondition(e.to_string()),
         DriverError::NotReady | DriverError::Stopped => Status::unavailable(e.to_string()),
+        // The shared store (etcd) is out of reach: try again later.
+        DriverError::Store(StoreError::Remote(_)) => Status::unavailable(e.to_string()),
+        DriverError::Store(StoreError::Conflict(_)) => Status::aborted(e.to_string()),
         DriverError::Store(_) => Status::internal(e.to_string()),
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::acks::Applied;
-use super::driver::Driver;
+use super::driver::{Driver, Handle};
 use super::metrics::{EnvoyAdmin, MetricsSource, Prometheus, Unavailable};
 use super::overlay::{Overlays, WeightsVia};
 use super::store::FileStore;
@@ -66,25 +66,13 @@ pub async fn start(
     let Some(dir) = state_dir else {
         anyhow::ensure!(
             opts.admin_grpc.is_none(),
-            "--admin-grpc needs --state-dir: rollout state must survive a restart"
+            "--admin-grpc needs --state-dir or --state-etcd: rollout state must survive a restart"
         );
-        return Ok(Started {
-            overlays: overlay_rx,
-            applied: applied_tx,
-            tasks,
-        });
-    };
-    let metrics: Arc<dyn MetricsSource> = match (&opts.prometheus, opts.envoy_admin.is_empty()) {
-        (Some(url), _) => Arc::new(Prometheus::new(url.clone())),
-        (None, false) => Arc::new(EnvoyAdmin::new(opts.envoy_admin.clone())),
-        (None, true) => {
-            warn!("no metrics source (--metrics-envoy-admin or --metrics-prometheus): every rollout check will fail");
-            Arc::new(Unavailable)
-        }
+        return Ok(Started::new(overlay_rx, applied_tx, tasks));
     };
     let driver = Driver {
         store: Arc::new(FileStore::new(dir)),
-        metrics,
+        metrics: metrics_source(opts),
         registry,
         overlays: overlay_tx,
         applied: applied_rx,
@@ -92,31 +80,65 @@ pub async fn start(
     };
     let (run, handle) = driver
         .start(stop.clone())
+        .await
         .with_context(|| format!("loading rollout state from {}", dir.display()))?;
     tasks.push(tokio::spawn(run));
+    tasks.extend(serve_admin(opts, handle, tls, stop).await?);
+    Ok(Started::new(overlay_rx, applied_tx, tasks))
+}
 
-    if let Some(addr) = opts.admin_grpc {
-        let token = opts.token.clone().with_context(|| {
-            format!("--admin-grpc needs a token: --admin-token-file or ${TOKEN_ENV}")
-        })?;
-        if !addr.ip().is_loopback() && tls.is_none() {
-            warn!(%addr, "admin gRPC is not on loopback and not TLS (--xds-tls-cert): the token travels in plaintext");
+impl Started {
+    pub fn new(
+        overlays: watch::Receiver<Overlays>,
+        applied: watch::Sender<Option<Arc<Applied>>>,
+        tasks: Vec<JoinHandle<()>>,
+    ) -> Started {
+        Started {
+            overlays,
+            applied,
+            tasks,
         }
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding admin gRPC listener {addr}"))?;
-        let local = listener.local_addr()?;
-        println!("sluice: admin grpc listening on {local}");
-        info!(%local, "rollout admin API listening");
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = super::grpc::serve(listener, handle, token, tls, stop).await {
-                error!(error = %e, "admin gRPC server failed");
-            }
-        }));
     }
-    Ok(Started {
-        overlays: overlay_rx,
-        applied: applied_tx,
-        tasks,
-    })
+}
+
+/// Where rollout analysis reads its metrics.
+pub fn metrics_source(opts: &RolloutOptions) -> Arc<dyn MetricsSource> {
+    match (&opts.prometheus, opts.envoy_admin.is_empty()) {
+        (Some(url), _) => Arc::new(Prometheus::new(url.clone())),
+        (None, false) => Arc::new(EnvoyAdmin::new(opts.envoy_admin.clone())),
+        (None, true) => {
+            warn!("no metrics source (--metrics-envoy-admin or --metrics-prometheus): every rollout check will fail");
+            Arc::new(Unavailable)
+        }
+    }
+}
+
+/// Serves the admin gRPC API over `handle` when `--admin-grpc` asks for
+/// it; the task, if any.
+pub async fn serve_admin(
+    opts: &RolloutOptions,
+    handle: Handle,
+    tls: Option<watch::Receiver<Arc<TlsConfigs>>>,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some(addr) = opts.admin_grpc else {
+        return Ok(None);
+    };
+    let token = opts.token.clone().with_context(|| {
+        format!("--admin-grpc needs a token: --admin-token-file or ${TOKEN_ENV}")
+    })?;
+    if !addr.ip().is_loopback() && tls.is_none() {
+        warn!(%addr, "admin gRPC is not on loopback and not TLS (--xds-tls-cert): the token travels in plaintext");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding admin gRPC listener {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("sluice: admin grpc listening on {local}");
+    info!(%local, "rollout admin API listening");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = super::grpc::serve(listener, handle, token, tls, stop).await {
+            error!(error = %e, "admin gRPC server failed");
+        }
+    })))
 }

@@ -6,6 +6,13 @@
 //! acknowledged is one it will still apply after a restart. Changes are
 //! serialized by a mutex held across the write; the file is tiny and
 //! changes are rare (an operator's command), so blocking on it is fine.
+//!
+//! With several replicas (`crate::ha`) the set lives in etcd instead: a
+//! change goes through [`SharedDrains`] (a conditioned read-modify-write
+//! of one document), and every replica's watch of the store hands what it
+//! sees to [`DrainStore::offer`]; a set is published only when it is newer
+//! (by the store's revision) than the one already published, so a replica
+//! sees its own change at once and never goes back to an older one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,9 +35,33 @@ struct StateFile {
 }
 
 pub struct DrainStore {
-    path: PathBuf,
+    backend: Backend,
     tx: watch::Sender<Arc<Drains>>,
-    write: Mutex<()>,
+    /// The shared store's revision of the published set (0: a file).
+    revision: Mutex<i64>,
+}
+
+enum Backend {
+    /// The state file, and the lock that serializes its writers.
+    File {
+        path: PathBuf,
+        write: Mutex<()>,
+    },
+    Shared(Arc<dyn SharedDrains>),
+}
+
+/// A change to the set: `Ok(true)` when it changed it.
+pub type Edit<'a> = &'a (dyn Fn(&mut Drains) -> bool + Send + Sync);
+
+/// A set of drains shared by several replicas (etcd).
+#[tonic::async_trait]
+pub trait SharedDrains: Send + Sync {
+    /// Applies `edit` to the stored set, conditioned on the set not
+    /// changing meanwhile; the new set and its revision, or `None` when
+    /// `edit` changed nothing.
+    async fn change(&self, edit: Edit<'_>) -> Result<Option<(Drains, i64)>, DrainError>;
+    /// Where the set lives, for logs.
+    fn describe(&self) -> String;
 }
 
 impl DrainStore {
@@ -47,14 +78,48 @@ impl DrainStore {
         };
         let (tx, _) = watch::channel(Arc::new(drains));
         Ok(DrainStore {
-            path,
+            backend: Backend::File {
+                path,
+                write: Mutex::new(()),
+            },
             tx,
-            write: Mutex::new(()),
+            revision: Mutex::new(0),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A set kept in a shared store, loaded as `drains` at `revision`.
+    pub fn shared(backend: Arc<dyn SharedDrains>, drains: Drains, revision: i64) -> DrainStore {
+        let (tx, _) = watch::channel(Arc::new(drains));
+        DrainStore {
+            backend: Backend::Shared(backend),
+            tx,
+            revision: Mutex::new(revision),
+        }
+    }
+
+    /// Where the drains live, for logs.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::File { path, .. } => path.display().to_string(),
+            Backend::Shared(s) => s.describe(),
+        }
+    }
+
+    /// Publishes `drains`, the shared store's set at `revision`, unless a
+    /// newer one is published already.
+    pub fn offer(&self, drains: Drains, revision: i64) {
+        let mut at = self.revision.lock();
+        if revision <= *at {
+            return;
+        }
+        *at = revision;
+        self.tx.send_if_modified(|cur| {
+            let changed = **cur != drains;
+            if changed {
+                *cur = Arc::new(drains);
+            }
+            changed
+        });
     }
 
     pub fn current(&self) -> Arc<Drains> {
@@ -67,26 +132,46 @@ impl DrainStore {
     }
 
     /// Adds `d`, persists, publishes. Ok(false): it was already there.
-    pub fn add(&self, d: Drain) -> Result<bool, DrainError> {
-        self.change(|set| set.add(d))
+    pub async fn add(&self, d: Drain) -> Result<bool, DrainError> {
+        self.change(&|set: &mut Drains| set.add(d.clone())).await
     }
 
     /// Removes `d`, persists, publishes. Ok(false): it was not there.
-    pub fn remove(&self, d: &Drain) -> Result<bool, DrainError> {
-        self.change(|set| set.remove(d))
+    pub async fn remove(&self, d: &Drain) -> Result<bool, DrainError> {
+        self.change(&|set: &mut Drains| set.remove(d)).await
     }
 
-    fn change(&self, f: impl FnOnce(&mut Drains) -> bool) -> Result<bool, DrainError> {
-        let _guard = self.write.lock();
+    async fn change(&self, edit: Edit<'_>) -> Result<bool, DrainError> {
+        let (path, write) = match &self.backend {
+            Backend::File { path, write } => (path, write),
+            Backend::Shared(store) => {
+                return Ok(match store.change(edit).await? {
+                    Some((set, revision)) => {
+                        self.offer(set, revision);
+                        true
+                    }
+                    None => false,
+                });
+            }
+        };
+        let _guard = write.lock();
         let mut next = (*self.current()).clone();
-        if !f(&mut next) {
+        if !edit(&mut next) {
             return Ok(false);
         }
-        write_atomically(&self.path, &render(&next))
-            .map_err(|e| state_error(&self.path, e.to_string()))?;
+        write_atomically(path, &render(&next)).map_err(|e| state_error(path, e.to_string()))?;
         self.tx.send_replace(Arc::new(next));
         Ok(true)
     }
+}
+
+/// The shared store's document: the same versioned format as the file.
+pub fn parse_document(text: &str) -> Result<Drains, String> {
+    parse(text)
+}
+
+pub fn render_document(drains: &Drains) -> String {
+    render(drains)
 }
 
 fn parse(text: &str) -> Result<Drains, String> {

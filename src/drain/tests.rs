@@ -182,24 +182,25 @@ fn drains_are_flat_json() {
     assert!(bad.is_err());
 }
 
-#[test]
-fn the_store_persists_across_opens_and_publishes_changes() {
+#[tokio::test]
+async fn the_store_persists_across_opens_and_publishes_changes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = DrainStore::open(dir.path()).expect("open empty");
     assert!(store.current().is_empty());
     let mut rx = store.subscribe();
     let d = mk_locality("web", "eu/eu-1a");
-    assert_eq!(store.add(d.clone()), Ok(true));
-    assert_eq!(store.add(d.clone()), Ok(false), "already there");
+    assert_eq!(store.add(d.clone()).await, Ok(true));
+    assert_eq!(store.add(d.clone()).await, Ok(false), "already there");
     assert!(rx.has_changed().expect("sender alive"));
     assert_eq!(rx.borrow_and_update().iter().count(), 1);
     store
         .add(mk_endpoint("api", "10.0.0.1:80"))
+        .await
         .expect("second drain");
 
     let reopened = DrainStore::open(dir.path()).expect("reopen");
     assert_eq!(*reopened.current(), *store.current());
-    assert_eq!(reopened.remove(&d), Ok(true));
+    assert_eq!(reopened.remove(&d).await, Ok(true));
     let again = DrainStore::open(dir.path()).expect("reopen");
     assert_eq!(again.current().iter().count(), 1);
     assert!(

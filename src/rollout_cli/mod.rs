@@ -40,6 +40,29 @@ pub struct RolloutServeArgs {
     /// (`sluice-drains.json`; default: beside the rules file).
     #[arg(long, env = "SLUICE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Keep rollouts and drains in etcd instead (URL[,URL…]): several
+    /// replicas started with the same etcd and --state-prefix serve one
+    /// fleet, and an elected leader runs the rollouts (docs/ha.md).
+    #[arg(
+        long,
+        value_name = "URL[,URL…]",
+        value_delimiter = ',',
+        conflicts_with = "state_dir",
+        env = "SLUICE_STATE_ETCD"
+    )]
+    pub state_etcd: Vec<String>,
+    /// The etcd key prefix of this control plane's state.
+    #[arg(long, default_value = "/sluice/", env = "SLUICE_STATE_PREFIX")]
+    pub state_prefix: String,
+    /// The leader's lease: a replica that could not renew it for this long
+    /// stops driving rollouts, and another one takes over (whole seconds;
+    /// etcd raises TTLs below its minimum, 2 s by default).
+    #[arg(long, default_value = "10s", value_parser = lease_ttl)]
+    pub state_lease_ttl: Duration,
+    /// This replica's name in the election and on /status (default:
+    /// HOSTNAME:PID).
+    #[arg(long, env = "SLUICE_REPLICA_NAME")]
+    pub replica_name: Option<String>,
     /// Serve the rollout admin gRPC API here (loopback; needs a token).
     #[arg(long, env = "SLUICE_ADMIN_GRPC")]
     pub admin_grpc: Option<SocketAddr>,
@@ -167,6 +190,18 @@ fn duration(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     crate::rules::parse_duration(s)
+}
+
+/// `--state-lease-ttl`: a duration of whole seconds, at least one (etcd
+/// counts lease TTLs in seconds).
+fn lease_ttl(s: &str) -> Result<Duration, String> {
+    let d = crate::rules::parse_duration(s)?;
+    if d < Duration::from_secs(1) || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{s:?}: the lease TTL must be whole seconds, at least 1s (etcd counts leases in seconds)"
+        ));
+    }
+    Ok(d)
 }
 
 fn share(s: &str) -> Result<f64, String> {

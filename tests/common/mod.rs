@@ -29,6 +29,15 @@ pub fn envoy_bin() -> PathBuf {
     })
 }
 
+/// The `sluice` binary the tests run: `$SLUICE_BIN` when set (a binary
+/// built elsewhere, e.g. kept apart from a target directory other builds
+/// write to), else the one cargo built for this test.
+pub fn sluice_bin() -> PathBuf {
+    std::env::var_os("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice")))
+}
+
 /// A loopback port for a server that cannot take port 0 (etcd).
 ///
 /// Ports come from below the kernel's ephemeral range, so no `bind(0)` or
@@ -170,7 +179,7 @@ impl Sluice {
     }
 
     fn start_full(rules: &Path, xds: &str, env: &[(&str, &str)], extra: &[&str]) -> Sluice {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut child = Command::new(sluice_bin())
             .envs(env.iter().copied())
             .args(["serve", "--rules"])
             .arg(rules)
@@ -237,7 +246,7 @@ impl Sluice {
     pub async fn status_text(&self) -> String {
         let admin = self.admin.to_string();
         let out = tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_sluice"))
+            Command::new(sluice_bin())
                 .args(["status", "--admin", &admin])
                 .output()
                 .expect("run sluice status")
@@ -275,7 +284,7 @@ impl Envoy {
     pub async fn start(node_id: &str, group: &str, xds: SocketAddr, extra: &[&str]) -> Envoy {
         let dir = tempfile::tempdir().expect("tempdir");
         let bootstrap = dir.path().join("bootstrap.json");
-        let status = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let status = Command::new(sluice_bin())
             .args([
                 "bootstrap",
                 "--node-id",
@@ -694,6 +703,7 @@ pub mod consul;
 pub mod creds;
 pub mod eds;
 pub mod etcd;
+pub mod ha;
 pub mod jwt;
 pub mod kube;
 pub mod rollout;

@@ -198,15 +198,7 @@ impl Setup {
 
     /// The canary weights the history says were applied, in order.
     pub fn steps_applied(&self) -> Vec<String> {
-        let history = self.cli(&["history", "web", "--output", "json"]).json();
-        let mut seen = vec![];
-        for e in history["events"].as_array().expect("events") {
-            let m = e["message"].as_str().unwrap_or_default();
-            if let Some(rest) = m.split("canary ").nth(1).filter(|_| m.starts_with("step ")) {
-                seen.push(rest.trim_end_matches('%').to_string());
-            }
-        }
-        seen
+        steps_in(&self.cli(&["history", "web", "--output", "json"]).json())
     }
 
     /// `sluice rollout history web`, as text.
@@ -245,7 +237,7 @@ impl Setup {
 
 /// Simulated proxies set up as `sluice bootstrap` sets Envoy up: with
 /// sluice's RTDS layer, whichever way sluice moves rollout weights.
-fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
+pub fn sim_fleet(xds: &str, prefix: &str, proxies: usize, faults: Faults) -> Fleet {
     Fleet::start(&FleetConfig {
         xds: xds.to_string(),
         proxies,
@@ -275,6 +267,19 @@ pub fn start_command<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     ];
     a.extend_from_slice(extra);
     a
+}
+
+/// The canary weights a `history --output json` says were applied, in
+/// order.
+pub fn steps_in(history: &serde_json::Value) -> Vec<String> {
+    let mut seen = vec![];
+    for e in history["events"].as_array().expect("events") {
+        let m = e["message"].as_str().unwrap_or_default();
+        if let Some(rest) = m.split("canary ").nth(1).filter(|_| m.starts_with("step ")) {
+            seen.push(rest.trim_end_matches('%').to_string());
+        }
+    }
+    seen
 }
 
 /// A status that says the rollout ended.
@@ -327,7 +332,7 @@ impl Run {
 /// Runs `sluice rollout ARGS` against `sluice` with the token from `files`.
 pub fn cli(sluice: &Sluice, token_file: Option<&Path>, args: &[&str]) -> Run {
     let grpc = sluice.admin_grpc.expect("admin grpc").to_string();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut cmd = Command::new(super::sluice_bin());
     cmd.args(["rollout", "--admin-grpc", &grpc]).args(args);
     cmd.env_remove("SLUICE_ADMIN_TOKEN");
     if let Some(f) = token_file {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::canary::analysis::{measure, parse_envoy_stats, Sample};
 use crate::canary::overlay::{Overlay, Overlays, WeightsVia};
-use crate::canary::store::{FileStore, StateStore};
+use crate::canary::store::FileStore;
 use crate::canary::{HeaderRoute, Rollout, Spec, Strategy};
 use crate::model::{Backend, Config, RouteAction, ValueMatch};
 
@@ -419,7 +419,7 @@ fn samples_merge_over_proxies() {
 fn file_store_round_trips_and_replaces_atomically() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = FileStore::new(dir.path().join("state"));
-    assert!(store.load().expect("empty").is_empty());
+    assert!(store.read().expect("empty").is_empty());
     let spec = Spec {
         service: "web".into(),
         from: "stable".into(),
@@ -435,8 +435,8 @@ fn file_store_round_trips_and_replaces_atomically() {
         ack_timeout_ms: 1000,
     };
     let all = BTreeMap::from([("web".to_string(), Rollout::new(spec, 7))]);
-    store.save(&all).expect("save");
-    assert_eq!(store.load().expect("load"), all);
+    store.write(&all).expect("save");
+    assert_eq!(store.read().expect("load"), all);
     let names: Vec<String> = std::fs::read_dir(dir.path().join("state"))
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -448,7 +448,7 @@ fn file_store_round_trips_and_replaces_atomically() {
     );
     std::fs::write(dir.path().join("state").join(FileStore::FILE), "{oops").expect("write");
     assert!(
-        store.load().is_err(),
+        store.read().is_err(),
         "a corrupt file is an error, never an empty state"
     );
 }

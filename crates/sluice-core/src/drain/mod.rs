@@ -31,6 +31,9 @@ pub enum DrainError {
     UnknownService { service: String, known: String },
     #[error("drain state file {path}: {reason}")]
     State { path: String, reason: String },
+    /// The shared state store (several replicas) could not be written.
+    #[error("drain state in {store}: {reason}")]
+    Shared { store: String, reason: String },
 }
 
 /// One drain: a service and what of it to drain. In JSON (the admin API
