@@ -30,6 +30,15 @@ if [ "$have" != "$GRPCIO_VERSION" ]; then
 fi
 echo "grpcio: $(python3 -c 'import grpc; print(grpc.__version__)')"
 
+# kubernetes-validate: tests/deploy_kubernetes.rs checks deploy/kubernetes
+# against the Kubernetes API schema it ships (no cluster needed).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+have="$(python3 -m pip show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [ "$have" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+  echo "installing kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+  python3 -m pip install --quiet "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}"
+fi
+
 # protoc: etcd-client compiles etcd's protos at build time.
 # etcd: the discovery tests run a real etcd (3.4) on loopback.
 missing=()

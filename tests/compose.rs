@@ -171,3 +171,62 @@ fn compose_files_agree_with_each_other() {
         "{seed}"
     );
 }
+
+/// `docker-compose.ha.yml` on top of the demo: three replicas that would
+/// start (their flags pass `serve`'s checks), share the rules, the etcd
+/// state and its prefix, have names of their own, and are all in Envoy's
+/// bootstrap.
+#[test]
+fn the_three_replica_variant_agrees_with_the_demo() {
+    let base = yaml(&dir().join("docker-compose.yml"));
+    let ha = yaml(&dir().join("docker-compose.ha.yml"));
+    // Compose merges services by name; a command given in the override
+    // replaces the base's.
+    let mut services = base["services"].as_object().expect("services").clone();
+    for (name, over) in ha["services"].as_object().expect("services") {
+        let merged = services.entry(name.clone()).or_insert_with(|| Value::Object(Default::default()));
+        for (k, v) in over.as_object().expect("service") {
+            merged[k] = v.clone();
+        }
+    }
+    let replicas = ["sluice", "sluice-2", "sluice-3"];
+    let mut names = BTreeSet::new();
+    let mut ips = BTreeSet::new();
+    for r in replicas {
+        let svc = &services[r];
+        let args = std::iter::once("sluice".to_string())
+            .chain(svc["command"].as_array().expect("command").iter().map(s));
+        let cli = <sluice::cli::Cli as clap::Parser>::try_parse_from(args)
+            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let sluice::cli::Command::Serve(serve) = cli.command else {
+            panic!("{r} runs `sluice serve`");
+        };
+        if let Err(e) = sluice::serve::ServeOptions::try_from(serve) {
+            panic!("{r}: `sluice serve` would refuse to start: {e:#}");
+        }
+        assert_eq!(flag(svc, "rules"), flag(&services["sluice"], "rules"));
+        assert!(
+            svc["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .any(|v| s(v).starts_with("./sluice.yaml:")),
+            "{r} mounts the demo's rules"
+        );
+        assert_eq!(host_port(&flag(svc, "state-etcd")), ("etcd".into(), 2379), "{r}");
+        assert_eq!(flag(svc, "state-prefix"), "/sluice/", "{r}");
+        names.insert(flag(svc, "replica-name"));
+        ips.insert(ip(svc));
+    }
+    assert_eq!(names.len(), 3, "replica names must differ: {names:?}");
+    assert_eq!(ips.len(), 3, "replica addresses must differ: {ips:?}");
+    let xds: BTreeSet<(String, u16)> = flag(&services["bootstrap"], "xds")
+        .split(',')
+        .map(host_port)
+        .collect();
+    let want: BTreeSet<(String, u16)> = replicas
+        .iter()
+        .map(|r| (r.to_string(), host_port(&flag(&services[*r], "xds")).1))
+        .collect();
+    assert_eq!(xds, want, "Envoy's bootstrap lists every replica");
+}
