@@ -184,7 +184,9 @@ fn the_three_replica_variant_agrees_with_the_demo() {
     // replaces the base's.
     let mut services = base["services"].as_object().expect("services").clone();
     for (name, over) in ha["services"].as_object().expect("services") {
-        let merged = services.entry(name.clone()).or_insert_with(|| Value::Object(Default::default()));
+        let merged = services
+            .entry(name.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
         for (k, v) in over.as_object().expect("service") {
             merged[k] = v.clone();
         }
@@ -213,7 +215,11 @@ fn the_three_replica_variant_agrees_with_the_demo() {
                 .any(|v| s(v).starts_with("./sluice.yaml:")),
             "{r} mounts the demo's rules"
         );
-        assert_eq!(host_port(&flag(svc, "state-etcd")), ("etcd".into(), 2379), "{r}");
+        assert_eq!(
+            host_port(&flag(svc, "state-etcd")),
+            ("etcd".into(), 2379),
+            "{r}"
+        );
         assert_eq!(flag(svc, "state-prefix"), "/sluice/", "{r}");
         names.insert(flag(svc, "replica-name"));
         ips.insert(ip(svc));

@@ -23,7 +23,10 @@ fn manifests() -> Vec<(String, Value)> {
         let text = std::fs::read_to_string(dir().join(&file)).expect("read");
         for doc in text.split("\n---\n") {
             let node = marked_yaml::parse_yaml(0, doc).expect("YAML");
-            out.push((file.clone(), marked_yaml::from_node(&node).expect("plain YAML")));
+            out.push((
+                file.clone(),
+                marked_yaml::from_node(&node).expect("plain YAML"),
+            ));
         }
     }
     out
@@ -68,7 +71,11 @@ fn port_of(args: &[String], flag: &str) -> u64 {
         .iter()
         .find_map(|a| a.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("no --{flag}"));
-    v.rsplit_once(':').expect("HOST:PORT").1.parse().expect("port")
+    v.rsplit_once(':')
+        .expect("HOST:PORT")
+        .1
+        .parse()
+        .expect("port")
 }
 
 #[test]
@@ -79,7 +86,8 @@ fn every_manifest_passes_the_kubernetes_schema() {
         .current_dir(dir())
         .output()
         .expect("run python3 -m kubernetes_validate (scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     // One line per resource, each passed.
     let passed = text.lines().filter(|l| l.contains(" passed ")).count();
@@ -119,13 +127,21 @@ fn the_manifests_agree_with_each_other_and_with_sluice() {
     assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
     let binding = one(&all, "ClusterRoleBinding");
     assert_eq!(binding["subjects"][0]["name"], sa["metadata"]["name"]);
-    assert_eq!(binding["subjects"][0]["namespace"], sa["metadata"]["namespace"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        sa["metadata"]["namespace"]
+    );
     let role = one(&all, "ClusterRole");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     let rule = &role["rules"][0];
     assert_eq!(rule["apiGroups"][0], "discovery.k8s.io");
     assert_eq!(rule["resources"][0], "endpointslices");
-    let verbs: BTreeSet<String> = rule["verbs"].as_array().expect("verbs").iter().map(s).collect();
+    let verbs: BTreeSet<String> = rule["verbs"]
+        .as_array()
+        .expect("verbs")
+        .iter()
+        .map(s)
+        .collect();
     assert_eq!(verbs, ["list", "watch"].map(String::from).into());
 
     // Ports: the container's named ports are what sluice binds; the
@@ -177,7 +193,9 @@ fn the_manifests_agree_with_each_other_and_with_sluice() {
     assert!(files.len() >= 6, "{files:?}");
     for f in files {
         assert!(
-            mounts.iter().any(|(_, path)| f.starts_with(&format!("{path}/"))),
+            mounts
+                .iter()
+                .any(|(_, path)| f.starts_with(&format!("{path}/"))),
             "{f} is on no mounted volume"
         );
     }
@@ -201,7 +219,10 @@ fn the_manifests_agree_with_each_other_and_with_sluice() {
         .iter()
         .find_map(|a| a.strip_prefix("--rules="))
         .expect("--rules");
-    let file_name = Path::new(rules_arg).file_name().expect("file").to_string_lossy();
+    let file_name = Path::new(rules_arg)
+        .file_name()
+        .expect("file")
+        .to_string_lossy();
     let text = s(&cm["data"][file_name.as_ref()]);
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("rules.yaml");
