@@ -815,3 +815,49 @@ async fn a_session_resumed_with_an_expired_certificate_is_refused() {
     );
     fleet.stop().await;
 }
+
+/// A session made without a client certificate while tokens were accepted
+/// is not resumed once certificates are required again: rustls would
+/// resume it under the configuration that requires one.
+#[tokio::test]
+async fn a_session_without_a_certificate_is_not_resumed_once_one_is_required() {
+    use sluice::sim::fleet::{Fleet, FleetConfig};
+    use sluice::sim::state::Mode;
+    use sluice::sim::xds_tls::{ClientSecurity, ClientTls};
+
+    let files = Files::new();
+    let key = ticket_key(&files, "ticket.key", 3);
+    let t = secure_with(&token_entry(), &["--xds-tls-ticket-key", s(&key)]).await;
+    let tls = ClientTls::from_pem(t.ca.pem.as_bytes(), None, "localhost").expect("client TLS");
+    let fleet = Fleet::start(&FleetConfig {
+        xds: t.sluice.xds.to_string(),
+        proxies: 1,
+        mode: Mode::Delta,
+        group: "batch".into(),
+        node_prefix: "batch-sim".into(),
+        faults: Default::default(),
+        runtime_layer: None,
+        security: ClientSecurity {
+            tls: Some(tls),
+            token: Some(TOKEN.into()),
+        },
+    });
+    fleet
+        .wait_all(WAIT, |r| r.view.listeners.contains_key("http"))
+        .await
+        .expect("the token proxy is configured without a certificate");
+
+    // No more tokens: the stream is ended, and the proxy's reconnect offers
+    // the ticket of its certificate-less session.
+    let text = std::fs::read_to_string(&t._rules.path).expect("rules");
+    t._rules.write(&text.replace(&token_entry(), ""));
+    eventually("the certificate-less session is not resumed", || async {
+        t.sluice
+            .metric("sluice_xds_tls_handshake_failures_total{reason=\"resumed_certificate\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(handshakes(&t.sluice, "resumed").await, 0.0);
+    fleet.stop().await;
+}

@@ -14,7 +14,9 @@
 //! certificate the session was made with; [`handshake`] verifies it
 //! again against the client CA in force now, so a resumed connection
 //! passes exactly the checks of a full one (an expired certificate, or
-//! one from a CA no longer trusted, is refused).
+//! one from a CA no longer trusted, is refused; so is a session made
+//! without a certificate, while tokens were accepted, resumed once a
+//! certificate is required).
 
 use std::io;
 use std::net::SocketAddr;
@@ -268,9 +270,9 @@ async fn handshake(
     events: OnHandshake,
     stop: CancellationToken,
 ) {
-    let config = match (&configs.lenient, lenient) {
-        (Some(l), true) => l.clone(),
-        _ => configs.strict.clone(),
+    let (config, strict) = match (&configs.lenient, lenient) {
+        (Some(l), true) => (l.clone(), false),
+        _ => (configs.strict.clone(), true),
     };
     let accept = TlsAcceptor::from(config).accept(tcp);
     let done = tokio::select! {
@@ -281,7 +283,7 @@ async fn handshake(
         Ok(Ok(tls)) => {
             let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
             if resumed {
-                if let Err(e) = recheck(&tls, configs.client_verifier.as_deref()) {
+                if let Err(e) = recheck(&tls, configs.client_verifier.as_deref(), strict) {
                     debug!(%remote, error = %e, "xDS TLS session resumed with a certificate that no longer passes");
                     events(Handshake::Refused(Refused::ResumedCertificate));
                     return;
@@ -307,19 +309,26 @@ async fn handshake(
 }
 
 /// Verifies a resumed session's client certificate chain again, now,
-/// against `verifier` (the client CA in force). Without a client CA, or
-/// a session made without a certificate (allowed only by the lenient
-/// configuration, where a token must then authenticate the stream), there
-/// is nothing to check.
+/// against `verifier` (the client CA in force). Without a client CA there
+/// is nothing to check. A session made without a certificate passes only
+/// where a certificate is not required now (the lenient configuration,
+/// where a token must then authenticate the stream): rustls resumes such
+/// a session under a configuration that requires one.
 fn recheck(
     tls: &TlsStream<TcpStream>,
     verifier: Option<&dyn ClientCertVerifier>,
+    strict: bool,
 ) -> Result<(), rustls::Error> {
-    let (Some(verifier), Some(chain)) = (verifier, tls.get_ref().1.peer_certificates()) else {
+    let Some(verifier) = verifier else {
         return Ok(());
     };
+    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
     let Some((leaf, intermediates)) = chain.split_first() else {
-        return Ok(());
+        return if strict {
+            Err(rustls::Error::NoCertificatesPresented)
+        } else {
+            Ok(())
+        };
     };
     verifier
         .verify_client_cert(leaf, intermediates, UnixTime::now())
