@@ -62,7 +62,11 @@ async fn failing_canary_is_rolled_back_with_runtime_weights() {
 }
 
 async fn rolled_back(s: Setup) {
-    let run = s.cli(&start_args("300ms"));
+    // Windows of 1 s: traffic arrives in batches every 40 ms of wall
+    // time, and on a loaded machine a 300 ms window once held a single
+    // batch (38 canary requests) — too few to measure a 5 % error rate
+    // (a window without an error passes and restarts the count).
+    let run = s.cli(&start_args("1s"));
     assert_eq!(run.code, 0, "{run:?}");
     let last = s.wait("rollback", done).await;
     assert_eq!(last["phase"], "rolled_back", "{last}");
