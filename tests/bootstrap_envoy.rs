@@ -170,6 +170,5 @@ async fn an_envoy_given_several_replicas_reaches_a_live_one() {
     assert_envoy_accepts(&bootstrap);
     let envoy = common::Envoy::start_static(dir, &bootstrap).await;
     let port = envoy.listener_port("http").await;
-    let body = common::get_text(&format!("http://127.0.0.1:{port}/")).await;
-    assert!(body.contains("web"), "{body}");
+    common::routes_to(port, "web").await;
 }

@@ -42,6 +42,7 @@ async fn an_envoy_reconnects_at_the_connection_age_and_keeps_routing_without_rew
         &["--xds-max-connection-age", "2s"],
     )
     .await;
+    routes_to(port, "web").await;
     let url = format!("http://127.0.0.1:{port}/");
     let (listeners, clusters) = (
         envoy.stat("listener_manager.listener_modified").await,

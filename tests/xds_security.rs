@@ -209,14 +209,7 @@ async fn envoy_listeners(envoy: &Envoy) -> Vec<String> {
 /// Waits until Envoy's listener on `port` routes to the backend (a
 /// listener is bound before its routes and clusters have all arrived).
 async fn routes_to_web(port: u16) {
-    let url = format!("http://127.0.0.1:{port}/");
-    eventually("the listener routes to web", || async {
-        match http().get(&url).send().await {
-            Ok(r) => r.text().await.is_ok_and(|body| body == "web"),
-            Err(_) => false,
-        }
-    })
-    .await;
+    routes_to(port, "web").await;
 }
 
 /// What `/status` lists as refused, as (reason, node id, identity).

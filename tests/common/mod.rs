@@ -473,6 +473,20 @@ pub async fn send_streamed(
     hyper::Response::from_parts(parts, String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Waits until `GET /` on 127.0.0.1:`port` answers with the body `name`
+/// (the backend of that name): an Envoy may list a listener a moment
+/// before it accepts.
+pub async fn routes_to(port: u16, name: &str) {
+    let url = format!("http://127.0.0.1:{port}/");
+    eventually(&format!("the listener routes to {name}"), || async {
+        match http().get(&url).send().await {
+            Ok(r) => r.text().await.is_ok_and(|body| body == name),
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
 pub async fn get_text(url: &str) -> String {
     http()
         .get(url)
