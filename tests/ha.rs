@@ -492,3 +492,170 @@ async fn commands_work_while_no_replica_leads_and_the_next_leader_carries_them_o
     assert_eq!(last["phase"], "promoted", "{last}");
     assert_eq!(r.steps_applied(1 - leader), ["20", "50", "100"]);
 }
+
+/// Which running replica (index into `replicas`) has `node` connected.
+async fn serving(replicas: &[Option<common::Sluice>], node: &str) -> Option<usize> {
+    for (i, s) in replicas.iter().enumerate() {
+        let Some(s) = s else { continue };
+        let status = s.status().await;
+        let proxies = status["proxies"].as_array().cloned().unwrap_or_default();
+        if proxies.iter().any(|p| p["node"]["id"] == node) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Waits until a running replica lists `node`; its index.
+async fn wait_serving(replicas: &[Option<common::Sluice>], node: &str) -> usize {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        if let Some(i) = serving(replicas, node).await {
+            return i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no replica lists {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A real Envoy bootstrapped with all three replicas (`sluice bootstrap
+/// --xds A,B,C`) carries ~200 requests a second while the replica it
+/// streams from is killed: no request fails, Envoy reconnects to another
+/// replica, and since every replica serves the same versions nothing is
+/// re-warmed (no listener or cluster modified, nothing rejected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_replica_an_envoy_streams_from_fails_no_request_and_rewarms_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let etcd = common::etcd::Etcd::start().await;
+    let backend = common::backend("web").await;
+    let rules = common::RulesFile::new(&format!(
+        "services:\n  - name: web\n    endpoints: [{{address: 127.0.0.1, port: {}}}]\n{}          - {{match: {{prefix: /}}, to: {{service: web}}}}\n",
+        backend.addr.port(),
+        common::rules::http_listener(0, "all")
+    ));
+    let mut replicas: Vec<Option<common::Sluice>> = (0..3)
+        .map(|i| {
+            let replica = name(i);
+            Some(common::Sluice::start_with(
+                &rules.path,
+                "127.0.0.1:0",
+                &[
+                    "--state-etcd",
+                    etcd.url.as_str(),
+                    "--state-lease-ttl",
+                    common::ha::TTL,
+                    "--replica-name",
+                    replica.as_str(),
+                ],
+            ))
+        })
+        .collect();
+    let mut xds = vec![];
+    for s in replicas.iter().flatten() {
+        s.wait_ready("replica ready").await;
+        xds.push(s.xds.to_string());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bootstrap = dir.path().join("bootstrap.json");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bootstrap", "--node-id", "edge-1", "--xds", &xds.join(",")])
+        .args(["--admin-port", "0", "--out"])
+        .arg(&bootstrap)
+        .status()
+        .expect("run sluice bootstrap");
+    assert!(status.success());
+    let envoy = common::Envoy::start_static(dir, &bootstrap).await;
+    let port = envoy.listener_port("http").await;
+    common::routes_to(port, "web").await;
+    let first = wait_serving(&replicas, "edge-1").await;
+    let (listeners, clusters) = (
+        envoy.stat("listener_manager.listener_modified").await,
+        envoy.stat("cluster_manager.cluster_modified").await,
+    );
+
+    // Four clients, each a request every 20 ms: about 200 a second.
+    let url = format!("http://127.0.0.1:{port}/");
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let client = common::http();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status())),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    common::eventually("traffic flows", || async {
+        ok.load(Ordering::Relaxed) >= 200
+    })
+    .await;
+
+    replicas[first].take().expect("running").kill();
+    let before = ok.load(Ordering::Relaxed);
+    let now = wait_serving(&replicas, "edge-1").await;
+    common::eventually("Envoy is connected again", || async {
+        envoy.stat("control_plane.connected_state").await == 1.0
+    })
+    .await;
+    assert_ne!(now, first);
+    // The new replica's versions are ACKed (it sent what Envoy had)...
+    common::eventually("Envoy ACKed the new replica's versions", || async {
+        let status = replicas[now].as_ref().expect("running").status().await;
+        let proxies = status["proxies"].as_array().cloned().unwrap_or_default();
+        let envoy = proxies.iter().find(|p| p["node"]["id"] == "edge-1");
+        envoy.is_some_and(|p| {
+            let types = p["types"].as_object().cloned().unwrap_or_default();
+            !types.is_empty()
+                && types
+                    .values()
+                    .all(|s| !s["acked"].is_null() && s["acked"] == s["sent"])
+        })
+    })
+    .await;
+    // ...and traffic kept flowing through and after the failover.
+    common::eventually("more traffic after the failover", || async {
+        ok.load(Ordering::Relaxed) >= before + 400
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let failed = failed.lock().unwrap().clone();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert_eq!(
+        envoy.stat("listener_manager.listener_modified").await,
+        listeners,
+        "a listener was re-warmed"
+    );
+    assert_eq!(
+        envoy.stat("cluster_manager.cluster_modified").await,
+        clusters,
+        "a cluster was re-warmed"
+    );
+    for s in [
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+    ] {
+        assert_eq!(envoy.stat(s).await, 0.0, "{s}");
+    }
+}
