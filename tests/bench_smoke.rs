@@ -27,6 +27,8 @@ mod fleet;
 mod fleet_proc;
 #[path = "../examples/bench/floor.rs"]
 mod floor;
+#[path = "../examples/bench/ha.rs"]
+mod ha;
 #[path = "../examples/bench/pki.rs"]
 mod pki;
 #[path = "../examples/bench/procs.rs"]

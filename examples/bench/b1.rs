@@ -120,7 +120,7 @@ pub async fn start_floor(
     let line = floor
         .expect("floor listening on ", Duration::from_secs(60), |_| {})
         .await?;
-    let addr = line.trim_start_matches("floor listening on ").parse()?;
+    let addr: std::net::SocketAddr = line.trim_start_matches("floor listening on ").parse()?;
     let (fleet, ready) = env
         .configured_fleet_rtds(tag, Server::Floor, addr, proxies, mode, runtime)
         .await?;

@@ -18,7 +18,8 @@
 //!   to CLUSTER.
 //! - `all ID SINCE_NS`: the proxy ACKed every type at or after SINCE_NS.
 //! - `sync TOKEN` → `synced TOKEN` (everything before it is registered).
-//! - `partial ID` → `partial ID COUNT MAX_NS` (how far it got).
+//! - `partial ID` → `partial ID COUNT MAX_NS` (how far it got; closes it).
+//! - `peek ID` → `peek ID COUNT MAX_NS` (how far it got so far; stays open).
 //! - `stats` → `stats CONNECTED CONFIGURED NACKS STREAMS`.
 //! - `quit`.
 
@@ -301,7 +302,7 @@ impl Tracker {
 /// The node group every simulated proxy claims.
 pub const GROUP: &str = "default";
 
-/// `bench fleet --xds ADDR --proxies N --mode delta|sotw [--runtime-layer
+/// `bench fleet --xds ADDR[,ADDR…] --proxies N --mode delta|sotw [--runtime-layer
 /// NAME] [--xds-ca F --client-cert F --client-key F]` (the last three:
 /// mTLS, see `pki.rs`).
 pub fn main(args: &[String]) -> anyhow::Result<()> {
@@ -312,7 +313,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             .map(String::as_str)
             .ok_or_else(|| anyhow!("fleet: missing {name}"))
     };
-    let xds: SocketAddr = get("--xds")?.parse()?;
+    // One address, or several replicas (each proxy picks one at random).
+    let xds = get("--xds")?.to_string();
+    for a in xds.split(',') {
+        a.trim().parse::<SocketAddr>()?;
+    }
     let proxies: usize = get("--proxies")?.parse()?;
     let mode = match get("--mode")? {
         "sotw" => Mode::Sotw,
@@ -344,7 +349,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 }
 
 async fn run(
-    xds: SocketAddr,
+    xds: String,
     proxies: usize,
     mode: Mode,
     runtime_layer: Option<String>,
@@ -352,7 +357,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let clock = Arc::new(Clock::now());
     let fleet = Fleet::start(&FleetConfig {
-        xds: xds.to_string(),
+        xds,
         proxies,
         mode,
         group: GROUP.into(),
@@ -449,6 +454,11 @@ async fn run(
                 let (count, max) = t.exps.get(&id).map_or((0, 0), |e| (e.count, e.max_ns));
                 t.close(id);
                 let _ = out_tx.send(format!("partial {id} {count} {max}"));
+            }
+            Some("peek") => {
+                let id = id()?;
+                let (count, max) = t.exps.get(&id).map_or((0, 0), |e| (e.count, e.max_ns));
+                let _ = out_tx.send(format!("peek {id} {count} {max}"));
             }
             Some("stats") => {
                 drop(t);

@@ -3,7 +3,6 @@
 //! when (see `fleet.rs` for the protocol).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice::sim::state::Mode;
@@ -32,7 +31,7 @@ pub struct FleetProc {
 impl FleetProc {
     pub async fn start(
         exes: &Exes,
-        xds: SocketAddr,
+        xds: impl std::fmt::Display,
         proxies: usize,
         mode: Mode,
         runtime: bool,
@@ -186,6 +185,31 @@ impl FleetProc {
             out.insert(id, got);
         }
         Ok(out)
+    }
+
+    /// How many proxies met expectation `id` so far and the latest ACK
+    /// (unix ns); the expectation stays open.
+    pub async fn peek(&mut self, id: u64) -> anyhow::Result<(usize, u64)> {
+        if let Some(t) = self.done.get(&id) {
+            return Ok((self.proxies, *t));
+        }
+        self.peer.send(format!("peek {id}"));
+        let done = &mut self.done;
+        let line = self
+            .peer
+            .expect(&format!("peek {id} "), Duration::from_secs(30), |l| {
+                note_done(done, l)
+            })
+            .await?;
+        let n: Vec<u64> = line
+            .split_whitespace()
+            .skip(2)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        Ok((
+            n.first().copied().unwrap_or(0) as usize,
+            n.get(1).copied().unwrap_or(0),
+        ))
     }
 
     pub fn quit(self) {

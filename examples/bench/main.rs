@@ -20,6 +20,7 @@ mod cli;
 mod fleet;
 mod fleet_proc;
 mod floor;
+mod ha;
 mod pki;
 mod procs;
 mod setup;

@@ -123,7 +123,7 @@ impl Env {
     pub async fn configured_fleet(
         &self,
         tag: &str,
-        xds: std::net::SocketAddr,
+        xds: impl std::fmt::Display,
         proxies: usize,
         mode: Mode,
     ) -> anyhow::Result<(FleetProc, Duration)> {
@@ -137,7 +137,7 @@ impl Env {
         &self,
         tag: &str,
         server: Server,
-        xds: std::net::SocketAddr,
+        xds: impl std::fmt::Display,
         proxies: usize,
         mode: Mode,
         runtime: bool,

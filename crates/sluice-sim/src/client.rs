@@ -115,13 +115,19 @@ pub async fn run(
     let tls = cfg.security.tls.as_ref().map(|t| t.with_own_sessions());
     let mut storm = cfg.faults.reconnect_storm;
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+    // Several replicas: a random one after a stream ends, the next one
+    // after a failed connect (so a dead replica costs one attempt, as
+    // Envoy's outlier detection in `sluice bootstrap --xds A,B,C` ejects
+    // it, not a run of unlucky random draws each followed by a longer
+    // backoff).
+    let mut at = random_index(endpoints.len());
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
         let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            c = xds_tls::connect(pick(&endpoints), tls.as_ref()) => c,
+            c = xds_tls::connect(&endpoints[at], tls.as_ref()) => c,
         };
         match channel {
             Ok(ch) => {
@@ -135,8 +141,12 @@ pub async fn run(
                 if ended == End::Shutdown {
                     return Ok(());
                 }
+                at = random_index(endpoints.len());
             }
-            Err(e) => tracing::debug!(node = %cfg.node_id, error = %e, "sim: connect failed"),
+            Err(e) => {
+                tracing::debug!(node = %cfg.node_id, error = %e, "sim: connect failed");
+                at = (at + 1) % endpoints.len();
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -145,17 +155,16 @@ pub async fn run(
     }
 }
 
-/// One of `endpoints` at random (they are never empty: `split` yields at
-/// least one item).
-fn pick(endpoints: &[Endpoint]) -> &Endpoint {
+/// An index below `n` (≥ 1) at random.
+fn random_index(n: usize) -> usize {
     use std::hash::{BuildHasher, Hasher};
-    if endpoints.len() == 1 {
-        return &endpoints[0];
+    if n <= 1 {
+        return 0;
     }
     // A fresh `RandomState` is keyed differently each time: a random draw
     // without a random-number crate.
     let r = std::hash::RandomState::new().build_hasher().finish();
-    &endpoints[(r % endpoints.len() as u64) as usize]
+    (r % n as u64) as usize
 }
 
 /// The stream request, with the bearer token as `authorization` metadata
