@@ -95,25 +95,14 @@ impl Election {
 
     /// One lease: campaign, and lead when elected. `Ok` on shutdown.
     async fn term(&self, stop: &CancellationToken) -> Result<(), Lost> {
-        let mut c = self.client.clone();
-        let (lease, ttl) = lease::grant(&self.client, self.ttl).await?;
+        let held = lease::hold(&self.client, self.ttl, stop).await?;
         self.status.send_modify(|s| {
-            s.lease_ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            s.lease_ttl_ms = u64::try_from(held.ttl.as_millis()).unwrap_or(u64::MAX);
         });
-        let lost = CancellationToken::new();
-        let keeper = tokio::spawn(lease::keep_alive(
-            self.client.clone(),
-            lease,
-            ttl,
-            lost.clone(),
-            stop.clone(),
-        ));
-        let result = self.campaign_and_lead(lease, &lost, stop).await;
-        keeper.abort();
+        let result = self.campaign_and_lead(held.id, &held.lost, stop).await;
         // Revoking deletes the election key now: the next replica need
-        // not wait for the TTL. Best effort: an unreachable etcd lets the
-        // lease expire by itself.
-        let _ = keys::bounded(c.lease_revoke(lease)).await;
+        // not wait for the TTL.
+        held.release().await;
         result
     }
 

@@ -64,21 +64,10 @@ impl Publisher {
     /// One lease: grant it, keep it alive, publish under it. `Ok` on
     /// shutdown.
     async fn under_lease(&self, stop: &CancellationToken) -> Result<(), String> {
-        let (id, ttl) = lease::grant(&self.client, self.ttl).await?;
-        let lost = CancellationToken::new();
-        let keeper = tokio::spawn(lease::keep_alive(
-            self.client.clone(),
-            id,
-            ttl,
-            lost.clone(),
-            stop.clone(),
-        ));
-        let result = self.publish(id, &lost, stop).await;
-        keeper.abort();
-        // Deletes the key now rather than after the TTL. Best effort: an
-        // unreachable etcd lets the lease expire by itself.
-        let mut c = self.client.clone();
-        let _ = keys::bounded(c.lease_revoke(id)).await;
+        let held = lease::hold(&self.client, self.ttl, stop).await?;
+        let result = self.publish(held.id, &held.lost, stop).await;
+        // Deletes the key now rather than after the TTL.
+        held.release().await;
         result
     }
 
