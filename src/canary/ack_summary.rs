@@ -81,14 +81,10 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// The summaries of the other replicas.
-    pub fn others(&self) -> Vec<AckSummary> {
-        self.summaries
-            .borrow()
-            .iter()
-            .filter(|(replica, _)| **replica != self.own)
-            .map(|(_, s)| s.clone())
-            .collect()
+    /// Every live replica's summary, this replica's own included (skip
+    /// it with [`Fleet::own`]).
+    pub fn summaries(&self) -> Arc<BTreeMap<String, AckSummary>> {
+        self.summaries.borrow().clone()
     }
 }
 

@@ -112,7 +112,9 @@ impl AckReader {
             tally.add(&node.group, &node.id, 1, &of);
         });
         if let Some(fleet) = &self.fleet {
-            for summary in fleet.others() {
+            let all = fleet.summaries();
+            let others = all.iter().filter(|(replica, _)| **replica != fleet.own);
+            for (_, summary) in others {
                 for line in &summary.standing {
                     let of = |ty| {
                         match ty {
