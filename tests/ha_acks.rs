@@ -60,6 +60,16 @@ fn xds_of(r: &Replicas, i: usize) -> String {
     r.get(i).xds.to_string()
 }
 
+/// A proxy on replica `i` that reads its responses and never answers:
+/// it holds no step.
+fn stalled_on(r: &Replicas, i: usize) -> sluice::sim::fleet::Fleet {
+    let faults = Faults {
+        stall: true,
+        ..Faults::default()
+    };
+    sim_fleet(&xds_of(r, i), "stall", 1, faults)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_waits_for_the_proxies_of_every_replica_and_every_replica_counts_them() {
     let r = Replicas::start(2).await;
@@ -70,16 +80,7 @@ async fn a_step_waits_for_the_proxies_of_every_replica_and_every_replica_counts_
     }
     let text = r.get(leader).status_text().await;
     assert!(text.contains("proxies per replica: r0=2 r1=2"), "{text}");
-    // A proxy on the follower that never answers: it holds no step.
-    let stalled = sim_fleet(
-        &xds_of(&r, follower),
-        "stall",
-        1,
-        Faults {
-            stall: true,
-            ..Faults::default()
-        },
-    );
+    let stalled = stalled_on(&r, follower);
     counts(&r, leader, &[(leader, 2), (follower, 3)]).await;
 
     let run = r.cli(follower, &steps());
@@ -162,15 +163,7 @@ async fn a_killed_replicas_proxies_stop_counting_when_its_lease_ends_and_the_ste
     let follower = 1 - leader;
     // On the follower: a proxy that never answers, and two that know both
     // replicas (they reconnect to the leader when the follower dies).
-    let _stalled = sim_fleet(
-        &xds_of(&r, follower),
-        "stall",
-        1,
-        Faults {
-            stall: true,
-            ..Faults::default()
-        },
-    );
+    let _stalled = stalled_on(&r, follower);
     let movers = sim_fleet(
         &format!("{},{}", xds_of(&r, follower), xds_of(&r, leader)),
         "mover",
