@@ -31,6 +31,9 @@ pub struct Ha {
     pub leader: Option<String>,
     pub is_leader: bool,
     pub replicas: Vec<String>,
+    /// How many proxies each replica serves, as it last published.
+    #[serde(default)]
+    pub proxies: std::collections::BTreeMap<String, u32>,
     pub lease_ttl_ms: u64,
     #[serde(default = "up")]
     pub store_up: bool,
@@ -136,7 +139,8 @@ fn run(admin: SocketAddr, output: Output) -> ExitCode {
     }
 }
 
-/// Two lines: this replica and its role, then the replicas.
+/// This replica and its role, the replicas, and how many proxies each
+/// serves.
 pub fn render_ha(ha: &Ha) -> String {
     let role = if ha.is_leader {
         "LEADER".to_string()
@@ -156,7 +160,20 @@ pub fn render_ha(ha: &Ha) -> String {
         },
         ha.lease_ttl_ms,
         if ha.store_up { "up" } else { "DOWN" },
-    )
+    ) + &proxies_line(ha)
+}
+
+/// `proxies per replica: r0=2 r1=3` (empty before any replica published).
+fn proxies_line(ha: &Ha) -> String {
+    if ha.proxies.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = ha
+        .proxies
+        .iter()
+        .map(|(replica, n)| format!("{replica}={n}"))
+        .collect();
+    format!("proxies per replica: {}\n", each.join(" "))
 }
 
 /// Human-readable status: one block per proxy, one line per type.

@@ -15,7 +15,7 @@ use common::rollout::{done, start_command};
 use serde_json::json;
 
 /// What `sluice rollout status` says, without the ACK counts (each replica
-/// counts the proxies connected to it).
+/// reads them at its own moment; tests/ha_acks.rs compares them).
 fn shared_part(v: &serde_json::Value) -> serde_json::Value {
     json!({
         "phase": v["phase"],
@@ -595,9 +595,9 @@ async fn killing_the_replica_an_envoy_streams_from_fails_no_request_and_rewarms_
                         }
                         Ok(r) => failed
                             .lock()
-                            .unwrap()
+                            .expect("lock")
                             .push(format!("status {}", r.status())),
-                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                        Err(e) => failed.lock().expect("lock").push(e.to_string()),
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -640,7 +640,7 @@ async fn killing_the_replica_an_envoy_streams_from_fails_no_request_and_rewarms_
     for c in clients {
         c.await.expect("client");
     }
-    let failed = failed.lock().unwrap().clone();
+    let failed = failed.lock().expect("lock").clone();
     assert!(failed.is_empty(), "failed requests: {failed:?}");
     assert_eq!(
         envoy.stat("listener_manager.listener_modified").await,

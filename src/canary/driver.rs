@@ -4,8 +4,9 @@
 //!
 //! - **Weights** go out as [`Overlays`] on a watch channel; `serve`'s
 //!   publisher applies them to the rules, compiles, publishes, and answers
-//!   on the [`Applied`] channel with the snapshots they produced.
-//! - **ACKs** are read from the xDS [`Registry`] ([`AckReader`]): a proxy
+//!   on the [`Applied`](super::acks::Applied) channel with the snapshots they produced.
+//! - **ACKs** are read from the xDS registry ([`AckReader`], which also
+//!   counts the other replicas' proxies when there are replicas): a proxy
 //!   is targeted when its group's snapshot has the canary cluster, and has
 //!   ACKed when its ACKed RDS version is that snapshot's RDS version.
 //! - **Metrics** come from a [`MetricsSource`]: a cumulative sample when a
@@ -28,27 +29,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::acks::{AckReader, Applied};
+use super::acks::AckReader;
 use super::analysis::{measure, Sample};
 pub use super::handle::{begin, DriverError, Handle, Status};
 use super::handle::{now_ms, Request};
 use super::metrics::MetricsSource;
-use super::overlay::{Overlays, WeightsVia};
+use super::overlay::Overlays;
 use super::plan::{self, Action, Command, Observation};
 use super::store::{Shared, StateStore, StoreError};
 use super::{Rollout, Spec, State};
-use crate::xds::registry::Registry;
 
 /// The controller's inputs and outputs.
 pub struct Driver {
     pub store: Arc<dyn StateStore>,
     pub metrics: Arc<dyn MetricsSource>,
-    pub registry: Arc<Registry>,
     pub overlays: watch::Sender<Overlays>,
-    pub applied: watch::Receiver<Option<Arc<Applied>>>,
-    /// How weights reach Envoy: which types a proxy must have ACKed to
-    /// hold a step.
-    pub weights: WeightsVia,
+    /// The proxies' ACKs, and what the publisher applied last.
+    pub acks: AckReader,
 }
 
 /// Per-rollout memory that is not persisted.
@@ -107,7 +104,7 @@ impl Driver {
         self.overlays.send_replace(Overlays::of(records.values()));
         let (status, status_rx) = watch::channel(BTreeMap::new());
         let (tx, rx) = mpsc::channel(16);
-        let acks = AckReader::new(self.registry.clone(), self.applied.clone(), self.weights);
+        let acks = self.acks.clone();
         let shared = self.store.shared();
         let mut task = Task {
             io: self,
@@ -248,7 +245,7 @@ impl Task {
     }
 
     async fn start(&mut self, spec: Spec) -> Result<Status, DriverError> {
-        let applied = self.io.applied.borrow().clone();
+        let applied = self.acks.applied();
         let service = spec.service.clone();
         let (next, action) = begin(
             spec,

@@ -4,12 +4,14 @@
 //!
 //! Data flows: the admin gRPC API (`grpc`) or a restart (`store`) hands
 //! [`Rollout`] records to the `driver`, which feeds observations (time,
-//! ACKs read from the xDS registry, metrics read from `metrics`) into the
+//! ACKs read from the xDS registry and, with several replicas, the
+//! other replicas' [`ack_summary`]s, metrics read from `metrics`) into the
 //! pure `plan` and carries out the action it returns. Every rollout's weights
 //! become an [`overlay::Overlays`] value that `serve` applies to the
 //! resolved rules before compiling, so `compile` stays a pure function of
 //! (rules, endpoints, rollouts) and the weights are input like the rules.
 
+pub mod ack_summary;
 pub mod acks;
 pub mod analysis;
 pub mod driver;

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::acks::Applied;
+use super::acks::{AckReader, Applied};
 use super::driver::{Driver, Handle};
 use super::metrics::{EnvoyAdmin, MetricsSource, Prometheus, Unavailable};
 use super::overlay::{Overlays, WeightsVia};
@@ -73,10 +73,8 @@ pub async fn start(
     let driver = Driver {
         store: Arc::new(FileStore::new(dir)),
         metrics: metrics_source(opts),
-        registry,
         overlays: overlay_tx,
-        applied: applied_rx,
-        weights: opts.weights,
+        acks: AckReader::new(registry, applied_rx, opts.weights),
     };
     let (run, handle) = driver
         .start(stop.clone())

@@ -24,15 +24,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::fenced::{FencedStore, Term};
-use super::keys;
+use super::{keys, lease};
 use super::{HaMetrics, HaStatus};
 use crate::backoff::Backoff;
-use crate::canary::acks::Applied;
+use crate::canary::acks::AckReader;
 use crate::canary::driver::Driver;
 use crate::canary::metrics::MetricsSource;
-use crate::canary::overlay::{Overlays, WeightsVia};
+use crate::canary::overlay::Overlays;
 use crate::canary::store::Shared;
-use crate::xds::registry::Registry;
 
 pub struct Election {
     pub client: Client,
@@ -44,9 +43,8 @@ pub struct Election {
     /// The driver's inputs.
     pub records: watch::Receiver<Shared>,
     pub analysis: Arc<dyn MetricsSource>,
-    pub registry: Arc<Registry>,
-    pub applied: watch::Receiver<Option<Arc<Applied>>>,
-    pub weights: WeightsVia,
+    /// The whole fleet's ACKs: this replica's proxies and the others'.
+    pub acks: AckReader,
 }
 
 /// Shown while this replica leads; dropping it shows that it does not.
@@ -97,32 +95,14 @@ impl Election {
 
     /// One lease: campaign, and lead when elected. `Ok` on shutdown.
     async fn term(&self, stop: &CancellationToken) -> Result<(), Lost> {
-        let mut c = self.client.clone();
-        let secs = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let grant = keys::bounded(c.lease_grant(secs, None))
-            .await
-            .map_err(|e| format!("lease grant: {e}"))?;
-        let lease = grant.id();
-        // etcd may raise a TTL below its minimum.
-        let granted = u64::try_from(grant.ttl()).unwrap_or(self.ttl.as_secs());
-        let ttl = Duration::from_secs(granted.max(1));
+        let held = lease::hold(&self.client, self.ttl, stop).await?;
         self.status.send_modify(|s| {
-            s.lease_ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            s.lease_ttl_ms = u64::try_from(held.ttl.as_millis()).unwrap_or(u64::MAX);
         });
-        let lost = CancellationToken::new();
-        let keeper = tokio::spawn(keep_alive(
-            self.client.clone(),
-            lease,
-            ttl,
-            lost.clone(),
-            stop.clone(),
-        ));
-        let result = self.campaign_and_lead(lease, &lost, stop).await;
-        keeper.abort();
+        let result = self.campaign_and_lead(held.id, &held.lost, stop).await;
         // Revoking deletes the election key now: the next replica need
-        // not wait for the TTL. Best effort: an unreachable etcd lets the
-        // lease expire by itself.
-        let _ = keys::bounded(c.lease_revoke(lease)).await;
+        // not wait for the TTL.
+        held.release().await;
         result
     }
 
@@ -177,10 +157,8 @@ impl Election {
         let driver = Driver {
             store: Arc::new(store),
             metrics: self.analysis.clone(),
-            registry: self.registry.clone(),
             overlays,
-            applied: self.applied.clone(),
-            weights: self.weights,
+            acks: self.acks.clone(),
         };
         let driving = stop.child_token();
         let (run, _handle) = tokio::select! {
@@ -206,65 +184,6 @@ impl Election {
         match why {
             None => Ok(()),
             Some(w) => Err(w.to_string()),
-        }
-    }
-}
-
-/// Renews `lease` every third of its TTL. Cancels `lost` once the lease
-/// may have expired: etcd said so (TTL 0), or no renewal succeeded within
-/// the TTL since the last successful one was sent.
-async fn keep_alive(
-    client: Client,
-    lease: i64,
-    ttl: Duration,
-    lost: CancellationToken,
-    stop: CancellationToken,
-) {
-    // However this ends (a return, a panic, an abort), the term ends too.
-    let _lost = lost.clone().drop_guard();
-    let every = ttl / 3;
-    let mut renewed = Instant::now();
-    let expired = |renewed: Instant| renewed.elapsed() >= ttl;
-    loop {
-        if expired(renewed) {
-            warn!(lease, "lease not renewed within its TTL");
-            lost.cancel();
-            return;
-        }
-        let mut c = client.clone();
-        let opened = tokio::time::timeout(every, c.lease_keep_alive(lease)).await;
-        let Ok(Ok((mut keeper, mut replies))) = opened else {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-            continue;
-        };
-        loop {
-            if expired(renewed) {
-                break;
-            }
-            let sent = Instant::now();
-            if keeper.keep_alive().await.is_err() {
-                break;
-            }
-            let reply = tokio::select! {
-                _ = stop.cancelled() => return,
-                r = tokio::time::timeout(every, replies.message()) => r,
-            };
-            match reply {
-                Ok(Ok(Some(r))) if r.ttl() > 0 => renewed = sent,
-                Ok(Ok(Some(_))) => {
-                    warn!(lease, "etcd says the lease has expired");
-                    lost.cancel();
-                    return;
-                }
-                _ => break,
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `PREFIX rollouts/SERVICE` | one rollout record (JSON, as `rollouts.json` holds it per service) | operators' commands on any replica (conditioned on the record's revision); the leader (also conditioned on its election key) |
 //! | `PREFIX drains` | the drain set (JSON, as `sluice-drains.json`) | operators' commands on any replica (conditioned on the document's revision) |
 //! | `PREFIX leader/LEASE` | a replica's name | etcd's election API: one key per candidate, under its lease; the oldest leads |
+//! | `PREFIX acks/REPLICA` | the summary of the proxies connected to the replica and what they ACKed (JSON, `canary::ack_summary`) | each replica, under a lease of its own, so it vanishes when the replica dies |
 //!
 //! One key per rollout: the leader writes a rollout at every step, and a
 //! write conditioned on that record alone never conflicts with a command
@@ -32,6 +33,10 @@ pub fn drains(prefix: &str) -> String {
     format!("{prefix}drains")
 }
 
+pub fn acks(prefix: &str, replica: &str) -> String {
+    format!("{prefix}acks/{replica}")
+}
+
 /// The election's name: candidates' keys are `NAME/LEASE`.
 pub fn election(prefix: &str) -> String {
     format!("{prefix}leader")
@@ -43,6 +48,8 @@ pub enum Key<'a> {
     Rollout(&'a str),
     Drains,
     Candidate,
+    /// A replica's summary of its proxies, by replica name.
+    Acks(&'a str),
     Other,
 }
 
@@ -58,6 +65,9 @@ pub fn classify<'a>(prefix: &str, key: &'a str) -> Key<'a> {
     }
     if rest.starts_with("leader/") {
         return Key::Candidate;
+    }
+    if let Some(replica) = rest.strip_prefix("acks/") {
+        return Key::Acks(replica);
     }
     Key::Other
 }
@@ -100,6 +110,7 @@ mod tests {
             classify(p, &format!("{}/694d8a", election(p))),
             Key::Candidate
         );
+        assert_eq!(classify(p, &acks(p, "host:42")), Key::Acks("host:42"));
         assert_eq!(classify(p, "/other/rollouts/web"), Key::Other);
         assert_eq!(classify(p, "/sluice/drainsx"), Key::Other);
     }

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::keys::{self, Key};
 use super::HaStatus;
 use crate::backoff::Backoff;
+use crate::canary::ack_summary::AckSummary;
 use crate::canary::overlay::Overlays;
 use crate::canary::store::{Shared, Versioned};
 use crate::canary::Rollout;
@@ -37,6 +38,8 @@ pub struct Loaded {
     pub drains_revision: i64,
     /// Election candidates: key → (create revision, replica name).
     pub candidates: BTreeMap<String, (i64, String)>,
+    /// Each live replica's summary of its proxies, by replica name.
+    pub acks: BTreeMap<String, AckSummary>,
 }
 
 /// Reads everything under `prefix`.
@@ -91,6 +94,14 @@ impl Loaded {
                 self.candidates
                     .insert(key.to_string(), (kv.create_revision(), name));
             }
+            Key::Acks(replica) => match serde_json::from_slice::<AckSummary>(kv.value()) {
+                Ok(summary) => {
+                    self.acks.insert(replica.to_string(), summary);
+                }
+                // The last readable summary is kept: dropping it would
+                // count that replica's proxies as gone.
+                Err(e) => warn!(%key, error = %e, "ignoring a proxy summary that does not parse"),
+            },
             Key::Other => {}
         }
     }
@@ -115,6 +126,12 @@ impl Loaded {
             Key::Candidate => {
                 self.candidates.remove(key);
             }
+            // The replica's lease ended (or it shut down): its proxies
+            // are no longer counted; they count again on the replica they
+            // reconnect to.
+            Key::Acks(replica) => {
+                self.acks.remove(replica);
+            }
             Key::Other => {}
         }
     }
@@ -135,6 +152,7 @@ pub struct Mirror {
     records: watch::Sender<Shared>,
     rollouts: watch::Sender<BTreeMap<String, Rollout>>,
     overlays: watch::Sender<Overlays>,
+    fleet: watch::Sender<Arc<BTreeMap<String, AckSummary>>>,
     drains: Arc<DrainStore>,
     status: Arc<watch::Sender<HaStatus>>,
 }
@@ -154,6 +172,7 @@ impl Mirror {
             records: watch::channel(Shared::default()).0,
             rollouts: watch::channel(BTreeMap::new()).0,
             overlays: watch::channel(Overlays::default()).0,
+            fleet: watch::channel(Arc::default()).0,
             drains,
             status,
         });
@@ -171,6 +190,11 @@ impl Mirror {
 
     pub fn overlays(&self) -> watch::Receiver<Overlays> {
         self.overlays.subscribe()
+    }
+
+    /// Every live replica's summary of its proxies.
+    pub fn fleet(&self) -> watch::Receiver<Arc<BTreeMap<String, AckSummary>>> {
+        self.fleet.subscribe()
     }
 
     /// A record this replica just wrote at `revision`.
@@ -223,10 +247,23 @@ impl Mirror {
         let mut replicas: Vec<String> = state.candidates.values().map(|(_, n)| n.clone()).collect();
         replicas.sort();
         replicas.dedup();
+        self.fleet.send_if_modified(|cur| {
+            let changed = **cur != state.acks;
+            if changed {
+                *cur = Arc::new(state.acks.clone());
+            }
+            changed
+        });
+        let proxies: BTreeMap<String, u32> = state
+            .acks
+            .iter()
+            .map(|(replica, s)| (replica.clone(), s.proxies))
+            .collect();
         self.status.send_if_modified(|s| {
-            let changed = s.leader != leader || s.replicas != replicas;
+            let changed = s.leader != leader || s.replicas != replicas || s.proxies != proxies;
             s.leader = leader;
             s.replicas = replicas;
+            s.proxies = proxies;
             changed
         });
     }

@@ -8,8 +8,13 @@
 //!   first publish, then watches it: rollout records become the overlays
 //!   the publisher applies (so every replica compiles the same weights
 //!   and serves the same versions), the drain document goes to the
-//!   [`DrainStore`], and the election's candidate keys say who leads and
-//!   which replicas are alive ([`HaStatus`]);
+//!   [`DrainStore`], the election's candidate keys say who leads and
+//!   which replicas are alive ([`HaStatus`]), and the other replicas'
+//!   summaries of their proxies go to the [`AckReader`], which counts
+//!   them with this replica's own;
+//! - `publish` puts this replica's summary of its proxies (what they
+//!   ACKed) under a lease of its own, on change, a few times a second at
+//!   most; the key vanishes with the lease when the replica dies;
 //! - `commands` writes operators' commands (`sluice rollout …`, `sluice
 //!   drain …`) on any replica as conditioned read-modify-writes of one key,
 //!   so they work while no replica leads;
@@ -24,9 +29,12 @@ mod commands;
 mod election;
 pub mod fenced;
 pub mod keys;
+mod lease;
 pub mod metrics;
 mod mirror;
+mod publish;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +43,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::canary::ack_summary::Fleet;
 use crate::canary::acks::AckReader;
 use crate::canary::driver::Handle;
 use crate::canary::wiring::{self, RolloutOptions, Started};
@@ -45,6 +54,7 @@ use commands::EtcdState;
 use election::Election;
 pub use metrics::HaMetrics;
 use mirror::Mirror;
+use publish::Publisher;
 
 /// `--state-etcd` and the flags that go with it.
 #[derive(Clone, Debug)]
@@ -69,6 +79,9 @@ pub struct HaStatus {
     pub is_leader: bool,
     /// Every replica taking part in the election, by name.
     pub replicas: Vec<String>,
+    /// How many proxies each live replica serves, as it last published
+    /// (`PREFIX acks/REPLICA`).
+    pub proxies: BTreeMap<String, u32>,
     /// The lease TTL etcd granted (it may raise a short one).
     pub lease_ttl_ms: u64,
     /// Whether this replica's watch of the state store is up; while it is
@@ -141,8 +154,19 @@ pub async fn start(
     let mut tasks = vec![tokio::spawn(
         mirror.clone().run(client.clone(), stop.child_token()),
     )];
-    let acks = AckReader::new(registry.clone(), applied_rx.clone(), opts.weights);
-    let handle = Handle::shared(state, mirror.rollouts(), acks);
+    let fleet = Fleet {
+        own: ha.replica.clone(),
+        summaries: mirror.fleet(),
+    };
+    let acks = AckReader::new(registry.clone(), applied_rx, opts.weights).with_fleet(fleet);
+    let publisher = Publisher {
+        client: client.clone(),
+        key: keys::acks(&ha.prefix, &ha.replica),
+        ttl: ha.lease_ttl,
+        registry,
+    };
+    tasks.push(tokio::spawn(publisher.run(stop.child_token())));
+    let handle = Handle::shared(state, mirror.rollouts(), acks.clone());
     tasks.extend(wiring::serve_admin(opts, handle, tls, stop.child_token()).await?);
     let election = Election {
         client,
@@ -153,9 +177,7 @@ pub async fn start(
         status: status_tx,
         records: mirror.records(),
         analysis: wiring::metrics_source(opts),
-        registry,
-        applied: applied_rx,
-        weights: opts.weights,
+        acks,
     };
     tasks.push(tokio::spawn(election.run(stop.child_token())));
     Ok(HaStarted {

@@ -37,7 +37,7 @@ fn rules(extra_subsets: &str, more_services: &str, routes: &str) -> Config {
 }
 
 /// A preview route to `canary`, and a split of `stable` and `canary`.
-fn config() -> Config {
+pub(super) fn config() -> Config {
     rules(
         "",
         "",
