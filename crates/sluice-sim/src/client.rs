@@ -115,8 +115,8 @@ pub async fn run(
     let tls = cfg.security.tls.as_ref().map(|t| t.with_own_sessions());
     let mut storm = cfg.faults.reconnect_storm;
     let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
-    // Several replicas: a random one after a stream ends, the next one
-    // after a failed connect (so a dead replica costs one attempt, as
+    // Several replicas: a random one after a stream ends, a random other
+    // one after a failed connect (so a dead replica costs one attempt, as
     // Envoy's outlier detection in `sluice bootstrap --xds A,B,C` ejects
     // it, not a run of unlucky random draws each followed by a longer
     // backoff).
@@ -145,7 +145,8 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::debug!(node = %cfg.node_id, error = %e, "sim: connect failed");
-                at = (at + 1) % endpoints.len();
+                let n = endpoints.len();
+                at = (at + 1 + random_index(n.saturating_sub(1))) % n;
             }
         }
         tokio::select! {
