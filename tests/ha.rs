@@ -506,6 +506,31 @@ async fn serving(replicas: &[Option<common::Sluice>], node: &str) -> Option<usiz
     None
 }
 
+/// Whether the running replicas serve `proxies` proxies in all, each
+/// having ACKed what it was sent, and all of them the same version per
+/// type.
+async fn same_versions_everywhere(replicas: &[Option<common::Sluice>], proxies: usize) -> bool {
+    let mut seen = 0;
+    let mut versions =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for s in replicas.iter().flatten() {
+        let status = s.status().await;
+        for p in status["proxies"].as_array().into_iter().flatten() {
+            seen += 1;
+            for (ty, st) in p["types"].as_object().into_iter().flatten() {
+                if st["acked"].is_null() || st["acked"] != st["sent"] {
+                    return false;
+                }
+                versions
+                    .entry(ty.clone())
+                    .or_default()
+                    .insert(st["acked"].to_string());
+            }
+        }
+    }
+    seen == proxies && !versions.is_empty() && versions.values().all(|v| v.len() == 1)
+}
+
 /// Waits until a running replica lists `node`; its index.
 async fn wait_serving(replicas: &[Option<common::Sluice>], node: &str) -> usize {
     let deadline = std::time::Instant::now() + common::WAIT;
@@ -522,7 +547,8 @@ async fn wait_serving(replicas: &[Option<common::Sluice>], node: &str) -> usize 
 }
 
 /// A real Envoy bootstrapped with all three replicas (`sluice bootstrap
-/// --xds A,B,C`) carries ~200 requests a second while the replica it
+/// --xds A,B,C`) and simulated proxies spread over them all hold the same
+/// versions. Envoy carries ~200 requests a second while the replica it
 /// streams from is killed: no request fails, Envoy reconnects to another
 /// replica, and since every replica serves the same versions nothing is
 /// re-warmed (no listener or cluster modified, nothing rejected).
@@ -573,6 +599,30 @@ async fn killing_the_replica_an_envoy_streams_from_fails_no_request_and_rewarms_
     let port = envoy.listener_port("http").await;
     common::routes_to(port, "web").await;
     let first = wait_serving(&replicas, "edge-1").await;
+    // Simulated proxies in Envoy's group, each on a replica of its own
+    // choosing: every proxy on every replica holds the same versions.
+    let status = replicas[first].as_ref().expect("running").status().await;
+    let group = status["proxies"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["node"]["id"] == "edge-1"))
+        .and_then(|p| p["node"]["group"].as_str())
+        .expect("Envoy's group")
+        .to_string();
+    let sims = sluice::sim::fleet::Fleet::start(&sluice::sim::fleet::FleetConfig {
+        xds: xds.join(","),
+        proxies: 6,
+        mode: sluice::sim::state::Mode::Delta,
+        group,
+        node_prefix: "sim".into(),
+        faults: Default::default(),
+        runtime_layer: None,
+        security: Default::default(),
+    });
+    common::eventually(
+        "every proxy on every replica holds the same versions",
+        || async { same_versions_everywhere(&replicas, 7).await },
+    )
+    .await;
     let (listeners, clusters) = (
         envoy.stat("listener_manager.listener_modified").await,
         envoy.stat("cluster_manager.cluster_modified").await,
@@ -642,6 +692,12 @@ async fn killing_the_replica_an_envoy_streams_from_fails_no_request_and_rewarms_
     }
     let failed = failed.lock().expect("lock").clone();
     assert!(failed.is_empty(), "failed requests: {failed:?}");
+    common::eventually(
+        "the same versions everywhere after the failover",
+        || async { same_versions_everywhere(&replicas, 7).await },
+    )
+    .await;
+    sims.stop().await;
     assert_eq!(
         envoy.stat("listener_manager.listener_modified").await,
         listeners,
