@@ -269,6 +269,73 @@ async fn a_grpc_client_of_xds_greeter_sees_the_split_the_header_route_and_an_edi
     assert_eq!(answers(&after, "v2"), 500, "{after}");
 }
 
+/// A canary rollout moves gRPC clients as it moves Envoys: a step waits
+/// for the client's ACK of its routes (the client is counted among the
+/// proxies the step targets), the client's RPCs follow the step's split,
+/// and abort sends every RPC back to the stable subset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_step_moves_a_grpc_clients_split_and_abort_returns_it_to_stable() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let files = common::rollout::ControllerFiles::new();
+    let sluice = files.sluice(&rules, "127.0.0.1:0", &[]);
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "greeter");
+    let before = client.send("call 20");
+    assert_eq!(before["errors"], serde_json::json!({}), "{before}");
+
+    // No analysis runs within the test (a one-hour window): the step
+    // stays at 50 % until aborted.
+    let rollout = |args: &[&str]| {
+        let run = common::rollout::cli(&sluice, Some(&files.token_file), args);
+        assert_eq!(run.code, 0, "{run:?}");
+        run
+    };
+    rollout(&[
+        "start",
+        "greeter",
+        "--to",
+        "canary",
+        "--steps",
+        "50,100",
+        "--interval",
+        "1h",
+        "--max-error-rate",
+        "1%",
+    ]);
+    let status = common::rollout::wait_status(
+        &sluice,
+        &files.token_file,
+        "greeter",
+        "the gRPC client ACKed the first step",
+        |v| v["phase"] == "analysing" && v["acked"] == 1 && v["targeted"] == 1,
+    )
+    .await;
+    assert_eq!(status["canary_weight"], 50, "{status}");
+
+    // 50/50 over 1,000 RPCs, within the bounds of an exact binomial test.
+    const N: u64 = 1000;
+    let split = client.send(&format!("call {N}"));
+    assert_eq!(split["errors"], serde_json::json!({}), "{split}");
+    let (v1, v2) = (answers(&split, "v1"), answers(&split, "v2"));
+    eprintln!("50/50 step over {N} RPCs: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, N, "{split}");
+    let (lo, hi) = binomial_bounds(N, 0.5, 1e-6);
+    assert!(
+        (lo..=hi).contains(&v2),
+        "v2 got {v2} of {N}, outside [{lo}, {hi}]: {split}"
+    );
+
+    rollout(&["abort", "greeter"]);
+    let back = client.send("until v1 100");
+    assert_eq!(back["reached"], true, "{back}");
+    let after = client.send("call 300");
+    assert_eq!(answers(&after, "v1"), 300, "{after}");
+}
+
 #[test]
 fn binomial_bounds_leave_out_the_tails() {
     // Binomial(2000, 0.2): mean 400, sd 17.9; 1e-6 two-sided is ±4.9 sd.

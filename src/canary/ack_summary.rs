@@ -35,11 +35,15 @@ pub struct AckSummary {
     pub standing: Vec<Standing>,
 }
 
-/// Envoys of one replica that stand alike.
+/// Proxies of one replica that stand alike.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Standing {
     /// Their node group.
     pub group: String,
+    /// Proxyless gRPC clients (served the group's gRPC snapshot), not
+    /// Envoys.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc: bool,
     /// Their routes; absent while they have not asked for routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rds: Option<TypeAck>,
@@ -88,8 +92,9 @@ impl Fleet {
     }
 }
 
-/// The grouping of one line: group, then per type (ACKed, NACKed version).
-type Key = (String, Option<TypeKey>, Option<TypeKey>);
+/// The grouping of one line: group, gRPC client or not, then per type
+/// (ACKed, NACKed version).
+type Key = (String, bool, Option<TypeKey>, Option<TypeKey>);
 type TypeKey = (Option<String>, Option<String>);
 
 /// A line being counted: how many, the smallest node id, and its NACK
@@ -128,14 +133,15 @@ impl AckSummary {
         let mut lines: BTreeMap<Key, Line> = BTreeMap::new();
         registry.visit(|node, status| {
             proxies = proxies.saturating_add(1);
-            // Rollouts move the weights of the rules' listeners only: a
-            // gRPC client holds no step.
-            if node.data_plane == DataPlane::Grpc {
-                return;
-            }
             let rds = status(TypeUrl::Route);
             let rtds = status(TypeUrl::Runtime);
-            let key = (node.group.clone(), rds.map(type_key), rtds.map(type_key));
+            let grpc = node.data_plane == DataPlane::Grpc;
+            let key = (
+                node.group.clone(),
+                grpc,
+                rds.map(type_key),
+                rtds.map(type_key),
+            );
             let line = lines.entry(key).or_insert_with(|| Line {
                 count: 0,
                 first: node.id.clone(),
@@ -149,10 +155,11 @@ impl AckSummary {
         });
         let standing = lines
             .into_iter()
-            .map(|((group, rds, rtds), line)| {
+            .map(|((group, grpc, rds, rtds), line)| {
                 let [rds_error, rtds_error] = line.errors;
                 Standing {
                     group,
+                    grpc,
                     rds: type_ack(rds, rds_error),
                     rtds: type_ack(rtds, rtds_error),
                     count: line.count,
@@ -239,6 +246,7 @@ mod tests {
             proxies: 3,
             standing: vec![Standing {
                 group: "edge".into(),
+                grpc: false,
                 rds: Some(TypeAck {
                     acked: Some("v1".into()),
                     nack: Some(Nack {

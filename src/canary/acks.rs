@@ -103,13 +103,8 @@ impl AckReader {
             no_layer: None,
         };
         self.registry.visit(|node, status| {
-            // Rollouts move the weights of the rules' listeners only: a
-            // gRPC client holds no step and waits for none.
-            if node.data_plane == DataPlane::Grpc {
-                return;
-            }
             let of = |ty| status(ty).map(Stand::of_status);
-            tally.add(&node.group, &node.id, 1, &of);
+            tally.add(node.data_plane, &node.group, &node.id, 1, &of);
         });
         if let Some(fleet) = &self.fleet {
             let all = fleet.summaries();
@@ -124,7 +119,11 @@ impl AckReader {
                         }
                         .map(Stand::of_summary)
                     };
-                    tally.add(&line.group, &line.first, line.count, &of);
+                    let plane = match line.grpc {
+                        true => DataPlane::Grpc,
+                        false => DataPlane::Envoy,
+                    };
+                    tally.add(plane, &line.group, &line.first, line.count, &of);
                 }
             }
         }
@@ -175,28 +174,35 @@ struct Tally<'s> {
 }
 
 impl Tally<'_> {
-    /// `count` Envoys of `group` that stand alike, `first` the smallest
-    /// node id among them.
+    /// `count` proxies of `group` on data plane `plane` that stand alike,
+    /// `first` the smallest node id among them.
     fn add<'a>(
         &mut self,
+        plane: DataPlane,
         group: &str,
         first: &str,
         count: u32,
         status: &dyn Fn(TypeUrl) -> Option<Stand<'a>>,
     ) {
-        let (_, snap) = self.snapshots.select(DataPlane::Envoy, group);
+        let (_, snap) = self.snapshots.select(plane, group);
         if snap.get(TypeUrl::Cluster, &self.cluster).is_none() {
             return;
         }
+        // A gRPC client takes its weights in the routes, never from the
+        // runtime layer.
+        let types = match plane {
+            DataPlane::Grpc => &[TypeUrl::Route][..],
+            DataPlane::Envoy => self.types,
+        };
         self.acks.targeted = self.acks.targeted.saturating_add(count);
-        if self.types.contains(&TypeUrl::Runtime)
+        if types.contains(&TypeUrl::Runtime)
             && status(TypeUrl::Runtime).is_none()
             && self.no_layer.as_deref().is_none_or(|id| first < id)
         {
             self.no_layer = Some(first.to_string());
         }
         let mut all_acked = self.current;
-        for &ty in self.types {
+        for &ty in types {
             let want = snap.version(ty);
             let st = status(ty);
             all_acked &= st.as_ref().is_some_and(|s| s.acked == Some(want));

@@ -58,6 +58,7 @@ fn applied(r: &Rollout) -> (Arc<Applied>, String) {
 fn mk_line(first: &str, count: u32, acked: &str, nack: Option<(&str, &str)>) -> Standing {
     Standing {
         group: "default".into(),
+        grpc: false,
         rds: Some(TypeAck {
             acked: Some(acked.into()),
             nack: nack.map(|(version, error)| Nack {

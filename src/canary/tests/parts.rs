@@ -119,6 +119,65 @@ fn overlay_ends_are_single_clusters_and_header_routes_go_first() {
     );
 }
 
+/// [`config`] with a `grpc` target whose routes are a preview route to
+/// `canary` and a plain route to `stable`.
+fn grpc_config() -> Config {
+    rules(
+        "",
+        "",
+        r#"          - match: {prefix: /}
+            to: {service: web, subset: stable}
+grpc:
+  - target: web
+    routes:
+      - name: preview
+        match: {headers: [{name: x-preview, exact: "1"}]}
+        to: {service: web, subset: canary}
+      - name: default
+        to: {service: web, subset: stable}
+"#,
+    )
+}
+
+#[test]
+fn grpc_targets_take_the_weights_in_their_routes_whatever_the_envoys_use() {
+    for via in [WeightsVia::Routes, WeightsVia::Runtime] {
+        let mut c = grpc_config();
+        let mut o = overlay(30, true);
+        if let Some(o) = o.0.get_mut("web") {
+            o.header = Some(HeaderRoute {
+                name: "X-Canary".into(),
+                value: "1".into(),
+            });
+        }
+        // The memo path (what `serve` runs) and the plain one agree.
+        let mut memo = c.clone();
+        crate::canary::overlay::Memo::default().apply(&o, &mut memo, via);
+        o.apply(&mut c, via);
+        assert_eq!(c.grpc, memo.grpc, "{via:?}");
+        let routes = &c.grpc[0].routes;
+        assert_eq!(routes.len(), 3, "{via:?}: {routes:?}");
+        assert_eq!(routes[0].action, to("canary"), "preview route untouched");
+        assert_eq!(routes[1].name, "default~canary-header");
+        assert_eq!(routes[1].action, to("canary"));
+        let h = routes[1].matcher.headers.last().expect("header match");
+        assert_eq!(h.name, "x-canary", "gRPC metadata keys are lower case");
+        let RouteAction::Split(split) = &routes[2].action else {
+            panic!("{via:?}: not a split: {:?}", routes[2].action);
+        };
+        let weights: Vec<(String, u32)> = split
+            .iter()
+            .map(|w| (w.backend.cluster_name(), w.weight))
+            .collect();
+        assert_eq!(
+            weights,
+            vec![("web~stable".into(), 70), ("web~canary".into(), 30)],
+            "{via:?}"
+        );
+        crate::compile::compile(&c).expect("compiles");
+    }
+}
+
 #[test]
 fn runtime_weights_change_the_runtime_layer_and_never_the_routes() {
     use crate::xds::TypeUrl;

@@ -22,6 +22,10 @@
 //! traffic on the first step without a route push. Routes whose rules name
 //! a split, and header rollouts, still change the routes when a rollout
 //! starts.
+//!
+//! Proxyless gRPC clients (the rules' `grpc` targets) take no runtime
+//! layer: their governed routes carry each step's weights in the routes,
+//! whichever [`WeightsVia`] the Envoys use.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +34,7 @@ use serde::Serialize;
 
 use super::{HeaderRoute, Rollout};
 use crate::model::{
-    Backend, Config, HeaderMatch, Listener, Route, RouteAction, Service, ValueMatch,
+    Backend, Config, GrpcRoute, HeaderMatch, Listener, Route, RouteAction, Service, ValueMatch,
     WeightedBackend,
 };
 
@@ -108,6 +112,41 @@ impl Overlays {
         }
         self.set_runtime(config, via);
         self.rewrite_routes(config, via);
+        self.rewrite_grpc(config);
+    }
+
+    /// The governed routes of the `grpc` targets, with the step's weights.
+    fn rewrite_grpc(&self, config: &mut Config) {
+        if self.0.is_empty() || config.grpc.is_empty() {
+            return;
+        }
+        let targets = Arc::make_mut(&mut config.grpc);
+        for target in targets.iter_mut() {
+            let mut routes = Vec::with_capacity(target.routes.len());
+            for route in target.routes.drain(..) {
+                let Some((service, o)) = self.governing(&route.action) else {
+                    routes.push(route);
+                    continue;
+                };
+                if let Some(h) = &o.header {
+                    let mut tagged = route.clone();
+                    tagged.name = format!("{}~canary-header", route.name);
+                    // gRPC metadata keys are lower case.
+                    tagged.matcher.headers.push(HeaderMatch {
+                        name: h.name.to_ascii_lowercase(),
+                        value: ValueMatch::Exact(h.value.clone()),
+                        invert: false,
+                    });
+                    tagged.action = RouteAction::Backend(backend(service, &o.canary));
+                    routes.push(tagged);
+                }
+                routes.push(GrpcRoute {
+                    action: split(service, o),
+                    ..route
+                });
+            }
+            target.routes = routes;
+        }
     }
 
     /// With [`WeightsVia::Runtime`], the rollouts' weights as runtime keys.
@@ -149,7 +188,7 @@ impl Overlays {
         {
             let mut routes = Vec::with_capacity(vh.routes.len());
             for route in vh.routes.drain(..) {
-                let Some((service, o)) = self.governing(&route) else {
+                let Some((service, o)) = self.governing(&route.action) else {
                     let armed = match &route.action {
                         RouteAction::Backend(b) if arm => armed(services, b, None),
                         _ => None,
@@ -178,8 +217,8 @@ impl Overlays {
         }
     }
 
-    fn governing(&self, route: &Route) -> Option<(&str, &Overlay)> {
-        let backends = route.action.backends();
+    fn governing(&self, action: &RouteAction) -> Option<(&str, &Overlay)> {
+        let backends = action.backends();
         let first = backends.first()?;
         let (service, o) = self.0.get_key_value(&first.service)?;
         let all_of_service = backends.iter().all(|b| b.service == *service);
@@ -216,6 +255,7 @@ impl Memo {
             return;
         }
         overlays.set_runtime(config, via);
+        overlays.rewrite_grpc(config);
         let subsets = subsets(config);
         let shape = overlays.route_shape(via);
         if let Some(last) = &self.last {
