@@ -39,7 +39,8 @@ fn require_grpcio() {
 struct Servers {
     child: Child,
     /// Held open: the servers run until it closes.
-    _stdin: ChildStdin,
+    stdin: ChildStdin,
+    stdout: std::io::Lines<BufReader<ChildStdout>>,
     ports: Vec<(String, u16)>,
 }
 
@@ -69,9 +70,18 @@ impl Servers {
             .collect();
         Servers {
             child,
-            _stdin: stdin,
+            stdin,
+            stdout: lines,
             ports,
         }
+    }
+
+    /// Stops server `name` gracefully (GOAWAY; in-flight RPCs finish).
+    fn stop(&mut self, name: &str) {
+        writeln!(self.stdin, "stop {name}").expect("write to the servers");
+        self.stdin.flush().expect("flush");
+        let line = self.stdout.next().expect("servers exited").expect("read");
+        assert_eq!(line, format!("stopped {name}"));
     }
 
     fn port(&self, name: &str) -> u16 {
@@ -334,6 +344,135 @@ async fn a_rollout_step_moves_a_grpc_clients_split_and_abort_returns_it_to_stabl
     assert_eq!(back["reached"], true, "{back}");
     let after = client.send("call 300");
     assert_eq!(answers(&after, "v1"), 300, "{after}");
+}
+
+/// An endpoint removed from discovery while a client sends RPCs: every
+/// RPC succeeds, the client stops using it, and stopping that server
+/// afterwards fails nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_endpoint_under_load_fails_no_rpc() {
+    require_grpcio();
+    let mut servers = Servers::start(&["v1", "v1b", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let second = format!(
+        "      - {{address: 127.0.0.1, port: {}, labels: {{version: v1}}}}\n",
+        servers.port("v1b")
+    );
+    let anchor = "    subsets:\n";
+    assert!(text.contains(anchor));
+    let with_both = text.replacen(anchor, &format!("{second}{anchor}"), 1);
+    std::fs::write(&rules, &with_both).expect("write rules");
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "greeter");
+    let both = client.send("until v1b 1");
+    assert_eq!(both["reached"], true, "v1b serves: {both}");
+
+    // The edit lands while the client is in the middle of 2,000 RPCs.
+    let (path, without) = (rules.clone(), text.clone());
+    let edit = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::fs::write(&path, without).expect("remove v1b");
+    });
+    let during = client.send("call 2000");
+    edit.join().expect("edit");
+    assert_eq!(during["errors"], serde_json::json!({}), "{during}");
+    assert_eq!(
+        answers(&during, "v1") + answers(&during, "v1b") + answers(&during, "v2"),
+        2000,
+        "{during}"
+    );
+    assert!(
+        answers(&during, "v1b") > 0,
+        "the batch began before the edit: {during}"
+    );
+    // Once the client has the new endpoints no RPC reaches v1b...
+    let mut settled = false;
+    for _ in 0..60 {
+        let batch = client.send("call 100");
+        assert_eq!(batch["errors"], serde_json::json!({}), "{batch}");
+        if answers(&batch, "v1b") == 0 {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "v1b still gets RPCs after its removal");
+    // ...and stopping it fails nothing.
+    servers.stop("v1b");
+    let after = client.send("call 300");
+    assert_eq!(after["errors"], serde_json::json!({}), "{after}");
+    assert_eq!(
+        answers(&after, "v1") + answers(&after, "v2"),
+        300,
+        "{after}"
+    );
+}
+
+/// An edit gRPC would reject (a prefix gRPC skips, a ring-hash service)
+/// is never sent: sluice refuses it naming file:line:column, the client
+/// keeps its routes, its RPCs succeed and it NACKs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_a_grpc_client_would_reject_is_refused_and_never_sent() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "greeter");
+    let first = client.send("call 50");
+    assert_eq!(first["errors"], serde_json::json!({}), "{first}");
+    let served = sluice.status().await["rules"]["served_hash"].clone();
+
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let edits = [
+        // gRPC skips a prefix with more than two `/`.
+        text.replace(
+            "      - name: default\n",
+            "      - name: deep\n        match: {prefix: /a/b/c/}\n        to: {service: greeter, subset: canary}\n      - name: default\n",
+        ),
+        // gRPC clients take round robin only.
+        text.replace(
+            "    protocol: grpc",
+            "    lb_policy: ring_hash\n    protocol: grpc",
+        ),
+    ];
+    for (i, bad) in edits.iter().enumerate() {
+        assert_ne!(bad, &text, "edit {i} applies");
+        let rejected = sluice.status().await["rules"]["rejected_reloads"]
+            .as_u64()
+            .unwrap_or(0);
+        std::fs::write(&rules, bad).expect("write the edit");
+        common::eventually("the edit is refused", || async {
+            sluice.status().await["rules"]["rejected_reloads"]
+                .as_u64()
+                .unwrap_or(0)
+                > rejected
+        })
+        .await;
+        let status = sluice.status().await;
+        let error = status["rules"]["last_error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("{}:", rules.display())),
+            "edit {i}: the error names the file: {error}"
+        );
+        assert_eq!(status["rules"]["served_hash"], served, "edit {i}");
+        let batch = client.send("call 100");
+        assert_eq!(batch["errors"], serde_json::json!({}), "edit {i}: {batch}");
+        let grpc = status["proxies"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["node"]["id"] == "app-1"))
+            .cloned()
+            .expect("the gRPC client is listed");
+        for (ty, st) in grpc["types"].as_object().into_iter().flatten() {
+            assert!(st["nack"].is_null(), "edit {i}: {ty} NACKed: {grpc}");
+            assert_eq!(st["acked"], st["sent"], "edit {i}: {ty}: {grpc}");
+        }
+    }
 }
 
 #[test]

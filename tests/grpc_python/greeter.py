@@ -3,7 +3,9 @@ tests/grpc_proxyless.rs.
 
     greeter.py serve NAME...     one server per NAME on 127.0.0.1:0; prints
                                  "NAME PORT" per server, then serves until
-                                 stdin closes
+                                 stdin closes; "stop NAME" on stdin stops
+                                 that server gracefully (GOAWAY, in-flight
+                                 RPCs finish) and answers "stopped NAME"
     greeter.py client TARGET     one channel to xds:///TARGET
                                  (GRPC_XDS_BOOTSTRAP must be set), kept
                                  until stdin closes, driven by commands on
@@ -40,17 +42,21 @@ class Named(grpc.GenericRpcHandler):
 
 
 def serve(names):
-    servers = []
+    servers = {}
     for name in names:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         server.add_generic_rpc_handlers((Named(name),))
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
-        servers.append(server)
+        servers[name] = server
         print(name, port, flush=True)
     # Serve until the test closes stdin (or ends).
-    sys.stdin.read()
-    for server in servers:
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) == 2 and words[0] == "stop" and words[1] in servers:
+            servers.pop(words[1]).stop(5).wait()
+            print("stopped", words[1], flush=True)
+    for server in servers.values():
         server.stop(None)
 
 
