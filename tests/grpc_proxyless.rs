@@ -475,6 +475,56 @@ async fn an_edit_a_grpc_client_would_reject_is_refused_and_never_sent() {
     }
 }
 
+/// A route's `retry` makes the gRPC client retry (gRFC A44): against a
+/// server failing every other RPC with UNAVAILABLE, every RPC succeeds;
+/// with the retry edited away, the failures reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_route_retry_hides_a_flaky_backends_unavailable() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2", "flaky"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let flaky = format!(
+        "  - name: flaky\n    endpoints: [{{address: 127.0.0.1, port: {}}}]\n",
+        servers.port("flaky")
+    );
+    let target = "  - target: flaky\n    routes:\n      - to: {service: flaky}\n        retry: {on: [unavailable], attempts: 2, backoff: {base: 10ms, max: 50ms}}\n";
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let with_retry = text.replacen("\ngrpc:\n", &format!("{flaky}\ngrpc:\n{target}"), 1);
+    assert_ne!(with_retry, text);
+    std::fs::write(&rules, &with_retry).expect("write rules");
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "flaky");
+    let retried = client.send("call 200");
+    assert_eq!(retried["errors"], serde_json::json!({}), "{retried}");
+    assert_eq!(answers(&retried, "flaky"), 200, "{retried}");
+
+    let without = with_retry.replace(
+        "        retry: {on: [unavailable], attempts: 2, backoff: {base: 10ms, max: 50ms}}\n",
+        "",
+    );
+    assert_ne!(without, with_retry);
+    std::fs::write(&rules, &without).expect("edit rules");
+    let mut failed = None;
+    for _ in 0..60 {
+        let batch = client.send("call 50");
+        if batch["errors"]["StatusCode.UNAVAILABLE"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+        {
+            failed = Some(batch);
+            break;
+        }
+    }
+    let failed = failed.expect("without the retry the client sees UNAVAILABLE");
+    assert!(failed["errors"]["last"]
+        .as_str()
+        .is_some_and(|e| e.contains("every other RPC fails")));
+}
+
 #[test]
 fn binomial_bounds_leave_out_the_tails() {
     // Binomial(2000, 0.2): mean 400, sd 17.9; 1e-6 two-sided is ±4.9 sd.

@@ -25,6 +25,7 @@ answers are raw bytes.
 
 import json
 import sys
+import threading
 import time
 from concurrent import futures
 
@@ -34,11 +35,26 @@ METHODS = ["/helloworld.Greeter/SayHello", "/helloworld.Greeter/SayHelloAgain"]
 
 
 class Named(grpc.GenericRpcHandler):
+    """Answers with its name; a server whose name starts with "flaky"
+    fails every other RPC it gets with UNAVAILABLE (the first included)."""
+
     def __init__(self, name):
         self.answer = name.encode()
+        self.flaky = name.startswith("flaky")
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def answer_one(self, request, context):
+        if self.flaky:
+            with self.lock:
+                self.calls += 1
+                fail = self.calls % 2 == 1
+            if fail:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "flaky: every other RPC fails")
+        return self.answer
 
     def service(self, handler_call_details):
-        return grpc.unary_unary_rpc_method_handler(lambda request, context: self.answer)
+        return grpc.unary_unary_rpc_method_handler(self.answer_one)
 
 
 def serve(names):

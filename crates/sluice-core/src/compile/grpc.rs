@@ -9,7 +9,9 @@
 //!   the router as its one (and last) HTTP filter, as gRPC requires;
 //! - a RouteConfiguration named after the target, one virtual host whose
 //!   one domain is the target, the rules' routes in order; a route's
-//!   `timeout` is `max_stream_duration`, which gRPC reads (not `timeout`);
+//!   `timeout` is `max_stream_duration`, which gRPC reads (not `timeout`),
+//!   and a `retry` is the route's retry policy (gRFC A44: status codes,
+//!   retries, backoff);
 //! - the clusters of every service its routes reach, as for Envoys (the
 //!   service and each subset), but round robin with nothing gRPC does not
 //!   take (no connect timeout, circuit breakers, health checks, TLS);
@@ -35,7 +37,8 @@ use envoy_types::pb::envoy::config::core::v3::Locality;
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    route, route_action, Route, RouteAction, RouteConfiguration, VirtualHost,
+    retry_policy::RetryBackOff, route, route_action, RetryPolicy, Route, RouteAction,
+    RouteConfiguration, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -198,12 +201,37 @@ fn grpc_route(t: &model::GrpcTarget, r: &model::GrpcRoute) -> Result<Route, Comp
             max_stream_duration: Some(d),
             ..Default::default()
         });
+    let retry_policy = r
+        .retry
+        .as_ref()
+        .map(|retry| {
+            let context = || format!("gRPC target {:?} route {:?} retry backoff", t.name, r.name);
+            let retry_back_off = retry
+                .backoff
+                .map(|(base, max)| {
+                    Ok::<_, CompileError>(RetryBackOff {
+                        base_interval: Some(pb_duration(base, context)?),
+                        max_interval: Some(pb_duration(max, context)?),
+                    })
+                })
+                .transpose()?;
+            Ok::<_, CompileError>(RetryPolicy {
+                retry_on: retry.on.join(","),
+                num_retries: Some(UInt32Value {
+                    value: retry.attempts,
+                }),
+                retry_back_off,
+                ..Default::default()
+            })
+        })
+        .transpose()?;
     Ok(Route {
         name: r.name.clone(),
         r#match: Some(route_match(&r.matcher)),
         action: Some(route::Action::Route(RouteAction {
             cluster_specifier: Some(cluster_specifier(&r.action)),
             max_stream_duration,
+            retry_policy,
             ..Default::default()
         })),
         ..Default::default()

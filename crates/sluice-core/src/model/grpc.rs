@@ -34,6 +34,33 @@ pub struct GrpcRoute {
     /// The longest an RPC may take (`max_stream_duration`); `None`: the
     /// client's own deadline alone.
     pub timeout: Option<Duration>,
+    /// Retries as gRPC's client makes them (gRFC A44).
+    pub retry: Option<GrpcRetry>,
+}
+
+/// The status codes gRPC clients retry on (gRFC A44); other `retry_on`
+/// values gRPC ignores, so they are not accepted.
+pub const GRPC_RETRY_ON: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// gRPC caps attempts at 5: 4 retries after the first.
+pub const GRPC_MAX_RETRIES: u32 = 4;
+
+/// A gRPC route's retry policy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrpcRetry {
+    /// Status codes, from [`GRPC_RETRY_ON`].
+    pub on: Vec<String>,
+    /// Retries after the first attempt, 1 to [`GRPC_MAX_RETRIES`].
+    pub attempts: u32,
+    /// Exponential backoff between attempts: base and cap; `None`:
+    /// gRPC's defaults (25 ms, 250 ms).
+    pub backoff: Option<(Duration, Duration)>,
 }
 
 impl GrpcTarget {

@@ -10,12 +10,15 @@
 //! served and silently skipped. Fields gRPC clients do not take are not
 //! fields of a gRPC route (an unknown-field error lists those it has).
 
-use super::check::{check_name, duration, Catalog, Seen};
+use super::check::{check_name, duration, int, Catalog, Seen};
 use super::error::{shown, Diags};
-use super::raw::{RawGrpcRoute, RawGrpcTarget, RawMatch};
+use super::raw::{RawGrpcRetry, RawGrpcRoute, RawGrpcTarget, RawMatch};
 use super::route::{route_match, weighted};
 use super::yaml::Spanned;
-use crate::model::{Backend, GrpcRoute, GrpcTarget, LbPolicy, PathMatch, RouteAction, RouteMatch};
+use crate::model::{
+    Backend, GrpcRetry, GrpcRoute, GrpcTarget, LbPolicy, PathMatch, RouteAction, RouteMatch,
+    GRPC_MAX_RETRIES, GRPC_RETRY_ON,
+};
 
 type Str = Spanned<String>;
 
@@ -176,11 +179,76 @@ fn route(
         .timeout
         .as_ref()
         .and_then(|t| duration(d, t, &format!("{path}.timeout")));
+    let retry = raw
+        .retry
+        .as_ref()
+        .map(|r| retry(r, &format!("{path}.retry"), d));
     GrpcRoute {
         name,
         matcher,
         action,
         timeout,
+        retry,
+    }
+}
+
+/// A retry policy as gRPC's client takes it (gRFC A44): status codes it
+/// retries on, at most 4 retries (gRPC caps attempts at 5), and an
+/// exponential backoff whose base is above zero and cap not below it.
+fn retry(raw: &Spanned<RawGrpcRetry>, path: &str, d: &mut Diags) -> GrpcRetry {
+    let on_path = format!("{path}.on");
+    if raw.on.is_empty() {
+        let msg = "retry needs at least one status code in `on`, e.g. [unavailable]";
+        d.error(raw.on.span(), &on_path, msg);
+    }
+    let mut seen = Seen::default();
+    for (i, code) in raw.on.iter().enumerate() {
+        let p = format!("{on_path}[{i}]");
+        if !GRPC_RETRY_ON.contains(&code.as_str()) {
+            let msg = format!(
+                "gRPC clients do not retry on `{}`; they retry on the status codes {}",
+                shown(code),
+                GRPC_RETRY_ON.join(", ")
+            );
+            d.error(code.span(), &p, msg);
+        }
+        seen.first(d, code, &p, "retry status code");
+    }
+    let attempts = match &raw.attempts {
+        Some(a) => int(d, a, &format!("{path}.attempts"), 1..=GRPC_MAX_RETRIES).unwrap_or(1),
+        None => 1,
+    };
+    let backoff = raw.backoff.as_ref().and_then(|b| {
+        let p = format!("{path}.backoff");
+        let base = duration(d, &b.base, &format!("{p}.base"))?;
+        if base.is_zero() {
+            d.error(
+                b.base.span(),
+                format!("{p}.base"),
+                "backoff base must be greater than 0",
+            );
+            return None;
+        }
+        let max = match &b.max {
+            Some(m) => duration(d, m, &format!("{p}.max"))?,
+            // gRPC's default cap: ten times the base.
+            None => base * 10,
+        };
+        if max < base {
+            let span = b.max.as_ref().map_or(b.span(), |m| m.span());
+            d.error(
+                span,
+                format!("{p}.max"),
+                "backoff max must not be below its base",
+            );
+            return None;
+        }
+        Some((base, max))
+    });
+    GrpcRetry {
+        on: raw.on.iter().map(|s| s.to_string()).collect(),
+        attempts,
+        backoff,
     }
 }
 

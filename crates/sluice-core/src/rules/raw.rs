@@ -467,6 +467,27 @@ pub struct RawGrpcRoute {
     pub split: Option<Spanned<Vec<Spanned<RawWeighted>>>>,
     #[serde(default)]
     pub timeout: Option<Str>,
+    #[serde(default)]
+    pub retry: Option<Spanned<RawGrpcRetry>>,
+}
+
+/// A gRPC route's `retry` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a retry mapping")]
+pub struct RawGrpcRetry {
+    pub on: Spanned<Vec<Str>>,
+    #[serde(default)]
+    pub attempts: Option<Str>,
+    #[serde(default)]
+    pub backoff: Option<Spanned<RawBackoff>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a backoff mapping {base, max}")]
+pub struct RawBackoff {
+    pub base: Str,
+    #[serde(default)]
+    pub max: Option<Str>,
 }
 
 const TOP_LEVEL_FIELDS: &[&str] = &["services", "listeners", "sources", "xds_access", "grpc"];

@@ -49,6 +49,7 @@ fn the_example_parses_to_its_target() {
                     },
                     action: RouteAction::Backend(canary.clone()),
                     timeout: None,
+                    retry: None,
                 },
                 GrpcRoute {
                     name: "default".into(),
@@ -68,6 +69,7 @@ fn the_example_parses_to_its_target() {
                         },
                     ]),
                     timeout: None,
+                    retry: None,
                 },
             ],
         }]
@@ -148,11 +150,64 @@ fn paths_grpc_would_skip_are_refused() {
 
 #[test]
 fn fields_grpc_clients_do_not_take_are_unknown() {
-    let yaml = mk_grpc("      - to: {service: web}\n        retry: {on: [5xx]}\n");
+    let yaml = mk_grpc("      - to: {service: web}\n        mirror: {service: web}\n");
     let diags = mk_errors(&yaml);
     assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(diags[0].message.contains("mirror"), "{}", diags[0]);
     assert!(diags[0].message.contains("retry"), "{}", diags[0]);
     assert!(diags[0].message.contains("timeout"), "{}", diags[0]);
+}
+
+#[test]
+fn retries_are_what_grpc_clients_retry() {
+    let yaml = mk_grpc(
+        "      - to: {service: web}\n        retry: {on: [unavailable, internal], attempts: 3, backoff: {base: 10ms, max: 1s}}\n      - to: {service: web}\n        retry: {on: [cancelled]}\n",
+    );
+    let config = parse("rules.yaml", &yaml).expect("valid");
+    let retries: Vec<_> = config.grpc[0]
+        .routes
+        .iter()
+        .map(|r| r.retry.clone().expect("retry"))
+        .collect();
+    assert_eq!(
+        retries,
+        vec![
+            crate::model::GrpcRetry {
+                on: vec!["unavailable".into(), "internal".into()],
+                attempts: 3,
+                backoff: Some((Duration::from_millis(10), Duration::from_secs(1))),
+            },
+            crate::model::GrpcRetry {
+                on: vec!["cancelled".into()],
+                attempts: 1,
+                backoff: None,
+            },
+        ]
+    );
+    assert_grpc_error(
+        "      - to: {service: web}\n        retry: {on: [5xx]}\n",
+        "5xx",
+        "grpc[0].routes[0].retry.on[0]",
+        "do not retry on `5xx`",
+    );
+    assert_grpc_error(
+        "      - to: {service: web}\n        retry: {on: [unavailable], attempts: 5}\n",
+        "5}",
+        "grpc[0].routes[0].retry.attempts",
+        "from 1 to 4",
+    );
+    assert_grpc_error(
+        "      - to: {service: web}\n        retry: {on: [unavailable], backoff: {base: 1s, max: 10ms}}\n",
+        "10ms",
+        "grpc[0].routes[0].retry.backoff.max",
+        "not be below its base",
+    );
+    assert_grpc_error(
+        "      - to: {service: web}\n        retry: {on: [unavailable], per_try_timeout: 1s}\n",
+        "per_try_timeout",
+        "grpc[0].routes[0].retry.per_try_timeout",
+        "valid fields are `on`, `attempts`, `backoff`",
+    );
 }
 
 #[test]
