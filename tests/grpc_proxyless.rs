@@ -411,7 +411,7 @@ async fn removing_an_endpoint_under_load_fails_no_rpc() {
     );
 }
 
-/// An edit gRPC would reject (a prefix gRPC skips, a ring-hash service)
+/// An edit gRPC would reject (a prefix gRPC skips, a maglev service)
 /// is never sent: sluice refuses it naming file:line:column, the client
 /// keeps its routes, its RPCs succeed and it NACKs nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,10 +435,10 @@ async fn an_edit_a_grpc_client_would_reject_is_refused_and_never_sent() {
             "      - name: default\n",
             "      - name: deep\n        match: {prefix: /a/b/c/}\n        to: {service: greeter, subset: canary}\n      - name: default\n",
         ),
-        // gRPC clients take round robin only.
+        // gRPC clients take round robin and ring hash, not maglev.
         text.replace(
             "    protocol: grpc",
-            "    lb_policy: ring_hash\n    protocol: grpc",
+            "    lb_policy: maglev\n    protocol: grpc",
         ),
     ];
     for (i, bad) in edits.iter().enumerate() {
@@ -523,6 +523,46 @@ async fn a_grpc_route_retry_hides_a_flaky_backends_unavailable() {
     assert!(failed["errors"]["last"]
         .as_str()
         .is_some_and(|e| e.contains("every other RPC fails")));
+}
+
+/// Ring hash (gRFC A42): a ring_hash service whose gRPC route hashes the
+/// `x-user` metadata sends every RPC of one user to one backend, and
+/// different users to different backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_hash_route_keeps_each_users_rpcs_on_one_backend() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2", "s1", "s2", "s3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let endpoints: Vec<String> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|s| format!("{{address: 127.0.0.1, port: {}}}", servers.port(s)))
+        .collect();
+    let sticky = format!(
+        "  - name: sticky\n    lb_policy: ring_hash\n    endpoints: [{}]\n",
+        endpoints.join(", ")
+    );
+    let target = "  - target: sticky\n    routes:\n      - to: {service: sticky}\n        hash: [{header: x-user}]\n";
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let edited = text.replacen("\ngrpc:\n", &format!("{sticky}\ngrpc:\n{target}"), 1);
+    assert_ne!(edited, text);
+    std::fs::write(&rules, &edited).expect("write rules");
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "sticky");
+    let mut used = std::collections::BTreeSet::new();
+    for user in 0..20 {
+        let got = client.send(&format!("call 10 x-user=u{user}"));
+        assert_eq!(got["errors"], serde_json::json!({}), "{got}");
+        let backends: Vec<&String> = got["answers"]
+            .as_object()
+            .map(|a| a.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(backends.len(), 1, "user u{user} spread over {got}");
+        used.insert(backends[0].clone());
+    }
+    assert!(used.len() >= 2, "20 users all hashed to {used:?}");
 }
 
 #[test]

@@ -10,11 +10,12 @@
 //! - a RouteConfiguration named after the target, one virtual host whose
 //!   one domain is the target, the rules' routes in order; a route's
 //!   `timeout` is `max_stream_duration`, which gRPC reads (not `timeout`),
-//!   and a `retry` is the route's retry policy (gRFC A44: status codes,
-//!   retries, backoff);
+//!   a `retry` is the route's retry policy (gRFC A44: status codes,
+//!   retries, backoff), and `hash` its hash policies (A42: headers);
 //! - the clusters of every service its routes reach, as for Envoys (the
-//!   service and each subset), but round robin with nothing gRPC does not
-//!   take (no connect timeout, circuit breakers, health checks, TLS);
+//!   service and each subset), round robin or ring hash, with nothing gRPC
+//!   does not take (no connect timeout, circuit breakers, health checks,
+//!   TLS);
 //! - their load assignments, which gRPC reads differently from Envoy: it
 //!   skips a locality without a weight, refuses one without a `locality`,
 //!   and refuses gaps between priorities. Every group of endpoints
@@ -96,7 +97,7 @@ fn snapshot(
     let mut res = GroupResources::default();
     for service in referenced_services(config, targets)? {
         for backend in backends_of(service) {
-            res.clusters.push(grpc_cluster(&backend));
+            res.clusters.push(grpc_cluster(service, &backend));
             let cla = load_assignment(service, &backend);
             res.endpoints
                 .push(Resource::encode(cla.cluster_name.clone(), &cla));
@@ -225,6 +226,12 @@ fn grpc_route(t: &model::GrpcTarget, r: &model::GrpcRoute) -> Result<Route, Comp
             })
         })
         .transpose()?;
+    let ctx = |field: &str| format!("gRPC target {:?} route {:?} {field}", t.name, r.name);
+    let hash_policy = r
+        .hash
+        .iter()
+        .map(|h| super::route_policy::hash_policy(h, &ctx))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Route {
         name: r.name.clone(),
         r#match: Some(route_match(&r.matcher)),
@@ -232,13 +239,21 @@ fn grpc_route(t: &model::GrpcTarget, r: &model::GrpcRoute) -> Result<Route, Comp
             cluster_specifier: Some(cluster_specifier(&r.action)),
             max_stream_duration,
             retry_policy,
+            hash_policy,
             ..Default::default()
         })),
         ..Default::default()
     })
 }
 
-fn grpc_cluster(backend: &model::Backend) -> Cluster {
+/// Round robin, or ring hash (gRFC A42; gRPC hashes with xxHash, Envoy's
+/// default, and takes its own ring sizes): the rules refuse other
+/// policies on services gRPC routes reach.
+fn grpc_cluster(service: &model::Service, backend: &model::Backend) -> Cluster {
+    let lb_policy = match service.lb_policy {
+        model::LbPolicy::RingHash => cluster::LbPolicy::RingHash,
+        _ => cluster::LbPolicy::RoundRobin,
+    };
     Cluster {
         name: backend.cluster_name(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
@@ -248,7 +263,7 @@ fn grpc_cluster(backend: &model::Backend) -> Cluster {
             eds_config: Some(ads_config_source()),
             service_name: String::new(),
         }),
-        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        lb_policy: lb_policy as i32,
         ..Default::default()
     }
 }

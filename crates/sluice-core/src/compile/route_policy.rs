@@ -84,7 +84,7 @@ pub(super) fn route_action(
     Ok(())
 }
 
-fn hash_policy(
+pub(super) fn hash_policy(
     h: &model::HashPolicy,
     ctx: &dyn Fn(&str) -> String,
 ) -> Result<route_action::HashPolicy, CompileError> {

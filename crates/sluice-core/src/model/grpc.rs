@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{RouteAction, RouteMatch};
+use super::{HashPolicy, RouteAction, RouteMatch};
 
 /// One name gRPC clients dial (`xds:///greeter`): its routes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -36,6 +36,8 @@ pub struct GrpcRoute {
     pub timeout: Option<Duration>,
     /// Retries as gRPC's client makes them (gRFC A44).
     pub retry: Option<GrpcRetry>,
+    /// What ring hash hashes (gRFC A42): [`HashPolicy::Header`] only.
+    pub hash: Vec<HashPolicy>,
 }
 
 /// The status codes gRPC clients retry on (gRFC A44); other `retry_on`

@@ -13,11 +13,13 @@
 use super::check::{check_name, duration, int, Catalog, Seen};
 use super::error::{shown, Diags};
 use super::raw::{RawGrpcRetry, RawGrpcRoute, RawGrpcTarget, RawMatch};
+use super::raw_policy::RawHashPolicy;
 use super::route::{route_match, weighted};
+use super::route_policy::hash_policies;
 use super::yaml::Spanned;
 use crate::model::{
-    Backend, GrpcRetry, GrpcRoute, GrpcTarget, LbPolicy, PathMatch, RouteAction, RouteMatch,
-    GRPC_MAX_RETRIES, GRPC_RETRY_ON,
+    Backend, GrpcRetry, GrpcRoute, GrpcTarget, HashPolicy, LbPolicy, PathMatch, RouteAction,
+    RouteMatch, GRPC_MAX_RETRIES, GRPC_RETRY_ON,
 };
 
 type Str = Spanned<String>;
@@ -183,13 +185,62 @@ fn route(
         .retry
         .as_ref()
         .map(|r| retry(r, &format!("{path}.retry"), d));
+    let hash = raw
+        .hash
+        .as_ref()
+        .map(|list| hash(list, &action, &format!("{path}.hash"), catalog, d))
+        .unwrap_or_default();
     GrpcRoute {
         name,
         matcher,
         action,
         timeout,
         retry,
+        hash,
     }
+}
+
+/// Hash policies as gRPC's ring hash takes them (gRFC A42): request
+/// metadata only (gRPC has no cookies, query or source address to hash),
+/// a lower-case text key; checked otherwise as a listener route's.
+fn hash(
+    list: &Spanned<Vec<Spanned<RawHashPolicy>>>,
+    action: &RouteAction,
+    path: &str,
+    catalog: &Catalog<'_>,
+    d: &mut Diags,
+) -> Vec<HashPolicy> {
+    for (i, h) in list.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let other = [
+            h.cookie.as_ref().map(|c| ("cookie", c.span())),
+            h.source_ip.as_ref().map(|s| ("source_ip", s.span())),
+            h.query.as_ref().map(|q| ("query", q.span())),
+        ];
+        for (field, span) in other.into_iter().flatten() {
+            let msg = format!(
+                "gRPC clients hash on request metadata only, not `{field}`: write `header: KEY`"
+            );
+            d.error(span, format!("{p}.{field}"), msg);
+        }
+        if let Some(name) = &h.header {
+            let hp = format!("{p}.header");
+            if name.ends_with("-bin") {
+                let msg = format!(
+                    "gRPC clients do not hash binary metadata (`{}`): hash a text key",
+                    shown(name)
+                );
+                d.error(name.span(), hp, msg);
+            } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                let msg = format!(
+                    "gRPC metadata keys are lower case: write `{}`",
+                    name.to_ascii_lowercase()
+                );
+                d.error(name.span(), hp, msg);
+            }
+        }
+    }
+    hash_policies(list, action, path, catalog, d)
 }
 
 /// A retry policy as gRPC's client takes it (gRFC A44): status codes it
@@ -315,16 +366,16 @@ fn is_method_path(path: &str) -> bool {
 
 /// A service a gRPC route reaches must be one gRPC clients can reach as
 /// Envoys do: over plain text (gRPC's xDS TLS is not served yet) and
-/// round robin (what else the rules offer, gRPC either lacks or would
-/// balance differently).
+/// round robin or ring hash (gRFC A42; what else the rules offer, gRPC
+/// either lacks or would balance differently).
 fn check_service(catalog: &Catalog<'_>, backend: &Backend, raw: &Str, path: &str, d: &mut Diags) {
     let Some(service) = catalog.services.get(&backend.service) else {
         return;
     };
     let p = format!("{path}.service");
-    if service.lb_policy != LbPolicy::RoundRobin {
+    if !matches!(service.lb_policy, LbPolicy::RoundRobin | LbPolicy::RingHash) {
         let msg = format!(
-            "service `{}` balances with `lb_policy` other than round_robin, which gRPC clients are not served yet; route gRPC clients to a round_robin service",
+            "service `{}` balances with an `lb_policy` gRPC clients do not take; route gRPC clients to a round_robin or ring_hash service",
             service.name
         );
         d.error(raw.span(), &p, msg);

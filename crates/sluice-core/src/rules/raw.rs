@@ -469,6 +469,8 @@ pub struct RawGrpcRoute {
     pub timeout: Option<Str>,
     #[serde(default)]
     pub retry: Option<Spanned<RawGrpcRetry>>,
+    #[serde(default)]
+    pub hash: Option<Spanned<Vec<Spanned<super::raw_policy::RawHashPolicy>>>>,
 }
 
 /// A gRPC route's `retry` as written.

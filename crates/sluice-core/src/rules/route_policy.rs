@@ -185,7 +185,7 @@ pub fn route_policy(
     }
 }
 
-fn hash_policies(
+pub(super) fn hash_policies(
     list: &Spanned<Vec<Spanned<RawHashPolicy>>>,
     action: &RouteAction,
     path: &str,

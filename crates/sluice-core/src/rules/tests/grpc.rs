@@ -50,6 +50,7 @@ fn the_example_parses_to_its_target() {
                     action: RouteAction::Backend(canary.clone()),
                     timeout: None,
                     retry: None,
+                    hash: Vec::new(),
                 },
                 GrpcRoute {
                     name: "default".into(),
@@ -70,6 +71,7 @@ fn the_example_parses_to_its_target() {
                     ]),
                     timeout: None,
                     retry: None,
+                    hash: Vec::new(),
                 },
             ],
         }]
@@ -221,7 +223,7 @@ fn routes_reach_known_round_robin_plaintext_services() {
     assert_grpc_error("      - {}\n", "{}", "grpc[0].routes[0]", "needs `to");
     let ring = "services:
   - name: web
-    lb_policy: ring_hash
+    lb_policy: maglev
     endpoints: [{address: 127.0.0.1, port: 8081}]
 grpc:
   - target: web
@@ -235,5 +237,58 @@ grpc:
         column,
         "grpc[0].routes[0].split[0].service",
         "round_robin",
+    );
+}
+
+#[test]
+fn ring_hash_routes_hash_on_metadata_only() {
+    let ring = "services:
+  - name: web
+    lb_policy: ring_hash
+    endpoints: [{address: 127.0.0.1, port: 8081}]
+grpc:
+  - target: web
+    routes:
+";
+    let config = parse(
+        "rules.yaml",
+        &format!("{ring}      - to: {{service: web}}\n        hash: [{{header: x-user}}]\n"),
+    )
+    .expect("valid");
+    assert_eq!(
+        config.grpc[0].routes[0].hash,
+        vec![crate::model::HashPolicy::Header("x-user".into())]
+    );
+    for (entry, needle, path, text) in [
+        (
+            "{cookie: {name: s}}",
+            "{name: s}",
+            ".cookie",
+            "not `cookie`",
+        ),
+        ("{source_ip: true}", "true", ".source_ip", "not `source_ip`"),
+        ("{query: u}", "u}", ".query", "not `query`"),
+        ("{header: X-User}", "X-User", ".header", "write `x-user`"),
+        (
+            "{header: x-id-bin}",
+            "x-id-bin",
+            ".header",
+            "binary metadata",
+        ),
+    ] {
+        let yaml = format!("{ring}      - to: {{service: web}}\n        hash: [{entry}]\n");
+        let at = yaml.rfind(needle).expect("needle");
+        let before = &yaml[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = at - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        let p = format!("grpc[0].routes[0].hash[0]{path}");
+        assert_error(&yaml, line, column, &p, text);
+    }
+    // Hashing needs a ring hash service, as a listener route's does.
+    assert_grpc_error(
+        "      - to: {service: web}\n        hash: [{header: x-user}]\n",
+        "[{header",
+        "grpc[0].routes[0].hash",
+        "ring_hash",
     );
 }
