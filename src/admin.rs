@@ -22,6 +22,11 @@
 //!   mass-removal guard holds ([`crate::guard`]). `sluice rules confirm`
 //!   calls it.
 //!
+//! - `/rollouts`: every rollout's status and history; `POST
+//!   /rollouts/{service}/{pause|resume|promote|abort}` commands one
+//!   ([`rollouts`]).
+//! - `/ui`: the dashboard, one page over the endpoints above ([`ui`]).
+//!
 //! Reads (GET) need nothing. Commands — adding or removing a drain,
 //! `/rules/diff` (it reads the certificate files the posted rules name and
 //! compiles up to 64 MiB) and `/rules/confirm` — need the admin token when
@@ -40,6 +45,10 @@ use axum::Router;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+mod rollouts;
+mod ui;
+
+use crate::canary::driver::Handle;
 use crate::canary::grpc::Auth;
 use crate::discovery::status::{summarize, SourceStatus};
 use crate::discovery::View;
@@ -70,6 +79,9 @@ pub struct AdminState {
     pub commands: CommandAuth,
     /// With several replicas (`--state-etcd`): who leads.
     pub ha: Option<tokio::sync::watch::Receiver<HaStatus>>,
+    /// The rollout controller, when there is one (`--state-dir` or
+    /// `--state-etcd`): the same handle the admin gRPC API uses.
+    pub rollouts: Option<Handle>,
 }
 
 /// Who may send commands to the admin listener.
@@ -107,6 +119,8 @@ pub struct StatusDoc {
     /// and the replicas taking part in the election.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaStatus>,
+    /// Whether rollouts can run (`--state-dir` or `--state-etcd`).
+    pub rollout_controller: bool,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -126,6 +140,10 @@ pub fn router(state: AdminState) -> Router {
             post(diff_rules).layer(DefaultBodyLimit::max(RULES_BODY_LIMIT)),
         )
         .route("/rules/confirm", post(confirm_rules))
+        .route("/rollouts", get(rollouts::list))
+        .route("/rollouts/{service}", get(rollouts::get))
+        .route("/rollouts/{service}/{action}", post(rollouts::command))
+        .merge(ui::router())
         .with_state(state)
 }
 
@@ -174,6 +192,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
         proxies: state.registry.list(),
         xds_denials: state.registry.denials(),
         ha: state.ha.as_ref().map(|rx| rx.borrow().clone()),
+        rollout_controller: state.rollouts.is_some(),
     })
 }
 
