@@ -392,7 +392,37 @@ async fn confirm_rules(State(state): State<AdminState>, headers: HeaderMap, body
 impl CommandAuth {
     /// Commands need the admin token when one is set; without one, they
     /// are taken only on a loopback admin listener.
+    ///
+    /// A browser page of another site cannot send them: a request whose
+    /// `Origin` is not this listener's own is refused (browsers send
+    /// `Origin` with every cross-site POST and DELETE, even ones that need
+    /// no CORS preflight), and without a token the `Host` must name
+    /// loopback, so a site whose name resolves to 127.0.0.1 (DNS
+    /// rebinding) is refused too.
     fn check(&self, headers: &HeaderMap) -> Result<(), Answer> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let own = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://").or(o.strip_prefix("https://")))
+                .is_some_and(|o| o.eq_ignore_ascii_case(host));
+            if !own {
+                return Err(error_answer(
+                    StatusCode::FORBIDDEN,
+                    "a command from another site's page is refused".into(),
+                ));
+            }
+        }
+        if self.token.is_none() && self.loopback && !is_loopback_host(host) {
+            return Err(error_answer(
+                StatusCode::FORBIDDEN,
+                format!("commands without an admin token are taken only for a loopback host, not {host:?}: open the admin listener by its address (127.0.0.1 or localhost), or set an admin token"),
+            ));
+        }
         let given = headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes())
@@ -412,6 +442,107 @@ impl CommandAuth {
     }
 }
 
+/// Whether a `Host` header names loopback: `localhost`, `127.x.y.z` or
+/// `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn error_answer(code: StatusCode, error: String) -> Answer {
     (code, Json(serde_json::json!({ "error": error })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), v.parse().expect("header value"));
+        }
+        h
+    }
+
+    fn tokenless() -> CommandAuth {
+        CommandAuth {
+            token: None,
+            loopback: true,
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:9902",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9902",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example",
+            "evil.example:9902",
+            "10.0.0.1:9902",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn commands_from_another_sites_page_are_refused() {
+        let own = headers(&[
+            (header::HOST, "127.0.0.1:9902"),
+            (header::ORIGIN, "http://127.0.0.1:9902"),
+        ]);
+        assert!(tokenless().check(&own).is_ok());
+        let cli = headers(&[(header::HOST, "127.0.0.1:9902")]);
+        assert!(tokenless().check(&cli).is_ok());
+        let cross = headers(&[
+            (header::HOST, "127.0.0.1:9902"),
+            (header::ORIGIN, "http://evil.example"),
+        ]);
+        assert_eq!(
+            tokenless().check(&cross).map_err(|e| e.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        // DNS rebinding: the page's own origin, but not a loopback name.
+        let rebound = headers(&[
+            (header::HOST, "evil.example:9902"),
+            (header::ORIGIN, "http://evil.example:9902"),
+        ]);
+        assert_eq!(
+            tokenless().check(&rebound).map_err(|e| e.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        // With a token, the token decides (the host may be any name).
+        let auth = CommandAuth {
+            token: Some(Auth::new("t")),
+            loopback: false,
+        };
+        let named = headers(&[
+            (header::HOST, "sluice.internal:9902"),
+            (header::AUTHORIZATION, "Bearer t"),
+        ]);
+        assert!(auth.check(&named).is_ok());
+        let wrong = headers(&[
+            (header::HOST, "sluice.internal:9902"),
+            (header::AUTHORIZATION, "Bearer x"),
+        ]);
+        assert_eq!(
+            auth.check(&wrong).map_err(|e| e.0),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+    }
 }

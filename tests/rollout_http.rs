@@ -138,6 +138,27 @@ async fn without_a_controller_rollouts_are_empty_and_commands_say_why() {
             .contains("--state-dir or --state-etcd"),
         "{body}"
     );
+    // A page of another site cannot command it, even without a token:
+    // neither cross-site nor through a name that resolves to loopback.
+    let drains = format!("http://{}/drains", sluice.admin);
+    let drain = r#"{"service": "web", "locality": "eu"}"#;
+    for (name, value) in [
+        ("origin", "http://evil.example".to_string()),
+        ("host", format!("evil.example:{}", sluice.admin.port())),
+    ] {
+        let resp = http()
+            .post(&drains)
+            .header(name, value)
+            .body(drain)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status(), 403, "{name}");
+    }
+    // The same drain from the CLI's kind of request is taken.
+    let resp = http().post(&drains).body(drain).send().await.expect("post");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(get_json(&drains).await[0]["locality"], "eu");
 }
 
 /// The dashboard is one page and its assets, all served by sluice, with
