@@ -25,6 +25,8 @@
 //! - `/rollouts`: every rollout's status and history; `POST
 //!   /rollouts/{service}/{pause|resume|promote|abort}` commands one
 //!   ([`rollouts`]).
+//! - `/services`: each served service's endpoints with their health
+//!   (drains applied) ([`services`]).
 //! - `/ui`: the dashboard, one page over the endpoints above ([`ui`]).
 //!
 //! Reads (GET) need nothing. Commands — adding or removing a drain,
@@ -46,6 +48,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 mod rollouts;
+pub mod services;
 mod ui;
 
 use crate::canary::driver::Handle;
@@ -140,6 +143,7 @@ pub fn router(state: AdminState) -> Router {
             post(diff_rules).layer(DefaultBodyLimit::max(RULES_BODY_LIMIT)),
         )
         .route("/rules/confirm", post(confirm_rules))
+        .route("/services", get(services::list))
         .route("/rollouts", get(rollouts::list))
         .route("/rollouts/{service}", get(rollouts::get))
         .route("/rollouts/{service}/{action}", post(rollouts::command))

@@ -357,6 +357,62 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
     assert_eq!(counts.get("v1"), Some(&200), "{counts:?}");
     b.screenshot("rollout-aborted").await;
 
+    // Add a drain from the page (the form still holds web and v2's
+    // address): the service's endpoint shows as draining; then remove it.
+    b.wait_js(
+        "web's endpoints, healthy",
+        "const r = document.querySelector('#services tr[data-service=\"web\"]');
+         return r && r.querySelectorAll('li[data-health=\"healthy\"]').length === 2;",
+    )
+    .await;
+    b.labelled("Add drain")
+        .await
+        .click()
+        .await
+        .expect("click add drain");
+    let (kind, text) = b.result().await;
+    assert_eq!(kind, "ok", "{text}");
+    assert!(text.ends_with(": done"), "{text}");
+    let v2_addr = v2.addr.to_string();
+    b.wait_js(
+        "the drained endpoint",
+        &format!(
+            "const r = document.querySelector('#services tr[data-service=\"web\"]');
+             const d = r && [...r.querySelectorAll('li[data-health=\"draining\"]')];
+             return d && d.length === 1 && d[0].textContent.startsWith('{v2_addr} draining')
+               && document.querySelectorAll('#drains [aria-label=\"Remove drain\"]').length === 1;"
+        ),
+    )
+    .await;
+    let services = get_json(&format!("http://{}/services", sluice.admin)).await;
+    let web = &services[0];
+    assert_eq!(web["name"], "web", "{services}");
+    assert_eq!(
+        web["by_health"],
+        serde_json::json!({"healthy": 1, "draining": 1}),
+        "{web}"
+    );
+    b.screenshot("drain").await;
+    b.labelled("Remove drain")
+        .await
+        .click()
+        .await
+        .expect("click remove drain");
+    let (kind, text) = b.result().await;
+    assert_eq!(kind, "ok", "{text}");
+    assert!(text.ends_with(": done"), "{text}");
+    b.wait_js(
+        "the drain removed",
+        "const r = document.querySelector('#services tr[data-service=\"web\"]');
+         return r && r.querySelectorAll('li[data-health=\"healthy\"]').length === 2
+           && document.querySelectorAll('#drains [aria-label=\"Remove drain\"]').length === 0;",
+    )
+    .await;
+    assert_eq!(
+        get_json(&format!("http://{}/drains", sluice.admin)).await,
+        serde_json::json!([])
+    );
+
     // The token was kept for this browser session only.
     let stored = b
         .eval("return [sessionStorage.getItem('sluice-admin-token'), localStorage.length];")

@@ -133,7 +133,12 @@ impl Browser {
             if truthy {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            if Instant::now() >= deadline {
+                let page = self
+                    .eval("return [document.querySelector('#conn')?.textContent, document.querySelector('#result')?.textContent];")
+                    .await;
+                panic!("timed out waiting for: {what} (page: {page})");
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -1,4 +1,5 @@
-// The sluice dashboard. It polls the admin API once a second and renders
+// The sluice dashboard. It polls the admin API (/status, /rollouts,
+// /drains, /services) once a second and renders
 // with text nodes only (never HTML from data). Commands go to the same
 // endpoints the CLI calls, with the token from the "Admin token" field,
 // which is kept in sessionStorage only.
@@ -78,8 +79,14 @@ async function command(what, method, path, body) {
     showResult(what + ' failed: ' + (doc.error || 'HTTP ' + r.status), false);
     return null;
   }
+  showResult(what + ': done', true);
   poll.now();
   return doc;
+}
+
+// A drain command's answer: {"changed": bool}.
+function drainResult(what, doc) {
+  if (doc) showResult(what + (doc.changed ? ': done' : ': nothing to change'), true);
 }
 
 // ---------- fleet ----------
@@ -167,16 +174,39 @@ function renderSources(sources) {
   });
   if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: 5 }, 'no discovery sources')));
   $('#sources tbody').replaceChildren(...rows);
-  const feeds = sources.flatMap((s) => s.feeds.map((f) => [s.source, f]));
-  const svc = feeds.map(([source, f]) => el('tr', { 'data-service': f.service, class: f.state === 'failing' ? 'down' : '' },
-    el('th', { scope: 'row' }, f.service),
-    el('td', {}, source),
-    el('td', {}, f.target),
-    el('td', {}, f.state),
-    el('td', {}, f.endpoints),
-    el('td', {}, f.last_error || '')));
-  if (!svc.length) svc.push(el('tr', {}, el('td', { colspan: 6 }, 'no services')));
-  $('#services tbody').replaceChildren(...svc);
+}
+
+function healthCounts(svc) {
+  return Object.entries(svc.by_health).map(([h, n]) => n + ' ' + h).join(', ');
+}
+
+// Each served service: where its endpoints come from, and the endpoints
+// with their health (a drained one is "draining").
+function renderServices(services, sources) {
+  if (!changed('services', [services, sources])) return;
+  const feeds = new Map();
+  for (const s of sources) {
+    for (const f of s.feeds) {
+      const list = feeds.get(f.service) || [];
+      list.push(s.source + ' ' + f.state + (f.last_error ? ': ' + f.last_error : ''));
+      feeds.set(f.service, list);
+    }
+  }
+  const rows = services.map((svc) => {
+    const eps = svc.endpoints.map((e) => el('li', { 'data-health': e.health },
+      e.address + ' ' + e.health + (e.locality ? ' (' + e.locality + ')' : '') +
+      (Object.keys(e.labels).length ? ' ' + Object.entries(e.labels).map(([k, v]) => k + '=' + v).join(',') : '')));
+    if (svc.endpoints_total > svc.endpoints.length) eps.push(el('li', {}, '… ' + (svc.endpoints_total - svc.endpoints.length) + ' more'));
+    const list = svc.endpoints_total
+      ? el('details', {}, el('summary', {}, svc.endpoints_total + ': ' + healthCounts(svc)), el('ul', { class: 'endpoints' }, ...eps))
+      : 'none';
+    return el('tr', { 'data-service': svc.name },
+      el('th', { scope: 'row' }, svc.name),
+      el('td', {}, (feeds.get(svc.name) || ['rules file']).join('; ')),
+      el('td', {}, list));
+  });
+  if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: 3 }, 'no services')));
+  $('#services tbody').replaceChildren(...rows);
 }
 
 function drainTarget(d) {
@@ -189,7 +219,8 @@ function renderDrains(drains) {
     const drain = { service: d.service };
     if (d.endpoint) drain.endpoint = d.endpoint; else drain.locality = d.locality;
     const button = el('button', { type: 'button', 'aria-label': 'Remove drain', title: 'Remove drain of ' + d.service + ' ' + drainTarget(d) }, 'Remove');
-    button.addEventListener('click', () => command('remove drain ' + d.service + ' ' + drainTarget(d), 'DELETE', '/drains', drain));
+    const what = 'remove drain ' + d.service + ' ' + drainTarget(d);
+    button.addEventListener('click', async () => drainResult(what, await command(what, 'DELETE', '/drains', drain)));
     return el('tr', {}, el('th', { scope: 'row' }, d.service), el('td', {}, drainTarget(d)), el('td', {}, d.matches), el('td', {}, button));
   });
   if (!rows.length) rows.push(el('tr', {}, el('td', { colspan: 4 }, 'no drains')));
@@ -336,11 +367,13 @@ function setConnected(ok, why) {
 async function poll() {
   clearTimeout(poll.timer);
   try {
-    const [status, rollouts, drains] = await Promise.all([getJSON('/status'), getJSON('/rollouts'), getJSON('/drains')]);
+    const [status, rollouts, drains, services] = await Promise.all(
+      [getJSON('/status'), getJSON('/rollouts'), getJSON('/drains'), getJSON('/services')]);
     setConnected(true);
     renderFleet(status);
     renderDenials(status.xds_denials || []);
     renderSources(status.sources || []);
+    renderServices(services, status.sources || []);
     renderDrains(drains);
     renderRollouts(status.rollout_controller ? rollouts : null);
     renderRules(status);
@@ -361,13 +394,14 @@ function init() {
   const rerender = () => { if (poll.last) renderFleet(poll.last.status); };
   $('#group-filter').addEventListener('change', rerender);
   $('#unsynced-filter').addEventListener('change', rerender);
-  $('#add-drain').addEventListener('submit', (ev) => {
+  $('#add-drain').addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const service = $('#drain-service').value.trim();
     const target = $('#drain-target').value.trim();
     const drain = { service };
     if (/:\d+$/.test(target)) drain.endpoint = target; else drain.locality = target;
-    command('add drain ' + service + ' ' + target, 'POST', '/drains', drain);
+    const what = 'add drain ' + service + ' ' + target;
+    drainResult(what, await command(what, 'POST', '/drains', drain));
   });
   poll();
 }
