@@ -199,6 +199,24 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
     )
     .await;
     b.screenshot("fleet").await;
+    // Every control has an accessible name: an aria-label or a label.
+    let unnamed = b
+        .eval(
+            "return [...document.querySelectorAll('button, input, select')]
+               .filter((e) => !e.getAttribute('aria-label') && !(e.labels && e.labels.length))
+               .map((e) => e.outerHTML);",
+        )
+        .await;
+    assert_eq!(unnamed, serde_json::json!([]), "controls without a name");
+    // A laptop-narrow window: nothing but the tables scrolls sideways.
+    b.client.set_window_size(800, 1200).await.expect("resize");
+    b.wait_js(
+        "the narrow layout",
+        "return window.innerWidth <= 800 && document.documentElement.scrollWidth <= window.innerWidth;",
+    )
+    .await;
+    b.screenshot("fleet-narrow").await;
+    b.client.set_window_size(1280, 1600).await.expect("resize");
     let log = b.console().await;
     assert!(errors(&log).is_empty(), "console errors: {log:?}");
 
@@ -289,13 +307,24 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
     b.screenshot("rollout-stepping").await;
 
     // (d) A wrong token: the page says so, and nothing changes.
+    // Keyboard only: type the token, Tab to "Pause rollout", press Enter.
     let token = b.labelled("Admin token").await;
     token.send_keys("not-the-token").await.expect("type token");
-    b.labelled("Pause rollout")
-        .await
-        .click()
-        .await
-        .expect("click pause");
+    let mut reached = Vec::new();
+    loop {
+        let focused = b.client.active_element().await.expect("focus");
+        let label = focused.attr("aria-label").await.expect("attr");
+        if label.as_deref() == Some("Pause rollout") {
+            focused.send_keys("\u{E007}").await.expect("press Enter");
+            break;
+        }
+        reached.push(label);
+        assert!(
+            reached.len() < 50,
+            "Tab never reached Pause rollout: {reached:?}"
+        );
+        focused.send_keys("\u{E004}").await.expect("press Tab");
+    }
     let (kind, text) = b.result().await;
     assert_eq!(kind, "error", "{text}");
     assert!(text.contains("missing or wrong admin token"), "{text}");
