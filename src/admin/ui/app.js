@@ -364,28 +364,50 @@ function setConnected(ok, why) {
   document.body.classList.toggle('disconnected', !ok);
 }
 
+// /services can be large (every endpoint's health): it is read every
+// SERVICES_EVERY polls, and right after a command.
+const SERVICES_EVERY = 5;
+const polling = { ticks: 0, servicesDue: true, inFlight: false, again: false, services: [] };
+
+// One poll at a time: a command's poll.now() during a poll runs another
+// right after it, so there is never more than one timer.
 async function poll() {
   clearTimeout(poll.timer);
+  if (polling.inFlight) { polling.again = true; return; }
+  polling.inFlight = true;
+  const wantServices = polling.servicesDue || polling.ticks % SERVICES_EVERY === 0;
+  polling.servicesDue = false;
+  polling.ticks += 1;
   try {
-    const [status, rollouts, drains, services] = await Promise.all(
-      [getJSON('/status'), getJSON('/rollouts'), getJSON('/drains'), getJSON('/services')]);
+    const [status, rollouts, drains, services] = await Promise.all([
+      getJSON('/status'), getJSON('/rollouts'), getJSON('/drains'),
+      wantServices ? getJSON('/services') : Promise.resolve(null)]);
+    if (services) polling.services = services;
     setConnected(true);
     renderFleet(status);
     renderDenials(status.xds_denials || []);
     renderSources(status.sources || []);
-    renderServices(services, status.sources || []);
+    renderServices(polling.services, status.sources || []);
     renderDrains(drains);
     renderRollouts(status.rollout_controller ? rollouts : null);
     renderRules(status);
     const ha = status.ha;
     $('#replica').textContent = ha ? 'replica ' + ha.replica + (ha.is_leader ? ' (leader)' : ', leader ' + (ha.leader || 'none')) : '';
+    if (!poll.last) performance.mark('sluice-first-render');
     poll.last = { status, rollouts, drains };
   } catch (e) {
+    if (wantServices) polling.servicesDue = true;
     setConnected(false, e.message);
   }
-  poll.timer = setTimeout(poll, POLL_MS);
+  polling.inFlight = false;
+  if (polling.again) {
+    polling.again = false;
+    poll();
+  } else {
+    poll.timer = setTimeout(poll, POLL_MS);
+  }
 }
-poll.now = () => { poll(); };
+poll.now = () => { polling.servicesDue = true; poll(); };
 
 function init() {
   const token = $('#token');
