@@ -543,6 +543,47 @@ async fn dashboard_shows_a_nacking_proxy_and_a_lost_connection() {
         "return document.querySelector('#rollouts-empty').textContent.startsWith('no rollout controller');",
     )
     .await;
+    // A refused edit of the rules shows with its file:line:column, while
+    // the served version stays.
+    let served = sluice.status().await["rules"]["served_hash"].clone();
+    rules_file.write(
+        &rules(v1.addr.port(), v2.addr.port())
+            .replace("subset: stable}", "subset: stable, weigth: 3}"),
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let refused = loop {
+        let status = sluice.status().await;
+        if let Some(e) = status["rules"]["last_error"].as_str() {
+            break e.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edit was never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let at = refused
+        .split_whitespace()
+        .find(|w| w.contains("rules.yaml:"))
+        .unwrap_or_else(|| panic!("no file:line:column in {refused:?}"));
+    let mut parts = at.trim_end_matches(':').rsplit(':');
+    let (col, line) = (parts.next(), parts.next());
+    assert!(
+        col.is_some_and(|c| c.parse::<u32>().is_ok())
+            && line.is_some_and(|l| l.parse::<u32>().is_ok()),
+        "{refused:?}"
+    );
+    b.wait_js(
+        "the refused edit",
+        &format!(
+            "const e = document.querySelector('#rules dd.error');
+             return e && e.textContent === {} && document.querySelector('#rules .served').textContent === {};",
+            serde_json::json!(refused),
+            served
+        ),
+    )
+    .await;
+    b.screenshot("refused-edit").await;
     let log = b.console().await;
     assert!(errors(&log).is_empty(), "console errors: {log:?}");
 

@@ -341,7 +341,8 @@ function renderRules(status) {
   const rules = status.rules;
   const data = [rules, status.ready];
   if (!changed('rules', data)) return;
-  const fact = (k, v, cls) => el('div', {}, el('dt', {}, k), el('dd', { class: cls || '' }, v));
+  // An error (a diagnostic with its file:line:column) takes a whole row.
+  const fact = (k, v, cls) => el('div', { class: cls === 'error' ? 'wide' : '' }, el('dt', {}, k), el('dd', { class: cls || '' }, v));
   const items = [
     fact('file', rules.file),
     fact('served version', rules.served_hash || 'none yet', 'served'),
