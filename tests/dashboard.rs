@@ -231,8 +231,9 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     });
-    // Ten steps of 1 s windows: long enough to watch several steps, and
-    // checks that cannot roll it back (the thresholds are generous).
+    // Twenty steps of 1 s windows: long enough to watch several steps and
+    // abort before the end, with checks that cannot roll it back (the
+    // thresholds are generous).
     let r = cli(
         &sluice,
         Some(&files.token_file),
@@ -242,7 +243,7 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
             "--to",
             "canary",
             "--steps",
-            "10,20,30,40,50,60,70,80,90,100",
+            "5,10,15,20,25,30,35,40,45,50,55,60,65,70,75,80,85,90,95,100",
             "--interval",
             "1s",
             "--max-error-rate",
@@ -257,7 +258,7 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
     );
     assert_eq!(r.code, 0, "{r:?}");
 
-    // (c) The page follows the rollout: each step it shows is "step N/10"
+    // (c) The page follows the rollout: each step it shows is "step N/20"
     // with that step's weights and an ACK share, and the chart gains
     // windows, while the rollout keeps going.
     let mut seen = std::collections::BTreeSet::new();
@@ -279,8 +280,8 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .expect("step N/M");
-            assert_eq!(step, format!("{n}/10"), "{v}");
-            let w = n * 10;
+            assert_eq!(step, format!("{n}/20"), "{v}");
+            let w = n * 5;
             assert_eq!(
                 v["weights"],
                 format!("canary canary {w}% / stable stable {}%", 100 - w),
@@ -332,31 +333,6 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
     let now = rollouts(sluice.admin).await;
     assert_ne!(now[0]["phase"], "paused", "{now}");
     assert_ne!(now[0]["done"], true, "{now}");
-    b.client
-        .find(fantoccini::Locator::Id("drain-service"))
-        .await
-        .expect("drain service")
-        .send_keys("web")
-        .await
-        .expect("type");
-    b.client
-        .find(fantoccini::Locator::Id("drain-target"))
-        .await
-        .expect("drain target")
-        .send_keys(&v2.addr.to_string())
-        .await
-        .expect("type");
-    b.labelled("Add drain")
-        .await
-        .click()
-        .await
-        .expect("click add drain");
-    let (kind, text) = b.result().await;
-    assert_eq!(kind, "error", "{text}");
-    assert!(text.contains("missing or wrong admin token"), "{text}");
-    let drains = get_json(&format!("http://{}/drains", sluice.admin)).await;
-    assert_eq!(drains, serde_json::json!([]), "a refused drain was added");
-
     // The right token, then "Abort rollout": traffic returns to stable on
     // the real Envoy.
     token.clear().await.expect("clear token");
@@ -385,6 +361,36 @@ async fn dashboard_lists_the_fleet_follows_a_rollout_and_aborts_it() {
     let counts = distribution(&url, 200).await;
     assert_eq!(counts.get("v1"), Some(&200), "{counts:?}");
     b.screenshot("rollout-aborted").await;
+
+    // A wrong token again: a drain is refused too, and none is added.
+    token.clear().await.expect("clear token");
+    token.send_keys("not-the-token").await.expect("type token");
+    b.client
+        .find(fantoccini::Locator::Id("drain-service"))
+        .await
+        .expect("drain service")
+        .send_keys("web")
+        .await
+        .expect("type");
+    b.client
+        .find(fantoccini::Locator::Id("drain-target"))
+        .await
+        .expect("drain target")
+        .send_keys(&v2.addr.to_string())
+        .await
+        .expect("type");
+    b.labelled("Add drain")
+        .await
+        .click()
+        .await
+        .expect("click add drain");
+    let (kind, text) = b.result().await;
+    assert_eq!(kind, "error", "{text}");
+    assert!(text.contains("missing or wrong admin token"), "{text}");
+    let drains = get_json(&format!("http://{}/drains", sluice.admin)).await;
+    assert_eq!(drains, serde_json::json!([]), "a refused drain was added");
+    token.clear().await.expect("clear token");
+    token.send_keys(TOKEN).await.expect("type token");
 
     // Add a drain from the page (the form still holds web and v2's
     // address): the service's endpoint shows as draining; then remove it.
