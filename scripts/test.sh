@@ -46,6 +46,11 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if [ -z "${ETCD_BIN:-}" ] && ! command -v etcd >/dev/null 2>&1; then
   missing+=(etcd-server)
 fi
+# chromium + chromedriver: tests/dashboard.rs drives the admin dashboard in
+# a real headless browser over WebDriver.
+if [ -z "${CHROMEDRIVER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
+  missing+=(chromium chromium-driver)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]}"
   SUDO=""
@@ -55,6 +60,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 echo "protoc: $(protoc --version)"
 echo "etcd: $("${ETCD_BIN:-etcd}" --version 2>&1 | head -1)"
+echo "chromedriver: $("${CHROMEDRIVER:-chromedriver}" --version 2>&1 | head -1)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -22,6 +22,13 @@
 //!   mass-removal guard holds ([`crate::guard`]). `sluice rules confirm`
 //!   calls it.
 //!
+//! - `/rollouts`: every rollout's status and history; `POST
+//!   /rollouts/{service}/{pause|resume|promote|abort}` commands one
+//!   ([`rollouts`]).
+//! - `/services`: each served service's endpoints with their health
+//!   (drains applied) ([`services`]).
+//! - `/ui`: the dashboard, one page over the endpoints above ([`ui`]).
+//!
 //! Reads (GET) need nothing. Commands — adding or removing a drain,
 //! `/rules/diff` (it reads the certificate files the posted rules name and
 //! compiles up to 64 MiB) and `/rules/confirm` — need the admin token when
@@ -40,6 +47,11 @@ use axum::Router;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+mod rollouts;
+pub mod services;
+mod ui;
+
+use crate::canary::driver::Handle;
 use crate::canary::grpc::Auth;
 use crate::discovery::status::{summarize, SourceStatus};
 use crate::discovery::View;
@@ -70,6 +82,9 @@ pub struct AdminState {
     pub commands: CommandAuth,
     /// With several replicas (`--state-etcd`): who leads.
     pub ha: Option<tokio::sync::watch::Receiver<HaStatus>>,
+    /// The rollout controller, when there is one (`--state-dir` or
+    /// `--state-etcd`): the same handle the admin gRPC API uses.
+    pub rollouts: Option<Handle>,
 }
 
 /// Who may send commands to the admin listener.
@@ -107,6 +122,8 @@ pub struct StatusDoc {
     /// and the replicas taking part in the election.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaStatus>,
+    /// Whether rollouts can run (`--state-dir` or `--state-etcd`).
+    pub rollout_controller: bool,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -126,6 +143,11 @@ pub fn router(state: AdminState) -> Router {
             post(diff_rules).layer(DefaultBodyLimit::max(RULES_BODY_LIMIT)),
         )
         .route("/rules/confirm", post(confirm_rules))
+        .route("/services", get(services::list))
+        .route("/rollouts", get(rollouts::list))
+        .route("/rollouts/{service}", get(rollouts::get))
+        .route("/rollouts/{service}/{action}", post(rollouts::command))
+        .merge(ui::router())
         .with_state(state)
 }
 
@@ -174,6 +196,7 @@ async fn status(State(state): State<AdminState>) -> Json<StatusDoc> {
         proxies: state.registry.list(),
         xds_denials: state.registry.denials(),
         ha: state.ha.as_ref().map(|rx| rx.borrow().clone()),
+        rollout_controller: state.rollouts.is_some(),
     })
 }
 
@@ -373,7 +396,37 @@ async fn confirm_rules(State(state): State<AdminState>, headers: HeaderMap, body
 impl CommandAuth {
     /// Commands need the admin token when one is set; without one, they
     /// are taken only on a loopback admin listener.
+    ///
+    /// A browser page of another site cannot send them: a request whose
+    /// `Origin` is not this listener's own is refused (browsers send
+    /// `Origin` with every cross-site POST and DELETE, even ones that need
+    /// no CORS preflight), and without a token the `Host` must name
+    /// loopback, so a site whose name resolves to 127.0.0.1 (DNS
+    /// rebinding) is refused too.
     fn check(&self, headers: &HeaderMap) -> Result<(), Answer> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let own = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.strip_prefix("http://").or(o.strip_prefix("https://")))
+                .is_some_and(|o| o.eq_ignore_ascii_case(host));
+            if !own {
+                return Err(error_answer(
+                    StatusCode::FORBIDDEN,
+                    "a command from another site's page is refused".into(),
+                ));
+            }
+        }
+        if self.token.is_none() && self.loopback && !is_loopback_host(host) {
+            return Err(error_answer(
+                StatusCode::FORBIDDEN,
+                format!("commands without an admin token are taken only for a loopback host, not {host:?}: open the admin listener by its address (127.0.0.1 or localhost), or set an admin token"),
+            ));
+        }
         let given = headers
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes())
@@ -393,6 +446,107 @@ impl CommandAuth {
     }
 }
 
+/// Whether a `Host` header names loopback: `localhost`, `127.x.y.z` or
+/// `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn error_answer(code: StatusCode, error: String) -> Answer {
     (code, Json(serde_json::json!({ "error": error })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), v.parse().expect("header value"));
+        }
+        h
+    }
+
+    fn tokenless() -> CommandAuth {
+        CommandAuth {
+            token: None,
+            loopback: true,
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:9902",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9902",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example",
+            "evil.example:9902",
+            "10.0.0.1:9902",
+            "[::2]:1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn commands_from_another_sites_page_are_refused() {
+        let own = headers(&[
+            (header::HOST, "127.0.0.1:9902"),
+            (header::ORIGIN, "http://127.0.0.1:9902"),
+        ]);
+        assert!(tokenless().check(&own).is_ok());
+        let cli = headers(&[(header::HOST, "127.0.0.1:9902")]);
+        assert!(tokenless().check(&cli).is_ok());
+        let cross = headers(&[
+            (header::HOST, "127.0.0.1:9902"),
+            (header::ORIGIN, "http://evil.example"),
+        ]);
+        assert_eq!(
+            tokenless().check(&cross).map_err(|e| e.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        // DNS rebinding: the page's own origin, but not a loopback name.
+        let rebound = headers(&[
+            (header::HOST, "evil.example:9902"),
+            (header::ORIGIN, "http://evil.example:9902"),
+        ]);
+        assert_eq!(
+            tokenless().check(&rebound).map_err(|e| e.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        // With a token, the token decides (the host may be any name).
+        let auth = CommandAuth {
+            token: Some(Auth::new("t")),
+            loopback: false,
+        };
+        let named = headers(&[
+            (header::HOST, "sluice.internal:9902"),
+            (header::AUTHORIZATION, "Bearer t"),
+        ]);
+        assert!(auth.check(&named).is_ok());
+        let wrong = headers(&[
+            (header::HOST, "sluice.internal:9902"),
+            (header::AUTHORIZATION, "Bearer x"),
+        ]);
+        assert_eq!(
+            auth.check(&wrong).map_err(|e| e.0),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+    }
 }

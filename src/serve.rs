@@ -361,6 +361,7 @@ impl Core {
                 loopback: admin_local.ip().is_loopback(),
             },
             ha: self.ha.clone(),
+            rollouts: self.rollouts.handle.clone(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! rot: B1 with 5 proxies and 3 endpoint moves through a real etcd into
 //! `sluice serve` (the binary), then the same against the transport floor;
 //! then again with `--mtls` (sluice's xDS port over mutual TLS, the floor
-//! plaintext). Asserts behaviour only — every move reached every proxy, nothing was
+//! plaintext); and B6 (the dashboard) with 5 proxies and a headless
+//! chromium. Asserts behaviour only — every move reached every proxy, nothing was
 //! NACKed, the JSON has its fields — never times.
 //!
 //! `harness = false`: the runner starts its fleet and floor by re-running
@@ -19,6 +20,8 @@ mod b3;
 mod b4;
 #[path = "../examples/bench/b5.rs"]
 mod b5;
+#[path = "../examples/bench/b6.rs"]
+mod b6;
 #[path = "../examples/bench/cli.rs"]
 mod cli;
 #[path = "../examples/bench/fleet.rs"]
@@ -47,6 +50,10 @@ const CASES: [(&str, bool); 2] = [
     ("bench_runner_b1_mtls_smoke", true),
 ];
 
+/// B6 (the dashboard: data endpoints, first render in headless chromium,
+/// CPU with a page open) at 5 proxies.
+const B6: &str = "bench_runner_b6_dashboard_smoke";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if matches!(args.first().map(String::as_str), Some("fleet" | "floor")) {
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         for (name, _) in CASES {
             println!("{name}: test");
         }
+        println!("{B6}: test");
         return ExitCode::SUCCESS;
     }
     // A name filter (`cargo test sim::`) that matches none skips them.
@@ -66,6 +74,10 @@ fn main() -> ExitCode {
             smoke(mtls);
             passed += 1;
         }
+    }
+    if filters.is_empty() || filters.iter().any(|f| B6.contains(f.as_str())) {
+        smoke_b6();
+        passed += 1;
     }
     println!("{passed} passed, 0 failed");
     ExitCode::SUCCESS
@@ -124,4 +136,55 @@ fn smoke(mtls: bool) {
     assert!(json["sluice"]["bytes_per_change"].is_number());
     assert!(json["ratio_to_floor"]["p50"].is_number());
     assert!(json["machine"]["nproc"].as_u64().is_some_and(|n| n > 0));
+}
+
+fn smoke_b6() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("b6.json");
+    let args: Vec<String> = [
+        "b6",
+        "--proxies",
+        "5",
+        "--services",
+        "5",
+        "--endpoints",
+        "3",
+        "--duration",
+        "1",
+        "--out",
+        &out.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
+    assert_eq!(
+        code,
+        ExitCode::SUCCESS,
+        "the runner failed (its stderr above)"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
+            .expect("valid JSON");
+    assert_eq!(json["scenario"], "b6");
+    assert_eq!(
+        json["page_connected"], "5",
+        "the page listed the fleet: {json}"
+    );
+    let paths: Vec<&str> = json["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| e["path"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(paths, ["/status", "/rollouts", "/drains", "/services"]);
+    for e in json["endpoints"].as_array().expect("endpoints") {
+        assert!(e["p99_ms"].as_f64().is_some_and(|v| v >= 0.0), "{e}");
+    }
+    assert!(
+        json["first_render_ms"].as_f64().is_some_and(|v| v > 0.0),
+        "{json}"
+    );
+    for k in ["cpu_percent_no_page", "cpu_percent_page_open"] {
+        assert!(json[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {json}");
+    }
 }

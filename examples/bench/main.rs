@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release && cargo run --release --example bench -- b1 [--sotw]
-//! cargo run --release --example bench -- b2 | b3 [--services 100 --proxies 5000] | b4 | b5
+//! cargo run --release --example bench -- b2 | b3 [--services 100 --proxies 5000] | b4 | b5 | b6
 //! cargo run --release --example bench -- b1 --mtls   # sluice's xDS over mTLS (the floor stays plaintext)
 //! ```
 //!
@@ -16,6 +16,7 @@ mod b2;
 mod b3;
 mod b4;
 mod b5;
+mod b6;
 mod cli;
 mod fleet;
 mod fleet_proc;

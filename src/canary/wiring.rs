@@ -40,6 +40,9 @@ pub struct RolloutOptions {
 pub struct Started {
     pub overlays: watch::Receiver<Overlays>,
     pub applied: watch::Sender<Option<Arc<Applied>>>,
+    /// How the admin APIs (gRPC and HTTP) reach the controller; `None`
+    /// without one (no `--state-dir` or `--state-etcd`).
+    pub handle: Option<Handle>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -68,7 +71,7 @@ pub async fn start(
             opts.admin_grpc.is_none(),
             "--admin-grpc needs --state-dir or --state-etcd: rollout state must survive a restart"
         );
-        return Ok(Started::new(overlay_rx, applied_tx, tasks));
+        return Ok(Started::new(overlay_rx, applied_tx, None, tasks));
     };
     let driver = Driver {
         store: Arc::new(FileStore::new(dir)),
@@ -81,19 +84,21 @@ pub async fn start(
         .await
         .with_context(|| format!("loading rollout state from {}", dir.display()))?;
     tasks.push(tokio::spawn(run));
-    tasks.extend(serve_admin(opts, handle, tls, stop).await?);
-    Ok(Started::new(overlay_rx, applied_tx, tasks))
+    tasks.extend(serve_admin(opts, handle.clone(), tls, stop).await?);
+    Ok(Started::new(overlay_rx, applied_tx, Some(handle), tasks))
 }
 
 impl Started {
     pub fn new(
         overlays: watch::Receiver<Overlays>,
         applied: watch::Sender<Option<Arc<Applied>>>,
+        handle: Option<Handle>,
         tasks: Vec<JoinHandle<()>>,
     ) -> Started {
         Started {
             overlays,
             applied,
+            handle,
             tasks,
         }
     }

@@ -167,7 +167,7 @@ pub async fn start(
     };
     tasks.push(tokio::spawn(publisher.run(stop.child_token())));
     let handle = Handle::shared(state, mirror.rollouts(), acks.clone());
-    tasks.extend(wiring::serve_admin(opts, handle, tls, stop.child_token()).await?);
+    tasks.extend(wiring::serve_admin(opts, handle.clone(), tls, stop.child_token()).await?);
     let election = Election {
         client,
         prefix: ha.prefix.clone(),
@@ -181,7 +181,7 @@ pub async fn start(
     };
     tasks.push(tokio::spawn(election.run(stop.child_token())));
     Ok(HaStarted {
-        rollouts: Started::new(mirror.overlays(), applied_tx, tasks),
+        rollouts: Started::new(mirror.overlays(), applied_tx, Some(handle), tasks),
         drains,
         status: status_rx,
     })

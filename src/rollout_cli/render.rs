@@ -67,6 +67,19 @@ pub mod json {
         value(r).to_string()
     }
 
+    /// What `rollout status --json` prints plus the history of steps and
+    /// decisions with their reasons: the admin HTTP API's `/rollouts`.
+    pub fn document(r: &pb::Rollout) -> Value {
+        let mut v = value(r);
+        v["summary"] = super::text::summary_line(r).into();
+        v["history"] = r
+            .history
+            .iter()
+            .map(|e| json!({"at_ms": e.at_ms, "message": e.message}))
+            .collect();
+        v
+    }
+
     pub fn list(all: &[pb::Rollout]) -> String {
         Value::Array(all.iter().map(value).collect()).to_string()
     }
