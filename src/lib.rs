@@ -39,5 +39,6 @@ pub mod rules_watch;
 pub mod serve;
 pub mod serve_cli;
 pub mod sim_cli;
+pub mod state_file;
 pub mod status_cli;
 pub mod tls;

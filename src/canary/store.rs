@@ -10,7 +10,6 @@
 //! beyond the one saved, never a reset.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -133,19 +132,8 @@ impl FileStore {
             path: path.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
         let body = serde_json::to_vec_pretty(all).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = self.dir.join(format!("{}.tmp", Self::FILE));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        // The rename is durable only once the directory entry is.
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        crate::state_file::write_atomically(&path, &body).map_err(io)
     }
 }
 

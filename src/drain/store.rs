@@ -14,7 +14,6 @@
 //! (by the store's revision) than the one already published, so a replica
 //! sees its own change at once and never goes back to an older one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -159,7 +158,8 @@ impl DrainStore {
         if !edit(&mut next) {
             return Ok(false);
         }
-        write_atomically(path, &render(&next)).map_err(|e| state_error(path, e.to_string()))?;
+        crate::state_file::write_atomically(path, render(&next).as_bytes())
+            .map_err(|e| state_error(path, e.to_string()))?;
         self.tx.send_replace(Arc::new(next));
         Ok(true)
     }
@@ -202,26 +202,4 @@ fn state_error(path: &Path, reason: String) -> DrainError {
         path: path.display().to_string(),
         reason,
     }
-}
-
-/// Writes `text` to `path` so that readers and crashes see the old or the
-/// new content, never a mix: a temp file beside it, fsynced, renamed over
-/// it, then the directory fsynced so the rename itself is durable.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -227,3 +227,19 @@ fn a_corrupt_state_file_is_an_error_not_an_empty_set() {
     let err = DrainStore::open(dir.path()).err().expect("refused");
     assert!(err.to_string().contains("unsupported version 2"), "{err}");
 }
+
+/// `--state-dir` that does not exist yet: the first drain creates it
+/// (it used to fail until a rollout had saved state there).
+#[tokio::test]
+async fn a_drain_creates_a_missing_state_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let store = DrainStore::open(&state).expect("open");
+    assert!(store
+        .add(mk_endpoint("web", "10.0.0.2:80"))
+        .await
+        .expect("add"));
+    let reopened = DrainStore::open(&state).expect("reopen");
+    assert_eq!(*reopened.current(), *store.current());
+    assert!(!store.current().is_empty());
+}
