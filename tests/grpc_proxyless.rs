@@ -565,6 +565,61 @@ async fn a_ring_hash_route_keeps_each_users_rpcs_on_one_backend() {
     assert!(used.len() >= 2, "20 users all hashed to {used:?}");
 }
 
+/// Outlier detection (gRFC A50): of three backends one fails every RPC;
+/// the client's failure-percentage detector ejects it, after which no
+/// RPC fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_ejects_a_failing_backend_by_outlier_detection() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2", "ok1", "ok2", "bad"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let endpoints: Vec<String> = ["ok1", "ok2", "bad"]
+        .iter()
+        .map(|s| format!("{{address: 127.0.0.1, port: {}}}", servers.port(s)))
+        .collect();
+    let pool = format!(
+        "  - name: pool\n    endpoints: [{}]\n    outlier_detection: {{failure_percentage: {{threshold: 50, minimum_hosts: 3, request_volume: 5}}, interval: 1s, base_ejection_time: 60s, max_ejection_percent: 50}}\n",
+        endpoints.join(", ")
+    );
+    let target = "  - target: pool\n    routes:\n      - to: {service: pool}\n";
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let edited = text.replacen("\ngrpc:\n", &format!("{pool}\ngrpc:\n{target}"), 1);
+    assert_ne!(edited, text);
+    std::fs::write(&rules, &edited).expect("write rules");
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "pool");
+    // Round robin reaches the failing backend before the detector runs.
+    let first = client.send("call 30");
+    assert!(
+        first["errors"]["StatusCode.UNAVAILABLE"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "the bad backend failed nothing: {first}"
+    );
+    // Within a few detection intervals it is ejected; then nothing fails.
+    let mut clean = None;
+    for _ in 0..100 {
+        let batch = client.send("call 30");
+        if batch["errors"] == serde_json::json!({}) {
+            clean = Some(batch);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(clean.is_some(), "the failing backend was never ejected");
+    let after = client.send("call 300");
+    assert_eq!(after["errors"], serde_json::json!({}), "{after}");
+    assert_eq!(
+        answers(&after, "ok1") + answers(&after, "ok2"),
+        300,
+        "{after}"
+    );
+}
+
 #[test]
 fn binomial_bounds_leave_out_the_tails() {
     // Binomial(2000, 0.2): mean 400, sd 17.9; 1e-6 two-sided is ±4.9 sd.

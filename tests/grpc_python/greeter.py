@@ -36,15 +36,19 @@ METHODS = ["/helloworld.Greeter/SayHello", "/helloworld.Greeter/SayHelloAgain"]
 
 class Named(grpc.GenericRpcHandler):
     """Answers with its name; a server whose name starts with "flaky"
-    fails every other RPC it gets with UNAVAILABLE (the first included)."""
+    fails every other RPC it gets with UNAVAILABLE (the first included),
+    one whose name starts with "bad" fails every RPC."""
 
     def __init__(self, name):
         self.answer = name.encode()
         self.flaky = name.startswith("flaky")
+        self.bad = name.startswith("bad")
         self.calls = 0
         self.lock = threading.Lock()
 
     def answer_one(self, request, context):
+        if self.bad:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "bad: every RPC fails")
         if self.flaky:
             with self.lock:
                 self.calls += 1

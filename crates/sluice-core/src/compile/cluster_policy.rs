@@ -123,7 +123,7 @@ fn health_check(hc: &model::HealthCheck, ctx: &str) -> Result<HealthCheck, Compi
     })
 }
 
-fn outlier_detection(
+pub(super) fn outlier_detection(
     o: &model::OutlierDetection,
     ctx: &str,
 ) -> Result<OutlierDetection, CompileError> {

@@ -13,9 +13,9 @@
 //!   a `retry` is the route's retry policy (gRFC A44: status codes,
 //!   retries, backoff), and `hash` its hash policies (A42: headers);
 //! - the clusters of every service its routes reach, as for Envoys (the
-//!   service and each subset), round robin or ring hash, with nothing gRPC
-//!   does not take (no connect timeout, circuit breakers, health checks,
-//!   TLS);
+//!   service and each subset), round robin or ring hash, with the
+//!   service's outlier detection (A50) and nothing gRPC does not take (no
+//!   connect timeout, circuit breakers, health checks, TLS);
 //! - their load assignments, which gRPC reads differently from Envoy: it
 //!   skips a locality without a weight, refuses one without a `locality`,
 //!   and refuses gaps between priorities. Every group of endpoints
@@ -97,7 +97,7 @@ fn snapshot(
     let mut res = GroupResources::default();
     for service in referenced_services(config, targets)? {
         for backend in backends_of(service) {
-            res.clusters.push(grpc_cluster(service, &backend));
+            res.clusters.push(grpc_cluster(service, &backend)?);
             let cla = load_assignment(service, &backend);
             res.endpoints
                 .push(Resource::encode(cla.cluster_name.clone(), &cla));
@@ -248,13 +248,31 @@ fn grpc_route(t: &model::GrpcTarget, r: &model::GrpcRoute) -> Result<Route, Comp
 
 /// Round robin, or ring hash (gRFC A42; gRPC hashes with xxHash, Envoy's
 /// default, and takes its own ring sizes): the rules refuse other
-/// policies on services gRPC routes reach.
-fn grpc_cluster(service: &model::Service, backend: &model::Backend) -> Cluster {
+/// policies on services gRPC routes reach. The service's outlier
+/// detection goes as an Envoy's (gRFC A50): gRPC applies its success-rate
+/// and failure-percentage detectors and ignores the consecutive-error
+/// ones, which the same proto switches off for it when the rules name
+/// only those.
+fn grpc_cluster(
+    service: &model::Service,
+    backend: &model::Backend,
+) -> Result<Cluster, CompileError> {
     let lb_policy = match service.lb_policy {
         model::LbPolicy::RingHash => cluster::LbPolicy::RingHash,
         _ => cluster::LbPolicy::RoundRobin,
     };
-    Cluster {
+    let outlier_detection = service
+        .policy
+        .outlier_detection
+        .as_ref()
+        .map(|o| {
+            super::cluster_policy::outlier_detection(
+                o,
+                &format!("service {:?} outlier_detection", service.name),
+            )
+        })
+        .transpose()?;
+    Ok(Cluster {
         name: backend.cluster_name(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Eds as i32,
@@ -264,8 +282,9 @@ fn grpc_cluster(service: &model::Service, backend: &model::Backend) -> Cluster {
             service_name: String::new(),
         }),
         lb_policy: lb_policy as i32,
+        outlier_detection,
         ..Default::default()
-    }
+    })
 }
 
 /// The load assignment as gRPC reads it (see the module doc).
