@@ -620,6 +620,35 @@ async fn a_grpc_client_ejects_a_failing_backend_by_outlier_detection() {
     );
 }
 
+/// Fault injection (gRFC A33): RPCs carrying `x-fault: 1` take a route
+/// that aborts every one with HTTP 503, which the client itself turns
+/// into UNAVAILABLE without reaching a backend; other RPCs succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_route_fault_aborts_the_rpcs_it_matches() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let target = "  - target: faulty\n    routes:\n      - match: {headers: [{name: x-fault, exact: \"1\"}]}\n        to: {service: greeter, subset: stable}\n        fault: {abort: {status: 503, percent: 100}}\n      - to: {service: greeter, subset: stable}\n";
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let edited = text.replacen("\ngrpc:\n", &format!("\ngrpc:\n{target}"), 1);
+    assert_ne!(edited, text);
+    std::fs::write(&rules, &edited).expect("write rules");
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "faulty");
+    let plain = client.send("call 50");
+    assert_eq!(plain["errors"], serde_json::json!({}), "{plain}");
+    assert_eq!(answers(&plain, "v1"), 50, "{plain}");
+    let faulted = client.send("call 50 x-fault=1");
+    assert_eq!(
+        faulted["errors"]["StatusCode.UNAVAILABLE"], 50,
+        "every tagged RPC aborted: {faulted}"
+    );
+    assert_eq!(faulted["answers"], serde_json::json!({}), "{faulted}");
+}
+
 #[test]
 fn binomial_bounds_leave_out_the_tails() {
     // Binomial(2000, 0.2): mean 400, sd 17.9; 1e-6 two-sided is ±4.9 sd.

@@ -6,7 +6,8 @@
 //!
 //! - a Listener named after the target holding only an `api_listener`:
 //!   an HTTP connection manager fetching its routes over RDS (ADS), with
-//!   the router as its one (and last) HTTP filter, as gRPC requires;
+//!   the router as its last HTTP filter, as gRPC requires, after the
+//!   fault filter when a route injects faults (gRFC A33);
 //! - a RouteConfiguration named after the target, one virtual host whose
 //!   one domain is the target, the rules' routes in order; a route's
 //!   `timeout` is `max_stream_duration`, which gRPC reads (not `timeout`),
@@ -41,6 +42,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     retry_policy::RetryBackOff, route, route_action, RetryPolicy, Route, RouteAction,
     RouteConfiguration, VirtualHost,
 };
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager, HttpFilter, Rds,
@@ -51,6 +53,7 @@ use envoy_types::util::pack_any;
 use super::cluster::{backends_of, endpoint_groups, lb_endpoint, locality_weight};
 use super::listener::ROUTER_FILTER;
 use super::route::{cluster_specifier, route_match};
+use super::route_policy::FAULT_FILTER;
 use super::{ads_config_source, check, encode_all, pb_duration, CompileError, GroupResources};
 use crate::model;
 use crate::xds::resource::{grpc_group_key, GRPC_FALLBACK_GROUP};
@@ -147,19 +150,25 @@ fn referenced_services<'a>(
 }
 
 fn listener(t: &model::GrpcTarget) -> Listener {
+    let filter = |name: &str, config| HttpFilter {
+        name: name.to_owned(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    };
+    // The fault filter only where a route injects faults (each route
+    // carries its own settings), before the router, which comes last.
+    let mut http_filters = Vec::new();
+    if t.routes.iter().any(|r| r.fault.is_some()) {
+        http_filters.push(filter(FAULT_FILTER, pack_any(HttpFault::default())));
+    }
+    http_filters.push(filter(ROUTER_FILTER, pack_any(Router::default())));
     let hcm = HttpConnectionManager {
         stat_prefix: t.name.clone(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads_config_source()),
             route_config_name: t.name.clone(),
         })),
-        http_filters: vec![HttpFilter {
-            name: ROUTER_FILTER.to_owned(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters,
         ..Default::default()
     };
     Listener {
@@ -232,9 +241,18 @@ fn grpc_route(t: &model::GrpcTarget, r: &model::GrpcRoute) -> Result<Route, Comp
         .iter()
         .map(|h| super::route_policy::hash_policy(h, &ctx))
         .collect::<Result<Vec<_>, _>>()?;
+    let typed_per_filter_config = match &r.fault {
+        Some(f) => [(
+            FAULT_FILTER.to_owned(),
+            pack_any(super::route_policy::fault(f, &ctx)?),
+        )]
+        .into(),
+        None => Default::default(),
+    };
     Ok(Route {
         name: r.name.clone(),
         r#match: Some(route_match(&r.matcher)),
+        typed_per_filter_config,
         action: Some(route::Action::Route(RouteAction {
             cluster_specifier: Some(cluster_specifier(&r.action)),
             max_stream_duration,

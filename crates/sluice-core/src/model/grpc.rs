@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{HashPolicy, RouteAction, RouteMatch};
+use super::{Fault, HashPolicy, RouteAction, RouteMatch};
 
 /// One name gRPC clients dial (`xds:///greeter`): its routes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -38,6 +38,8 @@ pub struct GrpcRoute {
     pub retry: Option<GrpcRetry>,
     /// What ring hash hashes (gRFC A42): [`HashPolicy::Header`] only.
     pub hash: Vec<HashPolicy>,
+    /// Delays and aborts the client injects itself (gRFC A33).
+    pub fault: Option<Fault>,
 }
 
 /// The status codes gRPC clients retry on (gRFC A44); other `retry_on`

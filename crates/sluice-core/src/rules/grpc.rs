@@ -15,7 +15,7 @@ use super::error::{shown, Diags};
 use super::raw::{RawGrpcRetry, RawGrpcRoute, RawGrpcTarget, RawMatch};
 use super::raw_policy::RawHashPolicy;
 use super::route::{route_match, weighted};
-use super::route_policy::hash_policies;
+use super::route_policy::{fault, hash_policies};
 use super::yaml::Spanned;
 use crate::model::{
     Backend, GrpcRetry, GrpcRoute, GrpcTarget, HashPolicy, LbPolicy, PathMatch, RouteAction,
@@ -190,6 +190,10 @@ fn route(
         .as_ref()
         .map(|list| hash(list, &action, &format!("{path}.hash"), catalog, d))
         .unwrap_or_default();
+    let fault = raw
+        .fault
+        .as_ref()
+        .map(|f| fault(f, &format!("{path}.fault"), d));
     GrpcRoute {
         name,
         matcher,
@@ -197,6 +201,7 @@ fn route(
         timeout,
         retry,
         hash,
+        fault,
     }
 }
 

@@ -471,6 +471,8 @@ pub struct RawGrpcRoute {
     pub retry: Option<Spanned<RawGrpcRetry>>,
     #[serde(default)]
     pub hash: Option<Spanned<Vec<Spanned<super::raw_policy::RawHashPolicy>>>>,
+    #[serde(default)]
+    pub fault: Option<Spanned<super::raw_policy::RawFault>>,
 }
 
 /// A gRPC route's `retry` as written.

@@ -12,7 +12,7 @@ use super::check::check_regex;
 use super::check::{duration, header_value, int, Catalog, Seen};
 use super::error::Diags;
 use super::raw::RawRoute;
-use super::raw_policy::{RawCors, RawHashPolicy, RawHeaderEdits, RawRewrite};
+use super::raw_policy::{RawCors, RawFault, RawHashPolicy, RawHeaderEdits, RawRewrite};
 use crate::model::{
     Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HashPolicy, HeaderEdits, Mirror,
     PathMatch, Redirect, Rewrite, RouteAction, RoutePolicy,
@@ -138,23 +138,10 @@ pub fn route_policy(
             .unwrap_or(100);
         Mirror { backend, percent }
     });
-    let fault = raw.fault.as_ref().map(|f| {
-        let p = format!("{path}.fault");
-        if f.delay.is_none() && f.abort.is_none() {
-            d.error(f.span(), &p, "a fault needs a `delay`, an `abort` or both");
-        }
-        Fault {
-            delay: f.delay.as_ref().map(|dl| FaultDelay {
-                duration: duration(d, &dl.duration, &format!("{p}.delay.duration"))
-                    .unwrap_or_default(),
-                percent: int(d, &dl.percent, &format!("{p}.delay.percent"), 0..=100).unwrap_or(0),
-            }),
-            abort: f.abort.as_ref().map(|a| FaultAbort {
-                status: int(d, &a.status, &format!("{p}.abort.status"), 200..=599).unwrap_or(503),
-                percent: int(d, &a.percent, &format!("{p}.abort.percent"), 0..=100).unwrap_or(0),
-            }),
-        }
-    });
+    let fault = raw
+        .fault
+        .as_ref()
+        .map(|f| fault(f, &format!("{path}.fault"), d));
     let request_headers = raw
         .request_headers
         .as_ref()
@@ -366,5 +353,22 @@ fn cors(raw: &Spanned<RawCors>, path: &str, d: &mut Diags) -> Cors {
         expose_headers: strings(&raw.expose_headers),
         max_age,
         allow_credentials: raw.allow_credentials.unwrap_or(false),
+    }
+}
+
+/// A `fault`: a delay, an abort or both, each with its share of requests.
+pub(super) fn fault(f: &Spanned<RawFault>, p: &str, d: &mut Diags) -> Fault {
+    if f.delay.is_none() && f.abort.is_none() {
+        d.error(f.span(), p, "a fault needs a `delay`, an `abort` or both");
+    }
+    Fault {
+        delay: f.delay.as_ref().map(|dl| FaultDelay {
+            duration: duration(d, &dl.duration, &format!("{p}.delay.duration")).unwrap_or_default(),
+            percent: int(d, &dl.percent, &format!("{p}.delay.percent"), 0..=100).unwrap_or(0),
+        }),
+        abort: f.abort.as_ref().map(|a| FaultAbort {
+            status: int(d, &a.status, &format!("{p}.abort.status"), 200..=599).unwrap_or(503),
+            percent: int(d, &a.percent, &format!("{p}.abort.percent"), 0..=100).unwrap_or(0),
+        }),
     }
 }

@@ -51,6 +51,7 @@ fn the_example_parses_to_its_target() {
                     timeout: None,
                     retry: None,
                     hash: Vec::new(),
+                    fault: None,
                 },
                 GrpcRoute {
                     name: "default".into(),
@@ -72,6 +73,7 @@ fn the_example_parses_to_its_target() {
                     timeout: None,
                     retry: None,
                     hash: Vec::new(),
+                    fault: None,
                 },
             ],
         }]
