@@ -51,6 +51,8 @@ fi
 if [ -z "${CHROMEDRIVER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
   missing+=(chromium chromium-driver)
 fi
+# node + npm: the proxyless gRPC tests also run grpc-js's xDS client.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]}"
   SUDO=""
@@ -61,6 +63,13 @@ fi
 echo "protoc: $(protoc --version)"
 echo "etcd: $("${ETCD_BIN:-etcd}" --version 2>&1 | head -1)"
 echo "chromedriver: $("${CHROMEDRIVER:-chromedriver}" --version 2>&1 | head -1)"
+
+# @grpc/grpc-js-xds, pinned by tests/grpc_node/package-lock.json.
+if [ ! -d tests/grpc_node/node_modules/@grpc/grpc-js-xds ]; then
+  echo "installing tests/grpc_node (npm ci)"
+  (cd tests/grpc_node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+echo "node: $(node --version), grpc-js-xds $(node -p 'require("./tests/grpc_node/node_modules/@grpc/grpc-js-xds/package.json").version')"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -8,7 +8,8 @@
 //! serves it by) and the metadata `sluice_client: grpc`, which tells sluice
 //! to serve it what gRPC clients take rather than an Envoy's listeners.
 //! `server_features` lists `xds_v3` (older gRPC releases need it to speak
-//! xDS v3, newer ones ignore it).
+//! xDS v3, newer ones ignore it). The node has an empty `locality`, which
+//! grpc-js requires and the other gRPC clients accept.
 
 use std::path::PathBuf;
 
@@ -99,6 +100,8 @@ pub fn bootstrap(opts: &GrpcBootstrapOptions) -> Result<Value, GrpcBootstrapErro
             "id": opts.node_id,
             "cluster": opts.cluster,
             "metadata": metadata,
+            // grpc-js (@grpc/grpc-js-xds) refuses a node without it.
+            "locality": {},
         },
     }))
 }
@@ -127,6 +130,7 @@ mod tests {
         assert_eq!(v["node"]["id"], "app-1");
         assert_eq!(v["node"]["cluster"], "apps");
         assert_eq!(v["node"]["metadata"]["sluice_client"], "grpc");
+        assert_eq!(v["node"]["locality"], json!({}));
     }
 
     #[test]

@@ -149,10 +149,29 @@ struct Client {
 }
 
 impl Client {
+    /// Python grpcio (gRPC C-core's xDS client).
     fn start(bootstrap: &Path, target: &str) -> Client {
-        let mut child = Command::new("python3")
-            .arg(script())
-            .args(["client", target])
+        let mut cmd = Command::new("python3");
+        cmd.arg(script()).args(["client", target]);
+        Client::spawn(cmd, bootstrap)
+    }
+
+    /// Node's grpc-js with @grpc/grpc-js-xds (tests/grpc_node, installed
+    /// by scripts/test.sh), speaking the same commands.
+    fn start_node(bootstrap: &Path, target: &str) -> Client {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_node");
+        assert!(
+            dir.join("node_modules/@grpc/grpc-js-xds").is_dir(),
+            "run `npm ci` in {} (scripts/test.sh does)",
+            dir.display()
+        );
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("client.js")).arg(target);
+        Client::spawn(cmd, bootstrap)
+    }
+
+    fn spawn(mut cmd: Command, bootstrap: &Path) -> Client {
+        let mut child = cmd
             .env("GRPC_XDS_BOOTSTRAP", bootstrap)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -647,6 +666,61 @@ async fn a_grpc_route_fault_aborts_the_rpcs_it_matches() {
         "every tagged RPC aborted: {faulted}"
     );
     assert_eq!(faulted["answers"], serde_json::json!({}), "{faulted}");
+}
+
+/// The same with Node's grpc-js xDS client (@grpc/grpc-js-xds): the
+/// 80/20 split within the binomial bounds, the header route, and an edit
+/// of the split followed by the connected client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_js_client_of_xds_greeter_sees_the_split_the_header_route_and_an_edit() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "node-1");
+    const N: u64 = 2000;
+    let mut client = Client::start_node(&bootstrap, "greeter");
+    let split = client.send(&format!("call {N}"));
+    assert_eq!(split["errors"], serde_json::json!({}), "{split}");
+    let (v1, v2) = (answers(&split, "v1"), answers(&split, "v2"));
+    eprintln!("grpc-js 80/20 split over {N} RPCs: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, N, "{split}");
+    let (lo, hi) = binomial_bounds(N, 0.2, 1e-6);
+    assert!(
+        (lo..=hi).contains(&v2),
+        "v2 got {v2} of {N}, outside [{lo}, {hi}]: {split}"
+    );
+    let tagged = client.send("call 200 x-canary=1");
+    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
+    assert_eq!(answers(&tagged, "v2"), 200, "{tagged}");
+    let status = sluice.status_text().await;
+    assert!(
+        status.contains("node-1  group=default mode=sotw client=grpc"),
+        "{status}"
+    );
+    // grpc-js ACKed every type it asked for and NACKed none.
+    let node = sluice.status().await["proxies"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["node"]["id"] == "node-1"))
+        .cloned()
+        .expect("the grpc-js client is listed");
+    for ty in ["lds", "rds", "cds", "eds"] {
+        let st = &node["types"][ty];
+        assert!(st["nack"].is_null(), "{ty} NACKed: {node}");
+        assert!(
+            !st["acked"].is_null() && st["acked"] == st["sent"],
+            "{ty}: {node}"
+        );
+    }
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let edited = text
+        .replace("weight: 80", "weight: 0")
+        .replace("weight: 20", "weight: 100");
+    std::fs::write(&rules, edited).expect("edit rules");
+    let moved = client.send("until v2 100");
+    assert_eq!(moved["reached"], true, "{moved}");
 }
 
 #[test]
