@@ -723,6 +723,64 @@ async fn a_grpc_js_client_of_xds_greeter_sees_the_split_the_header_route_and_an_
     assert_eq!(moved["reached"], true, "{moved}");
 }
 
+/// `sluice drain add` takes an endpoint out of gRPC clients' rotation as
+/// out of Envoys': the drained endpoint reaches the client as draining,
+/// the client stops sending it RPCs without failing any, and `drain
+/// remove` brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_takes_an_endpoint_out_of_a_grpc_clients_rotation_and_back() {
+    require_grpcio();
+    let servers = Servers::start(&["v1", "v1b", "v2"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = rules(dir.path(), &servers);
+    let text = std::fs::read_to_string(&rules).expect("read rules");
+    let second = format!(
+        "      - {{address: 127.0.0.1, port: {}, labels: {{version: v1}}}}\n",
+        servers.port("v1b")
+    );
+    let anchor = "    subsets:\n";
+    std::fs::write(
+        &rules,
+        text.replacen(anchor, &format!("{second}{anchor}"), 1),
+    )
+    .expect("write rules");
+    let sluice = Sluice::start(&rules, "127.0.0.1:0");
+    sluice.wait_ready("sluice ready").await;
+    let bootstrap = grpc_bootstrap(dir.path(), &sluice, "app-1");
+    let mut client = Client::start(&bootstrap, "greeter");
+    let both = client.send("until v1b 1");
+    assert_eq!(both["reached"], true, "v1b serves: {both}");
+
+    let endpoint = format!("127.0.0.1:{}", servers.port("v1b"));
+    let drain = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("drain")
+            .args(args)
+            .args(["--admin", &sluice.admin.to_string()])
+            .output()
+            .expect("run sluice drain");
+        assert!(out.status.success(), "{out:?}");
+    };
+    drain(&["add", "--service", "greeter", "--endpoint", &endpoint]);
+    let mut settled = false;
+    for _ in 0..60 {
+        let batch = client.send("call 100");
+        assert_eq!(batch["errors"], serde_json::json!({}), "{batch}");
+        if answers(&batch, "v1b") == 0 {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "v1b still gets RPCs while drained");
+    let drained = client.send("call 300");
+    assert_eq!(drained["errors"], serde_json::json!({}), "{drained}");
+    assert_eq!(answers(&drained, "v1b"), 0, "{drained}");
+
+    drain(&["remove", "--service", "greeter", "--endpoint", &endpoint]);
+    let back = client.send("until v1b 1");
+    assert_eq!(back["reached"], true, "v1b back in rotation: {back}");
+}
+
 #[test]
 fn binomial_bounds_leave_out_the_tails() {
     // Binomial(2000, 0.2): mean 400, sd 17.9; 1e-6 two-sided is ±4.9 sd.
