@@ -624,3 +624,36 @@ async fn dashboard_shows_a_nacking_proxy_and_a_lost_connection() {
     b.close().await;
     drop((healthy, nacking));
 }
+
+/// With several replicas (`--state-etcd`), the page of one replica lists
+/// the proxies connected to it and counts every replica's, from what each
+/// publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_replicas_the_page_counts_every_replicas_proxies() {
+    let r = common::ha::Replicas::start(2).await;
+    let b = Browser::start().await;
+    b.goto(&format!("http://{}/ui", r.get(0).admin)).await;
+    let text = b
+        .wait_js(
+            "both replicas' proxies counted",
+            "const t = document.querySelector('#fleet-replicas');
+             const s = t.textContent;
+             return !t.hidden && s.includes('r0 2 (this page)') && s.includes('r1 2') && s;",
+        )
+        .await;
+    assert!(
+        text.as_str().is_some_and(|t| t.contains("4 proxies")),
+        "{text}"
+    );
+    let page = fleet_table(&b).await;
+    let rows = page["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 2, "this replica's own proxies: {page}");
+    assert!(
+        rows.iter()
+            .all(|row| row["node"].as_str().is_some_and(|n| n.starts_with("sim0"))),
+        "{page}"
+    );
+    assert!(errors(&b.console().await).is_empty());
+    b.screenshot("replicas").await;
+    b.close().await;
+}

@@ -147,6 +147,20 @@ function renderFleet(status) {
   $('#fleet tbody').replaceChildren(...rows);
 }
 
+// With several replicas the table lists this replica's proxies; the
+// others' counts come from what each replica publishes.
+function renderReplicas(ha) {
+  const box = $('#fleet-replicas');
+  const counts = ha && ha.proxies ? Object.entries(ha.proxies) : [];
+  if (!changed('replicas', [ha && ha.replica, counts])) return;
+  if (!ha) { box.hidden = true; return; }
+  const total = counts.reduce((sum, [, n]) => sum + n, 0);
+  const each = counts.map(([r, n]) => r + ' ' + n + (r === ha.replica ? ' (this page)' : '')).join(', ');
+  box.textContent = 'Fleet across replicas: ' + total + ' proxies (' + each +
+    '). This table lists the proxies connected to replica ' + ha.replica + '; open another replica\'s /ui for its own.';
+  box.hidden = false;
+}
+
 function renderDenials(denials) {
   if (!changed('denials', denials)) return;
   const box = $('#denials');
@@ -394,6 +408,7 @@ async function poll() {
     renderRules(status);
     const ha = status.ha;
     $('#replica').textContent = ha ? 'replica ' + ha.replica + (ha.is_leader ? ' (leader)' : ', leader ' + (ha.leader || 'none')) : '';
+    renderReplicas(ha);
     if (!poll.last) performance.mark('sluice-first-render');
     poll.last = { status, rollouts, drains };
   } catch (e) {
