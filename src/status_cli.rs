@@ -82,6 +82,9 @@ pub struct TypeStatus {
 pub struct Nack {
     pub version: String,
     pub error: String,
+    /// Where in the rules the rejected resources come from, when known.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 /// `sluice status` arguments.
@@ -263,7 +266,10 @@ pub fn render(doc: &StatusDoc) -> String {
         let _ = writeln!(s, "  {:<4} {:<17} {:<17} NACK", "TYPE", "SENT", "ACKED");
         for (ty, t) in &p.types {
             let nack = match &t.nack {
-                Some(n) => format!("{}: {}", n.version, n.error),
+                Some(n) => match &n.rule {
+                    Some(rule) => format!("{}: {} (from {rule})", n.version, n.error),
+                    None => format!("{}: {}", n.version, n.error),
+                },
                 None => "-".to_string(),
             };
             let _ = writeln!(

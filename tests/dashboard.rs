@@ -527,6 +527,12 @@ async fn dashboard_shows_a_nacking_proxy_and_a_lost_connection() {
     let nack_cell = row["cells"][8].as_str().unwrap_or_default();
     assert!(nack_cell.starts_with("RDS "), "{row}");
     assert!(nack_cell.contains(&error), "{row} lacks {error:?}");
+    // The one route configuration sent is the listener's: the rule the
+    // NACK came from.
+    assert!(
+        nack_cell.contains("(from routes of listener `http`)"),
+        "{row}"
+    );
     b.screenshot("nacking").await;
 
     // "Not in sync only" keeps the NACKing proxy alone.

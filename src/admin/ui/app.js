@@ -133,7 +133,10 @@ function renderFleet(status) {
   if (!changed('fleet', [shown, group, onlyUnsynced])) return;
   const rows = shown.map((p) => {
     const nacks = Object.keys(p.types).filter((t) => p.types[t].nack)
-      .map((t) => t.toUpperCase() + ' ' + p.types[t].nack.version + ': ' + p.types[t].nack.error);
+      .map((t) => {
+        const n = p.types[t].nack;
+        return t.toUpperCase() + ' ' + n.version + ': ' + n.error + (n.rule ? ' (from ' + n.rule + ')' : '');
+      });
     const kind = p.node.client === 'grpc' ? ' (gRPC)' : '';
     return el('tr', { 'data-node': p.node.id, class: nacking(p) ? 'nacking' : inSync(p) ? 'synced' : 'unsynced' },
       el('th', { scope: 'row' }, p.node.id + kind),

@@ -332,3 +332,141 @@ fn empty() -> &'static Arc<Snapshot> {
     static EMPTY: OnceLock<Arc<Snapshot>> = OnceLock::new();
     EMPTY.get_or_init(|| Arc::new(Snapshot::new(Default::default())))
 }
+
+/// The rules' entity a resource comes from, in the rules' words:
+/// `listener `http``, `service `web`, subset `canary``, ….
+pub fn rule_of(ty: TypeUrl, plane: DataPlane, name: &str) -> String {
+    let grpc = plane == DataPlane::Grpc;
+    match ty {
+        TypeUrl::Listener if grpc => format!("gRPC target `{name}`"),
+        TypeUrl::Listener => format!("listener `{name}`"),
+        TypeUrl::Route if grpc => format!("routes of gRPC target `{name}`"),
+        TypeUrl::Route => format!("routes of listener `{name}`"),
+        TypeUrl::Cluster | TypeUrl::Endpoint => match name.split_once('~') {
+            Some((service, subset)) => format!("service `{service}`, subset `{subset}`"),
+            None => format!("service `{name}`"),
+        },
+        TypeUrl::Secret => match name
+            .strip_prefix("listener/")
+            .and_then(|n| n.strip_suffix("/cert"))
+        {
+            Some(listener) => format!("TLS certificate of listener `{listener}`"),
+            None => format!("secret `{name}`"),
+        },
+        TypeUrl::Runtime => "rollout weights (sluice's runtime layer)".to_string(),
+    }
+}
+
+/// Where a NACK came from in the rules: the resources of the rejected
+/// response whose names the error mentions (Envoy names the listener,
+/// cluster or route configuration it refused), or the one resource the
+/// response carried; at most three. `None` when neither tells.
+pub fn nack_rule<'a>(
+    ty: TypeUrl,
+    plane: DataPlane,
+    error: &str,
+    sent: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    const MAX: usize = 3;
+    let sent: Vec<&str> = sent.into_iter().collect();
+    let mut named: Vec<&str> = sent
+        .iter()
+        .copied()
+        .filter(|n| !n.is_empty() && mentions(error, n))
+        .collect();
+    // A name inside a longer one that is also named (`web` in `web~v2`)
+    // is not a separate mention.
+    let all = named.clone();
+    named.retain(|n| !all.iter().any(|m| m != n && m.contains(n)));
+    named.sort_unstable();
+    if named.is_empty() {
+        if let [only] = sent[..] {
+            named.push(only);
+        }
+    }
+    if named.is_empty() {
+        return None;
+    }
+    let mut rules: Vec<String> = named
+        .iter()
+        .take(MAX)
+        .map(|n| rule_of(ty, plane, n))
+        .collect();
+    if named.len() > MAX {
+        rules.push(format!("{} more", named.len() - MAX));
+    }
+    Some(rules.join("; "))
+}
+
+/// Whether `error` names `name` as a whole word (not inside a longer name).
+fn mentions(error: &str, name: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '~' | '.' | '/');
+    error.match_indices(name).any(|(at, _)| {
+        let before = error[..at].chars().next_back();
+        let after = error[at + name.len()..].chars().next();
+        !before.is_some_and(part) && !after.is_some_and(part)
+    })
+}
+
+#[cfg(test)]
+mod nack_rule_tests {
+    use super::*;
+
+    #[test]
+    fn the_rule_named_by_envoys_error() {
+        let error = "Error adding/updating listener(s) http: unknown cluster 'web~v3'";
+        assert_eq!(
+            nack_rule(
+                TypeUrl::Listener,
+                DataPlane::Envoy,
+                error,
+                ["admin", "http", "https"]
+            ),
+            Some("listener `http`".into())
+        );
+        let error = "cluster 'web~canary' has no healthy upstream; web~stable fine";
+        assert_eq!(
+            nack_rule(
+                TypeUrl::Cluster,
+                DataPlane::Envoy,
+                error,
+                ["web", "web~canary", "web~stable", "api"]
+            ),
+            Some("service `web`, subset `canary`; service `web`, subset `stable`".into())
+        );
+        // One resource in the response: that one, whatever the error says.
+        assert_eq!(
+            nack_rule(
+                TypeUrl::Route,
+                DataPlane::Grpc,
+                "bad retry policy",
+                ["greeter"]
+            ),
+            Some("routes of gRPC target `greeter`".into())
+        );
+        // Several, none named: no guess.
+        assert_eq!(
+            nack_rule(
+                TypeUrl::Route,
+                DataPlane::Envoy,
+                "proto invalid",
+                ["a", "b"]
+            ),
+            None
+        );
+        // A name inside a longer word is not a mention.
+        assert_eq!(
+            nack_rule(
+                TypeUrl::Listener,
+                DataPlane::Envoy,
+                "httpx: bad",
+                ["http", "https"]
+            ),
+            None
+        );
+        assert_eq!(
+            rule_of(TypeUrl::Secret, DataPlane::Envoy, "listener/https/cert"),
+            "TLS certificate of listener `https`"
+        );
+    }
+}

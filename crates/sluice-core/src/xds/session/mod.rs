@@ -178,6 +178,11 @@ impl TypeStatusRef<'_> {
 pub struct NackInfo {
     pub version: String,
     pub error: String,
+    /// The rules' entities the rejected resources come from, when the
+    /// error names them or the response carried one resource
+    /// ([`nack_rule`](crate::xds::resource::nack_rule)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// What the proxy holds of one resource, as far as this stream knows,
@@ -625,6 +630,7 @@ impl Session {
 
     /// ACK (no error) or NACK of the response in flight for `ty`.
     fn settle(&mut self, ty: TypeUrl, error: Option<String>) -> Option<Event> {
+        let plane = self.node.as_ref().map(|n| n.data_plane).unwrap_or_default();
         let st = &mut self.types[ty.index()];
         let p = st.phase.settle()?;
         let event = match error {
@@ -652,9 +658,16 @@ impl Session {
                 }
                 st.rejected
                     .extend(p.sent.iter().map(|r| (r.name.clone(), r.version.clone())));
+                let rule = crate::xds::resource::nack_rule(
+                    ty,
+                    plane,
+                    &error,
+                    p.sent.iter().map(|r| r.name.as_str()),
+                );
                 st.versions.nack = Some(NackInfo {
                     version: p.version.clone(),
                     error: error.clone(),
+                    rule,
                 });
                 Event::Nacked {
                     ty,
