@@ -2,8 +2,8 @@
 //! rot: B1 with 5 proxies and 3 endpoint moves through a real etcd into
 //! `sluice serve` (the binary), then the same against the transport floor;
 //! then again with `--mtls` (sluice's xDS port over mutual TLS, the floor
-//! plaintext); and B6 (the dashboard) with 5 proxies and a headless
-//! chromium. Asserts behaviour only — every move reached every proxy, nothing was
+//! plaintext); B6 (the dashboard) with 5 proxies and a headless
+//! chromium; and B8 (one route edited) at 40 routes. Asserts behaviour only — every move reached every proxy, nothing was
 //! NACKed, the JSON has its fields — never times.
 //!
 //! `harness = false`: the runner starts its fleet and floor by re-running
@@ -22,6 +22,8 @@ mod b4;
 mod b5;
 #[path = "../examples/bench/b6.rs"]
 mod b6;
+#[path = "../examples/bench/b8.rs"]
+mod b8;
 #[path = "../examples/bench/cli.rs"]
 mod cli;
 #[path = "../examples/bench/fleet.rs"]
@@ -53,6 +55,8 @@ const CASES: [(&str, bool); 2] = [
 /// B6 (the dashboard: data endpoints, first render in headless chromium,
 /// CPU with a page open) at 5 proxies.
 const B6: &str = "bench_runner_b6_dashboard_smoke";
+/// B8 (one route edited in a rules file) at 40 routes and 5 proxies.
+const B8: &str = "bench_runner_b8_rules_edit_smoke";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
             println!("{name}: test");
         }
         println!("{B6}: test");
+        println!("{B8}: test");
         return ExitCode::SUCCESS;
     }
     // A name filter (`cargo test sim::`) that matches none skips them.
@@ -77,6 +82,10 @@ fn main() -> ExitCode {
     }
     if filters.is_empty() || filters.iter().any(|f| B6.contains(f.as_str())) {
         smoke_b6();
+        passed += 1;
+    }
+    if filters.is_empty() || filters.iter().any(|f| B8.contains(f.as_str())) {
+        smoke_b8();
         passed += 1;
     }
     println!("{passed} passed, 0 failed");
@@ -186,5 +195,43 @@ fn smoke_b6() {
     );
     for k in ["cpu_percent_no_page", "cpu_percent_page_open"] {
         assert!(json[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {json}");
+    }
+}
+
+fn smoke_b8() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("b8.json");
+    let args: Vec<String> = [
+        "b8",
+        "--routes",
+        "40",
+        "--proxies",
+        "5",
+        "--out",
+        &out.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
+    assert_eq!(
+        code,
+        ExitCode::SUCCESS,
+        "the runner failed (its stderr above)"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
+            .expect("valid JSON");
+    assert_eq!(json["scenario"], "b8");
+    let rows = json["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{json}");
+    assert_eq!(rows[0]["routes"], 40);
+    assert_eq!(rows[0]["services"], 10);
+    assert_eq!(rows[0]["nacks"], 0);
+    let edits = rows[0]["edits"].as_array().expect("edits");
+    assert_eq!(edits.len(), 3, "{json}");
+    for e in edits {
+        assert_eq!(e["proxies_acked"], 5, "every proxy got the edit: {e}");
+        assert!(e["all_acked_ms"].as_f64().is_some_and(|v| v > 0.0), "{e}");
+        assert!(e["sluice_cpu_ms"].as_f64().is_some_and(|v| v >= 0.0), "{e}");
     }
 }

@@ -17,6 +17,7 @@ mod b3;
 mod b4;
 mod b5;
 mod b6;
+mod b8;
 mod cli;
 mod fleet;
 mod fleet_proc;

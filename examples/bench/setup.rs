@@ -40,6 +40,8 @@ pub struct Opts {
     /// With `mtls`, sluice also gets `--xds-tls-ticket-key` (`--ticket-key`),
     /// so proxies resume their TLS sessions after a restart.
     pub ticket_key: bool,
+    /// B8: one row of this many routes (default: 1,000, 5,000, 20,000).
+    pub routes: Option<usize>,
 }
 
 impl Opts {
