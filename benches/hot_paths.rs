@@ -1,12 +1,16 @@
 //! Criterion benchmarks for the hot pure paths (issue 7's first list):
 //! compile rules + endpoints → resources, encode a ClusterLoadAssignment of
 //! 10 / 1k / 10k endpoints, a CDS of 1k / 10k clusters, and a delta push
-//! of one changed endpoint set to a session holding M1 (1,000 services).
+//! of one changed endpoint set to a session holding M1 (1,000 services),
+//! and B8's rules path (parse, compile, one route edited) at 1k / 5k / 20k
+//! routes.
 //!
 //! `cargo bench --bench hot_paths`; results with machine and date go in
 //! docs/benchmarks.md. Under `cargo test` each benchmark runs once, as a
 //! smoke test.
 
+#[path = "../examples/bench/b8_rules.rs"]
+mod b8_rules;
 #[path = "support/m1.rs"]
 mod m1;
 
@@ -197,5 +201,45 @@ fn bench_delta_push(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_compile, bench_encode, bench_delta_push);
+/// B8's rules path (issue 23) at 1k / 5k / 20k routes: what a rules edit
+/// costs sluice before anything is sent. `parse` reads the text into the
+/// model (syntax, fields, validation), `static_compile` is the full
+/// compile `serve` gives the guard, `publish_one_route_edit` the
+/// publisher's compile of the edited config after the unedited one (one
+/// route sent to another service).
+fn bench_rules_scale(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rules_scale");
+    g.sample_size(10);
+    for routes in [1_000usize, 5_000, 20_000] {
+        let text = b8_rules::rules(routes, |s, _| s);
+        let parse = |t: &str| sluice::rules::parse("b8.yaml", t).expect("parses");
+        g.bench_function(BenchmarkId::new("parse", routes), |b| {
+            b.iter(|| parse(&text))
+        });
+        let base = Arc::new(parse(&text));
+        g.bench_function(BenchmarkId::new("static_compile", routes), |b| {
+            b.iter(|| compile(&base).expect("compiles"))
+        });
+        // Two edits taken in turn, so each compile sees a change.
+        let edits = [1, 2].map(|to| Arc::new(parse(&b8_rules::edited(routes, to))));
+        let mut compiler = Compiler::default();
+        compiler.compile(&base).expect("compiles");
+        let mut turn = 0;
+        g.bench_function(BenchmarkId::new("publish_one_route_edit", routes), |b| {
+            b.iter(|| {
+                turn += 1;
+                compiler.compile(&edits[turn % 2]).expect("compiles")
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_compile,
+    bench_encode,
+    bench_delta_push,
+    bench_rules_scale
+);
 criterion_main!(benches);

@@ -154,8 +154,21 @@ fn compiled(path: &std::path::Path, mut config: Config) -> Result<(Config, Snaps
 /// it compiled. Envoy runs as a child process, awaited: the runtime's
 /// threads are not held, and the publisher (endpoints, drains, rollout
 /// steps) goes on meanwhile.
-async fn load_checked(opts: &ServeOptions, text: &str) -> Result<(Config, Snapshots), LoadError> {
-    let (config, snapshots) = load(&opts.rules, text)?;
+///
+/// `compiler` keeps what it compiled from one load to the next, so that an
+/// edit of a few routes among thousands compiles those alone (B8).
+async fn load_checked(
+    opts: &ServeOptions,
+    text: &str,
+    compiler: &mut compile::Compiler,
+) -> Result<(Arc<Config>, Snapshots), LoadError> {
+    let path = &opts.rules;
+    let mut config = rules::Options::with_lua(&sluice_sim::lua::check)
+        .parse(&path.display().to_string(), text)
+        .map_err(LoadError::Rules)?;
+    tls::load(&mut config, &base_dir(path)).map_err(LoadError::Certificates)?;
+    let config = Arc::new(config);
+    let snapshots = compiler.compile(&config).map_err(LoadError::Compile)?;
     if let Some(bin) = &opts.validate_with_envoy {
         let name = opts.rules.display().to_string();
         EnvoyCheck::new(bin)
@@ -185,12 +198,18 @@ pub async fn run(
 
 /// The rules file as `serve` starts with it, compiled (and checked by
 /// Envoy when asked); an error refuses the start.
-async fn read_rules(opts: &ServeOptions) -> anyhow::Result<(String, (Config, Snapshots))> {
+async fn read_rules(opts: &ServeOptions) -> anyhow::Result<(String, Loaded)> {
     let text = rules::read_text(&opts.rules).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Compiling the static form checks the rules before anything starts.
-    let loaded = load_checked(opts, &text)
+    let mut compiler = compile::Compiler::default();
+    let (config, snapshots) = load_checked(opts, &text, &mut compiler)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = Loaded {
+        config,
+        snapshots,
+        compiler,
+    };
     // Proxies that reconnect to a restarted sluice would lose everything.
     anyhow::ensure!(
         !guard::is_empty_file(&text),
@@ -198,6 +217,15 @@ async fn read_rules(opts: &ServeOptions) -> anyhow::Result<(String, (Config, Sna
         opts.rules.display()
     );
     Ok((text, loaded))
+}
+
+/// The rules file as `serve` started with it.
+struct Loaded {
+    config: Arc<Config>,
+    /// The static compile of `config`.
+    snapshots: Snapshots,
+    /// What compiled it, for the rules watcher's next load.
+    compiler: compile::Compiler,
 }
 
 /// The drain store, loaded from the state directory (or beside the rules
@@ -263,7 +291,7 @@ impl Core {
     async fn build(
         opts: &ServeOptions,
         text: &str,
-        (config, accepted): (Config, Snapshots),
+        loaded: Loaded,
         tls: Option<watch::Receiver<Arc<TlsConfigs>>>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Core> {
@@ -299,7 +327,7 @@ impl Core {
                 (started.drains, started.rollouts, Some(started.status))
             }
         };
-        let watcher = RulesWatcher::new(opts, text, config, accepted, metrics.rules.clone());
+        let watcher = RulesWatcher::new(opts, text, loaded, metrics.rules.clone());
         let base = base_dir(&opts.rules);
         let discovery = Discovery::new(base, opts.watch_interval, stop.child_token());
         let weights = weights_via(opts);
@@ -383,7 +411,7 @@ impl Running {
     async fn start(
         opts: ServeOptions,
         text: &str,
-        loaded: (Config, Snapshots),
+        loaded: Loaded,
         stop: &CancellationToken,
     ) -> anyhow::Result<Running> {
         // A bad certificate stops the start before anything is bound.

@@ -24,6 +24,8 @@ mod b5;
 mod b6;
 #[path = "../examples/bench/b8.rs"]
 mod b8;
+#[path = "../examples/bench/b8_rules.rs"]
+mod b8_rules;
 #[path = "../examples/bench/cli.rs"]
 mod cli;
 #[path = "../examples/bench/fleet.rs"]
@@ -232,6 +234,12 @@ fn smoke_b8() {
     for e in edits {
         assert_eq!(e["proxies_acked"], 5, "every proxy got the edit: {e}");
         assert!(e["all_acked_ms"].as_f64().is_some_and(|v| v > 0.0), "{e}");
-        assert!(e["sluice_cpu_ms"].as_f64().is_some_and(|v| v >= 0.0), "{e}");
+        for k in ["sluice_cpu_ms", "publish_compile_ms", "kib_per_proxy"] {
+            assert!(e[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {e}");
+        }
+        assert!(
+            e["rules_load_ms"].as_f64().is_some_and(|v| v > 0.0),
+            "sluice timed loading the edit: {e}"
+        );
     }
 }

@@ -18,6 +18,7 @@ mod b4;
 mod b5;
 mod b6;
 mod b8;
+mod b8_rules;
 mod cli;
 mod fleet;
 mod fleet_proc;

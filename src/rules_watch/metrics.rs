@@ -1,5 +1,5 @@
-//! The rules watcher's Prometheus metrics: rejected reloads of the rules
-//! file and of listener certificates, edits held by the mass-removal
+//! The rules watcher's Prometheus metrics: how long loading an edit takes,
+//! rejected reloads of the rules file and of listener certificates, edits held by the mass-removal
 //! guard, and each TLS listener's certificate expiry.
 //!
 //! The watcher (in `serve`) counts reloads and holds as they happen; the
@@ -16,6 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::CertStatus;
@@ -26,8 +27,11 @@ pub struct ListenerLabel {
 }
 
 /// What the rules watcher counts. Cloning shares the series.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RulesMetrics {
+    /// Per changed rules file: parsing, validating and compiling it (and
+    /// Envoy's check with `--validate-with-envoy`), accepted or not.
+    pub rules_load_seconds: Histogram,
     pub rules_reload_errors: Counter,
     /// 1 while the mass-removal guard holds a rules edit.
     pub rules_held: Gauge,
@@ -41,10 +45,29 @@ pub struct RulesMetrics {
     certificate_listeners: Arc<Mutex<BTreeSet<String>>>,
 }
 
+impl Default for RulesMetrics {
+    fn default() -> RulesMetrics {
+        RulesMetrics {
+            rules_load_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            rules_reload_errors: Counter::default(),
+            rules_held: Gauge::default(),
+            rules_held_total: Counter::default(),
+            tls_reload_errors: Counter::default(),
+            tls_certificate_expiry: Family::default(),
+            certificate_listeners: Arc::default(),
+        }
+    }
+}
+
 impl RulesMetrics {
     /// Registers the rules watcher's families on `registry`.
     pub fn register(registry: &mut Registry) -> RulesMetrics {
         let metrics = RulesMetrics::default();
+        registry.register(
+            "rules_load_seconds",
+            "Per changed rules file: parsing, validating and compiling it, accepted or not",
+            metrics.rules_load_seconds.clone(),
+        );
         registry.register(
             "rules_reload_errors",
             "Rule file reloads rejected (the previous config stays served)",

@@ -258,6 +258,10 @@ impl Loop {
         self.out
             .publish_resolved(&config, &view, &drains, &overlays);
         let ended = Instant::now();
+        self.out
+            .metrics
+            .compile_seconds
+            .observe((ended - started).as_secs_f64());
         self.coalescer.published(ended, ended - started);
     }
 }

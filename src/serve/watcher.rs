@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{base_dir, certs, load_checked, stamp, LoadError, ServeOptions};
+use super::{base_dir, certs, load_checked, stamp, LoadError, Loaded, ServeOptions};
 use crate::digest::content_hash;
 use crate::envoy_check::EnvoyError;
 use crate::guard::HeldEdit;
@@ -23,7 +23,7 @@ use crate::model::Config;
 use crate::rules_watch::metrics::RulesMetrics;
 use crate::rules_watch::{Confirm, RulesStatus};
 use crate::xds::Snapshots;
-use crate::{rules, tls};
+use crate::{compile, rules, tls};
 
 /// The watcher, built around the config `serve` started with;
 /// [`spawn`](Self::spawn) runs it.
@@ -40,10 +40,14 @@ impl RulesWatcher {
     pub fn new(
         opts: &ServeOptions,
         text: &str,
-        config: Config,
-        accepted: Snapshots,
+        loaded: Loaded,
         metrics: RulesMetrics,
     ) -> RulesWatcher {
+        let Loaded {
+            config,
+            snapshots: accepted,
+            compiler,
+        } = loaded;
         let mut status = RulesStatus {
             file: opts.rules.display().to_string(),
             served_hash: Some(content_hash(&[text.as_bytes()])),
@@ -54,8 +58,9 @@ impl RulesWatcher {
         RulesWatcher {
             opts: opts.clone(),
             watched: Watched {
-                config: watch::channel(Arc::new(config)).0,
+                config: watch::channel(config).0,
                 accepted,
+                compiler,
                 confirms: confirm_rx,
             },
             metrics,
@@ -99,7 +104,7 @@ fn accept(
     tx: &watch::Sender<Arc<Config>>,
     status: &Mutex<RulesStatus>,
     seen: &mut Seen,
-    config: Config,
+    config: Arc<Config>,
     snapshots: Snapshots,
     hash: String,
 ) {
@@ -112,7 +117,7 @@ fn accept(
         st.reloads += 1;
     }
     seen.accepted = snapshots;
-    tx.send_replace(Arc::new(config));
+    tx.send_replace(config);
 }
 
 /// Publishes the held edit if it is `version`; else says why not.
@@ -159,6 +164,7 @@ async fn watch_rules(
     let Watched {
         config: tx,
         accepted,
+        compiler,
         confirms: mut confirm_rx,
     } = watched;
     let mut seen = Seen {
@@ -166,6 +172,7 @@ async fn watch_rules(
         retry_unchanged: false,
         last_read: stamp::LastRead::default(),
         accepted,
+        compiler,
         held: None,
     };
     let mut rotation = tls::Rotation::default();
@@ -194,13 +201,15 @@ struct Watched {
     config: watch::Sender<Arc<Config>>,
     /// The static compile of the config `config` holds.
     accepted: Snapshots,
+    /// What compiled it.
+    compiler: compile::Compiler,
     confirms: mpsc::Receiver<Confirm>,
 }
 
 /// An edit the guard holds, ready to publish once confirmed.
 struct Held {
     edit: HeldEdit,
-    config: Config,
+    config: Arc<Config>,
     snapshots: Snapshots,
 }
 
@@ -218,6 +227,9 @@ struct Seen {
     /// an edit with (listener and cluster names do not depend on
     /// endpoints, drains or rollouts).
     accepted: Snapshots,
+    /// Compiles each load, keeping what it compiled for the next (an edit
+    /// compiles the routes it changed alone).
+    compiler: compile::Compiler,
     /// The edit the guard holds, if any; dropped when the file changes.
     held: Option<Held>,
 }
@@ -240,7 +252,12 @@ async fn reload_rules(
     else {
         return false;
     };
-    match load_checked(opts, &text).await {
+    let started = std::time::Instant::now();
+    let loaded = load_checked(opts, &text, &mut seen.compiler).await;
+    metrics
+        .rules_load_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match loaded {
         Ok((config, snapshots)) => {
             seen.retry_unchanged = false;
             if let Some(edit) = opts.guard.check(&seen.accepted, &snapshots, &hash, &text) {

@@ -89,11 +89,24 @@ pub struct XdsMetrics {
 /// What the publisher counts about the snapshots it hands the xDS server
 /// (the [`Published`](super::published::Published) channel). Cloning shares
 /// the series.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PublishMetrics {
     pub snapshots_published: Counter,
     /// 1 once the first complete snapshot is published.
     pub ready: Gauge,
+    /// Per publish: merging endpoints, applying drains and rollouts, and
+    /// compiling, up to handing the snapshots to the streams.
+    pub compile_seconds: Histogram,
+}
+
+impl Default for PublishMetrics {
+    fn default() -> PublishMetrics {
+        PublishMetrics {
+            snapshots_published: Counter::default(),
+            ready: Gauge::default(),
+            compile_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+        }
+    }
 }
 
 impl XdsMetrics {
@@ -268,6 +281,11 @@ impl PublishMetrics {
             "ready",
             "1 once the first complete snapshot is published",
             metrics.ready.clone(),
+        );
+        registry.register(
+            "publish_compile_seconds",
+            "Per publish: merging discovered endpoints, applying drains and rollouts, and compiling the snapshots",
+            metrics.compile_seconds.clone(),
         );
         metrics
     }

@@ -15,13 +15,13 @@ use std::collections::BTreeSet;
 use envoy_types::pb::envoy::config::cluster::v3::cluster;
 use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::config::listener::v3::{filter, Listener};
-use envoy_types::pb::envoy::config::route::v3::{route, route_action, RouteConfiguration};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 use prost::{Message, Name};
 
+use super::route::BuiltRoutes;
 use super::{CompileError, GroupResources};
 use crate::xds::TypeUrl;
 
@@ -97,11 +97,11 @@ pub(super) fn invariants(group: &str, res: &GroupResources) -> Result<(), Compil
 /// configuration it rebuilds alone.
 pub(super) fn route_configuration(
     group: &str,
-    rc: &RouteConfiguration,
+    rc: &BuiltRoutes,
     has_cluster: impl Fn(&str) -> bool,
 ) -> Result<(), CompileError> {
     unique_domains(group, rc)?;
-    for name in route_clusters(rc) {
+    for name in rc.clusters.iter().flat_map(|c| c.iter()) {
         if !has_cluster(name) {
             return Err(CompileError::MissingCluster {
                 group: group.to_owned(),
@@ -133,9 +133,9 @@ fn unique_names<'a>(
 
 /// Envoy rejects a route configuration that lists a domain in two virtual
 /// hosts (it could not tell which one a request belongs to).
-fn unique_domains(group: &str, rc: &RouteConfiguration) -> Result<(), CompileError> {
+fn unique_domains(group: &str, rc: &BuiltRoutes) -> Result<(), CompileError> {
     let mut seen = BTreeSet::new();
-    for domain in rc.virtual_hosts.iter().flat_map(|vh| &vh.domains) {
+    for domain in &rc.domains {
         if !seen.insert(domain.as_str()) {
             return Err(CompileError::DuplicateDomain {
                 group: group.to_owned(),
@@ -211,33 +211,4 @@ fn secret_names(group: &str, l: &Listener) -> Result<Vec<String>, CompileError> 
         );
     }
     Ok(names)
-}
-
-/// Every cluster name a route configuration's routes send (or mirror)
-/// traffic to.
-fn route_clusters(rc: &RouteConfiguration) -> impl Iterator<Item = &str> {
-    rc.virtual_hosts
-        .iter()
-        .flat_map(|vh| &vh.routes)
-        .filter_map(|r| match &r.action {
-            Some(route::Action::Route(action)) => Some(action),
-            _ => None,
-        })
-        .flat_map(|action| -> Vec<&str> {
-            let mut names: Vec<&str> = match &action.cluster_specifier {
-                Some(route_action::ClusterSpecifier::Cluster(name)) => vec![name.as_str()],
-                Some(route_action::ClusterSpecifier::WeightedClusters(wc)) => {
-                    wc.clusters.iter().map(|c| c.name.as_str()).collect()
-                }
-                _ => Vec::new(),
-            };
-            // Mirrored traffic needs its cluster as much as routed traffic.
-            names.extend(
-                action
-                    .request_mirror_policies
-                    .iter()
-                    .map(|m| m.cluster.as_str()),
-            );
-            names
-        })
 }

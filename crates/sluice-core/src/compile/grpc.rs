@@ -49,10 +49,11 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use envoy_types::util::pack_any;
+use prost::Message;
 
 use super::cluster::{backends_of, endpoint_groups, lb_endpoint, locality_weight};
 use super::listener::ROUTER_FILTER;
-use super::route::{cluster_specifier, route_match};
+use super::route::{cluster_specifier, route_match, BuiltRoutes};
 use super::route_policy::FAULT_FILTER;
 use super::{ads_config_source, check, encode_all, pb_duration, CompileError, GroupResources};
 use crate::model;
@@ -108,14 +109,20 @@ fn snapshot(
     }
     for t in targets {
         res.listeners.push(listener(t));
-        res.routes.push(route_configuration(t)?);
+        let rc = route_configuration(t)?;
+        // No map fields (no per-filter configs): prost's encoding is
+        // deterministic.
+        let body = rc.encode_to_vec();
+        res.routes.push(BuiltRoutes::of(&rc, body));
     }
     check::invariants(key, &res)?;
     let cds = encode_all(&res.clusters, |c| &c.name);
     let lds = encode_all(&res.listeners, |l| &l.name);
-    // No map fields (no per-filter configs): prost's encoding is
-    // deterministic.
-    let rds = encode_all(&res.routes, |r| &r.name);
+    let rds = res
+        .routes
+        .into_iter()
+        .map(|r| Resource::from_bytes(r.name, r.body))
+        .collect();
     Ok(Snapshot::new([
         Vec::new(),
         Vec::new(),

@@ -24,7 +24,9 @@
 //! The listener is rebuilt and compared byte for byte rather than judged
 //! from the model, so a new way routes feed LDS cannot be missed. Then
 //! only its route configuration is rebuilt, for every group that holds
-//! it. Otherwise it is a full compile.
+//! it. Otherwise it is a full compile. Of a rebuilt route configuration,
+//! only the routes that changed are compiled (`route::RouteCache`): an
+//! edit of one route among 20,000 compiles one route.
 //!
 //! **Runtime keys** (rollout weights moved through RTDS) are one
 //! resource, in every snapshot: it is encoded again and replaced.
@@ -55,6 +57,7 @@ use std::sync::Arc;
 
 use super::cluster::backends_of;
 use super::eds::{self, EndpointCache};
+use super::route::RouteCache;
 use super::CompileError;
 use crate::model::{Config, Listener, Service};
 use crate::xds::{Resource, Snapshot, Snapshots, TypeUrl};
@@ -79,6 +82,7 @@ pub(super) fn recompile(
     prev_out: &Snapshots,
     config: &Config,
     cache: &mut EndpointCache,
+    route_cache: &mut RouteCache,
 ) -> Result<Option<Snapshots>, CompileError> {
     let Some(delta) = delta(prev, config) else {
         return Ok(None);
@@ -88,7 +92,7 @@ pub(super) fn recompile(
     let mut out = if delta.listeners.is_empty() {
         prev_out.clone()
     } else {
-        match routes::recompile(prev, prev_out, config, &delta.listeners)? {
+        match routes::recompile(prev, prev_out, config, &delta.listeners, route_cache)? {
             Some(out) => out,
             None => return Ok(None),
         }

@@ -134,7 +134,11 @@ const FALLBACK: &str = "(fallback)";
 
 /// Compile `config` into one snapshot per node group plus the fallback.
 pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
-    compile_with(config, &mut eds::EndpointCache::one_shot())
+    compile_with(
+        config,
+        &mut eds::EndpointCache::one_shot(),
+        &mut route::RouteCache::one_shot(),
+    )
 }
 
 /// [`compile`] with memory, for a publisher that compiles on every
@@ -148,6 +152,9 @@ pub fn compile(config: &model::Config) -> Result<Snapshots, CompileError> {
 #[derive(Debug, Default)]
 pub struct Compiler {
     endpoints: eds::EndpointCache,
+    /// Compiled routes, so that a rules edit compiles the routes it
+    /// changed alone.
+    routes: route::RouteCache,
     /// The last config compiled and its snapshots.
     last: Option<(Arc<model::Config>, Snapshots)>,
 }
@@ -156,14 +163,17 @@ impl Compiler {
     pub fn compile(&mut self, config: &Arc<model::Config>) -> Result<Snapshots, CompileError> {
         let reused = match &self.last {
             Some((prev, out)) if Arc::ptr_eq(prev, config) => Some(out.clone()),
-            Some((prev, out)) => incremental::recompile(prev, out, config, &mut self.endpoints)?,
+            Some((prev, out)) => {
+                incremental::recompile(prev, out, config, &mut self.endpoints, &mut self.routes)?
+            }
             None => None,
         };
         let snapshots = match reused {
             Some(snapshots) => snapshots,
             None => {
                 self.endpoints.start();
-                compile_with(config, &mut self.endpoints)?
+                self.routes.retain(config);
+                compile_with(config, &mut self.endpoints, &mut self.routes)?
             }
         };
         self.last = Some((config.clone(), snapshots.clone()));
@@ -174,6 +184,7 @@ impl Compiler {
 fn compile_with(
     config: &model::Config,
     cache: &mut eds::EndpointCache,
+    routes: &mut route::RouteCache,
 ) -> Result<Snapshots, CompileError> {
     let groups: BTreeSet<&str> = config
         .listeners
@@ -190,7 +201,7 @@ fn compile_with(
             .iter()
             .filter(|l| l.serves_group(group))
             .collect();
-        let snapshot = compile_group(config, group, &listeners, &runtime, cache)?;
+        let snapshot = compile_group(config, group, &listeners, &runtime, cache, routes)?;
         out.insert(group.to_owned(), Arc::new(snapshot));
     }
 
@@ -199,7 +210,7 @@ fn compile_with(
         .iter()
         .filter(|l| l.groups.is_none())
         .collect();
-    let fallback = compile_group(config, FALLBACK, &fallback, &runtime, cache)?;
+    let fallback = compile_group(config, FALLBACK, &fallback, &runtime, cache, routes)?;
     out.extend(grpc::snapshots(config)?);
 
     Ok(Snapshots {
@@ -215,7 +226,7 @@ struct GroupResources {
     /// Already encoded (see [`eds`]).
     endpoints: Vec<Resource>,
     listeners: Vec<envoy_types::pb::envoy::config::listener::v3::Listener>,
-    routes: Vec<envoy_types::pb::envoy::config::route::v3::RouteConfiguration>,
+    routes: Vec<route::BuiltRoutes>,
     secrets: Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>,
 }
 
@@ -225,6 +236,7 @@ fn compile_group(
     listeners: &[&model::Listener],
     runtime: &Resource,
     cache: &mut eds::EndpointCache,
+    routes: &mut route::RouteCache,
 ) -> Result<Snapshot, CompileError> {
     let mut res = GroupResources::default();
     for service in cluster::referenced_services(config, listeners)? {
@@ -240,7 +252,8 @@ fn compile_group(
         if let Some(t) = &l.tls {
             res.secrets.push(tls::secret(&l.name, t)?);
         }
-        res.routes.push(route::route_configuration(l, &filters)?);
+        res.routes
+            .push(route::route_configuration(l, &filters, routes)?);
     }
     check::invariants(group, &res)?;
 
@@ -250,8 +263,8 @@ fn compile_group(
     let lds = encode_all(&res.listeners, |l| &l.name);
     let rds = res
         .routes
-        .iter()
-        .map(|r| Resource::from_bytes(r.name.clone(), canonical::route_configuration(r)))
+        .into_iter()
+        .map(|r| Resource::from_bytes(r.name, r.body))
         .collect();
     let rtds = vec![runtime.clone()];
     Ok(Snapshot::new([rtds, sds, cds, res.endpoints, lds, rds]))

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::super::route::{self, EffectiveFilters};
-use super::super::{canonical, check, listener, CompileError, FALLBACK};
+use super::super::route::{self, EffectiveFilters, RouteCache};
+use super::super::{check, listener, CompileError, FALLBACK};
 use super::replace_in_all;
 use crate::model::{Config, Listener};
 use crate::xds::{Resource, Snapshot, Snapshots, TypeUrl};
@@ -23,6 +23,7 @@ pub(super) fn recompile(
     prev_out: &Snapshots,
     config: &Config,
     changed: &[usize],
+    cache: &mut RouteCache,
 ) -> Result<Option<Snapshots>, CompileError> {
     let mut updates: BTreeMap<String, Arc<Resource>> = BTreeMap::new();
     for &i in changed {
@@ -45,15 +46,14 @@ pub(super) fn recompile(
         if !same_listener {
             return Ok(None);
         }
-        let rc = route::route_configuration(l, &filters)?;
+        let rc = route::route_configuration(l, &filters, cache)?;
         for (group, snap) in &holders {
             let cds = snap.resources(TypeUrl::Cluster);
             check::route_configuration(group, &rc, |name| cds.contains_key(name))?;
         }
-        let body = canonical::route_configuration(&rc);
         updates.insert(
             rc.name.clone(),
-            Arc::new(Resource::from_bytes(rc.name, body)),
+            Arc::new(Resource::from_bytes(rc.name, rc.body)),
         );
     }
     Ok(Some(replace_in_all(prev_out, TypeUrl::Route, &updates)))

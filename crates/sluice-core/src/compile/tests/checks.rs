@@ -81,8 +81,10 @@ fn mk_resources() -> GroupResources {
     let filters = crate::compile::route::EffectiveFilters::of(l);
     res.listeners
         .push(crate::compile::listener::listener(l, &filters).expect("listener"));
-    res.routes
-        .push(crate::compile::route::route_configuration(l, &filters).expect("routes"));
+    res.routes.push(
+        crate::compile::route::route_configuration(l, &filters, &mut Default::default())
+            .expect("routes"),
+    );
     res
 }
 

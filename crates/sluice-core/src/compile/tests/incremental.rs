@@ -75,6 +75,27 @@ enum Step {
     Websocket {
         l: usize,
     },
+    /// A rules edit adding a route to service `s` before listener `l`'s
+    /// route at `at` (modulo their number, plus one): the routes before
+    /// and after it are compiled ones.
+    InsertRoute {
+        l: usize,
+        at: usize,
+        s: usize,
+        n: u8,
+    },
+    /// A rules edit removing listener `l`'s route at `at` (modulo their
+    /// number), unless it is route `r`.
+    DropRoute {
+        l: usize,
+        at: usize,
+    },
+    /// A rules edit of the timeout of listener `l`'s route at `at`.
+    EditRoute {
+        l: usize,
+        at: usize,
+        ms: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -86,12 +107,17 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (s.clone(), any::<u8>()).prop_map(|(s, octet)| Step::Add { s, octet }),
         1 => (s.clone(), 0..4usize).prop_map(|(s, i)| Step::Remove { s, i }),
         1 => (0..3usize, s.clone()).prop_map(|(l, s)| Step::Reroute { l, s }),
-        1 => (s, 1u64..4).prop_map(|(s, ms)| Step::Timeout { s, ms: ms * 100 }),
+        1 => (s.clone(), 1u64..4).prop_map(|(s, ms)| Step::Timeout { s, ms: ms * 100 }),
         3 => (0..3usize, 0..=20u32).prop_map(|(l, w)| Step::Weight { l, w: w * 5 }),
         2 => (0..3usize, 0..=20u32).prop_map(|(l, w)| Step::RuntimeWeight { l, w: w * 5 }),
         1 => (0..3usize).prop_map(|l| Step::Header { l }),
         1 => (0..3usize, 1u64..4).prop_map(|(l, ms)| Step::RouteTimeout { l, ms: ms * 100 }),
         1 => (0..3usize).prop_map(|l| Step::Websocket { l }),
+        2 => (0..3usize, 0..8usize, s, any::<u8>())
+            .prop_map(|(l, at, s, n)| Step::InsertRoute { l, at, s, n }),
+        1 => (0..3usize, 0..8usize).prop_map(|(l, at)| Step::DropRoute { l, at }),
+        2 => (0..3usize, 0..8usize, 1u64..4)
+            .prop_map(|(l, at, ms)| Step::EditRoute { l, at, ms: ms * 100 }),
     ]
 }
 
@@ -273,6 +299,24 @@ fn apply(config: &mut Config, step: &Step) {
         Step::Websocket { l } => {
             let policy = &mut route_r(config, l).policy;
             policy.websocket = !policy.websocket;
+        }
+        Step::InsertRoute { l, at, s, n } => {
+            let routes = &mut config.listeners_mut()[l].virtual_hosts[0].routes;
+            let at = at % (routes.len() + 1);
+            let path = PathMatch::Prefix(format!("/x{n}/"));
+            routes.insert(at, mk_route(&format!("x{n}"), path, mk_to(SERVICES[s])));
+        }
+        Step::DropRoute { l, at } => {
+            let routes = &mut config.listeners_mut()[l].virtual_hosts[0].routes;
+            let at = at % routes.len();
+            if routes[at].name != "r" {
+                routes.remove(at);
+            }
+        }
+        Step::EditRoute { l, at, ms } => {
+            let routes = &mut config.listeners_mut()[l].virtual_hosts[0].routes;
+            let at = at % routes.len();
+            routes[at].timeout = Some(Duration::from_millis(ms));
         }
     }
 }
@@ -485,4 +529,50 @@ fn a_split_to_an_undeclared_subset_is_refused_after_a_weight_change() {
             cluster: "b~v2".to_owned(),
         }
     );
+}
+
+/// B8's question, asked of the compiler: an edit of one route among 1,000
+/// compiles that route alone, whether it changes a route, adds one or
+/// removes one, and the result is still a compile from scratch's.
+#[test]
+fn a_route_edit_compiles_the_changed_routes_alone() {
+    let routes: Vec<Route> = (0..1000)
+        .map(|i| {
+            let path = PathMatch::Prefix(format!("/p{i}/"));
+            mk_route(&format!("r{i}"), path, mk_to(SERVICES[i % 4]))
+        })
+        .collect();
+    let services = SERVICES
+        .iter()
+        .map(|name| mk_service(name, vec![mk_endpoint(1, 8080, &[], 1)], &[]))
+        .collect();
+    let mut config = mk_config(services, vec![mk_listener("edge", 10000, None, routes)]);
+    let mut compiler = Compiler::default();
+    let mut compile_counting = |config: &Config| {
+        let before = compiler.routes.compiled();
+        let config = Arc::new(config.clone());
+        let got = compiler.compile(&config).expect("compiles");
+        assert_eq!(got, compile(&config).expect("compiles"));
+        compiler.routes.compiled() - before
+    };
+    assert_eq!(compile_counting(&config), 1000);
+    let edits: [(&str, &dyn Fn(&mut Vec<Route>)); 4] = [
+        ("a timeout", &|r| {
+            r[500].timeout = Some(Duration::from_secs(3))
+        }),
+        ("another service", &|r| r[7].action = mk_to("a")),
+        ("a route added", &|r| {
+            let path = PathMatch::Prefix("/new/".into());
+            r.insert(300, mk_route("new", path, mk_to("a")));
+        }),
+        ("a route removed", &|r| {
+            r.remove(900);
+        }),
+    ];
+    for (what, edit) in edits {
+        edit(&mut config.listeners_mut()[0].virtual_hosts[0].routes);
+        let compiled = compile_counting(&config);
+        let expected = if what == "a route removed" { 0 } else { 1 };
+        assert_eq!(compiled, expected, "{what}");
+    }
 }
