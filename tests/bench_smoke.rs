@@ -3,7 +3,8 @@
 //! `sluice serve` (the binary), then the same against the transport floor;
 //! then again with `--mtls` (sluice's xDS port over mutual TLS, the floor
 //! plaintext); B6 (the dashboard) with 5 proxies and a headless
-//! chromium; and B8 (one route edited) at 40 routes. Asserts behaviour only — every move reached every proxy, nothing was
+//! chromium; B7 (a large fleet) at 5 proxies; and B8 (one route edited)
+//! at 40 routes. Asserts behaviour only — every move reached every proxy, nothing was
 //! NACKed, the JSON has its fields — never times.
 //!
 //! `harness = false`: the runner starts its fleet and floor by re-running
@@ -22,6 +23,8 @@ mod b4;
 mod b5;
 #[path = "../examples/bench/b6.rs"]
 mod b6;
+#[path = "../examples/bench/b7.rs"]
+mod b7;
 #[path = "../examples/bench/b8.rs"]
 mod b8;
 #[path = "../examples/bench/b8_rules.rs"]
@@ -57,6 +60,8 @@ const CASES: [(&str, bool); 2] = [
 /// B6 (the dashboard: data endpoints, first render in headless chromium,
 /// CPU with a page open) at 5 proxies.
 const B6: &str = "bench_runner_b6_dashboard_smoke";
+/// B7 (a large fleet: configured, memory, moves) at 5 proxies.
+const B7: &str = "bench_runner_b7_fleet_smoke";
 /// B8 (one route edited in a rules file) at 40 routes and 5 proxies.
 const B8: &str = "bench_runner_b8_rules_edit_smoke";
 
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
             println!("{name}: test");
         }
         println!("{B6}: test");
+        println!("{B7}: test");
         println!("{B8}: test");
         return ExitCode::SUCCESS;
     }
@@ -84,6 +90,10 @@ fn main() -> ExitCode {
     }
     if filters.is_empty() || filters.iter().any(|f| B6.contains(f.as_str())) {
         smoke_b6();
+        passed += 1;
+    }
+    if filters.is_empty() || filters.iter().any(|f| B7.contains(f.as_str())) {
+        smoke_b7();
         passed += 1;
     }
     if filters.is_empty() || filters.iter().any(|f| B8.contains(f.as_str())) {
@@ -198,6 +208,54 @@ fn smoke_b6() {
     for k in ["cpu_percent_no_page", "cpu_percent_page_open"] {
         assert!(json[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {json}");
     }
+}
+
+fn smoke_b7() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("b7.json");
+    let args: Vec<String> = [
+        "b7",
+        "--proxies",
+        "5",
+        "--services",
+        "5",
+        "--endpoints",
+        "3",
+        "--duration",
+        "1.5",
+        "--out",
+        &out.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
+    assert_eq!(
+        code,
+        ExitCode::SUCCESS,
+        "the runner failed (its stderr above)"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
+            .expect("valid JSON");
+    assert_eq!(json["scenario"], "b7");
+    assert_eq!(json["proxies"], 5);
+    assert_eq!(json["nacks"], 0);
+    let lat = &json["latency"];
+    assert_eq!(lat["changes"], 3, "{lat}");
+    assert_eq!(
+        lat["incomplete"], 0,
+        "every move reached every proxy: {lat}"
+    );
+    for k in [
+        "configured_s",
+        "sluice_rss_kib_per_proxy",
+        "cpu_ms_per_change",
+    ] {
+        assert!(json[k].as_f64().is_some_and(|v| v >= 0.0), "{k}: {json}");
+    }
+    assert!(json["sluice_rss_peak_bytes"]
+        .as_u64()
+        .is_some_and(|v| v > 0));
 }
 
 fn smoke_b8() {

@@ -13,7 +13,7 @@ use crate::procs::{self, Peer};
 use crate::setup::{self, fmt_ms, Change, Env, Latencies, Mover, Opts, Server};
 use crate::topo::{self, Source};
 
-const INTERVAL: Duration = Duration::from_millis(500);
+pub const INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where a change is written.
 pub enum Target<'a> {

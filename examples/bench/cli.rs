@@ -12,7 +12,7 @@ use crate::setup::{Env, Opts};
 const USAGE: &str = "usage: bench SCENARIO [--proxies N] [--services N] [--endpoints N] \
 [--duration SECS] [--sotw | --delta] [--mtls [--ticket-key]] [--rates R1,R2,..] [--out FILE.json] [--sluice PATH] [--floor-only (b1, b2, b5)] [--rollout-weights routes|runtime (b5)] [--routes N (b8)]
 scenarios: b1 (convergence), b2 (churn), b3 (reconnect storm), b4 (memory), b5 (canary step), b6 (dashboard),
-  b8 (one route edited at 1k / 5k / 20k routes), failover (leader killed mid-rollout, 3 replicas), b3-ha (reconnect storm across 3 replicas)";
+  b7 (10,000 delta proxies: configured, memory, moves), b8 (one route edited at 1k / 5k / 20k routes), failover (leader killed mid-rollout, 3 replicas), b3-ha (reconnect storm across 3 replicas)";
 
 /// Runs `args`; `sluice` overrides where the sluice binary is looked for.
 pub fn main(args: &[String], sluice: Option<PathBuf>) -> ExitCode {
@@ -67,6 +67,7 @@ fn run(args: &[String], sluice: Option<PathBuf>) -> anyhow::Result<()> {
                 "b4" => crate::b4::run(&env, &opts).await,
                 "b5" => crate::b5::run(&env, &opts).await,
                 "b6" => crate::b6::run(&env, &opts).await,
+                "b7" => crate::b7::run(&env, &opts).await,
                 "b8" => crate::b8::run(&env, &opts).await,
                 "failover" => crate::ha::failover(&env, &opts).await,
                 "b3-ha" => crate::ha::b3(&env, &opts).await,

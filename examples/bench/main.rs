@@ -17,6 +17,7 @@ mod b3;
 mod b4;
 mod b5;
 mod b6;
+mod b7;
 mod b8;
 mod b8_rules;
 mod cli;
