@@ -3,7 +3,8 @@
 //! from the kill: until every proxy has a stream again, and until every
 //! proxy has ACKed every type again; failed streams (streams opened beyond
 //! one reconnect per proxy: refused or broken ones) and NACKs; the peak
-//! RSS of the new sluice (VmHWM). SotW unless `--delta`.
+//! RSS of the new sluice (VmHWM) and its RSS once the storm is over (a
+//! second after the last ACK). SotW unless `--delta`.
 //!
 //! To say why a stream failed and what bounds the storm, it also reports
 //! the fleet's stream-end warnings written after the kill (tallied by
@@ -74,6 +75,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let s1 = fleet.stats().await?;
     let peak_rss = procs::status_kb(sluice.pid(), "VmHWM")?;
+    let rss_after = procs::status_kb(sluice.pid(), "VmRSS")?;
     fleet.quit();
     let failed = (s1.streams - s0.streams).saturating_sub(proxies as u64);
     // Why streams ended after the kill, from the fleet's log: the kill
@@ -82,14 +84,15 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
     let nacks = s1.nacks - s0.nacks;
     let secs = |d: Option<f64>| d.map_or("never".into(), |s| format!("{s:.2}"));
     println!("\nB3 reconnect storm: {proxies} {mode:?} proxies holding M1 {}x{}; sluice SIGKILLed and restarted", t.services, t.per);
-    println!("| sluice back (ready) s | all reconnected s | all ACKed every type s | proxies ACKed | failed streams | NACKs | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| sluice back (ready) s | all reconnected s | all ACKed every type s | proxies ACKed | failed streams | NACKs | peak RSS MiB | RSS after MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {:.2} | {} | {} | {count}/{proxies} | {failed} | {nacks} | {:.0} |",
+        "| {:.2} | {} | {} | {count}/{proxies} | {failed} | {nacks} | {:.0} | {:.0} |",
         restarted.as_secs_f64(),
         secs(reconnected.map(|d| d.as_secs_f64())),
         secs(all_acked_s),
-        peak_rss as f64 / 1048576.0
+        peak_rss as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0
     );
     for (reason, n) in &ends {
         println!("stream ends in the fleet after the kill: {n} × {reason}");
@@ -111,6 +114,7 @@ pub async fn run(env: &Env, o: &Opts) -> anyhow::Result<Value> {
         "failed_streams": failed,
         "nacks": nacks,
         "peak_rss_bytes": peak_rss,
+        "rss_after_bytes": rss_after,
         "stream_ends_after_kill": ends,
         "storm_cpu_s": { "sluice": setup::num(sluice_cpu), "fleet": setup::num(fleet_cpu) },
         "listen_overflows": overflows,
