@@ -531,6 +531,9 @@ fn a_split_to_an_undeclared_subset_is_refused_after_a_weight_change() {
     );
 }
 
+/// A named edit of a virtual host's routes.
+type RoutesEdit<'a> = (&'a str, &'a dyn Fn(&mut Vec<Route>));
+
 /// B8's question, asked of the compiler: an edit of one route among 1,000
 /// compiles that route alone, whether it changes a route, adds one or
 /// removes one, and the result is still a compile from scratch's.
@@ -556,7 +559,7 @@ fn a_route_edit_compiles_the_changed_routes_alone() {
         compiler.routes.compiled() - before
     };
     assert_eq!(compile_counting(&config), 1000);
-    let edits: [(&str, &dyn Fn(&mut Vec<Route>)); 4] = [
+    let edits: [RoutesEdit<'_>; 4] = [
         ("a timeout", &|r| {
             r[500].timeout = Some(Duration::from_secs(3))
         }),
