@@ -8,6 +8,7 @@
 //! ```sh
 //! cargo run --release --example session_memory -- 1000 delta
 //! cargo run --release --example session_memory -- 1000 sotw
+//! cargo run --release --example session_memory -- 1000 delta-reconnect
 //! ```
 
 #[path = "../benches/support/m1.rs"]
@@ -49,7 +50,7 @@ fn sent(responses: Vec<Response>) -> Vec<(String, String, String)> {
 }
 
 /// A session that asked for and ACKed every type of `snap`, as Envoy does.
-fn started(mode: Mode, snap: &Arc<Snapshot>) -> Session {
+fn started(mode: Mode, snap: &Arc<Snapshot>, reconnect: bool) -> Session {
     let mut s = Session::new(mode);
     s.on_snapshot(snap.clone());
     let clusters: Vec<String> = snap.resources(TypeUrl::Cluster).keys().cloned().collect();
@@ -71,6 +72,15 @@ fn started(mode: Mode, snap: &Arc<Snapshot>) -> Session {
                 node: Some(node()),
                 type_url: ty.as_str().into(),
                 resource_names_subscribe: names.clone(),
+                // A reconnecting proxy announces what it holds.
+                initial_resource_versions: if reconnect {
+                    snap.resources(ty)
+                        .iter()
+                        .map(|(name, r)| (name.clone(), r.version.clone()))
+                        .collect()
+                } else {
+                    Default::default()
+                },
                 ..Default::default()
             }),
         };
@@ -98,15 +108,19 @@ fn started(mode: Mode, snap: &Arc<Snapshot>) -> Session {
 fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let mode = match args.next().as_deref() {
+    let how = args.next();
+    let mode = match how.as_deref() {
         Some("sotw") => Mode::Sotw,
         _ => Mode::Delta,
     };
+    // `delta-reconnect`: each session starts as a reconnecting proxy's,
+    // announcing every resource it holds (`initial_resource_versions`).
+    let reconnect = how.as_deref() == Some("delta-reconnect");
     let snaps = sluice::compile::compile(&m1::m1(1000, 10)).expect("compiles");
     let snap = snaps.fallback.clone();
     let resources: usize = TypeUrl::ALL.iter().map(|t| snap.resources(*t).len()).sum();
     let before = rss_kib();
-    let sessions: Vec<Session> = (0..n).map(|_| started(mode, &snap)).collect();
+    let sessions: Vec<Session> = (0..n).map(|_| started(mode, &snap, reconnect)).collect();
     let after = rss_kib();
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
     println!(
