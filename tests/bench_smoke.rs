@@ -104,10 +104,24 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn smoke(mtls: bool) {
+/// Runs the runner with `args` (and `--out` to a temporary file), asserts
+/// it succeeded, and returns the JSON it wrote.
+fn run_runner(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("b1.json");
-    let mut args: Vec<String> = [
+    let out = dir.path().join("out.json");
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
+    assert_eq!(
+        code,
+        ExitCode::SUCCESS,
+        "the runner failed (its stderr above)"
+    );
+    serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written")).expect("valid JSON")
+}
+
+fn smoke(mtls: bool) {
+    let mut args = vec![
         "b1",
         "--proxies",
         "5",
@@ -117,23 +131,11 @@ fn smoke(mtls: bool) {
         "3",
         "--duration",
         "1.5",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
+    ];
     if mtls {
-        args.push("--mtls".into());
+        args.push("--mtls");
     }
-    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
-    assert_eq!(
-        code,
-        ExitCode::SUCCESS,
-        "the runner failed (its stderr above)"
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
-            .expect("valid JSON");
+    let json = run_runner(&args);
     assert_eq!(json["scenario"], "b1");
     assert_eq!(json["proxies"], 5);
     assert_eq!(json["mode"], "delta");
@@ -160,9 +162,7 @@ fn smoke(mtls: bool) {
 }
 
 fn smoke_b6() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("b6.json");
-    let args: Vec<String> = [
+    let json = run_runner(&[
         "b6",
         "--proxies",
         "5",
@@ -172,20 +172,7 @@ fn smoke_b6() {
         "3",
         "--duration",
         "1",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
-    assert_eq!(
-        code,
-        ExitCode::SUCCESS,
-        "the runner failed (its stderr above)"
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
-            .expect("valid JSON");
+    ]);
     assert_eq!(json["scenario"], "b6");
     assert_eq!(
         json["page_connected"], "5",
@@ -211,9 +198,7 @@ fn smoke_b6() {
 }
 
 fn smoke_b7() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("b7.json");
-    let args: Vec<String> = [
+    let json = run_runner(&[
         "b7",
         "--proxies",
         "5",
@@ -223,20 +208,7 @@ fn smoke_b7() {
         "3",
         "--duration",
         "1.5",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
-    assert_eq!(
-        code,
-        ExitCode::SUCCESS,
-        "the runner failed (its stderr above)"
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
-            .expect("valid JSON");
+    ]);
     assert_eq!(json["scenario"], "b7");
     assert_eq!(json["proxies"], 5);
     assert_eq!(json["nacks"], 0);
@@ -259,28 +231,7 @@ fn smoke_b7() {
 }
 
 fn smoke_b8() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("b8.json");
-    let args: Vec<String> = [
-        "b8",
-        "--routes",
-        "40",
-        "--proxies",
-        "5",
-        "--out",
-        &out.display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let code = cli::main(&args, Some(PathBuf::from(env!("CARGO_BIN_EXE_sluice"))));
-    assert_eq!(
-        code,
-        ExitCode::SUCCESS,
-        "the runner failed (its stderr above)"
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written"))
-            .expect("valid JSON");
+    let json = run_runner(&["b8", "--routes", "40", "--proxies", "5"]);
     assert_eq!(json["scenario"], "b8");
     let rows = json["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 1, "{json}");
