@@ -210,6 +210,41 @@ fn answers(result: &Value, name: &str) -> u64 {
     result["answers"][name].as_u64().unwrap_or(0)
 }
 
+/// The example's 80/20 split over 2,000 RPCs: v2's count is
+/// Binomial(2000, 0.2), and the bounds leave out at most 1e-6 of its
+/// probability, so a correct split fails this less than once in a million
+/// runs. Then tagged RPCs take the header-matched route, every one to the
+/// canary. `who` names the client in the log.
+fn sees_the_split_and_the_header_route(client: &mut Client, who: &str) {
+    const N: u64 = 2000;
+    let split = client.send(&format!("call {N}"));
+    assert_eq!(split["errors"], serde_json::json!({}), "{split}");
+    let (v1, v2) = (answers(&split, "v1"), answers(&split, "v2"));
+    eprintln!("{who}: 80/20 split over {N} RPCs: v1 {v1}, v2 {v2}");
+    assert_eq!(v1 + v2, N, "{split}");
+    let (lo, hi) = binomial_bounds(N, 0.2, 1e-6);
+    assert!(
+        (lo..=hi).contains(&v2),
+        "v2 got {v2} of {N}, outside [{lo}, {hi}]: {split}"
+    );
+    let tagged = client.send("call 200 x-canary=1");
+    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
+    assert_eq!(answers(&tagged, "v2"), 200, "{tagged}");
+}
+
+/// Edits the rules' split to 0/100 and waits until every RPC of the
+/// connected client goes to v2.
+fn follows_an_edit_of_the_split(client: &mut Client, rules: &Path) {
+    let text = std::fs::read_to_string(rules).expect("read rules");
+    let edited = text
+        .replace("weight: 80", "weight: 0")
+        .replace("weight: 20", "weight: 100");
+    assert_ne!(edited, text);
+    std::fs::write(rules, edited).expect("edit rules");
+    let moved = client.send("until v2 100");
+    assert_eq!(moved["reached"], true, "{moved}");
+}
+
 /// The smallest and largest count of successes in `n` trials of
 /// probability `p` that the test accepts: each tail outside has exact
 /// binomial probability at most `alpha / 2`.
@@ -248,23 +283,8 @@ async fn a_grpc_client_of_xds_greeter_sees_the_split_the_header_route_and_an_edi
     // 80/20 over 2,000 RPCs: v2's count is Binomial(2000, 0.2). The
     // bounds leave out at most 1e-6 of its probability, so a correct
     // split fails this test less than once in a million runs.
-    const N: u64 = 2000;
     let mut client = Client::start(&bootstrap, "greeter");
-    let split = client.send(&format!("call {N}"));
-    assert_eq!(split["errors"], serde_json::json!({}), "{split}");
-    let (v1, v2) = (answers(&split, "v1"), answers(&split, "v2"));
-    eprintln!("80/20 split over {N} RPCs: v1 {v1}, v2 {v2}");
-    assert_eq!(v1 + v2, N, "{split}");
-    let (lo, hi) = binomial_bounds(N, 0.2, 1e-6);
-    assert!(
-        (lo..=hi).contains(&v2),
-        "v2 got {v2} of {N}, outside [{lo}, {hi}]: {split}"
-    );
-
-    // Tagged RPCs take the header-matched route, every one to the canary.
-    let tagged = client.send("call 200 x-canary=1");
-    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
-    assert_eq!(answers(&tagged, "v2"), 200, "{tagged}");
+    sees_the_split_and_the_header_route(&mut client, "grpcio");
 
     // sluice knows it for a gRPC client, which ACKed every type it asked
     // for and NACKed none.
@@ -286,14 +306,7 @@ async fn a_grpc_client_of_xds_greeter_sees_the_split_the_header_route_and_an_edi
 
     // An edit of the split reaches the connected client: with 0/100 every
     // RPC goes to v2 once the new routes are pushed.
-    let text = std::fs::read_to_string(&rules).expect("read rules");
-    let edited = text
-        .replace("weight: 80", "weight: 0")
-        .replace("weight: 20", "weight: 100");
-    assert_ne!(edited, text);
-    std::fs::write(&rules, edited).expect("edit rules");
-    let moved = client.send("until v2 100");
-    assert_eq!(moved["reached"], true, "{moved}");
+    follows_an_edit_of_the_split(&mut client, &rules);
     let after = client.send("call 500");
     assert_eq!(answers(&after, "v2"), 500, "{after}");
 }
@@ -680,21 +693,8 @@ async fn a_grpc_js_client_of_xds_greeter_sees_the_split_the_header_route_and_an_
     let sluice = Sluice::start(&rules, "127.0.0.1:0");
     sluice.wait_ready("sluice ready").await;
     let bootstrap = grpc_bootstrap(dir.path(), &sluice, "node-1");
-    const N: u64 = 2000;
     let mut client = Client::start_node(&bootstrap, "greeter");
-    let split = client.send(&format!("call {N}"));
-    assert_eq!(split["errors"], serde_json::json!({}), "{split}");
-    let (v1, v2) = (answers(&split, "v1"), answers(&split, "v2"));
-    eprintln!("grpc-js 80/20 split over {N} RPCs: v1 {v1}, v2 {v2}");
-    assert_eq!(v1 + v2, N, "{split}");
-    let (lo, hi) = binomial_bounds(N, 0.2, 1e-6);
-    assert!(
-        (lo..=hi).contains(&v2),
-        "v2 got {v2} of {N}, outside [{lo}, {hi}]: {split}"
-    );
-    let tagged = client.send("call 200 x-canary=1");
-    assert_eq!(tagged["errors"], serde_json::json!({}), "{tagged}");
-    assert_eq!(answers(&tagged, "v2"), 200, "{tagged}");
+    sees_the_split_and_the_header_route(&mut client, "grpc-js");
     let status = sluice.status_text().await;
     assert!(
         status.contains("node-1  group=default mode=sotw client=grpc"),
@@ -714,13 +714,7 @@ async fn a_grpc_js_client_of_xds_greeter_sees_the_split_the_header_route_and_an_
             "{ty}: {node}"
         );
     }
-    let text = std::fs::read_to_string(&rules).expect("read rules");
-    let edited = text
-        .replace("weight: 80", "weight: 0")
-        .replace("weight: 20", "weight: 100");
-    std::fs::write(&rules, edited).expect("edit rules");
-    let moved = client.send("until v2 100");
-    assert_eq!(moved["reached"], true, "{moved}");
+    follows_an_edit_of_the_split(&mut client, &rules);
 }
 
 /// `sluice drain add` takes an endpoint out of gRPC clients' rotation as

@@ -163,23 +163,7 @@ impl FleetProc {
             }
         }
         for id in open {
-            self.peer.send(format!("partial {id}"));
-            let done = &mut self.done;
-            let line = self
-                .peer
-                .expect(&format!("partial {id} "), Duration::from_secs(30), |l| {
-                    note_done(done, l)
-                })
-                .await?;
-            let n: Vec<u64> = line
-                .split_whitespace()
-                .skip(2)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let got = (
-                n.first().copied().unwrap_or(0) as usize,
-                n.get(1).copied().unwrap_or(0),
-            );
+            let got = self.count("partial", id).await?;
             // A `done` may have raced the `partial`.
             let got = self.done.remove(&id).map_or(got, |t| (self.proxies, t));
             out.insert(id, got);
@@ -193,11 +177,17 @@ impl FleetProc {
         if let Some(t) = self.done.get(&id) {
             return Ok((self.proxies, *t));
         }
-        self.peer.send(format!("peek {id}"));
+        self.count("peek", id).await
+    }
+
+    /// Sends `cmd id` (`partial` or `peek`) and reads its answer, `cmd id
+    /// COUNT LATEST_ACK_NS`, noting the `done`s that come before it.
+    async fn count(&mut self, cmd: &str, id: u64) -> anyhow::Result<(usize, u64)> {
+        self.peer.send(format!("{cmd} {id}"));
         let done = &mut self.done;
         let line = self
             .peer
-            .expect(&format!("peek {id} "), Duration::from_secs(30), |l| {
+            .expect(&format!("{cmd} {id} "), Duration::from_secs(30), |l| {
                 note_done(done, l)
             })
             .await?;
