@@ -2,7 +2,7 @@
 //! compile rules + endpoints → resources, encode a ClusterLoadAssignment of
 //! 10 / 1k / 10k endpoints, a CDS of 1k / 10k clusters, and a delta push
 //! of one changed endpoint set to a session holding M1 (1,000 services),
-//! and B8's rules path (parse, compile, one route edited) at 1k / 5k / 20k
+//! a stream's start (fresh and reconnecting) at M1, and B8's rules path (parse, compile, one route edited) at 1k / 5k / 20k
 //! routes.
 //!
 //! `cargo bench --bench hot_paths`; results with machine and date go in
@@ -13,6 +13,8 @@
 mod b8_rules;
 #[path = "support/m1.rs"]
 mod m1;
+#[path = "support/session_start.rs"]
+mod session_start;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +203,30 @@ fn bench_delta_push(c: &mut Criterion) {
     });
 }
 
+/// A stream's start at M1, every type asked for and ACKed: a fresh proxy
+/// (delta, SotW) and a reconnecting delta proxy announcing everything it
+/// holds, which is what each stream of a reconnect storm costs (B3).
+fn bench_session_start(c: &mut Criterion) {
+    let snap = compile(&m1(1000, 10)).expect("compiles").fallback;
+    let mut g = c.benchmark_group("session_start_m1");
+    g.sample_size(20);
+    for (name, mode, reconnect) in [
+        ("delta", Mode::Delta, false),
+        ("delta_reconnect", Mode::Delta, true),
+        ("sotw", Mode::Sotw, false),
+    ] {
+        // Sessions are dropped outside the timed loop.
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || (),
+                |()| session_start::started(mode, &snap, reconnect),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
 /// B8's rules path (issue 23) at 1k / 5k / 20k routes: what a rules edit
 /// costs sluice before anything is sent. `parse` reads the text into the
 /// model (syntax, fields, validation), `static_compile` is the full
@@ -240,6 +266,7 @@ criterion_group!(
     bench_compile,
     bench_encode,
     bench_delta_push,
+    bench_session_start,
     bench_rules_scale
 );
 criterion_main!(benches);

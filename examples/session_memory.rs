@@ -13,13 +13,12 @@
 
 #[path = "../benches/support/m1.rs"]
 mod m1;
+#[path = "../benches/support/session_start.rs"]
+mod session_start;
 
-use std::sync::Arc;
-
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use sluice::xds::session::{Mode, Response, Session};
-use sluice::xds::{Snapshot, TypeUrl};
+use session_start::started;
+use sluice::xds::session::{Mode, Session};
+use sluice::xds::TypeUrl;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -28,81 +27,6 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn node() -> Node {
-    Node {
-        id: "mem".into(),
-        cluster: "default".into(),
-        ..Default::default()
-    }
-}
-
-/// (type, nonce, version) of each response.
-fn sent(responses: Vec<Response>) -> Vec<(String, String, String)> {
-    responses
-        .into_iter()
-        .map(|r| match r {
-            Response::Sotw(r) => (r.type_url, r.nonce, r.version_info),
-            Response::Delta(r) => (r.type_url, r.nonce, r.system_version_info),
-        })
-        .collect()
-}
-
-/// A session that asked for and ACKed every type of `snap`, as Envoy does.
-fn started(mode: Mode, snap: &Arc<Snapshot>, reconnect: bool) -> Session {
-    let mut s = Session::new(mode);
-    s.on_snapshot(snap.clone());
-    let clusters: Vec<String> = snap.resources(TypeUrl::Cluster).keys().cloned().collect();
-    let routes: Vec<String> = snap.resources(TypeUrl::Route).keys().cloned().collect();
-    for (ty, names) in [
-        (TypeUrl::Cluster, Vec::new()),
-        (TypeUrl::Endpoint, clusters),
-        (TypeUrl::Listener, Vec::new()),
-        (TypeUrl::Route, routes),
-    ] {
-        let out = match mode {
-            Mode::Sotw => s.on_sotw_request(DiscoveryRequest {
-                node: Some(node()),
-                type_url: ty.as_str().into(),
-                resource_names: names.clone(),
-                ..Default::default()
-            }),
-            Mode::Delta => s.on_delta_request(DeltaDiscoveryRequest {
-                node: Some(node()),
-                type_url: ty.as_str().into(),
-                resource_names_subscribe: names.clone(),
-                // A reconnecting proxy announces what it holds.
-                initial_resource_versions: if reconnect {
-                    snap.resources(ty)
-                        .iter()
-                        .map(|(name, r)| (name.clone(), r.version.clone()))
-                        .collect()
-                } else {
-                    Default::default()
-                },
-                ..Default::default()
-            }),
-        };
-        for (type_url, nonce, version) in sent(out.expect("request").responses) {
-            let ack = match mode {
-                Mode::Sotw => s.on_sotw_request(DiscoveryRequest {
-                    version_info: version,
-                    type_url,
-                    response_nonce: nonce,
-                    resource_names: names.clone(),
-                    ..Default::default()
-                }),
-                Mode::Delta => s.on_delta_request(DeltaDiscoveryRequest {
-                    type_url,
-                    response_nonce: nonce,
-                    ..Default::default()
-                }),
-            };
-            assert!(ack.expect("ack").responses.is_empty());
-        }
-    }
-    s
 }
 
 fn main() {

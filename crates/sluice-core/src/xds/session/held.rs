@@ -19,7 +19,7 @@
 //! first push, a changed subscription) [`Held::compact`] rebuilds the base
 //! from the current snapshot and scope.
 
-use std::collections::{btree_map, btree_set, BTreeMap};
+use std::collections::{btree_map, btree_set, BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{Announced, Known, Name};
@@ -356,6 +356,70 @@ impl Held {
             base: Some(base),
             except: BTreeMap::new(),
             compact_at: COMPACT_MIN,
+        };
+        true
+    }
+
+    /// The proxy, which held nothing of this type, announces on a delta
+    /// reconnect that it holds `announced` (name → version). The base
+    /// becomes `snap`'s resources of `ty` in `scope` and only the names
+    /// whose announced version differs from it are exceptions: one walk
+    /// over the base with a hash lookup per name, where storing each
+    /// announced name and rebuilding would search trees several times per
+    /// name (a reconnect storm pays this once per stream and type). An
+    /// announced name the base does not cover is held only if `keep`
+    /// accepts it. Returns false, changing nothing, if something is held
+    /// already.
+    pub(super) fn announce(
+        &mut self,
+        ty: TypeUrl,
+        snap: &Arc<Snapshot>,
+        scope: Scope,
+        announced: &HashMap<String, String>,
+        keep: impl Fn(&str) -> bool,
+    ) -> bool {
+        if !self.is_empty() {
+            return false;
+        }
+        let base = Base {
+            ty,
+            snap: snap.clone(),
+            scope,
+        };
+        let mut except = BTreeMap::new();
+        let mut covered = 0;
+        for r in BaseIter::new(&base) {
+            match announced.get(r.name.as_str()) {
+                // In the base, not held.
+                None => {
+                    except.insert(r.key.clone(), None);
+                }
+                // Held; an exception only if the version differs.
+                Some(version) => {
+                    covered += 1;
+                    if r.version != *version {
+                        let held = Known::announced(r.key.clone(), version.as_str().into());
+                        except.insert(r.key.clone(), Some(held));
+                    }
+                }
+            }
+        }
+        if covered < announced.len() {
+            // Held outside the base (a resource that has left the snapshot
+            // since the proxy got it, say): rare, so looked up.
+            let in_base = |name: &str| base.scope.contains(name) && snap.get(ty, name).is_some();
+            for (name, version) in announced {
+                if !in_base(name) && keep(name) {
+                    let name = Name::from(name.as_str());
+                    let held = Known::announced(name.clone(), version.as_str().into());
+                    except.insert(name, Some(held));
+                }
+            }
+        }
+        *self = Held {
+            base: Some(base),
+            compact_at: (except.len() * 2).max(COMPACT_MIN),
+            except,
         };
         true
     }

@@ -1,7 +1,7 @@
 //! [`Held`] must represent exactly the map from name to held version that
 //! its operations describe, whatever its base and exceptions look like:
-//! random writes, snapshot moves (with and without a diff), rebuilt bases
-//! and retains are checked against a plain map after every step.
+//! random writes, snapshot moves (with and without a diff), rebuilt bases,
+//! delta reconnect announcements and retains are checked against a plain map after every step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -46,6 +46,10 @@ enum Op {
     /// A first response: everything in scope (all names if none), or all
     /// but the first of it.
     HoldFirst(Option<Vec<usize>>, bool),
+    /// A delta reconnect's announcement for a scope (all names if none):
+    /// per name, the current snapshot's version (`None`) or another; names
+    /// outside the base kept if listed in the last field.
+    AnnounceFirst(Option<Vec<usize>>, Vec<(usize, Option<u8>)>, Vec<usize>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -59,10 +63,16 @@ fn op() -> impl Strategy<Value = Op> {
         proptest::option::of(proptest::collection::vec(name.clone(), 0..6)).prop_map(Op::Rebuild),
         proptest::collection::vec(name.clone(), 0..6).prop_map(Op::Retain),
         (
-            proptest::option::of(proptest::collection::vec(name, 0..6)),
+            proptest::option::of(proptest::collection::vec(name.clone(), 0..6)),
             any::<bool>()
         )
             .prop_map(|(names, all)| Op::HoldFirst(names, all)),
+        (
+            proptest::option::of(proptest::collection::vec(name.clone(), 0..6)),
+            proptest::collection::vec((name.clone(), proptest::option::of(0u8..3)), 0..8),
+            proptest::collection::vec(name, 0..6),
+        )
+            .prop_map(|(names, told, keep)| Op::AnnounceFirst(names, told, keep)),
     ]
 }
 
@@ -184,6 +194,44 @@ proptest! {
                     if took {
                         model = sent.iter().map(|r| (r.name.clone(), r.version.clone())).collect();
                         assert_eq!(held.exceptions(), 0);
+                    }
+                    check_within(&held, &model, &scope_of(names));
+                }
+                Op::AnnounceFirst(names, told, keep) => {
+                    let scope = scope_of(names.clone());
+                    let in_base = |n: &str| {
+                        snap.get(ty, n).is_some()
+                            && names.as_ref().is_none_or(|ix| ix.iter().any(|&i| NAMES[i] == n))
+                    };
+                    let keep: BTreeSet<&str> = keep.iter().map(|&i| NAMES[i]).collect();
+                    let announced: std::collections::HashMap<String, String> = told
+                        .iter()
+                        .map(|&(i, v)| {
+                            let current = snap.get(ty, NAMES[i]).map(|r| r.version.clone());
+                            let version = match (v, current) {
+                                (None, Some(current)) => current,
+                                (v, _) => format!("announced-{}", v.unwrap_or(9)),
+                            };
+                            (NAMES[i].to_string(), version)
+                        })
+                        .collect();
+                    let was_empty = model.is_empty();
+                    let took = held.announce(ty, &snap, scope, &announced, |n| keep.contains(n));
+                    assert_eq!(took, was_empty);
+                    if took {
+                        model = announced
+                            .clone()
+                            .into_iter()
+                            .filter(|(n, _)| in_base(n) || keep.contains(n.as_str()))
+                            .collect();
+                        // Only what differs from the base is stored.
+                        let differing = NAMES
+                            .iter()
+                            .filter(|n| in_base(n))
+                            .filter(|n| model.get(**n) != snap.get(ty, n).map(|r| &r.version))
+                            .count()
+                            + model.keys().filter(|n| !in_base(n)).count();
+                        assert_eq!(held.exceptions(), differing);
                     }
                     check_within(&held, &model, &scope_of(names));
                 }

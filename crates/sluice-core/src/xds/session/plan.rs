@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use itertools::{EitherOrBoth, Itertools};
+
 use super::held::{BaseIter, HeldRef};
 use super::{Dirty, Mode, Session, TypeState};
 use crate::xds::resource::{set_version, Resource, Snapshot, TypeUrl};
@@ -66,7 +68,7 @@ impl Session {
             Mode::Delta => {
                 let (mut out, mut kept) = (BTreeSet::new(), Vec::new());
                 let keeps = self.keeps(ty, hold);
-                for name in dirty_or_held(st) {
+                for name in dirty_or_held(st, ty, snap) {
                     match removal(st, ty, snap, name, &keeps) {
                         Some(Removal::Remove) => {
                             out.insert(name.to_string());
@@ -102,7 +104,7 @@ impl Session {
         }
         let keeps = self.keeps(ty, hold);
         self.mode == Mode::Delta
-            && dirty_or_held(st)
+            && dirty_or_held(st, ty, snap)
                 .any(|name| removal(st, ty, snap, name, &keeps) == Some(Removal::Remove))
     }
 
@@ -186,45 +188,61 @@ fn upserts<'a>(
     snap: &'a Snapshot,
 ) -> Box<dyn Iterator<Item = Arc<Resource>> + 'a> {
     let resources = snap.resources(ty);
-    let consider = move |name: &String, r: &Arc<Resource>| -> Option<Arc<Resource>> {
-        let stale = st
-            .known
-            .get(name.as_str())
-            .is_none_or(|k| k.version() != r.version);
-        if stale || st.force.contains(name) {
+    let consider = move |r: &Arc<Resource>, held: Option<HeldRef<'_>>| -> Option<Arc<Resource>> {
+        let stale = held.is_none_or(|k| k.version() != r.version);
+        if stale || st.force.contains(&r.name) {
             wanted(st, r).cloned()
         } else {
             None
         }
     };
-    match &st.dirty {
-        Dirty::Names(dirty) => Box::new(
-            dirty
-                .iter()
-                .filter(|n| st.in_scope(n))
-                .filter_map(move |n| resources.get(n).and_then(|r| consider(n, r))),
-        ),
-        Dirty::All if st.wildcard => {
-            Box::new(resources.iter().filter_map(move |(n, r)| consider(n, r)))
+    let in_scope: Box<dyn Iterator<Item = &'a Arc<Resource>> + 'a> = match &st.dirty {
+        Dirty::Names(dirty) => {
+            return Box::new(
+                dirty
+                    .iter()
+                    .filter(|n| st.in_scope(n))
+                    .filter_map(move |n| resources.get(n))
+                    .filter_map(move |r| consider(r, st.known.get(&r.name))),
+            )
         }
+        Dirty::All if st.wildcard => Box::new(resources.values()),
         // The subscribed names and the snapshot walked together (a
         // reconnecting SotW proxy asks for every endpoint name at once).
-        Dirty::All => Box::new(
-            BaseIter::within(resources, &st.names).filter_map(move |r| consider(&r.name, r)),
-        ),
-    }
+        Dirty::All => Box::new(BaseIter::within(resources, &st.names)),
+    };
+    // Everything in scope, and what the client holds walked alongside
+    // (both in name order): a reconnecting delta proxy announces every
+    // name, and a lookup of each costs several tree searches.
+    Box::new(
+        in_scope
+            .merge_join_by(st.known.iter(), |r, h| r.name.as_str().cmp(h.name()))
+            .filter_map(move |e| match e {
+                EitherOrBoth::Left(r) => consider(r, None),
+                EitherOrBoth::Both(r, h) => consider(r, Some(h)),
+                EitherOrBoth::Right(_) => None,
+            }),
+    )
 }
 
 /// The names a delta plan looks at for removals: the dirty ones, or
-/// everything the client holds or asked for. May repeat a name.
-fn dirty_or_held(st: &TypeState) -> Box<dyn Iterator<Item = &str> + '_> {
+/// everything the client holds or asked for that the snapshot does not
+/// have (the three walked together, in name order). May repeat a name.
+fn dirty_or_held<'a>(
+    st: &'a TypeState,
+    ty: TypeUrl,
+    snap: &'a Snapshot,
+) -> Box<dyn Iterator<Item = &'a str> + 'a> {
     match &st.dirty {
         Dirty::Names(dirty) => Box::new(dirty.iter().map(String::as_str)),
         Dirty::All => Box::new(
             st.known
                 .iter()
                 .map(HeldRef::name)
-                .chain(st.names.iter().map(|n| &**n)),
+                .merge(st.names.iter().map(|n| &**n))
+                .dedup()
+                .merge_join_by(snap.resources(ty).keys(), |n, r| (*n).cmp(r.as_str()))
+                .filter_map(|e| e.just_left()),
         ),
     }
 }

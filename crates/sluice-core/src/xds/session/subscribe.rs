@@ -3,9 +3,11 @@
 //! SotW full lists and delta subscribe/unsubscribe with
 //! `initial_resource_versions`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+use itertools::{EitherOrBoth, Itertools};
 
 use super::{Dirty, Known, Name, Phase, Session};
 use crate::xds::resource::{Snapshot, TypeUrl};
@@ -33,15 +35,7 @@ impl Session {
             }
             Err(_) => false,
         };
-        // The streams of one group subscribe to the same names: take the
-        // set another stream already has, else intern the names into one.
-        let names = match pooled(&names) {
-            Some(set) => set,
-            None => {
-                let snap = self.snapshot.as_deref();
-                share(names.into_iter().map(|n| intern(snap, ty, n)).collect())
-            }
-        };
+        let names = name_set(self.snapshot.as_deref(), ty, names);
         let st = &mut self.types[ty.index()];
         let first = !st.phase.requested();
         if !names.is_empty() {
@@ -90,22 +84,31 @@ impl Session {
         let first = !st.phase.requested();
         let was_wildcard = st.wildcard;
         let mut renamed = false;
+        // What a reconnecting client announces it holds: recorded once the
+        // subscription is known (below).
+        let announced = if first { initial } else { HashMap::new() };
         if first {
             st.phase = Phase::Requested;
             st.dirty = Dirty::All;
-            // Sorted so the state is the same whatever the map's order.
-            let initial: BTreeMap<String, String> = initial.into_iter().collect();
-            for (name, version) in initial {
-                let name = intern(snap.as_deref(), ty, name);
-                let announced = Known::announced(name.clone(), version.into());
-                st.known.set(&name, Some(announced));
-            }
             if subscribe.is_empty() && ty.wildcard_capable() {
                 st.wildcard = true;
             }
-            if st.wildcard && st.known.is_empty() {
+            if st.wildcard && announced.is_empty() {
                 st.phase = Phase::MustReply;
             }
+        }
+        let mut subscribe = subscribe;
+        if first && st.names.is_empty() && !subscribe.is_empty() {
+            // A first request (a reconnect asks for thousands of names):
+            // the set is made at once, not name by name. Everything is
+            // dirty already and nothing was told missing yet.
+            subscribe.sort_unstable();
+            subscribe.dedup();
+            if let Ok(i) = subscribe.binary_search_by(|n| n.as_str().cmp("*")) {
+                subscribe.remove(i);
+                st.wildcard = true;
+            }
+            st.names = name_set(snap.as_deref(), ty, std::mem::take(&mut subscribe));
         }
         for name in subscribe {
             if name == "*" {
@@ -145,10 +148,27 @@ impl Session {
         if renamed {
             st.names = share(Arc::unwrap_or_clone(std::mem::take(&mut st.names)));
         }
-        // Only the first request (initial versions) and the end of a
-        // wildcard can leave known names outside the subscription; a
-        // plain ACK must not cost a walk over everything.
-        if !st.wildcard && (first || was_wildcard) {
+        if !announced.is_empty() {
+            // Announced names outside the subscription are not held.
+            let (wildcard, names, scope) = (st.wildcard, st.names.clone(), st.scope());
+            let keep = |name: &str| wildcard || names.contains(name);
+            let recorded = match snap.as_ref() {
+                Some(snap) => st.known.announce(ty, snap, scope, &announced, keep),
+                None => false,
+            };
+            if !recorded {
+                for (name, version) in announced {
+                    if keep(&name) {
+                        let name = intern(snap.as_deref(), ty, name);
+                        let held = Known::announced(name.clone(), version.into());
+                        st.known.set(&name, Some(held));
+                    }
+                }
+            }
+        }
+        // The end of a wildcard can leave known names outside the
+        // subscription; a plain ACK must not cost a walk over everything.
+        if !st.wildcard && was_wildcard {
             let names = &st.names;
             st.known.retain(|name| names.contains(name));
         }
@@ -166,6 +186,30 @@ fn repeats(current: &BTreeSet<Name>, names: &mut [String]) -> bool {
         names.sort_unstable();
     }
     names.iter().zip(current).all(|(a, b)| a.as_str() == &**b)
+}
+
+/// The set of `names` (sorted, no duplicates) as shared strings. The
+/// streams of one group subscribe to the same names: take the set another
+/// stream already has, else intern the names into one (the snapshot's own
+/// strings, found by walking the names with the snapshot's resources when
+/// they are many, by a lookup each when few).
+fn name_set(snap: Option<&Snapshot>, ty: TypeUrl, names: Vec<String>) -> Arc<BTreeSet<Name>> {
+    if let Some(set) = pooled(&names) {
+        return set;
+    }
+    let set = match snap {
+        Some(s) if names.len() * 8 >= s.resources(ty).len() => names
+            .into_iter()
+            .merge_join_by(s.resources(ty).values(), |n, r| n.as_str().cmp(&r.name))
+            .filter_map(|e| match e {
+                EitherOrBoth::Left(n) => Some(Name::from(n)),
+                EitherOrBoth::Both(_, r) => Some(r.key.clone()),
+                EitherOrBoth::Right(_) => None,
+            })
+            .collect(),
+        _ => names.into_iter().map(|n| intern(snap, ty, n)).collect(),
+    };
+    share(set)
 }
 
 fn intern(snap: Option<&Snapshot>, ty: TypeUrl, name: String) -> Name {
