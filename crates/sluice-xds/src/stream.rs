@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -66,6 +67,7 @@ pub struct PeerCredentials {
 /// Glue between one protocol variant's message types and the session.
 pub(super) trait Variant: Send + 'static {
     type Resp: Send + prost::Message + 'static;
+    fn node(&self) -> Option<&Node>;
     fn handle(session: &mut Session, req: Self) -> Result<Output, ProtocolError>;
     fn unwrap(resp: Response) -> Option<Self::Resp>;
     /// Type, nonce and number of resources (upserts and removals).
@@ -74,6 +76,9 @@ pub(super) trait Variant: Send + 'static {
 
 impl Variant for DiscoveryRequest {
     type Resp = wire::DiscoveryResponse;
+    fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
     fn handle(session: &mut Session, req: Self) -> Result<Output, ProtocolError> {
         session.on_sotw_request(req)
     }
@@ -90,6 +95,9 @@ impl Variant for DiscoveryRequest {
 
 impl Variant for DeltaDiscoveryRequest {
     type Resp = wire::DeltaDiscoveryResponse;
+    fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
     fn handle(session: &mut Session, req: Self) -> Result<Output, ProtocolError> {
         session.on_delta_request(req)
     }
@@ -211,47 +219,69 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
     where
         Req: Variant<Resp = Resp>,
     {
+        if self.node.is_none() {
+            // The first request names the proxy: it is authorized, listed
+            // and given its group's snapshot before the request is read,
+            // so a reconnecting delta proxy's announcements are compared
+            // with the snapshot at once (not stored name by name first).
+            let identified = self.session().take_node(req.node());
+            if let Err(e) = identified {
+                return self.protocol_error(e).await;
+            }
+            if !self.on_identified::<Req>(snapshots).await {
+                return false;
+            }
+        }
         let handled = Req::handle(&mut self.session(), req);
         let out = match handled {
             Ok(out) => out,
-            Err(e) => {
-                warn!(stream = self.id, error = %e, "closing stream");
-                let _ = self
-                    .tx
-                    .send(Box::new(Err(Status::invalid_argument(e.to_string()))))
-                    .await;
-                return false;
-            }
+            Err(e) => return self.protocol_error(e).await,
         };
-        if self.node.is_none() {
-            let node = self.session().node().cloned();
-            if let Some(node) = node {
-                // Refused before anything is sent, and before it is listed.
-                let published = snapshots.borrow().clone();
-                if let Some(published) = published {
-                    match self.decide(&node, &published) {
-                        Ok(grant) => self.grant = Some(grant),
-                        Err(reason) => return self.refuse(reason, &node).await,
-                    }
-                }
-                info!(stream = self.id, node = %node.id, group = %node.group,
-                      mode = ?self.mode, client = ?node.data_plane, identity = self.peer.creds.shown(),
-                      "proxy connected");
-                self.shared
-                    .registry
-                    .connect(self.id, node.clone(), self.session.clone());
-                self.node = Some(node);
-                self.shared.metrics.connected(self.mode).inc();
-            }
-        }
         if !self.deliver::<Req>(out).await {
             return false;
         }
-        if self.node.is_some() && self.current.is_none() {
-            // The node is known now: hand the session its group's snapshot.
+        if self.current.is_none() {
+            // Nothing was published when the node came: now there may be.
             return self.on_publish::<Req>(snapshots).await;
         }
         true
+    }
+
+    /// Ends the stream on a request that breaks the protocol.
+    async fn protocol_error(&mut self, e: ProtocolError) -> bool {
+        warn!(stream = self.id, error = %e, "closing stream");
+        let _ = self
+            .tx
+            .send(Box::new(Err(Status::invalid_argument(e.to_string()))))
+            .await;
+        false
+    }
+
+    /// The session knows its node now: refused (before anything is sent
+    /// or listed), or listed and given its group's snapshot.
+    async fn on_identified<Req>(&mut self, snapshots: &mut SnapshotRx) -> bool
+    where
+        Req: Variant<Resp = Resp>,
+    {
+        let Some(node) = self.session().node().cloned() else {
+            return true;
+        };
+        let published = snapshots.borrow().clone();
+        if let Some(published) = published {
+            match self.decide(&node, &published) {
+                Ok(grant) => self.grant = Some(grant),
+                Err(reason) => return self.refuse(reason, &node).await,
+            }
+        }
+        info!(stream = self.id, node = %node.id, group = %node.group,
+              mode = ?self.mode, client = ?node.data_plane, identity = self.peer.creds.shown(),
+              "proxy connected");
+        self.shared
+            .registry
+            .connect(self.id, node.clone(), self.session.clone());
+        self.node = Some(node);
+        self.shared.metrics.connected(self.mode).inc();
+        self.on_publish::<Req>(snapshots).await
     }
 
     async fn on_publish<Req>(&mut self, snapshots: &mut SnapshotRx) -> bool

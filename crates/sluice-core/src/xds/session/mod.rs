@@ -566,7 +566,12 @@ impl Session {
         Ok(out)
     }
 
-    fn take_node(&mut self, node: Option<&Node>) -> Result<(), ProtocolError> {
+    /// Takes the proxy's identity from the `node` of its first request
+    /// (later ones may omit it). A driver can call this before handing the
+    /// request over, to give the session its group's snapshot first:
+    /// what a reconnecting delta proxy announces is then compared with the
+    /// snapshot as it is read. The request handlers call it too.
+    pub fn take_node(&mut self, node: Option<&Node>) -> Result<(), ProtocolError> {
         if self.node.is_some() {
             return Ok(());
         }
