@@ -5,9 +5,13 @@
 //! publish, when it ended and how long it took; it sleeps until
 //! [`Coalescer::deadline`]. The rule:
 //!
-//! - a change waits until the sources have been `quiet` for a moment (a
-//!   registry usually sends a burst: a deploy moves many instances), but
-//!   never more than `max_delay` after the first pending change;
+//! - a change that comes after a quiet moment (nothing changed or was
+//!   published for `quiet`) goes out at once: an isolated change does
+//!   not wait for a burst that is not coming;
+//! - a change that follows others closely waits until the sources have
+//!   been `quiet` for a moment (a registry often sends a burst: a deploy
+//!   moves many instances, and the burst's first change went out alone),
+//!   but never more than `max_delay` after the first pending change;
 //! - the next publish starts no earlier than `cost_factor` × the duration
 //!   of the last one after it ended (capped at `max_interval`), so the
 //!   publisher (resolve, compile, diff, hand-off) is busy at most
@@ -19,7 +23,9 @@
 //!
 //! A change that arrives after that gap — an isolated change, or changes
 //! every few hundred milliseconds when a publish takes a few — goes out
-//! after `quiet` alone. A flood is batched: each publish carries every
+//! at once. (It used to wait `quiet` too, in case a burst followed: 5 ms
+//! of B1's ~40 ms per move, which the transport floor does not pay.) A
+//! flood is batched: each publish carries every
 //! change since the previous one, and publishes come as often as their
 //! cost allows. The pacing used to be a fixed doubling up to 500 ms for
 //! any two publishes within 2 s, which made a registry changing every
@@ -88,7 +94,11 @@ impl Coalescer {
     pub fn deadline(&self) -> Option<Instant> {
         let first = self.first_pending?;
         let last = self.last_change.unwrap_or(first);
-        let settle = match self.commanded {
+        // Nothing changed or was published for `quiet` before `first`.
+        let after_quiet = self
+            .last_publish
+            .is_none_or(|p| first >= p + self.cfg.quiet);
+        let settle = match self.commanded || after_quiet {
             true => first,
             false => (last + self.cfg.quiet).min(first + self.cfg.max_delay),
         };
@@ -152,23 +162,41 @@ mod tests {
     }
 
     #[test]
-    fn one_change_goes_out_after_quiet() {
+    fn an_isolated_change_goes_out_at_once() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(CoalesceConfig::default());
         assert_eq!(c.deadline(), None);
         c.changed(t0);
-        assert_eq!(c.deadline(), Some(t0 + 5 * MS));
+        assert_eq!(c.deadline(), Some(t0));
+        c.published(t0 + MS, MS);
+        // 5 ms after the last publish, nothing since: at once again.
+        c.changed(t0 + 6 * MS);
+        assert_eq!(c.deadline(), Some(t0 + 6 * MS));
     }
 
     #[test]
-    fn a_burst_is_one_publish_bounded_by_max_delay() {
+    fn a_burst_after_its_first_change_is_one_publish_bounded_by_max_delay() {
         let t0 = Instant::now();
         let mut c = Coalescer::new(CoalesceConfig::default());
+        c.changed(t0);
+        assert_eq!(c.deadline(), Some(t0));
+        c.published(t0 + MS, MS);
         // A change every 2 ms never leaves 5 ms of quiet.
-        for i in 0..100 {
+        for i in 1..100 {
             c.changed(t0 + i * 2 * MS);
         }
-        assert_eq!(c.deadline(), Some(t0 + 100 * MS));
+        assert_eq!(c.deadline(), Some(t0 + 102 * MS));
+    }
+
+    #[test]
+    fn a_change_close_after_a_publish_waits_for_quiet() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(CoalesceConfig::default());
+        c.published(t0, MS);
+        c.changed(t0 + 2 * MS);
+        assert_eq!(c.deadline(), Some(t0 + 7 * MS));
+        c.changed(t0 + 4 * MS);
+        assert_eq!(c.deadline(), Some(t0 + 9 * MS));
     }
 
     #[test]
@@ -215,9 +243,9 @@ mod tests {
         c.commanded(t0 + 3 * MS);
         assert_eq!(c.deadline(), Some(t0 + 32 * MS));
         c.published(t0 + 32 * MS, MS);
-        // And a source change alone waits for quiet again.
-        c.changed(t0 + 100 * MS);
-        assert_eq!(c.deadline(), Some(t0 + 105 * MS));
+        // And a source change close after it waits for quiet again.
+        c.changed(t0 + 34 * MS);
+        assert_eq!(c.deadline(), Some(t0 + 39 * MS));
     }
 
     #[test]
