@@ -47,14 +47,10 @@ impl Replicas {
         std::fs::write(&rules, RULES).expect("rules");
         // Each fleet needs its replica's address before the replica runs,
         // and the replicas need the traffic's stats address.
+        // Below the ephemeral range (see `free_port`): the fleets connect
+        // before their replicas listen.
         let xds: Vec<String> = (0..n)
-            .map(|_| {
-                std::net::TcpListener::bind("127.0.0.1:0")
-                    .expect("bind")
-                    .local_addr()
-                    .expect("addr")
-                    .to_string()
-            })
+            .map(|_| format!("127.0.0.1:{}", super::free_port()))
             .collect();
         let fleets: Vec<Arc<Fleet>> = xds
             .iter()

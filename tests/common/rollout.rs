@@ -145,10 +145,10 @@ impl Setup {
         // The fleet needs sluice's address and the traffic needs the fleet,
         // while sluice needs the traffic's stats address: bind the stats
         // server first through a fleet that connects once sluice is up.
-        let xds = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr");
+        // Below the ephemeral range: a port bound and released there can
+        // be taken by any outgoing connection (the fleet's own, retrying
+        // before sluice listens) before sluice binds it.
+        let xds = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
         let fleet = Arc::new(sim_fleet(&xds.to_string(), "sim", 3, Faults::default()));
         let traffic = Traffic::start(fleet.clone(), batch).await;
         let sluice = files.sluice_with(
