@@ -160,6 +160,7 @@ async fn publish_loop(
     let seen_view = inputs.view.borrow().clone();
     let mut state = Loop {
         coalescer: Coalescer::new(CoalesceConfig::default()),
+        delivering: None,
         seen_view,
         overlays_open: true,
         inputs,
@@ -178,6 +179,9 @@ struct Loop {
     supervisor: Supervisor,
     out: Outputs,
     coalescer: Coalescer,
+    /// The last publish while the streams take it, and when it started:
+    /// the next waits until they have (see `FanOut`).
+    delivering: Option<(Instant, Arc<Published>)>,
     /// The view last seen, to tell a content change from a sync-time one.
     seen_view: Arc<View>,
     /// Whether the rollout controller still sends overlays.
@@ -188,13 +192,22 @@ impl Loop {
     /// Waits for one input change, the coalescer's deadline, or `stop`;
     /// false when the loop should end.
     async fn step(&mut self, stop: &CancellationToken) -> bool {
-        let wake_at = self
-            .coalescer
-            .deadline()
-            .map(tokio::time::Instant::from_std);
+        let wake_at = match self.delivering {
+            Some(_) => None,
+            None => self.coalescer.deadline(),
+        }
+        .map(tokio::time::Instant::from_std);
         let timer = async move {
             match wake_at {
                 Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let delivering = self.delivering.clone();
+        let at_most = self.coalescer.max_interval();
+        let delivered = async move {
+            match delivering {
+                Some((_, p)) => p.fanout.taken(p.seq, at_most).await,
                 None => std::future::pending().await,
             }
         };
@@ -230,6 +243,13 @@ impl Loop {
                 self.publish_now();
                 true
             }
+            _ = delivered => {
+                if let Some((started, _)) = self.delivering.take() {
+                    let now = Instant::now();
+                    self.coalescer.delivered(now, now - started);
+                }
+                true
+            }
         }
     }
 
@@ -263,6 +283,11 @@ impl Loop {
             .compile_seconds
             .observe((ended - started).as_secs_f64());
         self.coalescer.published(ended, ended - started);
+        // A new publish: paced by when the streams have taken it.
+        let latest = self.out.snapshots.borrow().clone();
+        if let Some(p) = latest.filter(|p| p.at >= started) {
+            self.delivering = Some((started, p));
+        }
     }
 }
 

@@ -120,6 +120,22 @@ impl Coalescer {
         self.commanded = false;
     }
 
+    /// The streams have taken the last publish at `now`, `cost` after it
+    /// started: pacing counts the fan-out too, and the quiet before an
+    /// isolated change runs from here. Changes since the publish stay
+    /// pending.
+    pub fn delivered(&mut self, now: Instant, cost: Duration) {
+        self.interval = cost
+            .saturating_mul(self.cfg.cost_factor)
+            .min(self.cfg.max_interval);
+        self.last_publish = Some(now);
+    }
+
+    /// The longest gap pacing imposes.
+    pub fn max_interval(&self) -> Duration {
+        self.cfg.max_interval
+    }
+
     /// The current minimum gap after the last publish.
     pub fn interval(&self) -> Duration {
         self.interval
@@ -246,6 +262,19 @@ mod tests {
         // And a source change close after it waits for quiet again.
         c.changed(t0 + 34 * MS);
         assert_eq!(c.deadline(), Some(t0 + 39 * MS));
+    }
+
+    #[test]
+    fn the_fan_out_paces_without_dropping_what_came_meanwhile() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(CoalesceConfig::default());
+        c.changed(t0);
+        c.published(t0 + 2 * MS, 2 * MS);
+        // A change while the streams take the publish stays pending.
+        c.changed(t0 + 5 * MS);
+        c.delivered(t0 + 20 * MS, 20 * MS);
+        assert_eq!(c.interval(), 60 * MS);
+        assert_eq!(c.deadline(), Some(t0 + 80 * MS));
     }
 
     #[test]

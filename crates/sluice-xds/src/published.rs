@@ -2,10 +2,11 @@
 //! [`Published`], on a watch channel ([`SnapshotRx`]) that every stream
 //! reads.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::history::History;
 use super::resource::Snapshots;
@@ -23,6 +24,11 @@ pub struct Published {
     /// its credentials against it when its node is known and again on
     /// every publish, so a revoked entry ends the streams it allowed.
     pub access: Arc<Vec<AccessEntry>>,
+    /// Which publish this is (1, 2, …), for [`FanOut`].
+    pub seq: u64,
+    /// How far the streams are with taking the latest publish; one for
+    /// the whole chain of publishes.
+    pub fanout: Arc<FanOut>,
 }
 
 impl Published {
@@ -34,11 +40,16 @@ impl Published {
             Some(p) => p.history.advance(&p.snapshots, &mut snapshots),
             None => History::default(),
         };
+        let seq = prev.map_or(1, |p| p.seq + 1);
+        let fanout = prev.map(|p| p.fanout.clone()).unwrap_or_default();
+        fanout.published(seq);
         Published {
             snapshots: Arc::new(snapshots),
             at,
             history,
             access: Arc::default(),
+            seq,
+            fanout,
         }
     }
 
@@ -46,6 +57,79 @@ impl Published {
     pub fn with_access(mut self, access: Arc<Vec<AccessEntry>>) -> Published {
         self.access = access;
         self
+    }
+}
+
+/// When the streams have taken a publish: each identified stream (one
+/// whose node is known) counts itself once its session has worked out
+/// what the publish means for it, before anything is written to the wire.
+/// A publish's cost is its compile *and* this fan-out (a session per
+/// stream, ~1,000 of them): the publisher waits for it before it paces the
+/// next publish, so under churn it never publishes faster than the
+/// streams take its publishes (B2: when it did, streams lagged many
+/// publishes and planned in full each time).
+#[derive(Debug, Default)]
+pub struct FanOut {
+    /// Identified streams.
+    streams: AtomicUsize,
+    /// The latest publish, and how many streams have taken it.
+    seq: AtomicU64,
+    taken: AtomicUsize,
+    done: Notify,
+}
+
+impl FanOut {
+    fn published(&self, seq: u64) {
+        self.taken.store(0, Ordering::SeqCst);
+        self.seq.store(seq, Ordering::SeqCst);
+    }
+
+    /// A stream's node is known: it takes publishes from now on.
+    pub fn joined(&self) {
+        self.streams.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An identified stream ended.
+    pub fn left(&self) {
+        self.streams.fetch_sub(1, Ordering::SeqCst);
+        self.check();
+    }
+
+    /// A stream has taken publish `seq`.
+    pub fn took(&self, seq: u64) {
+        if self.seq.load(Ordering::SeqCst) == seq {
+            self.taken.fetch_add(1, Ordering::SeqCst);
+            self.check();
+        }
+    }
+
+    fn is_done(&self, seq: u64) -> bool {
+        self.seq.load(Ordering::SeqCst) != seq
+            || self.taken.load(Ordering::SeqCst) >= self.streams.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) {
+        if self.taken.load(Ordering::SeqCst) >= self.streams.load(Ordering::SeqCst) {
+            self.done.notify_waiters();
+        }
+    }
+
+    /// Waits until every identified stream has taken publish `seq` (or a
+    /// later one was published), `at_most` long: a stream that stalls
+    /// must not stall publishing.
+    pub async fn taken(&self, seq: u64, at_most: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.done.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.is_done(seq) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(at_most, wait).await;
     }
 }
 

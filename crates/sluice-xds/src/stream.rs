@@ -28,7 +28,7 @@ use super::access::{self, Credentials, DenyReason, Grant};
 use super::admission::Limits;
 use super::grpc_body::Requests;
 use super::metrics::XdsMetrics;
-use super::published::{Published, SnapshotRx};
+use super::published::{FanOut, Published, SnapshotRx};
 use super::registry::{now_secs, Denial, Registry};
 use super::resource::{Snapshot, TypeUrl};
 use super::session::{Event, Mode, NodeInfo, Output, ProtocolError, Response, Session};
@@ -144,6 +144,9 @@ pub(super) struct StreamTask<Resp> {
     /// Whether this stream was told (logged, counted) that its group's
     /// secrets are withheld.
     secrets_withheld: bool,
+    /// The publishes' fan-out this stream counts itself in, once its node
+    /// is known and something was published.
+    fanout: Option<Arc<FanOut>>,
     /// What access control last decided (`None` before the node and the
     /// first snapshot are known).
     grant: Option<Grant>,
@@ -171,6 +174,7 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
             slot: Some(slot),
             peer,
             secrets_withheld: false,
+            fanout: None,
             grant: None,
         }
     }
@@ -307,8 +311,15 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
         let snap = snap.clone();
         // The publisher keeps the `Arc` of an unchanged group, and a diff
         // says what changed since the snapshot this stream has.
+        if self.fanout.is_none() {
+            published.fanout.joined();
+            self.fanout = Some(published.fanout.clone());
+        }
         let diff = match &self.current {
-            Some(c) if Arc::ptr_eq(c, &snap) => return true,
+            Some(c) if Arc::ptr_eq(c, &snap) => {
+                published.fanout.took(published.seq);
+                return true;
+            }
             Some(c) => published.history.diff(lineage, c, &snap),
             None => None,
         };
@@ -323,6 +334,8 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
                 None => self.session().on_snapshot(snap),
             },
         };
+        // Taken: what is left is writing, which a slow client may hold up.
+        published.fanout.took(published.seq);
         self.deliver::<Req>(out).await
     }
 
@@ -480,6 +493,15 @@ impl<Resp: Send + prost::Message + 'static> StreamTask<Resp> {
             self.shared.registry.disconnect(self.id);
             self.shared.metrics.connected(self.mode).dec();
             info!(stream = self.id, node = %node.id, "proxy disconnected");
+        }
+    }
+}
+
+impl<Resp> Drop for StreamTask<Resp> {
+    fn drop(&mut self) {
+        // However the task ends (closed, or dropped with its connection).
+        if let Some(fanout) = self.fanout.take() {
+            fanout.left();
         }
     }
 }
