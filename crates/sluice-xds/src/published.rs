@@ -82,6 +82,8 @@ impl FanOut {
     fn published(&self, seq: u64) {
         self.taken.store(0, Ordering::SeqCst);
         self.seq.store(seq, Ordering::SeqCst);
+        // A wait for an earlier publish is over.
+        self.done.notify_waiters();
     }
 
     /// A stream's node is known: it takes publishes from now on.
@@ -136,3 +138,75 @@ impl FanOut {
 /// `None` until the first complete snapshot: until then streams are held
 /// and nothing is sent (no partial or empty first push).
 pub type SnapshotRx = watch::Receiver<Option<Arc<Published>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long enough never to be what ends a wait that should end sooner.
+    const LONG: Duration = Duration::from_secs(30);
+
+    async fn finishes(f: impl std::future::Future<Output = ()>) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_taken_once_every_identified_stream_took_it() {
+        let f = Arc::new(FanOut::default());
+        f.joined();
+        f.joined();
+        f.published(1);
+        f.took(1);
+        let wait = {
+            let f = f.clone();
+            tokio::spawn(async move { f.taken(1, LONG).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!wait.is_finished(), "one stream has not taken it");
+        // A stream still on an older publish does not count for this one.
+        f.took(0);
+        tokio::task::yield_now().await;
+        assert!(!wait.is_finished());
+        f.took(1);
+        assert!(finishes(async { wait.await.expect("joins") }).await);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_or_a_later_publish_ends_the_wait() {
+        let f = Arc::new(FanOut::default());
+        f.joined();
+        f.joined();
+        f.published(1);
+        f.took(1);
+        f.left();
+        assert!(finishes(f.taken(1, LONG)).await);
+        f.published(2);
+        let wait = {
+            let f = f.clone();
+            tokio::spawn(async move { f.taken(2, LONG).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!wait.is_finished());
+        f.published(3);
+        assert!(finishes(async { wait.await.expect("joins") }).await);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_holds_the_publisher_at_most_the_given_time() {
+        let f = FanOut::default();
+        f.joined();
+        f.published(1);
+        // Never taken: the wait ends by its bound, not by hanging.
+        assert!(finishes(f.taken(1, Duration::from_millis(50))).await);
+    }
+
+    #[test]
+    fn publishes_are_numbered_and_share_one_fan_out() {
+        let first = Published::after(None, Snapshots::default(), Instant::now());
+        let next = Published::after(Some(&first), Snapshots::default(), Instant::now());
+        assert_eq!((first.seq, next.seq), (1, 2));
+        assert!(Arc::ptr_eq(&first.fanout, &next.fanout));
+    }
+}
