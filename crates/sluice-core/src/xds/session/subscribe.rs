@@ -75,7 +75,7 @@ impl Session {
     pub(super) fn delta_subscribe(
         &mut self,
         ty: TypeUrl,
-        subscribe: Vec<String>,
+        mut subscribe: Vec<String>,
         unsubscribe: Vec<String>,
         initial: HashMap<String, String>,
     ) {
@@ -97,7 +97,6 @@ impl Session {
                 st.phase = Phase::MustReply;
             }
         }
-        let mut subscribe = subscribe;
         if first && st.names.is_empty() && !subscribe.is_empty() {
             // A first request (a reconnect asks for thousands of names):
             // the set is made at once, not name by name. Everything is
